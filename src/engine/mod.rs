@@ -1,0 +1,892 @@
+//! The mirror's I/O state machine: md's deadlock fix, generic over the world below.
+//!
+//! A parent write becomes one child per copy on a working leg. Each child context comes from its
+//! leg's bounded pool and is submitted the moment it is allocated, so everything a parent holds
+//! is on its way back. `remaining` starts at 1 (the bias) so children completing while others are
+//! still being issued, even inside `submit`, cannot complete the parent; the bias is dropped after
+//! the loop. When a pool is empty or the backend answers "no memory", the parent parks at exactly
+//! the child it stopped on and resumes there. Admission is bounded by the number of parent slots,
+//! so parents can never hold all of a shared I/O pool their children need.
+//!
+//! The engine is single-threaded (an SPDK reactor, or the simulator) and never calls itself
+//! recursively: wake-ups found while handling one event are queued and drained in one loop.
+
+pub mod backend;
+pub mod intent;
+pub mod plan;
+mod stats;
+
+use std::collections::VecDeque;
+
+pub use backend::{
+    Backend, ChildInfo, ChildStatus, HostStatus, IoOp, IoRequest, ParentId, Submitted,
+};
+pub use intent::{Gate, NoBitmap, WriteIntent};
+pub use stats::{EngineStats, LegStats};
+
+use crate::placement::{Geometry, MAX_LEGS};
+use plan::{full_mask, segment, segment_count, MAX_SEGMENTS};
+
+/// How a parent's children are allocated and submitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Submit each child the moment its context is allocated (md's fix). Never stalls.
+    #[default]
+    Immediate,
+    /// Allocate every child of a parent, then submit them together (md's pre-fix behaviour).
+    /// Kept only as a demonstration and test oracle: it stalls when pools run dry.
+    Batch,
+}
+
+/// Engine tunables.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Admission bound: parents admitted at once. Further parents wait in arrival order
+    /// without taking anything.
+    pub max_parents: u32,
+    pub strategy: Strategy,
+}
+
+/// What a parked parent waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// A child context of this leg's pool.
+    Pool(u32),
+    /// Shared I/O (the leg whose submit said no memory; `None` for the parent's own).
+    Io(Option<u32>),
+    /// The write-intent bitmap.
+    Intent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Free,
+    /// Taking the parent's own shared I/O.
+    Admit,
+    /// Waiting for the write-intent bitmap.
+    Intent,
+    /// Issuing the main plan; the bias is held.
+    Issue,
+    /// Main plan issued, bias dropped; children (and read retries) outstanding.
+    Tail,
+}
+
+/// Which queue a parked child belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChildKind {
+    Main,
+    Retry,
+}
+
+/// A parent I/O slot. Slots are allocated once; nothing here allocates per I/O.
+struct Slot<B: Backend> {
+    host: Option<B::Host>,
+    req: IoRequest,
+    phase: Phase,
+    wait: Option<Wait>,
+    in_ready: bool,
+    remaining: u32,
+    next: u32,
+    total: u32,
+    nsegs: u32,
+    seg_ok: u64,
+    /// A copy was not written (failed leg, or error): the bitmap must keep the region dirty.
+    missed_copy: bool,
+    /// A child handed back by `NoMem`, resubmitted first on resume.
+    parked: Option<(B::Child, ChildInfo, ChildKind)>,
+    /// Batch strategy: children allocated but not yet submitted.
+    held: Vec<(B::Child, ChildInfo)>,
+    batch_submitting: bool,
+    /// Read retries: segments awaiting another copy, and the legs each has tried.
+    retry: u64,
+    tried: [u32; MAX_SEGMENTS as usize],
+}
+
+impl<B: Backend> Slot<B> {
+    fn new(held_capacity: usize) -> Self {
+        Slot {
+            host: None,
+            req: IoRequest {
+                op: IoOp::Read,
+                lba: 0,
+                blocks: 0,
+            },
+            phase: Phase::Free,
+            wait: None,
+            in_ready: false,
+            remaining: 0,
+            next: 0,
+            total: 0,
+            nsegs: 0,
+            seg_ok: 0,
+            missed_copy: false,
+            parked: None,
+            held: Vec::with_capacity(held_capacity),
+            batch_submitting: false,
+            retry: 0,
+            tried: [0; MAX_SEGMENTS as usize],
+        }
+    }
+}
+
+/// What the next child of a plan is.
+enum Planned {
+    Child(ChildInfo),
+    /// The copy is on a failed leg: the array runs degraded.
+    SkipFailedLeg,
+    /// No working copy is left to read this segment from.
+    NoCopy,
+}
+
+/// Result of running a parent as far as it can go.
+enum Step {
+    Running,
+    Finished,
+    Parked(Wait),
+}
+
+struct LegState {
+    failed: bool,
+    outstanding_blocks: u64,
+    stats: LegStats,
+}
+
+/// The mirror engine for one channel (one SPDK reactor, or the simulator).
+pub struct Engine<B: Backend, W: WriteIntent = NoBitmap> {
+    geo: Geometry,
+    cfg: EngineConfig,
+    backend: B,
+    intent: W,
+    legs: Vec<LegState>,
+    slots: Vec<Slot<B>>,
+    free_slots: Vec<ParentId>,
+    admit_queue: VecDeque<(B::Host, IoRequest)>,
+    pool_waiters: Vec<VecDeque<ParentId>>,
+    pool_freed: u64,
+    io_waiters: VecDeque<ParentId>,
+    io_signal: bool,
+    ready: VecDeque<ParentId>,
+    draining: bool,
+    stats: EngineStats,
+}
+
+impl<B: Backend> Engine<B, NoBitmap> {
+    pub fn new(geo: Geometry, cfg: EngineConfig, backend: B) -> Self {
+        Engine::with_intent(geo, cfg, backend, NoBitmap)
+    }
+}
+
+impl<B: Backend, W: WriteIntent> Engine<B, W> {
+    pub fn with_intent(geo: Geometry, cfg: EngineConfig, backend: B, intent: W) -> Self {
+        let max_parents = cfg.max_parents.max(1);
+        let held_capacity = match cfg.strategy {
+            Strategy::Immediate => 0,
+            Strategy::Batch => (MAX_SEGMENTS as usize) * geo.copies().max(geo.legs()) as usize,
+        };
+        let legs = (0..geo.legs())
+            .map(|_| LegState {
+                failed: false,
+                outstanding_blocks: 0,
+                stats: LegStats::default(),
+            })
+            .collect();
+        Engine {
+            legs,
+            slots: (0..max_parents).map(|_| Slot::new(held_capacity)).collect(),
+            free_slots: (0..max_parents).rev().collect(),
+            admit_queue: VecDeque::with_capacity(1024),
+            pool_waiters: (0..geo.legs())
+                .map(|_| VecDeque::with_capacity(max_parents as usize))
+                .collect(),
+            pool_freed: 0,
+            io_waiters: VecDeque::with_capacity(max_parents as usize),
+            io_signal: false,
+            ready: VecDeque::with_capacity(max_parents as usize),
+            draining: false,
+            stats: EngineStats::default(),
+            geo,
+            cfg: EngineConfig { max_parents, ..cfg },
+            backend,
+            intent,
+        }
+    }
+
+    pub fn geometry(&self) -> &Geometry {
+        &self.geo
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    pub fn intent_mut(&mut self) -> &mut W {
+        &mut self.intent
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    pub fn leg_stats(&self, leg: u32) -> &LegStats {
+        &self.legs[leg as usize].stats
+    }
+
+    pub fn leg_failed(&self, leg: u32) -> bool {
+        self.legs[leg as usize].failed
+    }
+
+    /// Blocks of I/O outstanding on a leg (the read policy's measure).
+    pub fn leg_outstanding_blocks(&self, leg: u32) -> u64 {
+        self.legs[leg as usize].outstanding_blocks
+    }
+
+    /// Parents admitted and not yet completed.
+    pub fn active_parents(&self) -> usize {
+        self.slots.len() - self.free_slots.len()
+    }
+
+    /// Parents waiting for admission.
+    pub fn queued_parents(&self) -> usize {
+        self.admit_queue.len()
+    }
+
+    /// Nothing admitted, nothing queued.
+    pub fn is_idle(&self) -> bool {
+        self.active_parents() == 0 && self.admit_queue.is_empty()
+    }
+
+    /// Legs that are not failed, as a bit mask.
+    pub fn working_legs(&self) -> u32 {
+        self.legs
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !l.failed)
+            .fold(0, |m, (i, _)| m | 1 << i)
+    }
+
+    /// Takes a host I/O. It completes through `Backend::complete`, possibly before this returns.
+    pub fn submit(&mut self, host: B::Host, req: IoRequest) {
+        self.stats.parents_submitted += 1;
+        let in_range = req
+            .lba
+            .checked_add(req.blocks)
+            .is_some_and(|end| end <= self.geo.data_blocks());
+        if req.op != IoOp::Flush
+            && (!in_range || segment_count_or_max(&self.geo, &req) > MAX_SEGMENTS)
+        {
+            self.stats.parents_rejected += 1;
+            self.stats.parents_completed += 1;
+            self.backend.complete(host, HostStatus::Failed);
+            return;
+        }
+        if req.op != IoOp::Flush && req.blocks == 0 {
+            self.stats.parents_completed += 1;
+            self.backend.complete(host, HostStatus::Success);
+            return;
+        }
+        self.admit_queue.push_back((host, req));
+        self.drain();
+    }
+
+    /// A child submitted earlier has completed (SPDK: its completion callback fired).
+    pub fn child_done(&mut self, child: B::Child, info: ChildInfo, status: ChildStatus) {
+        self.child_finished(child, info, status);
+        self.drain();
+    }
+
+    /// Shared I/O may be available again (answers `Backend::wait_for_io`).
+    pub fn io_available(&mut self) {
+        self.io_signal = true;
+        self.drain();
+    }
+
+    /// The write-intent bitmap made parent `id`'s intent durable (answers `Gate::Pending`).
+    pub fn write_intent_ready(&mut self, id: ParentId) {
+        let slot = &mut self.slots[id as usize];
+        if slot.phase == Phase::Intent && slot.wait == Some(Wait::Intent) {
+            slot.wait = None;
+            slot.phase = Phase::Issue;
+            self.push_ready(id);
+        }
+        self.drain();
+    }
+
+    /// Retries every parked parent: for resources freed where the engine cannot see it (an SPDK
+    /// mempool shared with other cores). The SPDK glue calls this from a poller.
+    pub fn poll(&mut self) {
+        for (leg, waiters) in self.pool_waiters.iter().enumerate() {
+            if !waiters.is_empty() {
+                self.pool_freed |= 1 << leg;
+            }
+        }
+        if !self.io_waiters.is_empty() {
+            self.io_signal = true;
+        }
+        self.drain();
+    }
+
+    /// Whether anything is parked (the SPDK poller runs only then).
+    pub fn has_parked(&self) -> bool {
+        !self.io_waiters.is_empty() || self.pool_waiters.iter().any(|w| !w.is_empty())
+    }
+
+    /// Fails a leg: it gets no more writes (the mirror runs degraded) and is never read.
+    pub fn fail_leg(&mut self, leg: u32) {
+        let l = &mut self.legs[leg as usize];
+        if l.failed {
+            return;
+        }
+        l.failed = true;
+        self.stats.legs_failed += 1;
+        self.backend.leg_failed(leg);
+        // Parents parked on this leg's pool can now skip it.
+        if !self.pool_waiters[leg as usize].is_empty() {
+            self.pool_freed |= 1 << leg;
+        }
+        self.drain();
+    }
+
+    /// Brings a failed leg back into service (its data must already be in sync).
+    pub fn restore_leg(&mut self, leg: u32) {
+        self.legs[leg as usize].failed = false;
+    }
+
+    // ----- the state machine -----
+
+    fn push_ready(&mut self, id: ParentId) {
+        let slot = &mut self.slots[id as usize];
+        if !slot.in_ready {
+            slot.in_ready = true;
+            self.ready.push_back(id);
+        }
+    }
+
+    /// Runs every queued wake-up until nothing more can move. Never re-entered.
+    fn drain(&mut self) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        loop {
+            let mut moved = false;
+            while let Some(id) = self.ready.pop_front() {
+                self.slots[id as usize].in_ready = false;
+                let step = self.run(id);
+                self.park_after(id, step, false);
+                moved = true;
+            }
+            while self.pool_freed != 0 {
+                let leg = self.pool_freed.trailing_zeros();
+                self.pool_freed &= !(1 << leg);
+                while let Some(id) = self.pool_waiters[leg as usize].pop_front() {
+                    self.slots[id as usize].wait = None;
+                    let step = self.run(id);
+                    moved = true;
+                    if let Step::Parked(Wait::Pool(l)) = step {
+                        if l == leg {
+                            // Still empty: keep its place at the head of the line.
+                            self.slots[id as usize].wait = Some(Wait::Pool(l));
+                            self.pool_waiters[leg as usize].push_front(id);
+                            break;
+                        }
+                    }
+                    self.park_after(id, step, false);
+                }
+            }
+            if std::mem::take(&mut self.io_signal) {
+                while let Some(id) = self.io_waiters.pop_front() {
+                    self.slots[id as usize].wait = None;
+                    let step = self.run(id);
+                    moved = true;
+                    if let Step::Parked(Wait::Io(leg)) = step {
+                        self.slots[id as usize].wait = Some(Wait::Io(leg));
+                        self.io_waiters.push_front(id);
+                        self.backend.wait_for_io(leg);
+                        break;
+                    }
+                    self.park_after(id, step, false);
+                }
+            }
+            while !self.admit_queue.is_empty() && !self.free_slots.is_empty() {
+                let (host, req) = self.admit_queue.pop_front().expect("checked non-empty");
+                let id = self.free_slots.pop().expect("checked non-empty");
+                self.start(id, host, req);
+                let step = self.run(id);
+                self.park_after(id, step, false);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        self.draining = false;
+    }
+
+    fn park_after(&mut self, id: ParentId, step: Step, front: bool) {
+        let Step::Parked(wait) = step else { return };
+        self.slots[id as usize].wait = Some(wait);
+        match wait {
+            Wait::Pool(leg) => {
+                self.stats.pool_waits += 1;
+                let q = &mut self.pool_waiters[leg as usize];
+                if front {
+                    q.push_front(id)
+                } else {
+                    q.push_back(id)
+                }
+            }
+            Wait::Io(leg) => {
+                self.stats.io_waits += 1;
+                if front {
+                    self.io_waiters.push_front(id)
+                } else {
+                    self.io_waiters.push_back(id)
+                }
+                self.backend.wait_for_io(leg);
+            }
+            Wait::Intent => {}
+        }
+    }
+
+    fn start(&mut self, id: ParentId, host: B::Host, req: IoRequest) {
+        let nsegs = if req.op == IoOp::Flush {
+            1
+        } else {
+            segment_count(&self.geo, req.lba, req.blocks) as u32
+        };
+        let total = match req.op {
+            IoOp::Read => nsegs,
+            IoOp::Flush => self.geo.legs(),
+            _ => nsegs * self.geo.copies(),
+        };
+        let slot = &mut self.slots[id as usize];
+        debug_assert_eq!(slot.phase, Phase::Free);
+        slot.host = Some(host);
+        slot.req = req;
+        slot.phase = Phase::Admit;
+        slot.wait = None;
+        slot.remaining = 1; // the bias: dropped once the main plan is issued
+        slot.next = 0;
+        slot.total = total;
+        slot.nsegs = nsegs;
+        slot.seg_ok = 0;
+        slot.missed_copy = false;
+        slot.batch_submitting = false;
+        slot.retry = 0;
+        if req.op == IoOp::Read {
+            slot.tried[..nsegs as usize].fill(0);
+        }
+        self.stats.parents_admitted += 1;
+    }
+
+    /// Moves a parent as far as it can go. The caller must not touch the slot after `Finished`.
+    fn run(&mut self, id: ParentId) -> Step {
+        let idx = id as usize;
+        if self.slots[idx].phase == Phase::Admit {
+            let slot = &self.slots[idx];
+            if !self
+                .backend
+                .admit_parent(slot.host.as_ref().expect("admitted parent has a host"))
+            {
+                return Step::Parked(Wait::Io(None));
+            }
+            let req = slot.req;
+            self.slots[idx].phase = Phase::Intent;
+            if req.op.is_write() {
+                self.stats.intent_starts += 1;
+                if self.intent.start_write(id, req.lba, req.blocks) == Gate::Pending {
+                    return Step::Parked(Wait::Intent);
+                }
+            }
+            self.slots[idx].phase = Phase::Issue;
+        }
+        if self.slots[idx].phase == Phase::Intent {
+            return Step::Parked(Wait::Intent);
+        }
+        // Hold a reference while issuing so a child completing inside submit cannot complete
+        // the parent under our feet; the main bias is separate and dropped after the main plan.
+        self.slots[idx].remaining += 1;
+        let parked = self.issue(id);
+        let finished = self.put(id);
+        match parked {
+            Some(wait) => {
+                debug_assert!(!finished, "a parked parent holds its bias or a retry");
+                Step::Parked(wait)
+            }
+            None if finished => Step::Finished,
+            None => Step::Running,
+        }
+    }
+
+    /// Issues what the parent still owes: a parked child first, then the main plan, then read
+    /// retries. Returns what it parked on, if anything.
+    fn issue(&mut self, id: ParentId) -> Option<Wait> {
+        let idx = id as usize;
+        // In batch's allocation phase a parked child still needs its reservation, not a submit.
+        let batch_allocating = self.cfg.strategy == Strategy::Batch
+            && self.slots[idx].phase == Phase::Issue
+            && !self.slots[idx].batch_submitting;
+        let parked = if batch_allocating {
+            None
+        } else {
+            self.slots[idx].parked.take()
+        };
+        if let Some((child, info, kind)) = parked {
+            if self.legs[info.leg as usize].failed {
+                // The leg failed while we waited: give the context back and re-plan this child.
+                self.release_child(info.leg, child);
+                if kind == ChildKind::Main && info.op != IoOp::Read {
+                    self.slots[idx].missed_copy = true;
+                    self.slots[idx].next += 1;
+                }
+            } else {
+                let counted = kind == ChildKind::Retry;
+                if let Err(back) = self.submit_child(child, info, counted) {
+                    self.slots[idx].parked = Some((back.0, back.1, kind));
+                    return Some(Wait::Io(Some(info.leg)));
+                }
+                match kind {
+                    ChildKind::Main => self.slots[idx].next += 1,
+                    ChildKind::Retry => self.slots[idx].retry &= !(1 << info.segment),
+                }
+            }
+        }
+        if self.slots[idx].phase == Phase::Issue {
+            let parked = match self.cfg.strategy {
+                Strategy::Immediate => self.issue_main_immediate(id),
+                Strategy::Batch => self.issue_main_batch(id),
+            };
+            if parked.is_some() {
+                return parked;
+            }
+            self.slots[idx].phase = Phase::Tail;
+            let dropped_to_zero = self.put(id);
+            debug_assert!(!dropped_to_zero, "issue() holds its own reference");
+        }
+        self.issue_retries(id)
+    }
+
+    fn issue_main_immediate(&mut self, id: ParentId) -> Option<Wait> {
+        let idx = id as usize;
+        while self.slots[idx].next < self.slots[idx].total {
+            let info = match self.plan(id, self.slots[idx].next) {
+                Planned::Child(info) => info,
+                Planned::SkipFailedLeg => {
+                    self.slots[idx].missed_copy = true;
+                    self.slots[idx].next += 1;
+                    continue;
+                }
+                Planned::NoCopy => {
+                    self.slots[idx].next += 1;
+                    continue;
+                }
+            };
+            let Some(child) = self.alloc(info.leg) else {
+                return Some(Wait::Pool(info.leg));
+            };
+            if let Err((child, info)) = self.submit_child(child, info, false) {
+                self.slots[idx].parked = Some((child, info, ChildKind::Main));
+                return Some(Wait::Io(Some(info.leg)));
+            }
+            self.slots[idx].next += 1;
+        }
+        None
+    }
+
+    /// md's pre-fix behaviour: every child of the parent is allocated (context and shared I/O)
+    /// and held before any is submitted.
+    fn issue_main_batch(&mut self, id: ParentId) -> Option<Wait> {
+        let idx = id as usize;
+        if !self.slots[idx].batch_submitting {
+            if let Some((mut child, info, kind)) = self.slots[idx].parked.take() {
+                if !self.backend.reserve_io(&mut child) {
+                    self.slots[idx].parked = Some((child, info, kind));
+                    return Some(Wait::Io(Some(info.leg)));
+                }
+                self.slots[idx].held.push((child, info));
+            }
+            while self.slots[idx].next < self.slots[idx].total {
+                let info = match self.plan(id, self.slots[idx].next) {
+                    Planned::Child(info) => info,
+                    Planned::SkipFailedLeg => {
+                        self.slots[idx].missed_copy = true;
+                        self.slots[idx].next += 1;
+                        continue;
+                    }
+                    Planned::NoCopy => {
+                        self.slots[idx].next += 1;
+                        continue;
+                    }
+                };
+                let Some(mut child) = self.alloc(info.leg) else {
+                    return Some(Wait::Pool(info.leg));
+                };
+                if !self.backend.reserve_io(&mut child) {
+                    // Keep the context, as md kept its bios, and wait for the rest.
+                    self.slots[idx].parked = Some((child, info, ChildKind::Main));
+                    self.slots[idx].next += 1;
+                    return Some(Wait::Io(Some(info.leg)));
+                }
+                self.slots[idx].held.push((child, info));
+                self.slots[idx].next += 1;
+            }
+            self.slots[idx].batch_submitting = true;
+        }
+        while !self.slots[idx].held.is_empty() {
+            let (child, info) = self.slots[idx].held.remove(0);
+            if let Err((child, info)) = self.submit_child(child, info, false) {
+                self.slots[idx].held.insert(0, (child, info));
+                return Some(Wait::Io(Some(info.leg)));
+            }
+        }
+        None
+    }
+
+    fn issue_retries(&mut self, id: ParentId) -> Option<Wait> {
+        let idx = id as usize;
+        while self.slots[idx].retry != 0 {
+            let seg = self.slots[idx].retry.trailing_zeros();
+            let info = self.plan_read(id, seg);
+            let Some(info) = info else {
+                // Every copy has been tried: this segment fails; release the retry's reference.
+                self.slots[idx].retry &= !(1 << seg);
+                let finished = self.put(id);
+                debug_assert!(!finished, "issue() holds its own reference");
+                continue;
+            };
+            let Some(child) = self.alloc(info.leg) else {
+                return Some(Wait::Pool(info.leg));
+            };
+            self.stats.read_retries += 1;
+            if let Err((child, info)) = self.submit_child(child, info, true) {
+                self.slots[idx].parked = Some((child, info, ChildKind::Retry));
+                return Some(Wait::Io(Some(info.leg)));
+            }
+            self.slots[idx].retry &= !(1 << seg);
+        }
+        None
+    }
+
+    /// Child `k` of the parent's main plan.
+    fn plan(&self, id: ParentId, k: u32) -> Planned {
+        let slot = &self.slots[id as usize];
+        let req = slot.req;
+        match req.op {
+            IoOp::Read => match self.plan_read(id, k) {
+                Some(info) => Planned::Child(info),
+                None => Planned::NoCopy,
+            },
+            IoOp::Flush => {
+                if self.legs[k as usize].failed {
+                    return Planned::SkipFailedLeg;
+                }
+                Planned::Child(ChildInfo {
+                    parent: id,
+                    op: IoOp::Flush,
+                    leg: k,
+                    leg_lba: 0,
+                    blocks: self.geo.used_leg_blocks(),
+                    buf_offset: 0,
+                    segment: 0,
+                })
+            }
+            op => {
+                let copies = self.geo.copies();
+                let (seg, copy_slot) = (k / copies, k % copies);
+                let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
+                let copy = self.geo.map_unchecked(start).as_slice()[copy_slot as usize];
+                if self.legs[copy.leg as usize].failed {
+                    return Planned::SkipFailedLeg;
+                }
+                Planned::Child(ChildInfo {
+                    parent: id,
+                    op,
+                    leg: copy.leg,
+                    leg_lba: copy.lba,
+                    blocks: len,
+                    buf_offset: start - req.lba,
+                    segment: seg,
+                })
+            }
+        }
+    }
+
+    /// A read of segment `seg` from the working, untried copy with the fewest outstanding blocks.
+    fn plan_read(&self, id: ParentId, seg: u32) -> Option<ChildInfo> {
+        let slot = &self.slots[id as usize];
+        let req = slot.req;
+        let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
+        let tried = slot.tried[seg as usize];
+        let copy = self
+            .geo
+            .map_unchecked(start)
+            .as_slice()
+            .iter()
+            .filter(|c| !self.legs[c.leg as usize].failed && tried & (1 << c.leg) == 0)
+            .min_by_key(|c| self.legs[c.leg as usize].outstanding_blocks)
+            .copied()?;
+        Some(ChildInfo {
+            parent: id,
+            op: IoOp::Read,
+            leg: copy.leg,
+            leg_lba: copy.lba,
+            blocks: len,
+            buf_offset: start - req.lba,
+            segment: seg,
+        })
+    }
+
+    fn alloc(&mut self, leg: u32) -> Option<B::Child> {
+        let child = self.backend.alloc_child(leg);
+        if child.is_none() {
+            self.legs[leg as usize].stats.pool_empty += 1;
+        }
+        child
+    }
+
+    fn release_child(&mut self, leg: u32, child: B::Child) {
+        self.backend.free_child(leg, child);
+        if !self.pool_waiters[leg as usize].is_empty() {
+            self.pool_freed |= 1 << leg;
+        }
+    }
+
+    /// Submits one child. `counted`: its reference on the parent is already held (a read retry
+    /// inherits the failed child's). On `NoMem` the child is handed back and nothing changed.
+    fn submit_child(
+        &mut self,
+        child: B::Child,
+        info: ChildInfo,
+        counted: bool,
+    ) -> Result<(), (B::Child, ChildInfo)> {
+        let idx = info.parent as usize;
+        if !counted {
+            self.slots[idx].remaining += 1;
+        }
+        self.legs[info.leg as usize].outstanding_blocks += info.blocks;
+        let host = self.slots[idx]
+            .host
+            .as_ref()
+            .expect("issuing parent has a host");
+        match self.backend.submit(host, child, info) {
+            Submitted::InFlight => {
+                self.stats.children_submitted += 1;
+                Ok(())
+            }
+            Submitted::Completed(child, info, status) => {
+                self.stats.children_submitted += 1;
+                self.stats.inline_completions += 1;
+                self.child_finished(child, info, status);
+                Ok(())
+            }
+            Submitted::NoMem(child, info) => {
+                self.legs[info.leg as usize].outstanding_blocks -= info.blocks;
+                self.legs[info.leg as usize].stats.nomem += 1;
+                if !counted {
+                    self.slots[idx].remaining -= 1;
+                }
+                Err((child, info))
+            }
+        }
+    }
+
+    /// Accounts a finished child. Completes the parent when it was the last reference.
+    fn child_finished(&mut self, child: B::Child, info: ChildInfo, status: ChildStatus) {
+        let id = info.parent;
+        let idx = id as usize;
+        let leg = &mut self.legs[info.leg as usize];
+        leg.outstanding_blocks -= info.blocks;
+        self.stats.children_completed += 1;
+        match info.op {
+            IoOp::Read => leg.stats.reads += 1,
+            _ => leg.stats.writes += 1,
+        }
+        self.release_child(info.leg, child);
+        match (info.op, status) {
+            (_, ChildStatus::Success) => {
+                self.slots[idx].seg_ok |= 1 << info.segment;
+            }
+            (IoOp::Read, ChildStatus::Error) => {
+                self.legs[info.leg as usize].stats.read_errors += 1;
+                let slot = &mut self.slots[idx];
+                slot.tried[info.segment as usize] |= 1 << info.leg;
+                slot.retry |= 1 << info.segment;
+                // The failed child's reference passes to its retry.
+                if slot.phase == Phase::Tail && slot.wait.is_none() {
+                    self.push_ready(id);
+                }
+                return;
+            }
+            (_, ChildStatus::Error) => {
+                self.legs[info.leg as usize].stats.write_errors += 1;
+                self.slots[idx].missed_copy = true;
+                self.fail_leg_quietly(info.leg);
+            }
+        }
+        self.put(id);
+    }
+
+    fn fail_leg_quietly(&mut self, leg: u32) {
+        let l = &mut self.legs[leg as usize];
+        if !l.failed {
+            l.failed = true;
+            self.stats.legs_failed += 1;
+            self.backend.leg_failed(leg);
+            if !self.pool_waiters[leg as usize].is_empty() {
+                self.pool_freed |= 1 << leg;
+            }
+        }
+    }
+
+    /// Drops one reference; completes the parent on the last. Returns whether it completed.
+    fn put(&mut self, id: ParentId) -> bool {
+        let slot = &mut self.slots[id as usize];
+        debug_assert!(slot.remaining > 0);
+        slot.remaining -= 1;
+        if slot.remaining > 0 {
+            return false;
+        }
+        debug_assert_eq!(
+            slot.phase,
+            Phase::Tail,
+            "a parent completed before its plan was issued"
+        );
+        let req = slot.req;
+        let ok = slot.seg_ok == full_mask(slot.nsegs);
+        let missed = slot.missed_copy;
+        let host = slot.host.take().expect("completing parent has a host");
+        slot.phase = Phase::Free;
+        slot.wait = None;
+        self.free_slots.push(id);
+        if req.op.is_write() {
+            self.stats.intent_ends += 1;
+            self.intent.end_write(req.lba, req.blocks, ok && !missed);
+        }
+        let status = if ok {
+            HostStatus::Success
+        } else {
+            HostStatus::Failed
+        };
+        if !ok {
+            self.stats.parents_failed += 1;
+        }
+        self.stats.parents_completed += 1;
+        self.backend.release_parent();
+        self.backend.complete(host, status);
+        true
+    }
+}
+
+fn segment_count_or_max(geo: &Geometry, req: &IoRequest) -> u64 {
+    if req.blocks == 0 {
+        0
+    } else {
+        segment_count(geo, req.lba, req.blocks)
+    }
+}
+
+const _: () = assert!(MAX_LEGS <= 32, "leg masks are u32");

@@ -1,0 +1,63 @@
+//! How a parent I/O breaks into children: chunk-bounded segments, and for each segment one
+//! child per copy (writes) or one child on a chosen copy (reads). Pure arithmetic.
+
+use crate::placement::{Geometry, Level};
+
+/// Most segments one parent may span. Write success is tracked per segment in a `u64`; the SPDK
+/// glue asks the bdev layer to split host I/O at chunk boundaries, so it never sees more than one.
+pub const MAX_SEGMENTS: u64 = 64;
+
+/// Number of chunk-bounded segments in `[lba, lba + blocks)` (`blocks > 0`).
+pub fn segment_count(geo: &Geometry, lba: u64, blocks: u64) -> u64 {
+    match geo.level() {
+        Level::Raid1 => 1,
+        Level::Raid10 => {
+            let shift = geo.chunk_blocks().trailing_zeros();
+            ((lba + blocks - 1) >> shift) - (lba >> shift) + 1
+        }
+    }
+}
+
+/// Segment `k` of `[lba, lba + blocks)`: its first block and length.
+pub fn segment(geo: &Geometry, lba: u64, blocks: u64, k: u64) -> (u64, u64) {
+    if k == 0 {
+        return (lba, blocks.min(geo.run_len(lba)));
+    }
+    let chunk = geo.chunk_blocks();
+    let start = (lba & !(chunk - 1)) + k * chunk;
+    (start, chunk.min(lba + blocks - start))
+}
+
+/// All-ones mask over `n` segments.
+pub fn full_mask(n: u32) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::{GeometrySpec, Raid10Layout};
+
+    #[test]
+    fn segments_cover_the_request_at_chunk_boundaries() {
+        let geo = Geometry::new(&GeometrySpec {
+            level: Level::Raid10,
+            layout: Some(Raid10Layout::N2),
+            legs: 4,
+            chunk_bytes: Some(4096),
+            block_size: 512,
+            leg_blocks: 1024,
+        })
+        .unwrap();
+        // chunk = 8 blocks; [5, 5+20) = 5..8, 8..16, 16..24, 24..25
+        assert_eq!(segment_count(&geo, 5, 20), 4);
+        let segs: Vec<_> = (0..4).map(|k| segment(&geo, 5, 20, k)).collect();
+        assert_eq!(segs, vec![(5, 3), (8, 8), (16, 8), (24, 1)]);
+        assert_eq!(segment_count(&geo, 8, 8), 1);
+        assert_eq!(segment(&geo, 8, 8, 0), (8, 8));
+    }
+}

@@ -1,0 +1,521 @@
+//! Where each block of a mirror lives on its legs.
+//!
+//! RAID1: every leg holds every block at the same offset. RAID10: Linux md's placement, computed
+//! exactly as `drivers/md/raid10.c` does (`setup_geo`, `calc_sectors`, `raid10_size`,
+//! `__raid10_find_phys`) with md's original far layout (`far_set_size == raid_disks`), so an array
+//! laid out here can be read by md with the same geometry and vice versa.
+//!
+//! md works in 512-byte sectors; we work in blocks. Because the chunk is a power-of-two number of
+//! blocks, every step of md's math (shift to chunks, divide, shift back) gives the same layout in
+//! either unit.
+//!
+//! This module knows nothing of SPDK.
+
+use std::fmt;
+
+use thiserror::Error;
+
+/// Most legs a mirror may have (leg sets are kept as `u32` bit masks).
+pub const MAX_LEGS: usize = 32;
+
+/// md's default RAID10 chunk, used when none is given.
+pub const DEFAULT_CHUNK_KB: u64 = 512;
+
+/// A geometry that cannot be built, or a block outside it. Each message names the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GeometryError {
+    #[error("level: unknown level '{0}' (expected raid1 or raid10)")]
+    UnknownLevel(String),
+    #[error(
+        "layout: unknown raid10 layout '{0}' (expected n<copies>, f<copies> or o<copies>, e.g. n2)"
+    )]
+    UnknownLayout(String),
+    #[error("layout: raid10 needs at least 2 copies, layout '{0}' has {1}")]
+    TooFewCopies(String, u32),
+    #[error("layout: applies to raid10 only, not raid1")]
+    LayoutOnRaid1,
+    #[error("legs: raid1 needs at least 2 legs, got {0}")]
+    Raid1TooFewLegs(u32),
+    #[error("legs: layout {layout} keeps {copies} copies but there are only {legs} legs")]
+    CopiesExceedLegs {
+        layout: String,
+        copies: u32,
+        legs: u32,
+    },
+    #[error("legs: at most {MAX_LEGS} legs are supported, got {0}")]
+    TooManyLegs(u32),
+    #[error("block_size: must be a power of two of at least 512 bytes, got {0}")]
+    BadBlockSize(u32),
+    #[error("chunk_kb: chunk must be a power of two, got {0} KiB")]
+    ChunkNotPowerOfTwo(u64),
+    #[error("chunk_kb: chunk of {chunk_bytes} bytes is smaller than a block ({block_size} bytes)")]
+    ChunkSmallerThanBlock { chunk_bytes: u64, block_size: u32 },
+    #[error("leg_blocks: legs of {0} blocks leave no room for data in this geometry")]
+    NoDataBlocks(u64),
+    #[error("lba: block {lba} is out of range (the mirror has {data_blocks} data blocks)")]
+    LbaOutOfRange { lba: u64, data_blocks: u64 },
+}
+
+/// Mirror level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Level {
+    Raid1,
+    Raid10,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Result<Self, GeometryError> {
+        match s {
+            "raid1" | "1" => Ok(Level::Raid1),
+            "raid10" | "10" => Ok(Level::Raid10),
+            other => Err(GeometryError::UnknownLevel(other.to_string())),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Raid1 => "raid1",
+            Level::Raid10 => "raid10",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A RAID10 layout as md encodes it: `near` copies in adjacent devices, `far` copies further away
+/// (in a distant region of each device, or with `offset`, in the next chunk row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Raid10Layout {
+    pub near: u32,
+    pub far: u32,
+    pub offset: bool,
+}
+
+impl Raid10Layout {
+    pub const N2: Raid10Layout = Raid10Layout {
+        near: 2,
+        far: 1,
+        offset: false,
+    };
+
+    /// Parses mdadm's names (`n2`, `f2`, `o3`, …) and md's combined forms (`n2f2`, `n2o2`).
+    pub fn parse(s: &str) -> Result<Self, GeometryError> {
+        let bad = || GeometryError::UnknownLayout(s.to_string());
+        let mut near = None;
+        let mut far = None;
+        let mut offset = None;
+        let mut rest = s;
+        while !rest.is_empty() {
+            let kind = rest.as_bytes()[0];
+            let digits = rest[1..].bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 || digits > 3 {
+                return Err(bad());
+            }
+            let n: u32 = rest[1..1 + digits].parse().map_err(|_| bad())?;
+            if n == 0 {
+                return Err(bad());
+            }
+            let slot = match kind {
+                b'n' => &mut near,
+                b'f' => &mut far,
+                b'o' => &mut offset,
+                _ => return Err(bad()),
+            };
+            if slot.replace(n).is_some() {
+                return Err(bad());
+            }
+            rest = &rest[1 + digits..];
+        }
+        let layout = match (near, far, offset) {
+            (None, None, None) => return Err(bad()),
+            (_, Some(_), Some(_)) => return Err(bad()),
+            (n, None, Some(o)) => Raid10Layout {
+                near: n.unwrap_or(1),
+                far: o,
+                offset: true,
+            },
+            (n, f, None) => Raid10Layout {
+                near: n.unwrap_or(1),
+                far: f.unwrap_or(1),
+                offset: false,
+            },
+        };
+        if layout.copies() < 2 {
+            return Err(GeometryError::TooFewCopies(s.to_string(), layout.copies()));
+        }
+        Ok(layout)
+    }
+
+    pub fn copies(&self) -> u32 {
+        self.near * self.far
+    }
+}
+
+impl fmt::Display for Raid10Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let far = if self.offset { 'o' } else { 'f' };
+        match (self.near, self.far) {
+            (n, 1) => write!(f, "n{n}"),
+            (1, k) => write!(f, "{far}{k}"),
+            (n, k) => write!(f, "n{n}{far}{k}"),
+        }
+    }
+}
+
+/// What a user asks for; [`Geometry::new`] checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeometrySpec {
+    pub level: Level,
+    /// RAID10 only; `None` means md's default `n2`.
+    pub layout: Option<Raid10Layout>,
+    pub legs: u32,
+    /// RAID10 only; `None` means md's default 512 KiB.
+    pub chunk_bytes: Option<u64>,
+    pub block_size: u32,
+    /// Usable blocks on each leg (after any superblock reservation); the smallest leg counts.
+    pub leg_blocks: u64,
+}
+
+/// One copy of a block: which leg, and where on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Copy {
+    pub leg: u32,
+    pub lba: u64,
+}
+
+/// The copies of one block, in md's slot order (each near copy followed by its far copies).
+/// Fixed capacity so that mapping never allocates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CopySet {
+    len: u8,
+    items: [Copy; MAX_LEGS],
+}
+
+impl CopySet {
+    fn new() -> Self {
+        CopySet {
+            len: 0,
+            items: [Copy::default(); MAX_LEGS],
+        }
+    }
+
+    fn push(&mut self, leg: u32, lba: u64) {
+        self.items[self.len as usize] = Copy { leg, lba };
+        self.len += 1;
+    }
+
+    pub fn as_slice(&self) -> &[Copy] {
+        &self.items[..self.len as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The copy kept on `leg`, if any.
+    pub fn on_leg(&self, leg: u32) -> Option<Copy> {
+        self.as_slice().iter().copied().find(|c| c.leg == leg)
+    }
+}
+
+impl fmt::Debug for CopySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+/// A checked mirror geometry with everything md derives from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Geometry {
+    level: Level,
+    layout: Raid10Layout,
+    legs: u32,
+    block_size: u32,
+    /// log2 of the chunk in blocks (RAID10); 0 for RAID1, where it is unused.
+    chunk_shift: u32,
+    leg_blocks: u64,
+    /// Blocks of each leg that hold data (md's `conf->dev_sectors`).
+    used_leg_blocks: u64,
+    /// Distance between a block's far copies on a leg (md's `geo.stride`).
+    stride: u64,
+    data_blocks: u64,
+}
+
+impl Geometry {
+    pub fn new(spec: &GeometrySpec) -> Result<Self, GeometryError> {
+        if spec.block_size < 512 || !spec.block_size.is_power_of_two() {
+            return Err(GeometryError::BadBlockSize(spec.block_size));
+        }
+        if spec.legs as usize > MAX_LEGS {
+            return Err(GeometryError::TooManyLegs(spec.legs));
+        }
+        match spec.level {
+            Level::Raid1 => {
+                if spec.layout.is_some() {
+                    return Err(GeometryError::LayoutOnRaid1);
+                }
+                if spec.legs < 2 {
+                    return Err(GeometryError::Raid1TooFewLegs(spec.legs));
+                }
+                if spec.leg_blocks == 0 {
+                    return Err(GeometryError::NoDataBlocks(0));
+                }
+                Ok(Geometry {
+                    level: Level::Raid1,
+                    layout: Raid10Layout {
+                        near: spec.legs,
+                        far: 1,
+                        offset: false,
+                    },
+                    legs: spec.legs,
+                    block_size: spec.block_size,
+                    chunk_shift: 0,
+                    leg_blocks: spec.leg_blocks,
+                    used_leg_blocks: spec.leg_blocks,
+                    stride: 0,
+                    data_blocks: spec.leg_blocks,
+                })
+            }
+            Level::Raid10 => Self::raid10(spec),
+        }
+    }
+
+    fn raid10(spec: &GeometrySpec) -> Result<Self, GeometryError> {
+        let layout = spec.layout.unwrap_or(Raid10Layout::N2);
+        let copies = layout.copies();
+        if copies > spec.legs {
+            return Err(GeometryError::CopiesExceedLegs {
+                layout: layout.to_string(),
+                copies,
+                legs: spec.legs,
+            });
+        }
+        let chunk_bytes = spec.chunk_bytes.unwrap_or(DEFAULT_CHUNK_KB * 1024);
+        if chunk_bytes == 0 || !chunk_bytes.is_power_of_two() {
+            return Err(GeometryError::ChunkNotPowerOfTwo(chunk_bytes / 1024));
+        }
+        if chunk_bytes < spec.block_size as u64 {
+            return Err(GeometryError::ChunkSmallerThanBlock {
+                chunk_bytes,
+                block_size: spec.block_size,
+            });
+        }
+        let chunk_shift = (chunk_bytes / spec.block_size as u64).trailing_zeros();
+        let (near, far, disks) = (layout.near as u64, layout.far as u64, spec.legs as u64);
+
+        // md's calc_sectors(): chunks in the array, then chunks each device really uses
+        // (rounded up), then the far stride.
+        let array_chunks = (spec.leg_blocks >> chunk_shift) / far * disks / near;
+        let used_chunks = (array_chunks * copies as u64).div_ceil(disks);
+        let used_leg_blocks = used_chunks << chunk_shift;
+        let stride = if layout.offset {
+            1u64 << chunk_shift
+        } else {
+            (used_chunks / far) << chunk_shift
+        };
+        // md's raid10_size(), applied to the used size as md does.
+        let data_blocks = ((used_leg_blocks >> chunk_shift) / far * disks / near) << chunk_shift;
+        if data_blocks == 0 {
+            return Err(GeometryError::NoDataBlocks(spec.leg_blocks));
+        }
+        Ok(Geometry {
+            level: Level::Raid10,
+            layout,
+            legs: spec.legs,
+            block_size: spec.block_size,
+            chunk_shift,
+            leg_blocks: spec.leg_blocks,
+            used_leg_blocks,
+            stride,
+            data_blocks,
+        })
+    }
+
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// The RAID10 layout (for RAID1: `n<legs>`, which is what RAID1 is).
+    pub fn layout(&self) -> Raid10Layout {
+        self.layout
+    }
+
+    pub fn legs(&self) -> u32 {
+        self.legs
+    }
+
+    pub fn copies(&self) -> u32 {
+        self.layout.copies()
+    }
+
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Chunk size in blocks (RAID10); RAID1 has no chunks and reports 0.
+    pub fn chunk_blocks(&self) -> u64 {
+        match self.level {
+            Level::Raid1 => 0,
+            Level::Raid10 => 1 << self.chunk_shift,
+        }
+    }
+
+    pub fn leg_blocks(&self) -> u64 {
+        self.leg_blocks
+    }
+
+    /// Blocks at the start of each leg that hold data.
+    pub fn used_leg_blocks(&self) -> u64 {
+        self.used_leg_blocks
+    }
+
+    /// Size of the mirror in blocks.
+    pub fn data_blocks(&self) -> u64 {
+        self.data_blocks
+    }
+
+    /// How many blocks from `lba` on lie in the same chunk (all of them map contiguously).
+    pub fn run_len(&self, lba: u64) -> u64 {
+        match self.level {
+            Level::Raid1 => self.data_blocks - lba.min(self.data_blocks),
+            Level::Raid10 => (1u64 << self.chunk_shift) - (lba & ((1u64 << self.chunk_shift) - 1)),
+        }
+    }
+
+    /// Where block `lba` lives; each copy's run continues for [`Geometry::run_len`] blocks.
+    pub fn map(&self, lba: u64) -> Result<CopySet, GeometryError> {
+        if lba >= self.data_blocks {
+            return Err(GeometryError::LbaOutOfRange {
+                lba,
+                data_blocks: self.data_blocks,
+            });
+        }
+        Ok(self.map_unchecked(lba))
+    }
+
+    /// [`Geometry::map`] for an `lba` the caller has already range-checked.
+    pub fn map_unchecked(&self, lba: u64) -> CopySet {
+        let mut set = CopySet::new();
+        match self.level {
+            Level::Raid1 => {
+                for leg in 0..self.legs {
+                    set.push(leg, lba);
+                }
+            }
+            Level::Raid10 => self.raid10_find_phys(lba, &mut set),
+        }
+        set
+    }
+
+    /// md's `__raid10_find_phys()` with `far_set_size == raid_disks` (the original far layout).
+    ///
+    /// Chunks are numbered across the array; chunk `c`'s first near copy is chunk slot
+    /// `c * near` of a row-major grid `raid_disks` wide, its other near copies the following
+    /// slots (wrapping to the next row). Each near copy's far copies sit `near` devices to the
+    /// right (mod `raid_disks`), `stride` blocks further down: half a device away for `f2`, the next
+    /// chunk row for the offset layouts (whose rows are therefore `far` times as tall).
+    fn raid10_find_phys(&self, lba: u64, set: &mut CopySet) {
+        let legs = self.legs as u64;
+        let chunk_size = 1u64 << self.chunk_shift;
+        let near_slot = (lba >> self.chunk_shift) * self.layout.near as u64;
+        let mut dev = near_slot % legs;
+        let mut stripe = near_slot / legs;
+        if self.layout.offset {
+            stripe *= self.layout.far as u64;
+        }
+        let mut sector = (lba & (chunk_size - 1)) + (stripe << self.chunk_shift);
+        for _ in 0..self.layout.near {
+            let (mut d, mut s) = (dev, sector);
+            set.push(d as u32, s);
+            for _ in 1..self.layout.far {
+                d = (d + self.layout.near as u64) % legs;
+                s += self.stride;
+                set.push(d as u32, s);
+            }
+            dev += 1;
+            if dev >= legs {
+                dev = 0;
+                sector += chunk_size;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geo(
+        level: Level,
+        layout: Option<&str>,
+        legs: u32,
+        chunk_kb: u64,
+        bs: u32,
+        leg_blocks: u64,
+    ) -> Geometry {
+        Geometry::new(&GeometrySpec {
+            level,
+            layout: layout.map(|l| Raid10Layout::parse(l).unwrap()),
+            legs,
+            chunk_bytes: Some(chunk_kb * 1024),
+            block_size: bs,
+            leg_blocks,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn layout_names_round_trip() {
+        for name in ["n2", "n3", "f2", "f3", "o2", "o3", "n2f2", "n2o2"] {
+            assert_eq!(Raid10Layout::parse(name).unwrap().to_string(), name);
+        }
+        for bad in ["", "x2", "n", "n0", "n1", "f1", "f2o2", "n2n2", "n2 ", "2"] {
+            assert!(
+                Raid10Layout::parse(bad).is_err(),
+                "{bad} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn raid1_maps_every_leg_at_the_same_offset() {
+        let g = geo(Level::Raid1, None, 3, 0, 512, 1000);
+        assert_eq!(g.data_blocks(), 1000);
+        let set = g.map(999).unwrap();
+        assert_eq!(
+            set.as_slice(),
+            &[
+                Copy { leg: 0, lba: 999 },
+                Copy { leg: 1, lba: 999 },
+                Copy { leg: 2, lba: 999 }
+            ]
+        );
+        assert!(g.map(1000).is_err());
+    }
+
+    #[test]
+    fn md_size_rounding() {
+        // n2 over 3 legs of 10 chunks: 15 chunks of data; f2 over 3 legs of 11 chunks: 15 (11/2*3).
+        assert_eq!(
+            geo(Level::Raid10, Some("n2"), 3, 4, 512, 80).data_blocks(),
+            15 * 8
+        );
+        assert_eq!(
+            geo(Level::Raid10, Some("f2"), 3, 4, 512, 88).data_blocks(),
+            15 * 8
+        );
+        // A partial trailing chunk on a leg is never used.
+        assert_eq!(
+            geo(Level::Raid10, Some("n2"), 4, 4, 512, 87).data_blocks(),
+            20 * 8
+        );
+    }
+}
