@@ -1,0 +1,241 @@
+//! The engine on the simulator: liveness where md's old behaviour stalls, and every byte checked.
+
+use std::collections::HashSet;
+
+use spdk_mirror::engine::Strategy;
+use spdk_mirror::placement::{GeometrySpec, Level, Raid10Layout};
+use spdk_mirror::sim::{run, Faults, SimConfig, SimReport};
+
+fn spec(level: Level, layout: Option<&str>, legs: u32) -> GeometrySpec {
+    GeometrySpec {
+        level,
+        layout: layout.map(|l| Raid10Layout::parse(l).unwrap()),
+        legs,
+        chunk_bytes: Some(8192),
+        block_size: 512,
+        leg_blocks: 4096,
+    }
+}
+
+/// The geometries every liveness test runs on.
+fn shapes() -> Vec<GeometrySpec> {
+    vec![
+        spec(Level::Raid1, None, 2),
+        spec(Level::Raid1, None, 3),
+        spec(Level::Raid10, Some("n2"), 3),
+        spec(Level::Raid10, Some("n2"), 4),
+        spec(Level::Raid10, Some("f2"), 4),
+        spec(Level::Raid10, Some("o2"), 3),
+        spec(Level::Raid10, Some("n3"), 4),
+    ]
+}
+
+fn tight(geo: GeometrySpec, strategy: Strategy, seed: u64, leg_pool: u32, qd: u32) -> SimConfig {
+    let mut c = SimConfig::new(geo);
+    c.strategy = strategy;
+    c.seed = seed;
+    c.leg_pool = leg_pool;
+    c.qd = qd;
+    c.max_parents = Some(qd);
+    c.io_pool = qd + 1; // barely above the admission bound
+    c.ios = 1500;
+    c.max_io_blocks = 40; // crosses 16-block chunks
+    c
+}
+
+fn assert_clean(r: &SimReport, what: &str) {
+    assert!(r.clean(), "{what}: {r:?}");
+    assert!(
+        r.pools_full,
+        "{what}: a context or shared I/O leaked: {r:?}"
+    );
+    assert_eq!(r.engine.parents_completed, r.submitted, "{what}");
+    assert_eq!(
+        r.engine.children_submitted, r.engine.children_completed,
+        "{what}"
+    );
+}
+
+#[test]
+fn immediate_never_stalls_with_pools_down_to_one_context() {
+    let mut stalls_seen_for_batch = 0;
+    let mut runs = 0;
+    for geo in shapes() {
+        for seed in 1..=6 {
+            for (leg_pool, qd) in [(1, 4), (1, 16), (2, 8), (3, 32)] {
+                let what = format!("{geo:?} seed {seed} leg_pool {leg_pool} qd {qd}");
+                let r = run(&tight(geo.clone(), Strategy::Immediate, seed, leg_pool, qd)).unwrap();
+                assert_clean(&r, &what);
+                assert!(
+                    r.engine.io_waits + r.engine.pool_waits > 0,
+                    "{what}: pools were never dry"
+                );
+                let b = run(&tight(geo.clone(), Strategy::Batch, seed, leg_pool, qd)).unwrap();
+                stalls_seen_for_batch += u32::from(b.stalled);
+                runs += 1;
+            }
+        }
+    }
+    // md's pre-fix behaviour deadlocks under the same pressure.
+    assert!(
+        stalls_seen_for_batch * 2 > runs,
+        "batch stalled in only {stalls_seen_for_batch} of {runs} runs"
+    );
+}
+
+#[test]
+fn batch_stalls_and_says_so() {
+    // Three copies: a parent holds two shared I/Os and waits for a third that only parents hold.
+    let r = run(&tight(
+        spec(Level::Raid1, None, 3),
+        Strategy::Batch,
+        1,
+        1,
+        8,
+    ))
+    .unwrap();
+    assert!(r.stalled, "{r:?}");
+    assert!(r.completed < r.submitted);
+    assert!(!r.clean());
+}
+
+#[test]
+fn overlapping_random_writes_keep_every_copy_identical() {
+    for geo in shapes() {
+        let mut c = SimConfig::new(geo.clone());
+        c.ios = 20_000;
+        c.read_pct = 30;
+        c.qd = 64;
+        c.max_io_blocks = 64;
+        c.seed = 42;
+        let r = run(&c).unwrap();
+        assert_clean(&r, &format!("{geo:?}"));
+        assert!(r.engine.children_submitted > r.submitted);
+    }
+}
+
+#[test]
+fn degraded_writes_with_a_dead_leg() {
+    for (geo, leg) in [
+        (spec(Level::Raid1, None, 2), 0),
+        (spec(Level::Raid1, None, 3), 2),
+        (spec(Level::Raid10, Some("n2"), 4), 1),
+        (spec(Level::Raid10, Some("f2"), 4), 3),
+        (spec(Level::Raid10, Some("o2"), 3), 0),
+    ] {
+        let mut c = SimConfig::new(geo.clone());
+        c.ios = 10_000;
+        c.fail_leg = Some(leg);
+        c.leg_pool = 2;
+        c.io_pool = 12;
+        c.qd = 8;
+        let r = run(&c).unwrap();
+        assert_clean(&r, &format!("{geo:?} leg {leg}"));
+        assert_eq!(r.legs_failed, vec![leg], "{geo:?}");
+        assert!(r.engine.legs_failed == 1);
+    }
+}
+
+#[test]
+fn synchronous_completion_inside_submit_is_safe() {
+    for geo in shapes() {
+        let mut c = tight(geo.clone(), Strategy::Immediate, 9, 2, 8);
+        c.faults = Faults {
+            inline_pct: 60,
+            ..Faults::default()
+        };
+        let r = run(&c).unwrap();
+        assert_clean(&r, &format!("{geo:?}"));
+        assert!(r.engine.inline_completions > 100, "{r:?}");
+    }
+}
+
+#[test]
+fn injected_no_memory_is_survived() {
+    for geo in shapes() {
+        let mut c = tight(geo.clone(), Strategy::Immediate, 5, 2, 8);
+        c.faults = Faults {
+            nomem_pct: 30,
+            inline_pct: 10,
+            ..Faults::default()
+        };
+        let r = run(&c).unwrap();
+        assert_clean(&r, &format!("{geo:?}"));
+        assert!(r.engine.io_waits > 50, "{r:?}");
+    }
+}
+
+#[test]
+fn read_errors_are_retried_on_another_copy() {
+    let mut c = SimConfig::new(spec(Level::Raid10, Some("n2"), 4));
+    c.read_pct = 100;
+    c.ios = 5000;
+    c.faults = Faults {
+        error_leg: Some((2, 50)),
+        ..Faults::default()
+    };
+    let r = run(&c).unwrap();
+    assert_clean(&r, "reads with errors");
+    assert!(r.engine.read_retries > 100, "{r:?}");
+}
+
+#[test]
+fn no_child_is_submitted_twice_and_none_is_skipped() {
+    for geo in shapes() {
+        let mut c = tight(geo.clone(), Strategy::Immediate, 3, 1, 16);
+        c.read_pct = 0;
+        c.faults = Faults {
+            nomem_pct: 20,
+            inline_pct: 20,
+            ..Faults::default()
+        };
+        c.log_submissions = true;
+        let r = run(&c).unwrap();
+        assert_clean(&r, &format!("{geo:?}"));
+        let mut seen = HashSet::new();
+        for s in &r.submissions {
+            assert!(seen.insert(*s), "{geo:?}: child {s:?} submitted twice");
+        }
+        // Every write id reached every copy of each of its segments.
+        let copies = spdk_mirror::placement::Geometry::new(&geo)
+            .unwrap()
+            .copies() as usize;
+        let mut per_write = std::collections::HashMap::<u64, HashSet<u32>>::new();
+        for (id, seg, _) in &r.submissions {
+            per_write.entry(*id).or_default().insert(*seg);
+        }
+        assert_eq!(per_write.len() as u64, r.submitted);
+        let expected: usize = per_write.values().map(|segs| segs.len() * copies).sum();
+        assert_eq!(r.submissions.len(), expected, "{geo:?}: a copy was skipped");
+    }
+}
+
+#[test]
+fn same_seed_same_run() {
+    let mut c = SimConfig::new(spec(Level::Raid10, Some("f2"), 4));
+    c.ios = 5000;
+    c.faults.inline_pct = 10;
+    let a = run(&c).unwrap();
+    let b = run(&c).unwrap();
+    assert_eq!(
+        (a.sim_time_us, a.engine.children_submitted),
+        (b.sim_time_us, b.engine.children_submitted)
+    );
+    c.seed = 2;
+    let d = run(&c).unwrap();
+    assert_ne!(a.sim_time_us, d.sim_time_us);
+}
+
+#[test]
+fn bad_simulation_parameters_name_the_field() {
+    let mut c = SimConfig::new(spec(Level::Raid1, None, 2));
+    c.io_pool = 4;
+    c.max_parents = Some(4);
+    assert!(run(&c).unwrap_err().to_string().starts_with("io_pool:"));
+    c.max_parents = None;
+    c.leg_pool = 0;
+    assert!(run(&c).unwrap_err().to_string().starts_with("leg_pool:"));
+    c.leg_pool = 1;
+    c.fail_leg = Some(2);
+    assert!(run(&c).unwrap_err().to_string().starts_with("fail_leg:"));
+}
