@@ -16,6 +16,9 @@ const MODULES: &[&str] = &[
     "spdk_thread",
     "spdk_log",
     "spdk_util",
+    // SPDK's shared libraries do not all record what they need (libspdk_accel uses ISA-L
+    // without saying so), so executables link the system libraries themselves.
+    "spdk_syslibs",
 ];
 
 struct Found {
@@ -83,14 +86,35 @@ fn probe() -> Option<Found> {
     let bdev = cfg.probe("spdk_bdev").ok()?;
     let prefix = pkg_config::get_variable("spdk_bdev", "prefix").unwrap_or_default();
     include_dirs.extend(bdev.include_paths.iter().cloned());
-    // Link (shared libraries) only once we know SPDK is really there.
+    // Link (shared libraries) only once we know SPDK is really there. Every library is linked
+    // without --as-needed: SPDK's libraries rely on their users to bring in what they use.
     let mut link = pkg_config::Config::new();
-    link.statik(false);
+    link.statik(false).cargo_metadata(false);
+    let mut libs: Vec<String> = Vec::new();
+    let mut dirs: Vec<PathBuf> = Vec::new();
     for m in MODULES {
         if let Ok(lib) = link.probe(m) {
             include_dirs.extend(lib.include_paths);
+            for l in lib.libs {
+                if !libs.contains(&l) {
+                    libs.push(l);
+                }
+            }
+            for d in lib.link_paths {
+                if !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
         }
     }
+    // Stable Rust cannot turn --as-needed off per library, so the dependant links them itself
+    // (see the root build.rs), reading DEP_SPDK_LINK_DIRS and DEP_SPDK_LIBS.
+    let join = |v: Vec<String>| v.join(" ");
+    println!(
+        "cargo:link_dirs={}",
+        join(dirs.iter().map(|d| d.display().to_string()).collect())
+    );
+    println!("cargo:libs={}", join(libs));
     if include_dirs.is_empty() && !prefix.is_empty() {
         include_dirs.push(Path::new(&prefix).join("include"));
     }

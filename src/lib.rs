@@ -10,3 +10,5 @@
 pub mod engine;
 pub mod placement;
 pub mod sim;
+#[cfg(spdk)]
+mod spdk;

@@ -147,6 +147,8 @@ enum Step {
 
 struct LegState {
     failed: bool,
+    /// False while the leg is being rebuilt: it takes writes but is never read.
+    readable: bool,
     outstanding_blocks: u64,
     stats: LegStats,
 }
@@ -186,6 +188,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         let legs = (0..geo.legs())
             .map(|_| LegState {
                 failed: false,
+                readable: true,
                 outstanding_blocks: 0,
                 stats: LegStats::default(),
             })
@@ -350,9 +353,20 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         self.drain();
     }
 
-    /// Brings a failed leg back into service (its data must already be in sync).
+    /// Brings a failed leg back into service. Its data must be in sync, or the leg must be made
+    /// unreadable until it is (`set_leg_readable`).
     pub fn restore_leg(&mut self, leg: u32) {
         self.legs[leg as usize].failed = false;
+    }
+
+    /// A leg being rebuilt takes writes but must not be read.
+    pub fn set_leg_readable(&mut self, leg: u32, readable: bool) {
+        self.legs[leg as usize].readable = readable;
+    }
+
+    pub fn leg_readable(&self, leg: u32) -> bool {
+        let l = &self.legs[leg as usize];
+        l.readable && !l.failed
     }
 
     // ----- the state machine -----
@@ -726,7 +740,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             .map_unchecked(start)
             .as_slice()
             .iter()
-            .filter(|c| !self.legs[c.leg as usize].failed && tried & (1 << c.leg) == 0)
+            .filter(|c| self.leg_readable(c.leg) && tried & (1 << c.leg) == 0)
             .min_by_key(|c| self.legs[c.leg as usize].outstanding_blocks)
             .copied()?;
         Some(ChildInfo {

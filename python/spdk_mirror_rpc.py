@@ -1,0 +1,115 @@
+#  SPDX-License-Identifier: BSD-3-Clause
+"""rpc.py plugin for the spdk-mirror bdev module (RAID1 / md-compatible RAID10).
+
+SPDK's rpc.py imports a plugin by module name from PYTHONPATH and calls its
+spdk_rpc_plugin_initialize(subparsers). Usage, with the module loaded into the
+target (e.g. LD_PRELOAD=<repo>/target/release/libspdk_mirror.so spdk_tgt ...):
+
+    PYTHONPATH=<repo>/python rpc.py --plugin spdk_mirror_rpc bdev_mirror_get_bdevs
+    PYTHONPATH=<repo>/python rpc.py --plugin spdk_mirror_rpc \\
+        bdev_mirror_create -n md0 -l raid10 --layout n2 -c 64 -b "b0 b1 b2 b3"
+    PYTHONPATH=<repo>/python rpc.py --plugin spdk_mirror_rpc bdev_mirror_add_base_bdev md0 b4
+    PYTHONPATH=<repo>/python rpc.py --plugin spdk_mirror_rpc bdev_mirror_remove_base_bdev b1
+    PYTHONPATH=<repo>/python rpc.py --plugin spdk_mirror_rpc bdev_mirror_delete md0
+
+rpc.py's global options (-s SOCKET, -t TIMEOUT, --dry-run, ...) go before --plugin.
+Optional parameters that are not given are left out of the request, so the
+module's defaults apply (raid10: layout n2, chunk 64 KiB).
+"""
+
+import json
+
+READ_POLICIES = ['least_outstanding', 'round_robin', 'preferred']
+
+
+def _print_json(obj):
+    # Same output as rpc.py's print_json: indented JSON, a bare string unquoted. None comes
+    # only from rpc.py's --dry-run client (which prints the request itself).
+    if obj is not None:
+        print(json.dumps(obj, indent=2).strip('"'))
+
+
+def _call(args, method, params):
+    """Sends one request through rpc.py's client (JSON-RPC errors raise JSONRPCException,
+    which rpc.py prints before exiting with status 1)."""
+    return args.client.call(method, {k: v for k, v in params.items() if v is not None})
+
+
+def bdev_mirror_create(args):
+    _print_json(_call(args, 'bdev_mirror_create', {
+        'name': args.name,
+        'level': args.level,
+        'layout': args.layout,
+        'chunk_kb': args.chunk_kb,
+        'base_bdevs': args.base_bdevs,
+        'uuid': args.uuid,
+        'pool_size': args.pool_size,
+        'max_parents': args.max_parents,
+        'read_policy': args.read_policy,
+        'preferred_leg': args.preferred_leg,
+        'superblock': args.superblock,
+    }))
+
+
+def bdev_mirror_delete(args):
+    _call(args, 'bdev_mirror_delete', {'name': args.name})
+
+
+def bdev_mirror_get_bdevs(args):
+    _print_json(_call(args, 'bdev_mirror_get_bdevs', {'name': args.name}))
+
+
+def bdev_mirror_add_base_bdev(args):
+    _call(args, 'bdev_mirror_add_base_bdev', {'name': args.name, 'base_bdev': args.base_bdev})
+
+
+def bdev_mirror_remove_base_bdev(args):
+    _call(args, 'bdev_mirror_remove_base_bdev', {'base_bdev': args.base_bdev})
+
+
+def spdk_rpc_plugin_initialize(subparsers):
+    p = subparsers.add_parser('bdev_mirror_create',
+                              help='Create a mirror bdev (raid1, or md-compatible raid10)')
+    p.add_argument('-n', '--name', required=True, help='mirror bdev name')
+    p.add_argument('-l', '--level', required=True, choices=['raid1', 'raid10'], help='RAID level')
+    p.add_argument('--layout', help='raid10 only: md layout, nN (near), fN (far) or oN (offset) '
+                                    'with N copies, e.g. n2, f2, o3 (default n2)')
+    p.add_argument('-c', '--chunk-kb', dest='chunk_kb', type=int,
+                   help='raid10 only: chunk size in KiB (default 64)')
+    p.add_argument('-b', '--base-bdevs', dest='base_bdevs', required=True, type=str.split,
+                   help='base bdev names, whitespace separated list in quotes')
+    p.add_argument('--uuid', help='UUID for the mirror bdev')
+    p.add_argument('--pool-size', dest='pool_size', type=int,
+                   help='child I/O contexts preallocated per leg')
+    p.add_argument('--max-parents', dest='max_parents', type=int,
+                   help='maximum number of parent I/Os in flight')
+    p.add_argument('--read-policy', dest='read_policy', choices=READ_POLICIES,
+                   help='how reads pick a leg (default least_outstanding)')
+    p.add_argument('--preferred-leg', dest='preferred_leg', type=int,
+                   help="leg index read first with --read-policy preferred")
+    sb = p.add_mutually_exclusive_group()
+    sb.add_argument('--superblock', dest='superblock', action='store_true', default=None,
+                    help='store a superblock on each base bdev')
+    sb.add_argument('--no-superblock', dest='superblock', action='store_false',
+                    help='do not store a superblock on the base bdevs')
+    p.set_defaults(func=bdev_mirror_create)
+
+    p = subparsers.add_parser('bdev_mirror_delete', help='Delete a mirror bdev')
+    p.add_argument('name', help='mirror bdev name')
+    p.set_defaults(func=bdev_mirror_delete)
+
+    p = subparsers.add_parser('bdev_mirror_get_bdevs',
+                              help='Show mirror bdevs with their legs, states and counters')
+    p.add_argument('-n', '--name', help='only this mirror bdev (default: all)')
+    p.set_defaults(func=bdev_mirror_get_bdevs)
+
+    p = subparsers.add_parser('bdev_mirror_add_base_bdev',
+                              help='Add a base bdev to a mirror bdev (it is rebuilt as a leg)')
+    p.add_argument('name', help='mirror bdev name')
+    p.add_argument('base_bdev', help='base bdev name')
+    p.set_defaults(func=bdev_mirror_add_base_bdev)
+
+    p = subparsers.add_parser('bdev_mirror_remove_base_bdev',
+                              help='Remove a base bdev from the mirror bdev it belongs to')
+    p.add_argument('base_bdev', help='base bdev name')
+    p.set_defaults(func=bdev_mirror_remove_base_bdev)

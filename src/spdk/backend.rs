@@ -1,0 +1,296 @@
+//! The engine's `Backend` over SPDK: child contexts from one `spdk_mempool` per leg, each child
+//! submitted with `spdk_bdev_{readv,writev}_blocks_ext` (or unmap / write_zeroes / flush) the
+//! moment it is allocated, `-ENOMEM` handed back to the engine, and `spdk_bdev_queue_io_wait`
+//! (with `dep_unblock`, so our children go ahead of new parents) to hear when I/O frees up.
+
+use std::cell::Cell;
+use std::os::raw::c_void;
+use std::ptr::{self, NonNull};
+
+use spdk_sys as sys;
+
+use super::channel::Channel;
+use super::ffi::{errlog, guard};
+use crate::engine::{Backend, ChildInfo, ChildStatus, HostStatus, IoOp, Submitted};
+
+/// Most iovecs a child may need when it carries part of its parent's buffer. The bdev layer
+/// splits host I/O at chunk boundaries, so children normally take the parent's iovecs whole.
+pub const MAX_CHILD_IOVS: usize = 32;
+
+/// One child context: an element of a leg's `spdk_mempool`.
+#[repr(C)]
+pub struct ChildCtx {
+    pub channel: *const Channel,
+    pub parent: *mut sys::spdk_bdev_io,
+    pub info: ChildInfo,
+    iovcnt: i32,
+    iovs: [libc::iovec; MAX_CHILD_IOVS],
+}
+
+/// A leg's wait for shared `spdk_bdev_io`s; boxed so SPDK can hold its address.
+#[repr(C)]
+pub struct IoWait {
+    pub entry: sys::spdk_bdev_io_wait_entry,
+    pub channel: *const Channel,
+    pub queued: Cell<bool>,
+}
+
+/// A leg as one channel sees it.
+pub struct LegIo {
+    pub bdev: *mut sys::spdk_bdev,
+    pub desc: *mut sys::spdk_bdev_desc,
+    /// Null when the leg is absent from this channel (removed, or never opened).
+    pub ch: *mut sys::spdk_io_channel,
+    pub pool: *mut sys::spdk_mempool,
+    pub wait: Box<IoWait>,
+    /// Children of this channel in flight on this leg (to know when its channel may be put).
+    pub inflight: u32,
+}
+
+pub struct SpdkBackend {
+    pub legs: Vec<LegIo>,
+    /// Host I/Os the engine completed, completed to SPDK outside the engine.
+    pub completions: Vec<(NonNull<sys::spdk_bdev_io>, HostStatus)>,
+    pub block_size: u64,
+    /// Legs the engine failed that the mirror must hear of.
+    pub failed_legs: u32,
+    /// The channel owning this backend (set once it is boxed), recorded in each child.
+    pub channel: *const Channel,
+}
+
+impl Backend for SpdkBackend {
+    type Host = NonNull<sys::spdk_bdev_io>;
+    type Child = NonNull<ChildCtx>;
+
+    fn alloc_child(&mut self, leg: u32) -> Option<NonNull<ChildCtx>> {
+        let pool = self.legs[leg as usize].pool;
+        if pool.is_null() {
+            return None;
+        }
+        // SAFETY: `pool` is the leg's live mempool of `ChildCtx`-sized elements.
+        NonNull::new(unsafe { sys::spdk_mempool_get(pool) } as *mut ChildCtx)
+    }
+
+    fn free_child(&mut self, leg: u32, child: NonNull<ChildCtx>) {
+        // SAFETY: the context came from this leg's pool and is no longer in use.
+        unsafe {
+            sys::spdk_mempool_put(self.legs[leg as usize].pool, child.as_ptr() as *mut c_void)
+        }
+    }
+
+    fn submit(
+        &mut self,
+        host: &NonNull<sys::spdk_bdev_io>,
+        child: NonNull<ChildCtx>,
+        info: ChildInfo,
+    ) -> Submitted<NonNull<ChildCtx>> {
+        let leg = &mut self.legs[info.leg as usize];
+        if leg.ch.is_null() {
+            return Submitted::Completed(child, info, ChildStatus::Error);
+        }
+        let ctx = child.as_ptr();
+        // SAFETY: `ctx` is a context we own until its completion; `host` is a live parent.
+        unsafe {
+            (*ctx).channel = self.channel;
+            (*ctx).parent = host.as_ptr();
+            (*ctx).info = info;
+        }
+        let arg = ctx as *mut c_void;
+        let cb: sys::spdk_bdev_io_completion_cb = Some(child_done);
+        // SAFETY: desc and ch belong to this leg on this thread; the context outlives the I/O.
+        let rc = unsafe {
+            match info.op {
+                IoOp::Read | IoOp::Write => {
+                    if !slice_parent_iovs(ctx, self.block_size) {
+                        errlog!("child I/O needs more than {MAX_CHILD_IOVS} iovecs");
+                        return Submitted::Completed(child, info, ChildStatus::Error);
+                    }
+                    sys::spdk_mirror_shim_rw(
+                        leg.desc,
+                        leg.ch,
+                        host.as_ptr(),
+                        info.op == IoOp::Write,
+                        (*ctx).iovs.as_mut_ptr() as *mut sys::iovec,
+                        (*ctx).iovcnt,
+                        info.leg_lba,
+                        info.blocks,
+                        cb,
+                        arg,
+                    )
+                }
+                IoOp::Unmap => sys::spdk_bdev_unmap_blocks(
+                    leg.desc,
+                    leg.ch,
+                    info.leg_lba,
+                    info.blocks,
+                    cb,
+                    arg,
+                ),
+                IoOp::WriteZeroes => sys::spdk_bdev_write_zeroes_blocks(
+                    leg.desc,
+                    leg.ch,
+                    info.leg_lba,
+                    info.blocks,
+                    cb,
+                    arg,
+                ),
+                IoOp::Flush => sys::spdk_bdev_flush_blocks(
+                    leg.desc,
+                    leg.ch,
+                    info.leg_lba,
+                    info.blocks,
+                    cb,
+                    arg,
+                ),
+            }
+        };
+        match rc {
+            0 => {
+                leg.inflight += 1;
+                Submitted::InFlight
+            }
+            rc if rc == -libc::ENOMEM => Submitted::NoMem(child, info),
+            rc => {
+                errlog!(
+                    "leg {} refused a child I/O: {}",
+                    info.leg,
+                    std::io::Error::from_raw_os_error(-rc)
+                );
+                Submitted::Completed(child, info, ChildStatus::Error)
+            }
+        }
+    }
+
+    fn wait_for_io(&mut self, leg: Option<u32>) {
+        let Some(leg) = leg else { return };
+        let leg = &mut self.legs[leg as usize];
+        if leg.wait.queued.get() || leg.ch.is_null() {
+            return;
+        }
+        let wait: *mut IoWait = &mut *leg.wait;
+        // SAFETY: the wait entry is boxed and lives as long as the channel, which outlives it
+        // being queued (a channel is destroyed only with no I/O parked).
+        let rc = unsafe {
+            (*wait).entry.bdev = leg.bdev;
+            (*wait).entry.cb_fn = Some(io_wait_done);
+            (*wait).entry.cb_arg = wait as *mut c_void;
+            // Children unblock parents that hold resources: queue at the head (SPDK's fix for
+            // spdk/spdk#3710, as its raid module does).
+            (*wait).entry.dep_unblock = true;
+            sys::spdk_bdev_queue_io_wait(leg.bdev, leg.ch, &mut (*wait).entry)
+        };
+        if rc == 0 {
+            leg.wait.queued.set(true);
+        } else {
+            // An spdk_bdev_io is already free in this thread's cache: retry at once.
+            // SAFETY: the channel outlives its backend.
+            unsafe { (*leg.wait.channel).signal_io() };
+        }
+    }
+
+    fn complete(&mut self, host: NonNull<sys::spdk_bdev_io>, status: HostStatus) {
+        self.completions.push((host, status));
+    }
+
+    fn leg_failed(&mut self, leg: u32) {
+        self.failed_legs |= 1 << leg;
+    }
+}
+
+/// Points the child's iovecs at its part of the parent's buffer. False if they do not fit.
+///
+/// # Safety
+/// `ctx` must be a live child context whose `parent` and `info` are set.
+unsafe fn slice_parent_iovs(ctx: *mut ChildCtx, block_size: u64) -> bool {
+    let mut view = sys::spdk_mirror_io_view::default();
+    // SAFETY: the parent is live while its children are being issued.
+    unsafe { sys::spdk_mirror_shim_io_view((*ctx).parent, &mut view) };
+    // SAFETY: the parent's iovec array has `iovcnt` entries.
+    let iovs = unsafe {
+        std::slice::from_raw_parts(view.iovs as *const libc::iovec, view.iovcnt as usize)
+    };
+    // SAFETY: exclusive access to our own context.
+    let ctx = unsafe { &mut *ctx };
+    let mut skip = ctx.info.buf_offset * block_size;
+    let mut want = ctx.info.blocks * block_size;
+    let mut n = 0usize;
+    for iov in iovs {
+        if want == 0 {
+            break;
+        }
+        let len = iov.iov_len as u64;
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        if n == MAX_CHILD_IOVS {
+            return false;
+        }
+        let take = (len - skip).min(want);
+        ctx.iovs[n] = libc::iovec {
+            // SAFETY: stays inside this iovec's buffer (skip + take <= len).
+            iov_base: unsafe { (iov.iov_base as *mut u8).add(skip as usize) } as *mut c_void,
+            iov_len: take as usize,
+        };
+        n += 1;
+        want -= take;
+        skip = 0;
+    }
+    ctx.iovcnt = n as i32;
+    want == 0
+}
+
+/// Completion of a child I/O (SPDK calls this on the channel's thread).
+extern "C" fn child_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_void) {
+    guard("child completion", (), || {
+        // Free first: the shared spdk_bdev_io goes back before anything else runs, so the
+        // engine's own waiters can use it.
+        // SAFETY: SPDK hands us the completed child bdev_io exactly once.
+        unsafe { sys::spdk_bdev_free_io(bdev_io) };
+        let ctx = arg as *mut ChildCtx;
+        // SAFETY: `arg` is the context we passed at submit; it stays ours until freed.
+        let (channel, info) = unsafe { ((*ctx).channel, (*ctx).info) };
+        let status = if success {
+            ChildStatus::Success
+        } else {
+            ChildStatus::Error
+        };
+        // SAFETY: the channel outlives every child it issued; `ctx` is non-null.
+        unsafe { (*channel).child_done(NonNull::new_unchecked(ctx), info, status) };
+    })
+}
+
+/// SPDK's `spdk_bdev_queue_io_wait` callback: an `spdk_bdev_io` was freed on this thread.
+extern "C" fn io_wait_done(arg: *mut c_void) {
+    guard("io wait", (), || {
+        let wait = arg as *const IoWait;
+        // SAFETY: `arg` is the boxed IoWait we queued; its channel is live.
+        unsafe {
+            (*wait).queued.set(false);
+            (*(*wait).channel).signal_io();
+        }
+    })
+}
+
+impl IoWait {
+    pub fn new(channel: *const Channel) -> Box<Self> {
+        Box::new(IoWait {
+            entry: sys::spdk_bdev_io_wait_entry::default(),
+            channel,
+            queued: Cell::new(false),
+        })
+    }
+}
+
+impl LegIo {
+    pub fn absent(channel: *const Channel) -> Self {
+        LegIo {
+            bdev: ptr::null_mut(),
+            desc: ptr::null_mut(),
+            ch: ptr::null_mut(),
+            pool: ptr::null_mut(),
+            wait: IoWait::new(channel),
+            inflight: 0,
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The per-core channel: it owns one engine and guards it against re-entrance.
+//!
+//! SPDK may call back into the module while the engine is running on this thread: completing a
+//! parent (`spdk_bdev_io_complete`) can make the layer above submit a new I/O at once, and
+//! freeing a child's `spdk_bdev_io` runs `spdk_bdev_queue_io_wait` callbacks. While the engine
+//! is busy such calls only queue their work (in preallocated queues); the outer call drains it
+//! before returning. So the engine is never entered twice and `&mut` never aliases.
+
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::collections::VecDeque;
+use std::os::raw::{c_int, c_void};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::Ordering;
+
+use crossbeam_queue::ArrayQueue;
+use spdk_sys as sys;
+
+use super::backend::{ChildCtx, LegIo, SpdkBackend};
+use super::ffi::{errlog, guard, warnlog};
+use super::mirror::Mirror;
+use crate::engine::{
+    ChildInfo, ChildStatus, Engine, EngineConfig, HostStatus, IoRequest, LegStats, Strategy,
+};
+
+/// How often the channel's poller looks for parked I/O (whose pool may have been refilled by
+/// another core) and for legs whose channel can be released.
+const POLL_PERIOD_US: u64 = 100;
+
+/// A leg being taken out of this channel: released once its last child is back.
+struct PendingRelease {
+    leg: u32,
+    iter: *mut sys::spdk_io_channel_iter,
+}
+
+pub struct Channel {
+    mirror: *const Mirror,
+    engine: UnsafeCell<Engine<SpdkBackend>>,
+    busy: Cell<bool>,
+    deferred_children: ArrayQueue<(usize, ChildInfo, ChildStatus)>,
+    deferred_parents: RefCell<VecDeque<(NonNull<sys::spdk_bdev_io>, IoRequest)>>,
+    io_signal: Cell<bool>,
+    poller: Cell<*mut sys::spdk_poller>,
+    seen_gen: Cell<u64>,
+    releases: RefCell<Vec<PendingRelease>>,
+}
+
+impl Channel {
+    /// Builds the channel for the calling thread: a channel on every working leg.
+    pub fn new(mirror: &Mirror) -> Result<Box<Channel>, String> {
+        let cfg = EngineConfig {
+            max_parents: mirror.opts.max_parents,
+            strategy: Strategy::Immediate,
+        };
+        let contexts: usize = mirror.legs.len() * mirror.opts.pool_size as usize;
+        let backend = SpdkBackend {
+            legs: Vec::new(),
+            completions: Vec::with_capacity(cfg.max_parents as usize),
+            block_size: mirror.geo.block_size() as u64,
+            failed_legs: 0,
+            channel: ptr::null(),
+        };
+        let chan = Box::new(Channel {
+            mirror,
+            engine: UnsafeCell::new(Engine::new(mirror.geo.clone(), cfg, backend)),
+            busy: Cell::new(false),
+            deferred_children: ArrayQueue::new(contexts.max(1)),
+            deferred_parents: RefCell::new(VecDeque::with_capacity(256)),
+            io_signal: Cell::new(false),
+            poller: Cell::new(ptr::null_mut()),
+            seen_gen: Cell::new(u64::MAX),
+            releases: RefCell::new(Vec::new()),
+        });
+        let me: *const Channel = &*chan;
+        // SAFETY: nobody else can see this channel yet.
+        let engine = unsafe { &mut *chan.engine.get() };
+        engine.backend_mut().channel = me;
+        for leg in &mirror.legs {
+            let mut io = LegIo::absent(me);
+            io.pool = leg.pool;
+            if leg.present() && !leg.failed.load(Ordering::Acquire) {
+                // SAFETY: the desc is open; channels are per thread and this is our thread.
+                let ch = unsafe { sys::spdk_bdev_get_io_channel(leg.desc()) };
+                if ch.is_null() {
+                    chan.put_leg_channels(engine);
+                    return Err(format!("no I/O channel for leg {}", leg.name()));
+                }
+                io.bdev = leg.bdev();
+                io.desc = leg.desc();
+                io.ch = ch;
+            }
+            engine.backend_mut().legs.push(io);
+        }
+        chan.sync_legs(engine);
+        // SAFETY: the poller's argument is this boxed channel, which unregisters it on drop.
+        let poller =
+            unsafe { sys::spdk_poller_register(Some(poll), me as *mut c_void, POLL_PERIOD_US) };
+        chan.poller.set(poller);
+        Ok(chan)
+    }
+
+    fn put_leg_channels(&self, engine: &mut Engine<SpdkBackend>) {
+        for leg in &mut engine.backend_mut().legs {
+            if !leg.ch.is_null() {
+                // SAFETY: we took this channel on this thread.
+                unsafe { sys::spdk_put_io_channel(leg.ch) };
+                leg.ch = ptr::null_mut();
+            }
+        }
+    }
+
+    fn mirror(&self) -> &Mirror {
+        // SAFETY: a mirror outlives its channels (its io_device is unregistered only after all
+        // channels are destroyed).
+        unsafe { &*self.mirror }
+    }
+
+    /// A host I/O for this channel.
+    pub fn submit(&self, io: NonNull<sys::spdk_bdev_io>, req: IoRequest) {
+        if self.busy.get() {
+            self.deferred_parents.borrow_mut().push_back((io, req));
+        } else {
+            self.run(|e| e.submit(io, req));
+        }
+    }
+
+    pub fn child_done(&self, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {
+        if self.busy.get() {
+            if self
+                .deferred_children
+                .push((ctx.as_ptr() as usize, info, status))
+                .is_err()
+            {
+                // Cannot happen: every in-flight child holds one of the contexts counted.
+                errlog!("BUG: deferred completion queue full");
+            }
+        } else {
+            self.run(|e| Self::deliver(e, ctx, info, status));
+        }
+    }
+
+    fn deliver(
+        e: &mut Engine<SpdkBackend>,
+        ctx: NonNull<ChildCtx>,
+        info: ChildInfo,
+        status: ChildStatus,
+    ) {
+        let leg = &mut e.backend_mut().legs[info.leg as usize];
+        leg.inflight -= 1;
+        e.child_done(ctx, info, status);
+    }
+
+    /// An `spdk_bdev_io` may be free again.
+    pub fn signal_io(&self) {
+        if self.busy.get() {
+            self.io_signal.set(true);
+        } else {
+            self.run(|e| e.io_available());
+        }
+    }
+
+    /// Runs `f` on the engine, then everything that queued up meanwhile, then completes the
+    /// host I/Os that finished, until nothing is left.
+    pub fn run(&self, f: impl FnOnce(&mut Engine<SpdkBackend>)) {
+        debug_assert!(!self.busy.get());
+        self.busy.set(true);
+        // SAFETY: `busy` makes this the only live reference to the engine: every other entry
+        // point only queues work while it is set.
+        let e = unsafe { &mut *self.engine.get() };
+        self.sync_legs(e);
+        f(e);
+        let mut done = Vec::new();
+        loop {
+            let mut moved = false;
+            while let Some((ctx, info, status)) = self.deferred_children.pop() {
+                // SAFETY: the queue holds non-null context pointers.
+                Self::deliver(
+                    e,
+                    unsafe { NonNull::new_unchecked(ctx as *mut ChildCtx) },
+                    info,
+                    status,
+                );
+                moved = true;
+            }
+            loop {
+                let next = self.deferred_parents.borrow_mut().pop_front();
+                let Some((io, req)) = next else { break };
+                e.submit(io, req);
+                moved = true;
+            }
+            if self.io_signal.take() {
+                e.io_available();
+                moved = true;
+            }
+            self.note_failed_legs(e);
+            std::mem::swap(&mut done, &mut e.backend_mut().completions);
+            for (io, status) in done.drain(..) {
+                moved = true;
+                let status = match status {
+                    HostStatus::Success => sys::SPDK_BDEV_IO_STATUS_SUCCESS,
+                    HostStatus::Failed => sys::SPDK_BDEV_IO_STATUS_FAILED,
+                };
+                // SAFETY: the engine completes each host I/O exactly once; this may re-enter
+                // `submit`, which only queues while `busy` is set.
+                unsafe { sys::spdk_bdev_io_complete(io.as_ptr(), status) };
+            }
+            std::mem::swap(&mut done, &mut e.backend_mut().completions);
+            if !moved {
+                break;
+            }
+        }
+        self.busy.set(false);
+    }
+
+    /// Legs the engine failed (a write error) become failed for the whole mirror.
+    fn note_failed_legs(&self, e: &mut Engine<SpdkBackend>) {
+        let failed = std::mem::take(&mut e.backend_mut().failed_legs);
+        if failed != 0 {
+            for leg in 0..32 {
+                if failed & (1 << leg) != 0 {
+                    self.mirror().fail_leg(leg, "write error");
+                }
+            }
+        }
+    }
+
+    /// Brings the engine's view of the legs up to date with the mirror's.
+    fn sync_legs(&self, e: &mut Engine<SpdkBackend>) {
+        let mirror = self.mirror();
+        let gen = mirror.leg_gen.load(Ordering::Acquire);
+        if gen == self.seen_gen.get() {
+            return;
+        }
+        self.seen_gen.set(gen);
+        for (i, leg) in mirror.legs.iter().enumerate() {
+            let i = i as u32;
+            let out =
+                leg.failed.load(Ordering::Acquire) || e.backend().legs[i as usize].ch.is_null();
+            if out && !e.leg_failed(i) {
+                e.fail_leg(i);
+            } else if !out && e.leg_failed(i) {
+                e.restore_leg(i);
+            }
+            e.set_leg_readable(i, !leg.write_only.load(Ordering::Acquire));
+        }
+    }
+
+    /// Takes leg `leg` out of this channel; `iter` continues once its children are back.
+    pub fn release_leg(&self, leg: u32, iter: *mut sys::spdk_io_channel_iter) {
+        self.releases
+            .borrow_mut()
+            .push(PendingRelease { leg, iter });
+        if !self.busy.get() {
+            self.run(|_| {});
+            self.finish_releases();
+        }
+    }
+
+    fn finish_releases(&self) {
+        if self.busy.get() || self.releases.borrow().is_empty() {
+            return;
+        }
+        // SAFETY: not busy, so no other reference to the engine is live.
+        let e = unsafe { &mut *self.engine.get() };
+        let mut releases = self.releases.borrow_mut();
+        releases.retain(|r| {
+            let leg = &mut e.backend_mut().legs[r.leg as usize];
+            if leg.inflight > 0 {
+                return true;
+            }
+            if !leg.ch.is_null() {
+                // SAFETY: no child of ours is in flight on it; taken on this thread.
+                unsafe { sys::spdk_put_io_channel(leg.ch) };
+                leg.ch = ptr::null_mut();
+            }
+            leg.desc = ptr::null_mut();
+            leg.bdev = ptr::null_mut();
+            // SAFETY: `iter` is the live iteration that called `release_leg`.
+            unsafe { sys::spdk_for_each_channel_continue(r.iter, 0) };
+            false
+        });
+    }
+
+    /// Gives this channel an I/O channel on a leg that was just added.
+    pub fn attach_leg(&self, leg: u32) -> c_int {
+        let mirror = self.mirror();
+        let l = &mirror.legs[leg as usize];
+        // SAFETY: the desc was opened by the mirror; the channel is taken on this thread.
+        let ch = unsafe { sys::spdk_bdev_get_io_channel(l.desc()) };
+        if ch.is_null() {
+            return -libc::ENOMEM;
+        }
+        let (bdev, desc) = (l.bdev(), l.desc());
+        self.run(|e| {
+            let io = &mut e.backend_mut().legs[leg as usize];
+            io.bdev = bdev;
+            io.desc = desc;
+            io.ch = ch;
+            // Re-read the legs: this one is usable now.
+            self.seen_gen.set(u64::MAX);
+        });
+        0
+    }
+
+    /// Adds this channel's per-leg counters into `into`.
+    pub fn add_stats(&self, into: &mut [LegStats], parked: &mut u64) {
+        if self.busy.get() {
+            return;
+        }
+        // SAFETY: not busy: no other reference to the engine is live on this thread.
+        let e = unsafe { &*self.engine.get() };
+        for (i, s) in into.iter_mut().enumerate() {
+            let l = e.leg_stats(i as u32);
+            s.reads += l.reads;
+            s.writes += l.writes;
+            s.read_errors += l.read_errors;
+            s.write_errors += l.write_errors;
+            s.pool_empty += l.pool_empty;
+            s.nomem += l.nomem;
+        }
+        *parked += e.stats().pool_waits + e.stats().io_waits;
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        let poller = self.poller.replace(ptr::null_mut());
+        if !poller.is_null() {
+            let mut p = poller;
+            // SAFETY: our own poller, unregistered on its thread.
+            unsafe { sys::spdk_poller_unregister(&mut p) };
+        }
+        let e = self.engine.get_mut() as *mut Engine<SpdkBackend>;
+        // SAFETY: dropping: nothing else refers to the engine.
+        let e = unsafe { &mut *e };
+        if !e.is_idle() {
+            warnlog!("mirror channel destroyed with I/O outstanding");
+        }
+        self.put_leg_channels(e);
+    }
+}
+
+extern "C" fn poll(arg: *mut c_void) -> c_int {
+    guard("mirror poller", sys::SPDK_POLLER_IDLE as c_int, || {
+        // SAFETY: the poller's argument is its live channel.
+        let chan = unsafe { &*(arg as *const Channel) };
+        if chan.busy.get() {
+            return sys::SPDK_POLLER_IDLE as c_int;
+        }
+        let mut busy = false;
+        // SAFETY: not busy: a quick read-only look.
+        let parked = unsafe { &*chan.engine.get() }.has_parked();
+        if parked || chan.mirror().leg_gen.load(Ordering::Acquire) != chan.seen_gen.get() {
+            chan.run(|e| e.poll());
+            busy = true;
+        }
+        if !chan.releases.borrow().is_empty() {
+            chan.finish_releases();
+            busy = true;
+        }
+        if busy {
+            sys::SPDK_POLLER_BUSY as c_int
+        } else {
+            sys::SPDK_POLLER_IDLE as c_int
+        }
+    })
+}

@@ -1,0 +1,100 @@
+//! JSON between SPDK and serde: RPC params in, results and config out.
+
+use serde_json::{Map, Number, Value};
+use spdk_sys as sys;
+
+/// Converts SPDK's parsed JSON (a flat array of values) into a `serde_json::Value`.
+///
+/// # Safety
+/// `vals` must point at a valid, complete `spdk_json_val` sequence as handed to an RPC handler.
+pub unsafe fn to_value(vals: *const sys::spdk_json_val) -> Result<Value, String> {
+    if vals.is_null() {
+        return Ok(Value::Null);
+    }
+    let mut i = 0usize;
+    // SAFETY: forwarded from the caller.
+    unsafe { parse(vals, &mut i) }
+}
+
+/// # Safety
+/// As `to_value`; `*i` indexes a value inside the sequence.
+unsafe fn parse(vals: *const sys::spdk_json_val, i: &mut usize) -> Result<Value, String> {
+    // SAFETY: the sequence is complete, so every index reached by walking it is in bounds.
+    let v = unsafe { &*vals.add(*i) };
+    *i += 1;
+    // SAFETY: strings, names and numbers point at `len` bytes of the request buffer.
+    let text = || unsafe { std::slice::from_raw_parts(v.start as *const u8, v.len as usize) };
+    Ok(match v.type_ {
+        sys::SPDK_JSON_VAL_NULL => Value::Null,
+        sys::SPDK_JSON_VAL_TRUE => Value::Bool(true),
+        sys::SPDK_JSON_VAL_FALSE => Value::Bool(false),
+        sys::SPDK_JSON_VAL_STRING => Value::String(String::from_utf8_lossy(text()).into_owned()),
+        sys::SPDK_JSON_VAL_NUMBER => {
+            let s = std::str::from_utf8(text()).map_err(|_| "bad number")?;
+            let n: Number = serde_json::from_str(s).map_err(|_| format!("bad number {s}"))?;
+            Value::Number(n)
+        }
+        sys::SPDK_JSON_VAL_ARRAY_BEGIN => {
+            let mut out = Vec::new();
+            loop {
+                // SAFETY: in bounds: the array's END value terminates the loop.
+                let next = unsafe { &*vals.add(*i) };
+                if next.type_ == sys::SPDK_JSON_VAL_ARRAY_END {
+                    *i += 1;
+                    break;
+                }
+                // SAFETY: as above.
+                out.push(unsafe { parse(vals, i) }?);
+            }
+            Value::Array(out)
+        }
+        sys::SPDK_JSON_VAL_OBJECT_BEGIN => {
+            let mut out = Map::new();
+            loop {
+                // SAFETY: in bounds: the object's END value terminates the loop.
+                let name = unsafe { &*vals.add(*i) };
+                if name.type_ == sys::SPDK_JSON_VAL_OBJECT_END {
+                    *i += 1;
+                    break;
+                }
+                if name.type_ != sys::SPDK_JSON_VAL_NAME {
+                    return Err("malformed object".into());
+                }
+                // SAFETY: a name points at `len` bytes of the request buffer.
+                let key = unsafe {
+                    std::slice::from_raw_parts(name.start as *const u8, name.len as usize)
+                };
+                let key = String::from_utf8_lossy(key).into_owned();
+                *i += 1;
+                // SAFETY: a name is always followed by its value.
+                let value = unsafe { parse(vals, i) }?;
+                out.insert(key, value);
+            }
+            Value::Object(out)
+        }
+        other => return Err(format!("unexpected JSON token {other}")),
+    })
+}
+
+/// Writes `value` as the next value of `w`.
+///
+/// # Safety
+/// `w` must be a live SPDK JSON write context.
+pub unsafe fn write_value(w: *mut sys::spdk_json_write_ctx, value: &Value) {
+    let text = value.to_string();
+    // SAFETY: `text` is valid JSON of `len` bytes; the context copies it out.
+    unsafe { sys::spdk_json_write_val_raw(w, text.as_ptr() as *const _, text.len()) };
+}
+
+/// Writes `"name": value` into the object being written to `w`.
+///
+/// # Safety
+/// As `write_value`, and an object must be open in `w`.
+pub unsafe fn write_named(w: *mut sys::spdk_json_write_ctx, name: &str, value: &Value) {
+    let name = std::ffi::CString::new(name).expect("names have no NUL");
+    // SAFETY: `name` is NUL-terminated; `w` is live (caller).
+    unsafe {
+        sys::spdk_json_write_name(w, name.as_ptr());
+        write_value(w, value);
+    }
+}

@@ -1,0 +1,979 @@
+//! One boxed `Mirror` per bdev: its legs (open, claimed descriptors), its per-leg child pools,
+//! the `spdk_bdev` SPDK sees and the function table SPDK calls.
+//!
+//! Threads: creation, deletion, leg removal and addition run on the app thread (RPC and bdev
+//! events). I/O runs on any reactor through per-core channels, which read the legs' state
+//! through atomics only.
+
+use std::ffi::CString;
+use std::os::raw::{c_int, c_void};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+use spdk_sys as sys;
+
+use super::channel::Channel;
+use super::ffi::{bdev_name, errlog, guard, noticelog, warnlog};
+use super::json;
+use super::module::module_ptr;
+use super::rebuild::RebuildStatus;
+use crate::engine::{IoOp, IoRequest, LegStats};
+use crate::placement::{Geometry, Level};
+
+/// Per-mirror tunables (create-time).
+#[derive(Debug, Clone, Copy)]
+pub struct MirrorOpts {
+    /// Child contexts in each leg's mempool.
+    pub pool_size: u32,
+    /// Parents admitted per channel.
+    pub max_parents: u32,
+}
+
+pub const DEFAULT_POOL_SIZE: u32 = 4096;
+pub const DEFAULT_MAX_PARENTS: u32 = 1024;
+
+/// One leg. Fields that channels read are atomics.
+pub struct Leg {
+    pub index: u32,
+    name: Mutex<String>,
+    bdev: AtomicPtr<sys::spdk_bdev>,
+    desc: AtomicPtr<sys::spdk_bdev_desc>,
+    pub pool: *mut sys::spdk_mempool,
+    pub failed: AtomicBool,
+    /// Being rebuilt: written, never read.
+    pub write_only: AtomicBool,
+    removing: AtomicBool,
+    mirror: *const Mirror,
+}
+
+impl Leg {
+    pub fn name(&self) -> String {
+        self.name.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+    pub fn bdev(&self) -> *mut sys::spdk_bdev {
+        self.bdev.load(Ordering::Acquire)
+    }
+    pub fn desc(&self) -> *mut sys::spdk_bdev_desc {
+        self.desc.load(Ordering::Acquire)
+    }
+    /// The leg has an open, claimed bdev.
+    pub fn present(&self) -> bool {
+        !self.desc().is_null()
+    }
+    /// Holds good data and can be read.
+    pub fn in_sync(&self) -> bool {
+        self.present()
+            && !self.failed.load(Ordering::Acquire)
+            && !self.write_only.load(Ordering::Acquire)
+    }
+    pub fn state(&self) -> &'static str {
+        if !self.present() {
+            "removed"
+        } else if self.failed.load(Ordering::Acquire) {
+            "failed"
+        } else if self.write_only.load(Ordering::Acquire) {
+            "rebuilding"
+        } else {
+            "online"
+        }
+    }
+}
+
+pub struct Mirror {
+    pub bdev: sys::spdk_bdev,
+    name: CString,
+    pub geo: Geometry,
+    pub uuid: String,
+    pub chunk_kb: u64,
+    pub opts: MirrorOpts,
+    pub legs: Vec<Leg>,
+    /// Bumped whenever a leg changes state; channels resynchronise when it moves.
+    pub leg_gen: AtomicU64,
+    pub rebuild: Mutex<Option<RebuildStatus>>,
+    /// A rebuild holds leg channels and I/O: the mirror is freed only after it stops.
+    pub rebuild_active: AtomicBool,
+    destruct_pending: AtomicBool,
+    pub deleting: AtomicBool,
+}
+
+// SAFETY: a Mirror is shared with reactor threads through raw pointers; everything they touch
+// after creation is atomic or immutable; the rest is used on the app thread only.
+unsafe impl Send for Mirror {}
+// SAFETY: as above.
+unsafe impl Sync for Mirror {}
+
+/// Mirrors that exist, by address (app thread).
+struct Registry(Vec<usize>);
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry(Vec::new()));
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+pub fn all() -> Vec<&'static Mirror> {
+    let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: registered mirrors are live until removed from the registry in `destruct`.
+    reg.0
+        .iter()
+        .map(|&p| unsafe { &*(p as *const Mirror) })
+        .collect()
+}
+
+pub fn find(name: &str) -> Option<&'static Mirror> {
+    all().into_iter().find(|m| m.name() == name)
+}
+
+/// The mirror and leg slot holding base bdev `name`.
+pub fn find_leg(name: &str) -> Option<(&'static Mirror, u32)> {
+    all().into_iter().find_map(|m| {
+        m.legs
+            .iter()
+            .find(|l| l.present() && l.name() == name)
+            .map(|l| (m, l.index))
+    })
+}
+
+/// What `create` needs, already validated.
+pub struct CreateSpec {
+    pub name: String,
+    pub geo: Geometry,
+    pub chunk_kb: u64,
+    pub uuid: Option<sys::spdk_uuid>,
+    pub base_bdevs: Vec<String>,
+    pub opts: MirrorOpts,
+}
+
+/// An error for an RPC: negative errno and a message naming the field.
+#[derive(Debug)]
+pub struct Fail(pub i32, pub String);
+
+impl Mirror {
+    pub fn name(&self) -> &str {
+        self.name.to_str().unwrap_or("")
+    }
+
+    fn as_io_device(&self) -> *mut c_void {
+        self as *const Mirror as *mut c_void
+    }
+
+    /// Marks a leg failed for every channel.
+    pub fn fail_leg(&self, leg: u32, why: &str) {
+        let l = &self.legs[leg as usize];
+        if !l.failed.swap(true, Ordering::AcqRel) {
+            self.leg_gen.fetch_add(1, Ordering::AcqRel);
+            errlog!(
+                "mirror {}: leg {} ({}) failed: {}; the mirror is now {}",
+                self.name(),
+                leg,
+                l.name(),
+                why,
+                self.state()
+            );
+        }
+    }
+
+    /// Legs holding good, readable data, as a mask.
+    pub fn in_sync_mask(&self) -> u32 {
+        self.legs
+            .iter()
+            .filter(|l| l.in_sync())
+            .fold(0, |m, l| m | 1 << l.index)
+    }
+
+    /// Whether every block keeps a readable copy when only the legs in `mask` are used.
+    /// RAID10 placement repeats every `legs` chunks, so checking that many chunks is enough.
+    pub fn every_block_covered(&self, mask: u32) -> bool {
+        let step = self.geo.chunk_blocks().max(1);
+        let chunks = (self.geo.data_blocks() / step)
+            .min(self.geo.legs() as u64 * 2)
+            .max(1);
+        (0..chunks).all(|c| {
+            self.geo
+                .map_unchecked(c * step)
+                .as_slice()
+                .iter()
+                .any(|cp| mask & (1 << cp.leg) != 0)
+        })
+    }
+
+    pub fn state(&self) -> &'static str {
+        let mask = self.in_sync_mask();
+        if mask.count_ones() == self.geo.legs() {
+            "online"
+        } else if self.every_block_covered(mask) {
+            "degraded"
+        } else {
+            "offline"
+        }
+    }
+
+    /// Parameters that recreate this mirror (save_config).
+    pub fn create_params(&self) -> Value {
+        let mut p = json!({
+            "name": self.name(),
+            "level": self.geo.level().as_str(),
+            "base_bdevs": self.legs.iter().map(|l| l.name()).collect::<Vec<_>>(),
+            "uuid": self.uuid,
+            "pool_size": self.opts.pool_size,
+            "max_parents": self.opts.max_parents,
+        });
+        if self.geo.level() == Level::Raid10 {
+            p["layout"] = json!(self.geo.layout().to_string());
+            p["chunk_kb"] = json!(self.chunk_kb);
+        }
+        p
+    }
+
+    /// What `bdev_mirror_get_bdevs` and `bdev_get_bdevs` report.
+    pub fn info(&self, stats: Option<&[LegStats]>) -> Value {
+        let legs: Vec<Value> = self
+            .legs
+            .iter()
+            .map(|l| {
+                let mut v = json!({ "slot": l.index, "bdev": l.name(), "state": l.state() });
+                if let Some(s) = stats.and_then(|s| s.get(l.index as usize)) {
+                    v["reads"] = json!(s.reads);
+                    v["writes"] = json!(s.writes);
+                    v["read_errors"] = json!(s.read_errors);
+                    v["write_errors"] = json!(s.write_errors);
+                    v["pool_empty"] = json!(s.pool_empty);
+                    v["nomem"] = json!(s.nomem);
+                }
+                v
+            })
+            .collect();
+        let mut v = json!({
+            "name": self.name(),
+            "uuid": self.uuid,
+            "level": self.geo.level().as_str(),
+            "state": self.state(),
+            "block_size": self.geo.block_size(),
+            "data_blocks": self.geo.data_blocks(),
+            "data_size_mb": self.geo.data_blocks() * self.geo.block_size() as u64 / (1024 * 1024),
+            "num_legs": self.geo.legs(),
+            "pool_size": self.opts.pool_size,
+            "max_parents": self.opts.max_parents,
+            "legs": legs,
+        });
+        if self.geo.level() == Level::Raid10 {
+            v["layout"] = json!(self.geo.layout().to_string());
+            v["chunk_kb"] = json!(self.chunk_kb);
+        } else {
+            v["layout"] = Value::Null;
+            v["chunk_kb"] = Value::Null;
+        }
+        if let Some(r) = self
+            .rebuild
+            .lock()
+            .ok()
+            .and_then(|r| r.as_ref().map(|r| r.json()))
+        {
+            v["process"] = r;
+        }
+        v
+    }
+}
+
+/// Opens and claims `name` for leg `leg` of `mirror`. Returns (bdev, desc).
+pub fn open_leg(
+    mirror: *const Mirror,
+    leg: *const Leg,
+    name: &str,
+) -> Result<(*mut sys::spdk_bdev, *mut sys::spdk_bdev_desc), Fail> {
+    let cname =
+        CString::new(name).map_err(|_| Fail(-libc::EINVAL, "base_bdevs: name has a NUL".into()))?;
+    let mut desc = ptr::null_mut();
+    let _ = mirror;
+    // SAFETY: the event context is the leg, which lives as long as its mirror, which outlives
+    // the descriptor (closed in `close_leg`).
+    let rc = unsafe {
+        sys::spdk_bdev_open_ext(
+            cname.as_ptr(),
+            true,
+            Some(leg_event),
+            leg as *mut c_void,
+            &mut desc,
+        )
+    };
+    if rc != 0 {
+        let msg = if rc == -libc::ENODEV {
+            format!("base_bdevs: no bdev named '{name}'")
+        } else if rc == -libc::EPERM {
+            return Err(Fail(
+                -libc::EBUSY,
+                format!("base_bdevs: '{name}' is already claimed by another module"),
+            ));
+        } else {
+            format!(
+                "base_bdevs: cannot open '{name}': {}",
+                std::io::Error::from_raw_os_error(-rc)
+            )
+        };
+        return Err(Fail(rc, msg));
+    }
+    // SAFETY: desc is open.
+    let bdev = unsafe { sys::spdk_bdev_desc_get_bdev(desc) };
+    // SAFETY: bdev, desc and our module are live.
+    let rc = unsafe { sys::spdk_bdev_module_claim_bdev(bdev, desc, module_ptr()) };
+    if rc != 0 {
+        // SAFETY: opened above on this thread.
+        unsafe { sys::spdk_bdev_close(desc) };
+        return Err(Fail(
+            -libc::EBUSY,
+            format!("base_bdevs: '{name}' is already claimed by another module"),
+        ));
+    }
+    Ok((bdev, desc))
+}
+
+/// Releases and closes a leg's bdev.
+fn close_leg(leg: &Leg) {
+    let desc = leg.desc.swap(ptr::null_mut(), Ordering::AcqRel);
+    let bdev = leg.bdev.swap(ptr::null_mut(), Ordering::AcqRel);
+    if !desc.is_null() {
+        // SAFETY: we claimed and opened these on this (the app) thread.
+        unsafe {
+            sys::spdk_bdev_module_release_bdev(bdev);
+            sys::spdk_bdev_close(desc);
+        }
+    }
+}
+
+/// Creates, registers and returns a mirror. On error nothing is left behind.
+pub fn create(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let name = CString::new(spec.name.clone())
+        .map_err(|_| Fail(-libc::EINVAL, "name: has a NUL".into()))?;
+    let mut mirror = Box::new(Mirror {
+        bdev: sys::spdk_bdev::default(),
+        name,
+        geo: spec.geo.clone(),
+        uuid: String::new(),
+        chunk_kb: spec.chunk_kb,
+        opts: spec.opts,
+        legs: Vec::with_capacity(spec.base_bdevs.len()),
+        leg_gen: AtomicU64::new(0),
+        rebuild: Mutex::new(None),
+        rebuild_active: AtomicBool::new(false),
+        destruct_pending: AtomicBool::new(false),
+        deleting: AtomicBool::new(false),
+    });
+    let mp: *const Mirror = &*mirror;
+    for (i, n) in spec.base_bdevs.iter().enumerate() {
+        mirror.legs.push(Leg {
+            index: i as u32,
+            name: Mutex::new(n.clone()),
+            bdev: AtomicPtr::new(ptr::null_mut()),
+            desc: AtomicPtr::new(ptr::null_mut()),
+            pool: ptr::null_mut(),
+            failed: AtomicBool::new(false),
+            write_only: AtomicBool::new(false),
+            removing: AtomicBool::new(false),
+            mirror: mp,
+        });
+    }
+    let undo = |m: &mut Mirror| {
+        for leg in &m.legs {
+            close_leg(leg);
+            if !leg.pool.is_null() {
+                // SAFETY: created below, never used by I/O (the bdev was not registered).
+                unsafe { sys::spdk_mempool_free(leg.pool) };
+            }
+        }
+    };
+    // Open and claim every leg.
+    let mut block_len = None;
+    for i in 0..mirror.legs.len() {
+        let legp: *const Leg = &mirror.legs[i];
+        match open_leg(mp, legp, &spec.base_bdevs[i]) {
+            Ok((bdev, desc)) => {
+                mirror.legs[i].bdev.store(bdev, Ordering::Release);
+                mirror.legs[i].desc.store(desc, Ordering::Release);
+                // SAFETY: bdev is open.
+                let (bl, md) = unsafe {
+                    (
+                        sys::spdk_bdev_get_block_size(bdev),
+                        sys::spdk_bdev_get_md_size(bdev),
+                    )
+                };
+                let fail = if md != 0 {
+                    Some(format!(
+                        "base_bdevs: '{}' has {md} bytes of metadata per block; not supported",
+                        spec.base_bdevs[i]
+                    ))
+                } else if bl != spec.geo.block_size() {
+                    Some(format!(
+                        "base_bdevs: block sizes differ ('{}' has {bl}, expected {})",
+                        spec.base_bdevs[i],
+                        block_len.unwrap_or(spec.geo.block_size())
+                    ))
+                } else {
+                    None
+                };
+                if let Some(msg) = fail {
+                    undo(&mut mirror);
+                    return Err(Fail(-libc::EINVAL, msg));
+                }
+                block_len = Some(bl);
+            }
+            Err(e) => {
+                undo(&mut mirror);
+                return Err(e);
+            }
+        }
+    }
+    // Child context pools, one per leg.
+    // SAFETY: plain query.
+    let cores = unsafe { sys::spdk_env_get_core_count() }.max(1);
+    let cache = (spec.opts.pool_size / (4 * cores)).min(64) as usize;
+    for i in 0..mirror.legs.len() {
+        let pname = CString::new(format!("mirror{id}_{i}")).expect("no NUL");
+        // SAFETY: valid name; element size is our context's.
+        let pool = unsafe {
+            sys::spdk_mempool_create(
+                pname.as_ptr(),
+                spec.opts.pool_size as usize,
+                std::mem::size_of::<super::backend::ChildCtx>(),
+                cache,
+                sys::SPDK_ENV_NUMA_ID_ANY,
+            )
+        };
+        if pool.is_null() {
+            undo(&mut mirror);
+            return Err(Fail(
+                -libc::ENOMEM,
+                format!(
+                    "pool_size: cannot allocate {} child contexts per leg",
+                    spec.opts.pool_size
+                ),
+            ));
+        }
+        mirror.legs[i].pool = pool;
+    }
+    // The bdev.
+    let mut uuid = spec.uuid.unwrap_or_default();
+    if spec.uuid.is_none() {
+        // SAFETY: writes a fresh uuid into `uuid`.
+        unsafe { sys::spdk_uuid_generate(&mut uuid) };
+    }
+    let mut buf = [0 as std::os::raw::c_char; sys::SPDK_UUID_STRING_LEN as usize];
+    // SAFETY: buffer of the documented size.
+    unsafe { sys::spdk_uuid_fmt_lower(buf.as_mut_ptr(), buf.len(), &uuid) };
+    // SAFETY: NUL-terminated by spdk_uuid_fmt_lower.
+    mirror.uuid = unsafe { super::ffi::cstr(buf.as_ptr()) }.into_owned();
+    let mut align = 0u8;
+    let mut write_cache = false;
+    for leg in &mirror.legs {
+        // SAFETY: legs are open.
+        unsafe {
+            align = align.max((*leg.bdev()).required_alignment);
+            write_cache |= sys::spdk_bdev_has_write_cache(leg.bdev());
+        }
+    }
+    let b = &mut mirror.bdev;
+    b.name = mirror.name.as_ptr() as *mut _;
+    b.product_name = c"Mirror".as_ptr() as *mut _;
+    b.blocklen = spec.geo.block_size();
+    b.blockcnt = spec.geo.data_blocks();
+    b.required_alignment = align;
+    b.write_cache = write_cache as i32;
+    b.uuid = uuid;
+    if spec.geo.level() == Level::Raid10 {
+        // Children never straddle a chunk: the bdev layer splits host I/O for us.
+        b.optimal_io_boundary = spec.geo.chunk_blocks() as u32;
+        b.__bindgen_anon_1.set_split_on_optimal_io_boundary(1);
+    }
+    b.ctxt = mp as *mut c_void;
+    b.fn_table = &FN_TABLE;
+    b.module = module_ptr();
+    let mirror: &'static mut Mirror = Box::leak(mirror);
+    let dev_name = CString::new(format!("mirror_{}", spec.name)).unwrap_or_default();
+    // SAFETY: the io_device is the mirror, live until `io_device_gone`.
+    unsafe {
+        sys::spdk_io_device_register(
+            mirror.as_io_device(),
+            Some(channel_create),
+            Some(channel_destroy),
+            std::mem::size_of::<*mut Channel>() as u32,
+            dev_name.as_ptr(),
+        )
+    };
+    // SAFETY: the bdev is fully described and lives in the leaked box.
+    let rc = unsafe { sys::spdk_bdev_register(&mut mirror.bdev) };
+    if rc != 0 {
+        let m: *mut Mirror = mirror;
+        // SAFETY: the io_device is ours; the mirror is freed once it is gone.
+        unsafe { sys::spdk_io_device_unregister(m as *mut c_void, Some(free_unregistered)) };
+        let msg = if rc == -libc::EEXIST {
+            format!("name: a bdev named '{}' already exists", spec.name)
+        } else {
+            format!(
+                "cannot register bdev '{}': {}",
+                spec.name,
+                std::io::Error::from_raw_os_error(-rc)
+            )
+        };
+        return Err(Fail(rc, msg));
+    }
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .0
+        .push(mirror as *const Mirror as usize);
+    noticelog!(
+        "mirror {}: created, {} {} legs, {} blocks of {} bytes",
+        spec.name,
+        spec.geo.level(),
+        spec.geo.legs(),
+        spec.geo.data_blocks(),
+        spec.geo.block_size()
+    );
+    Ok(mirror)
+}
+
+/// Frees a mirror whose bdev never registered.
+extern "C" fn free_unregistered(dev: *mut c_void) {
+    guard("mirror cleanup", (), || {
+        // SAFETY: leaked in `create`, never registered or shared.
+        let mut m = unsafe { Box::from_raw(dev as *mut Mirror) };
+        free_legs(&mut m);
+    })
+}
+
+fn free_legs(m: &mut Mirror) {
+    for leg in &m.legs {
+        close_leg(leg);
+        if !leg.pool.is_null() {
+            // SAFETY: no channel exists any more, so no context is in use.
+            unsafe { sys::spdk_mempool_free(leg.pool) };
+        }
+    }
+}
+
+/// Starts deleting a mirror; `done(rc)` runs when it is gone.
+pub fn delete(mirror: &'static Mirror, done: Box<dyn FnOnce(i32)>) {
+    mirror.deleting.store(true, Ordering::Release);
+    let arg = Box::into_raw(Box::new(done)) as *mut c_void;
+    let b = &mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
+    // SAFETY: the bdev is registered; `arg` is reclaimed in the callback.
+    unsafe { sys::spdk_bdev_unregister(b, Some(unregistered), arg) };
+}
+
+extern "C" fn unregistered(arg: *mut c_void, rc: c_int) {
+    guard("mirror delete", (), || {
+        // SAFETY: boxed in `delete`.
+        let done = unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce(i32)>) };
+        done(rc);
+    })
+}
+
+static FN_TABLE: sys::spdk_bdev_fn_table = sys::spdk_bdev_fn_table {
+    destruct: Some(destruct),
+    submit_request: Some(submit_request),
+    io_type_supported: Some(io_type_supported),
+    get_io_channel: Some(get_io_channel),
+    dump_info_json: Some(dump_info_json),
+    write_config_json: Some(write_config_json),
+    get_spin_time: None,
+    get_module_ctx: None,
+    get_memory_domains: None,
+    get_memory_domain_types: None,
+    reset_device_stat: None,
+    dump_device_stat_json: None,
+    accel_sequence_supported: None,
+};
+
+extern "C" fn destruct(ctx: *mut c_void) -> c_int {
+    guard("mirror destruct", 0, || {
+        let m = ctx as *const Mirror;
+        REGISTRY
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .retain(|&p| p != m as usize);
+        // SAFETY: `ctx` is a live mirror.
+        let mirror = unsafe { &*m };
+        mirror.deleting.store(true, Ordering::Release);
+        if mirror.rebuild_active.load(Ordering::Acquire) {
+            // The rebuild sees `deleting`, stops, and calls `rebuild_finished`.
+            mirror.destruct_pending.store(true, Ordering::Release);
+        } else {
+            // SAFETY: our io_device; freed in `io_device_gone` once every channel is destroyed.
+            unsafe { sys::spdk_io_device_unregister(ctx, Some(io_device_gone)) };
+        }
+        1 // asynchronous: spdk_bdev_destruct_done follows
+    })
+}
+
+extern "C" fn io_device_gone(dev: *mut c_void) {
+    guard("mirror free", (), || {
+        let m = dev as *mut Mirror;
+        // SAFETY: no channel is left; nobody else refers to the mirror now.
+        unsafe {
+            free_legs(&mut *m);
+            noticelog!("mirror {}: deleted", (*m).name());
+            sys::spdk_bdev_destruct_done(&mut (*m).bdev, 0);
+            drop(Box::from_raw(m));
+        }
+    })
+}
+
+/// The channel stored in an io_channel's context.
+///
+/// # Safety
+/// `ch` must be one of our mirror's io_channels.
+unsafe fn channel_of<'a>(ch: *mut sys::spdk_io_channel) -> &'a Channel {
+    // SAFETY: our channel context holds the boxed channel pointer (see `channel_create`).
+    unsafe { &**(sys::spdk_mirror_shim_io_channel_get_ctx(ch) as *mut *mut Channel) }
+}
+
+extern "C" fn channel_create(dev: *mut c_void, buf: *mut c_void) -> c_int {
+    guard("mirror channel create", -libc::ENOMEM, || {
+        // SAFETY: `dev` is a live mirror (the io_device).
+        let m = unsafe { &*(dev as *const Mirror) };
+        match Channel::new(m) {
+            Ok(chan) => {
+                // SAFETY: `buf` has room for one pointer (the context size we registered).
+                unsafe { *(buf as *mut *mut Channel) = Box::into_raw(chan) };
+                0
+            }
+            Err(e) => {
+                errlog!("mirror {}: {e}", m.name());
+                -libc::ENOMEM
+            }
+        }
+    })
+}
+
+extern "C" fn channel_destroy(_dev: *mut c_void, buf: *mut c_void) {
+    guard("mirror channel destroy", (), || {
+        // SAFETY: set in `channel_create`; destroyed once, on its thread.
+        drop(unsafe { Box::from_raw(*(buf as *mut *mut Channel)) });
+    })
+}
+
+extern "C" fn get_io_channel(ctx: *mut c_void) -> *mut sys::spdk_io_channel {
+    // SAFETY: `ctx` is our registered io_device.
+    guard("mirror get_io_channel", ptr::null_mut(), || unsafe {
+        sys::spdk_get_io_channel(ctx)
+    })
+}
+
+extern "C" fn io_type_supported(ctx: *mut c_void, io_type: sys::spdk_bdev_io_type) -> bool {
+    guard("mirror io_type_supported", false, || {
+        // SAFETY: `ctx` is a live mirror.
+        let m = unsafe { &*(ctx as *const Mirror) };
+        match io_type {
+            sys::SPDK_BDEV_IO_TYPE_READ | sys::SPDK_BDEV_IO_TYPE_WRITE => true,
+            sys::SPDK_BDEV_IO_TYPE_FLUSH
+            | sys::SPDK_BDEV_IO_TYPE_UNMAP
+            | sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES
+            | sys::SPDK_BDEV_IO_TYPE_RESET => m
+                .legs
+                .iter()
+                .filter(|l| l.present())
+                // SAFETY: present legs have open bdevs.
+                .all(|l| unsafe { sys::spdk_bdev_io_type_supported(l.bdev(), io_type) }),
+            _ => false,
+        }
+    })
+}
+
+fn fail_io(io: *mut sys::spdk_bdev_io) {
+    // SAFETY: `io` is a live host I/O we have not completed.
+    unsafe { sys::spdk_bdev_io_complete(io, sys::SPDK_BDEV_IO_STATUS_FAILED) };
+}
+
+extern "C" fn submit_request(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io) {
+    let handled = guard("mirror submit", false, || {
+        let mut view = sys::spdk_mirror_io_view::default();
+        // SAFETY: SPDK hands us a live bdev_io.
+        unsafe { sys::spdk_mirror_shim_io_view(io, &mut view) };
+        let op = match view.type_ as u32 {
+            sys::SPDK_BDEV_IO_TYPE_READ => {
+                // SAFETY: the channel is ours; the mirror is its bdev's context.
+                let bl = unsafe { (*(*io).bdev).blocklen } as u64;
+                // Reads need a buffer; the bdev layer gives one if the caller did not.
+                // SAFETY: live bdev_io of ours.
+                unsafe {
+                    sys::spdk_bdev_io_get_buf(io, Some(read_buf_ready), view.num_blocks * bl)
+                };
+                return true;
+            }
+            sys::SPDK_BDEV_IO_TYPE_WRITE => IoOp::Write,
+            sys::SPDK_BDEV_IO_TYPE_UNMAP => IoOp::Unmap,
+            sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES => IoOp::WriteZeroes,
+            sys::SPDK_BDEV_IO_TYPE_FLUSH => IoOp::Flush,
+            sys::SPDK_BDEV_IO_TYPE_RESET => {
+                // SAFETY: our channel.
+                super::rebuild::reset(unsafe { channel_of(ch) }, io);
+                return true;
+            }
+            _ => {
+                fail_io(io);
+                return true;
+            }
+        };
+        let req = IoRequest {
+            op,
+            lba: view.offset_blocks,
+            blocks: view.num_blocks,
+        };
+        // SAFETY: our channel; `io` is non-null.
+        unsafe { channel_of(ch).submit(NonNull::new_unchecked(io), req) };
+        true
+    });
+    if !handled {
+        fail_io(io);
+    }
+}
+
+extern "C" fn read_buf_ready(
+    ch: *mut sys::spdk_io_channel,
+    io: *mut sys::spdk_bdev_io,
+    success: bool,
+) {
+    let handled = guard("mirror read", false, || {
+        if !success {
+            fail_io(io);
+            return true;
+        }
+        let mut view = sys::spdk_mirror_io_view::default();
+        // SAFETY: live bdev_io.
+        unsafe { sys::spdk_mirror_shim_io_view(io, &mut view) };
+        let req = IoRequest {
+            op: IoOp::Read,
+            lba: view.offset_blocks,
+            blocks: view.num_blocks,
+        };
+        // SAFETY: our channel; `io` is non-null.
+        unsafe { channel_of(ch).submit(NonNull::new_unchecked(io), req) };
+        true
+    });
+    if !handled {
+        fail_io(io);
+    }
+}
+
+extern "C" fn dump_info_json(ctx: *mut c_void, w: *mut sys::spdk_json_write_ctx) -> c_int {
+    guard("mirror dump_info_json", 0, || {
+        // SAFETY: `ctx` is a live mirror; `w` a live writer with an object open.
+        unsafe { json::write_named(w, "mirror", &(*(ctx as *const Mirror)).info(None)) };
+        0
+    })
+}
+
+extern "C" fn write_config_json(bdev: *mut sys::spdk_bdev, w: *mut sys::spdk_json_write_ctx) {
+    guard("mirror write_config_json", (), || {
+        // SAFETY: our bdev's context is its mirror.
+        let m = unsafe { &*((*bdev).ctxt as *const Mirror) };
+        let call = json!({"method": "bdev_mirror_create", "params": m.create_params()});
+        // SAFETY: `w` is live and expects one value.
+        unsafe { json::write_value(w, &call) };
+    })
+}
+
+/// A base bdev event: removal makes the leg go away (the mirror degrades).
+extern "C" fn leg_event(
+    ty: sys::spdk_bdev_event_type,
+    bdev: *mut sys::spdk_bdev,
+    ctx: *mut c_void,
+) {
+    guard("mirror leg event", (), || {
+        if ty != sys::SPDK_BDEV_EVENT_REMOVE {
+            return;
+        }
+        // SAFETY: the event context is a leg of a live mirror.
+        let leg = unsafe { &*(ctx as *const Leg) };
+        // SAFETY: as above.
+        let m = unsafe { &*leg.mirror };
+        warnlog!(
+            "mirror {}: base bdev {} is being removed",
+            m.name(),
+            bdev_name(bdev)
+        );
+        remove_leg(m, leg.index, "hot-removed", Box::new(|_| {}));
+    })
+}
+
+/// What a removal does when it is over.
+type RemoveDone = Box<dyn FnOnce(Result<(), Fail>)>;
+
+struct Removal {
+    mirror: *const Mirror,
+    leg: u32,
+    done: RemoveDone,
+}
+
+/// Takes a leg out of the mirror: failed at once for new I/O, then each channel lets go of it
+/// once its children there are back, then its bdev is released and closed.
+pub fn remove_leg(m: &Mirror, leg: u32, why: &str, done: RemoveDone) {
+    let l = &m.legs[leg as usize];
+    if !l.present() {
+        return done(Err(Fail(
+            -libc::ENODEV,
+            format!("base_bdev: leg {leg} of {} is not present", m.name()),
+        )));
+    }
+    if l.removing.swap(true, Ordering::AcqRel) {
+        return done(Err(Fail(
+            -libc::EBUSY,
+            format!("base_bdev: '{}' is already being removed", l.name()),
+        )));
+    }
+    m.fail_leg(leg, why);
+    let r = Box::into_raw(Box::new(Removal {
+        mirror: m,
+        leg,
+        done,
+    }));
+    // SAFETY: our io_device; `r` is reclaimed in `removal_done`.
+    unsafe {
+        sys::spdk_for_each_channel(
+            m.as_io_device(),
+            Some(removal_on_channel),
+            r as *mut c_void,
+            Some(removal_done),
+        )
+    };
+}
+
+extern "C" fn removal_on_channel(i: *mut sys::spdk_io_channel_iter) {
+    guard("mirror leg removal", (), || {
+        // SAFETY: the iteration's context is our Removal; its channel is ours.
+        unsafe {
+            let r = &*(sys::spdk_io_channel_iter_get_ctx(i) as *const Removal);
+            channel_of(sys::spdk_io_channel_iter_get_channel(i)).release_leg(r.leg, i);
+        }
+    })
+}
+
+extern "C" fn removal_done(i: *mut sys::spdk_io_channel_iter, status: c_int) {
+    guard("mirror leg removal done", (), || {
+        // SAFETY: boxed in `remove_leg`; this is the last use.
+        let r = unsafe { Box::from_raw(sys::spdk_io_channel_iter_get_ctx(i) as *mut Removal) };
+        // SAFETY: the mirror lives until its bdev is unregistered, which waits for its descs.
+        let m = unsafe { &*r.mirror };
+        let l = &m.legs[r.leg as usize];
+        close_leg(l);
+        l.write_only.store(false, Ordering::Release);
+        l.removing.store(false, Ordering::Release);
+        m.leg_gen.fetch_add(1, Ordering::AcqRel);
+        noticelog!(
+            "mirror {}: leg {} ({}) removed; the mirror is {}",
+            m.name(),
+            r.leg,
+            l.name(),
+            m.state()
+        );
+        (r.done)(if status == 0 {
+            Ok(())
+        } else {
+            Err(Fail(status, "leg removal failed".into()))
+        });
+    })
+}
+
+/// Puts a newly opened bdev into slot `leg` and gives every channel an I/O channel on it.
+pub fn attach_leg(
+    m: &'static Mirror,
+    leg: u32,
+    bdev: *mut sys::spdk_bdev,
+    desc: *mut sys::spdk_bdev_desc,
+    name: &str,
+    done: Box<dyn FnOnce(i32)>,
+) {
+    let l = &m.legs[leg as usize];
+    if let Ok(mut n) = l.name.lock() {
+        *n = name.to_string();
+    }
+    l.write_only.store(true, Ordering::Release);
+    l.failed.store(false, Ordering::Release);
+    l.bdev.store(bdev, Ordering::Release);
+    l.desc.store(desc, Ordering::Release);
+    m.leg_gen.fetch_add(1, Ordering::AcqRel);
+    struct Attach {
+        leg: u32,
+        done: Box<dyn FnOnce(i32)>,
+    }
+    extern "C" fn on_channel(i: *mut sys::spdk_io_channel_iter) {
+        let rc = guard("mirror leg attach", -libc::EIO, || {
+            // SAFETY: our iteration and channel.
+            unsafe {
+                let a = &*(sys::spdk_io_channel_iter_get_ctx(i) as *const Attach);
+                channel_of(sys::spdk_io_channel_iter_get_channel(i)).attach_leg(a.leg)
+            }
+        });
+        // SAFETY: live iteration.
+        unsafe { sys::spdk_for_each_channel_continue(i, rc) };
+    }
+    extern "C" fn all_done(i: *mut sys::spdk_io_channel_iter, status: c_int) {
+        guard("mirror leg attach done", (), || {
+            // SAFETY: boxed below; last use.
+            let a = unsafe { Box::from_raw(sys::spdk_io_channel_iter_get_ctx(i) as *mut Attach) };
+            (a.done)(status);
+        })
+    }
+    let a = Box::into_raw(Box::new(Attach { leg, done }));
+    // SAFETY: our io_device; `a` reclaimed in `all_done`.
+    unsafe {
+        sys::spdk_for_each_channel(
+            m.as_io_device(),
+            Some(on_channel),
+            a as *mut c_void,
+            Some(all_done),
+        )
+    };
+}
+
+/// Sums the per-leg counters of every channel, then calls `done` on the app thread.
+pub fn collect_stats(m: &'static Mirror, done: Box<dyn FnOnce(Vec<LegStats>)>) {
+    struct Collect {
+        stats: Vec<LegStats>,
+        parked: u64,
+        done: Option<Box<dyn FnOnce(Vec<LegStats>)>>,
+    }
+    extern "C" fn on_channel(i: *mut sys::spdk_io_channel_iter) {
+        guard("mirror stats", (), || {
+            // SAFETY: our iteration and channel.
+            unsafe {
+                let c = &mut *(sys::spdk_io_channel_iter_get_ctx(i) as *mut Collect);
+                channel_of(sys::spdk_io_channel_iter_get_channel(i))
+                    .add_stats(&mut c.stats, &mut c.parked);
+            }
+        });
+        // SAFETY: live iteration.
+        unsafe { sys::spdk_for_each_channel_continue(i, 0) };
+    }
+    extern "C" fn all_done(i: *mut sys::spdk_io_channel_iter, _status: c_int) {
+        guard("mirror stats done", (), || {
+            // SAFETY: boxed below; last use.
+            let mut c =
+                unsafe { Box::from_raw(sys::spdk_io_channel_iter_get_ctx(i) as *mut Collect) };
+            if let Some(done) = c.done.take() {
+                done(std::mem::take(&mut c.stats));
+            }
+        })
+    }
+    let c = Box::into_raw(Box::new(Collect {
+        stats: vec![LegStats::default(); m.legs.len()],
+        parked: 0,
+        done: Some(done),
+    }));
+    // SAFETY: our io_device; `c` reclaimed in `all_done`.
+    unsafe {
+        sys::spdk_for_each_channel(
+            m.as_io_device(),
+            Some(on_channel),
+            c as *mut c_void,
+            Some(all_done),
+        )
+    };
+}
+
+/// A rebuild stopped; finishes a deletion that waited for it.
+pub fn rebuild_finished(m: &Mirror) {
+    if m.destruct_pending.swap(false, Ordering::AcqRel) {
+        // SAFETY: our io_device; freed in `io_device_gone`.
+        unsafe { sys::spdk_io_device_unregister(m.as_io_device(), Some(io_device_gone)) };
+    }
+}

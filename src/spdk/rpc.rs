@@ -1,0 +1,536 @@
+//! The `bdev_mirror_*` JSON-RPC methods, in SPDK's conventions: snake_case params, errors with a
+//! negative errno and a message naming the field, nothing changed when a call fails.
+
+use std::ffi::CString;
+use std::os::raw::c_char;
+
+use serde_json::{json, Map, Value};
+use spdk_sys as sys;
+
+use super::ffi::guard;
+use super::json;
+use super::mirror::{self, CreateSpec, Fail, MirrorOpts, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
+use crate::placement::{Geometry, GeometrySpec, Level, Raid10Layout};
+
+/// Default RAID10 chunk for mirrors created over RPC.
+pub const DEFAULT_CHUNK_KB: u64 = 64;
+
+type Handler = unsafe extern "C" fn(*mut sys::spdk_jsonrpc_request, *const sys::spdk_json_val);
+
+pub fn register() {
+    let methods: [(&std::ffi::CStr, Handler); 5] = [
+        (c"bdev_mirror_create", rpc_create),
+        (c"bdev_mirror_delete", rpc_delete),
+        (c"bdev_mirror_get_bdevs", rpc_get_bdevs),
+        (c"bdev_mirror_add_base_bdev", rpc_add_base_bdev),
+        (c"bdev_mirror_remove_base_bdev", rpc_remove_base_bdev),
+    ];
+    for (name, f) in methods {
+        // SAFETY: static name; the handler is a valid extern "C" function for the life of
+        // the process.
+        unsafe { sys::spdk_rpc_register_method(name.as_ptr(), Some(f), sys::SPDK_RPC_RUNTIME) };
+    }
+}
+
+/// A pending JSON-RPC request (answered exactly once).
+#[derive(Clone, Copy)]
+struct Request(*mut sys::spdk_jsonrpc_request);
+
+impl Request {
+    fn reply(self, result: Result<Value, Fail>) {
+        match result {
+            Ok(v) => {
+                // SAFETY: the request is live until answered, and this answers it.
+                unsafe {
+                    let w = sys::spdk_jsonrpc_begin_result(self.0);
+                    if !w.is_null() {
+                        json::write_value(w, &v);
+                        sys::spdk_jsonrpc_end_result(self.0, w);
+                    }
+                }
+            }
+            Err(Fail(code, msg)) => {
+                let msg = CString::new(msg.replace('\0', " ")).expect("NULs replaced");
+                // SAFETY: as above; the message is NUL-terminated.
+                unsafe {
+                    sys::spdk_jsonrpc_send_error_response(
+                        self.0,
+                        code,
+                        msg.as_ptr() as *const c_char,
+                    )
+                };
+            }
+        }
+    }
+}
+
+/// Runs a handler body with params decoded, answering with an internal error if it panics.
+fn handle(
+    request: *mut sys::spdk_jsonrpc_request,
+    params: *const sys::spdk_json_val,
+    f: fn(Request, Params),
+) {
+    let req = Request(request);
+    let ok = guard("mirror RPC", false, || {
+        // SAFETY: SPDK hands us the request's parsed params (or NULL).
+        match unsafe { json::to_value(params) } {
+            Ok(Value::Object(map)) => f(req, Params(map)),
+            Ok(Value::Null) => f(req, Params(Map::new())),
+            Ok(_) => req.reply(Err(Fail(
+                -libc::EINVAL,
+                "params: expected an object".into(),
+            ))),
+            Err(e) => req.reply(Err(Fail(-libc::EINVAL, format!("params: {e}")))),
+        }
+        true
+    });
+    if !ok {
+        req.reply(Err(Fail(
+            sys::SPDK_JSONRPC_ERROR_INTERNAL_ERROR,
+            "internal error".into(),
+        )));
+    }
+}
+
+/// Params of one call; every accessor names the field in its error.
+struct Params(Map<String, Value>);
+
+fn bad(field: &str, what: &str) -> Fail {
+    Fail(-libc::EINVAL, format!("{field}: {what}"))
+}
+
+impl Params {
+    fn only(&self, allowed: &[&str]) -> Result<(), Fail> {
+        match self.0.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(bad(k, "unknown parameter")),
+            None => Ok(()),
+        }
+    }
+
+    fn string(&self, field: &str) -> Result<Option<String>, Fail> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Err(bad(field, "must not be empty")),
+            Some(Value::String(s)) if s.contains('\0') => Err(bad(field, "must not contain NUL")),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad(field, "must be a string")),
+        }
+    }
+
+    fn required_string(&self, field: &str) -> Result<String, Fail> {
+        self.string(field)?.ok_or_else(|| bad(field, "required"))
+    }
+
+    fn uint(&self, field: &str, min: u64, max: u64) -> Result<Option<u64>, Fail> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
+                _ => Err(bad(
+                    field,
+                    &format!("must be an integer from {min} to {max}"),
+                )),
+            },
+            Some(_) => Err(bad(field, "must be an integer")),
+        }
+    }
+
+    fn boolean(&self, field: &str) -> Result<Option<bool>, Fail> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(bad(field, "must be true or false")),
+        }
+    }
+
+    fn strings(&self, field: &str) -> Result<Vec<String>, Fail> {
+        let Some(v) = self.0.get(field) else {
+            return Err(bad(field, "required"));
+        };
+        let Value::Array(items) = v else {
+            return Err(bad(field, "must be an array of bdev names"));
+        };
+        let mut out: Vec<String> = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Value::String(s) if !s.is_empty() && !s.contains('\0') => {
+                    if out.contains(s) {
+                        return Err(bad(field, &format!("'{s}' is listed twice")));
+                    }
+                    out.push(s.clone());
+                }
+                _ => return Err(bad(field, "must be an array of non-empty bdev names")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn bdev_exists(name: &str) -> bool {
+    let Ok(c) = CString::new(name) else {
+        return false;
+    };
+    // SAFETY: NUL-terminated name; lookup only.
+    !unsafe { sys::spdk_bdev_get_by_name(c.as_ptr()) }.is_null()
+}
+
+/// Validates everything that does not need the base bdevs opened.
+fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
+    p.only(&[
+        "name",
+        "level",
+        "layout",
+        "chunk_kb",
+        "base_bdevs",
+        "uuid",
+        "pool_size",
+        "max_parents",
+        "read_policy",
+        "superblock",
+    ])?;
+    let name = p.required_string("name")?;
+    if name.len() > 200 {
+        return Err(bad("name", "longer than 200 bytes"));
+    }
+    let level =
+        Level::parse(&p.required_string("level")?).map_err(|e| bad("level", &e.to_string()))?;
+    let layout = match (p.string("layout")?, level) {
+        (None, _) => None,
+        (Some(_), Level::Raid1) => return Err(bad("layout", "applies to raid10 only")),
+        (Some(l), Level::Raid10) => {
+            Some(Raid10Layout::parse(&l).map_err(|e| Fail(-libc::EINVAL, e.to_string()))?)
+        }
+    };
+    let chunk_kb = match (p.uint("chunk_kb", 1, 1 << 20)?, level) {
+        (Some(_), Level::Raid1) => return Err(bad("chunk_kb", "applies to raid10 only")),
+        (Some(c), Level::Raid10) => c,
+        (None, _) => DEFAULT_CHUNK_KB,
+    };
+    let base_bdevs = p.strings("base_bdevs")?;
+    let uuid = match p.string("uuid")? {
+        None => None,
+        Some(s) => {
+            let mut u = sys::spdk_uuid::default();
+            let c = CString::new(s.clone()).map_err(|_| bad("uuid", "has a NUL"))?;
+            // SAFETY: NUL-terminated input, output struct on our stack.
+            if unsafe { sys::spdk_uuid_parse(&mut u, c.as_ptr()) } != 0 {
+                return Err(bad("uuid", &format!("'{s}' is not a UUID")));
+            }
+            Some(u)
+        }
+    };
+    let opts = MirrorOpts {
+        pool_size: p
+            .uint("pool_size", 1, 1 << 20)?
+            .unwrap_or(DEFAULT_POOL_SIZE as u64) as u32,
+        max_parents: p
+            .uint("max_parents", 1, 1 << 16)?
+            .unwrap_or(DEFAULT_MAX_PARENTS as u64) as u32,
+    };
+    if let Some(policy) = p.string("read_policy")? {
+        if policy != "least_outstanding" {
+            return Err(bad(
+                "read_policy",
+                &format!("'{policy}' is not available; use least_outstanding"),
+            ));
+        }
+    }
+    if p.boolean("superblock")? == Some(true) {
+        return Err(bad(
+            "superblock",
+            "on-disk superblocks are not available in this version",
+        ));
+    }
+    if bdev_exists(&name) {
+        return Err(Fail(
+            -libc::EEXIST,
+            format!("name: a bdev named '{name}' already exists"),
+        ));
+    }
+    for b in &base_bdevs {
+        if !bdev_exists(b) {
+            return Err(Fail(
+                -libc::ENODEV,
+                format!("base_bdevs: no bdev named '{b}'"),
+            ));
+        }
+    }
+    // The smallest leg decides; geometry errors name their field.
+    let mut leg_blocks = u64::MAX;
+    let mut block_size = None;
+    for b in &base_bdevs {
+        let c = CString::new(b.as_str()).expect("checked for NUL");
+        // SAFETY: the bdev exists (checked above); lookups only.
+        let (bs, n) = unsafe {
+            let bdev = sys::spdk_bdev_get_by_name(c.as_ptr());
+            (
+                sys::spdk_bdev_get_block_size(bdev),
+                sys::spdk_bdev_get_num_blocks(bdev),
+            )
+        };
+        match block_size {
+            None => block_size = Some(bs),
+            Some(first) if first != bs => {
+                return Err(bad(
+                    "base_bdevs",
+                    &format!(
+                        "block sizes differ ('{}' has {first}, '{b}' has {bs})",
+                        base_bdevs[0]
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        leg_blocks = leg_blocks.min(n);
+    }
+    let geo = Geometry::new(&GeometrySpec {
+        level,
+        layout,
+        legs: base_bdevs.len() as u32,
+        chunk_bytes: Some(chunk_kb * 1024),
+        block_size: block_size.unwrap_or(512),
+        leg_blocks: if base_bdevs.is_empty() { 0 } else { leg_blocks },
+    })
+    .map_err(|e| {
+        let msg = e.to_string();
+        Fail(
+            -libc::EINVAL,
+            msg.replacen("legs:", "base_bdevs:", 1)
+                .replacen("leg_blocks:", "base_bdevs:", 1),
+        )
+    })?;
+    Ok(CreateSpec {
+        name,
+        geo,
+        chunk_kb,
+        uuid,
+        base_bdevs,
+        opts,
+    })
+}
+
+unsafe extern "C" fn rpc_create(
+    request: *mut sys::spdk_jsonrpc_request,
+    params: *const sys::spdk_json_val,
+) {
+    handle(request, params, |req, p| {
+        let result = create_spec(&p)
+            .and_then(mirror::create)
+            .map(|m| json!(m.name()));
+        req.reply(result);
+    })
+}
+
+unsafe extern "C" fn rpc_delete(
+    request: *mut sys::spdk_jsonrpc_request,
+    params: *const sys::spdk_json_val,
+) {
+    handle(request, params, |req, p| {
+        let found = p
+            .only(&["name"])
+            .and_then(|_| p.required_string("name"))
+            .and_then(|name| {
+                mirror::find(&name)
+                    .ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))
+            });
+        match found {
+            Err(e) => req.reply(Err(e)),
+            Ok(m) if m.deleting.load(std::sync::atomic::Ordering::Acquire) => req.reply(Err(Fail(
+                -libc::EBUSY,
+                format!("name: mirror '{}' is already being deleted", m.name()),
+            ))),
+            Ok(m) => mirror::delete(
+                m,
+                Box::new(move |rc| {
+                    req.reply(if rc == 0 {
+                        Ok(json!(true))
+                    } else {
+                        Err(Fail(rc, "delete failed".into()))
+                    })
+                }),
+            ),
+        }
+    })
+}
+
+unsafe extern "C" fn rpc_get_bdevs(
+    request: *mut sys::spdk_jsonrpc_request,
+    params: *const sys::spdk_json_val,
+) {
+    handle(request, params, |req, p| {
+        let selected =
+            p.only(&["name"])
+                .and_then(|_| p.string("name"))
+                .and_then(|name| match name {
+                    None => Ok(mirror::all()),
+                    Some(n) => mirror::find(&n)
+                        .map(|m| vec![m])
+                        .ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{n}'"))),
+                });
+        match selected {
+            Err(e) => req.reply(Err(e)),
+            Ok(mirrors) => gather(req, mirrors, Vec::new()),
+        }
+    })
+}
+
+/// Collects each mirror's counters from its channels, one mirror after the other.
+fn gather(req: Request, mut rest: Vec<&'static mirror::Mirror>, mut out: Vec<Value>) {
+    if rest.is_empty() {
+        return req.reply(Ok(Value::Array(out)));
+    }
+    let m = rest.remove(0);
+    mirror::collect_stats(
+        m,
+        Box::new(move |stats| {
+            out.push(m.info(Some(&stats)));
+            gather(req, rest, out);
+        }),
+    );
+}
+
+unsafe extern "C" fn rpc_remove_base_bdev(
+    request: *mut sys::spdk_jsonrpc_request,
+    params: *const sys::spdk_json_val,
+) {
+    handle(request, params, |req, p| {
+        let target = p
+            .only(&["base_bdev"])
+            .and_then(|_| p.required_string("base_bdev"))
+            .and_then(|b| {
+                mirror::find_leg(&b).ok_or_else(|| {
+                    Fail(
+                        -libc::ENODEV,
+                        format!("base_bdev: '{b}' is not a leg of any mirror"),
+                    )
+                })
+            });
+        let (m, leg) = match target {
+            Ok(t) => t,
+            Err(e) => return req.reply(Err(e)),
+        };
+        // Never take the last good copy of any block (mdadm's "faillast" rule, per block).
+        let left = m.in_sync_mask() & !(1 << leg);
+        if !m.every_block_covered(left) {
+            return req.reply(Err(Fail(
+                -libc::EBUSY,
+                format!(
+                    "base_bdev: '{}' holds the last in-sync copy of some blocks of '{}'",
+                    m.legs[leg as usize].name(),
+                    m.name()
+                ),
+            )));
+        }
+        mirror::remove_leg(
+            m,
+            leg,
+            "removed over RPC",
+            Box::new(move |r| req.reply(r.map(|_| json!(true)))),
+        );
+    })
+}
+
+unsafe extern "C" fn rpc_add_base_bdev(
+    request: *mut sys::spdk_jsonrpc_request,
+    params: *const sys::spdk_json_val,
+) {
+    handle(request, params, |req, p| {
+        let checked = (|| {
+            p.only(&["name", "base_bdev"])?;
+            let name = p.required_string("name")?;
+            let base = p.required_string("base_bdev")?;
+            let m = mirror::find(&name)
+                .ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))?;
+            if m.rebuild_active.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(Fail(
+                    -libc::EBUSY,
+                    format!("name: mirror '{name}' is already rebuilding a leg"),
+                ));
+            }
+            let slot = m
+                .legs
+                .iter()
+                .find(|l| !l.present())
+                .map(|l| l.index)
+                .ok_or_else(|| {
+                    Fail(
+                        -libc::ENOSPC,
+                        format!("name: mirror '{name}' has no free slot (remove a leg first)"),
+                    )
+                })?;
+            if m.in_sync_mask() == 0 {
+                return Err(Fail(
+                    -libc::ENODEV,
+                    format!("name: mirror '{name}' has no in-sync leg to rebuild from"),
+                ));
+            }
+            if !bdev_exists(&base) {
+                return Err(Fail(
+                    -libc::ENODEV,
+                    format!("base_bdev: no bdev named '{base}'"),
+                ));
+            }
+            Ok((m, slot, base))
+        })();
+        let (m, slot, base) = match checked {
+            Ok(c) => c,
+            Err(e) => return req.reply(Err(e)),
+        };
+        let leg: *const mirror::Leg = &m.legs[slot as usize];
+        let (bdev, desc) = match mirror::open_leg(m, leg, &base) {
+            Ok(x) => x,
+            Err(Fail(rc, msg)) => {
+                return req.reply(Err(Fail(rc, msg.replacen("base_bdevs:", "base_bdev:", 1))))
+            }
+        };
+        // SAFETY: open bdev; queries only.
+        let (bs, n) = unsafe {
+            (
+                sys::spdk_bdev_get_block_size(bdev),
+                sys::spdk_bdev_get_num_blocks(bdev),
+            )
+        };
+        let problem = if bs != m.geo.block_size() {
+            Some(format!(
+                "base_bdev: '{base}' has {bs}-byte blocks, the mirror {}",
+                m.geo.block_size()
+            ))
+        } else if n < m.geo.used_leg_blocks() {
+            Some(format!(
+                "base_bdev: '{base}' has {n} blocks, the mirror needs {}",
+                m.geo.used_leg_blocks()
+            ))
+        } else {
+            None
+        };
+        if let Some(msg) = problem {
+            // SAFETY: claimed and opened just above, on this thread.
+            unsafe {
+                sys::spdk_bdev_module_release_bdev(bdev);
+                sys::spdk_bdev_close(desc);
+            }
+            return req.reply(Err(Fail(-libc::EINVAL, msg)));
+        }
+        mirror::attach_leg(
+            m,
+            slot,
+            bdev,
+            desc,
+            &base,
+            Box::new(move |rc| {
+                if rc != 0 {
+                    m.fail_leg(slot, "could not be attached to every core");
+                    return req.reply(Err(Fail(
+                        rc,
+                        "base_bdev: could not attach the leg on every core".into(),
+                    )));
+                }
+                req.reply(
+                    super::rebuild::start(m, slot)
+                        .map(|_| json!(true))
+                        .map_err(|e| Fail(-libc::ENOMEM, e)),
+                );
+            }),
+        );
+    })
+}
