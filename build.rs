@@ -15,10 +15,7 @@ fn main() {
             println!("cargo:rustc-link-search=native={dir}");
         }
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        for lib in std::env::var("DEP_SPDK_LIBS")
-            .unwrap_or_default()
-            .split_whitespace()
-        {
+        for lib in std::env::var("DEP_SPDK_LIBS").unwrap_or_default().split_whitespace() {
             println!("cargo:rustc-link-arg=-l{lib}");
         }
         println!("cargo:rustc-link-arg=-Wl,--as-needed");

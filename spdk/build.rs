@@ -118,10 +118,7 @@ fn probe() -> Option<Found> {
     if include_dirs.is_empty() && !prefix.is_empty() {
         include_dirs.push(Path::new(&prefix).join("include"));
     }
-    Some(Found {
-        include_dirs,
-        prefix,
-    })
+    Some(Found { include_dirs, prefix })
 }
 
 fn generate(found: &Found, out: &Path) {
@@ -145,9 +142,7 @@ fn generate(found: &Found, out: &Path) {
     for dir in &found.include_dirs {
         builder = builder.clang_arg(format!("-I{}", dir.display()));
     }
-    let bindings = builder
-        .generate()
-        .expect("bindgen failed on the SPDK headers");
+    let bindings = builder.generate().expect("bindgen failed on the SPDK headers");
     bindings.write_to_file(out.join("bindings.rs")).unwrap();
 
     let mut cc = cc::Build::new();

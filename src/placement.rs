@@ -26,9 +26,7 @@ pub const DEFAULT_CHUNK_KB: u64 = 512;
 pub enum GeometryError {
     #[error("level: unknown level '{0}' (expected raid1 or raid10)")]
     UnknownLevel(String),
-    #[error(
-        "layout: unknown raid10 layout '{0}' (expected n<copies>, f<copies> or o<copies>, e.g. n2)"
-    )]
+    #[error("layout: unknown raid10 layout '{0}' (expected n<copies>, f<copies> or o<copies>, e.g. n2)")]
     UnknownLayout(String),
     #[error("layout: raid10 needs at least 2 copies, layout '{0}' has {1}")]
     TooFewCopies(String, u32),
@@ -37,11 +35,7 @@ pub enum GeometryError {
     #[error("legs: raid1 needs at least 2 legs, got {0}")]
     Raid1TooFewLegs(u32),
     #[error("legs: layout {layout} keeps {copies} copies but there are only {legs} legs")]
-    CopiesExceedLegs {
-        layout: String,
-        copies: u32,
-        legs: u32,
-    },
+    CopiesExceedLegs { layout: String, copies: u32, legs: u32 },
     #[error("legs: at most {MAX_LEGS} legs are supported, got {0}")]
     TooManyLegs(u32),
     #[error("block_size: must be a power of two of at least 512 bytes, got {0}")]
@@ -439,14 +433,7 @@ impl Geometry {
 mod tests {
     use super::*;
 
-    fn geo(
-        level: Level,
-        layout: Option<&str>,
-        legs: u32,
-        chunk_kb: u64,
-        bs: u32,
-        leg_blocks: u64,
-    ) -> Geometry {
+    fn geo(level: Level, layout: Option<&str>, legs: u32, chunk_kb: u64, bs: u32, leg_blocks: u64) -> Geometry {
         Geometry::new(&GeometrySpec {
             level,
             layout: layout.map(|l| Raid10Layout::parse(l).unwrap()),
@@ -463,13 +450,8 @@ mod tests {
         for name in ["n2", "n3", "f2", "f3", "o2", "o3", "n12"] {
             assert_eq!(Raid10Layout::parse(name).unwrap().to_string(), name);
         }
-        for bad in [
-            "", "x2", "n", "n0", "n1", "f1", "n2f2", "n2o2", "n2 ", "2", "é2", "n+2",
-        ] {
-            assert!(
-                Raid10Layout::parse(bad).is_err(),
-                "{bad} should be rejected"
-            );
+        for bad in ["", "x2", "n", "n0", "n1", "f1", "n2f2", "n2o2", "n2 ", "2", "é2", "n+2"] {
+            assert!(Raid10Layout::parse(bad).is_err(), "{bad} should be rejected");
         }
     }
 
@@ -492,18 +474,9 @@ mod tests {
     #[test]
     fn md_size_rounding() {
         // n2 over 3 legs of 10 chunks: 15 chunks of data; f2 over 3 legs of 11 chunks: 15 (11/2*3).
-        assert_eq!(
-            geo(Level::Raid10, Some("n2"), 3, 4, 512, 80).data_blocks(),
-            15 * 8
-        );
-        assert_eq!(
-            geo(Level::Raid10, Some("f2"), 3, 4, 512, 88).data_blocks(),
-            15 * 8
-        );
+        assert_eq!(geo(Level::Raid10, Some("n2"), 3, 4, 512, 80).data_blocks(), 15 * 8);
+        assert_eq!(geo(Level::Raid10, Some("f2"), 3, 4, 512, 88).data_blocks(), 15 * 8);
         // A partial trailing chunk on a leg is never used.
-        assert_eq!(
-            geo(Level::Raid10, Some("n2"), 4, 4, 512, 87).data_blocks(),
-            20 * 8
-        );
+        assert_eq!(geo(Level::Raid10, Some("n2"), 4, 4, 512, 87).data_blocks(), 20 * 8);
     }
 }

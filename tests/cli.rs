@@ -93,22 +93,10 @@ fn bad_geometry_is_one_line_naming_the_problem_with_exit_2() {
         "0",
     ];
     for (extra, needle) in [
-        (
-            vec!["--layout", "n3", "--legs", "2", "--chunk-kb", "4"],
-            "legs",
-        ),
-        (
-            vec!["--layout", "n2", "--legs", "4", "--chunk-kb", "3"],
-            "power of two",
-        ),
-        (
-            vec!["--layout", "q2", "--legs", "4", "--chunk-kb", "4"],
-            "layout",
-        ),
-        (
-            vec!["--layout", "n2", "--legs", "4", "--chunk-kb", "0"],
-            "chunk",
-        ),
+        (vec!["--layout", "n3", "--legs", "2", "--chunk-kb", "4"], "legs"),
+        (vec!["--layout", "n2", "--legs", "4", "--chunk-kb", "3"], "power of two"),
+        (vec!["--layout", "q2", "--legs", "4", "--chunk-kb", "4"], "layout"),
+        (vec!["--layout", "n2", "--legs", "4", "--chunk-kb", "0"], "chunk"),
     ] {
         let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
         let o = cli(&args);
@@ -208,22 +196,14 @@ fn simulate_immediate_succeeds_and_batch_stalls_with_exit_3() {
     let j = last_json(&stall);
     assert_eq!(j["stalled"], true);
     assert_eq!(j["strategy"], "batch");
-    assert_eq!(
-        stdout(&stall).lines().count(),
-        1,
-        "--json prints only the JSON line"
-    );
+    assert_eq!(stdout(&stall).lines().count(), 1, "--json prints only the JSON line");
 }
 
 #[test]
 fn simulate_bad_parameters_exit_2() {
     let o = cli(&["simulate", "--io-pool", "4", "--max-parents", "4"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).starts_with("spdk-mirror: io_pool:"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).starts_with("spdk-mirror: io_pool:"), "{}", stderr(&o));
     let o = cli(&["simulate", "--legs", "2", "--fail-leg", "5"]);
     assert_eq!(o.status.code(), Some(2));
 }

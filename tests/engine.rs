@@ -5,30 +5,17 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use spdk_mirror::engine::{
-    Backend, ChildInfo, ChildStatus, Engine, EngineConfig, Gate, HostStatus, IoOp, IoRequest,
-    ParentId, Strategy, Submitted, WriteIntent,
+    Backend, ChildInfo, ChildStatus, Engine, EngineConfig, Gate, HostStatus, IoOp, IoRequest, ParentId, Strategy,
+    Submitted, WriteIntent,
 };
 use spdk_mirror::placement::{Geometry, GeometrySpec, Level, Raid10Layout};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ev {
-    Submit {
-        host: u32,
-        leg: u32,
-        lba: u64,
-        blocks: u64,
-    },
-    Complete {
-        host: u32,
-        status: HostStatus,
-    },
-    StartWrite {
-        lba: u64,
-    },
-    EndWrite {
-        lba: u64,
-        all_copies: bool,
-    },
+    Submit { host: u32, leg: u32, lba: u64, blocks: u64 },
+    Complete { host: u32, status: HostStatus },
+    StartWrite { lba: u64 },
+    EndWrite { lba: u64, all_copies: bool },
     WaitIo,
 }
 
@@ -183,11 +170,7 @@ fn read(lba: u64, blocks: u64) -> IoRequest {
 
 /// Completes the oldest in-flight child with its scripted status.
 fn complete_one(e: &mut Engine<Script, Intent>) -> ChildInfo {
-    let (child, info) = e
-        .backend_mut()
-        .in_flight
-        .pop_front()
-        .expect("a child in flight");
+    let (child, info) = e.backend_mut().in_flight.pop_front().expect("a child in flight");
     let status = if e.backend().fail_leg == Some(info.leg) {
         ChildStatus::Error
     } else {
@@ -224,30 +207,14 @@ fn children_completing_inside_submit_cannot_finish_the_parent_early() {
     e.submit(7, write(10, 4));
     // Every child was issued before the parent completed, and it completed once.
     let log = log.borrow();
-    let last_submit = log
-        .iter()
-        .rposition(|e| matches!(e, Ev::Submit { .. }))
-        .unwrap();
-    let complete = log
-        .iter()
-        .position(|e| matches!(e, Ev::Complete { .. }))
-        .unwrap();
-    assert_eq!(
-        log.iter()
-            .filter(|e| matches!(e, Ev::Submit { .. }))
-            .count(),
-        3
-    );
+    let last_submit = log.iter().rposition(|e| matches!(e, Ev::Submit { .. })).unwrap();
+    let complete = log.iter().position(|e| matches!(e, Ev::Complete { .. })).unwrap();
+    assert_eq!(log.iter().filter(|e| matches!(e, Ev::Submit { .. })).count(), 3);
     assert!(
         complete > last_submit,
         "parent completed before its last child was issued: {log:?}"
     );
-    assert_eq!(
-        log.iter()
-            .filter(|e| matches!(e, Ev::Complete { .. }))
-            .count(),
-        1
-    );
+    assert_eq!(log.iter().filter(|e| matches!(e, Ev::Complete { .. })).count(), 1);
     assert!(e.is_idle());
 }
 
@@ -257,19 +224,14 @@ fn write_intent_starts_before_the_first_child_and_ends_after_the_last() {
     e.submit(1, write(5, 2));
     complete_one(&mut e);
     assert!(
-        !log.borrow()
-            .iter()
-            .any(|e| matches!(e, Ev::EndWrite { .. })),
+        !log.borrow().iter().any(|e| matches!(e, Ev::EndWrite { .. })),
         "ended before the last child"
     );
     complete_one(&mut e);
     let log = log.borrow();
     assert_eq!(log[0], Ev::StartWrite { lba: 5 });
     assert!(matches!(log[1], Ev::Submit { .. }));
-    let end = log
-        .iter()
-        .position(|e| matches!(e, Ev::EndWrite { .. }))
-        .unwrap();
+    let end = log.iter().position(|e| matches!(e, Ev::EndWrite { .. })).unwrap();
     assert_eq!(
         log[end],
         Ev::EndWrite {
@@ -345,10 +307,7 @@ fn no_memory_midway_resumes_at_the_refused_child() {
     assert_eq!(submits(&log), vec![(1, 0)]);
     // The child already out completes: the parent is parked, not done.
     complete_one(&mut e);
-    assert!(
-        completions(&log).is_empty(),
-        "parent completed while parked"
-    );
+    assert!(completions(&log).is_empty(), "parent completed while parked");
     e.io_available();
     assert_eq!(submits(&log), vec![(1, 0), (1, 1), (1, 2)]);
     complete_one(&mut e);
@@ -389,16 +348,40 @@ fn reads_go_to_the_leg_with_the_least_outstanding_blocks() {
 }
 
 #[test]
-fn a_failed_read_is_retried_on_another_copy() {
+fn a_failed_read_is_retried_on_another_copy_and_the_bad_copy_rewritten() {
     let (mut e, log) = engine(raid1(2), 4, 4);
     e.backend_mut().fail_leg = Some(0);
     e.submit(1, read(0, 1));
-    complete_one(&mut e); // leg 0 fails
-    complete_one(&mut e); // retried on leg 1
-    assert_eq!(submits(&log), vec![(1, 0), (1, 1)]);
+    complete_one(&mut e); // leg 0 fails the read
+    e.backend_mut().fail_leg = None;
+    complete_one(&mut e); // retried on leg 1: good data, so leg 0 is rewritten with it
+    assert_eq!(submits(&log), vec![(1, 0), (1, 1), (1, 0)]);
+    assert!(
+        completions(&log).is_empty(),
+        "the host buffer is still being written from"
+    );
+    let repair = complete_one(&mut e);
+    assert_eq!((repair.op, repair.leg), (IoOp::Write, 0));
     assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
     assert_eq!(e.leg_stats(0).read_errors, 1);
+    assert_eq!(e.leg_stats(0).read_repairs, 1);
     assert_eq!(e.stats().read_retries, 1);
+    assert!(!e.leg_failed(0));
+    assert_eq!(e.backend().pools, vec![4, 4]);
+}
+
+#[test]
+fn a_copy_that_fails_its_rewrite_is_failed() {
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    e.backend_mut().fail_leg = Some(0);
+    e.submit(1, read(0, 1));
+    complete_one(&mut e);
+    e.backend_mut().fail_leg = None;
+    complete_one(&mut e);
+    e.backend_mut().fail_leg = Some(0);
+    complete_one(&mut e); // the rewrite fails too
+    assert!(e.leg_failed(0));
+    assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
 }
 
 #[test]

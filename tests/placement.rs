@@ -49,10 +49,7 @@ fn md4_near_two_copies_on_three_devices() {
     // md(4): n2 over 3 devices, rows "0 0 1 / 1 2 2 / 3 3 4".
     let geo = raid10("n2", 3, 4, 512, 8 * 10);
     let grid = chunk_grid(&geo);
-    assert_eq!(
-        rows(&grid, 0, 3),
-        vec![vec![0, 0, 1], vec![1, 2, 2], vec![3, 3, 4]]
-    );
+    assert_eq!(rows(&grid, 0, 3), vec![vec![0, 0, 1], vec![1, 2, 2], vec![3, 3, 4]]);
 }
 
 #[test]
@@ -97,10 +94,7 @@ fn data_size_matches_md() {
     assert_eq!(raid10("o2", 3, 64, 512, 128 * 101).data_blocks(), 150 * 128);
     assert_eq!(raid10("n3", 4, 64, 512, 128 * 100).data_blocks(), 133 * 128);
     // The blocks of a partial trailing chunk are never used.
-    assert_eq!(
-        raid10("n2", 2, 64, 512, 128 * 10 + 127).data_blocks(),
-        10 * 128
-    );
+    assert_eq!(raid10("n2", 2, 64, 512, 128 * 10 + 127).data_blocks(), 10 * 128);
 }
 
 /// Every geometry we can think of, small enough to check block by block.
@@ -126,13 +120,7 @@ fn geometries() -> Vec<Geometry> {
             for (chunk_kb, bs) in [(4, 512), (8, 4096), (1, 1024)] {
                 for leg_chunks in [7u64, 12, 13] {
                     let chunk_blocks = chunk_kb * 1024 / bs as u64;
-                    out.push(raid10(
-                        layout,
-                        legs,
-                        chunk_kb,
-                        bs,
-                        chunk_blocks * leg_chunks + 1,
-                    ));
+                    out.push(raid10(layout, legs, chunk_kb, bs, chunk_blocks * leg_chunks + 1));
                 }
             }
         }
@@ -148,11 +136,7 @@ fn every_block_has_distinct_copies_and_no_two_blocks_share_a_place() {
             let set = geo.map(lba).unwrap();
             assert_eq!(set.len() as u32, geo.copies(), "{geo:?} lba {lba}");
             let legs: HashSet<u32> = set.as_slice().iter().map(|c| c.leg).collect();
-            assert_eq!(
-                legs.len(),
-                set.len(),
-                "{geo:?} lba {lba}: copies share a leg"
-            );
+            assert_eq!(legs.len(), set.len(), "{geo:?} lba {lba}: copies share a leg");
             for c in set.as_slice() {
                 assert!(c.leg < geo.legs());
                 assert!(c.lba < geo.used_leg_blocks() && geo.used_leg_blocks() <= geo.leg_blocks());
@@ -205,29 +189,17 @@ fn bad_geometry_names_the_field() {
         err(spec(2, "n3", 4096, 512, 100)),
         GeometryError::CopiesExceedLegs { .. }
     ));
-    assert!(err(spec(2, "n3", 4096, 512, 100))
-        .to_string()
-        .starts_with("legs:"));
-    assert!(err(spec(4, "n2", 3072, 512, 100))
-        .to_string()
-        .starts_with("chunk_kb:"));
-    assert!(err(spec(4, "n2", 2048, 4096, 100))
-        .to_string()
-        .starts_with("chunk_kb:"));
+    assert!(err(spec(2, "n3", 4096, 512, 100)).to_string().starts_with("legs:"));
+    assert!(err(spec(4, "n2", 3072, 512, 100)).to_string().starts_with("chunk_kb:"));
+    assert!(err(spec(4, "n2", 2048, 4096, 100)).to_string().starts_with("chunk_kb:"));
     assert!(err(spec(4, "n2", 4096, 1000, 100))
         .to_string()
         .starts_with("block_size:"));
-    assert!(err(spec(4, "n2", 4096, 512, 7))
-        .to_string()
-        .starts_with("leg_blocks:"));
+    assert!(err(spec(4, "n2", 4096, 512, 7)).to_string().starts_with("leg_blocks:"));
     assert!(Raid10Layout::parse("x2")
         .unwrap_err()
         .to_string()
         .starts_with("layout:"));
     let geo = raid10("n2", 4, 4, 512, 80);
-    assert!(geo
-        .map(geo.data_blocks())
-        .unwrap_err()
-        .to_string()
-        .starts_with("lba:"));
+    assert!(geo.map(geo.data_blocks()).unwrap_err().to_string().starts_with("lba:"));
 }

@@ -45,15 +45,9 @@ fn tight(geo: GeometrySpec, strategy: Strategy, seed: u64, leg_pool: u32, qd: u3
 
 fn assert_clean(r: &SimReport, what: &str) {
     assert!(r.clean(), "{what}: {r:?}");
-    assert!(
-        r.pools_full,
-        "{what}: a context or shared I/O leaked: {r:?}"
-    );
+    assert!(r.pools_full, "{what}: a context or shared I/O leaked: {r:?}");
     assert_eq!(r.engine.parents_completed, r.submitted, "{what}");
-    assert_eq!(
-        r.engine.children_submitted, r.engine.children_completed,
-        "{what}"
-    );
+    assert_eq!(r.engine.children_submitted, r.engine.children_completed, "{what}");
 }
 
 #[test]
@@ -86,14 +80,7 @@ fn immediate_never_stalls_with_pools_down_to_one_context() {
 #[test]
 fn batch_stalls_and_says_so() {
     // Three copies: a parent holds two shared I/Os and waits for a third that only parents hold.
-    let r = run(&tight(
-        spec(Level::Raid1, None, 3),
-        Strategy::Batch,
-        1,
-        1,
-        8,
-    ))
-    .unwrap();
+    let r = run(&tight(spec(Level::Raid1, None, 3), Strategy::Batch, 1, 1, 8)).unwrap();
     assert!(r.stalled, "{r:?}");
     assert!(r.completed < r.submitted);
     assert!(!r.clean());
@@ -166,17 +153,37 @@ fn injected_no_memory_is_survived() {
 }
 
 #[test]
-fn read_errors_are_retried_on_another_copy() {
+fn read_errors_are_retried_on_another_copy_and_repaired() {
+    for geo in shapes() {
+        let mut c = SimConfig::new(geo.clone());
+        c.read_pct = 70;
+        c.ios = 5000;
+        c.faults = Faults {
+            read_error_leg: Some((1, 30)),
+            inline_pct: 10,
+            ..Faults::default()
+        };
+        let r = run(&c).unwrap();
+        assert_clean(&r, &format!("{geo:?}"));
+        assert!(r.engine.read_retries > 100, "{r:?}");
+        // Every failed copy was rewritten from a good one and stays in the mirror.
+        assert!(r.engine.read_repairs >= r.engine.read_retries, "{r:?}");
+        assert!(r.legs_failed.is_empty(), "{r:?}");
+    }
+}
+
+#[test]
+fn a_leg_failing_every_io_is_dropped_and_reads_still_succeed() {
     let mut c = SimConfig::new(spec(Level::Raid10, Some("n2"), 4));
-    c.read_pct = 100;
+    c.read_pct = 50;
     c.ios = 5000;
     c.faults = Faults {
-        error_leg: Some((2, 50)),
+        error_leg: Some((2, 100)),
         ..Faults::default()
     };
     let r = run(&c).unwrap();
-    assert_clean(&r, "reads with errors");
-    assert!(r.engine.read_retries > 100, "{r:?}");
+    assert_clean(&r, "dead leg");
+    assert_eq!(r.legs_failed, vec![2]);
 }
 
 #[test]
@@ -197,9 +204,7 @@ fn no_child_is_submitted_twice_and_none_is_skipped() {
             assert!(seen.insert(*s), "{geo:?}: child {s:?} submitted twice");
         }
         // Every write id reached every copy of each of its segments.
-        let copies = spdk_mirror::placement::Geometry::new(&geo)
-            .unwrap()
-            .copies() as usize;
+        let copies = spdk_mirror::placement::Geometry::new(&geo).unwrap().copies() as usize;
         let mut per_write = std::collections::HashMap::<u64, HashSet<u32>>::new();
         for (id, seg, _) in &r.submissions {
             per_write.entry(*id).or_default().insert(*seg);
@@ -238,4 +243,47 @@ fn bad_simulation_parameters_name_the_field() {
     c.leg_pool = 1;
     c.fail_leg = Some(2);
     assert!(run(&c).unwrap_err().to_string().starts_with("fail_leg:"));
+}
+
+/// Random interleavings of completions, inline completions, no-memory answers, read errors, a
+/// stalled leg and a leg dying mid-run: whatever happens, every host I/O completes exactly once
+/// (the workload panics on a second completion), nothing stalls, every read that succeeds
+/// returns the last write, and every child context and shared I/O is back at the end.
+#[test]
+fn property_every_parent_completes_once_and_nothing_leaks() {
+    let shapes = shapes();
+    for seed in 0..120u64 {
+        let mut pick = spdk_mirror::sim::rng::Rng::new(seed * 7919);
+        let geo = shapes[pick.below(shapes.len() as u64) as usize].clone();
+        let legs = geo.legs;
+        let mut c = SimConfig::new(geo.clone());
+        c.seed = seed;
+        c.ios = 1500;
+        c.qd = 1 + pick.below(32) as u32;
+        c.leg_pool = 1 + pick.below(4) as u32;
+        c.max_parents = Some(1 + pick.below(c.qd as u64) as u32);
+        c.io_pool = c.max_parents.unwrap() + 1 + pick.below(8) as u32;
+        c.read_pct = pick.below(101) as u32;
+        c.max_io_blocks = 1 + pick.below(48);
+        let bad = pick.below(legs as u64) as u32;
+        c.faults = Faults {
+            inline_pct: pick.below(50) as u32,
+            nomem_pct: pick.below(30) as u32,
+            read_error_leg: Some((bad, pick.below(30) as u32)),
+            stall: Some(((bad + 1) % legs, pick.below(2_000_000), pick.below(500_000))),
+            ..Faults::default()
+        };
+        if pick.percent(50) {
+            c.fail_leg = Some((bad + 1) % legs);
+            c.fail_after = Some(pick.below(c.ios));
+        }
+        let what = format!("seed {seed}: {c:?}");
+        let r = run(&c).unwrap();
+        assert!(!r.stalled, "{what}: {r:?}");
+        assert_eq!(r.completed, r.submitted, "{what}");
+        assert_eq!(r.engine.parents_completed, r.submitted, "{what}");
+        assert_eq!(r.mismatches, 0, "{what}: {r:?}");
+        assert!(r.pools_full, "{what}: leaked: {r:?}");
+        assert_eq!(r.engine.children_submitted, r.engine.children_completed, "{what}");
+    }
 }

@@ -2,12 +2,7 @@
 //!
 //! When SPDK was not found this crate is empty and `cfg(spdk)` is off; the `spdk-mirror` crate
 //! compiles its glue only under that cfg.
-#![allow(
-    non_upper_case_globals,
-    non_camel_case_types,
-    non_snake_case,
-    dead_code
-)]
+#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
 #![allow(clippy::all, unknown_lints, unnecessary_transmutes)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));

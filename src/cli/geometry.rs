@@ -49,11 +49,7 @@ impl GeometryArgs {
             level,
             layout,
             legs: self.legs,
-            chunk_bytes: if level == Level::Raid10 {
-                chunk_bytes
-            } else {
-                None
-            },
+            chunk_bytes: if level == Level::Raid10 { chunk_bytes } else { None },
             block_size: self.block_size,
             leg_blocks,
         })

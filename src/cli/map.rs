@@ -46,16 +46,10 @@ pub fn run(args: MapArgs) -> i32 {
             copies: copies
                 .as_slice()
                 .iter()
-                .map(|c| CopyJson {
-                    leg: c.leg,
-                    lba: c.lba,
-                })
+                .map(|c| CopyJson { leg: c.leg, lba: c.lba })
                 .collect(),
         };
-        println!(
-            "{}",
-            serde_json::to_string(&out).expect("map output serialises")
-        );
+        println!("{}", serde_json::to_string(&out).expect("map output serialises"));
     } else {
         println!(
             "{} {}{} legs, {} data blocks of {} bytes; block {} is on:",

@@ -34,10 +34,7 @@ pub fn main() -> i32 {
         Err(e) if e.use_stderr() => {
             // One line naming the problem, like every other bad input.
             let text = e.render().to_string();
-            let line = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("bad arguments");
+            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad arguments");
             return bad_input(line.trim_start_matches("error: "));
         }
         Err(e) => {

@@ -58,6 +58,9 @@ pub struct SimArgs {
     /// Inject errors on this leg (with --error-pct).
     #[arg(long)]
     error_leg: Option<u32>,
+    /// Inject read errors only (medium errors) on this leg (with --error-pct).
+    #[arg(long)]
+    read_error_leg: Option<u32>,
     #[arg(long, default_value_t = 0)]
     error_pct: u32,
     /// Leg latency and jitter in microseconds, and its queue depth.
@@ -77,12 +80,9 @@ pub fn run(args: SimArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return bad_input(e),
     };
-    if let Some(leg) = args.error_leg {
-        if leg >= spec.legs {
-            return bad_input(format!(
-                "error_leg: leg {leg} does not exist (legs are 0..{})",
-                spec.legs
-            ));
+    for (field, leg) in [("error_leg", args.error_leg), ("read_error_leg", args.read_error_leg)] {
+        if let Some(leg) = leg.filter(|&l| l >= spec.legs) {
+            return bad_input(format!("{field}: leg {leg} does not exist (legs are 0..{})", spec.legs));
         }
     }
     if args.leg_qd == 0 {
@@ -107,6 +107,7 @@ pub fn run(args: SimArgs) -> i32 {
         inline_pct: args.inline_pct,
         nomem_pct: args.nomem_pct,
         error_leg: args.error_leg.map(|l| (l, args.error_pct)),
+        read_error_leg: args.read_error_leg.map(|l| (l, args.error_pct)),
         stall: None,
     };
     cfg.model = LegModel {
@@ -121,10 +122,7 @@ pub fn run(args: SimArgs) -> i32 {
     if !args.json {
         print_summary(&report);
     }
-    println!(
-        "{}",
-        serde_json::to_string(&report).expect("report serialises")
-    );
+    println!("{}", serde_json::to_string(&report).expect("report serialises"));
     if report.stalled {
         3
     } else if report.clean() {
@@ -153,15 +151,10 @@ fn print_summary(r: &SimReport) {
         r.engine.pool_waits, r.engine.io_waits, r.engine.inline_completions
     );
     if !r.legs_failed.is_empty() {
-        println!(
-            "  legs failed: {:?} (the mirror ran degraded)",
-            r.legs_failed
-        );
+        println!("  legs failed: {:?} (the mirror ran degraded)", r.legs_failed);
     }
     if r.stalled {
-        println!(
-            "  STALLED: I/O outstanding and nothing in flight to free a pool (the md deadlock)"
-        );
+        println!("  STALLED: I/O outstanding and nothing in flight to free a pool (the md deadlock)");
     }
     println!("  data mismatches: {}", r.mismatches);
 }

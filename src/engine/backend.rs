@@ -89,12 +89,7 @@ pub trait Backend {
     fn free_child(&mut self, leg: u32, child: Self::Child);
     /// Submits a child. It must not call back into the engine (a synchronous completion is
     /// reported through the return value instead).
-    fn submit(
-        &mut self,
-        host: &Self::Host,
-        child: Self::Child,
-        info: ChildInfo,
-    ) -> Submitted<Self::Child>;
+    fn submit(&mut self, host: &Self::Host, child: Self::Child, info: ChildInfo) -> Submitted<Self::Child>;
     /// Arranges for `Engine::io_available` to be called once shared I/O may be had again
     /// (SPDK: `spdk_bdev_queue_io_wait`). Calling it again before that is harmless.
     /// `leg` is the leg whose submit said no memory (`None`: the parent's own admission).

@@ -18,9 +18,7 @@ mod stats;
 
 use std::collections::VecDeque;
 
-pub use backend::{
-    Backend, ChildInfo, ChildStatus, HostStatus, IoOp, IoRequest, ParentId, Submitted,
-};
+pub use backend::{Backend, ChildInfo, ChildStatus, HostStatus, IoOp, IoRequest, ParentId, Submitted};
 pub use intent::{Gate, NoBitmap, WriteIntent};
 pub use stats::{EngineStats, LegStats};
 
@@ -76,6 +74,8 @@ enum Phase {
 enum ChildKind {
     Main,
     Retry,
+    /// md's fix_read_error: rewriting a copy that failed a read with the data read elsewhere.
+    Repair,
 }
 
 /// A parent I/O slot. Slots are allocated once; nothing here allocates per I/O.
@@ -100,6 +100,9 @@ struct Slot<B: Backend> {
     /// Read retries: segments awaiting another copy, and the legs each has tried.
     retry: u64,
     tried: [u32; MAX_SEGMENTS as usize],
+    /// Read repairs: segments with copies to rewrite, and the legs to rewrite for each.
+    repair_segs: u64,
+    repair: [u32; MAX_SEGMENTS as usize],
 }
 
 impl<B: Backend> Slot<B> {
@@ -125,6 +128,8 @@ impl<B: Backend> Slot<B> {
             batch_submitting: false,
             retry: 0,
             tried: [0; MAX_SEGMENTS as usize],
+            repair_segs: 0,
+            repair: [0; MAX_SEGMENTS as usize],
         }
     }
 }
@@ -278,9 +283,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             .lba
             .checked_add(req.blocks)
             .is_some_and(|end| end <= self.geo.data_blocks());
-        if req.op != IoOp::Flush
-            && (!in_range || segment_count_or_max(&self.geo, &req) > MAX_SEGMENTS)
-        {
+        if req.op != IoOp::Flush && (!in_range || segment_count_or_max(&self.geo, &req) > MAX_SEGMENTS) {
             self.stats.parents_rejected += 1;
             self.stats.parents_completed += 1;
             self.backend.complete(host, HostStatus::Failed);
@@ -388,7 +391,12 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         loop {
             let mut moved = false;
             while let Some(id) = self.ready.pop_front() {
-                self.slots[id as usize].in_ready = false;
+                let slot = &mut self.slots[id as usize];
+                // A stale entry (the parent finished, or the slot was reused) or a parent that
+                // parked since: its own wake-up will run it.
+                if !std::mem::take(&mut slot.in_ready) || slot.wait.is_some() || slot.phase == Phase::Free {
+                    continue;
+                }
                 let step = self.run(id);
                 self.park_after(id, step, false);
                 moved = true;
@@ -491,6 +499,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         slot.missed_copy = false;
         slot.batch_submitting = false;
         slot.retry = 0;
+        slot.repair_segs = 0;
         if req.op == IoOp::Read {
             slot.tried[..nsegs as usize].fill(0);
         }
@@ -553,9 +562,13 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             if self.legs[info.leg as usize].failed {
                 // The leg failed while we waited: give the context back and re-plan this child.
                 self.release_child(info.leg, child);
-                if kind == ChildKind::Main && info.op != IoOp::Read {
-                    self.slots[idx].missed_copy = true;
-                    self.slots[idx].next += 1;
+                match kind {
+                    ChildKind::Main if info.op != IoOp::Read => {
+                        self.slots[idx].missed_copy = true;
+                        self.slots[idx].next += 1;
+                    }
+                    ChildKind::Repair => self.slots[idx].repair[info.segment as usize] &= !(1 << info.leg),
+                    _ => {}
                 }
             } else {
                 let counted = kind == ChildKind::Retry;
@@ -566,6 +579,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 match kind {
                     ChildKind::Main => self.slots[idx].next += 1,
                     ChildKind::Retry => self.slots[idx].retry &= !(1 << info.segment),
+                    ChildKind::Repair => self.slots[idx].repair[info.segment as usize] &= !(1 << info.leg),
                 }
             }
         }
@@ -581,7 +595,50 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             let dropped_to_zero = self.put(id);
             debug_assert!(!dropped_to_zero, "issue() holds its own reference");
         }
-        self.issue_retries(id)
+        if let Some(wait) = self.issue_retries(id) {
+            return Some(wait);
+        }
+        self.issue_repairs(id)
+    }
+
+    /// Rewrites copies that failed a read with the data a retry read from another copy. The
+    /// successful read's reference is held until every rewrite is issued.
+    fn issue_repairs(&mut self, id: ParentId) -> Option<Wait> {
+        let idx = id as usize;
+        while self.slots[idx].repair_segs != 0 {
+            let seg = self.slots[idx].repair_segs.trailing_zeros();
+            while self.slots[idx].repair[seg as usize] != 0 {
+                let leg = self.slots[idx].repair[seg as usize].trailing_zeros();
+                let req = self.slots[idx].req;
+                let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
+                let copy = self.geo.map_unchecked(start).on_leg(leg);
+                let Some(copy) = copy.filter(|_| !self.legs[leg as usize].failed) else {
+                    self.slots[idx].repair[seg as usize] &= !(1 << leg);
+                    continue;
+                };
+                let info = ChildInfo {
+                    parent: id,
+                    op: IoOp::Write,
+                    leg,
+                    leg_lba: copy.lba,
+                    blocks: len,
+                    buf_offset: start - req.lba,
+                    segment: seg,
+                };
+                let Some(child) = self.alloc(leg) else {
+                    return Some(Wait::Pool(leg));
+                };
+                if let Err((child, info)) = self.submit_child(child, info, false) {
+                    self.slots[idx].parked = Some((child, info, ChildKind::Repair));
+                    return Some(Wait::Io(Some(leg)));
+                }
+                self.slots[idx].repair[seg as usize] &= !(1 << leg);
+            }
+            self.slots[idx].repair_segs &= !(1 << seg);
+            let finished = self.put(id);
+            debug_assert!(!finished, "issue() holds its own reference");
+        }
+        None
     }
 
     fn issue_main_immediate(&mut self, id: ParentId) -> Option<Wait> {
@@ -771,21 +828,13 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
 
     /// Submits one child. `counted`: its reference on the parent is already held (a read retry
     /// inherits the failed child's). On `NoMem` the child is handed back and nothing changed.
-    fn submit_child(
-        &mut self,
-        child: B::Child,
-        info: ChildInfo,
-        counted: bool,
-    ) -> Result<(), (B::Child, ChildInfo)> {
+    fn submit_child(&mut self, child: B::Child, info: ChildInfo, counted: bool) -> Result<(), (B::Child, ChildInfo)> {
         let idx = info.parent as usize;
         if !counted {
             self.slots[idx].remaining += 1;
         }
         self.legs[info.leg as usize].outstanding_blocks += info.blocks;
-        let host = self.slots[idx]
-            .host
-            .as_ref()
-            .expect("issuing parent has a host");
+        let host = self.slots[idx].host.as_ref().expect("issuing parent has a host");
         match self.backend.submit(host, child, info) {
             Submitted::InFlight => {
                 self.stats.children_submitted += 1;
@@ -820,9 +869,30 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             _ => leg.stats.writes += 1,
         }
         self.release_child(info.leg, child);
+        let repair = info.op == IoOp::Write && self.slots[idx].req.op == IoOp::Read;
         match (info.op, status) {
+            (IoOp::Read, ChildStatus::Success) => {
+                self.slots[idx].seg_ok |= 1 << info.segment;
+                // Copies that failed this read get the good data back (md's fix_read_error).
+                let seg = info.segment as usize;
+                let bad = self.slots[idx].tried[seg] & self.working_legs();
+                if bad != 0 {
+                    let slot = &mut self.slots[idx];
+                    slot.repair[seg] = bad;
+                    slot.repair_segs |= 1 << seg;
+                    // This read's reference now holds the parent until the rewrites are issued.
+                    if slot.phase == Phase::Tail && slot.wait.is_none() {
+                        self.push_ready(id);
+                    }
+                    return;
+                }
+            }
             (_, ChildStatus::Success) => {
                 self.slots[idx].seg_ok |= 1 << info.segment;
+                if repair {
+                    self.legs[info.leg as usize].stats.read_repairs += 1;
+                    self.stats.read_repairs += 1;
+                }
             }
             (IoOp::Read, ChildStatus::Error) => {
                 self.legs[info.leg as usize].stats.read_errors += 1;
@@ -864,27 +934,20 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         if slot.remaining > 0 {
             return false;
         }
-        debug_assert_eq!(
-            slot.phase,
-            Phase::Tail,
-            "a parent completed before its plan was issued"
-        );
+        debug_assert_eq!(slot.phase, Phase::Tail, "a parent completed before its plan was issued");
         let req = slot.req;
         let ok = slot.seg_ok == full_mask(slot.nsegs);
         let missed = slot.missed_copy;
         let host = slot.host.take().expect("completing parent has a host");
         slot.phase = Phase::Free;
         slot.wait = None;
+        slot.in_ready = false;
         self.free_slots.push(id);
         if req.op.is_write() {
             self.stats.intent_ends += 1;
             self.intent.end_write(req.lba, req.blocks, ok && !missed);
         }
-        let status = if ok {
-            HostStatus::Success
-        } else {
-            HostStatus::Failed
-        };
+        let status = if ok { HostStatus::Success } else { HostStatus::Failed };
         if !ok {
             self.stats.parents_failed += 1;
         }

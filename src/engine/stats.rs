@@ -20,6 +20,8 @@ pub struct EngineStats {
     /// Times a parent parked on shared I/O (SPDK's -ENOMEM).
     pub io_waits: u64,
     pub read_retries: u64,
+    /// Copies rewritten after a read error.
+    pub read_repairs: u64,
     pub legs_failed: u64,
     pub intent_starts: u64,
     pub intent_ends: u64,
@@ -32,6 +34,8 @@ pub struct LegStats {
     pub writes: u64,
     pub read_errors: u64,
     pub write_errors: u64,
+    /// Blocks ranges rewritten after a read error (md's fix_read_error).
+    pub read_repairs: u64,
     /// Allocations that found the leg's pool empty.
     pub pool_empty: u64,
     /// Submissions answered with "no memory".

@@ -23,6 +23,8 @@ pub struct Faults {
     pub nomem_pct: u32,
     /// Children on this leg fail with this percent chance.
     pub error_leg: Option<(u32, u32)>,
+    /// Reads (only) on this leg fail with this percent chance: a medium error.
+    pub read_error_leg: Option<(u32, u32)>,
     /// This leg holds its completions back from `start` for `len` ns.
     pub stall: Option<(u32, u64, u64)>,
 }
@@ -213,9 +215,7 @@ impl SimBackend {
                 Some(Notice::Poll)
             }
             Event::Done(slot) => {
-                let svc = self.in_service[slot as usize]
-                    .take()
-                    .expect("service slot in use");
+                let svc = self.in_service[slot as usize].take().expect("service slot in use");
                 self.free_service.push(slot);
                 let info = svc.info;
                 let leg = info.leg as usize;
@@ -252,11 +252,8 @@ impl SimBackend {
                 at = start + len;
             }
         }
-        let status = self.draw_status(info.leg);
-        let slot = self
-            .free_service
-            .pop()
-            .expect("one service slot per context");
+        let status = self.draw_status(&info);
+        let slot = self.free_service.pop().expect("one service slot per context");
         self.in_service[slot as usize] = Some(Service {
             child: Some(child),
             info,
@@ -265,10 +262,15 @@ impl SimBackend {
         self.schedule(at, Event::Done(slot));
     }
 
-    fn draw_status(&mut self, leg: u32) -> ChildStatus {
-        match self.faults.error_leg {
-            Some((l, pct)) if l == leg && self.rng.percent(pct) => ChildStatus::Error,
-            _ => ChildStatus::Success,
+    fn draw_status(&mut self, info: &ChildInfo) -> ChildStatus {
+        let hit =
+            |f: Option<(u32, u32)>, rng: &mut Rng| matches!(f, Some((l, pct)) if l == info.leg && rng.percent(pct));
+        if hit(self.faults.error_leg, &mut self.rng)
+            || (info.op == IoOp::Read && hit(self.faults.read_error_leg, &mut self.rng))
+        {
+            ChildStatus::Error
+        } else {
+            ChildStatus::Success
         }
     }
 
@@ -285,11 +287,8 @@ impl SimBackend {
         let on_leg = info.leg_lba as usize;
         match info.op {
             IoOp::Read => host.buf[off..off + n].copy_from_slice(&leg.data[on_leg..on_leg + n]),
-            IoOp::Write => {
-                for i in 0..n {
-                    leg.data[on_leg + i] = block_value(host.write_id, host.lba + (off + i) as u64);
-                }
-            }
+            // Writes carry the host buffer: a host write's data, or a read-repair's good copy.
+            IoOp::Write => leg.data[on_leg..on_leg + n].copy_from_slice(&host.buf[off..off + n]),
             IoOp::Unmap | IoOp::WriteZeroes => leg.data[on_leg..on_leg + n].fill(0),
             IoOp::Flush => {}
         }
@@ -353,7 +352,7 @@ impl Backend for SimBackend {
             log.push((self.hosts[*host as usize].write_id, info.segment, info.leg));
         }
         if self.rng.percent(self.faults.inline_pct) {
-            let drawn = self.draw_status(info.leg);
+            let drawn = self.draw_status(&info);
             let status = self.perform(*host, &info, drawn);
             self.ctx_reserved[child.0 as usize] = false;
             self.free_io();

@@ -74,9 +74,7 @@ pub enum SimConfigError {
     Qd,
     #[error("leg_pool: must be at least 1 child context per leg")]
     LegPool,
-    #[error(
-        "io_pool: must be larger than the admission bound ({max_parents} parents), got {io_pool}"
-    )]
+    #[error("io_pool: must be larger than the admission bound ({max_parents} parents), got {io_pool}")]
     IoPool { io_pool: u32, max_parents: u32 },
     #[error("max_parents: must be at least 1")]
     MaxParents,
@@ -119,10 +117,7 @@ impl SimReport {
     /// The run met every promise: all submitted I/O completed, none failed, no stall, no
     /// mismatch.
     pub fn clean(&self) -> bool {
-        !self.stalled
-            && self.completed == self.submitted
-            && self.failed == 0
-            && self.mismatches == 0
+        !self.stalled && self.completed == self.submitted && self.failed == 0 && self.mismatches == 0
     }
 }
 
@@ -179,10 +174,7 @@ impl Host {
         let r = req.lba as usize..(req.lba + req.blocks) as usize;
         match req.op {
             IoOp::Read => self.busy_w[r].iter().any(|&c| c > 0),
-            _ => {
-                self.busy_w[r.clone()].iter().any(|&c| c > 0)
-                    || self.busy_r[r].iter().any(|&c| c > 0)
-            }
+            _ => self.busy_w[r.clone()].iter().any(|&c| c > 0) || self.busy_r[r].iter().any(|&c| c > 0),
         }
     }
 
@@ -282,6 +274,11 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
             let h = &mut engine.backend_mut().hosts[slot as usize];
             h.lba = req.lba;
             h.write_id = if op == IoOp::Write { issued } else { 0 };
+            if op == IoOp::Write {
+                for (i, v) in h.buf[..blocks as usize].iter_mut().enumerate() {
+                    *v = block_value(issued, req.lba + i as u64);
+                }
+            }
             engine.submit(slot, req);
             settle(&mut engine, &mut host);
         }
@@ -316,13 +313,8 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
     let stats = engine.stats().clone();
     let legs_failed: Vec<u32> = (0..geo.legs()).filter(|&l| engine.leg_failed(l)).collect();
     let b = engine.backend();
-    let pools_full = b.io_free() == b.io_capacity()
-        && (0..geo.legs()).all(|l| b.pool_free(l) == cfg.leg_pool as usize);
-    let submissions = engine
-        .backend_mut()
-        .submitted_log
-        .take()
-        .unwrap_or_default();
+    let pools_full = b.io_free() == b.io_capacity() && (0..geo.legs()).all(|l| b.pool_free(l) == cfg.leg_pool as usize);
+    let submissions = engine.backend_mut().submitted_log.take().unwrap_or_default();
     Ok(SimReport {
         strategy: match cfg.strategy {
             Strategy::Immediate => "immediate",
@@ -368,6 +360,7 @@ fn settle(engine: &mut Engine<SimBackend>, host: &mut Host) {
         }
         let now = engine.backend().now();
         for &(slot, status) in &done {
+            assert!(!host.free.contains(&slot), "host I/O in slot {slot} completed twice");
             let req = host.reqs[slot as usize];
             host.mark(&req, false);
             host.completed += 1;
@@ -412,11 +405,7 @@ fn compare_legs(engine: &Engine<SimBackend>, expected: &[u64]) -> u64 {
         let copies = geo.map_unchecked(lba as u64);
         let mut seen = None;
         let mut ok = true;
-        for c in copies
-            .as_slice()
-            .iter()
-            .filter(|c| !engine.leg_failed(c.leg))
-        {
+        for c in copies.as_slice().iter().filter(|c| !engine.leg_failed(c.leg)) {
             let v = engine.backend().leg_data(c.leg)[c.lba as usize];
             ok &= (want == UNKNOWN || v == want) && seen.is_none_or(|s| s == v);
             seen = Some(v);

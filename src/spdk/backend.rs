@@ -73,9 +73,7 @@ impl Backend for SpdkBackend {
 
     fn free_child(&mut self, leg: u32, child: NonNull<ChildCtx>) {
         // SAFETY: the context came from this leg's pool and is no longer in use.
-        unsafe {
-            sys::spdk_mempool_put(self.legs[leg as usize].pool, child.as_ptr() as *mut c_void)
-        }
+        unsafe { sys::spdk_mempool_put(self.legs[leg as usize].pool, child.as_ptr() as *mut c_void) }
     }
 
     fn submit(
@@ -118,30 +116,11 @@ impl Backend for SpdkBackend {
                         arg,
                     )
                 }
-                IoOp::Unmap => sys::spdk_bdev_unmap_blocks(
-                    leg.desc,
-                    leg.ch,
-                    info.leg_lba,
-                    info.blocks,
-                    cb,
-                    arg,
-                ),
-                IoOp::WriteZeroes => sys::spdk_bdev_write_zeroes_blocks(
-                    leg.desc,
-                    leg.ch,
-                    info.leg_lba,
-                    info.blocks,
-                    cb,
-                    arg,
-                ),
-                IoOp::Flush => sys::spdk_bdev_flush_blocks(
-                    leg.desc,
-                    leg.ch,
-                    info.leg_lba,
-                    info.blocks,
-                    cb,
-                    arg,
-                ),
+                IoOp::Unmap => sys::spdk_bdev_unmap_blocks(leg.desc, leg.ch, info.leg_lba, info.blocks, cb, arg),
+                IoOp::WriteZeroes => {
+                    sys::spdk_bdev_write_zeroes_blocks(leg.desc, leg.ch, info.leg_lba, info.blocks, cb, arg)
+                }
+                IoOp::Flush => sys::spdk_bdev_flush_blocks(leg.desc, leg.ch, info.leg_lba, info.blocks, cb, arg),
             }
         };
         match rc {
@@ -206,9 +185,7 @@ unsafe fn slice_parent_iovs(ctx: *mut ChildCtx, block_size: u64) -> bool {
     // SAFETY: the parent is live while its children are being issued.
     unsafe { sys::spdk_mirror_shim_io_view((*ctx).parent, &mut view) };
     // SAFETY: the parent's iovec array has `iovcnt` entries.
-    let iovs = unsafe {
-        std::slice::from_raw_parts(view.iovs as *const libc::iovec, view.iovcnt as usize)
-    };
+    let iovs = unsafe { std::slice::from_raw_parts(view.iovs as *const libc::iovec, view.iovcnt as usize) };
     // SAFETY: exclusive access to our own context.
     let ctx = unsafe { &mut *ctx };
     let mut skip = ctx.info.buf_offset * block_size;

@@ -18,9 +18,7 @@ use spdk_sys as sys;
 use super::backend::{ChildCtx, LegIo, SpdkBackend};
 use super::ffi::{errlog, guard, warnlog};
 use super::mirror::Mirror;
-use crate::engine::{
-    ChildInfo, ChildStatus, Engine, EngineConfig, HostStatus, IoRequest, LegStats, Strategy,
-};
+use crate::engine::{ChildInfo, ChildStatus, Engine, EngineConfig, HostStatus, IoRequest, LegStats, Strategy};
 
 /// How often the channel's poller looks for parked I/O (whose pool may have been refilled by
 /// another core) and for legs whose channel can be released.
@@ -92,8 +90,7 @@ impl Channel {
         }
         chan.sync_legs(engine);
         // SAFETY: the poller's argument is this boxed channel, which unregisters it on drop.
-        let poller =
-            unsafe { sys::spdk_poller_register(Some(poll), me as *mut c_void, POLL_PERIOD_US) };
+        let poller = unsafe { sys::spdk_poller_register(Some(poll), me as *mut c_void, POLL_PERIOD_US) };
         chan.poller.set(poller);
         Ok(chan)
     }
@@ -138,12 +135,7 @@ impl Channel {
         }
     }
 
-    fn deliver(
-        e: &mut Engine<SpdkBackend>,
-        ctx: NonNull<ChildCtx>,
-        info: ChildInfo,
-        status: ChildStatus,
-    ) {
+    fn deliver(e: &mut Engine<SpdkBackend>, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {
         let leg = &mut e.backend_mut().legs[info.leg as usize];
         leg.inflight -= 1;
         e.child_done(ctx, info, status);
@@ -173,12 +165,7 @@ impl Channel {
             let mut moved = false;
             while let Some((ctx, info, status)) = self.deferred_children.pop() {
                 // SAFETY: the queue holds non-null context pointers.
-                Self::deliver(
-                    e,
-                    unsafe { NonNull::new_unchecked(ctx as *mut ChildCtx) },
-                    info,
-                    status,
-                );
+                Self::deliver(e, unsafe { NonNull::new_unchecked(ctx as *mut ChildCtx) }, info, status);
                 moved = true;
             }
             loop {
@@ -233,8 +220,7 @@ impl Channel {
         self.seen_gen.set(gen);
         for (i, leg) in mirror.legs.iter().enumerate() {
             let i = i as u32;
-            let out =
-                leg.failed.load(Ordering::Acquire) || e.backend().legs[i as usize].ch.is_null();
+            let out = leg.failed.load(Ordering::Acquire) || e.backend().legs[i as usize].ch.is_null();
             if out && !e.leg_failed(i) {
                 e.fail_leg(i);
             } else if !out && e.leg_failed(i) {
@@ -246,9 +232,7 @@ impl Channel {
 
     /// Takes leg `leg` out of this channel; `iter` continues once its children are back.
     pub fn release_leg(&self, leg: u32, iter: *mut sys::spdk_io_channel_iter) {
-        self.releases
-            .borrow_mut()
-            .push(PendingRelease { leg, iter });
+        self.releases.borrow_mut().push(PendingRelease { leg, iter });
         if !self.busy.get() {
             self.run(|_| {});
             self.finish_releases();
@@ -308,6 +292,10 @@ impl Channel {
         }
         // SAFETY: not busy: no other reference to the engine is live on this thread.
         let e = unsafe { &*self.engine.get() };
+        self.add_stats_from(e, into, parked);
+    }
+
+    fn add_stats_from(&self, e: &Engine<SpdkBackend>, into: &mut [LegStats], parked: &mut u64) {
         for (i, s) in into.iter_mut().enumerate() {
             let l = e.leg_stats(i as u32);
             s.reads += l.reads;
@@ -334,6 +322,11 @@ impl Drop for Channel {
         let e = unsafe { &mut *e };
         if !e.is_idle() {
             warnlog!("mirror channel destroyed with I/O outstanding");
+        }
+        // Keep this channel's counters: they belong to the mirror, not to the channel.
+        if let Ok(mut retired) = self.mirror().retired_stats.lock() {
+            let mut parked = 0;
+            self.add_stats_from(e, &mut retired, &mut parked);
         }
         self.put_leg_channels(e);
     }

@@ -61,9 +61,7 @@ unsafe fn parse(vals: *const sys::spdk_json_val, i: &mut usize) -> Result<Value,
                     return Err("malformed object".into());
                 }
                 // SAFETY: a name points at `len` bytes of the request buffer.
-                let key = unsafe {
-                    std::slice::from_raw_parts(name.start as *const u8, name.len as usize)
-                };
+                let key = unsafe { std::slice::from_raw_parts(name.start as *const u8, name.len as usize) };
                 let key = String::from_utf8_lossy(key).into_owned();
                 *i += 1;
                 // SAFETY: a name is always followed by its value.

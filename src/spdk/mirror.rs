@@ -64,9 +64,7 @@ impl Leg {
     }
     /// Holds good data and can be read.
     pub fn in_sync(&self) -> bool {
-        self.present()
-            && !self.failed.load(Ordering::Acquire)
-            && !self.write_only.load(Ordering::Acquire)
+        self.present() && !self.failed.load(Ordering::Acquire) && !self.write_only.load(Ordering::Acquire)
     }
     pub fn state(&self) -> &'static str {
         if !self.present() {
@@ -96,6 +94,8 @@ pub struct Mirror {
     pub rebuild_active: AtomicBool,
     destruct_pending: AtomicBool,
     pub deleting: AtomicBool,
+    /// Counters of channels that are gone (live channels are summed at query time).
+    pub retired_stats: Mutex<Vec<LegStats>>,
 }
 
 // SAFETY: a Mirror is shared with reactor threads through raw pointers; everything they touch
@@ -112,10 +112,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 pub fn all() -> Vec<&'static Mirror> {
     let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: registered mirrors are live until removed from the registry in `destruct`.
-    reg.0
-        .iter()
-        .map(|&p| unsafe { &*(p as *const Mirror) })
-        .collect()
+    reg.0.iter().map(|&p| unsafe { &*(p as *const Mirror) }).collect()
 }
 
 pub fn find(name: &str) -> Option<&'static Mirror> {
@@ -183,9 +180,7 @@ impl Mirror {
     /// RAID10 placement repeats every `legs` chunks, so checking that many chunks is enough.
     pub fn every_block_covered(&self, mask: u32) -> bool {
         let step = self.geo.chunk_blocks().max(1);
-        let chunks = (self.geo.data_blocks() / step)
-            .min(self.geo.legs() as u64 * 2)
-            .max(1);
+        let chunks = (self.geo.data_blocks() / step).min(self.geo.legs() as u64 * 2).max(1);
         (0..chunks).all(|c| {
             self.geo
                 .map_unchecked(c * step)
@@ -261,12 +256,7 @@ impl Mirror {
             v["layout"] = Value::Null;
             v["chunk_kb"] = Value::Null;
         }
-        if let Some(r) = self
-            .rebuild
-            .lock()
-            .ok()
-            .and_then(|r| r.as_ref().map(|r| r.json()))
-        {
+        if let Some(r) = self.rebuild.lock().ok().and_then(|r| r.as_ref().map(|r| r.json())) {
             v["process"] = r;
         }
         v
@@ -279,21 +269,12 @@ pub fn open_leg(
     leg: *const Leg,
     name: &str,
 ) -> Result<(*mut sys::spdk_bdev, *mut sys::spdk_bdev_desc), Fail> {
-    let cname =
-        CString::new(name).map_err(|_| Fail(-libc::EINVAL, "base_bdevs: name has a NUL".into()))?;
+    let cname = CString::new(name).map_err(|_| Fail(-libc::EINVAL, "base_bdevs: name has a NUL".into()))?;
     let mut desc = ptr::null_mut();
     let _ = mirror;
     // SAFETY: the event context is the leg, which lives as long as its mirror, which outlives
     // the descriptor (closed in `close_leg`).
-    let rc = unsafe {
-        sys::spdk_bdev_open_ext(
-            cname.as_ptr(),
-            true,
-            Some(leg_event),
-            leg as *mut c_void,
-            &mut desc,
-        )
-    };
+    let rc = unsafe { sys::spdk_bdev_open_ext(cname.as_ptr(), true, Some(leg_event), leg as *mut c_void, &mut desc) };
     if rc != 0 {
         let msg = if rc == -libc::ENODEV {
             format!("base_bdevs: no bdev named '{name}'")
@@ -341,8 +322,7 @@ fn close_leg(leg: &Leg) {
 /// Creates, registers and returns a mirror. On error nothing is left behind.
 pub fn create(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let name = CString::new(spec.name.clone())
-        .map_err(|_| Fail(-libc::EINVAL, "name: has a NUL".into()))?;
+    let name = CString::new(spec.name.clone()).map_err(|_| Fail(-libc::EINVAL, "name: has a NUL".into()))?;
     let mut mirror = Box::new(Mirror {
         bdev: sys::spdk_bdev::default(),
         name,
@@ -356,6 +336,7 @@ pub fn create(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         rebuild_active: AtomicBool::new(false),
         destruct_pending: AtomicBool::new(false),
         deleting: AtomicBool::new(false),
+        retired_stats: Mutex::new(vec![LegStats::default(); spec.base_bdevs.len()]),
     });
     let mp: *const Mirror = &*mirror;
     for (i, n) in spec.base_bdevs.iter().enumerate() {
@@ -389,12 +370,7 @@ pub fn create(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
                 mirror.legs[i].bdev.store(bdev, Ordering::Release);
                 mirror.legs[i].desc.store(desc, Ordering::Release);
                 // SAFETY: bdev is open.
-                let (bl, md) = unsafe {
-                    (
-                        sys::spdk_bdev_get_block_size(bdev),
-                        sys::spdk_bdev_get_md_size(bdev),
-                    )
-                };
+                let (bl, md) = unsafe { (sys::spdk_bdev_get_block_size(bdev), sys::spdk_bdev_get_md_size(bdev)) };
                 let fail = if md != 0 {
                     Some(format!(
                         "base_bdevs: '{}' has {md} bytes of metadata per block; not supported",
@@ -694,9 +670,7 @@ extern "C" fn submit_request(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_b
                 let bl = unsafe { (*(*io).bdev).blocklen } as u64;
                 // Reads need a buffer; the bdev layer gives one if the caller did not.
                 // SAFETY: live bdev_io of ours.
-                unsafe {
-                    sys::spdk_bdev_io_get_buf(io, Some(read_buf_ready), view.num_blocks * bl)
-                };
+                unsafe { sys::spdk_bdev_io_get_buf(io, Some(read_buf_ready), view.num_blocks * bl) };
                 return true;
             }
             sys::SPDK_BDEV_IO_TYPE_WRITE => IoOp::Write,
@@ -727,11 +701,7 @@ extern "C" fn submit_request(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_b
     }
 }
 
-extern "C" fn read_buf_ready(
-    ch: *mut sys::spdk_io_channel,
-    io: *mut sys::spdk_bdev_io,
-    success: bool,
-) {
+extern "C" fn read_buf_ready(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, success: bool) {
     let handled = guard("mirror read", false, || {
         if !success {
             fail_io(io);
@@ -773,11 +743,7 @@ extern "C" fn write_config_json(bdev: *mut sys::spdk_bdev, w: *mut sys::spdk_jso
 }
 
 /// A base bdev event: removal makes the leg go away (the mirror degrades).
-extern "C" fn leg_event(
-    ty: sys::spdk_bdev_event_type,
-    bdev: *mut sys::spdk_bdev,
-    ctx: *mut c_void,
-) {
+extern "C" fn leg_event(ty: sys::spdk_bdev_event_type, bdev: *mut sys::spdk_bdev, ctx: *mut c_void) {
     guard("mirror leg event", (), || {
         if ty != sys::SPDK_BDEV_EVENT_REMOVE {
             return;
@@ -786,11 +752,7 @@ extern "C" fn leg_event(
         let leg = unsafe { &*(ctx as *const Leg) };
         // SAFETY: as above.
         let m = unsafe { &*leg.mirror };
-        warnlog!(
-            "mirror {}: base bdev {} is being removed",
-            m.name(),
-            bdev_name(bdev)
-        );
+        warnlog!("mirror {}: base bdev {} is being removed", m.name(), bdev_name(bdev));
         remove_leg(m, leg.index, "hot-removed", Box::new(|_| {}));
     })
 }
@@ -821,11 +783,7 @@ pub fn remove_leg(m: &Mirror, leg: u32, why: &str, done: RemoveDone) {
         )));
     }
     m.fail_leg(leg, why);
-    let r = Box::into_raw(Box::new(Removal {
-        mirror: m,
-        leg,
-        done,
-    }));
+    let r = Box::into_raw(Box::new(Removal { mirror: m, leg, done }));
     // SAFETY: our io_device; `r` is reclaimed in `removal_done`.
     unsafe {
         sys::spdk_for_each_channel(
@@ -915,14 +873,7 @@ pub fn attach_leg(
     }
     let a = Box::into_raw(Box::new(Attach { leg, done }));
     // SAFETY: our io_device; `a` reclaimed in `all_done`.
-    unsafe {
-        sys::spdk_for_each_channel(
-            m.as_io_device(),
-            Some(on_channel),
-            a as *mut c_void,
-            Some(all_done),
-        )
-    };
+    unsafe { sys::spdk_for_each_channel(m.as_io_device(), Some(on_channel), a as *mut c_void, Some(all_done)) };
 }
 
 /// Sums the per-leg counters of every channel, then calls `done` on the app thread.
@@ -937,8 +888,7 @@ pub fn collect_stats(m: &'static Mirror, done: Box<dyn FnOnce(Vec<LegStats>)>) {
             // SAFETY: our iteration and channel.
             unsafe {
                 let c = &mut *(sys::spdk_io_channel_iter_get_ctx(i) as *mut Collect);
-                channel_of(sys::spdk_io_channel_iter_get_channel(i))
-                    .add_stats(&mut c.stats, &mut c.parked);
+                channel_of(sys::spdk_io_channel_iter_get_channel(i)).add_stats(&mut c.stats, &mut c.parked);
             }
         });
         // SAFETY: live iteration.
@@ -947,27 +897,24 @@ pub fn collect_stats(m: &'static Mirror, done: Box<dyn FnOnce(Vec<LegStats>)>) {
     extern "C" fn all_done(i: *mut sys::spdk_io_channel_iter, _status: c_int) {
         guard("mirror stats done", (), || {
             // SAFETY: boxed below; last use.
-            let mut c =
-                unsafe { Box::from_raw(sys::spdk_io_channel_iter_get_ctx(i) as *mut Collect) };
+            let mut c = unsafe { Box::from_raw(sys::spdk_io_channel_iter_get_ctx(i) as *mut Collect) };
             if let Some(done) = c.done.take() {
                 done(std::mem::take(&mut c.stats));
             }
         })
     }
+    let retired = m.retired_stats.lock().map(|s| s.clone()).unwrap_or_default();
     let c = Box::into_raw(Box::new(Collect {
-        stats: vec![LegStats::default(); m.legs.len()],
+        stats: if retired.len() == m.legs.len() {
+            retired
+        } else {
+            vec![LegStats::default(); m.legs.len()]
+        },
         parked: 0,
         done: Some(done),
     }));
     // SAFETY: our io_device; `c` reclaimed in `all_done`.
-    unsafe {
-        sys::spdk_for_each_channel(
-            m.as_io_device(),
-            Some(on_channel),
-            c as *mut c_void,
-            Some(all_done),
-        )
-    };
+    unsafe { sys::spdk_for_each_channel(m.as_io_device(), Some(on_channel), c as *mut c_void, Some(all_done)) };
 }
 
 /// A rebuild stopped; finishes a deletion that waited for it.

@@ -40,10 +40,7 @@ pub fn reset(chan: &Channel, io: *mut sys::spdk_bdev_io) {
     let (m, ctx) = unsafe {
         let mut view = sys::spdk_mirror_io_view::default();
         sys::spdk_mirror_shim_io_view(io, &mut view);
-        (
-            &*((*(*io).bdev).ctxt as *const Mirror),
-            view.driver_ctx as *mut HostCtx,
-        )
+        (&*((*(*io).bdev).ctxt as *const Mirror), view.driver_ctx as *mut HostCtx)
     };
     // SAFETY: the driver context is ours for the life of the I/O.
     unsafe {
@@ -167,10 +164,7 @@ pub fn start(m: &'static Mirror, target: u32) -> Result<(), String> {
     // SAFETY: plain DMA-able allocation, freed in `finish`.
     let buf = unsafe { sys::spdk_dma_malloc((window * bs) as usize, 0x1000, ptr::null_mut()) };
     if buf.is_null() {
-        return Err(format!(
-            "cannot allocate a {} KiB rebuild buffer",
-            window * bs / 1024
-        ));
+        return Err(format!("cannot allocate a {} KiB rebuild buffer", window * bs / 1024));
     }
     let chans = m
         .legs
@@ -242,10 +236,7 @@ fn step(r: *mut Rebuild) {
         if rb.pos >= m.geo.data_blocks() {
             return finish(r, Ok(()));
         }
-        rb.len = rb
-            .window
-            .min(m.geo.data_blocks() - rb.pos)
-            .min(m.geo.run_len(rb.pos));
+        rb.len = rb.window.min(m.geo.data_blocks() - rb.pos).min(m.geo.run_len(rb.pos));
         let copies = m.geo.map_unchecked(rb.pos);
         let Some(dst) = copies.on_leg(rb.target) else {
             progress(rb, rb.len, 0);
@@ -258,16 +249,7 @@ fn step(r: *mut Rebuild) {
     }
     let b = &m.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
     // SAFETY: our registered bdev; `r` lives until the callback.
-    let rc = unsafe {
-        sys::spdk_bdev_quiesce_range(
-            b,
-            module_ptr(),
-            rb.pos,
-            rb.len,
-            Some(quiesced),
-            r as *mut c_void,
-        )
-    };
+    let rc = unsafe { sys::spdk_bdev_quiesce_range(b, module_ptr(), rb.pos, rb.len, Some(quiesced), r as *mut c_void) };
     if rc != 0 {
         finish(
             r,
@@ -297,9 +279,10 @@ fn read_window(r: *mut Rebuild) {
     let rb = unsafe { &mut *r };
     let m = rb.mirror;
     let copies = m.geo.map_unchecked(rb.pos);
-    let src = copies.as_slice().iter().find(|c| {
-        c.leg != rb.target && rb.tried & (1 << c.leg) == 0 && m.legs[c.leg as usize].in_sync()
-    });
+    let src = copies
+        .as_slice()
+        .iter()
+        .find(|c| c.leg != rb.target && rb.tried & (1 << c.leg) == 0 && m.legs[c.leg as usize].in_sync());
     let Some(src) = src.copied() else {
         return unquiesce_then_finish(r, "no in-sync copy left to rebuild from");
     };
@@ -327,25 +310,9 @@ fn submit(r: *mut Rebuild) {
     // SAFETY: open desc and our channel on this thread; the buffer holds `len` blocks.
     let rc = unsafe {
         if rb.writing {
-            sys::spdk_bdev_write_blocks(
-                l.desc(),
-                ch,
-                rb.buf,
-                lba,
-                rb.len,
-                Some(io_done),
-                r as *mut c_void,
-            )
+            sys::spdk_bdev_write_blocks(l.desc(), ch, rb.buf, lba, rb.len, Some(io_done), r as *mut c_void)
         } else {
-            sys::spdk_bdev_read_blocks(
-                l.desc(),
-                ch,
-                rb.buf,
-                lba,
-                rb.len,
-                Some(io_done),
-                r as *mut c_void,
-            )
+            sys::spdk_bdev_read_blocks(l.desc(), ch, rb.buf, lba, rb.len, Some(io_done), r as *mut c_void)
         }
     };
     if rc == -libc::ENOMEM {
@@ -378,11 +345,7 @@ extern "C" fn io_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_voi
                 submit(r);
             }
             (false, false) => {
-                errlog!(
-                    "mirror {}: rebuild read failed on leg {}",
-                    rb.mirror.name(),
-                    rb.src_leg
-                );
+                errlog!("mirror {}: rebuild read failed on leg {}", rb.mirror.name(), rb.src_leg);
                 read_window(r);
             }
             (true, false) => {
@@ -394,14 +357,7 @@ extern "C" fn io_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_voi
                 let b = &rb.mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
                 // SAFETY: the range we quiesced; `r` lives until the callback.
                 let rc = unsafe {
-                    sys::spdk_bdev_unquiesce_range(
-                        b,
-                        module_ptr(),
-                        rb.pos,
-                        rb.len,
-                        Some(unquiesced),
-                        r as *mut c_void,
-                    )
+                    sys::spdk_bdev_unquiesce_range(b, module_ptr(), rb.pos, rb.len, Some(unquiesced), r as *mut c_void)
                 };
                 if rc != 0 {
                     finish(r, Err("cannot unquiesce".into()));
@@ -429,22 +385,11 @@ fn unquiesce_then_finish(r: *mut Rebuild, why: &'static str) {
             finish(arg as *mut Rebuild, Err("aborted".into()))
         })
     }
-    errlog!(
-        "mirror {}: rebuild of leg {}: {why}",
-        rb.mirror.name(),
-        rb.target
-    );
+    errlog!("mirror {}: rebuild of leg {}: {why}", rb.mirror.name(), rb.target);
     let b = &rb.mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
     // SAFETY: exactly the range we quiesced; `r` lives until the callback.
     let rc = unsafe {
-        sys::spdk_bdev_unquiesce_range(
-            b,
-            module_ptr(),
-            rb.pos,
-            rb.len,
-            Some(after_unquiesce),
-            r as *mut c_void,
-        )
+        sys::spdk_bdev_unquiesce_range(b, module_ptr(), rb.pos, rb.len, Some(after_unquiesce), r as *mut c_void)
     };
     if rc != 0 {
         finish(r, Err(why.into()));
@@ -475,11 +420,7 @@ fn finish(r: *mut Rebuild, result: Result<(), String>) {
             );
         }
         Err(e) => {
-            errlog!(
-                "mirror {}: rebuild of leg {} stopped: {e}",
-                m.name(),
-                rb.target
-            );
+            errlog!("mirror {}: rebuild of leg {} stopped: {e}", m.name(), rb.target);
             if t.present() {
                 m.fail_leg(rb.target, "rebuild did not finish");
             }

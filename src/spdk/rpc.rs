@@ -52,34 +52,21 @@ impl Request {
             Err(Fail(code, msg)) => {
                 let msg = CString::new(msg.replace('\0', " ")).expect("NULs replaced");
                 // SAFETY: as above; the message is NUL-terminated.
-                unsafe {
-                    sys::spdk_jsonrpc_send_error_response(
-                        self.0,
-                        code,
-                        msg.as_ptr() as *const c_char,
-                    )
-                };
+                unsafe { sys::spdk_jsonrpc_send_error_response(self.0, code, msg.as_ptr() as *const c_char) };
             }
         }
     }
 }
 
 /// Runs a handler body with params decoded, answering with an internal error if it panics.
-fn handle(
-    request: *mut sys::spdk_jsonrpc_request,
-    params: *const sys::spdk_json_val,
-    f: fn(Request, Params),
-) {
+fn handle(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val, f: fn(Request, Params)) {
     let req = Request(request);
     let ok = guard("mirror RPC", false, || {
         // SAFETY: SPDK hands us the request's parsed params (or NULL).
         match unsafe { json::to_value(params) } {
             Ok(Value::Object(map)) => f(req, Params(map)),
             Ok(Value::Null) => f(req, Params(Map::new())),
-            Ok(_) => req.reply(Err(Fail(
-                -libc::EINVAL,
-                "params: expected an object".into(),
-            ))),
+            Ok(_) => req.reply(Err(Fail(-libc::EINVAL, "params: expected an object".into()))),
             Err(e) => req.reply(Err(Fail(-libc::EINVAL, format!("params: {e}")))),
         }
         true
@@ -126,10 +113,7 @@ impl Params {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
-                _ => Err(bad(
-                    field,
-                    &format!("must be an integer from {min} to {max}"),
-                )),
+                _ => Err(bad(field, &format!("must be an integer from {min} to {max}"))),
             },
             Some(_) => Err(bad(field, "must be an integer")),
         }
@@ -192,14 +176,11 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
     if name.len() > 200 {
         return Err(bad("name", "longer than 200 bytes"));
     }
-    let level =
-        Level::parse(&p.required_string("level")?).map_err(|e| bad("level", &e.to_string()))?;
+    let level = Level::parse(&p.required_string("level")?).map_err(|e| bad("level", &e.to_string()))?;
     let layout = match (p.string("layout")?, level) {
         (None, _) => None,
         (Some(_), Level::Raid1) => return Err(bad("layout", "applies to raid10 only")),
-        (Some(l), Level::Raid10) => {
-            Some(Raid10Layout::parse(&l).map_err(|e| Fail(-libc::EINVAL, e.to_string()))?)
-        }
+        (Some(l), Level::Raid10) => Some(Raid10Layout::parse(&l).map_err(|e| Fail(-libc::EINVAL, e.to_string()))?),
     };
     let chunk_kb = match (p.uint("chunk_kb", 1, 1 << 20)?, level) {
         (Some(_), Level::Raid1) => return Err(bad("chunk_kb", "applies to raid10 only")),
@@ -220,12 +201,8 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         }
     };
     let opts = MirrorOpts {
-        pool_size: p
-            .uint("pool_size", 1, 1 << 20)?
-            .unwrap_or(DEFAULT_POOL_SIZE as u64) as u32,
-        max_parents: p
-            .uint("max_parents", 1, 1 << 16)?
-            .unwrap_or(DEFAULT_MAX_PARENTS as u64) as u32,
+        pool_size: p.uint("pool_size", 1, 1 << 20)?.unwrap_or(DEFAULT_POOL_SIZE as u64) as u32,
+        max_parents: p.uint("max_parents", 1, 1 << 16)?.unwrap_or(DEFAULT_MAX_PARENTS as u64) as u32,
     };
     if let Some(policy) = p.string("read_policy")? {
         if policy != "least_outstanding" {
@@ -249,10 +226,7 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
     }
     for b in &base_bdevs {
         if !bdev_exists(b) {
-            return Err(Fail(
-                -libc::ENODEV,
-                format!("base_bdevs: no bdev named '{b}'"),
-            ));
+            return Err(Fail(-libc::ENODEV, format!("base_bdevs: no bdev named '{b}'")));
         }
     }
     // The smallest leg decides; geometry errors name their field.
@@ -263,20 +237,14 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         // SAFETY: the bdev exists (checked above); lookups only.
         let (bs, n) = unsafe {
             let bdev = sys::spdk_bdev_get_by_name(c.as_ptr());
-            (
-                sys::spdk_bdev_get_block_size(bdev),
-                sys::spdk_bdev_get_num_blocks(bdev),
-            )
+            (sys::spdk_bdev_get_block_size(bdev), sys::spdk_bdev_get_num_blocks(bdev))
         };
         match block_size {
             None => block_size = Some(bs),
             Some(first) if first != bs => {
                 return Err(bad(
                     "base_bdevs",
-                    &format!(
-                        "block sizes differ ('{}' has {first}, '{b}' has {bs})",
-                        base_bdevs[0]
-                    ),
+                    &format!("block sizes differ ('{}' has {first}, '{b}' has {bs})", base_bdevs[0]),
                 ))
             }
             _ => {}
@@ -309,29 +277,20 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
     })
 }
 
-unsafe extern "C" fn rpc_create(
-    request: *mut sys::spdk_jsonrpc_request,
-    params: *const sys::spdk_json_val,
-) {
+unsafe extern "C" fn rpc_create(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
-        let result = create_spec(&p)
-            .and_then(mirror::create)
-            .map(|m| json!(m.name()));
+        let result = create_spec(&p).and_then(mirror::create).map(|m| json!(m.name()));
         req.reply(result);
     })
 }
 
-unsafe extern "C" fn rpc_delete(
-    request: *mut sys::spdk_jsonrpc_request,
-    params: *const sys::spdk_json_val,
-) {
+unsafe extern "C" fn rpc_delete(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
         let found = p
             .only(&["name"])
             .and_then(|_| p.required_string("name"))
             .and_then(|name| {
-                mirror::find(&name)
-                    .ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))
+                mirror::find(&name).ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))
             });
         match found {
             Err(e) => req.reply(Err(e)),
@@ -353,20 +312,17 @@ unsafe extern "C" fn rpc_delete(
     })
 }
 
-unsafe extern "C" fn rpc_get_bdevs(
-    request: *mut sys::spdk_jsonrpc_request,
-    params: *const sys::spdk_json_val,
-) {
+unsafe extern "C" fn rpc_get_bdevs(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
-        let selected =
-            p.only(&["name"])
-                .and_then(|_| p.string("name"))
-                .and_then(|name| match name {
-                    None => Ok(mirror::all()),
-                    Some(n) => mirror::find(&n)
-                        .map(|m| vec![m])
-                        .ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{n}'"))),
-                });
+        let selected = p
+            .only(&["name"])
+            .and_then(|_| p.string("name"))
+            .and_then(|name| match name {
+                None => Ok(mirror::all()),
+                Some(n) => mirror::find(&n)
+                    .map(|m| vec![m])
+                    .ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{n}'"))),
+            });
         match selected {
             Err(e) => req.reply(Err(e)),
             Ok(mirrors) => gather(req, mirrors, Vec::new()),
@@ -389,21 +345,14 @@ fn gather(req: Request, mut rest: Vec<&'static mirror::Mirror>, mut out: Vec<Val
     );
 }
 
-unsafe extern "C" fn rpc_remove_base_bdev(
-    request: *mut sys::spdk_jsonrpc_request,
-    params: *const sys::spdk_json_val,
-) {
+unsafe extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
         let target = p
             .only(&["base_bdev"])
             .and_then(|_| p.required_string("base_bdev"))
             .and_then(|b| {
-                mirror::find_leg(&b).ok_or_else(|| {
-                    Fail(
-                        -libc::ENODEV,
-                        format!("base_bdev: '{b}' is not a leg of any mirror"),
-                    )
-                })
+                mirror::find_leg(&b)
+                    .ok_or_else(|| Fail(-libc::ENODEV, format!("base_bdev: '{b}' is not a leg of any mirror")))
             });
         let (m, leg) = match target {
             Ok(t) => t,
@@ -430,34 +379,26 @@ unsafe extern "C" fn rpc_remove_base_bdev(
     })
 }
 
-unsafe extern "C" fn rpc_add_base_bdev(
-    request: *mut sys::spdk_jsonrpc_request,
-    params: *const sys::spdk_json_val,
-) {
+unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
         let checked = (|| {
             p.only(&["name", "base_bdev"])?;
             let name = p.required_string("name")?;
             let base = p.required_string("base_bdev")?;
-            let m = mirror::find(&name)
-                .ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))?;
+            let m =
+                mirror::find(&name).ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))?;
             if m.rebuild_active.load(std::sync::atomic::Ordering::Acquire) {
                 return Err(Fail(
                     -libc::EBUSY,
                     format!("name: mirror '{name}' is already rebuilding a leg"),
                 ));
             }
-            let slot = m
-                .legs
-                .iter()
-                .find(|l| !l.present())
-                .map(|l| l.index)
-                .ok_or_else(|| {
-                    Fail(
-                        -libc::ENOSPC,
-                        format!("name: mirror '{name}' has no free slot (remove a leg first)"),
-                    )
-                })?;
+            let slot = m.legs.iter().find(|l| !l.present()).map(|l| l.index).ok_or_else(|| {
+                Fail(
+                    -libc::ENOSPC,
+                    format!("name: mirror '{name}' has no free slot (remove a leg first)"),
+                )
+            })?;
             if m.in_sync_mask() == 0 {
                 return Err(Fail(
                     -libc::ENODEV,
@@ -465,10 +406,7 @@ unsafe extern "C" fn rpc_add_base_bdev(
                 ));
             }
             if !bdev_exists(&base) {
-                return Err(Fail(
-                    -libc::ENODEV,
-                    format!("base_bdev: no bdev named '{base}'"),
-                ));
+                return Err(Fail(-libc::ENODEV, format!("base_bdev: no bdev named '{base}'")));
             }
             Ok((m, slot, base))
         })();
@@ -479,17 +417,10 @@ unsafe extern "C" fn rpc_add_base_bdev(
         let leg: *const mirror::Leg = &m.legs[slot as usize];
         let (bdev, desc) = match mirror::open_leg(m, leg, &base) {
             Ok(x) => x,
-            Err(Fail(rc, msg)) => {
-                return req.reply(Err(Fail(rc, msg.replacen("base_bdevs:", "base_bdev:", 1))))
-            }
+            Err(Fail(rc, msg)) => return req.reply(Err(Fail(rc, msg.replacen("base_bdevs:", "base_bdev:", 1)))),
         };
         // SAFETY: open bdev; queries only.
-        let (bs, n) = unsafe {
-            (
-                sys::spdk_bdev_get_block_size(bdev),
-                sys::spdk_bdev_get_num_blocks(bdev),
-            )
-        };
+        let (bs, n) = unsafe { (sys::spdk_bdev_get_block_size(bdev), sys::spdk_bdev_get_num_blocks(bdev)) };
         let problem = if bs != m.geo.block_size() {
             Some(format!(
                 "base_bdev: '{base}' has {bs}-byte blocks, the mirror {}",
