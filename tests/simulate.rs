@@ -252,7 +252,7 @@ fn bad_simulation_parameters_name_the_field() {
 #[test]
 fn property_every_parent_completes_once_and_nothing_leaks() {
     let shapes = shapes();
-    for seed in 0..120u64 {
+    for seed in 0..400u64 {
         let mut pick = spdk_mirror::sim::rng::Rng::new(seed * 7919);
         let geo = shapes[pick.below(shapes.len() as u64) as usize].clone();
         let legs = geo.legs;

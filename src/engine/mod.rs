@@ -71,6 +71,7 @@ enum Phase {
 
 /// Which queue a parked child belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)]
 enum ChildKind {
     Main,
     Retry,
@@ -335,6 +336,34 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         self.drain();
     }
 
+    /// Where every unfinished parent stands (for stall reports).
+    pub fn describe_parked(&self) -> String {
+        let mut out = Vec::new();
+        for (i, s) in self.slots.iter().enumerate().filter(|(_, s)| s.phase != Phase::Free) {
+            out.push(format!(
+                "slot {i}: {:?} {:?} phase {:?} wait {:?} remaining {} next {}/{} retry {:#x} repair {:#x} parked {}",
+                s.req.op,
+                (s.req.lba, s.req.blocks),
+                s.phase,
+                s.wait,
+                s.remaining,
+                s.next,
+                s.total,
+                s.retry,
+                s.repair_segs,
+                s.parked
+                    .as_ref()
+                    .map(|p| format!("{:?}", (p.1.leg, p.2)))
+                    .unwrap_or_default()
+            ));
+        }
+        out.push(format!(
+            "pool waiters {:?}, io waiters {:?}, ready {:?}",
+            self.pool_waiters, self.io_waiters, self.ready
+        ));
+        out.join("; ")
+    }
+
     /// Whether anything is parked (the SPDK poller runs only then).
     pub fn has_parked(&self) -> bool {
         !self.io_waiters.is_empty() || self.pool_waiters.iter().any(|w| !w.is_empty())
@@ -572,13 +601,20 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 }
             } else {
                 let counted = kind == ChildKind::Retry;
+                // Cleared before submitting: a retry failing inside submit sets it again.
+                if counted {
+                    self.slots[idx].retry &= !(1 << info.segment);
+                }
                 if let Err(back) = self.submit_child(child, info, counted) {
+                    if counted {
+                        self.slots[idx].retry |= 1 << info.segment;
+                    }
                     self.slots[idx].parked = Some((back.0, back.1, kind));
                     return Some(Wait::Io(Some(info.leg)));
                 }
                 match kind {
                     ChildKind::Main => self.slots[idx].next += 1,
-                    ChildKind::Retry => self.slots[idx].retry &= !(1 << info.segment),
+                    ChildKind::Retry => {}
                     ChildKind::Repair => self.slots[idx].repair[info.segment as usize] &= !(1 << info.leg),
                 }
             }
@@ -733,11 +769,13 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 return Some(Wait::Pool(info.leg));
             };
             self.stats.read_retries += 1;
+            // Cleared before submitting: a retry failing inside submit sets it again.
+            self.slots[idx].retry &= !(1 << seg);
             if let Err((child, info)) = self.submit_child(child, info, true) {
+                self.slots[idx].retry |= 1 << seg;
                 self.slots[idx].parked = Some((child, info, ChildKind::Retry));
                 return Some(Wait::Io(Some(info.leg)));
             }
-            self.slots[idx].retry &= !(1 << seg);
         }
         None
     }

@@ -109,6 +109,9 @@ pub struct SimReport {
     pub engine: EngineStats,
     /// Every child context back in its pool and every shared I/O back at the end.
     pub pools_full: bool,
+    /// When stalled: where each unfinished parent waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parked: Option<String>,
     #[serde(skip)]
     pub submissions: Vec<(u64, u32, u32)>,
 }
@@ -343,6 +346,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
         legs_failed,
         engine: stats,
         pools_full,
+        parked: stalled.then(|| engine.describe_parked()),
         submissions,
     })
 }
