@@ -90,9 +90,7 @@ pub fn spdk_env() -> Result<SpdkEnv, String> {
     let mut find = |name: &str| match find_executable(name) {
         Some(p) => p,
         None => {
-            missing.push(format!(
-                "executable `{name}` (searched PATH and /usr/local/bin)"
-            ));
+            missing.push(format!("executable `{name}` (searched PATH and /usr/local/bin)"));
             PathBuf::new()
         }
     };
@@ -139,9 +137,7 @@ pub fn find_executable(name: &str) -> Option<PathBuf> {
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     dirs.push(PathBuf::from("/usr/local/bin"));
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
+    dirs.into_iter().map(|d| d.join(name)).find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -208,7 +204,11 @@ fn find_module_lib() -> Result<PathBuf, String> {
                 return Err(format!(
                     "an up-to-date {} (it is older than the code: run `cargo build{}` first)",
                     lib.display(),
-                    if profile_dir.ends_with("release") { " --release" } else { "" }
+                    if profile_dir.ends_with("release") {
+                        " --release"
+                    } else {
+                        ""
+                    }
                 ));
             }
             return Ok(lib);
@@ -227,7 +227,10 @@ fn find_module_lib() -> Result<PathBuf, String> {
         }
     }
     best.map(|(_, p)| p).ok_or_else(|| {
-        format!("module library {MODULE_LIB_NAME} (run `cargo build`; tried {})", tried.join(", "))
+        format!(
+            "module library {MODULE_LIB_NAME} (run `cargo build`; tried {})",
+            tried.join(", ")
+        )
     })
 }
 
@@ -265,8 +268,7 @@ impl TestDir {
             .join(format!("{clean}-{}-{n}", std::process::id()));
         // A stale directory with the same pid (pid reuse) is simply cleared.
         let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path)
-            .map_err(|e| format!("cannot create test dir {}: {e}", path.display()))?;
+        fs::create_dir_all(&path).map_err(|e| format!("cannot create test dir {}: {e}", path.display()))?;
         Ok(TestDir { path })
     }
 
@@ -299,8 +301,7 @@ pub fn test_dir(name: &str) -> TestDir {
 pub fn create_sparse_file(path: impl AsRef<Path>, bytes: u64) -> Result<(), String> {
     let path = path.as_ref();
     let f = File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;
-    f.set_len(bytes)
-        .map_err(|e| format!("set_len {}: {e}", path.display()))
+    f.set_len(bytes).map_err(|e| format!("set_len {}: {e}", path.display()))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -363,12 +364,7 @@ fn read_one_value(stream: &mut UnixStream, deadline: Instant) -> Result<Value, S
             match values.next() {
                 Some(Ok(v)) => return Ok(v),
                 Some(Err(e)) if e.is_eof() => {} // incomplete: keep reading
-                Some(Err(e)) => {
-                    return Err(format!(
-                        "unparsable response ({e}): {}",
-                        String::from_utf8_lossy(&buf)
-                    ))
-                }
+                Some(Err(e)) => return Err(format!("unparsable response ({e}): {}", String::from_utf8_lossy(&buf))),
                 None => {} // only whitespace so far
             }
         }
@@ -395,9 +391,7 @@ fn read_one_value(stream: &mut UnixStream, deadline: Instant) -> Result<Value, S
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                 ) => {} // the deadline check above decides
             Err(e) => return Err(format!("read: {e}")),
         }
@@ -407,8 +401,7 @@ fn read_one_value(stream: &mut UnixStream, deadline: Instant) -> Result<Value, S
 /// Connects to `socket`, writes `bytes`, reads one JSON value. Everything within `timeout`.
 fn exchange(socket: &Path, bytes: &[u8], timeout: Duration) -> Result<Value, String> {
     let deadline = Instant::now() + timeout;
-    let mut stream =
-        UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
+    let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
     stream
         .set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
         .map_err(|e| format!("set_write_timeout: {e}"))?;
@@ -417,22 +410,30 @@ fn exchange(socket: &Path, bytes: &[u8], timeout: Duration) -> Result<Value, Str
     read_one_value(&mut stream, deadline)
 }
 
+/// Like `exchange`, but closes the sending side afterwards: a truncated request then ends in
+/// EOF (the server drops the connection) instead of the server waiting for the rest of it.
+fn exchange_then_eof(socket: &Path, bytes: &[u8], timeout: Duration) -> Result<Value, String> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
+    stream
+        .set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
+        .map_err(|e| format!("set_write_timeout: {e}"))?;
+    stream.write_all(bytes).map_err(|e| format!("write: {e}"))?;
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .map_err(|e| format!("shutdown: {e}"))?;
+    read_one_value(&mut stream, deadline)
+}
+
 /// Sends one JSON-RPC 2.0 request to `socket` and decodes the response.
 /// `params` of `Value::Null` is omitted from the request.
-pub fn rpc_call(
-    socket: &Path,
-    id: u64,
-    method: &str,
-    params: Value,
-    timeout: Duration,
-) -> Result<Value, RpcError> {
+pub fn rpc_call(socket: &Path, id: u64, method: &str, params: Value, timeout: Duration) -> Result<Value, RpcError> {
     let mut req = json!({"jsonrpc": "2.0", "method": method, "id": id});
     if !params.is_null() {
         req["params"] = params;
     }
     let bytes = serde_json::to_vec(&req).expect("serialising a Value cannot fail");
-    let resp = exchange(socket, &bytes, timeout)
-        .map_err(|e| RpcError::transport(format!("{method}: {e}")))?;
+    let resp = exchange(socket, &bytes, timeout).map_err(|e| RpcError::transport(format!("{method}: {e}")))?;
     if resp.get("id") != Some(&json!(id)) {
         return Err(RpcError::transport(format!(
             "{method}: response id does not match request id {id}: {resp}"
@@ -440,10 +441,7 @@ pub fn rpc_call(
     }
     if let Some(err) = resp.get("error") {
         return Err(RpcError {
-            code: err
-                .get("code")
-                .and_then(Value::as_i64)
-                .unwrap_or(RpcError::TRANSPORT),
+            code: err.get("code").and_then(Value::as_i64).unwrap_or(RpcError::TRANSPORT),
             message: err
                 .get("message")
                 .and_then(Value::as_str)
@@ -568,11 +566,7 @@ fn write_config(dir: &TestDir, file: &str, config: &Value) -> Result<PathBuf, St
 }
 
 /// Polls `f` every 50 ms until it returns true, for at most `timeout`. The error names `what`.
-pub fn wait_until(
-    timeout: Duration,
-    what: &str,
-    mut f: impl FnMut() -> bool,
-) -> Result<(), String> {
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
         if f() {
@@ -679,14 +673,7 @@ impl Target {
         if opts.preload {
             add_preload(&mut cmd, &env.module_lib);
         }
-        launch(
-            "spdk_tgt",
-            cmd,
-            dir,
-            socket,
-            opts.startup_timeout,
-            opts.rpc_timeout,
-        )
+        launch("spdk_tgt", cmd, dir, socket, opts.startup_timeout, opts.rpc_timeout)
     }
 
     /// Calls `method` with `params` (`Value::Null` = no params) within the default RPC deadline
@@ -696,12 +683,7 @@ impl Target {
     }
 
     /// [`Target::rpc`] with an explicit deadline.
-    pub fn rpc_timeout(
-        &self,
-        method: &str,
-        params: Value,
-        timeout: Duration,
-    ) -> Result<Value, RpcError> {
+    pub fn rpc_timeout(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, RpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         rpc_call(&self.socket, id, method, params, timeout)
     }
@@ -712,7 +694,7 @@ impl Target {
     /// to well-formed but invalid requests (e.g. `{"a":1}` → -32600 "Invalid request") come
     /// back as `Ok(response object)`, unlike [`Target::rpc`] which decodes them.
     pub fn rpc_raw(&self, bytes: &[u8]) -> Result<Value, String> {
-        exchange(&self.socket, bytes, self.rpc_timeout)
+        exchange_then_eof(&self.socket, bytes, self.rpc_timeout)
     }
 
     /// `bdevperf -z` only: runs the tests (RPC `perform_tests`, `params` may set
@@ -993,26 +975,18 @@ impl BdevperfResult {
     /// Any sign of failed I/O: failure lines, jobs that ended with error, or Fail/s > 0.
     pub fn failed_io(&self) -> bool {
         self.io_failures > 0
-            || self
-                .jobs
-                .iter()
-                .any(|j| j.ended_with_error || j.stats.fail_per_s > 0.0)
+            || self.jobs.iter().any(|j| j.ended_with_error || j.stats.fail_per_s > 0.0)
             || self.total.is_some_and(|t| t.fail_per_s > 0.0)
     }
 
     /// Any I/O timed out (TO/s > 0; needs `-k`).
     pub fn timed_out_io(&self) -> bool {
-        self.jobs.iter().any(|j| j.stats.timeout_per_s > 0.0)
-            || self.total.is_some_and(|t| t.timeout_per_s > 0.0)
+        self.jobs.iter().any(|j| j.stats.timeout_per_s > 0.0) || self.total.is_some_and(|t| t.timeout_per_s > 0.0)
     }
 
     /// Clean run: exit 0, a Total row, no failed/timed-out I/O, no miscompares.
     pub fn success(&self) -> bool {
-        self.exited_ok()
-            && self.total.is_some()
-            && !self.failed_io()
-            && !self.timed_out_io()
-            && self.miscompares == 0
+        self.exited_ok() && self.total.is_some() && !self.failed_io() && !self.timed_out_io() && self.miscompares == 0
     }
 
     /// `Ok(self)` for a clean run, else an error that says why, with the output tail.
@@ -1057,9 +1031,7 @@ impl BdevperfResult {
 
 /// Parses the numbers after the colon of a table row; `None` unless all are numbers.
 fn parse_numbers(s: &str) -> Option<Vec<f64>> {
-    s.split_whitespace()
-        .map(|t| t.parse::<f64>().ok())
-        .collect()
+    s.split_whitespace().map(|t| t.parse::<f64>().ok()).collect()
 }
 
 /// Parses a `Job: <name> (Core Mask 0x1, workload: verify, [percentage: 50, ]depth: 8,
