@@ -302,6 +302,7 @@ impl Channel {
             s.writes += l.writes;
             s.read_errors += l.read_errors;
             s.write_errors += l.write_errors;
+            s.read_repairs += l.read_repairs;
             s.pool_empty += l.pool_empty;
             s.nomem += l.nomem;
         }

@@ -230,6 +230,7 @@ impl Mirror {
                     v["writes"] = json!(s.writes);
                     v["read_errors"] = json!(s.read_errors);
                     v["write_errors"] = json!(s.write_errors);
+                    v["read_repairs"] = json!(s.read_repairs);
                     v["pool_empty"] = json!(s.pool_empty);
                     v["nomem"] = json!(s.nomem);
                 }
