@@ -67,6 +67,14 @@ def bdev_mirror_remove_base_bdev(args):
     _call(args, 'bdev_mirror_remove_base_bdev', {'base_bdev': args.base_bdev})
 
 
+def bdev_mirror_set_read_policy(args):
+    _call(args, 'bdev_mirror_set_read_policy', {
+        'name': args.name,
+        'read_policy': args.read_policy,
+        'preferred_leg': args.preferred_leg,
+    })
+
+
 def spdk_rpc_plugin_initialize(subparsers):
     p = subparsers.add_parser('bdev_mirror_create',
                               help='Create a mirror bdev (raid1, or md-compatible raid10)')
@@ -113,3 +121,11 @@ def spdk_rpc_plugin_initialize(subparsers):
                               help='Remove a base bdev from the mirror bdev it belongs to')
     p.add_argument('base_bdev', help='base bdev name')
     p.set_defaults(func=bdev_mirror_remove_base_bdev)
+
+    p = subparsers.add_parser('bdev_mirror_set_read_policy',
+                              help='Change how a mirror picks the copy each read goes to')
+    p.add_argument('name', help='mirror bdev name')
+    p.add_argument('read_policy', choices=['least_outstanding', 'round_robin', 'preferred'],
+                   help='least_outstanding (default), round_robin, or preferred (with --preferred-leg)')
+    p.add_argument('--preferred-leg', type=int, help='leg slot read first with the preferred policy')
+    p.set_defaults(func=bdev_mirror_set_read_policy)

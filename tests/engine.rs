@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use spdk_mirror::engine::{
-    Backend, ChildInfo, ChildStatus, Engine, EngineConfig, Gate, HostStatus, IoOp, IoRequest, ParentId, Strategy,
-    Submitted, WriteIntent,
+    Backend, ChildInfo, ChildStatus, Engine, EngineConfig, Gate, HostStatus, IoOp, IoRequest, ParentId, ReadPolicy,
+    Strategy, Submitted, WriteIntent,
 };
 use spdk_mirror::placement::{Geometry, GeometrySpec, Level, Raid10Layout};
 
@@ -142,6 +142,7 @@ fn engine(geo: Geometry, pool: u32, max_parents: u32) -> (Engine<Script, Intent>
         EngineConfig {
             max_parents,
             strategy: Strategy::Immediate,
+            read_policy: ReadPolicy::default(),
         },
         Script::new(&log, legs, pool),
         Intent {

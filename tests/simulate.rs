@@ -287,3 +287,28 @@ fn property_every_parent_completes_once_and_nothing_leaks() {
         assert_eq!(r.engine.children_submitted, r.engine.children_completed, "{what}");
     }
 }
+
+fn reads_by_policy(policy: spdk_mirror::engine::ReadPolicy) -> Vec<u64> {
+    let mut c = SimConfig::new(spec(Level::Raid1, None, 3));
+    c.read_pct = 100;
+    c.ios = 6000;
+    c.qd = 16;
+    c.read_policy = policy;
+    let r = run(&c).unwrap();
+    assert_clean(&r, policy.name());
+    r.leg_reads
+}
+
+#[test]
+fn read_policies_spread_reads_as_they_say() {
+    use spdk_mirror::engine::ReadPolicy;
+    // Round robin: copies in turn, to within one.
+    let rr = reads_by_policy(ReadPolicy::RoundRobin);
+    assert!(rr.iter().max().unwrap() - rr.iter().min().unwrap() <= 1, "{rr:?}");
+    // Least outstanding: every leg used, none starved.
+    let lo = reads_by_policy(ReadPolicy::LeastOutstanding);
+    assert!(lo.iter().all(|&n| n > 6000 / 6), "{lo:?}");
+    // Preferred: nearly everything from the chosen leg while it is not far busier.
+    let pref = reads_by_policy(ReadPolicy::Preferred(2));
+    assert!(pref[2] * 10 >= 6000 * 9, "{pref:?}");
+}

@@ -4,7 +4,7 @@ use clap::{Args, ValueEnum};
 
 use super::bad_input;
 use crate::cli::geometry::GeometryArgs;
-use spdk_mirror::engine::Strategy;
+use spdk_mirror::engine::{ReadPolicy, Strategy};
 use spdk_mirror::sim::{run as run_sim, Faults, LegModel, SimConfig, SimReport};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,6 +70,11 @@ pub struct SimArgs {
     jitter_us: u64,
     #[arg(long, default_value_t = 32)]
     leg_qd: u32,
+    /// How reads pick a copy: least_outstanding, round_robin or preferred (with --preferred-leg).
+    #[arg(long, default_value = "least_outstanding")]
+    read_policy: String,
+    #[arg(long)]
+    preferred_leg: Option<u32>,
     /// Print only the JSON line.
     #[arg(long)]
     json: bool,
@@ -103,6 +108,10 @@ pub fn run(args: SimArgs) -> i32 {
     cfg.max_io_blocks = args.max_io_blocks;
     cfg.fail_leg = args.fail_leg;
     cfg.fail_after = args.fail_after;
+    cfg.read_policy = match ReadPolicy::parse(&args.read_policy, args.preferred_leg) {
+        Ok(p) => p,
+        Err(e) => return bad_input(e),
+    };
     cfg.faults = Faults {
         inline_pct: args.inline_pct,
         nomem_pct: args.nomem_pct,

@@ -14,12 +14,14 @@
 pub mod backend;
 pub mod intent;
 pub mod plan;
+mod read_policy;
 mod stats;
 
 use std::collections::VecDeque;
 
 pub use backend::{Backend, ChildInfo, ChildStatus, HostStatus, IoOp, IoRequest, ParentId, Submitted};
 pub use intent::{Gate, NoBitmap, WriteIntent};
+pub use read_policy::ReadPolicy;
 pub use stats::{EngineStats, LegStats};
 
 use crate::placement::{Geometry, MAX_LEGS};
@@ -43,6 +45,7 @@ pub struct EngineConfig {
     /// without taking anything.
     pub max_parents: u32,
     pub strategy: Strategy,
+    pub read_policy: ReadPolicy,
 }
 
 /// What a parked parent waits for.
@@ -176,6 +179,8 @@ pub struct Engine<B: Backend, W: WriteIntent = NoBitmap> {
     ready: VecDeque<ParentId>,
     draining: bool,
     stats: EngineStats,
+    /// Round-robin position for reads.
+    read_turn: std::cell::Cell<u64>,
 }
 
 impl<B: Backend> Engine<B, NoBitmap> {
@@ -213,6 +218,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             ready: VecDeque::with_capacity(max_parents as usize),
             draining: false,
             stats: EngineStats::default(),
+            read_turn: std::cell::Cell::new(0),
             geo,
             cfg: EngineConfig { max_parents, ..cfg },
             backend,
@@ -394,6 +400,15 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// A leg being rebuilt takes writes but must not be read.
     pub fn set_leg_readable(&mut self, leg: u32, readable: bool) {
         self.legs[leg as usize].readable = readable;
+    }
+
+    /// Changes how reads pick a copy (takes effect for the next read).
+    pub fn set_read_policy(&mut self, policy: ReadPolicy) {
+        self.cfg.read_policy = policy;
+    }
+
+    pub fn read_policy(&self) -> ReadPolicy {
+        self.cfg.read_policy
     }
 
     pub fn leg_readable(&self, leg: u32) -> bool {
@@ -836,8 +851,20 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             .as_slice()
             .iter()
             .filter(|c| self.leg_readable(c.leg) && tried & (1 << c.leg) == 0)
-            .min_by_key(|c| self.legs[c.leg as usize].outstanding_blocks)
-            .copied()?;
+            .fold(CandidateSet::default(), |mut set, c| {
+                set.push(c.leg, c.lba, self.legs[c.leg as usize].outstanding_blocks);
+                set
+            });
+        if copy.len == 0 {
+            return None;
+        }
+        let turn = self.read_turn.get();
+        self.read_turn.set(turn.wrapping_add(1));
+        let pick = self.cfg.read_policy.choose(&copy.legs[..copy.len], turn);
+        let copy = crate::placement::Copy {
+            leg: copy.legs[pick].0,
+            lba: copy.lbas[pick],
+        };
         Some(ChildInfo {
             parent: id,
             op: IoOp::Read,
@@ -1005,3 +1032,19 @@ fn segment_count_or_max(geo: &Geometry, req: &IoRequest) -> u64 {
 }
 
 const _: () = assert!(MAX_LEGS <= 32, "leg masks are u32");
+
+/// The readable copies of a block, without allocating.
+#[derive(Default)]
+struct CandidateSet {
+    len: usize,
+    legs: [(u32, u64); MAX_LEGS],
+    lbas: [u64; MAX_LEGS],
+}
+
+impl CandidateSet {
+    fn push(&mut self, leg: u32, lba: u64, outstanding: u64) {
+        self.legs[self.len] = (leg, outstanding);
+        self.lbas[self.len] = lba;
+        self.len += 1;
+    }
+}

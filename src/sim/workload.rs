@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use super::backend::{block_value, Faults, LegModel, Notice, SimBackend};
 use super::rng::Rng;
-use crate::engine::{Engine, EngineConfig, EngineStats, HostStatus, IoOp, IoRequest, Strategy};
+use crate::engine::{Engine, EngineConfig, EngineStats, HostStatus, IoOp, IoRequest, ReadPolicy, Strategy};
 use crate::placement::{Geometry, GeometryError, GeometrySpec};
 
 /// Marks a block whose content is unknown (a failed write may or may not have landed).
@@ -37,6 +37,7 @@ pub struct SimConfig {
     pub model: LegModel,
     /// Record every child submission (for tests that prove none is submitted twice).
     pub log_submissions: bool,
+    pub read_policy: ReadPolicy,
 }
 
 impl SimConfig {
@@ -62,6 +63,7 @@ impl SimConfig {
                 queue_depth: 32,
             },
             log_submissions: false,
+            read_policy: ReadPolicy::default(),
         }
     }
 }
@@ -82,6 +84,8 @@ pub enum SimConfigError {
     ReadPct(u32),
     #[error("fail_leg: leg {0} does not exist (legs are 0..{1})")]
     FailLeg(u32, u32),
+    #[error("preferred_leg: leg {0} does not exist (legs are 0..{1})")]
+    PreferredLeg(u32, u32),
     #[error("max_io_blocks: must be at least 1")]
     MaxIo,
     #[error("inline_pct/nomem_pct: must be 0..=100 (nomem_pct below 100)")]
@@ -106,6 +110,8 @@ pub struct SimReport {
     pub sim_time_us: u64,
     pub iops_sim: u64,
     pub legs_failed: Vec<u32>,
+    /// Child reads each leg served (how the read policy spread them).
+    pub leg_reads: Vec<u64>,
     pub engine: EngineStats,
     /// Every child context back in its pool and every shared I/O back at the end.
     pub pools_full: bool,
@@ -140,6 +146,11 @@ pub fn validate(cfg: &SimConfig) -> Result<(Geometry, u32), SimConfigError> {
     }
     if cfg.faults.inline_pct > 100 || cfg.faults.nomem_pct >= 100 {
         return Err(SimConfigError::Percent);
+    }
+    if let ReadPolicy::Preferred(leg) = cfg.read_policy {
+        if leg >= geo.legs() {
+            return Err(SimConfigError::PreferredLeg(leg, geo.legs()));
+        }
     }
     if let Some(leg) = cfg.fail_leg {
         if leg >= geo.legs() {
@@ -222,6 +233,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
         EngineConfig {
             max_parents,
             strategy: cfg.strategy,
+            read_policy: cfg.read_policy,
         },
         backend,
     );
@@ -344,6 +356,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
             0
         },
         legs_failed,
+        leg_reads: (0..geo.legs()).map(|l| engine.leg_stats(l).reads).collect(),
         engine: stats,
         pools_full,
         parked: stalled.then(|| engine.describe_parked()),

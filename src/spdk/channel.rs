@@ -48,6 +48,7 @@ impl Channel {
         let cfg = EngineConfig {
             max_parents: mirror.opts.max_parents,
             strategy: Strategy::Immediate,
+            read_policy: mirror.read_policy(),
         };
         let contexts: usize = mirror.legs.len() * mirror.opts.pool_size as usize;
         let backend = SpdkBackend {
@@ -228,6 +229,7 @@ impl Channel {
             }
             e.set_leg_readable(i, !leg.write_only.load(Ordering::Acquire));
         }
+        e.set_read_policy(mirror.read_policy());
     }
 
     /// Takes leg `leg` out of this channel; `iter` continues once its children are back.

@@ -19,7 +19,7 @@ use super::ffi::{bdev_name, errlog, guard, noticelog, warnlog};
 use super::json;
 use super::module::module_ptr;
 use super::rebuild::RebuildStatus;
-use crate::engine::{IoOp, IoRequest, LegStats};
+use crate::engine::{IoOp, IoRequest, LegStats, ReadPolicy};
 use crate::placement::{Geometry, Level};
 
 /// Per-mirror tunables (create-time).
@@ -86,6 +86,8 @@ pub struct Mirror {
     pub uuid: String,
     pub chunk_kb: u64,
     pub opts: MirrorOpts,
+    /// Encoded `ReadPolicy` (see `encode_policy`); channels pick it up with the leg state.
+    read_policy: AtomicU64,
     pub legs: Vec<Leg>,
     /// Bumped whenever a leg changes state; channels resynchronise when it moves.
     pub leg_gen: AtomicU64,
@@ -137,6 +139,23 @@ pub struct CreateSpec {
     pub uuid: Option<sys::spdk_uuid>,
     pub base_bdevs: Vec<String>,
     pub opts: MirrorOpts,
+    pub read_policy: ReadPolicy,
+}
+
+fn encode_policy(p: ReadPolicy) -> u64 {
+    match p {
+        ReadPolicy::LeastOutstanding => 0,
+        ReadPolicy::RoundRobin => 1,
+        ReadPolicy::Preferred(leg) => 2 + leg as u64,
+    }
+}
+
+fn decode_policy(v: u64) -> ReadPolicy {
+    match v {
+        0 => ReadPolicy::LeastOutstanding,
+        1 => ReadPolicy::RoundRobin,
+        n => ReadPolicy::Preferred((n - 2) as u32),
+    }
 }
 
 /// An error for an RPC: negative errno and a message naming the field.
@@ -146,6 +165,24 @@ pub struct Fail(pub i32, pub String);
 impl Mirror {
     pub fn name(&self) -> &str {
         self.name.to_str().unwrap_or("")
+    }
+
+    pub fn read_policy(&self) -> ReadPolicy {
+        decode_policy(self.read_policy.load(Ordering::Acquire))
+    }
+
+    /// Changes the read policy on every channel (they resynchronise on their next I/O).
+    pub fn set_read_policy(&self, p: ReadPolicy) {
+        self.read_policy.store(encode_policy(p), Ordering::Release);
+        self.leg_gen.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn policy_json(&self, v: &mut Value) {
+        let p = self.read_policy();
+        v["read_policy"] = json!(p.name());
+        if let ReadPolicy::Preferred(leg) = p {
+            v["preferred_leg"] = json!(leg);
+        }
     }
 
     fn as_io_device(&self) -> *mut c_void {
@@ -211,6 +248,7 @@ impl Mirror {
             "pool_size": self.opts.pool_size,
             "max_parents": self.opts.max_parents,
         });
+        self.policy_json(&mut p);
         if self.geo.level() == Level::Raid10 {
             p["layout"] = json!(self.geo.layout().to_string());
             p["chunk_kb"] = json!(self.chunk_kb);
@@ -250,6 +288,7 @@ impl Mirror {
             "max_parents": self.opts.max_parents,
             "legs": legs,
         });
+        self.policy_json(&mut v);
         if self.geo.level() == Level::Raid10 {
             v["layout"] = json!(self.geo.layout().to_string());
             v["chunk_kb"] = json!(self.chunk_kb);
@@ -331,6 +370,7 @@ pub fn create(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         uuid: String::new(),
         chunk_kb: spec.chunk_kb,
         opts: spec.opts,
+        read_policy: AtomicU64::new(encode_policy(spec.read_policy)),
         legs: Vec::with_capacity(spec.base_bdevs.len()),
         leg_gen: AtomicU64::new(0),
         rebuild: Mutex::new(None),

@@ -10,7 +10,8 @@ use spdk_sys as sys;
 use super::ffi::guard;
 use super::json;
 use super::mirror::{self, CreateSpec, Fail, MirrorOpts, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
-use crate::placement::{Geometry, GeometrySpec, Level, Raid10Layout};
+use crate::engine::ReadPolicy;
+use crate::placement::{Geometry, GeometrySpec, Level, Raid10Layout, MAX_LEGS};
 
 /// Default RAID10 chunk for mirrors created over RPC.
 pub const DEFAULT_CHUNK_KB: u64 = 64;
@@ -18,7 +19,8 @@ pub const DEFAULT_CHUNK_KB: u64 = 64;
 type Handler = unsafe extern "C" fn(*mut sys::spdk_jsonrpc_request, *const sys::spdk_json_val);
 
 pub fn register() {
-    let methods: [(&std::ffi::CStr, Handler); 5] = [
+    let methods: [(&std::ffi::CStr, Handler); 6] = [
+        (c"bdev_mirror_set_read_policy", rpc_set_read_policy),
         (c"bdev_mirror_create", rpc_create),
         (c"bdev_mirror_delete", rpc_delete),
         (c"bdev_mirror_get_bdevs", rpc_get_bdevs),
@@ -158,6 +160,17 @@ fn bdev_exists(name: &str) -> bool {
     !unsafe { sys::spdk_bdev_get_by_name(c.as_ptr()) }.is_null()
 }
 
+/// `read_policy` and `preferred_leg`, if given.
+fn read_policy(p: &Params) -> Result<ReadPolicy, Fail> {
+    let name = p.string("read_policy")?;
+    let leg = p.uint("preferred_leg", 0, MAX_LEGS as u64 - 1)?.map(|l| l as u32);
+    match (name, leg) {
+        (None, None) => Ok(ReadPolicy::default()),
+        (None, Some(_)) => Err(bad("preferred_leg", "only applies to read_policy preferred")),
+        (Some(n), leg) => ReadPolicy::parse(&n, leg).map_err(|e| Fail(-libc::EINVAL, e)),
+    }
+}
+
 /// Validates everything that does not need the base bdevs opened.
 fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
     p.only(&[
@@ -170,6 +183,7 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         "pool_size",
         "max_parents",
         "read_policy",
+        "preferred_leg",
         "superblock",
     ])?;
     let name = p.required_string("name")?;
@@ -204,19 +218,20 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         pool_size: p.uint("pool_size", 1, 1 << 20)?.unwrap_or(DEFAULT_POOL_SIZE as u64) as u32,
         max_parents: p.uint("max_parents", 1, 1 << 16)?.unwrap_or(DEFAULT_MAX_PARENTS as u64) as u32,
     };
-    if let Some(policy) = p.string("read_policy")? {
-        if policy != "least_outstanding" {
-            return Err(bad(
-                "read_policy",
-                &format!("'{policy}' is not available; use least_outstanding"),
-            ));
-        }
-    }
+    let read_policy = read_policy(p)?;
     if p.boolean("superblock")? == Some(true) {
         return Err(bad(
             "superblock",
             "on-disk superblocks are not available in this version",
         ));
+    }
+    if let ReadPolicy::Preferred(leg) = read_policy {
+        if leg as usize >= base_bdevs.len() {
+            return Err(bad(
+                "preferred_leg",
+                &format!("leg {leg} does not exist (legs are 0..{})", base_bdevs.len()),
+            ));
+        }
     }
     if bdev_exists(&name) {
         return Err(Fail(
@@ -274,6 +289,7 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         uuid,
         base_bdevs,
         opts,
+        read_policy,
     })
 }
 
@@ -463,5 +479,29 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
                 );
             }),
         );
+    })
+}
+
+unsafe extern "C" fn rpc_set_read_policy(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+    handle(request, params, |req, p| {
+        let result = (|| {
+            p.only(&["name", "read_policy", "preferred_leg"])?;
+            let name = p.required_string("name")?;
+            let m =
+                mirror::find(&name).ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))?;
+            p.required_string("read_policy")?;
+            let policy = read_policy(&p)?;
+            if let ReadPolicy::Preferred(leg) = policy {
+                if leg >= m.geo.legs() {
+                    return Err(bad(
+                        "preferred_leg",
+                        &format!("leg {leg} does not exist (legs are 0..{})", m.geo.legs()),
+                    ));
+                }
+            }
+            m.set_read_policy(policy);
+            Ok(json!(true))
+        })();
+        req.reply(result);
     })
 }

@@ -188,6 +188,12 @@ fn find_module_lib() -> Result<PathBuf, String> {
         .ok()
         .and_then(|exe| exe.parent().and_then(Path::parent).map(Path::to_path_buf));
     if let Some(profile_dir) = own {
+        // Cargo builds the cdylib into deps/ with the test's own build of the crate (it only
+        // copies it up one level on `cargo build`), so deps/ always holds the current module.
+        let fresh = profile_dir.join("deps").join(MODULE_LIB_NAME);
+        if fresh.is_file() {
+            return Ok(fresh);
+        }
         let lib = profile_dir.join(MODULE_LIB_NAME);
         if let Ok(lib_mtime) = fs::metadata(&lib).and_then(|m| m.modified()) {
             let newest_rlib = fs::read_dir(profile_dir.join("deps"))
@@ -196,7 +202,7 @@ fn find_module_lib() -> Result<PathBuf, String> {
                 .flatten()
                 .filter(|e| {
                     let n = e.file_name().to_string_lossy().into_owned();
-                    n.starts_with("libspdk_mirror-") && n.ends_with(".rlib")
+                    n.starts_with("libspdk_mirror") && n.ends_with(".rlib")
                 })
                 .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
                 .max();
