@@ -31,8 +31,12 @@ unsafe fn parse(vals: *const sys::spdk_json_val, i: &mut usize) -> Result<Value,
         sys::SPDK_JSON_VAL_STRING => Value::String(String::from_utf8_lossy(text()).into_owned()),
         sys::SPDK_JSON_VAL_NUMBER => {
             let s = std::str::from_utf8(text()).map_err(|_| "bad number")?;
-            let n: Number = serde_json::from_str(s).map_err(|_| format!("bad number {s}"))?;
-            Value::Number(n)
+            match serde_json::from_str::<Number>(s) {
+                Ok(n) => Value::Number(n),
+                // Valid JSON serde cannot hold (1e400): kept as a value no field accepts, so
+                // the error names the field it was given for.
+                Err(_) => serde_json::json!({ "unrepresentable_number": s }),
+            }
         }
         sys::SPDK_JSON_VAL_ARRAY_BEGIN => {
             let mut out = Vec::new();

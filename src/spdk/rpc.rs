@@ -233,6 +233,14 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
             ));
         }
     }
+    if let Some(u) = p.string("uuid")? {
+        if bdev_exists(&u) {
+            return Err(Fail(
+                -libc::EEXIST,
+                format!("uuid: {u} is already used by another bdev"),
+            ));
+        }
+    }
     if bdev_exists(&name) {
         return Err(Fail(
             -libc::EEXIST,
