@@ -384,47 +384,53 @@ impl Geometry {
     /// [`Geometry::map`] for an `lba` the caller has already range-checked.
     pub fn map_unchecked(&self, lba: u64) -> CopySet {
         let mut set = CopySet::new();
-        match self.level {
-            Level::Raid1 => {
-                for leg in 0..self.legs {
-                    set.push(leg, lba);
-                }
-            }
-            Level::Raid10 => self.raid10_find_phys(lba, &mut set),
+        for slot in 0..self.copies() {
+            let c = self.copy(lba, slot);
+            set.push(c.leg, c.lba);
         }
         set
     }
 
-    /// md's `__raid10_find_phys()` with `far_set_size == raid_disks` (the original far layout).
+    /// Copy number `slot` (`< copies()`, md's slot order) of an in-range block, without
+    /// building the whole set: the I/O path's form of `map`.
+    #[inline]
+    pub fn copy(&self, lba: u64, slot: u32) -> Copy {
+        match self.level {
+            Level::Raid1 => Copy { leg: slot, lba },
+            Level::Raid10 => self.raid10_copy(lba, slot),
+        }
+    }
+
+    /// One copy as md's `__raid10_find_phys()` places it, with `far_set_size == raid_disks`
+    /// (the original far layout).
     ///
     /// Chunks are numbered across the array; chunk `c`'s first near copy is chunk slot
     /// `c * near` of a row-major grid `raid_disks` wide, its other near copies the following
     /// slots (wrapping to the next row). Each near copy's far copies sit `near` devices to the
     /// right (mod `raid_disks`), `stride` blocks further down: half a device away for `f2`, the next
     /// chunk row for the offset layouts (whose rows are therefore `far` times as tall).
-    fn raid10_find_phys(&self, lba: u64, set: &mut CopySet) {
+    fn raid10_copy(&self, lba: u64, slot: u32) -> Copy {
         let legs = self.legs as u64;
         let chunk_size = 1u64 << self.chunk_shift;
-        let near_slot = (lba >> self.chunk_shift) * self.layout.near as u64;
-        let mut dev = near_slot % legs;
+        let (near, far) = (self.layout.near as u64, self.layout.far as u64);
+        let (n, f) = (slot as u64 / far, slot as u64 % far);
+        let near_slot = (lba >> self.chunk_shift) * near;
         let mut stripe = near_slot / legs;
         if self.layout.offset {
-            stripe *= self.layout.far as u64;
+            stripe *= far;
         }
         let mut sector = (lba & (chunk_size - 1)) + (stripe << self.chunk_shift);
-        for _ in 0..self.layout.near {
-            let (mut d, mut s) = (dev, sector);
-            set.push(d as u32, s);
-            for _ in 1..self.layout.far {
-                d = (d + self.layout.near as u64) % legs;
-                s += self.stride;
-                set.push(d as u32, s);
-            }
-            dev += 1;
-            if dev >= legs {
-                dev = 0;
-                sector += chunk_size;
-            }
+        // The n-th near copy: n devices to the right, wrapping (at most once, as near <= legs)
+        // onto the next chunk row.
+        let mut dev = near_slot % legs + n;
+        if dev >= legs {
+            dev -= legs;
+            sector += chunk_size;
+        }
+        // Its f-th far copy: md steps `near` devices right and one stride down f times.
+        Copy {
+            leg: ((dev + f * near) % legs) as u32,
+            lba: sector + f * self.stride,
         }
     }
 }

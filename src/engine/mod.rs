@@ -301,8 +301,27 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             self.backend.complete(host, HostStatus::Success);
             return;
         }
+        if !self.draining && self.admit_queue.is_empty() {
+            // The common case: a slot is free and nobody is ahead in line.
+            if let Some(id) = self.free_slots.pop() {
+                self.start(id, host, req);
+                let step = self.run(id);
+                self.park_after(id, step, false);
+                self.drain();
+                return;
+            }
+        }
         self.admit_queue.push_back((host, req));
         self.drain();
+    }
+
+    /// Whether any wake-up is waiting to be run.
+    #[inline]
+    fn pending(&self) -> bool {
+        !self.ready.is_empty()
+            || self.pool_freed != 0
+            || self.io_signal
+            || (!self.admit_queue.is_empty() && !self.free_slots.is_empty())
     }
 
     /// A child submitted earlier has completed (SPDK: its completion callback fired).
@@ -428,7 +447,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
 
     /// Runs every queued wake-up until nothing more can move. Never re-entered.
     fn drain(&mut self) {
-        if self.draining {
+        if self.draining || !self.pending() {
             return;
         }
         self.draining = true;
@@ -822,7 +841,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 let copies = self.geo.copies();
                 let (seg, copy_slot) = (k / copies, k % copies);
                 let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
-                let copy = self.geo.map_unchecked(start).as_slice()[copy_slot as usize];
+                let copy = self.geo.copy(start, copy_slot);
                 if self.legs[copy.leg as usize].failed {
                     return Planned::SkipFailedLeg;
                 }
@@ -839,32 +858,22 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         }
     }
 
-    /// A read of segment `seg` from the working, untried copy with the fewest outstanding blocks.
+    /// A read of segment `seg` from a readable, untried copy chosen by the read policy.
     fn plan_read(&self, id: ParentId, seg: u32) -> Option<ChildInfo> {
         let slot = &self.slots[id as usize];
         let req = slot.req;
         let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
         let tried = slot.tried[seg as usize];
-        let copy = self
-            .geo
-            .map_unchecked(start)
-            .as_slice()
-            .iter()
-            .filter(|c| self.leg_readable(c.leg) && tried & (1 << c.leg) == 0)
-            .fold(CandidateSet::default(), |mut set, c| {
-                set.push(c.leg, c.lba, self.legs[c.leg as usize].outstanding_blocks);
-                set
-            });
-        if copy.len == 0 {
-            return None;
-        }
+        let candidates = (0..self.geo.copies())
+            .map(|s| self.geo.copy(start, s).leg)
+            .filter(|&leg| self.leg_readable(leg) && tried & (1 << leg) == 0)
+            .map(|leg| (leg, self.legs[leg as usize].outstanding_blocks));
         let turn = self.read_turn.get();
         self.read_turn.set(turn.wrapping_add(1));
-        let pick = self.cfg.read_policy.choose(&copy.legs[..copy.len], turn);
-        let copy = crate::placement::Copy {
-            leg: copy.legs[pick].0,
-            lba: copy.lbas[pick],
-        };
+        let leg = self.cfg.read_policy.choose(candidates, turn)?;
+        let copy = (0..self.geo.copies())
+            .map(|s| self.geo.copy(start, s))
+            .find(|c| c.leg == leg)?;
         Some(ChildInfo {
             parent: id,
             op: IoOp::Read,
@@ -1032,19 +1041,3 @@ fn segment_count_or_max(geo: &Geometry, req: &IoRequest) -> u64 {
 }
 
 const _: () = assert!(MAX_LEGS <= 32, "leg masks are u32");
-
-/// The readable copies of a block, without allocating.
-#[derive(Default)]
-struct CandidateSet {
-    len: usize,
-    legs: [(u32, u64); MAX_LEGS],
-    lbas: [u64; MAX_LEGS],
-}
-
-impl CandidateSet {
-    fn push(&mut self, leg: u32, lba: u64, outstanding: u64) {
-        self.legs[self.len] = (leg, outstanding);
-        self.lbas[self.len] = lba;
-        self.len += 1;
-    }
-}

@@ -45,21 +45,27 @@ impl ReadPolicy {
         }
     }
 
-    /// Index into `candidates` (leg, outstanding blocks) of the copy to read; `turn` advances
-    /// the round robin. `candidates` is not empty.
-    pub fn choose(&self, candidates: &[(u32, u64)], turn: u64) -> usize {
-        let least = || (0..candidates.len()).min_by_key(|&i| candidates[i].1).unwrap_or(0);
+    /// The leg to read from among `candidates` (leg, outstanding blocks); `turn` advances the
+    /// round robin. `None` when there is no candidate. Takes a cloneable iterator so the I/O
+    /// path needs no buffer.
+    pub fn choose<I>(&self, candidates: I, turn: u64) -> Option<u32>
+    where
+        I: Iterator<Item = (u32, u64)> + Clone,
+    {
+        let least = |c: I| c.min_by_key(|&(_, out)| out).map(|(leg, _)| leg);
         match *self {
-            ReadPolicy::LeastOutstanding => least(),
-            ReadPolicy::RoundRobin => (turn % candidates.len() as u64) as usize,
+            ReadPolicy::LeastOutstanding => least(candidates),
+            ReadPolicy::RoundRobin => {
+                let n = candidates.clone().count() as u64;
+                candidates.map(|(leg, _)| leg).nth((turn % n.max(1)) as usize)
+            }
             ReadPolicy::Preferred(leg) => {
-                let Some(p) = candidates.iter().position(|c| c.0 == leg) else {
-                    return least();
+                let Some((_, out)) = candidates.clone().find(|c| c.0 == leg) else {
+                    return least(candidates);
                 };
-                let others = candidates.iter().filter(|c| c.0 != leg).map(|c| c.1).min();
-                match others {
-                    Some(o) if candidates[p].1 > o * PREFERRED_FACTOR + PREFERRED_SLACK_BLOCKS => least(),
-                    _ => p,
+                match candidates.clone().filter(|c| c.0 != leg).map(|c| c.1).min() {
+                    Some(o) if out > o * PREFERRED_FACTOR + PREFERRED_SLACK_BLOCKS => least(candidates),
+                    _ => Some(leg),
                 }
             }
         }
@@ -79,11 +85,14 @@ mod tests {
     #[test]
     fn preferred_leg_first_unless_far_busier() {
         let p = ReadPolicy::Preferred(1);
-        assert_eq!(p.choose(&[(0, 0), (1, 100)], 0), 1);
-        assert_eq!(p.choose(&[(0, 10), (1, 4 * 10 + 256)], 0), 1);
-        assert_eq!(p.choose(&[(0, 10), (1, 4 * 10 + 257)], 0), 0);
+        let choose = |c: &[(u32, u64)]| p.choose(c.iter().copied(), 0);
+        assert_eq!(choose(&[(0, 0), (1, 100)]), Some(1));
+        assert_eq!(choose(&[(0, 10), (1, 4 * 10 + 256)]), Some(1));
+        assert_eq!(choose(&[(0, 10), (1, 4 * 10 + 257)]), Some(0));
         // Not a copy of this block (or failed): the least busy.
-        assert_eq!(p.choose(&[(0, 5), (2, 1)], 0), 1);
+        assert_eq!(choose(&[(0, 5), (2, 1)]), Some(2));
+        assert_eq!(choose(&[]), None);
+        assert_eq!(ReadPolicy::RoundRobin.choose([(3, 0), (5, 0)].into_iter(), 3), Some(5));
     }
 
     #[test]

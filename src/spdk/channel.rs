@@ -37,6 +37,8 @@ pub struct Channel {
     deferred_children: ArrayQueue<(usize, ChildInfo, ChildStatus)>,
     deferred_parents: RefCell<VecDeque<(NonNull<sys::spdk_bdev_io>, IoRequest)>>,
     io_signal: Cell<bool>,
+    /// Something above was queued while the engine was busy.
+    deferred: Cell<bool>,
     poller: Cell<*mut sys::spdk_poller>,
     seen_gen: Cell<u64>,
     releases: RefCell<Vec<PendingRelease>>,
@@ -65,6 +67,7 @@ impl Channel {
             deferred_children: ArrayQueue::new(contexts.max(1)),
             deferred_parents: RefCell::new(VecDeque::with_capacity(256)),
             io_signal: Cell::new(false),
+            deferred: Cell::new(false),
             poller: Cell::new(ptr::null_mut()),
             seen_gen: Cell::new(u64::MAX),
             releases: RefCell::new(Vec::new()),
@@ -116,6 +119,7 @@ impl Channel {
     pub fn submit(&self, io: NonNull<sys::spdk_bdev_io>, req: IoRequest) {
         if self.busy.get() {
             self.deferred_parents.borrow_mut().push_back((io, req));
+            self.deferred.set(true);
         } else {
             self.run(|e| e.submit(io, req));
         }
@@ -131,6 +135,7 @@ impl Channel {
                 // Cannot happen: every in-flight child holds one of the contexts counted.
                 errlog!("BUG: deferred completion queue full");
             }
+            self.deferred.set(true);
         } else {
             self.run(|e| Self::deliver(e, ctx, info, status));
         }
@@ -146,6 +151,7 @@ impl Channel {
     pub fn signal_io(&self) {
         if self.busy.get() {
             self.io_signal.set(true);
+            self.deferred.set(true);
         } else {
             self.run(|e| e.io_available());
         }
@@ -164,22 +170,28 @@ impl Channel {
         let mut done = Vec::new();
         loop {
             let mut moved = false;
-            while let Some((ctx, info, status)) = self.deferred_children.pop() {
-                // SAFETY: the queue holds non-null context pointers.
-                Self::deliver(e, unsafe { NonNull::new_unchecked(ctx as *mut ChildCtx) }, info, status);
+            // Re-entrant calls are rare: one flag keeps the common path off the queues.
+            if self.deferred.replace(false) {
+                while let Some((ctx, info, status)) = self.deferred_children.pop() {
+                    // SAFETY: the queue holds non-null context pointers.
+                    Self::deliver(e, unsafe { NonNull::new_unchecked(ctx as *mut ChildCtx) }, info, status);
+                }
+                loop {
+                    let next = self.deferred_parents.borrow_mut().pop_front();
+                    let Some((io, req)) = next else { break };
+                    e.submit(io, req);
+                }
+                if self.io_signal.take() {
+                    e.io_available();
+                }
                 moved = true;
             }
-            loop {
-                let next = self.deferred_parents.borrow_mut().pop_front();
-                let Some((io, req)) = next else { break };
-                e.submit(io, req);
-                moved = true;
+            if e.backend().failed_legs != 0 {
+                self.note_failed_legs(e);
             }
-            if self.io_signal.take() {
-                e.io_available();
-                moved = true;
+            if e.backend().completions.is_empty() && !moved {
+                break;
             }
-            self.note_failed_legs(e);
             std::mem::swap(&mut done, &mut e.backend_mut().completions);
             for (io, status) in done.drain(..) {
                 moved = true;
