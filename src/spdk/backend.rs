@@ -23,6 +23,8 @@ pub struct ChildCtx {
     pub channel: *const Channel,
     pub parent: *mut sys::spdk_bdev_io,
     pub info: ChildInfo,
+    /// The iovecs to submit: the parent's own when the child covers all of it, else `iovs`.
+    iov_ptr: *mut libc::iovec,
     iovcnt: i32,
     iovs: [libc::iovec; MAX_CHILD_IOVS],
 }
@@ -108,7 +110,7 @@ impl Backend for SpdkBackend {
                         leg.ch,
                         host.as_ptr(),
                         info.op == IoOp::Write,
-                        (*ctx).iovs.as_mut_ptr() as *mut sys::iovec,
+                        (*ctx).iov_ptr as *mut sys::iovec,
                         (*ctx).iovcnt,
                         info.leg_lba,
                         info.blocks,
@@ -184,10 +186,16 @@ unsafe fn slice_parent_iovs(ctx: *mut ChildCtx, block_size: u64) -> bool {
     let mut view = sys::spdk_mirror_io_view::default();
     // SAFETY: the parent is live while its children are being issued.
     unsafe { sys::spdk_mirror_shim_io_view((*ctx).parent, &mut view) };
-    // SAFETY: the parent's iovec array has `iovcnt` entries.
-    let iovs = unsafe { std::slice::from_raw_parts(view.iovs as *const libc::iovec, view.iovcnt as usize) };
     // SAFETY: exclusive access to our own context.
     let ctx = unsafe { &mut *ctx };
+    if ctx.info.buf_offset == 0 && ctx.info.blocks == view.num_blocks {
+        // The whole parent (always, for RAID1 and chunk-split RAID10): its iovecs as they are.
+        ctx.iov_ptr = view.iovs as *mut libc::iovec;
+        ctx.iovcnt = view.iovcnt;
+        return true;
+    }
+    // SAFETY: the parent's iovec array has `iovcnt` entries.
+    let iovs = unsafe { std::slice::from_raw_parts(view.iovs as *const libc::iovec, view.iovcnt as usize) };
     let mut skip = ctx.info.buf_offset * block_size;
     let mut want = ctx.info.blocks * block_size;
     let mut n = 0usize;
@@ -214,6 +222,7 @@ unsafe fn slice_parent_iovs(ctx: *mut ChildCtx, block_size: u64) -> bool {
         skip = 0;
     }
     ctx.iovcnt = n as i32;
+    ctx.iov_ptr = ctx.iovs.as_mut_ptr();
     want == 0
 }
 
