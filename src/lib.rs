@@ -12,3 +12,4 @@ pub mod placement;
 pub mod sim;
 #[cfg(spdk)]
 mod spdk;
+pub mod superblock;
