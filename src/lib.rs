@@ -7,6 +7,7 @@
 //! - [`sim`]: a deterministic discrete-event backend to test the engine without SPDK.
 //! - `spdk` (only when SPDK was found at build time): the FFI glue that makes it a bdev module.
 
+pub mod bitmap;
 pub mod engine;
 pub mod placement;
 pub mod sim;

@@ -5,7 +5,7 @@ use clap::{Args, ValueEnum};
 use super::bad_input;
 use crate::cli::geometry::GeometryArgs;
 use spdk_mirror::engine::{ReadPolicy, Strategy};
-use spdk_mirror::sim::{run as run_sim, Faults, LegModel, SimConfig, SimReport};
+use spdk_mirror::sim::{run as run_sim, BitmapConfig, Faults, LegModel, SimConfig, SimReport};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum StrategyArg {
@@ -75,6 +75,19 @@ pub struct SimArgs {
     read_policy: String,
     #[arg(long)]
     preferred_leg: Option<u32>,
+    /// Run with the write-intent bitmap, one bit per this many KiB of mirror data.
+    #[arg(long)]
+    bitmap_region_kb: Option<u64>,
+    /// How long a bitmap write to the legs takes, in microseconds.
+    #[arg(long, default_value_t = 30)]
+    bitmap_flush_us: u64,
+    /// Idle time before a dirty region is cleared, in microseconds (md's daemon_sleep).
+    #[arg(long, default_value_t = 5000)]
+    bitmap_idle_us: u64,
+    /// Stop dead after this many completions (a crash) and report which legs' blocks differ and
+    /// whether the bitmap covers them.
+    #[arg(long)]
+    crash_after: Option<u64>,
     /// Print only the JSON line.
     #[arg(long)]
     json: bool,
@@ -93,6 +106,7 @@ pub fn run(args: SimArgs) -> i32 {
     if args.leg_qd == 0 {
         return bad_input("leg_qd: must be at least 1");
     }
+    let spec_block_size = spec.block_size;
     let mut cfg = SimConfig::new(spec);
     cfg.strategy = match args.strategy {
         StrategyArg::Immediate => Strategy::Immediate,
@@ -108,6 +122,18 @@ pub fn run(args: SimArgs) -> i32 {
     cfg.max_io_blocks = args.max_io_blocks;
     cfg.fail_leg = args.fail_leg;
     cfg.fail_after = args.fail_after;
+    if let Some(kb) = args.bitmap_region_kb {
+        let region_blocks = kb * 1024 / spec_block_size as u64;
+        if region_blocks == 0 {
+            return bad_input("bitmap_region_kb: a region must hold at least one block");
+        }
+        cfg.bitmap = Some(BitmapConfig {
+            region_blocks,
+            flush_latency_ns: args.bitmap_flush_us * 1000,
+            idle_clear_ns: args.bitmap_idle_us * 1000,
+        });
+    }
+    cfg.crash_after = args.crash_after;
     cfg.read_policy = match ReadPolicy::parse(&args.read_policy, args.preferred_leg) {
         Ok(p) => p,
         Err(e) => return bad_input(e),
@@ -134,6 +160,9 @@ pub fn run(args: SimArgs) -> i32 {
     println!("{}", serde_json::to_string(&report).expect("report serialises"));
     if report.stalled {
         3
+    } else if let Some(c) = &report.crash {
+        // A crash run succeeds when resync would find every difference.
+        i32::from(c.uncovered_blocks != 0 || report.mismatches != 0)
     } else if report.clean() {
         0
     } else {
@@ -164,6 +193,18 @@ fn print_summary(r: &SimReport) {
     }
     if r.stalled {
         println!("  STALLED: I/O outstanding and nothing in flight to free a pool (the md deadlock)");
+    }
+    if let Some(b) = &r.bitmap {
+        println!(
+            "  bitmap: {} of {} regions dirty, {} flushes, {} writes rode free, {} waited, {} clears",
+            b.dirty_regions, b.regions, b.flushes, b.free_rides, b.waits, b.cleared
+        );
+    }
+    if let Some(c) = &r.crash {
+        println!(
+            "  crash: {} blocks differ between legs, {} outside the dirty regions; resync covers {} blocks",
+            c.divergent_blocks, c.uncovered_blocks, c.resync_blocks
+        );
     }
     println!("  data mismatches: {}", r.mismatches);
 }

@@ -238,6 +238,10 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         &mut self.backend
     }
 
+    pub fn intent(&self) -> &W {
+        &self.intent
+    }
+
     pub fn intent_mut(&mut self) -> &mut W {
         &mut self.intent
     }

@@ -65,6 +65,8 @@ enum Event {
     Done(u32),
     /// The glue's poller (only scheduled under injected no-memory).
     Poll,
+    /// A write-intent bitmap flush lands on the legs.
+    BitmapFlushed,
 }
 
 /// A child being served by a leg.
@@ -78,6 +80,7 @@ struct Service {
 pub enum Notice {
     ChildDone(SimChild, ChildInfo, ChildStatus),
     Poll,
+    BitmapFlushed,
 }
 
 pub struct SimBackend {
@@ -214,6 +217,7 @@ impl SimBackend {
                 self.poll_scheduled = false;
                 Some(Notice::Poll)
             }
+            Event::BitmapFlushed => Some(Notice::BitmapFlushed),
             Event::Done(slot) => {
                 let svc = self.in_service[slot as usize].take().expect("service slot in use");
                 self.free_service.push(slot);
@@ -230,6 +234,11 @@ impl SimBackend {
                 Some(Notice::ChildDone(child, info, status))
             }
         }
+    }
+
+    /// A bitmap flush was issued; it lands after `latency_ns`.
+    pub fn start_bitmap_flush(&mut self, latency_ns: u64) {
+        self.schedule(self.now + latency_ns, Event::BitmapFlushed);
     }
 
     fn schedule(&mut self, at: u64, ev: Event) {

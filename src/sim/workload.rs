@@ -7,7 +7,10 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::backend::{block_value, Faults, LegModel, Notice, SimBackend};
+use super::intent::{BitmapConfig, SimIntent};
 use super::rng::Rng;
+use crate::bitmap::WriteIntentBitmap;
+use crate::engine::NoBitmap;
 use crate::engine::{Engine, EngineConfig, EngineStats, HostStatus, IoOp, IoRequest, ReadPolicy, Strategy};
 use crate::placement::{Geometry, GeometryError, GeometrySpec};
 
@@ -38,6 +41,11 @@ pub struct SimConfig {
     /// Record every child submission (for tests that prove none is submitted twice).
     pub log_submissions: bool,
     pub read_policy: ReadPolicy,
+    /// Run with the write-intent bitmap.
+    pub bitmap: Option<BitmapConfig>,
+    /// Stop dead after this many host completions, as a crash would, and check that every
+    /// block whose copies differ lies in a region the bitmap had made durably dirty.
+    pub crash_after: Option<u64>,
 }
 
 impl SimConfig {
@@ -64,6 +72,8 @@ impl SimConfig {
             },
             log_submissions: false,
             read_policy: ReadPolicy::default(),
+            bitmap: None,
+            crash_after: None,
         }
     }
 }
@@ -115,6 +125,13 @@ pub struct SimReport {
     pub engine: EngineStats,
     /// Every child context back in its pool and every shared I/O back at the end.
     pub pools_full: bool,
+    /// With the bitmap: regions durably dirty at the end, flushes, writes that paid nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitmap: Option<BitmapReport>,
+    /// With `crash_after`: blocks whose copies differed at the crash, and how many of them lay
+    /// outside the durably dirty regions (must be 0: resync would miss them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crash: Option<CrashReport>,
     /// When stalled: where each unfinished parent waits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parked: Option<String>,
@@ -228,7 +245,16 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
     if cfg.log_submissions {
         backend.submitted_log = Some(Vec::new());
     }
-    let mut engine = Engine::new(
+    let intent = match cfg.bitmap {
+        None => SimIntent::None(NoBitmap),
+        Some(b) => SimIntent::Bitmap(WriteIntentBitmap::new(
+            data_blocks,
+            b.region_blocks,
+            None,
+            b.idle_clear_ns,
+        )),
+    };
+    let mut engine = Engine::with_intent(
         geo.clone(),
         EngineConfig {
             max_parents,
@@ -236,7 +262,10 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
             read_policy: cfg.read_policy,
         },
         backend,
+        intent,
     );
+    let flush_latency = cfg.bitmap.map_or(0, |b| b.flush_latency_ns);
+    let mut crashed = false;
     let mut rng = Rng::new(cfg.seed.wrapping_mul(31).wrapping_add(7));
     let mut host = Host {
         busy_w: vec![0; data_blocks as usize],
@@ -295,9 +324,13 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
                 }
             }
             engine.submit(slot, req);
-            settle(&mut engine, &mut host);
+            settle(&mut engine, &mut host, flush_latency);
         }
         if host.completed == cfg.ios {
+            break;
+        }
+        if cfg.crash_after.is_some_and(|n| host.completed >= n) {
+            crashed = true;
             break;
         }
         if let (Some(leg), false) = (cfg.fail_leg, killed) {
@@ -313,8 +346,18 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
             }
             Some(Notice::ChildDone(child, info, status)) => engine.child_done(child, info, status),
             Some(Notice::Poll) => engine.poll(),
+            Some(Notice::BitmapFlushed) => {
+                let released = engine
+                    .intent_mut()
+                    .bitmap_mut()
+                    .map(|b| b.flush_done())
+                    .unwrap_or_default();
+                for id in released {
+                    engine.write_intent_ready(id);
+                }
+            }
         }
-        settle(&mut engine, &mut host);
+        settle(&mut engine, &mut host, flush_latency);
         if engine.backend().now() > host.last_completion + STALL_NS {
             stalled = true;
             break;
@@ -322,9 +365,18 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
     }
 
     let now = engine.backend().now();
-    if !stalled {
+    if !stalled && !crashed {
         host.mismatches += compare_legs(&engine, &host.expected);
     }
+    let crash = crashed.then(|| crash_check(&engine));
+    let bitmap = engine.intent_mut().bitmap().map(|b| BitmapReport {
+        regions: b.regions(),
+        dirty_regions: b.dirty_regions(),
+        flushes: b.stats.flushes,
+        free_rides: b.stats.free_rides,
+        waits: b.stats.waits,
+        cleared: b.stats.cleared,
+    });
     let stats = engine.stats().clone();
     let legs_failed: Vec<u32> = (0..geo.legs()).filter(|&l| engine.leg_failed(l)).collect();
     let b = engine.backend();
@@ -359,13 +411,32 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
         leg_reads: (0..geo.legs()).map(|l| engine.leg_stats(l).reads).collect(),
         engine: stats,
         pools_full,
+        bitmap,
+        crash,
         parked: stalled.then(|| engine.describe_parked()),
         submissions,
     })
 }
 
 /// Delivers what the backend has for the engine and the host until nothing is left.
-fn settle(engine: &mut Engine<SimBackend>, host: &mut Host) {
+fn settle(engine: &mut Engine<SimBackend, SimIntent>, host: &mut Host, flush_latency: u64) {
+    bitmap_daemon(engine, flush_latency);
+    deliver(engine, host);
+    bitmap_daemon(engine, flush_latency);
+}
+
+/// The bitmap's daemon: clears idle regions, and writes out what changed.
+fn bitmap_daemon(engine: &mut Engine<SimBackend, SimIntent>, flush_latency: u64) {
+    let now = engine.backend().now();
+    if let Some(b) = engine.intent_mut().bitmap_mut() {
+        b.tick(now);
+        if b.take_flush().is_some() {
+            engine.backend_mut().start_bitmap_flush(flush_latency);
+        }
+    }
+}
+
+fn deliver(engine: &mut Engine<SimBackend, SimIntent>, host: &mut Host) {
     loop {
         if engine.backend_mut().take_io_signal() {
             engine.io_available();
@@ -415,7 +486,7 @@ fn settle(engine: &mut Engine<SimBackend>, host: &mut Host) {
 }
 
 /// Blocks whose copies on working legs disagree with each other or with the last write.
-fn compare_legs(engine: &Engine<SimBackend>, expected: &[u64]) -> u64 {
+fn compare_legs(engine: &Engine<SimBackend, SimIntent>, expected: &[u64]) -> u64 {
     let geo = engine.geometry();
     let mut bad = 0;
     for (lba, &want) in expected.iter().enumerate() {
@@ -430,4 +501,46 @@ fn compare_legs(engine: &Engine<SimBackend>, expected: &[u64]) -> u64 {
         bad += u64::from(!ok);
     }
     bad
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BitmapReport {
+    pub regions: usize,
+    pub dirty_regions: usize,
+    pub flushes: u64,
+    pub free_rides: u64,
+    pub waits: u64,
+    pub cleared: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CrashReport {
+    pub divergent_blocks: u64,
+    pub uncovered_blocks: u64,
+    pub resync_blocks: u64,
+}
+
+/// After a crash: blocks whose copies differ, and whether the durable bitmap covers them.
+fn crash_check(engine: &Engine<SimBackend, SimIntent>) -> CrashReport {
+    let geo = engine.geometry();
+    let b = engine.intent().bitmap();
+    let (mut divergent, mut uncovered) = (0, 0);
+    for lba in 0..geo.data_blocks() {
+        let copies = geo.map_unchecked(lba);
+        let mut vals = copies.as_slice().iter().filter(|c| !engine.leg_failed(c.leg));
+        let first = vals.next().map(|c| engine.backend().leg_data(c.leg)[c.lba as usize]);
+        if vals.any(|c| Some(engine.backend().leg_data(c.leg)[c.lba as usize]) != first) {
+            divergent += 1;
+            let covered = b.is_some_and(|b| b.on_disk().get((lba / b.region_blocks()) as usize));
+            uncovered += u64::from(!covered);
+        }
+    }
+    let resync_blocks = b
+        .map(|b| crate::bitmap::resync_plan(b.on_disk(), b.regions(), b.region_blocks(), geo.data_blocks()))
+        .map_or(0, |plan| plan.iter().map(|r| r.1).sum());
+    CrashReport {
+        divergent_blocks: divergent,
+        uncovered_blocks: uncovered,
+        resync_blocks,
+    }
 }

@@ -1,0 +1,272 @@
+//! The write-intent bitmap (md's bitmap, one bit per region): a region is marked dirty, and
+//! that mark made durable on the legs, before the first child write touching it; writes to an
+//! already-dirty region pay nothing; a region is cleared lazily, once no write has touched it for
+//! a while (md's daemon_sleep) and every copy got every write. After a crash only dirty regions
+//! can differ between legs, so only they need resync; while a leg is missing, the regions
+//! written meanwhile stay dirty and are what a returning leg must copy (fast re-add).
+//!
+//! Pure state machine: the owner performs the bitmap writes it asks for (`take_flush`) and
+//! reports them done (`flush_done`), which releases the parents that waited.
+
+use std::collections::VecDeque;
+
+use crate::engine::{Gate, ParentId, WriteIntent};
+
+/// One bit per region, in a `u64` vector: the on-disk image is these words, little-endian.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bits(Vec<u64>);
+
+impl Bits {
+    pub fn new(n: usize) -> Self {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+    pub fn get(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+    pub fn set(&mut self, i: usize, v: bool) {
+        if v {
+            self.0[i / 64] |= 1 << (i % 64)
+        } else {
+            self.0[i / 64] &= !(1 << (i % 64))
+        }
+    }
+    pub fn count(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+    /// The on-disk image.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+    pub fn from_bytes(b: &[u8], n: usize) -> Self {
+        let mut bits = Bits::new(n);
+        for (i, w) in bits.0.iter_mut().enumerate() {
+            let mut word = [0u8; 8];
+            let src = b.get(i * 8..(i * 8 + 8).min(b.len())).unwrap_or(&[]);
+            word[..src.len()].copy_from_slice(src);
+            *w = u64::from_le_bytes(word);
+        }
+        bits
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WriteIntentBitmap {
+    region_blocks: u64,
+    regions: usize,
+    /// Writes in flight per region.
+    inflight: Vec<u32>,
+    /// What the legs will say once the pending flush lands.
+    wanted: Bits,
+    /// What the legs say now (durable).
+    on_disk: Bits,
+    /// The image being written, while a flush is in flight.
+    flushing: Option<Bits>,
+    /// Regions some write did not reach on every copy: never cleared lazily.
+    missed: Bits,
+    last_write: Vec<u64>,
+    /// Parents waiting for the next flush, and for the one in flight.
+    waiting: VecDeque<ParentId>,
+    in_flight_waiters: Vec<ParentId>,
+    now: u64,
+    /// Idle time after which a clean-able region is cleared (md's daemon_sleep).
+    pub idle_clear: u64,
+    pub stats: BitmapStats,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BitmapStats {
+    pub flushes: u64,
+    /// Writes that found every region they touch already durable-dirty.
+    pub free_rides: u64,
+    pub waits: u64,
+    pub cleared: u64,
+}
+
+impl WriteIntentBitmap {
+    /// A bitmap over `data_blocks` mirror blocks, `region_blocks` per bit, starting from the
+    /// on-disk image `on_disk` (all clean for a new mirror).
+    pub fn new(data_blocks: u64, region_blocks: u64, on_disk: Option<Bits>, idle_clear: u64) -> Self {
+        let region_blocks = region_blocks.max(1);
+        let regions = data_blocks.div_ceil(region_blocks) as usize;
+        let on_disk = on_disk.unwrap_or_else(|| Bits::new(regions));
+        WriteIntentBitmap {
+            region_blocks,
+            regions,
+            inflight: vec![0; regions],
+            wanted: on_disk.clone(),
+            missed: Bits::new(regions),
+            on_disk,
+            flushing: None,
+            last_write: vec![0; regions],
+            waiting: VecDeque::new(),
+            in_flight_waiters: Vec::new(),
+            now: 0,
+            idle_clear,
+            stats: BitmapStats::default(),
+        }
+    }
+
+    pub fn regions(&self) -> usize {
+        self.regions
+    }
+
+    pub fn region_blocks(&self) -> u64 {
+        self.region_blocks
+    }
+
+    fn span(&self, lba: u64, blocks: u64) -> std::ops::RangeInclusive<usize> {
+        let last = (lba + blocks.max(1) - 1) / self.region_blocks;
+        (lba / self.region_blocks) as usize..=(last as usize).min(self.regions - 1)
+    }
+
+    /// Durable dirty regions: what resync after a crash must cover.
+    pub fn on_disk(&self) -> &Bits {
+        &self.on_disk
+    }
+
+    pub fn dirty_regions(&self) -> usize {
+        self.on_disk.count()
+    }
+
+    /// Regions written while some copy missed the write (what a returning leg must copy).
+    pub fn missed(&self) -> &Bits {
+        &self.missed
+    }
+
+    /// A returning leg was recovered: its missed regions may be cleared again.
+    pub fn forget_missed(&mut self) {
+        self.missed = Bits::new(self.regions);
+    }
+
+    /// Advances time; clears, in memory, the regions idle long enough (the next flush writes
+    /// them out).
+    pub fn tick(&mut self, now: u64) {
+        self.now = now;
+        for r in 0..self.regions {
+            if self.wanted.get(r)
+                && self.inflight[r] == 0
+                && !self.missed.get(r)
+                && now.saturating_sub(self.last_write[r]) >= self.idle_clear
+            {
+                self.wanted.set(r, false);
+                self.stats.cleared += 1;
+            }
+        }
+    }
+
+    /// The image to write to every leg now, if one is due and none is in flight.
+    pub fn take_flush(&mut self) -> Option<Bits> {
+        if self.flushing.is_some() || (self.wanted == self.on_disk && self.waiting.is_empty()) {
+            return None;
+        }
+        self.in_flight_waiters.extend(self.waiting.drain(..));
+        self.flushing = Some(self.wanted.clone());
+        self.stats.flushes += 1;
+        self.flushing.clone()
+    }
+
+    /// The flush landed on the legs: returns the parents that may now issue their writes.
+    pub fn flush_done(&mut self) -> Vec<ParentId> {
+        if let Some(img) = self.flushing.take() {
+            // Bits set since the snapshot stay wanted; bits it cleared are clean on disk.
+            self.on_disk = img;
+        }
+        std::mem::take(&mut self.in_flight_waiters)
+    }
+}
+
+impl WriteIntent for WriteIntentBitmap {
+    fn start_write(&mut self, parent: ParentId, lba: u64, blocks: u64) -> Gate {
+        let mut durable = true;
+        for r in self.span(lba, blocks) {
+            self.inflight[r] += 1;
+            self.last_write[r] = self.now;
+            self.wanted.set(r, true);
+            durable &= self.on_disk.get(r) && self.flushing.as_ref().is_none_or(|f| f.get(r));
+        }
+        if durable {
+            self.stats.free_rides += 1;
+            Gate::Ready
+        } else {
+            self.stats.waits += 1;
+            self.waiting.push_back(parent);
+            Gate::Pending
+        }
+    }
+
+    fn end_write(&mut self, lba: u64, blocks: u64, all_copies: bool) {
+        for r in self.span(lba, blocks) {
+            self.inflight[r] -= 1;
+            self.last_write[r] = self.now;
+            if !all_copies {
+                self.missed.set(r, true);
+            }
+        }
+    }
+}
+
+/// Ranges of mirror blocks to resync: every dirty region, merged where adjacent.
+pub fn resync_plan(dirty: &Bits, regions: usize, region_blocks: u64, data_blocks: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for r in (0..regions).filter(|&r| dirty.get(r)) {
+        let start = r as u64 * region_blocks;
+        let len = region_blocks.min(data_blocks - start);
+        match out.last_mut() {
+            Some((s, l)) if *s + *l == start => *l += len,
+            _ => out.push((start, len)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_write_waits_for_the_flush_later_ones_ride_free() {
+        let mut b = WriteIntentBitmap::new(1000, 100, None, 10);
+        assert_eq!(b.start_write(1, 150, 10), Gate::Pending);
+        assert_eq!(b.start_write(2, 160, 10), Gate::Pending, "not durable yet");
+        let img = b.take_flush().unwrap();
+        assert!(img.get(1) && !img.get(0));
+        assert_eq!(b.flush_done(), vec![1, 2]);
+        assert_eq!(b.start_write(3, 199, 1), Gate::Ready);
+        assert_eq!(b.stats.free_rides, 1);
+        assert_eq!(b.take_flush(), None, "nothing new to write");
+    }
+
+    #[test]
+    fn regions_clear_lazily_only_when_idle_and_complete() {
+        let mut b = WriteIntentBitmap::new(1000, 100, None, 10);
+        b.start_write(1, 0, 250); // regions 0..=2
+        b.take_flush();
+        b.flush_done();
+        b.tick(50);
+        assert_eq!(b.take_flush(), None, "writes still in flight keep their regions");
+        b.end_write(0, 250, true);
+        b.start_write(2, 210, 5);
+        b.end_write(210, 5, false); // a copy missed it: region 2 stays dirty
+        b.tick(55);
+        assert_eq!(b.take_flush(), None, "not idle long enough");
+        b.tick(70);
+        let img = b.take_flush().unwrap();
+        b.flush_done();
+        assert!(!img.get(0) && !img.get(1) && img.get(2));
+        assert_eq!(b.dirty_regions(), 1);
+        assert_eq!(resync_plan(b.on_disk(), b.regions(), 100, 1000), vec![(200, 100)]);
+    }
+
+    #[test]
+    fn image_round_trips_and_plan_merges_neighbours() {
+        let mut bits = Bits::new(130);
+        for i in [0, 1, 2, 64, 129] {
+            bits.set(i, true);
+        }
+        assert_eq!(Bits::from_bytes(&bits.to_bytes(), 130), bits);
+        assert_eq!(
+            resync_plan(&bits, 130, 8, 130 * 8 - 3),
+            vec![(0, 24), (512, 8), (1032, 5)]
+        );
+    }
+}
