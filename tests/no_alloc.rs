@@ -67,6 +67,7 @@ fn burst(engine: &mut Engine<SimBackend>, rng: &mut Rng, ios: u64, qd: u32, next
         match engine.backend_mut().next_notice() {
             Some(Notice::ChildDone(c, info, st)) => engine.child_done(c, info, st),
             Some(Notice::Poll) => engine.poll(),
+            Some(Notice::BitmapFlushed) => unreachable!("no bitmap in this run"),
             None => panic!("stalled"),
         }
         loop {
