@@ -717,19 +717,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
 
     fn issue_main_immediate(&mut self, id: ParentId) -> Option<Wait> {
         let idx = id as usize;
-        while self.slots[idx].next < self.slots[idx].total {
-            let info = match self.plan(id, self.slots[idx].next) {
-                Planned::Child(info) => info,
-                Planned::SkipFailedLeg => {
-                    self.slots[idx].missed_copy = true;
-                    self.slots[idx].next += 1;
-                    continue;
-                }
-                Planned::NoCopy => {
-                    self.slots[idx].next += 1;
-                    continue;
-                }
-            };
+        while let Some(info) = self.next_planned(id) {
             let Some(child) = self.alloc(info.leg) else {
                 return Some(Wait::Pool(info.leg));
             };
@@ -754,19 +742,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 }
                 self.slots[idx].held.push((child, info));
             }
-            while self.slots[idx].next < self.slots[idx].total {
-                let info = match self.plan(id, self.slots[idx].next) {
-                    Planned::Child(info) => info,
-                    Planned::SkipFailedLeg => {
-                        self.slots[idx].missed_copy = true;
-                        self.slots[idx].next += 1;
-                        continue;
-                    }
-                    Planned::NoCopy => {
-                        self.slots[idx].next += 1;
-                        continue;
-                    }
-                };
+            while let Some(info) = self.next_planned(id) {
                 let Some(mut child) = self.alloc(info.leg) else {
                     return Some(Wait::Pool(info.leg));
                 };
@@ -814,6 +790,21 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 self.slots[idx].parked = Some((child, info, ChildKind::Retry));
                 return Some(Wait::Io(Some(info.leg)));
             }
+        }
+        None
+    }
+
+    /// The next child of the main plan still to issue (`next` stays on it), skipping copies on
+    /// failed legs and segments with no readable copy; `None` once the plan is done.
+    fn next_planned(&mut self, id: ParentId) -> Option<ChildInfo> {
+        let idx = id as usize;
+        while self.slots[idx].next < self.slots[idx].total {
+            match self.plan(id, self.slots[idx].next) {
+                Planned::Child(info) => return Some(info),
+                Planned::SkipFailedLeg => self.slots[idx].missed_copy = true,
+                Planned::NoCopy => {}
+            }
+            self.slots[idx].next += 1;
         }
         None
     }

@@ -728,18 +728,23 @@ extern "C" fn submit_request(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_b
                 return true;
             }
         };
-        let req = IoRequest {
-            op,
-            lba: view.offset_blocks,
-            blocks: view.num_blocks,
-        };
-        // SAFETY: our channel; `io` is non-null.
-        unsafe { channel_of(ch).submit(NonNull::new_unchecked(io), req) };
+        submit_host(ch, io, op, &view);
         true
     });
     if !handled {
         fail_io(io);
     }
+}
+
+/// Hands a host I/O to this core's engine.
+fn submit_host(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, op: IoOp, view: &sys::spdk_mirror_io_view) {
+    let req = IoRequest {
+        op,
+        lba: view.offset_blocks,
+        blocks: view.num_blocks,
+    };
+    // SAFETY: `ch` is our channel; SPDK's `io` is non-null.
+    unsafe { channel_of(ch).submit(NonNull::new_unchecked(io), req) };
 }
 
 extern "C" fn read_buf_ready(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, success: bool) {
@@ -751,13 +756,7 @@ extern "C" fn read_buf_ready(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_b
         let mut view = sys::spdk_mirror_io_view::default();
         // SAFETY: live bdev_io.
         unsafe { sys::spdk_mirror_shim_io_view(io, &mut view) };
-        let req = IoRequest {
-            op: IoOp::Read,
-            lba: view.offset_blocks,
-            blocks: view.num_blocks,
-        };
-        // SAFETY: our channel; `io` is non-null.
-        unsafe { channel_of(ch).submit(NonNull::new_unchecked(io), req) };
+        submit_host(ch, io, IoOp::Read, &view);
         true
     });
     if !handled {
