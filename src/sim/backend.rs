@@ -110,6 +110,9 @@ pub struct SimBackend {
 }
 
 impl SimBackend {
+    // Every argument is a separate dimension of the simulated machine; the workload runner is
+    // the one caller.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         legs: u32,
         leg_blocks: u64,

@@ -15,7 +15,7 @@ pub struct BitmapConfig {
 
 pub enum SimIntent {
     None(NoBitmap),
-    Bitmap(WriteIntentBitmap),
+    Bitmap(Box<WriteIntentBitmap>),
 }
 
 impl SimIntent {

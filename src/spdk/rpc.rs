@@ -385,7 +385,10 @@ unsafe extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_reques
         if m.rebuild_active.load(std::sync::atomic::Ordering::Acquire) {
             return req.reply(Err(Fail(
                 -libc::EBUSY,
-                format!("base_bdev: '{}' is rebuilding a leg; remove legs once it is done", m.name()),
+                format!(
+                    "base_bdev: '{}' is rebuilding a leg; remove legs once it is done",
+                    m.name()
+                ),
             )));
         }
         // Never take the last good copy of any block (mdadm's "faillast" rule, per block).
