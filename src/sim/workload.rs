@@ -247,12 +247,12 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
     }
     let intent = match cfg.bitmap {
         None => SimIntent::None(NoBitmap),
-        Some(b) => SimIntent::Bitmap(WriteIntentBitmap::new(
+        Some(b) => SimIntent::Bitmap(Box::new(WriteIntentBitmap::new(
             data_blocks,
             b.region_blocks,
             None,
             b.idle_clear_ns,
-        )),
+        ))),
     };
     let mut engine = Engine::with_intent(
         geo.clone(),
