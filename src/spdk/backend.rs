@@ -229,10 +229,6 @@ unsafe fn slice_parent_iovs(ctx: *mut ChildCtx, block_size: u64) -> bool {
 /// Completion of a child I/O (SPDK calls this on the channel's thread).
 extern "C" fn child_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_void) {
     guard("child completion", (), || {
-        // Free first: the shared spdk_bdev_io goes back before anything else runs, so the
-        // engine's own waiters can use it.
-        // SAFETY: SPDK hands us the completed child bdev_io exactly once.
-        unsafe { sys::spdk_bdev_free_io(bdev_io) };
         let ctx = arg as *mut ChildCtx;
         // SAFETY: `arg` is the context we passed at submit; it stays ours until freed.
         let (channel, info) = unsafe { ((*ctx).channel, (*ctx).info) };
@@ -241,8 +237,15 @@ extern "C" fn child_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *m
         } else {
             ChildStatus::Error
         };
+        // The engine first: parents parked on this leg's pool resume now and, finding no
+        // spdk_bdev_io, queue their wait at the head (dep_unblock). Only then is this child's
+        // spdk_bdev_io freed, and SPDK hands it to them. Freed first, it would go to whoever
+        // waited longest (the app above, submitting one more parent) and, with tiny leg pools,
+        // parents end up holding every spdk_bdev_io (a deadlock the pressure tests caught).
         // SAFETY: the channel outlives every child it issued; `ctx` is non-null.
         unsafe { (*channel).child_done(NonNull::new_unchecked(ctx), info, status) };
+        // SAFETY: SPDK hands us the completed child bdev_io exactly once; nothing uses it after.
+        unsafe { sys::spdk_bdev_free_io(bdev_io) };
     })
 }
 
