@@ -519,6 +519,19 @@ fn log_stdio(path: &Path) -> Result<(Stdio, Stdio), String> {
 }
 
 /// Adds `LD_PRELOAD=<lib>` (in front of any inherited value) to `cmd`.
+/// An SPDK app's command line, its extra environment, and the module preloaded if asked.
+fn app_command(binary: &Path, args: &[String], env: &[(String, String)], preload: Option<&PathBuf>) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if let Some(lib) = preload {
+        add_preload(&mut cmd, lib);
+    }
+    cmd
+}
+
 fn add_preload(cmd: &mut Command, lib: &Path) {
     let mut v = OsString::from(lib.as_os_str());
     if let Some(old) = std::env::var_os("LD_PRELOAD") {
@@ -671,14 +684,7 @@ impl Target {
             args.push("--wait-for-rpc".into());
         }
         args.extend(opts.extra_args.iter().cloned());
-        let mut cmd = Command::new(&env.spdk_tgt);
-        cmd.args(&args);
-        for (k, v) in &opts.env {
-            cmd.env(k, v);
-        }
-        if opts.preload {
-            add_preload(&mut cmd, &env.module_lib);
-        }
+        let cmd = app_command(&env.spdk_tgt, &args, &opts.env, opts.preload.then_some(&env.module_lib));
         launch("spdk_tgt", cmd, dir, socket, opts.startup_timeout, opts.rpc_timeout)
     }
 
@@ -1241,15 +1247,12 @@ fn bdevperf_command(
         args.push("-z".into());
     }
     args.extend(opts.extra_args.iter().cloned());
-    let mut cmd = Command::new(&env.bdevperf);
-    cmd.args(&args);
-    for (k, v) in &opts.env {
-        cmd.env(k, v);
-    }
-    if opts.preload {
-        add_preload(&mut cmd, &env.module_lib);
-    }
-    Ok(cmd)
+    Ok(app_command(
+        &env.bdevperf,
+        &args,
+        &opts.env,
+        opts.preload.then_some(&env.module_lib),
+    ))
 }
 
 // ------------------------------------------------------------------------------------------------
