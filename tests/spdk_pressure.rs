@@ -417,8 +417,6 @@ fn run(env: &SpdkEnv, case: &Case) -> Run {
         preload: case.stack.is_mirror(),
         timeout: Duration::from_secs(60),
         mem_mb: 1024,
-        // No trace buffer: a SIGKILLed app would leave its /dev/shm file behind.
-        extra_args: vec!["--num-trace-entries".into(), "0".into()],
         ..Default::default()
     };
     let target = match bdevperf_server(env, opts) {

@@ -562,6 +562,9 @@ fn app_base_args(mem_mb: u32, cores_mask: &str) -> Vec<String> {
         "-m".into(),
         cores_mask.into(),
         "--disable-cpumask-locks".into(),
+        // No trace buffer: a killed app would leave a 3 MiB file in /dev/shm behind.
+        "--num-trace-entries".into(),
+        "0".into(),
     ]
 }
 
