@@ -74,7 +74,6 @@ enum Phase {
 
 /// Which queue a parked child belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)]
 enum ChildKind {
     Main,
     Retry,
