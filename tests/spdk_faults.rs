@@ -53,12 +53,6 @@ fn verify(t: &Target) -> (u64, bool) {
     )
 }
 
-fn mirror(t: &Target) -> Value {
-    t.rpc("bdev_mirror_get_bdevs", json!({"name": "mir"}))
-        .expect("get_bdevs")[0]
-        .clone()
-}
-
 #[test]
 #[cfg_attr(
     not(spdk),
@@ -74,7 +68,7 @@ fn read_errors_on_one_leg_are_retried_and_repaired() {
     inject(&t, 1, "read");
     let (failed, finished) = verify(&t);
     assert_eq!((failed, finished), (0, true), "{}", support::tail_lines(&t.log(), 30));
-    let m = mirror(&t);
+    let m = t.mirror_info("mir");
     assert_eq!(m["state"], "online", "{m}");
     let leg = &m["legs"][1];
     assert_eq!(leg["state"], "online", "{m}");
@@ -95,14 +89,14 @@ fn write_errors_on_one_leg_fail_it_and_the_mirror_runs_degraded() {
     );
     inject(&t, 2, "write");
     assert_eq!(verify(&t), (0, true), "{}", support::tail_lines(&t.log(), 30));
-    let m = mirror(&t);
+    let m = t.mirror_info("mir");
     assert_eq!(m["state"], "degraded", "{m}");
     assert_eq!(m["legs"][2]["state"], "failed", "{m}");
     assert!(m["legs"][2]["write_errors"].as_u64().unwrap() > 0, "{m}");
     // A failed leg is never read again: more verify, no new reads there.
     let reads = m["legs"][2]["reads"].as_u64().unwrap();
     assert_eq!(verify(&t), (0, true));
-    assert_eq!(mirror(&t)["legs"][2]["reads"].as_u64().unwrap(), reads);
+    assert_eq!(t.mirror_info("mir")["legs"][2]["reads"].as_u64().unwrap(), reads);
     assert!(t.log().contains("leg 2 (EE_m2) failed"), "the failure is logged");
 }
 
@@ -122,7 +116,7 @@ fn raid10_survives_two_failed_legs_that_share_no_copy() {
     inject(&t, 0, "write");
     inject(&t, 2, "write");
     assert_eq!(verify(&t), (0, true), "{}", support::tail_lines(&t.log(), 30));
-    let m = mirror(&t);
+    let m = t.mirror_info("mir");
     assert_eq!(m["state"], "degraded", "{m}");
     assert_eq!(
         (m["legs"][0]["state"].clone(), m["legs"][2]["state"].clone()),

@@ -164,11 +164,7 @@ fn rpc_ok(t: &Target, method: &str, params: Value) -> Value {
 
 /// `bdev_mirror_get_bdevs {name}` → that mirror's object.
 fn mirror_info(t: &Target, name: &str) -> Value {
-    let all = rpc_ok(t, "bdev_mirror_get_bdevs", json!({ "name": name }));
-    let arr = all.as_array().expect("bdev_mirror_get_bdevs returns an array");
-    assert_eq!(arr.len(), 1, "bdev_mirror_get_bdevs {{name: {name}}} returned {all}");
-    assert_eq!(arr[0]["name"], json!(name));
-    arr[0].clone()
+    t.mirror_info(name)
 }
 
 /// The `state` of the leg in `slot`.

@@ -46,12 +46,6 @@ fn attach(name: &str, port: u16) -> Value {
     )
 }
 
-fn mirror_state(t: &Target) -> Value {
-    t.rpc("bdev_mirror_get_bdevs", json!({"name": "mir"}))
-        .expect("get_bdevs")[0]
-        .clone()
-}
-
 /// Runs `perform_tests` in the background, waits `after`, runs `during`, and returns the
 /// result of the run.
 fn verify_while(t: &Target, after: Duration, during: impl FnOnce()) -> Value {
@@ -172,7 +166,7 @@ fn a_mirror_served_over_nvme_tcp_survives_a_failed_leg() {
             .expect("leg removed");
     });
     assert_clean(&r, "verify over NVMe/TCP while a leg failed");
-    let m = mirror_state(&tgt);
+    let m = tgt.mirror_info("mir");
     assert_eq!(m["state"], "degraded", "{m}");
     assert_eq!(m["legs"][1]["state"], "removed", "{m}");
 }
@@ -228,11 +222,11 @@ fn a_replica_on_another_node_is_lost_and_recovered() {
         },
     )
     .expect("host starts");
-    assert_eq!(mirror_state(&host)["state"], "online");
+    assert_eq!(host.mirror_info("mir")["state"], "online");
 
     let r = verify_while(&host, Duration::from_secs(2), || remote.kill9());
     assert_clean(&r, "verify while the replica node died");
-    let m = mirror_state(&host);
+    let m = host.mirror_info("mir");
     assert_eq!(m["state"], "degraded", "{m}");
     assert_ne!(m["legs"][1]["state"], "online", "{m}");
     drop(remote);
@@ -262,7 +256,7 @@ fn a_replica_on_another_node_is_lost_and_recovered() {
     .expect("re-added");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let m = mirror_state(&host);
+        let m = host.mirror_info("mir");
         if m["state"] == "online" && m.get("process").is_none() {
             break;
         }

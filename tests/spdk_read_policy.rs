@@ -9,10 +9,7 @@ use serde_json::{json, Value};
 use support::{bdev_subsystem, config_entry, malloc_bdev_config, BdevperfOpts, Target};
 
 fn leg_reads(t: &Target) -> Vec<u64> {
-    let m = t
-        .rpc("bdev_mirror_get_bdevs", json!({"name": "mir"}))
-        .expect("get_bdevs");
-    m[0]["legs"]
+    t.mirror_info("mir")["legs"]
         .as_array()
         .unwrap()
         .iter()
@@ -60,9 +57,9 @@ fn policies_at_create_and_at_runtime() {
         },
     )
     .expect("bdevperf starts");
-    let m = t.rpc("bdev_mirror_get_bdevs", json!({"name": "mir"})).unwrap();
+    let m = t.mirror_info("mir");
     assert_eq!(
-        (m[0]["read_policy"].clone(), m[0]["preferred_leg"].clone()),
+        (m["read_policy"].clone(), m["preferred_leg"].clone()),
         (json!("preferred"), json!(1))
     );
 
@@ -102,6 +99,6 @@ fn policies_at_create_and_at_runtime() {
         let e = t.rpc("bdev_mirror_set_read_policy", params.clone()).unwrap_err();
         assert!(e.code < 0 && e.message.starts_with(field), "{params}: {e:?}");
     }
-    let m = t.rpc("bdev_mirror_get_bdevs", json!({"name": "mir"})).unwrap();
-    assert_eq!(m[0]["read_policy"], json!("round_robin"));
+    let m = t.mirror_info("mir");
+    assert_eq!(m["read_policy"], json!("round_robin"));
 }

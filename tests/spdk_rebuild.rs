@@ -5,14 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use support::{Target, TargetOpts};
-
-fn mirror(t: &Target) -> Value {
-    t.rpc("bdev_mirror_get_bdevs", json!({"name": "mir"}))
-        .expect("get_bdevs")[0]
-        .clone()
-}
 
 #[test]
 #[cfg_attr(
@@ -47,23 +41,23 @@ fn removing_the_rebuild_target_cancels_the_rebuild_cleanly() {
         .unwrap();
     // Removing a leg over RPC while a rebuild runs is refused...
     let busy = t.rpc("bdev_mirror_remove_base_bdev", json!({"base_bdev": "m2"}));
-    if mirror(&t).get("process").is_some() {
+    if t.mirror_info("mir").get("process").is_some() {
         let e = busy.expect_err("refused during a rebuild");
         assert!(e.code < 0 && e.message.starts_with("base_bdev:"), "{e:?}");
     }
     // ...but the device can vanish anyway.
     t.rpc("bdev_malloc_delete", json!({"name": "m2"})).unwrap();
     support::wait_until(Duration::from_secs(30), "the rebuild to stop", || {
-        let m = mirror(&t);
+        let m = t.mirror_info("mir");
         m.get("process").is_none() && m["legs"][1]["state"] == "removed"
     })
     .unwrap_or_else(|e| panic!("{e}: {}", support::tail_lines(&t.log(), 20)));
-    assert_eq!(mirror(&t)["state"], "degraded");
+    assert_eq!(t.mirror_info("mir")["state"], "degraded");
 
     t.rpc("bdev_mirror_add_base_bdev", json!({"name": "mir", "base_bdev": "m3"}))
         .unwrap();
     support::wait_until(Duration::from_secs(60), "the second rebuild", || {
-        let m = mirror(&t);
+        let m = t.mirror_info("mir");
         m.get("process").is_none() && m["state"] == "online"
     })
     .unwrap_or_else(|e| panic!("{e}: {}", support::tail_lines(&t.log(), 20)));

@@ -405,29 +405,22 @@ fn read_one_value(stream: &mut UnixStream, deadline: Instant) -> Result<Value, S
 }
 
 /// Connects to `socket`, writes `bytes`, reads one JSON value. Everything within `timeout`.
-fn exchange(socket: &Path, bytes: &[u8], timeout: Duration) -> Result<Value, String> {
-    let deadline = Instant::now() + timeout;
-    let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
-    stream
-        .set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
-        .map_err(|e| format!("set_write_timeout: {e}"))?;
-    stream.write_all(bytes).map_err(|e| format!("write: {e}"))?;
-    stream.flush().map_err(|e| format!("flush: {e}"))?;
-    read_one_value(&mut stream, deadline)
-}
-
-/// Like `exchange`, but closes the sending side afterwards: a truncated request then ends in
+/// With `then_eof` the sending side is closed after the write: a truncated request then ends in
 /// EOF (the server drops the connection) instead of the server waiting for the rest of it.
-fn exchange_then_eof(socket: &Path, bytes: &[u8], timeout: Duration) -> Result<Value, String> {
+fn exchange(socket: &Path, bytes: &[u8], timeout: Duration, then_eof: bool) -> Result<Value, String> {
     let deadline = Instant::now() + timeout;
     let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
     stream
         .set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
         .map_err(|e| format!("set_write_timeout: {e}"))?;
     stream.write_all(bytes).map_err(|e| format!("write: {e}"))?;
-    stream
-        .shutdown(std::net::Shutdown::Write)
-        .map_err(|e| format!("shutdown: {e}"))?;
+    if then_eof {
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .map_err(|e| format!("shutdown: {e}"))?;
+    } else {
+        stream.flush().map_err(|e| format!("flush: {e}"))?;
+    }
     read_one_value(&mut stream, deadline)
 }
 
@@ -439,7 +432,7 @@ pub fn rpc_call(socket: &Path, id: u64, method: &str, params: Value, timeout: Du
         req["params"] = params;
     }
     let bytes = serde_json::to_vec(&req).expect("serialising a Value cannot fail");
-    let resp = exchange(socket, &bytes, timeout).map_err(|e| RpcError::transport(format!("{method}: {e}")))?;
+    let resp = exchange(socket, &bytes, timeout, false).map_err(|e| RpcError::transport(format!("{method}: {e}")))?;
     if resp.get("id") != Some(&json!(id)) {
         return Err(RpcError::transport(format!(
             "{method}: response id does not match request id {id}: {resp}"
@@ -708,8 +701,19 @@ impl Target {
     /// response; that comes back as `Err("connection closed without a response")`. Responses
     /// to well-formed but invalid requests (e.g. `{"a":1}` → -32600 "Invalid request") come
     /// back as `Ok(response object)`, unlike [`Target::rpc`] which decodes them.
+    /// `bdev_mirror_get_bdevs {name}`: that one mirror's object (panics with the log otherwise).
+    pub fn mirror_info(&self, name: &str) -> Value {
+        let all = self
+            .rpc("bdev_mirror_get_bdevs", json!({ "name": name }))
+            .unwrap_or_else(|e| panic!("bdev_mirror_get_bdevs {name}: {e}\n{}", tail_lines(&self.log(), 30)));
+        let arr = all.as_array().expect("bdev_mirror_get_bdevs returns an array");
+        assert_eq!(arr.len(), 1, "bdev_mirror_get_bdevs {{name: {name}}} returned {all}");
+        assert_eq!(arr[0]["name"], json!(name));
+        arr[0].clone()
+    }
+
     pub fn rpc_raw(&self, bytes: &[u8]) -> Result<Value, String> {
-        exchange_then_eof(&self.socket, bytes, self.rpc_timeout)
+        exchange(&self.socket, bytes, self.rpc_timeout, true)
     }
 
     /// `bdevperf -z` only: runs the tests (RPC `perform_tests`, `params` may set
