@@ -303,15 +303,10 @@ impl Mirror {
     }
 }
 
-/// Opens and claims `name` for leg `leg` of `mirror`. Returns (bdev, desc).
-pub fn open_leg(
-    mirror: *const Mirror,
-    leg: *const Leg,
-    name: &str,
-) -> Result<(*mut sys::spdk_bdev, *mut sys::spdk_bdev_desc), Fail> {
+/// Opens and claims `name` for `leg` (its hot-remove events go to that leg). Returns (bdev, desc).
+pub fn open_leg(leg: *const Leg, name: &str) -> Result<(*mut sys::spdk_bdev, *mut sys::spdk_bdev_desc), Fail> {
     let cname = CString::new(name).map_err(|_| Fail(-libc::EINVAL, "base_bdevs: name has a NUL".into()))?;
     let mut desc = ptr::null_mut();
-    let _ = mirror;
     // SAFETY: the event context is the leg, which lives as long as its mirror, which outlives
     // the descriptor (closed in `close_leg`).
     let rc = unsafe { sys::spdk_bdev_open_ext(cname.as_ptr(), true, Some(leg_event), leg as *mut c_void, &mut desc) };
@@ -406,7 +401,7 @@ pub fn create(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
     let mut block_len = None;
     for i in 0..mirror.legs.len() {
         let legp: *const Leg = &mirror.legs[i];
-        match open_leg(mp, legp, &spec.base_bdevs[i]) {
+        match open_leg(legp, &spec.base_bdevs[i]) {
             Ok((bdev, desc)) => {
                 mirror.legs[i].bdev.store(bdev, Ordering::Release);
                 mirror.legs[i].desc.store(desc, Ordering::Release);
@@ -719,8 +714,7 @@ extern "C" fn submit_request(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_b
             sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES => IoOp::WriteZeroes,
             sys::SPDK_BDEV_IO_TYPE_FLUSH => IoOp::Flush,
             sys::SPDK_BDEV_IO_TYPE_RESET => {
-                // SAFETY: our channel.
-                super::rebuild::reset(unsafe { channel_of(ch) }, io);
+                super::rebuild::reset(io);
                 return true;
             }
             _ => {

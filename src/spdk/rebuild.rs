@@ -15,7 +15,6 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use spdk_sys as sys;
 
-use super::channel::Channel;
 use super::ffi::{errlog, guard, noticelog};
 use super::mirror::Mirror;
 use super::module::module_ptr;
@@ -34,8 +33,7 @@ struct ResetChild {
 }
 
 /// Resets every present leg; the host reset completes when they all have.
-pub fn reset(chan: &Channel, io: *mut sys::spdk_bdev_io) {
-    let _ = chan;
+pub fn reset(io: *mut sys::spdk_bdev_io) {
     // SAFETY: `io` is a live host I/O of our bdev, whose context is its mirror.
     let (m, ctx) = unsafe {
         let mut view = sys::spdk_mirror_io_view::default();

@@ -448,7 +448,7 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
             Err(e) => return req.reply(Err(e)),
         };
         let leg: *const mirror::Leg = &m.legs[slot as usize];
-        let (bdev, desc) = match mirror::open_leg(m, leg, &base) {
+        let (bdev, desc) = match mirror::open_leg(leg, &base) {
             Ok(x) => x,
             Err(Fail(rc, msg)) => return req.reply(Err(Fail(rc, msg.replacen("base_bdevs:", "base_bdev:", 1)))),
         };
