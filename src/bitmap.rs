@@ -63,6 +63,8 @@ pub struct WriteIntentBitmap {
     flushing: Option<Bits>,
     /// Regions some write did not reach on every copy: never cleared lazily.
     missed: Bits,
+    /// Regions that must stay dirty whatever happens (awaiting resync).
+    hold: Bits,
     last_write: Vec<u64>,
     /// Parents waiting for the next flush, and for the one in flight.
     waiting: VecDeque<ParentId>,
@@ -95,6 +97,7 @@ impl WriteIntentBitmap {
             inflight: vec![0; regions],
             wanted: on_disk.clone(),
             missed: Bits::new(regions),
+            hold: Bits::new(regions),
             on_disk,
             flushing: None,
             last_write: vec![0; regions],
@@ -138,6 +141,32 @@ impl WriteIntentBitmap {
         self.missed = Bits::new(self.regions);
     }
 
+    /// Assembled with a leg missing: every region dirty on disk may be one it lacks, so they
+    /// all stay dirty until it is recovered.
+    pub fn miss_all_dirty(&mut self) {
+        self.missed = self.on_disk.clone();
+    }
+
+    /// Keeps region `r` dirty (`true`, e.g. until it is resynced) or lets it clear again.
+    pub fn hold(&mut self, r: usize, keep: bool) {
+        self.hold.set(r, keep);
+    }
+
+    /// A clean stop: no write is in flight, so every region may clear at once except those a
+    /// missing leg needs and those still awaiting resync. Returns the image to write.
+    pub fn clean_image(&self) -> Bits {
+        let mut img = Bits::new(self.regions);
+        for r in (0..self.regions).filter(|&r| self.missed.get(r) || self.hold.get(r) || self.inflight[r] > 0) {
+            img.set(r, true);
+        }
+        img
+    }
+
+    /// The regions a range of mirror blocks touches.
+    pub fn regions_of(&self, lba: u64, blocks: u64) -> std::ops::RangeInclusive<usize> {
+        self.span(lba, blocks)
+    }
+
     /// Advances time; clears, in memory, the regions idle long enough (the next flush writes
     /// them out).
     pub fn tick(&mut self, now: u64) {
@@ -146,6 +175,7 @@ impl WriteIntentBitmap {
             if self.wanted.get(r)
                 && self.inflight[r] == 0
                 && !self.missed.get(r)
+                && !self.hold.get(r)
                 && now.saturating_sub(self.last_write[r]) >= self.idle_clear
             {
                 self.wanted.set(r, false);
@@ -255,6 +285,39 @@ mod tests {
         assert!(!img.get(0) && !img.get(1) && img.get(2));
         assert_eq!(b.dirty_regions(), 1);
         assert_eq!(resync_plan(b.on_disk(), b.regions(), 100, 1000), vec![(200, 100)]);
+    }
+
+    #[test]
+    fn held_and_missed_regions_survive_idle_and_a_clean_stop() {
+        let mut b = WriteIntentBitmap::new(1000, 100, None, 10);
+        for (id, lba) in [(1, 0), (2, 300), (3, 600)] {
+            b.start_write(id, lba, 1);
+        }
+        b.take_flush();
+        b.flush_done();
+        b.end_write(0, 1, true);
+        b.end_write(300, 1, false); // a leg missed it
+        b.end_write(600, 1, true);
+        b.hold(6, true); // awaiting resync
+        b.tick(100);
+        let img = b.take_flush().unwrap();
+        b.flush_done();
+        assert_eq!((img.get(0), img.get(3), img.get(6)), (false, true, true));
+        assert_eq!(b.clean_image(), img);
+        b.hold(6, false);
+        b.forget_missed();
+        b.tick(200);
+        b.take_flush();
+        b.flush_done();
+        assert_eq!(b.dirty_regions(), 0);
+        // Assembled with a leg away: what is dirty is what it may lack.
+        let mut on = Bits::new(10);
+        on.set(4, true);
+        let mut b = WriteIntentBitmap::new(1000, 100, Some(on), 10);
+        b.miss_all_dirty();
+        b.tick(100);
+        assert_eq!(b.take_flush(), None, "region 4 stays dirty for the missing leg");
+        assert_eq!(b.regions_of(350, 100), 3..=4);
     }
 
     #[test]

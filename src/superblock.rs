@@ -213,6 +213,72 @@ impl Superblock {
     }
 }
 
+/// Room reserved at the start of every leg for the superblock and the bitmap (md and SPDK's
+/// raid both reserve 1 MiB): data starts after it, so the data stays 1 MiB aligned.
+pub const RESERVED_BYTES: u64 = 1 << 20;
+
+/// Where the metadata lives on every leg, for one geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaLayout {
+    pub data_offset_blocks: u64,
+    /// The bitmap starts right after the 4096-byte superblock.
+    pub bitmap_offset_blocks: u64,
+    pub bitmap_blocks: u64,
+    pub region_blocks: u64,
+    pub regions: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum LayoutError {
+    #[error("bitmap_region_kb: must be a power of two of at least the block size, got {0} KiB")]
+    Region(u32),
+    #[error("bitmap_region_kb: {regions} regions of {region_kb} KiB do not fit the {max} the reserved area holds; use larger regions")]
+    TooManyRegions { regions: u64, region_kb: u32, max: u64 },
+}
+
+impl MetaLayout {
+    /// Blocks reserved before the data on every leg.
+    pub fn data_offset_blocks(block_size: u32) -> u64 {
+        RESERVED_BYTES.div_ceil(block_size as u64)
+    }
+
+    /// The layout for a mirror of `data_blocks` (mirror blocks, which the bitmap covers).
+    /// The bitmap is stored as little-endian 64-bit words, so its size rounds up to 8 bytes.
+    pub fn new(block_size: u32, data_blocks: u64, region_kb: u32) -> Result<MetaLayout, LayoutError> {
+        let bs = block_size as u64;
+        let region_bytes = region_kb as u64 * 1024;
+        if region_kb == 0 || !region_kb.is_power_of_two() || region_bytes < bs {
+            return Err(LayoutError::Region(region_kb));
+        }
+        let data_offset_blocks = Self::data_offset_blocks(block_size);
+        let bitmap_offset_blocks = (SUPERBLOCK_BYTES as u64).div_ceil(bs);
+        let region_blocks = region_bytes / bs;
+        let regions = data_blocks.div_ceil(region_blocks).max(1);
+        let bitmap_bytes = regions.div_ceil(64) * 8;
+        let bitmap_blocks = bitmap_bytes.div_ceil(bs);
+        let room = data_offset_blocks - bitmap_offset_blocks;
+        if bitmap_blocks > room {
+            return Err(LayoutError::TooManyRegions {
+                regions,
+                region_kb,
+                max: room * bs * 8,
+            });
+        }
+        Ok(MetaLayout {
+            data_offset_blocks,
+            bitmap_offset_blocks,
+            bitmap_blocks,
+            region_blocks,
+            regions,
+        })
+    }
+
+    /// Blocks of one metadata write: the superblock and the bitmap after it.
+    pub fn meta_blocks(&self) -> u64 {
+        self.bitmap_offset_blocks + self.bitmap_blocks
+    }
+}
+
 /// Of the superblocks read from a mirror's legs, the one to assemble from (the newest
 /// `events`), and the slots whose copy is older (stale: not trusted, to be recovered).
 pub fn choose_newest(found: &[Superblock]) -> Option<(&Superblock, Vec<u32>)> {
@@ -326,5 +392,21 @@ mod tests {
         let (newest, stale) = choose_newest(&found).unwrap();
         assert_eq!(newest.events, 42);
         assert_eq!(stale, vec![1]);
+    }
+
+    #[test]
+    fn layout_fits_the_bitmap_in_the_reserved_megabyte() {
+        let l = MetaLayout::new(512, 1 << 21, 1024).unwrap(); // 1 GiB of 512 B blocks, 1 MiB regions
+        assert_eq!(l.data_offset_blocks, 2048);
+        assert_eq!((l.bitmap_offset_blocks, l.region_blocks, l.regions), (8, 2048, 1024));
+        assert_eq!(l.bitmap_blocks, 1, "128 bytes of bitmap");
+        let l = MetaLayout::new(4096, 10, 65536).unwrap();
+        assert_eq!((l.data_offset_blocks, l.bitmap_offset_blocks, l.bitmap_blocks, l.regions), (256, 1, 1, 1));
+        assert_eq!(MetaLayout::new(4096, 1 << 10, 2), Err(LayoutError::Region(2)));
+        assert!(matches!(
+            MetaLayout::new(512, 1 << 40, 4),
+            Err(LayoutError::TooManyRegions { .. })
+        ));
+        assert!(MetaLayout::new(512, 1 << 20, 3).is_err());
     }
 }

@@ -33,6 +33,8 @@ struct Script {
     in_flight: VecDeque<(u32, ChildInfo)>,
     /// Status the next completions get, per leg.
     fail_leg: Option<u32>,
+    /// Mirror blocks below this are "awaiting resync": reads are pinned to one copy.
+    pinned_below: u64,
 }
 
 impl Script {
@@ -45,6 +47,7 @@ impl Script {
             refuse_nth: None,
             in_flight: VecDeque::new(),
             fail_leg: None,
+            pinned_below: 0,
         }
     }
 }
@@ -100,6 +103,9 @@ impl Backend for Script {
     }
     fn complete(&mut self, host: u32, status: HostStatus) {
         self.log.borrow_mut().push(Ev::Complete { host, status });
+    }
+    fn read_pinned(&self, lba: u64, _blocks: u64) -> bool {
+        lba < self.pinned_below
     }
 }
 
@@ -346,6 +352,18 @@ fn reads_go_to_the_leg_with_the_least_outstanding_blocks() {
     e.submit(4, read(0, 1)); // leg 2 has 2 outstanding, least
     assert_eq!(submits(&log), vec![(1, 0), (2, 1), (3, 2), (4, 2)]);
     assert_eq!(e.leg_outstanding_blocks(2), 3);
+}
+
+#[test]
+fn reads_awaiting_resync_all_go_to_the_first_readable_copy() {
+    let (mut e, log) = engine(raid1(3), 8, 8);
+    e.backend_mut().pinned_below = 100;
+    e.submit(1, read(0, 8));
+    e.submit(2, read(0, 4)); // leg 0 is busiest, but pinned reads stay there
+    e.submit(3, read(100, 4)); // not pinned: the least busy leg
+    e.fail_leg(0);
+    e.submit(4, read(0, 1)); // leg 0 failed: the next copy in placement order
+    assert_eq!(submits(&log), vec![(1, 0), (2, 0), (3, 1), (4, 1)]);
 }
 
 #[test]

@@ -112,4 +112,10 @@ pub trait Backend {
     }
     /// A leg was failed by the engine (after a write error).
     fn leg_failed(&mut self, _leg: u32) {}
+    /// Whether reads of these mirror blocks must all go to one copy, the first readable in
+    /// placement order: after a crash the copies may differ until resync reaches them, and the
+    /// resync copies from that same copy, so every read returns what resync will keep.
+    fn read_pinned(&self, _lba: u64, _blocks: u64) -> bool {
+        false
+    }
 }

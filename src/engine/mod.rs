@@ -862,9 +862,13 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             .map(|s| self.geo.copy(start, s).leg)
             .filter(|&leg| self.leg_readable(leg) && tried & (1 << leg) == 0)
             .map(|leg| (leg, self.legs[leg as usize].outstanding_blocks));
-        let turn = self.read_turn.get();
-        self.read_turn.set(turn.wrapping_add(1));
-        let leg = self.cfg.read_policy.choose(candidates, turn)?;
+        let leg = if self.backend.read_pinned(start, len) {
+            candidates.map(|(leg, _)| leg).next()?
+        } else {
+            let turn = self.read_turn.get();
+            self.read_turn.set(turn.wrapping_add(1));
+            self.cfg.read_policy.choose(candidates, turn)?
+        };
         let copy = (0..self.geo.copies())
             .map(|s| self.geo.copy(start, s))
             .find(|c| c.leg == leg)?;
