@@ -185,6 +185,11 @@ impl WriteIntentBitmap {
     }
 
     /// The image to write to every leg now, if one is due and none is in flight.
+    /// Whether `take_flush` would hand out an image.
+    pub fn needs_flush(&self) -> bool {
+        self.flushing.is_none() && (self.wanted != self.on_disk || !self.waiting.is_empty())
+    }
+
     pub fn take_flush(&mut self) -> Option<Bits> {
         if self.flushing.is_some() || (self.wanted == self.on_disk && self.waiting.is_empty()) {
             return None;

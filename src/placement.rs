@@ -332,6 +332,19 @@ impl Geometry {
         self.legs
     }
 
+    /// Whether every block keeps a copy on the legs in `mask`. RAID10 placement repeats every
+    /// `legs` chunks, so checking twice that many chunks is enough.
+    pub fn every_block_covered(&self, mask: u32) -> bool {
+        let step = self.chunk_blocks().max(1);
+        let chunks = (self.data_blocks() / step).min(self.legs() as u64 * 2).max(1);
+        (0..chunks).all(|c| {
+            self.map_unchecked(c * step)
+                .as_slice()
+                .iter()
+                .any(|cp| mask & (1 << cp.leg) != 0)
+        })
+    }
+
     pub fn copies(&self) -> u32 {
         self.layout.copies()
     }

@@ -58,6 +58,10 @@ pub struct SpdkBackend {
     pub failed_legs: u32,
     /// The channel owning this backend (set once it is boxed), recorded in each child.
     pub channel: *const Channel,
+    /// Blocks reserved before the data on every leg (superblock and bitmap).
+    pub data_offset: u64,
+    /// The mirror's metadata, if it keeps any (for reads pinned during a resync).
+    pub persist: *const super::persist::Persist,
 }
 
 impl Backend for SpdkBackend {
@@ -97,6 +101,7 @@ impl Backend for SpdkBackend {
         }
         let arg = ctx as *mut c_void;
         let cb: sys::spdk_bdev_io_completion_cb = Some(child_done);
+        let lba = info.leg_lba + self.data_offset;
         // SAFETY: desc and ch belong to this leg on this thread; the context outlives the I/O.
         let rc = unsafe {
             match info.op {
@@ -112,17 +117,15 @@ impl Backend for SpdkBackend {
                         info.op == IoOp::Write,
                         (*ctx).iov_ptr as *mut sys::iovec,
                         (*ctx).iovcnt,
-                        info.leg_lba,
+                        lba,
                         info.blocks,
                         cb,
                         arg,
                     )
                 }
-                IoOp::Unmap => sys::spdk_bdev_unmap_blocks(leg.desc, leg.ch, info.leg_lba, info.blocks, cb, arg),
-                IoOp::WriteZeroes => {
-                    sys::spdk_bdev_write_zeroes_blocks(leg.desc, leg.ch, info.leg_lba, info.blocks, cb, arg)
-                }
-                IoOp::Flush => sys::spdk_bdev_flush_blocks(leg.desc, leg.ch, info.leg_lba, info.blocks, cb, arg),
+                IoOp::Unmap => sys::spdk_bdev_unmap_blocks(leg.desc, leg.ch, lba, info.blocks, cb, arg),
+                IoOp::WriteZeroes => sys::spdk_bdev_write_zeroes_blocks(leg.desc, leg.ch, lba, info.blocks, cb, arg),
+                IoOp::Flush => sys::spdk_bdev_flush_blocks(leg.desc, leg.ch, lba, info.blocks, cb, arg),
             }
         };
         match rc {
@@ -140,6 +143,11 @@ impl Backend for SpdkBackend {
                 Submitted::Completed(child, info, ChildStatus::Error)
             }
         }
+    }
+
+    fn read_pinned(&self, lba: u64, blocks: u64) -> bool {
+        // SAFETY: the mirror's metadata outlives its channels' backends.
+        !self.persist.is_null() && unsafe { (*self.persist).pinned(lba, blocks) }
     }
 
     fn wait_for_io(&mut self, leg: Option<u32>) {

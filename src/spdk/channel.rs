@@ -18,6 +18,7 @@ use spdk_sys as sys;
 use super::backend::{ChildCtx, LegIo, SpdkBackend};
 use super::ffi::{errlog, guard, warnlog};
 use super::mirror::Mirror;
+use super::persist::ChannelIntent;
 use crate::engine::{ChildInfo, ChildStatus, Engine, EngineConfig, HostStatus, IoRequest, LegStats, Strategy};
 
 /// How often the channel's poller looks for parked I/O (whose pool may have been refilled by
@@ -32,7 +33,7 @@ struct PendingRelease {
 
 pub struct Channel {
     mirror: *const Mirror,
-    engine: UnsafeCell<Engine<SpdkBackend>>,
+    engine: UnsafeCell<Engine<SpdkBackend, ChannelIntent>>,
     busy: Cell<bool>,
     deferred_children: ArrayQueue<(usize, ChildInfo, ChildStatus)>,
     deferred_parents: RefCell<VecDeque<(NonNull<sys::spdk_bdev_io>, IoRequest)>>,
@@ -59,10 +60,13 @@ impl Channel {
             block_size: mirror.geo.block_size() as u64,
             failed_legs: 0,
             channel: ptr::null(),
+            data_offset: mirror.data_offset,
+            persist: mirror.persist.as_deref().map_or(ptr::null(), |p| p as *const _),
         };
+        let intent = ChannelIntent::new(mirror)?;
         let chan = Box::new(Channel {
             mirror,
-            engine: UnsafeCell::new(Engine::new(mirror.geo.clone(), cfg, backend)),
+            engine: UnsafeCell::new(Engine::with_intent(mirror.geo.clone(), cfg, backend, intent)),
             busy: Cell::new(false),
             deferred_children: ArrayQueue::new(contexts.max(1)),
             deferred_parents: RefCell::new(VecDeque::with_capacity(256)),
@@ -99,7 +103,7 @@ impl Channel {
         Ok(chan)
     }
 
-    fn put_leg_channels(&self, engine: &mut Engine<SpdkBackend>) {
+    fn put_leg_channels(&self, engine: &mut Engine<SpdkBackend, ChannelIntent>) {
         for leg in &mut engine.backend_mut().legs {
             if !leg.ch.is_null() {
                 // SAFETY: we took this channel on this thread.
@@ -141,7 +145,7 @@ impl Channel {
         }
     }
 
-    fn deliver(e: &mut Engine<SpdkBackend>, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {
+    fn deliver(e: &mut Engine<SpdkBackend, ChannelIntent>, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {
         let leg = &mut e.backend_mut().legs[info.leg as usize];
         leg.inflight -= 1;
         e.child_done(ctx, info, status);
@@ -159,7 +163,7 @@ impl Channel {
 
     /// Runs `f` on the engine, then everything that queued up meanwhile, then completes the
     /// host I/Os that finished, until nothing is left.
-    pub fn run(&self, f: impl FnOnce(&mut Engine<SpdkBackend>)) {
+    pub fn run(&self, f: impl FnOnce(&mut Engine<SpdkBackend, ChannelIntent>)) {
         debug_assert!(!self.busy.get());
         self.busy.set(true);
         // SAFETY: `busy` makes this the only live reference to the engine: every other entry
@@ -212,7 +216,7 @@ impl Channel {
     }
 
     /// Legs the engine failed (a write error) become failed for the whole mirror.
-    fn note_failed_legs(&self, e: &mut Engine<SpdkBackend>) {
+    fn note_failed_legs(&self, e: &mut Engine<SpdkBackend, ChannelIntent>) {
         let failed = std::mem::take(&mut e.backend_mut().failed_legs);
         if failed != 0 {
             for leg in 0..32 {
@@ -224,7 +228,7 @@ impl Channel {
     }
 
     /// Brings the engine's view of the legs up to date with the mirror's.
-    fn sync_legs(&self, e: &mut Engine<SpdkBackend>) {
+    fn sync_legs(&self, e: &mut Engine<SpdkBackend, ChannelIntent>) {
         let mirror = self.mirror();
         let gen = mirror.leg_gen.load(Ordering::Acquire);
         if gen == self.seen_gen.get() {
@@ -309,7 +313,7 @@ impl Channel {
         self.add_stats_from(e, into, parked);
     }
 
-    fn add_stats_from(&self, e: &Engine<SpdkBackend>, into: &mut [LegStats], parked: &mut u64) {
+    fn add_stats_from(&self, e: &Engine<SpdkBackend, ChannelIntent>, into: &mut [LegStats], parked: &mut u64) {
         for (i, s) in into.iter_mut().enumerate() {
             let l = e.leg_stats(i as u32);
             s.reads += l.reads;
@@ -332,7 +336,7 @@ impl Drop for Channel {
             // SAFETY: our own poller, unregistered on its thread.
             unsafe { sys::spdk_poller_unregister(&mut p) };
         }
-        let e = self.engine.get_mut() as *mut Engine<SpdkBackend>;
+        let e = self.engine.get_mut() as *mut Engine<SpdkBackend, ChannelIntent>;
         // SAFETY: dropping: nothing else refers to the engine.
         let e = unsafe { &mut *e };
         if !e.is_idle() {
@@ -355,6 +359,21 @@ extern "C" fn poll(arg: *mut c_void) -> c_int {
             return sys::SPDK_POLLER_IDLE as c_int;
         }
         let mut busy = false;
+        if let Some(p) = chan.mirror().persist.as_deref() {
+            if p.ready_count.load(Ordering::Acquire) != 0 {
+                // SAFETY: not busy: a quick read-only look.
+                let me = unsafe { &*chan.engine.get() }.intent().chan();
+                let ready = p.take_ready(me);
+                if !ready.is_empty() {
+                    chan.run(|e| {
+                        for id in ready {
+                            e.write_intent_ready(id);
+                        }
+                    });
+                    busy = true;
+                }
+            }
+        }
         // SAFETY: not busy: a quick read-only look.
         let parked = unsafe { &*chan.engine.get() }.has_parked();
         if parked || chan.mirror().leg_gen.load(Ordering::Acquire) != chan.seen_gen.get() {

@@ -8,6 +8,7 @@
 use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
 use std::ptr::{self, NonNull};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -18,9 +19,11 @@ use super::channel::Channel;
 use super::ffi::{bdev_name, errlog, guard, noticelog, warnlog};
 use super::json;
 use super::module::module_ptr;
-use super::rebuild::RebuildStatus;
+use super::persist::{self, Persist};
+use super::process::{self, Kind, ProcessStatus};
 use crate::engine::{IoOp, IoRequest, LegStats, ReadPolicy};
 use crate::placement::{Geometry, Level};
+use crate::superblock::{LegEntry, LegRole, MetaLayout, Superblock};
 
 /// Per-mirror tunables (create-time).
 #[derive(Debug, Clone, Copy)]
@@ -79,8 +82,23 @@ impl Leg {
     }
 }
 
+/// A leg waiting for the running process to end before it is recovered.
+pub struct Queued {
+    pub slot: u32,
+    pub bdev: String,
+    pub kind: Kind,
+}
+
 pub struct Mirror {
     pub bdev: sys::spdk_bdev,
+    /// The thread that created the mirror: metadata writes and processes run there.
+    pub thread: *mut sys::spdk_thread,
+    /// Superblock and bitmap, when the mirror keeps them on its legs.
+    pub persist: Option<Box<Persist>>,
+    /// Blocks reserved before the data on every leg (0 without a superblock).
+    pub data_offset: u64,
+    /// Bandwidth cap of rebuild, recovery, resync and check, MiB/s (0: none).
+    pub rebuild_max_mb: AtomicU64,
     name: CString,
     pub geo: Geometry,
     pub uuid: String,
@@ -91,11 +109,16 @@ pub struct Mirror {
     pub legs: Vec<Leg>,
     /// Bumped whenever a leg changes state; channels resynchronise when it moves.
     pub leg_gen: AtomicU64,
-    pub rebuild: Mutex<Option<RebuildStatus>>,
-    /// A rebuild holds leg channels and I/O: the mirror is freed only after it stops.
-    pub rebuild_active: AtomicBool,
+    pub process: Mutex<Option<ProcessStatus>>,
+    /// A process holds leg channels and I/O: the mirror is freed only after it stops.
+    pub process_active: AtomicBool,
+    pub last_process: Mutex<Option<Value>>,
+    /// Legs to recover once the running process ends.
+    pub queued: Mutex<VecDeque<Queued>>,
     destruct_pending: AtomicBool,
     pub deleting: AtomicBool,
+    /// Deleted over RPC: the superblocks are zeroed so the mirror does not come back.
+    pub wipe: AtomicBool,
     /// Counters of channels that are gone (live channels are summed at query time).
     pub retired_stats: Mutex<Vec<LegStats>>,
 }
@@ -131,15 +154,26 @@ pub fn find_leg(name: &str) -> Option<(&'static Mirror, u32)> {
     })
 }
 
+/// Metadata of a mirror being created (`found: None`) or assembled from its legs.
+pub struct PersistSpec {
+    pub region_kb: u32,
+    pub layout: MetaLayout,
+    /// Assembly: the newest superblock and the union of the fresh legs' bitmaps.
+    pub found: Option<(Superblock, crate::bitmap::Bits)>,
+}
+
 /// What `create` needs, already validated.
 pub struct CreateSpec {
     pub name: String,
     pub geo: Geometry,
     pub chunk_kb: u64,
     pub uuid: Option<sys::spdk_uuid>,
-    pub base_bdevs: Vec<String>,
+    /// By slot; `None`: the slot's leg is missing (assembly only).
+    pub base_bdevs: Vec<Option<String>>,
     pub opts: MirrorOpts,
     pub read_policy: ReadPolicy,
+    pub persist: Option<PersistSpec>,
+    pub rebuild_max_mb: u64,
 }
 
 fn encode_policy(p: ReadPolicy) -> u64 {
@@ -202,6 +236,8 @@ impl Mirror {
                 why,
                 self.state()
             );
+            // The superblocks must say so (and the bitmap keep what the leg misses).
+            persist::kick(self);
         }
     }
 
@@ -214,17 +250,8 @@ impl Mirror {
     }
 
     /// Whether every block keeps a readable copy when only the legs in `mask` are used.
-    /// RAID10 placement repeats every `legs` chunks, so checking that many chunks is enough.
     pub fn every_block_covered(&self, mask: u32) -> bool {
-        let step = self.geo.chunk_blocks().max(1);
-        let chunks = (self.geo.data_blocks() / step).min(self.geo.legs() as u64 * 2).max(1);
-        (0..chunks).all(|c| {
-            self.geo
-                .map_unchecked(c * step)
-                .as_slice()
-                .iter()
-                .any(|cp| mask & (1 << cp.leg) != 0)
-        })
+        self.geo.every_block_covered(mask)
     }
 
     pub fn state(&self) -> &'static str {
@@ -244,6 +271,7 @@ impl Mirror {
             "name": self.name(),
             "level": self.geo.level().as_str(),
             "base_bdevs": self.legs.iter().map(|l| l.name()).collect::<Vec<_>>(),
+            "superblock": false,
             "uuid": self.uuid,
             "pool_size": self.opts.pool_size,
             "max_parents": self.opts.max_parents,
@@ -296,8 +324,29 @@ impl Mirror {
             v["layout"] = Value::Null;
             v["chunk_kb"] = Value::Null;
         }
-        if let Some(r) = self.rebuild.lock().ok().and_then(|r| r.as_ref().map(|r| r.json())) {
+        if let Some(r) = self.process.lock().ok().and_then(|r| r.as_ref().map(|r| r.json())) {
             v["process"] = r;
+        }
+        if let Some(r) = self.last_process.lock().ok().and_then(|r| r.clone()) {
+            v["last_process"] = r;
+        }
+        v["rebuild_max_mb_per_s"] = json!(self.rebuild_max_mb.load(Ordering::Acquire));
+        v["superblock"] = json!(self.persist.is_some());
+        v["data_offset_blocks"] = json!(self.data_offset);
+        match &self.persist {
+            Some(p) => {
+                let bm = p.bitmap();
+                v["events"] = json!(p.superblock().events);
+                v["bitmap"] = json!({
+                    "region_kb": p.region_kb,
+                    "regions": bm.regions(),
+                    "dirty_regions": bm.dirty_regions(),
+                });
+            }
+            None => {
+                v["events"] = Value::Null;
+                v["bitmap"] = Value::Null;
+            }
         }
         v
     }
@@ -354,12 +403,63 @@ fn close_leg(leg: &Leg) {
     }
 }
 
-/// Creates, registers and returns a mirror. On error nothing is left behind.
-pub fn create(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
+/// What a creation does when it is over (on the app thread).
+pub type CreateDone = Box<dyn FnOnce(Result<&'static Mirror, Fail>)>;
+
+/// Creates a mirror: opens and claims its legs, writes the metadata to them (with a
+/// superblock), registers the bdev, then calls `done`. On error nothing is left behind.
+pub fn create(spec: CreateSpec, done: CreateDone) {
+    let m = match prepare(spec) {
+        Ok(m) => m,
+        Err(e) => return done(Err(e)),
+    };
+    if m.persist.is_none() {
+        return done(register(m));
+    }
+    persist::write(
+        m,
+        Some(Box::new(move |r| match r {
+            Ok(()) => {
+                let r = register(m);
+                if r.is_ok() {
+                    persist::start_ticking(m);
+                }
+                done(r)
+            }
+            Err(e) => {
+                let msg = format!("base_bdevs: cannot write the superblock: {e}");
+                abandon(m);
+                done(Err(Fail(-libc::EIO, msg)))
+            }
+        })),
+    );
+}
+
+/// A random 16-byte id.
+pub fn random_uuid() -> [u8; 16] {
+    let mut u = sys::spdk_uuid::default();
+    // SAFETY: writes a fresh uuid into `u`.
+    unsafe { sys::spdk_uuid_generate(&mut u) };
+    uuid_bytes(&u)
+}
+
+pub fn uuid_bytes(u: &sys::spdk_uuid) -> [u8; 16] {
+    // SAFETY: `spdk_uuid` is 16 plain bytes.
+    unsafe { std::mem::transmute_copy(u) }
+}
+
+/// Opens the legs, makes the pools and fills in the bdev; nothing is registered yet.
+fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let name = CString::new(spec.name.clone()).map_err(|_| Fail(-libc::EINVAL, "name: has a NUL".into()))?;
+    let data_offset = spec.persist.as_ref().map(|p| p.layout.data_offset_blocks).unwrap_or(0);
     let mut mirror = Box::new(Mirror {
         bdev: sys::spdk_bdev::default(),
+        // SAFETY: plain query; creation runs on an SPDK thread.
+        thread: unsafe { sys::spdk_get_thread() },
+        persist: None,
+        data_offset,
+        rebuild_max_mb: AtomicU64::new(spec.rebuild_max_mb),
         name,
         geo: spec.geo.clone(),
         uuid: String::new(),
@@ -368,21 +468,24 @@ pub fn create(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         read_policy: AtomicU64::new(encode_policy(spec.read_policy)),
         legs: Vec::with_capacity(spec.base_bdevs.len()),
         leg_gen: AtomicU64::new(0),
-        rebuild: Mutex::new(None),
-        rebuild_active: AtomicBool::new(false),
+        process: Mutex::new(None),
+        process_active: AtomicBool::new(false),
+        last_process: Mutex::new(None),
+        queued: Mutex::new(VecDeque::new()),
         destruct_pending: AtomicBool::new(false),
         deleting: AtomicBool::new(false),
+        wipe: AtomicBool::new(false),
         retired_stats: Mutex::new(vec![LegStats::default(); spec.base_bdevs.len()]),
     });
     let mp: *const Mirror = &*mirror;
     for (i, n) in spec.base_bdevs.iter().enumerate() {
         mirror.legs.push(Leg {
             index: i as u32,
-            name: Mutex::new(n.clone()),
+            name: Mutex::new(n.clone().unwrap_or_default()),
             bdev: AtomicPtr::new(ptr::null_mut()),
             desc: AtomicPtr::new(ptr::null_mut()),
             pool: ptr::null_mut(),
-            failed: AtomicBool::new(false),
+            failed: AtomicBool::new(n.is_none()),
             write_only: AtomicBool::new(false),
             removing: AtomicBool::new(false),
             mirror: mp,
@@ -398,34 +501,18 @@ pub fn create(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         }
     };
     // Open and claim every leg.
-    let mut block_len = None;
+    let needed = data_offset + spec.geo.used_leg_blocks();
     for i in 0..mirror.legs.len() {
+        let Some(leg_name) = spec.base_bdevs[i].clone() else { continue };
         let legp: *const Leg = &mirror.legs[i];
-        match open_leg(legp, &spec.base_bdevs[i]) {
+        match open_leg(legp, &leg_name) {
             Ok((bdev, desc)) => {
                 mirror.legs[i].bdev.store(bdev, Ordering::Release);
                 mirror.legs[i].desc.store(desc, Ordering::Release);
-                // SAFETY: bdev is open.
-                let (bl, md) = unsafe { (sys::spdk_bdev_get_block_size(bdev), sys::spdk_bdev_get_md_size(bdev)) };
-                let fail = if md != 0 {
-                    Some(format!(
-                        "base_bdevs: '{}' has {md} bytes of metadata per block; not supported",
-                        spec.base_bdevs[i]
-                    ))
-                } else if bl != spec.geo.block_size() {
-                    Some(format!(
-                        "base_bdevs: block sizes differ ('{}' has {bl}, expected {})",
-                        spec.base_bdevs[i],
-                        block_len.unwrap_or(spec.geo.block_size())
-                    ))
-                } else {
-                    None
-                };
-                if let Some(msg) = fail {
+                if let Some(msg) = unfit_leg(bdev, &leg_name, spec.geo.block_size(), needed) {
                     undo(&mut mirror);
-                    return Err(Fail(-libc::EINVAL, msg));
+                    return Err(Fail(-libc::EINVAL, format!("base_bdevs: {msg}")));
                 }
-                block_len = Some(bl);
             }
             Err(e) => {
                 undo(&mut mirror);
@@ -472,9 +559,49 @@ pub fn create(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
     unsafe { sys::spdk_uuid_fmt_lower(buf.as_mut_ptr(), buf.len(), &uuid) };
     // SAFETY: NUL-terminated by spdk_uuid_fmt_lower.
     mirror.uuid = unsafe { super::ffi::cstr(buf.as_ptr()) }.into_owned();
+    if let Some(ps) = spec.persist {
+        let (sb, dirty) = match ps.found {
+            Some((sb, bits)) => (sb, Some(bits)),
+            None => (
+                Superblock {
+                    mirror_uuid: uuid_bytes(&uuid),
+                    name: spec.name.clone(),
+                    level: spec.geo.level(),
+                    layout: spec.geo.layout(),
+                    chunk_kb: spec.chunk_kb as u32,
+                    block_size: spec.geo.block_size(),
+                    data_offset_blocks: ps.layout.data_offset_blocks,
+                    leg_data_blocks: spec.geo.leg_blocks(),
+                    events: 1,
+                    this_slot: 0,
+                    bitmap_region_kb: ps.region_kb,
+                    bitmap_offset_blocks: ps.layout.bitmap_offset_blocks,
+                    bitmap_blocks: ps.layout.bitmap_blocks,
+                    legs: (0..spec.geo.legs())
+                        .map(|_| LegEntry {
+                            uuid: random_uuid(),
+                            role: LegRole::Active,
+                            failed_at_events: 0,
+                        })
+                        .collect(),
+                },
+                None,
+            ),
+        };
+        let assembled = dirty.is_some();
+        let p = Persist::new(ps.layout, ps.region_kb, sb, dirty);
+        if assembled {
+            // Anything dirty may differ between the legs: resync it before it may clear.
+            p.hold_dirty_for_resync();
+            if mirror.legs.iter().any(|l| !l.present()) {
+                p.bitmap().miss_all_dirty();
+            }
+        }
+        mirror.persist = Some(Box::new(p));
+    }
     let mut align = 0u8;
     let mut write_cache = false;
-    for leg in &mirror.legs {
+    for leg in mirror.legs.iter().filter(|l| l.present()) {
         // SAFETY: legs are open.
         unsafe {
             align = align.max((*leg.bdev()).required_alignment);
@@ -497,8 +624,42 @@ pub fn create(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
     b.ctxt = mp as *mut c_void;
     b.fn_table = &FN_TABLE;
     b.module = module_ptr();
-    let mirror: &'static mut Mirror = Box::leak(mirror);
-    let dev_name = CString::new(format!("mirror_{}", spec.name)).unwrap_or_default();
+    Ok(Box::leak(mirror))
+}
+
+/// Why a bdev cannot be a leg of this mirror, if it cannot.
+pub fn unfit_leg(bdev: *mut sys::spdk_bdev, name: &str, block_size: u32, blocks_needed: u64) -> Option<String> {
+    // SAFETY: an open bdev; queries only.
+    let (bl, md, n) = unsafe {
+        (
+            sys::spdk_bdev_get_block_size(bdev),
+            sys::spdk_bdev_get_md_size(bdev),
+            sys::spdk_bdev_get_num_blocks(bdev),
+        )
+    };
+    if md != 0 {
+        Some(format!("'{name}' has {md} bytes of metadata per block; not supported"))
+    } else if bl != block_size {
+        Some(format!("block sizes differ ('{name}' has {bl}, expected {block_size})"))
+    } else if n < blocks_needed {
+        Some(format!("'{name}' has {n} blocks, the mirror needs {blocks_needed}"))
+    } else {
+        None
+    }
+}
+
+/// Frees a prepared mirror that was never registered.
+fn abandon(m: &'static Mirror) {
+    let m = m as *const Mirror as *mut Mirror;
+    // SAFETY: leaked in `prepare`, never registered; nothing else refers to it.
+    let mut b = unsafe { Box::from_raw(m) };
+    free_legs(&mut b);
+}
+
+/// Registers a prepared mirror's io_device and bdev.
+fn register(mirror: &'static Mirror) -> Result<&'static Mirror, Fail> {
+    let name = mirror.name().to_string();
+    let dev_name = CString::new(format!("mirror_{name}")).unwrap_or_default();
     // SAFETY: the io_device is the mirror, live until `io_device_gone`.
     unsafe {
         sys::spdk_io_device_register(
@@ -509,18 +670,17 @@ pub fn create(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
             dev_name.as_ptr(),
         )
     };
+    let b = &mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
     // SAFETY: the bdev is fully described and lives in the leaked box.
-    let rc = unsafe { sys::spdk_bdev_register(&mut mirror.bdev) };
+    let rc = unsafe { sys::spdk_bdev_register(b) };
     if rc != 0 {
-        let m: *mut Mirror = mirror;
         // SAFETY: the io_device is ours; the mirror is freed once it is gone.
-        unsafe { sys::spdk_io_device_unregister(m as *mut c_void, Some(free_unregistered)) };
+        unsafe { sys::spdk_io_device_unregister(mirror.as_io_device(), Some(free_unregistered)) };
         let msg = if rc == -libc::EEXIST {
-            format!("name: a bdev named '{}' already exists", spec.name)
+            format!("name: a bdev named '{name}' already exists")
         } else {
             format!(
-                "cannot register bdev '{}': {}",
-                spec.name,
+                "cannot register bdev '{name}': {}",
                 std::io::Error::from_raw_os_error(-rc)
             )
         };
@@ -532,12 +692,14 @@ pub fn create(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         .0
         .push(mirror as *const Mirror as usize);
     noticelog!(
-        "mirror {}: created, {} {} legs, {} blocks of {} bytes",
-        spec.name,
-        spec.geo.level(),
-        spec.geo.legs(),
-        spec.geo.data_blocks(),
-        spec.geo.block_size()
+        "mirror {}: {}, {} {} legs, {} blocks of {} bytes{}",
+        name,
+        if mirror.persist.as_ref().is_some_and(|p| p.resync_pending()) { "registered (resync pending)" } else { "registered" },
+        mirror.geo.level(),
+        mirror.geo.legs(),
+        mirror.geo.data_blocks(),
+        mirror.geo.block_size(),
+        if mirror.persist.is_some() { ", superblock and bitmap on every leg" } else { "" }
     );
     Ok(mirror)
 }
@@ -564,6 +726,7 @@ fn free_legs(m: &mut Mirror) {
 /// Starts deleting a mirror; `done(rc)` runs when it is gone.
 pub fn delete(mirror: &'static Mirror, done: Box<dyn FnOnce(i32)>) {
     mirror.deleting.store(true, Ordering::Release);
+    mirror.wipe.store(true, Ordering::Release);
     let arg = Box::into_raw(Box::new(done)) as *mut c_void;
     let b = &mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
     // SAFETY: the bdev is registered; `arg` is reclaimed in the callback.
@@ -605,24 +768,46 @@ extern "C" fn destruct(ctx: *mut c_void) -> c_int {
         // SAFETY: `ctx` is a live mirror.
         let mirror = unsafe { &*m };
         mirror.deleting.store(true, Ordering::Release);
-        if mirror.rebuild_active.load(Ordering::Acquire) {
-            // The rebuild sees `deleting`, stops, and calls `rebuild_finished`.
+        if mirror.process_active.load(Ordering::Acquire) {
+            // The process sees `deleting`, stops, and calls `process_finished`.
             mirror.destruct_pending.store(true, Ordering::Release);
         } else {
-            // SAFETY: our io_device; freed in `io_device_gone` once every channel is destroyed.
-            unsafe { sys::spdk_io_device_unregister(ctx, Some(io_device_gone)) };
+            finish_destruct(mirror);
         }
         1 // asynchronous: spdk_bdev_destruct_done follows
     })
 }
 
+/// The last metadata write (a clean bitmap, or zeroed superblocks after a delete), then the
+/// io_device goes.
+fn finish_destruct(m: &'static Mirror) {
+    let wipe = m.wipe.load(Ordering::Acquire);
+    persist::close(
+        m,
+        wipe,
+        Box::new(move || {
+            // SAFETY: our io_device; freed in `io_device_gone` once every channel is destroyed.
+            unsafe { sys::spdk_io_device_unregister(m.as_io_device(), Some(io_device_gone)) };
+        }),
+    );
+}
+
 extern "C" fn io_device_gone(dev: *mut c_void) {
     guard("mirror free", (), || {
         let m = dev as *mut Mirror;
+        // SAFETY: the mirror is live until freed below.
+        if let Some(p) = unsafe { &(*m).persist } {
+            if p.msgs.load(Ordering::Acquire) != 0 {
+                // A metadata kick is still on its way here: free after it.
+                // SAFETY: same thread; the mirror stays live until this runs.
+                unsafe { sys::spdk_thread_send_msg(sys::spdk_get_thread(), Some(io_device_gone), dev) };
+                return;
+            }
+        }
         // SAFETY: no channel is left; nobody else refers to the mirror now.
         unsafe {
             free_legs(&mut *m);
-            noticelog!("mirror {}: deleted", (*m).name());
+            noticelog!("mirror {}: {}", (*m).name(), if (*m).wipe.load(Ordering::Acquire) { "deleted" } else { "stopped" });
             sys::spdk_bdev_destruct_done(&mut (*m).bdev, 0);
             drop(Box::from_raw(m));
         }
@@ -714,7 +899,7 @@ extern "C" fn submit_request(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_b
             sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES => IoOp::WriteZeroes,
             sys::SPDK_BDEV_IO_TYPE_FLUSH => IoOp::Flush,
             sys::SPDK_BDEV_IO_TYPE_RESET => {
-                super::rebuild::reset(io);
+                super::reset::reset(io);
                 return true;
             }
             _ => {
@@ -770,6 +955,10 @@ extern "C" fn write_config_json(bdev: *mut sys::spdk_bdev, w: *mut sys::spdk_jso
     guard("mirror write_config_json", (), || {
         // SAFETY: our bdev's context is its mirror.
         let m = unsafe { &*((*bdev).ctxt as *const Mirror) };
+        if m.persist.is_some() {
+            // Its superblocks describe it: it assembles itself when its legs appear.
+            return;
+        }
         let call = json!({"method": "bdev_mirror_create", "params": m.create_params()});
         // SAFETY: `w` is live and expects one value.
         unsafe { json::write_value(w, &call) };
@@ -951,10 +1140,70 @@ pub fn collect_stats(m: &'static Mirror, done: Box<dyn FnOnce(Vec<LegStats>)>) {
     unsafe { sys::spdk_for_each_channel(m.as_io_device(), Some(on_channel), c as *mut c_void, Some(all_done)) };
 }
 
-/// A rebuild stopped; finishes a deletion that waited for it.
-pub fn rebuild_finished(m: &Mirror) {
+/// A process stopped: finishes a deletion that waited for it, or recovers the next queued leg.
+pub fn process_finished(m: &'static Mirror) {
     if m.destruct_pending.swap(false, Ordering::AcqRel) {
-        // SAFETY: our io_device; freed in `io_device_gone`.
-        unsafe { sys::spdk_io_device_unregister(m.as_io_device(), Some(io_device_gone)) };
+        return finish_destruct(m);
     }
+    if m.deleting.load(Ordering::Acquire) {
+        return;
+    }
+    let next = m.queued.lock().ok().and_then(|mut q| q.pop_front());
+    if let Some(q) = next {
+        join_leg(m, q.slot, &q.bdev, q.kind, Box::new(|_| {}));
+    }
+}
+
+/// Puts bdev `name` into slot `slot` and recovers it: `Recovery` copies the bitmap's missed
+/// regions (a leg that returns), `Rebuild` everything (a new leg). Queued if a process runs.
+pub fn join_leg(m: &'static Mirror, slot: u32, name: &str, kind: Kind, done: Box<dyn FnOnce(Result<(), Fail>)>) {
+    if m.process_active.load(Ordering::Acquire) {
+        if let Ok(mut q) = m.queued.lock() {
+            q.push_back(Queued {
+                slot,
+                bdev: name.to_string(),
+                kind,
+            });
+        }
+        return done(Ok(()));
+    }
+    let leg: *const Leg = &m.legs[slot as usize];
+    let (bdev, desc) = match open_leg(leg, name) {
+        Ok(x) => x,
+        Err(Fail(rc, msg)) => return done(Err(Fail(rc, msg.replacen("base_bdevs:", "base_bdev:", 1)))),
+    };
+    if let Some(msg) = unfit_leg(bdev, name, m.geo.block_size(), m.data_offset + m.geo.used_leg_blocks()) {
+        // SAFETY: claimed and opened just above, on this thread.
+        unsafe {
+            sys::spdk_bdev_module_release_bdev(bdev);
+            sys::spdk_bdev_close(desc);
+        }
+        return done(Err(Fail(-libc::EINVAL, format!("base_bdev: {msg}"))));
+    }
+    if let (Some(p), Kind::Rebuild) = (&m.persist, kind) {
+        // A new member: a new identity in the leg table.
+        p.superblock().legs[slot as usize].uuid = random_uuid();
+    }
+    let ranges = match (&m.persist, kind) {
+        (Some(p), Kind::Recovery) => {
+            let bm = p.bitmap();
+            crate::bitmap::resync_plan(bm.missed(), bm.regions(), bm.region_blocks(), m.geo.data_blocks())
+        }
+        _ => vec![(0, m.geo.data_blocks())],
+    };
+    attach_leg(
+        m,
+        slot,
+        bdev,
+        desc,
+        name,
+        Box::new(move |rc| {
+            if rc != 0 {
+                m.fail_leg(slot, "could not be attached to every core");
+                return done(Err(Fail(rc, "base_bdev: could not attach the leg on every core".into())));
+            }
+            persist::kick(m);
+            done(process::start(m, kind, Some(slot), ranges, None).map_err(|e| Fail(-libc::EBUSY, e)))
+        }),
+    );
 }

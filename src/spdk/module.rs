@@ -30,6 +30,7 @@ extern "C" fn register() {
         m.module_init = Some(module_init);
         m.module_fini = Some(module_fini);
         m.get_ctx_size = Some(ctx_size);
+        m.examine_disk = Some(super::examine::examine_disk);
         MODULE.store(m, Ordering::Release);
         // SAFETY: `m` is a complete module description with a 'static lifetime.
         unsafe { sys::spdk_bdev_module_list_add(m) };
@@ -45,5 +46,5 @@ extern "C" fn module_fini() {}
 
 /// Per host I/O context SPDK reserves for us (used by resets).
 extern "C" fn ctx_size() -> c_int {
-    std::mem::size_of::<super::rebuild::HostCtx>() as c_int
+    std::mem::size_of::<super::reset::HostCtx>() as c_int
 }

@@ -9,17 +9,27 @@ use spdk_sys as sys;
 
 use super::ffi::guard;
 use super::json;
-use super::mirror::{self, CreateSpec, Fail, MirrorOpts, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
+use super::mirror::{self, CreateSpec, Fail, MirrorOpts, PersistSpec, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
+use super::process::{self, Kind};
+use crate::superblock::MetaLayout;
 use crate::engine::ReadPolicy;
 use crate::placement::{Geometry, GeometrySpec, Level, Raid10Layout, MAX_LEGS};
 
 /// Default RAID10 chunk for mirrors created over RPC.
 pub const DEFAULT_CHUNK_KB: u64 = 64;
+/// Default write-intent bitmap region (md's default for large arrays).
+pub const DEFAULT_REGION_KB: u64 = 65536;
+/// Superblocks hold names up to this long.
+const SB_NAME_MAX: usize = 64;
+/// Largest bandwidth cap accepted, MiB/s.
+const MAX_RATE_MB: u64 = 1 << 30;
 
 type Handler = unsafe extern "C" fn(*mut sys::spdk_jsonrpc_request, *const sys::spdk_json_val);
 
 pub fn register() {
-    let methods: [(&std::ffi::CStr, Handler); 6] = [
+    let methods: [(&std::ffi::CStr, Handler); 8] = [
+        (c"bdev_mirror_set_options", rpc_set_options),
+        (c"bdev_mirror_check", rpc_check),
         (c"bdev_mirror_set_read_policy", rpc_set_read_policy),
         (c"bdev_mirror_create", rpc_create),
         (c"bdev_mirror_delete", rpc_delete),
@@ -185,6 +195,8 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         "read_policy",
         "preferred_leg",
         "superblock",
+        "bitmap_region_kb",
+        "rebuild_max_mb_per_s",
     ])?;
     let name = p.required_string("name")?;
     if name.len() > 200 {
@@ -219,11 +231,15 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         max_parents: p.uint("max_parents", 1, 1 << 16)?.unwrap_or(DEFAULT_MAX_PARENTS as u64) as u32,
     };
     let read_policy = read_policy(p)?;
-    if p.boolean("superblock")? == Some(true) {
-        return Err(bad(
-            "superblock",
-            "on-disk superblocks are not available in this version",
-        ));
+    let superblock = p.boolean("superblock")?.unwrap_or(true);
+    let region_kb = p.uint("bitmap_region_kb", 1, 1 << 30)?;
+    if !superblock && region_kb.is_some() {
+        return Err(bad("bitmap_region_kb", "needs superblock: true (the bitmap lives on the legs)"));
+    }
+    let region_kb = region_kb.unwrap_or(DEFAULT_REGION_KB) as u32;
+    let rebuild_max_mb = p.uint("rebuild_max_mb_per_s", 0, MAX_RATE_MB)?.unwrap_or(0);
+    if superblock && name.len() > SB_NAME_MAX {
+        return Err(bad("name", &format!("longer than the {SB_NAME_MAX} bytes a superblock holds")));
     }
     if let ReadPolicy::Preferred(leg) = read_policy {
         if leg as usize >= base_bdevs.len() {
@@ -274,13 +290,25 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         }
         leg_blocks = leg_blocks.min(n);
     }
+    let block_size = block_size.unwrap_or(512);
+    let reserved = if superblock {
+        MetaLayout::data_offset_blocks(block_size)
+    } else {
+        0
+    };
+    if !base_bdevs.is_empty() && leg_blocks <= reserved {
+        return Err(bad(
+            "base_bdevs",
+            &format!("legs of {leg_blocks} blocks leave no room after the {reserved}-block superblock area"),
+        ));
+    }
     let geo = Geometry::new(&GeometrySpec {
         level,
         layout,
         legs: base_bdevs.len() as u32,
         chunk_bytes: Some(chunk_kb * 1024),
-        block_size: block_size.unwrap_or(512),
-        leg_blocks: if base_bdevs.is_empty() { 0 } else { leg_blocks },
+        block_size,
+        leg_blocks: if base_bdevs.is_empty() { 0 } else { leg_blocks - reserved },
     })
     .map_err(|e| {
         let msg = e.to_string();
@@ -290,21 +318,35 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
                 .replacen("leg_blocks:", "base_bdevs:", 1),
         )
     })?;
+    let persist = if superblock {
+        let layout = MetaLayout::new(block_size, geo.data_blocks(), region_kb).map_err(|e| Fail(-libc::EINVAL, e.to_string()))?;
+        Some(PersistSpec {
+            region_kb,
+            layout,
+            found: None,
+        })
+    } else {
+        None
+    };
     Ok(CreateSpec {
         name,
         geo,
         chunk_kb,
         uuid,
-        base_bdevs,
+        base_bdevs: base_bdevs.into_iter().map(Some).collect(),
         opts,
         read_policy,
+        persist,
+        rebuild_max_mb,
     })
 }
 
 unsafe extern "C" fn rpc_create(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
-        let result = create_spec(&p).and_then(mirror::create).map(|m| json!(m.name()));
-        req.reply(result);
+        match create_spec(&p) {
+            Err(e) => req.reply(Err(e)),
+            Ok(spec) => mirror::create(spec, Box::new(move |r| req.reply(r.map(|m| json!(m.name()))))),
+        }
     })
 }
 
@@ -382,12 +424,13 @@ unsafe extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_reques
             Ok(t) => t,
             Err(e) => return req.reply(Err(e)),
         };
-        if m.rebuild_active.load(std::sync::atomic::Ordering::Acquire) {
+        if m.process_active.load(std::sync::atomic::Ordering::Acquire) {
             return req.reply(Err(Fail(
                 -libc::EBUSY,
                 format!(
-                    "base_bdev: '{}' is rebuilding a leg; remove legs once it is done",
-                    m.name()
+                    "base_bdev: '{}' is running a {}; remove legs once it is done",
+                    m.name(),
+                    m.process.lock().ok().and_then(|p| p.as_ref().map(|p| p.kind.name())).unwrap_or("process")
                 ),
             )));
         }
@@ -420,18 +463,18 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
             let base = p.required_string("base_bdev")?;
             let m =
                 mirror::find(&name).ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))?;
-            if m.rebuild_active.load(std::sync::atomic::Ordering::Acquire) {
+            if m.process_active.load(std::sync::atomic::Ordering::Acquire) {
                 return Err(Fail(
                     -libc::EBUSY,
-                    format!("name: mirror '{name}' is already rebuilding a leg"),
+                    format!("name: mirror '{name}' is already running a background process"),
                 ));
             }
-            let slot = m.legs.iter().find(|l| !l.present()).map(|l| l.index).ok_or_else(|| {
-                Fail(
+            if !m.legs.iter().any(|l| !l.present()) {
+                return Err(Fail(
                     -libc::ENOSPC,
                     format!("name: mirror '{name}' has no free slot (remove a leg first)"),
-                )
-            })?;
+                ));
+            }
             if m.in_sync_mask() == 0 {
                 return Err(Fail(
                     -libc::ENODEV,
@@ -441,61 +484,98 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
             if !bdev_exists(&base) {
                 return Err(Fail(-libc::ENODEV, format!("base_bdev: no bdev named '{base}'")));
             }
-            Ok((m, slot, base))
+            if mirror::find_leg(&base).is_some() {
+                return Err(Fail(-libc::EBUSY, format!("base_bdev: '{base}' is already a leg of a mirror")));
+            }
+            Ok((m, base))
         })();
-        let (m, slot, base) = match checked {
+        let (m, base) = match checked {
             Ok(c) => c,
             Err(e) => return req.reply(Err(e)),
         };
-        let leg: *const mirror::Leg = &m.legs[slot as usize];
-        let (bdev, desc) = match mirror::open_leg(leg, &base) {
-            Ok(x) => x,
-            Err(Fail(rc, msg)) => return req.reply(Err(Fail(rc, msg.replacen("base_bdevs:", "base_bdev:", 1)))),
+        let join = move |m: &'static mirror::Mirror, slot: u32, kind: Kind| {
+            mirror::join_leg(m, slot, &base.clone(), kind, Box::new(move |r| req.reply(r.map(|_| json!(true)))));
         };
-        // SAFETY: open bdev; queries only.
-        let (bs, n) = unsafe { (sys::spdk_bdev_get_block_size(bdev), sys::spdk_bdev_get_num_blocks(bdev)) };
-        let problem = if bs != m.geo.block_size() {
-            Some(format!(
-                "base_bdev: '{base}' has {bs}-byte blocks, the mirror {}",
-                m.geo.block_size()
-            ))
-        } else if n < m.geo.used_leg_blocks() {
-            Some(format!(
-                "base_bdev: '{base}' has {n} blocks, the mirror needs {}",
-                m.geo.used_leg_blocks()
-            ))
-        } else {
-            None
-        };
-        if let Some(msg) = problem {
-            // SAFETY: claimed and opened just above, on this thread.
-            unsafe {
-                sys::spdk_bdev_module_release_bdev(bdev);
-                sys::spdk_bdev_close(desc);
-            }
-            return req.reply(Err(Fail(-libc::EINVAL, msg)));
+        let first_free = m.legs.iter().find(|l| !l.present()).map(|l| l.index).unwrap_or(0);
+        if m.persist.is_none() {
+            return join(m, first_free, Kind::Rebuild);
         }
-        mirror::attach_leg(
-            m,
-            slot,
-            bdev,
-            desc,
-            &base,
-            Box::new(move |rc| {
-                if rc != 0 {
-                    m.fail_leg(slot, "could not be attached to every core");
-                    return req.reply(Err(Fail(
-                        rc,
-                        "base_bdev: could not attach the leg on every core".into(),
-                    )));
-                }
-                req.reply(
-                    super::rebuild::start(m, slot)
-                        .map(|_| json!(true))
-                        .map_err(|e| Fail(-libc::ENOMEM, e)),
-                );
+        // A leg that carries this mirror's superblock goes back to its slot, recovered from
+        // the bitmap if it can be (md's re-add); any other bdev is rebuilt in full.
+        let base2 = p.string("base_bdev").ok().flatten().unwrap_or_default();
+        super::examine::read_superblock(
+            &base2,
+            Box::new(move |r| {
+                let mine = m.persist.as_ref().map(|p| p.superblock().mirror_uuid);
+                let (slot, kind) = match r {
+                    Ok(Some(f)) if Some(f.sb.mirror_uuid) == mine && !m.legs[f.sb.this_slot as usize].present() => {
+                        (f.sb.this_slot, super::examine::rejoin_kind(m, &f))
+                    }
+                    _ => (first_free, Kind::Rebuild),
+                };
+                join(m, slot, kind);
             }),
         );
+    })
+}
+
+unsafe extern "C" fn rpc_set_options(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+    handle(request, params, |req, p| {
+        let result = (|| {
+            p.only(&["name", "rebuild_max_mb_per_s"])?;
+            let name = p.required_string("name")?;
+            let m =
+                mirror::find(&name).ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))?;
+            if let Some(rate) = p.uint("rebuild_max_mb_per_s", 0, MAX_RATE_MB)? {
+                m.rebuild_max_mb.store(rate, std::sync::atomic::Ordering::Release);
+            }
+            Ok(json!(true))
+        })();
+        req.reply(result);
+    })
+}
+
+unsafe extern "C" fn rpc_check(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+    handle(request, params, |req, p| {
+        let checked = (|| {
+            p.only(&["name", "repair"])?;
+            let name = p.required_string("name")?;
+            let repair = p.boolean("repair")?.unwrap_or(false);
+            let m =
+                mirror::find(&name).ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))?;
+            if m.in_sync_mask().count_ones() < 2 {
+                return Err(Fail(
+                    -libc::ENODEV,
+                    format!("name: mirror '{name}' has fewer than two in-sync legs to compare"),
+                ));
+            }
+            Ok((m, repair))
+        })();
+        let (m, repair) = match checked {
+            Ok(c) => c,
+            Err(e) => return req.reply(Err(e)),
+        };
+        let started = process::start(
+            m,
+            Kind::Check { repair },
+            None,
+            vec![(0, m.geo.data_blocks())],
+            Some(Box::new(move |r| {
+                req.reply(
+                    r.map(|o| {
+                        json!({
+                            "mismatch_blocks": o.mismatch_blocks,
+                            "blocks_checked": o.blocks_checked,
+                            "repaired_blocks": o.repaired_blocks,
+                        })
+                    })
+                    .map_err(|e| Fail(-libc::EIO, format!("check stopped: {e}"))),
+                )
+            })),
+        );
+        if let Err(e) = started {
+            req.reply(Err(Fail(-libc::EBUSY, format!("name: {e}"))));
+        }
     })
 }
 

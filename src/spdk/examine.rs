@@ -1,0 +1,474 @@
+//! Assembly: the bdev module's examine path reads every new bdev's block 0; a mirror superblock
+//! there makes the bdev a candidate leg of that mirror (by its uuid). The mirror is registered
+//! again, under its old name and uuid, once every leg its newest superblock calls active is
+//! there with that newest `events` (in any order); if some never come (missing, or rejected for
+//! a bad superblock) but the fresh legs hold every block, it assembles degraded after
+//! `GRACE_US`. Legs whose superblock is older (stale) are not trusted: they join afterwards and
+//! are recovered, from the bitmap when it covers their absence, else by a full rebuild.
+
+use std::os::raw::{c_int, c_void};
+use std::ptr;
+use std::sync::Mutex;
+
+use spdk_sys as sys;
+
+use super::ffi::{bdev_name, errlog, guard, noticelog, warnlog};
+use super::mirror::{self, CreateSpec, Mirror, MirrorOpts, PersistSpec, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
+use super::module::module_ptr;
+use super::process::{self, Kind};
+use crate::bitmap::{resync_plan, Bits};
+use crate::engine::ReadPolicy;
+use crate::placement::{Geometry, GeometrySpec, Level};
+use crate::superblock::{LegRole, MetaLayout, Superblock, SuperblockError, SUPERBLOCK_BYTES};
+
+/// How long a mirror that could run degraded waits for its missing legs.
+const GRACE_US: u64 = 3_000_000;
+
+/// A bdev that carries a mirror superblock.
+pub struct Found {
+    pub bdev: String,
+    pub sb: Superblock,
+    pub bits: Bits,
+}
+
+/// The geometry and metadata layout a superblock describes, checked against each other.
+pub fn geometry_of(sb: &Superblock) -> Result<(Geometry, MetaLayout), String> {
+    let geo = Geometry::new(&GeometrySpec {
+        level: sb.level,
+        layout: (sb.level == Level::Raid10).then_some(sb.layout),
+        legs: sb.legs.len() as u32,
+        chunk_bytes: Some(sb.chunk_kb as u64 * 1024),
+        block_size: sb.block_size,
+        leg_blocks: sb.leg_data_blocks,
+    })
+    .map_err(|e| format!("geometry: {e}"))?;
+    let layout = MetaLayout::new(sb.block_size, geo.data_blocks(), sb.bitmap_region_kb).map_err(|e| e.to_string())?;
+    if (layout.data_offset_blocks, layout.bitmap_offset_blocks, layout.bitmap_blocks)
+        != (sb.data_offset_blocks, sb.bitmap_offset_blocks, sb.bitmap_blocks)
+    {
+        return Err("metadata layout does not match the geometry".into());
+    }
+    Ok((geo, layout))
+}
+
+pub type ReadDone = Box<dyn FnOnce(Result<Option<Found>, String>)>;
+
+struct Reader {
+    name: String,
+    desc: *mut sys::spdk_bdev_desc,
+    ch: *mut sys::spdk_io_channel,
+    buf: *mut c_void,
+    bs: u64,
+    sb: Option<Superblock>,
+    regions: usize,
+    done: Option<ReadDone>,
+}
+
+extern "C" fn ignore_event(_: sys::spdk_bdev_event_type, _: *mut sys::spdk_bdev, _: *mut c_void) {}
+
+/// Reads bdev `name`'s superblock and bitmap: `Ok(None)` when it carries no mirror superblock,
+/// `Err` when it carries a bad one (the message says what is wrong).
+pub fn read_superblock(name: &str, done: ReadDone) {
+    let Ok(cname) = std::ffi::CString::new(name) else {
+        return done(Ok(None));
+    };
+    let mut desc = ptr::null_mut();
+    // SAFETY: NUL-terminated name; read-only open, closed in `read_finished`.
+    let rc = unsafe { sys::spdk_bdev_open_ext(cname.as_ptr(), false, Some(ignore_event), ptr::null_mut(), &mut desc) };
+    if rc != 0 {
+        return done(Err(format!("cannot open: {}", std::io::Error::from_raw_os_error(-rc))));
+    }
+    // SAFETY: open desc.
+    let (bdev, ch) = unsafe { (sys::spdk_bdev_desc_get_bdev(desc), sys::spdk_bdev_get_io_channel(desc)) };
+    // SAFETY: open bdev.
+    let bs = unsafe { sys::spdk_bdev_get_block_size(bdev) } as u64;
+    // The largest read is the whole reserved area.
+    let bytes = crate::superblock::RESERVED_BYTES.max(bs) as usize;
+    // SAFETY: plain DMA allocation, freed in `read_finished`.
+    let buf = unsafe { sys::spdk_dma_zmalloc(bytes, 0x1000, ptr::null_mut()) };
+    let r = Box::into_raw(Box::new(Reader {
+        name: name.to_string(),
+        desc,
+        ch,
+        buf,
+        bs,
+        sb: None,
+        regions: 0,
+        done: Some(done),
+    }));
+    if ch.is_null() || buf.is_null() {
+        return read_finished(r, Err("no memory to read the superblock".into()));
+    }
+    // SAFETY: the bdev has at least one block; fewer blocks than the reserved area only lack
+    // a superblock.
+    let n = unsafe { sys::spdk_bdev_get_num_blocks(bdev) };
+    let blocks = (SUPERBLOCK_BYTES as u64).div_ceil(bs);
+    if n < blocks {
+        return read_finished(r, Ok(None));
+    }
+    read_blocks(r, blocks);
+}
+
+fn read_blocks(r: *mut Reader, blocks: u64) {
+    // SAFETY: ours until `read_finished`.
+    let rd = unsafe { &mut *r };
+    // SAFETY: open desc, this thread's channel, a buffer of the reserved area.
+    let rc = unsafe { sys::spdk_bdev_read_blocks(rd.desc, rd.ch, rd.buf, 0, blocks, Some(read_done), r as *mut c_void) };
+    if rc != 0 {
+        read_finished(
+            r,
+            Err(format!("cannot read: {}", std::io::Error::from_raw_os_error(-rc))),
+        );
+    }
+}
+
+extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_void) {
+    guard("mirror examine read", (), || {
+        // SAFETY: a completed I/O of ours.
+        unsafe { sys::spdk_bdev_free_io(io) };
+        let r = arg as *mut Reader;
+        if !success {
+            return read_finished(r, Err("read error".into()));
+        }
+        // SAFETY: ours until `read_finished`.
+        let rd = unsafe { &mut *r };
+        if let Some(sb) = rd.sb.take() {
+            // The bitmap is in.
+            let at = (sb.bitmap_offset_blocks * rd.bs) as usize;
+            let len = (sb.bitmap_blocks * rd.bs) as usize;
+            // SAFETY: the buffer holds the metadata blocks just read.
+            let bytes = unsafe { std::slice::from_raw_parts((rd.buf as *const u8).add(at), len) };
+            let bits = Bits::from_bytes(bytes, rd.regions);
+            let found = Found {
+                bdev: rd.name.clone(),
+                sb,
+                bits,
+            };
+            return read_finished(r, Ok(Some(found)));
+        }
+        // SAFETY: the buffer holds at least the superblock's bytes.
+        let head = unsafe { std::slice::from_raw_parts(rd.buf as *const u8, SUPERBLOCK_BYTES) };
+        let sb = match Superblock::decode(head) {
+            Ok(sb) => sb,
+            Err(SuperblockError::Magic) => return read_finished(r, Ok(None)),
+            Err(e) => return read_finished(r, Err(e.to_string())),
+        };
+        // SAFETY: open desc.
+        let n = unsafe { sys::spdk_bdev_get_num_blocks(sys::spdk_bdev_desc_get_bdev(rd.desc)) };
+        let checked = geometry_of(&sb).and_then(|(_, layout)| {
+            if sb.block_size as u64 != rd.bs {
+                Err(format!("records {}-byte blocks, the bdev has {}", sb.block_size, rd.bs))
+            } else if n < sb.data_offset_blocks + sb.leg_data_blocks {
+                Err(format!(
+                    "records {} blocks per leg, the bdev has {n}",
+                    sb.data_offset_blocks + sb.leg_data_blocks
+                ))
+            } else {
+                Ok(layout)
+            }
+        });
+        match checked {
+            Ok(layout) => {
+                rd.regions = layout.regions as usize;
+                rd.sb = Some(sb);
+                read_blocks(r, layout.meta_blocks());
+            }
+            Err(e) => read_finished(r, Err(format!("superblock: {e}"))),
+        }
+    })
+}
+
+fn read_finished(r: *mut Reader, result: Result<Option<Found>, String>) {
+    // SAFETY: the last use of the reader.
+    let mut rd = unsafe { Box::from_raw(r) };
+    // SAFETY: opened, taken and allocated in `read_superblock` on this thread.
+    unsafe {
+        if !rd.ch.is_null() {
+            sys::spdk_put_io_channel(rd.ch);
+        }
+        sys::spdk_dma_free(rd.buf);
+        sys::spdk_bdev_close(rd.desc);
+    }
+    if let Some(done) = rd.done.take() {
+        done(result);
+    }
+}
+
+/// The module's `examine_disk`.
+pub extern "C" fn examine_disk(bdev: *mut sys::spdk_bdev) {
+    let started = guard("mirror examine", false, || {
+        // SAFETY: a registering bdev; its module pointer is set.
+        if unsafe { (*bdev).module } == module_ptr() {
+            return false;
+        }
+        let name = bdev_name(bdev);
+        let n2 = name.clone();
+        read_superblock(
+            &name,
+            Box::new(move |r| {
+                guard("mirror examine", (), || match r {
+                    Ok(Some(found)) => offer(found),
+                    Ok(None) => {}
+                    Err(e) => errlog!("mirror: bdev {n2} rejected as a mirror leg: {e}"),
+                });
+                // SAFETY: answers this examine_disk call, once.
+                unsafe { sys::spdk_bdev_module_examine_done(module_ptr()) };
+            }),
+        );
+        true
+    });
+    if !started {
+        // SAFETY: as above.
+        unsafe { sys::spdk_bdev_module_examine_done(module_ptr()) };
+    }
+}
+
+/// Mirrors waiting for legs, by uuid (app thread).
+struct Pending {
+    uuid: [u8; 16],
+    found: Vec<Found>,
+    timer: *mut sys::spdk_poller,
+}
+
+struct PendingList(Vec<Pending>);
+// SAFETY: touched on the app thread only; the Mutex is for Rust's sake.
+unsafe impl Send for PendingList {}
+static PENDING: Mutex<PendingList> = Mutex::new(PendingList(Vec::new()));
+
+fn live_mirror(uuid: &[u8; 16]) -> Option<&'static Mirror> {
+    mirror::all()
+        .into_iter()
+        .find(|m| m.persist.as_ref().is_some_and(|p| p.superblock().mirror_uuid == *uuid))
+}
+
+/// A bdev with a mirror superblock appeared.
+fn offer(f: Found) {
+    if let Some(m) = live_mirror(&f.sb.mirror_uuid) {
+        return returning(m, f);
+    }
+    let uuid = f.sb.mirror_uuid;
+    {
+        let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+        let idx = match list.0.iter().position(|p| p.uuid == uuid) {
+            Some(i) => i,
+            None => {
+                list.0.push(Pending {
+                    uuid,
+                    found: Vec::new(),
+                    timer: ptr::null_mut(),
+                });
+                list.0.len() - 1
+            }
+        };
+        let p = &mut list.0[idx];
+        if let Some(other) = p.found.iter().find(|o| o.sb.this_slot == f.sb.this_slot) {
+            warnlog!(
+                "mirror {}: bdev {} claims slot {}, already taken by {}; ignored",
+                f.sb.name,
+                f.bdev,
+                f.sb.this_slot,
+                other.bdev
+            );
+            return;
+        }
+        noticelog!(
+            "mirror {}: found leg {} (slot {}, events {})",
+            f.sb.name,
+            f.bdev,
+            f.sb.this_slot,
+            f.sb.events
+        );
+        p.found.push(f);
+    }
+    evaluate(uuid, false);
+}
+
+/// The newest superblock and the slots whose legs are fresh and active in it.
+fn fresh(found: &[Found]) -> Option<(Superblock, u32)> {
+    let newest = found.iter().max_by_key(|f| f.sb.events)?.sb.clone();
+    let mask = found
+        .iter()
+        .filter(|f| f.sb.events == newest.events && newest.legs[f.sb.this_slot as usize].role == LegRole::Active)
+        .fold(0u32, |m, f| m | 1 << f.sb.this_slot);
+    Some((newest, mask))
+}
+
+/// Assembles the mirror if it can (now, or after the grace period).
+fn evaluate(uuid: [u8; 16], grace_over: bool) {
+    let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(idx) = list.0.iter().position(|p| p.uuid == uuid) else { return };
+    let Some((newest, mask)) = fresh(&list.0[idx].found) else { return };
+    let active = newest
+        .legs
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.role == LegRole::Active)
+        .fold(0u32, |m, (i, _)| m | 1 << i);
+    let complete = active & !mask == 0;
+    let usable = geometry_of(&newest).is_ok_and(|(g, _)| g.every_block_covered(mask));
+    if complete || (grace_over && usable) {
+        let p = list.0.remove(idx);
+        drop(list);
+        let mut timer = p.timer;
+        if !timer.is_null() {
+            // SAFETY: registered on this thread below.
+            unsafe { sys::spdk_poller_unregister(&mut timer) };
+        }
+        return assemble(p.found, newest, mask);
+    }
+    if usable && list.0[idx].timer.is_null() {
+        extern "C" fn fire(arg: *mut c_void) -> c_int {
+            guard("mirror assembly timer", 0, || {
+                // SAFETY: boxed below; the poller fires once (evaluate unregisters it).
+                let uuid = unsafe { *(arg as *const [u8; 16]) };
+                let stale = {
+                    let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+                    match list.0.iter_mut().find(|p| p.uuid == uuid) {
+                        Some(p) => {
+                            let mut t = std::mem::replace(&mut p.timer, ptr::null_mut());
+                            // SAFETY: our poller, on its thread.
+                            unsafe { sys::spdk_poller_unregister(&mut t) };
+                            false
+                        }
+                        None => true,
+                    }
+                };
+                // SAFETY: boxed in `evaluate`; freed once, here.
+                drop(unsafe { Box::from_raw(arg as *mut [u8; 16]) });
+                if !stale {
+                    evaluate(uuid, true);
+                }
+                0
+            })
+        }
+        let arg = Box::into_raw(Box::new(uuid)) as *mut c_void;
+        // SAFETY: the argument lives until the poller fires (it is freed there).
+        list.0[idx].timer = unsafe { sys::spdk_poller_register(Some(fire), arg, GRACE_US) };
+        noticelog!(
+            "mirror {}: waiting {} s for its missing legs before assembling degraded",
+            newest.name,
+            GRACE_US / 1_000_000
+        );
+    }
+}
+
+/// Registers the mirror from its fresh legs; the other legs it found rejoin afterwards.
+fn assemble(found: Vec<Found>, newest: Superblock, mask: u32) {
+    let (geo, layout) = match geometry_of(&newest) {
+        Ok(x) => x,
+        Err(e) => return errlog!("mirror {}: cannot assemble: {e}", newest.name),
+    };
+    let mut bits = Bits::new(layout.regions as usize);
+    let mut base_bdevs = vec![None; newest.legs.len()];
+    let mut rest = Vec::new();
+    for f in found {
+        if mask & (1 << f.sb.this_slot) != 0 {
+            for r in 0..layout.regions as usize {
+                if f.bits.get(r) {
+                    bits.set(r, true);
+                }
+            }
+            base_bdevs[f.sb.this_slot as usize] = Some(f.bdev.clone());
+        } else {
+            rest.push(f);
+        }
+    }
+    let mut uuid = sys::spdk_uuid::default();
+    // SAFETY: `spdk_uuid` is 16 plain bytes.
+    unsafe { ptr::copy_nonoverlapping(newest.mirror_uuid.as_ptr(), &mut uuid as *mut _ as *mut u8, 16) };
+    let name = newest.name.clone();
+    let spec = CreateSpec {
+        name: name.clone(),
+        geo,
+        chunk_kb: newest.chunk_kb as u64,
+        uuid: Some(uuid),
+        base_bdevs,
+        opts: MirrorOpts {
+            pool_size: DEFAULT_POOL_SIZE,
+            max_parents: DEFAULT_MAX_PARENTS,
+        },
+        read_policy: ReadPolicy::default(),
+        persist: Some(PersistSpec {
+            region_kb: newest.bitmap_region_kb,
+            layout,
+            found: Some((newest, bits)),
+        }),
+        rebuild_max_mb: 0,
+    };
+    mirror::create(
+        spec,
+        Box::new(move |r| match r {
+            Err(e) => errlog!("mirror {name}: cannot assemble: {}", e.1),
+            Ok(m) => {
+                noticelog!("mirror {name}: assembled from its superblocks; the mirror is {}", m.state());
+                start_resync(m);
+                for f in rest {
+                    returning(m, f);
+                }
+            }
+        }),
+    );
+}
+
+/// After an unclean shutdown: resyncs every region the bitmap says may differ.
+fn start_resync(m: &'static Mirror) {
+    let Some(p) = &m.persist else { return };
+    if !p.resync_pending() {
+        return;
+    }
+    let ranges = {
+        let bm = p.bitmap();
+        resync_plan(bm.on_disk(), bm.regions(), bm.region_blocks(), m.geo.data_blocks())
+    };
+    if let Err(e) = process::start(m, Kind::Resync, None, ranges, None) {
+        errlog!("mirror {}: cannot start the resync: {e}", m.name());
+    }
+}
+
+/// How a leg that carries this mirror's superblock for `slot` comes back: from the bitmap if
+/// it left in sync and its slot has been kept for it since (md's re-add), else in full.
+pub fn rejoin_kind(m: &Mirror, f: &Found) -> Kind {
+    let Some(p) = &m.persist else { return Kind::Rebuild };
+    let slot = f.sb.this_slot as usize;
+    let sb = p.superblock();
+    let (mine, theirs) = (&sb.legs[slot], &f.sb.legs[slot]);
+    if mine.role == LegRole::Failed && mine.uuid == theirs.uuid && theirs.role == LegRole::Active {
+        Kind::Recovery
+    } else {
+        Kind::Rebuild
+    }
+}
+
+/// A leg of a live mirror appeared (stale at assembly, or back after it went away).
+fn returning(m: &'static Mirror, f: Found) {
+    let slot = f.sb.this_slot;
+    if m.legs[slot as usize].present() {
+        return warnlog!(
+            "mirror {}: bdev {} carries slot {}, which is in use; ignored",
+            m.name(),
+            f.bdev,
+            slot
+        );
+    }
+    let kind = rejoin_kind(m, &f);
+    noticelog!(
+        "mirror {}: leg {} (slot {}, events {}) rejoins by {}",
+        m.name(),
+        f.bdev,
+        slot,
+        f.sb.events,
+        kind.name()
+    );
+    let (name, bdev) = (m.name().to_string(), f.bdev.clone());
+    mirror::join_leg(
+        m,
+        slot,
+        &f.bdev,
+        kind,
+        Box::new(move |r| {
+            if let Err(e) = r {
+                errlog!("mirror {name}: leg {bdev} cannot rejoin: {}", e.1);
+            }
+        }),
+    );
+}

@@ -1,0 +1,612 @@
+//! A mirror's on-leg metadata: the superblock and the write-intent bitmap, written together at
+//! block 0 of every working leg (layout: `docs/superblock.md`).
+//!
+//! One bitmap per mirror, shared by every core's engine under a mutex (it is touched only on a
+//! write's start and end). When a write needs a region made durable first, the core parks the
+//! write and asks the mirror's thread (the app thread that created it) to write the metadata;
+//! all metadata writes happen there, one at a time, so they never race. When the write is
+//! done, the parked writes' tokens are handed back to their cores, whose pollers resume them.
+//!
+//! Every metadata write also reconciles the superblock's leg table with the legs' live state
+//! (a failed or missing leg becomes `Failed`, a leg being rebuilt `Rebuilding`, a leg back in
+//! sync `Active`) and bumps `events` when it changed, so assembly can tell stale legs.
+
+use std::os::raw::c_void;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use spdk_sys as sys;
+
+use super::ffi::{errlog, guard};
+use super::mirror::Mirror;
+use crate::bitmap::{Bits, WriteIntentBitmap};
+use crate::engine::{Gate, ParentId, WriteIntent};
+use crate::superblock::{LegRole, MetaLayout, Superblock, SUPERBLOCK_BYTES};
+
+/// A region is cleared once no write has touched it for this long (md's daemon_sleep).
+pub const IDLE_CLEAR_MS: u64 = 5000;
+/// How often the mirror's thread looks for regions to clear.
+const TICK_US: u64 = 1_000_000;
+/// Parent ids take the low bits of a bitmap waiter token, the channel the rest.
+const PARENT_BITS: u32 = 20;
+const MAX_CHANNELS: usize = 1 << (32 - PARENT_BITS);
+
+pub type MetaDone = Box<dyn FnOnce(Result<(), String>)>;
+
+/// What the last metadata write of a mirror's life does.
+struct Closing {
+    /// Zero the superblock (the mirror was deleted) instead of writing a clean bitmap.
+    wipe: bool,
+    then: Box<dyn FnOnce()>,
+}
+
+#[derive(Default)]
+struct Writer {
+    busy: bool,
+    again: bool,
+    waiters: Vec<MetaDone>,
+    closing: Option<Closing>,
+    closed: bool,
+}
+
+pub struct Persist {
+    pub layout: MetaLayout,
+    pub region_kb: u32,
+    sb: Mutex<Superblock>,
+    bitmap: Mutex<WriteIntentBitmap>,
+    /// Waiter tokens whose intent is durable, for their channels to pick up.
+    ready: Mutex<Vec<u32>>,
+    pub ready_count: AtomicU32,
+    channels: Mutex<Vec<bool>>,
+    kick_queued: AtomicBool,
+    /// Messages in flight to the mirror's thread: the mirror is freed only when none is.
+    pub msgs: AtomicU32,
+    writer: Mutex<Writer>,
+    /// Regions awaiting resync (reads there are pinned to one copy).
+    unsynced: Vec<AtomicU64>,
+    unsynced_count: AtomicU64,
+    started: Instant,
+    tick: AtomicPtr<sys::spdk_poller>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Persist {
+    /// `dirty`: the bitmap read from the legs at assembly (`None` for a new mirror).
+    pub fn new(layout: MetaLayout, region_kb: u32, sb: Superblock, dirty: Option<Bits>) -> Persist {
+        let regions = layout.regions as usize;
+        let bitmap = WriteIntentBitmap::new(
+            layout.regions * layout.region_blocks,
+            layout.region_blocks,
+            dirty,
+            IDLE_CLEAR_MS,
+        );
+        Persist {
+            layout,
+            region_kb,
+            sb: Mutex::new(sb),
+            bitmap: Mutex::new(bitmap),
+            ready: Mutex::new(Vec::new()),
+            ready_count: AtomicU32::new(0),
+            channels: Mutex::new(Vec::new()),
+            kick_queued: AtomicBool::new(false),
+            msgs: AtomicU32::new(0),
+            writer: Mutex::new(Writer::default()),
+            unsynced: (0..regions.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            unsynced_count: AtomicU64::new(0),
+            started: Instant::now(),
+            tick: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    pub fn bitmap(&self) -> MutexGuard<'_, WriteIntentBitmap> {
+        lock(&self.bitmap)
+    }
+
+    pub fn superblock(&self) -> MutexGuard<'_, Superblock> {
+        lock(&self.sb)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Marks every dirty region as awaiting resync: kept dirty, reads pinned.
+    pub fn hold_dirty_for_resync(&self) -> Bits {
+        let mut bm = self.bitmap();
+        let dirty = bm.on_disk().clone();
+        for r in 0..bm.regions() {
+            if dirty.get(r) {
+                bm.hold(r, true);
+                self.unsynced[r / 64].fetch_or(1 << (r % 64), Ordering::AcqRel);
+                self.unsynced_count.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        dirty
+    }
+
+    /// Region `r` was resynced: reads may go anywhere again and it may clear.
+    pub fn region_synced(&self, r: usize) {
+        let bit = 1u64 << (r % 64);
+        if self.unsynced[r / 64].fetch_and(!bit, Ordering::AcqRel) & bit != 0 {
+            self.unsynced_count.fetch_sub(1, Ordering::AcqRel);
+            self.bitmap().hold(r, false);
+        }
+    }
+
+    pub fn resync_pending(&self) -> bool {
+        self.unsynced_count.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether reads of these mirror blocks must go to the resync source (see `read_pinned`).
+    pub fn pinned(&self, lba: u64, blocks: u64) -> bool {
+        if self.unsynced_count.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let rb = self.layout.region_blocks;
+        let (first, last) = (lba / rb, (lba + blocks.max(1) - 1) / rb);
+        (first..=last).any(|r| {
+            let r = r as usize;
+            r / 64 < self.unsynced.len() && self.unsynced[r / 64].load(Ordering::Acquire) & (1 << (r % 64)) != 0
+        })
+    }
+
+    /// Hands out a channel number for waiter tokens.
+    fn join(&self) -> u32 {
+        let mut ch = lock(&self.channels);
+        match ch.iter().position(|used| !used) {
+            Some(i) => {
+                ch[i] = true;
+                i as u32
+            }
+            None => {
+                ch.push(true);
+                (ch.len() - 1) as u32
+            }
+        }
+    }
+
+    fn leave(&self, chan: u32) {
+        if let Some(c) = lock(&self.channels).get_mut(chan as usize) {
+            *c = false;
+        }
+    }
+
+    /// Parents of channel `chan` whose intent became durable.
+    pub fn take_ready(&self, chan: u32) -> Vec<ParentId> {
+        let mut ready = lock(&self.ready);
+        let mut mine = Vec::new();
+        ready.retain(|&t| {
+            if t >> PARENT_BITS == chan {
+                mine.push(t & ((1 << PARENT_BITS) - 1));
+                false
+            } else {
+                true
+            }
+        });
+        self.ready_count.fetch_sub(mine.len() as u32, Ordering::AcqRel);
+        mine
+    }
+}
+
+/// One channel's view of the bitmap: the engine's `WriteIntent`.
+pub struct ChannelIntent {
+    mirror: *const Mirror,
+    chan: u32,
+}
+
+impl ChannelIntent {
+    pub fn new(m: &Mirror) -> Result<ChannelIntent, String> {
+        let chan = match &m.persist {
+            Some(p) => p.join(),
+            None => 0,
+        };
+        if chan as usize >= MAX_CHANNELS {
+            return Err(format!("more than {MAX_CHANNELS} channels"));
+        }
+        Ok(ChannelIntent { mirror: m, chan })
+    }
+
+    fn persist(&self) -> Option<&Persist> {
+        // SAFETY: a mirror outlives its channels' engines.
+        unsafe { (*self.mirror).persist.as_deref() }
+    }
+
+    pub fn chan(&self) -> u32 {
+        self.chan
+    }
+}
+
+impl Drop for ChannelIntent {
+    fn drop(&mut self) {
+        if let Some(p) = self.persist() {
+            p.leave(self.chan);
+        }
+    }
+}
+
+impl WriteIntent for ChannelIntent {
+    fn start_write(&mut self, parent: ParentId, lba: u64, blocks: u64) -> Gate {
+        let Some(p) = self.persist() else {
+            return Gate::Ready;
+        };
+        let gate = p.bitmap().start_write(self.chan << PARENT_BITS | parent, lba, blocks);
+        if gate == Gate::Pending {
+            // SAFETY: as in `persist`.
+            kick(unsafe { &*self.mirror });
+        }
+        gate
+    }
+
+    fn end_write(&mut self, lba: u64, blocks: u64, all_copies: bool) {
+        if let Some(p) = self.persist() {
+            p.bitmap().end_write(lba, blocks, all_copies);
+        }
+    }
+}
+
+/// Asks the mirror's thread for a metadata write, from any thread.
+pub fn kick(m: &Mirror) {
+    let Some(p) = &m.persist else { return };
+    if p.kick_queued.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    p.msgs.fetch_add(1, Ordering::AcqRel);
+    extern "C" fn on_thread(arg: *mut c_void) {
+        guard("mirror metadata kick", (), || {
+            // SAFETY: the mirror is freed only once no message is in flight (`msgs`).
+            let m = unsafe { &*(arg as *const Mirror) };
+            if let Some(p) = &m.persist {
+                p.kick_queued.store(false, Ordering::Release);
+                write(m, None);
+                p.msgs.fetch_sub(1, Ordering::AcqRel);
+            }
+        })
+    }
+    // SAFETY: the mirror's thread lives as long as the app; the mirror outlives the message.
+    let rc = unsafe { sys::spdk_thread_send_msg(m.thread, Some(on_thread), m as *const Mirror as *mut c_void) };
+    if rc != 0 {
+        p.kick_queued.store(false, Ordering::Release);
+        p.msgs.fetch_sub(1, Ordering::AcqRel);
+        errlog!("mirror {}: cannot reach the mirror's thread for a metadata write", m.name());
+    }
+}
+
+/// Writes the metadata to every working leg (on the mirror's thread); `done` runs once a write
+/// that started after this call is on the legs.
+pub fn write(m: &'static Mirror, done: Option<MetaDone>) {
+    let Some(p) = &m.persist else {
+        if let Some(d) = done {
+            d(Ok(()));
+        }
+        return;
+    };
+    let mut w = lock(&p.writer);
+    if w.closed {
+        drop(w);
+        if let Some(d) = done {
+            d(Err("the mirror is closing".into()));
+        }
+        return;
+    }
+    if let Some(d) = done {
+        w.waiters.push(d);
+    }
+    if w.busy {
+        w.again = true;
+        return;
+    }
+    w.busy = true;
+    drop(w);
+    start(m);
+}
+
+/// The last write of a mirror's life (on its thread): a clean bitmap, or a zeroed superblock
+/// when the mirror was deleted. `then` runs after it, whatever happened.
+pub fn close(m: &'static Mirror, wipe: bool, then: Box<dyn FnOnce()>) {
+    let Some(p) = &m.persist else { return then() };
+    stop_ticking(m);
+    let mut w = lock(&p.writer);
+    if w.closed {
+        drop(w);
+        return then();
+    }
+    w.closing = Some(Closing { wipe, then });
+    if w.busy {
+        return;
+    }
+    w.busy = true;
+    drop(w);
+    start(m);
+}
+
+/// Starts the lazy clearing of idle regions (on the mirror's thread).
+pub fn start_ticking(m: &'static Mirror) {
+    let Some(p) = &m.persist else { return };
+    extern "C" fn tick(arg: *mut c_void) -> i32 {
+        guard("mirror bitmap tick", sys::SPDK_POLLER_IDLE as i32, || {
+            // SAFETY: the poller is unregistered (`stop_ticking`) before the mirror goes.
+            let m = unsafe { &*(arg as *const Mirror) };
+            let Some(p) = &m.persist else {
+                return sys::SPDK_POLLER_IDLE as i32;
+            };
+            let need = {
+                let mut bm = p.bitmap();
+                bm.tick(p.now_ms());
+                bm.needs_flush()
+            };
+            if need {
+                write(m, None);
+                sys::SPDK_POLLER_BUSY as i32
+            } else {
+                sys::SPDK_POLLER_IDLE as i32
+            }
+        })
+    }
+    // SAFETY: the argument is the mirror, which unregisters the poller before it is freed.
+    let poller = unsafe { sys::spdk_poller_register(Some(tick), m as *const Mirror as *mut c_void, TICK_US) };
+    p.tick.store(poller, Ordering::Release);
+}
+
+fn stop_ticking(m: &Mirror) {
+    if let Some(p) = &m.persist {
+        let mut poller = p.tick.swap(ptr::null_mut(), Ordering::AcqRel);
+        if !poller.is_null() {
+            // SAFETY: registered on this (the mirror's) thread in `start_ticking`.
+            unsafe { sys::spdk_poller_unregister(&mut poller) };
+        }
+    }
+}
+
+/// Brings the leg table in line with the legs; bumps `events` if anything changed.
+fn reconcile(m: &Mirror, sb: &mut Superblock) {
+    let mut changed = false;
+    for (i, leg) in m.legs.iter().enumerate() {
+        let e = &mut sb.legs[i];
+        let role = if !leg.present() || leg.failed.load(Ordering::Acquire) {
+            match e.role {
+                LegRole::Active | LegRole::Rebuilding => LegRole::Failed,
+                other => other,
+            }
+        } else if leg.write_only.load(Ordering::Acquire) {
+            LegRole::Rebuilding
+        } else {
+            LegRole::Active
+        };
+        if role != e.role {
+            e.failed_at_events = if role == LegRole::Failed { sb.events } else { 0 };
+            e.role = role;
+            changed = true;
+        }
+    }
+    if changed {
+        sb.events += 1;
+    }
+}
+
+/// One metadata write in flight.
+struct MetaOp {
+    m: &'static Mirror,
+    remaining: u32,
+    targets: u32,
+    failed: u32,
+    took_flush: bool,
+    waiters: Vec<MetaDone>,
+    closing: Option<Closing>,
+}
+
+/// One leg's part of it.
+struct MetaIo {
+    op: *mut MetaOp,
+    leg: u32,
+    ch: *mut sys::spdk_io_channel,
+    buf: *mut c_void,
+    blocks: u64,
+    flushing: bool,
+    wait: sys::spdk_bdev_io_wait_entry,
+}
+
+fn start(m: &'static Mirror) {
+    let p = m.persist.as_ref().expect("only mirrors with metadata write it");
+    let (waiters, closing) = {
+        let mut w = lock(&p.writer);
+        w.again = false;
+        let closing = w.closing.take();
+        if closing.is_some() {
+            w.closed = true;
+        }
+        (std::mem::take(&mut w.waiters), closing)
+    };
+    let wipe = closing.as_ref().is_some_and(|c| c.wipe);
+    let (image, took_flush) = {
+        let mut bm = p.bitmap();
+        if closing.is_some() {
+            (bm.clean_image(), false)
+        } else {
+            match bm.take_flush() {
+                Some(img) => (img, true),
+                None => (bm.on_disk().clone(), false),
+            }
+        }
+    };
+    let sb = {
+        let mut sb = p.superblock();
+        reconcile(m, &mut sb);
+        sb.clone()
+    };
+    let op = Box::into_raw(Box::new(MetaOp {
+        m,
+        remaining: 1,
+        targets: 0,
+        failed: 0,
+        took_flush,
+        waiters,
+        closing,
+    }));
+    let bs = m.geo.block_size() as usize;
+    let blocks = p.layout.meta_blocks();
+    let bitmap_at = p.layout.bitmap_offset_blocks as usize * bs;
+    let bitmap_room = p.layout.bitmap_blocks as usize * bs;
+    let image = image.to_bytes();
+    for leg in m.legs.iter().filter(|l| l.present() && !l.failed.load(Ordering::Acquire)) {
+        // SAFETY: a zeroed DMA buffer of `blocks` blocks, freed in `io_finished`.
+        let buf = unsafe { sys::spdk_dma_zmalloc(blocks as usize * bs, 0x1000, ptr::null_mut()) };
+        // SAFETY: open desc; a channel for this thread, put in `io_finished`.
+        let ch = if buf.is_null() { ptr::null_mut() } else { unsafe { sys::spdk_bdev_get_io_channel(leg.desc()) } };
+        // SAFETY: `op` is live until its last leg finishes.
+        let o = unsafe { &mut *op };
+        o.targets |= 1 << leg.index;
+        if ch.is_null() {
+            errlog!("mirror {}: no memory to write leg {}'s metadata", m.name(), leg.index);
+            o.failed |= 1 << leg.index;
+            // SAFETY: null or ours.
+            unsafe { sys::spdk_dma_free(buf) };
+            continue;
+        }
+        if !wipe {
+            let mut s = sb.clone();
+            s.this_slot = leg.index;
+            let bytes = s.encode().unwrap_or_else(|_| vec![0; SUPERBLOCK_BYTES]);
+            let n = image.len().min(bitmap_room);
+            // SAFETY: the buffer holds `blocks` blocks: the superblock, then the bitmap area.
+            unsafe {
+                ptr::copy_nonoverlapping(bytes.as_ptr(), buf as *mut u8, SUPERBLOCK_BYTES);
+                ptr::copy_nonoverlapping(image.as_ptr(), (buf as *mut u8).add(bitmap_at), n);
+            }
+        }
+        o.remaining += 1;
+        let io = Box::into_raw(Box::new(MetaIo {
+            op,
+            leg: leg.index,
+            ch,
+            buf,
+            blocks,
+            flushing: false,
+            wait: sys::spdk_bdev_io_wait_entry::default(),
+        }));
+        submit(io);
+    }
+    op_put(op);
+}
+
+fn submit(io: *mut MetaIo) {
+    // SAFETY: ours until `io_finished`.
+    let mi = unsafe { &mut *io };
+    // SAFETY: the op outlives its legs' I/O.
+    let m = unsafe { (*mi.op).m };
+    let leg = &m.legs[mi.leg as usize];
+    if !leg.present() {
+        return io_finished(io, false);
+    }
+    let arg = io as *mut c_void;
+    // SAFETY: open desc, this thread's channel, a buffer of `blocks` blocks.
+    let rc = unsafe {
+        if mi.flushing {
+            sys::spdk_bdev_flush_blocks(leg.desc(), mi.ch, 0, mi.blocks, Some(io_done), arg)
+        } else {
+            sys::spdk_bdev_write_blocks(leg.desc(), mi.ch, mi.buf, 0, mi.blocks, Some(io_done), arg)
+        }
+    };
+    if rc == -libc::ENOMEM {
+        extern "C" fn retry(arg: *mut c_void) {
+            guard("mirror metadata retry", (), || submit(arg as *mut MetaIo))
+        }
+        mi.wait.bdev = leg.bdev();
+        mi.wait.cb_fn = Some(retry);
+        mi.wait.cb_arg = arg;
+        // SAFETY: the entry lives in the MetaIo, which waits for it.
+        if unsafe { sys::spdk_bdev_queue_io_wait(leg.bdev(), mi.ch, &mut mi.wait) } != 0 {
+            io_finished(io, false);
+        }
+    } else if rc != 0 {
+        io_finished(io, false);
+    }
+}
+
+extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_void) {
+    guard("mirror metadata write", (), || {
+        // SAFETY: a completed I/O of ours.
+        unsafe { sys::spdk_bdev_free_io(bdev_io) };
+        let io = arg as *mut MetaIo;
+        // SAFETY: ours until `io_finished`.
+        let mi = unsafe { &mut *io };
+        // SAFETY: as in `submit`.
+        let m = unsafe { (*mi.op).m };
+        let leg = &m.legs[mi.leg as usize];
+        // A volatile write cache must not hold the bitmap: flush it where the leg has one.
+        // SAFETY: the leg's bdev is open while it is present.
+        if success && !mi.flushing && leg.present() && unsafe { sys::spdk_bdev_has_write_cache(leg.bdev()) } {
+            mi.flushing = true;
+            return submit(io);
+        }
+        io_finished(io, success);
+    })
+}
+
+fn io_finished(io: *mut MetaIo, success: bool) {
+    // SAFETY: the last use of this leg's part.
+    let mi = unsafe { Box::from_raw(io) };
+    // SAFETY: taken and allocated in `start` on this thread.
+    unsafe {
+        sys::spdk_put_io_channel(mi.ch);
+        sys::spdk_dma_free(mi.buf);
+    }
+    if !success {
+        // SAFETY: the op is live until `op_put` drops its last reference.
+        let o = unsafe { &mut *mi.op };
+        errlog!("mirror {}: metadata write to leg {} failed", o.m.name(), mi.leg);
+        o.failed |= 1 << mi.leg;
+    }
+    op_put(mi.op);
+}
+
+fn op_put(op: *mut MetaOp) {
+    // SAFETY: live until the last reference (this one, when `remaining` reaches 0).
+    let o = unsafe { &mut *op };
+    o.remaining -= 1;
+    if o.remaining > 0 {
+        return;
+    }
+    // SAFETY: last reference.
+    let o = unsafe { Box::from_raw(op) };
+    let m = o.m;
+    let p = m.persist.as_ref().expect("metadata op of a mirror with metadata");
+    if o.took_flush {
+        let tokens = p.bitmap().flush_done();
+        if !tokens.is_empty() {
+            let n = tokens.len() as u32;
+            lock(&p.ready).extend(tokens);
+            p.ready_count.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+    let result = if o.targets == 0 {
+        Err("no working leg to write the metadata to".to_string())
+    } else if o.failed == o.targets {
+        Err("the metadata write failed on every leg".to_string())
+    } else {
+        Ok(())
+    };
+    for leg in 0..32 {
+        if o.failed & (1 << leg) != 0 && o.closing.is_none() {
+            m.fail_leg(leg, "metadata write failed");
+        }
+    }
+    for w in o.waiters {
+        w(result.clone());
+    }
+    if let Some(c) = o.closing {
+        (c.then)();
+        return;
+    }
+    let mut w = lock(&p.writer);
+    if w.again || !w.waiters.is_empty() || w.closing.is_some() {
+        drop(w);
+        start(m);
+    } else {
+        w.busy = false;
+    }
+}

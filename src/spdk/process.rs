@@ -1,0 +1,628 @@
+//! A mirror's background process, one at a time: `rebuild` (a new leg, every block),
+//! `recovery` (a returning leg, only the bitmap regions written while it was away), `resync`
+//! (after an unclean shutdown, the regions the bitmap says may differ) and `check` (compare the
+//! copies, md's check/repair).
+//!
+//! All work in windows (a chunk for RAID10, 1 MiB for RAID1, never across a placement run).
+//! Each window's mirror LBA range is quiesced (`spdk_bdev_quiesce_range`) while it is read and
+//! written, so no host write lands between the read and the writes; host writes elsewhere go to
+//! every working leg, a leg being rebuilt included, so what was copied stays in sync. The source
+//! of a window is its first in-sync copy in placement order, the copy reads of unsynced regions
+//! are pinned to. A bandwidth cap (`rebuild_max_mb_per_s`, MiB/s) delays the next window until
+//! the average rate is back under it.
+
+use std::os::raw::{c_int, c_void};
+use std::ptr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use spdk_sys as sys;
+
+use super::ffi::{errlog, guard, noticelog};
+use super::mirror::Mirror;
+use super::module::module_ptr;
+use crate::placement::{Copy, Level, MAX_LEGS};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Rebuild,
+    Recovery,
+    Resync,
+    Check { repair: bool },
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Rebuild => "rebuild",
+            Kind::Recovery => "recovery",
+            Kind::Resync => "resync",
+            Kind::Check { .. } => "check",
+        }
+    }
+}
+
+/// What a check found.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    pub blocks_checked: u64,
+    pub mismatch_blocks: u64,
+    pub repaired_blocks: u64,
+}
+
+pub type ProcessDone = Box<dyn FnOnce(Result<Outcome, String>)>;
+
+/// A running process, as `bdev_mirror_get_bdevs` shows it.
+#[derive(Debug, Clone)]
+pub struct ProcessStatus {
+    pub kind: Kind,
+    pub target: Option<u32>,
+    pub target_name: Option<String>,
+    pub blocks_done: u64,
+    pub blocks_total: u64,
+    pub bytes_copied: u64,
+    pub started: Instant,
+}
+
+impl ProcessStatus {
+    fn rate(&self) -> f64 {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-6);
+        (self.bytes_copied as f64 / secs / MIB * 100.0).floor() / 100.0
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "type": self.kind.name(),
+            "target": self.target_name,
+            "target_slot": self.target,
+            "progress": {
+                "blocks": self.blocks_done,
+                "total_blocks": self.blocks_total,
+                "percent": (self.blocks_done as f64 * 100.0 / self.blocks_total.max(1) as f64 * 100.0).floor() / 100.0,
+            },
+            "bytes_copied": self.bytes_copied,
+            "rate_mb_per_s": self.rate(),
+        })
+    }
+
+    fn ended(&self, result: &Result<Outcome, String>) -> Value {
+        json!({
+            "type": self.kind.name(),
+            "target": self.target_name,
+            "result": match result { Ok(_) => "done".to_string(), Err(e) => e.clone() },
+            "blocks": self.blocks_done,
+            "bytes_copied": self.bytes_copied,
+            "seconds": (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            "rate_mb_per_s": self.rate(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    ReadSource,
+    /// Check: reading copy `i` of `dsts`.
+    ReadCopy(usize),
+    /// Writing the source data to `dsts[i]`.
+    Write(usize),
+}
+
+struct Job {
+    mirror: &'static Mirror,
+    kind: Kind,
+    target: Option<u32>,
+    ranges: Vec<(u64, u64)>,
+    range: usize,
+    pos: u64,
+    window: u64,
+    len: u64,
+    src: Copy,
+    dsts: Vec<Copy>,
+    /// Check with repair: the copies of this window that differ.
+    rewrite: u64,
+    tried: u32,
+    stage: Stage,
+    /// `copies` windows: the source's data first, then each copy read by a check.
+    buf: *mut c_void,
+    chans: Vec<*mut sys::spdk_io_channel>,
+    wait: sys::spdk_bdev_io_wait_entry,
+    delay: *mut sys::spdk_poller,
+    started: Instant,
+    /// Bytes read from sources so far: what the bandwidth cap measures.
+    bytes: u64,
+    outcome: Outcome,
+    done: Option<ProcessDone>,
+}
+
+/// Starts a process over the mirror `ranges` (start, blocks). `target`: the leg a rebuild or
+/// recovery writes.
+pub fn start(
+    m: &'static Mirror,
+    kind: Kind,
+    target: Option<u32>,
+    ranges: Vec<(u64, u64)>,
+    done: Option<ProcessDone>,
+) -> Result<(), String> {
+    if m.process_active.swap(true, Ordering::AcqRel) {
+        return Err("another process is running".into());
+    }
+    let bs = m.geo.block_size() as u64;
+    let window = match m.geo.level() {
+        Level::Raid10 => m.geo.chunk_blocks(),
+        Level::Raid1 => ((1 << 20) / bs).max(1),
+    }
+    .min(m.geo.data_blocks());
+    let copies = m.geo.copies() as u64;
+    // SAFETY: plain DMA-able allocation, freed in `finish`.
+    let buf = unsafe { sys::spdk_dma_malloc((window * bs * copies) as usize, 0x1000, ptr::null_mut()) };
+    if buf.is_null() {
+        m.process_active.store(false, Ordering::Release);
+        return Err(format!("cannot allocate a {} KiB buffer", window * bs * copies / 1024));
+    }
+    let chans = m
+        .legs
+        .iter()
+        .map(|l| {
+            if l.present() {
+                // SAFETY: open desc; channel for this (the app) thread, put in `finish`.
+                unsafe { sys::spdk_bdev_get_io_channel(l.desc()) }
+            } else {
+                ptr::null_mut()
+            }
+        })
+        .collect();
+    let total: u64 = ranges.iter().map(|r| r.1).sum();
+    let target_name = target.map(|t| m.legs[t as usize].name());
+    if let Ok(mut s) = m.process.lock() {
+        *s = Some(ProcessStatus {
+            kind,
+            target,
+            target_name: target_name.clone(),
+            blocks_done: 0,
+            blocks_total: total,
+            bytes_copied: 0,
+            started: Instant::now(),
+        });
+    }
+    noticelog!(
+        "mirror {}: {} started{} over {} blocks",
+        m.name(),
+        kind.name(),
+        target_name.map(|n| format!(" onto leg {n}")).unwrap_or_default(),
+        total
+    );
+    let pos = ranges.first().map(|r| r.0).unwrap_or(0);
+    let j = Box::into_raw(Box::new(Job {
+        mirror: m,
+        kind,
+        target,
+        ranges,
+        range: 0,
+        pos,
+        window,
+        len: 0,
+        src: Copy { leg: 0, lba: 0 },
+        dsts: Vec::with_capacity(MAX_LEGS),
+        rewrite: 0,
+        tried: 0,
+        stage: Stage::ReadSource,
+        buf,
+        chans,
+        wait: sys::spdk_bdev_io_wait_entry::default(),
+        delay: ptr::null_mut(),
+        started: Instant::now(),
+        bytes: 0,
+        outcome: Outcome::default(),
+        done,
+    }));
+    step(j);
+    Ok(())
+}
+
+fn progress(j: &Job, blocks: u64, copied: u64) {
+    if let Ok(mut s) = j.mirror.process.lock() {
+        if let Some(s) = s.as_mut() {
+            s.blocks_done += blocks;
+            s.bytes_copied += copied;
+        }
+    }
+}
+
+/// Finds the next window with work, waits for the bandwidth cap, quiesces it.
+fn step(j: *mut Job) {
+    // SAFETY: the job is ours until `finish` frees it.
+    let jb = unsafe { &mut *j };
+    let m = jb.mirror;
+    loop {
+        if m.deleting.load(Ordering::Acquire) {
+            return finish(j, Err("cancelled: the mirror is going away".into()));
+        }
+        if let Some(t) = jb.target {
+            let t = &m.legs[t as usize];
+            if !t.present() || t.failed.load(Ordering::Acquire) {
+                return finish(j, Err("cancelled: the target leg went away".into()));
+            }
+        }
+        let Some(&(start, blocks)) = jb.ranges.get(jb.range) else {
+            return finish(j, Ok(()));
+        };
+        if jb.pos >= start + blocks {
+            range_done(jb);
+            jb.range += 1;
+            if let Some(&(s, _)) = jb.ranges.get(jb.range) {
+                jb.pos = s;
+            }
+            continue;
+        }
+        jb.len = jb.window.min(start + blocks - jb.pos).min(m.geo.run_len(jb.pos));
+        if let Some(t) = jb.target {
+            if m.geo.map_unchecked(jb.pos).on_leg(t).is_none() {
+                progress(jb, jb.len, 0);
+                jb.pos += jb.len;
+                continue;
+            }
+        }
+        break;
+    }
+    // The cap: wait until the bytes done so far fit the allowed rate.
+    let cap = m.rebuild_max_mb.load(Ordering::Acquire);
+    if cap > 0 {
+        let due = Duration::from_secs_f64(jb.bytes as f64 / (cap as f64 * MIB));
+        let elapsed = jb.started.elapsed();
+        if due > elapsed {
+            extern "C" fn resume(arg: *mut c_void) -> c_int {
+                guard("mirror process delay", 0, || {
+                    let j = arg as *mut Job;
+                    // SAFETY: the job waits for this poller, unregistered here.
+                    unsafe { sys::spdk_poller_unregister(&mut (*j).delay) };
+                    quiesce(j);
+                    sys::SPDK_POLLER_BUSY as c_int
+                })
+            }
+            let us = (due - elapsed).as_micros().max(1) as u64;
+            // SAFETY: the job outlives the poller (unregistered when it fires).
+            jb.delay = unsafe { sys::spdk_poller_register(Some(resume), j as *mut c_void, us) };
+            if !jb.delay.is_null() {
+                return;
+            }
+        }
+    }
+    quiesce(j);
+}
+
+fn quiesce(j: *mut Job) {
+    // SAFETY: ours until `finish`.
+    let jb = unsafe { &mut *j };
+    let b = &jb.mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
+    // SAFETY: our registered bdev; `j` lives until the callback.
+    let rc = unsafe { sys::spdk_bdev_quiesce_range(b, module_ptr(), jb.pos, jb.len, Some(quiesced), j as *mut c_void) };
+    if rc != 0 {
+        finish(
+            j,
+            Err(format!(
+                "cannot quiesce blocks {}+{}: {}",
+                jb.pos,
+                jb.len,
+                std::io::Error::from_raw_os_error(-rc)
+            )),
+        );
+    }
+}
+
+extern "C" fn quiesced(arg: *mut c_void, status: c_int) {
+    guard("mirror process", (), || {
+        let j = arg as *mut Job;
+        if status != 0 {
+            return finish(j, Err(format!("quiesce failed: {status}")));
+        }
+        // SAFETY: ours until `finish`.
+        unsafe { (*j).tried = 0 };
+        read_source(j);
+    })
+}
+
+/// Picks the window's source, the first in-sync copy in placement order not yet tried, and the
+/// copies to write (or compare), then reads the source.
+fn read_source(j: *mut Job) {
+    // SAFETY: ours until `finish`.
+    let jb = unsafe { &mut *j };
+    let m = jb.mirror;
+    let copies = m.geo.map_unchecked(jb.pos);
+    let src = copies
+        .as_slice()
+        .iter()
+        .find(|c| Some(c.leg) != jb.target && jb.tried & (1 << c.leg) == 0 && m.legs[c.leg as usize].in_sync())
+        .copied();
+    let Some(src) = src else {
+        return unquiesce_then_finish(j, "no in-sync copy left to read");
+    };
+    jb.tried |= 1 << src.leg;
+    jb.src = src;
+    jb.dsts.clear();
+    for c in copies.as_slice().iter().filter(|c| c.leg != src.leg) {
+        let l = &m.legs[c.leg as usize];
+        let wanted = match jb.kind {
+            Kind::Rebuild | Kind::Recovery => Some(c.leg) == jb.target,
+            Kind::Resync => l.present() && !l.failed.load(Ordering::Acquire),
+            Kind::Check { .. } => l.in_sync(),
+        };
+        if wanted {
+            jb.dsts.push(*c);
+        }
+    }
+    jb.rewrite = 0;
+    jb.stage = Stage::ReadSource;
+    submit(j);
+}
+
+fn window_buf(jb: &Job, i: usize) -> *mut c_void {
+    let bytes = (jb.window * jb.mirror.geo.block_size() as u64) as usize;
+    // SAFETY: the buffer holds `copies` windows and `i` < copies.
+    unsafe { (jb.buf as *mut u8).add(i * bytes) as *mut c_void }
+}
+
+fn submit(j: *mut Job) {
+    // SAFETY: ours until `finish`.
+    let jb = unsafe { &mut *j };
+    let m = jb.mirror;
+    let (copy, buf, write) = match jb.stage {
+        Stage::ReadSource => (jb.src, window_buf(jb, 0), false),
+        Stage::ReadCopy(i) => (jb.dsts[i], window_buf(jb, i + 1), false),
+        Stage::Write(i) => (jb.dsts[i], window_buf(jb, 0), true),
+    };
+    let l = &m.legs[copy.leg as usize];
+    let ch = jb.chans[copy.leg as usize];
+    if ch.is_null() || !l.present() {
+        return unquiesce_then_finish(j, "a leg went away");
+    }
+    let lba = copy.lba + m.data_offset;
+    // SAFETY: open desc and our channel on this thread; the buffer holds `len` blocks.
+    let rc = unsafe {
+        if write {
+            sys::spdk_bdev_write_blocks(l.desc(), ch, buf, lba, jb.len, Some(io_done), j as *mut c_void)
+        } else {
+            sys::spdk_bdev_read_blocks(l.desc(), ch, buf, lba, jb.len, Some(io_done), j as *mut c_void)
+        }
+    };
+    if rc == -libc::ENOMEM {
+        extern "C" fn retry(arg: *mut c_void) {
+            guard("mirror process retry", (), || submit(arg as *mut Job))
+        }
+        jb.wait.bdev = l.bdev();
+        jb.wait.cb_fn = Some(retry);
+        jb.wait.cb_arg = j as *mut c_void;
+        // SAFETY: the entry lives in the job, which waits for it.
+        if unsafe { sys::spdk_bdev_queue_io_wait(l.bdev(), ch, &mut jb.wait) } != 0 {
+            unquiesce_then_finish(j, "cannot wait for I/O");
+        }
+    } else if rc != 0 {
+        unquiesce_then_finish(j, "an I/O was refused");
+    }
+}
+
+extern "C" fn io_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_void) {
+    guard("mirror process I/O", (), || {
+        // SAFETY: completed child bdev_io, ours to free.
+        unsafe { sys::spdk_bdev_free_io(io) };
+        let j = arg as *mut Job;
+        // SAFETY: ours until `finish`.
+        let jb = unsafe { &mut *j };
+        let m = jb.mirror;
+        match (jb.stage, success) {
+            (Stage::ReadSource, false) => {
+                errlog!("mirror {}: {} read failed on leg {}", m.name(), jb.kind.name(), jb.src.leg);
+                read_source(j)
+            }
+            (Stage::ReadSource, true) => {
+                jb.bytes += jb.len * m.geo.block_size() as u64;
+                jb.stage = match jb.kind {
+                    Kind::Check { .. } => Stage::ReadCopy(0),
+                    _ => Stage::Write(0),
+                };
+                next_io(j)
+            }
+            (Stage::ReadCopy(i), ok) => {
+                compare(jb, i, ok);
+                jb.stage = Stage::ReadCopy(i + 1);
+                next_io(j)
+            }
+            (Stage::Write(i), false) => {
+                let leg = jb.dsts[i].leg;
+                m.fail_leg(leg, &format!("{} write error", jb.kind.name()));
+                if Some(leg) == jb.target {
+                    return unquiesce_then_finish(j, "write to the target leg failed");
+                }
+                jb.stage = Stage::Write(i + 1);
+                next_io(j)
+            }
+            (Stage::Write(i), true) => {
+                if let Kind::Check { .. } = jb.kind {
+                    jb.outcome.repaired_blocks += jb.len;
+                }
+                jb.stage = Stage::Write(i + 1);
+                next_io(j)
+            }
+        }
+    })
+}
+
+/// Check: compares copy `i` with the source, block by block.
+fn compare(jb: &mut Job, i: usize, read_ok: bool) {
+    let m = jb.mirror;
+    let bs = m.geo.block_size() as usize;
+    if !read_ok {
+        errlog!("mirror {}: check could not read leg {}", m.name(), jb.dsts[i].leg);
+        return;
+    }
+    // SAFETY: both windows hold `len` blocks just read.
+    let (a, b) = unsafe {
+        (
+            std::slice::from_raw_parts(window_buf(jb, 0) as *const u8, jb.len as usize * bs),
+            std::slice::from_raw_parts(window_buf(jb, i + 1) as *const u8, jb.len as usize * bs),
+        )
+    };
+    let differ = a.chunks(bs).zip(b.chunks(bs)).filter(|(x, y)| x != y).count() as u64;
+    if differ > 0 {
+        jb.outcome.mismatch_blocks += differ;
+        jb.rewrite |= 1 << i;
+    }
+}
+
+/// Issues the window's next read or write, or closes the window when none is left.
+fn next_io(j: *mut Job) {
+    // SAFETY: ours until `finish`.
+    let jb = unsafe { &mut *j };
+    loop {
+        match jb.stage {
+            Stage::ReadCopy(i) if i < jb.dsts.len() => return submit(j),
+            Stage::ReadCopy(_) => {
+                jb.stage = Stage::Write(0);
+            }
+            Stage::Write(i) if i < jb.dsts.len() => {
+                let skip = match jb.kind {
+                    Kind::Check { repair } => !repair || jb.rewrite & (1 << i) == 0,
+                    _ => !jb.mirror.legs[jb.dsts[i].leg as usize].present(),
+                };
+                if !skip {
+                    return submit(j);
+                }
+                jb.stage = Stage::Write(i + 1);
+            }
+            _ => break,
+        }
+    }
+    let m = jb.mirror;
+    let copied = match jb.kind {
+        Kind::Check { .. } => 0,
+        _ => jb.len * m.geo.block_size() as u64,
+    };
+    if let Kind::Check { .. } = jb.kind {
+        jb.outcome.blocks_checked += jb.len;
+    }
+    progress(jb, jb.len, copied);
+    let b = &m.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
+    // SAFETY: the range we quiesced; `j` lives until the callback.
+    let rc =
+        unsafe { sys::spdk_bdev_unquiesce_range(b, module_ptr(), jb.pos, jb.len, Some(unquiesced), j as *mut c_void) };
+    if rc != 0 {
+        finish(j, Err("cannot unquiesce".into()));
+    }
+}
+
+extern "C" fn unquiesced(arg: *mut c_void, _status: c_int) {
+    guard("mirror process", (), || {
+        let j = arg as *mut Job;
+        // SAFETY: ours until `finish`.
+        let jb = unsafe { &mut *j };
+        jb.pos += jb.len;
+        if jb.kind == Kind::Resync {
+            regions_synced(jb, jb.pos);
+        }
+        step(j);
+    })
+}
+
+/// Resync: every region wholly below `upto` in the current range is in sync now.
+fn regions_synced(jb: &Job, upto: u64) {
+    let Some(p) = &jb.mirror.persist else { return };
+    let Some(&(start, _)) = jb.ranges.get(jb.range) else { return };
+    let rb = p.layout.region_blocks;
+    for r in start / rb..upto / rb {
+        p.region_synced(r as usize);
+    }
+}
+
+fn range_done(jb: &Job) {
+    if jb.kind == Kind::Resync {
+        if let Some(&(start, blocks)) = jb.ranges.get(jb.range) {
+            let p = jb.mirror.persist.as_ref();
+            if let Some(p) = p {
+                let rb = p.layout.region_blocks;
+                for r in start / rb..(start + blocks).div_ceil(rb) {
+                    p.region_synced(r as usize);
+                }
+            }
+        }
+    }
+}
+
+fn unquiesce_then_finish(j: *mut Job, why: &'static str) {
+    // SAFETY: ours until `finish`.
+    let jb = unsafe { &mut *j };
+    extern "C" fn after_unquiesce(arg: *mut c_void, _status: c_int) {
+        guard("mirror process", (), || finish(arg as *mut Job, Err("aborted".into())))
+    }
+    errlog!("mirror {}: {}: {why}", jb.mirror.name(), jb.kind.name());
+    let b = &jb.mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
+    // SAFETY: exactly the range we quiesced; `j` lives until the callback.
+    let rc = unsafe {
+        sys::spdk_bdev_unquiesce_range(b, module_ptr(), jb.pos, jb.len, Some(after_unquiesce), j as *mut c_void)
+    };
+    if rc != 0 {
+        finish(j, Err(why.into()));
+    }
+}
+
+fn finish(j: *mut Job, result: Result<(), String>) {
+    // SAFETY: the last use of the job.
+    let mut jb = unsafe { Box::from_raw(j) };
+    let m = jb.mirror;
+    for ch in jb.chans.iter().filter(|c| !c.is_null()) {
+        // SAFETY: taken in `start` on this thread.
+        unsafe { sys::spdk_put_io_channel(*ch) };
+    }
+    // SAFETY: allocated in `start`.
+    unsafe { sys::spdk_dma_free(jb.buf) };
+    let result = result.map(|_| jb.outcome);
+    match (&result, jb.target) {
+        (Ok(_), Some(t)) => {
+            let l = &m.legs[t as usize];
+            l.write_only.store(false, Ordering::Release);
+            m.leg_gen.fetch_add(1, Ordering::AcqRel);
+            if let Some(p) = &m.persist {
+                if m.legs.iter().all(|l| l.in_sync()) {
+                    p.bitmap().forget_missed();
+                }
+            }
+            noticelog!(
+                "mirror {}: {} of leg {} ({}) complete; the mirror is {}",
+                m.name(),
+                jb.kind.name(),
+                t,
+                l.name(),
+                m.state()
+            );
+        }
+        (Ok(o), None) => match jb.kind {
+            Kind::Check { .. } => noticelog!(
+                "mirror {}: check complete: {} of {} blocks mismatched, {} repaired",
+                m.name(),
+                o.mismatch_blocks,
+                o.blocks_checked,
+                o.repaired_blocks
+            ),
+            kind => noticelog!("mirror {}: {} complete", m.name(), kind.name()),
+        },
+        (Err(e), target) => {
+            errlog!("mirror {}: {} stopped: {e}", m.name(), jb.kind.name());
+            if let Some(t) = target {
+                if m.legs[t as usize].present() {
+                    m.fail_leg(t, "its recovery did not finish");
+                }
+            }
+        }
+    }
+    let ended = m.process.lock().ok().and_then(|mut s| s.take()).map(|s| s.ended(&result));
+    if let (Some(v), Ok(mut last)) = (ended, m.last_process.lock()) {
+        *last = Some(v);
+    }
+    m.process_active.store(false, Ordering::Release);
+    super::persist::kick(m);
+    if let Some(done) = jb.done.take() {
+        done(result);
+    }
+    super::mirror::process_finished(m);
+}

@@ -1,0 +1,95 @@
+//! Host resets: every present leg is reset; the host reset completes when they all have.
+
+use std::os::raw::c_void;
+use std::sync::atomic::Ordering;
+
+use spdk_sys as sys;
+
+use super::ffi::guard;
+use super::mirror::Mirror;
+
+/// Per host I/O context (`get_ctx_size`): a reset's outstanding leg resets.
+#[repr(C)]
+pub struct HostCtx {
+    remaining: u32,
+    failed: bool,
+}
+
+struct ResetChild {
+    parent: *mut sys::spdk_bdev_io,
+    ch: *mut sys::spdk_io_channel,
+}
+
+/// Resets every present leg; the host reset completes when they all have.
+pub fn reset(io: *mut sys::spdk_bdev_io) {
+    // SAFETY: `io` is a live host I/O of our bdev, whose context is its mirror.
+    let (m, ctx) = unsafe {
+        let mut view = sys::spdk_mirror_io_view::default();
+        sys::spdk_mirror_shim_io_view(io, &mut view);
+        (&*((*(*io).bdev).ctxt as *const Mirror), view.driver_ctx as *mut HostCtx)
+    };
+    // SAFETY: the driver context is ours for the life of the I/O.
+    unsafe {
+        (*ctx).remaining = 1;
+        (*ctx).failed = false;
+    }
+    for leg in m
+        .legs
+        .iter()
+        .filter(|l| l.present() && !l.failed.load(Ordering::Acquire))
+    {
+        // SAFETY: the leg's desc is open; its channel for this thread is taken and put back
+        // when the reset completes.
+        unsafe {
+            let ch = sys::spdk_bdev_get_io_channel(leg.desc());
+            if ch.is_null() {
+                (*ctx).failed = true;
+                continue;
+            }
+            let child = Box::into_raw(Box::new(ResetChild { parent: io, ch }));
+            (*ctx).remaining += 1;
+            if sys::spdk_bdev_reset(leg.desc(), ch, Some(reset_done), child as *mut c_void) != 0 {
+                drop(Box::from_raw(child));
+                sys::spdk_put_io_channel(ch);
+                (*ctx).remaining -= 1;
+                (*ctx).failed = true;
+            }
+        }
+    }
+    put_reset(io);
+}
+
+fn put_reset(io: *mut sys::spdk_bdev_io) {
+    // SAFETY: `io` is a live reset whose driver context we initialised.
+    unsafe {
+        let mut view = sys::spdk_mirror_io_view::default();
+        sys::spdk_mirror_shim_io_view(io, &mut view);
+        let ctx = view.driver_ctx as *mut HostCtx;
+        (*ctx).remaining -= 1;
+        if (*ctx).remaining == 0 {
+            let status = if (*ctx).failed {
+                sys::SPDK_BDEV_IO_STATUS_FAILED
+            } else {
+                sys::SPDK_BDEV_IO_STATUS_SUCCESS
+            };
+            sys::spdk_bdev_io_complete(io, status);
+        }
+    }
+}
+
+extern "C" fn reset_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_void) {
+    guard("mirror reset completion", (), || {
+        // SAFETY: our boxed child, handed back once; the child bdev_io is ours to free.
+        unsafe {
+            sys::spdk_bdev_free_io(bdev_io);
+            let child = Box::from_raw(arg as *mut ResetChild);
+            sys::spdk_put_io_channel(child.ch);
+            if !success {
+                let mut view = sys::spdk_mirror_io_view::default();
+                sys::spdk_mirror_shim_io_view(child.parent, &mut view);
+                (*(view.driver_ctx as *mut HostCtx)).failed = true;
+            }
+            put_reset(child.parent);
+        }
+    })
+}

@@ -1,0 +1,755 @@
+//! Persistence of the mirror across process lifetimes, checked on aio legs over sparse files that
+//! outlive the SPDK apps: the superblock lets a restarted target assemble the mirror by itself
+//! (also with a corrupt leg left out), the write-intent bitmap makes a crash cost a resync of the
+//! dirty regions only and a re-added leg a copy of what changed while it was away, a full rebuild
+//! reports progress and keeps to its bandwidth cap, and `bdev_mirror_check` finds and repairs
+//! legs that disagree. The leg files are read directly to judge the outcome.
+//!
+//! The tests take turns (one lock) so that rates and timings are not skewed by each other on a
+//! small CI machine.
+
+mod support;
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{
+    aio_bdev_config, bdev_subsystem, bdevperf_server, config_entry, create_sparse_file, parse_bdevperf_output,
+    require_spdk, tail_lines, test_dir, wait_for_examine_config, BdevperfOpts, SpdkEnv, Target, TargetOpts, TestDir,
+};
+
+const MIB: u64 = 1024 * 1024;
+const BS: u32 = 512;
+/// Bitmap granularity used throughout: small, so that a few MiB of writes touch few regions.
+const REGION_KB: u64 = 1024;
+const REGION: u64 = REGION_KB * 1024;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Mask of the first CPU this process may use (CI runners do not always offer CPU 0).
+fn core_mask() -> String {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let first = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .and_then(|l| {
+            l.trim()
+                .split([',', '-'])
+                .next()
+                .and_then(|c| c.trim().parse::<u32>().ok())
+        })
+        .filter(|&c| c < 64)
+        .unwrap_or(0);
+    format!("{:#x}", 1u64 << first)
+}
+
+fn start_tgt(env: &SpdkEnv, name: &str, mask: &str) -> Target {
+    Target::start(
+        env,
+        TargetOpts {
+            name,
+            cores_mask: mask,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn rpc_ok(t: &Target, method: &str, params: Value) -> Value {
+    t.rpc(method, params.clone())
+        .unwrap_or_else(|e| panic!("{method} {params}: {e}\nlog tail:\n{}", tail_lines(&t.log(), 40)))
+}
+
+/// Sparse leg files `leg0.img`.. in `dir`.
+fn leg_files(dir: &TestDir, n: usize, bytes: u64) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let f = dir.join(format!("leg{i}.img"));
+            create_sparse_file(&f, bytes).unwrap();
+            f
+        })
+        .collect()
+}
+
+fn create_aio(t: &Target, name: &str, file: &Path) {
+    rpc_ok(
+        t,
+        "bdev_aio_create",
+        json!({"name": name, "filename": file.to_string_lossy(), "block_size": BS}),
+    );
+}
+
+/// The mirror's `bdev_mirror_get_bdevs` object, `None` while it does not exist.
+fn find_mirror(t: &Target, name: &str) -> Option<Value> {
+    let all = t.rpc("bdev_mirror_get_bdevs", json!({ "name": name })).ok()?;
+    all.as_array().and_then(|a| a.first().cloned())
+}
+
+/// Polls mirror `mir` until `pred` holds; panics with the last object and the log otherwise.
+fn wait_mirror(t: &Target, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let timeout = Duration::from_secs(secs);
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        if let Some(m) = find_mirror(t, "mir") {
+            if pred(&m) {
+                return m;
+            }
+            last = Some(m);
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; last: {}\nlog tail:\n{}",
+                last.map_or("(no mirror)".to_string(), |m| m.to_string()),
+                tail_lines(&t.log(), 40)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn idle(m: &Value) -> bool {
+    m.get("process").is_none_or(Value::is_null)
+}
+
+/// Waits until no process runs on mirror `mir`.
+fn wait_idle(t: &Target, what: &str) -> Value {
+    wait_mirror(t, 30, what, idle)
+}
+
+/// Waits until a process ran on mirror `mir` and none runs any more.
+fn wait_ended(t: &Target, what: &str) -> Value {
+    wait_mirror(t, 30, what, |m| {
+        idle(m) && m.get("last_process").is_some_and(|p| !p.is_null())
+    })
+}
+
+fn dirty_regions(m: &Value) -> u64 {
+    m["bitmap"]["dirty_regions"].as_u64().unwrap_or(0)
+}
+
+/// Byte range of the mirror data on every raid1 leg: [data_offset, data_offset + data) blocks.
+fn data_region(m: &Value) -> (u64, u64) {
+    let bs = m["block_size"].as_u64().expect("block_size");
+    let off = m["data_offset_blocks"].as_u64().expect("data_offset_blocks");
+    let blocks = m["data_blocks"].as_u64().expect("data_blocks");
+    assert!(
+        off * bs >= 4096,
+        "a superblock mirror reserves room before its data: {m}"
+    );
+    (off * bs, blocks * bs)
+}
+
+fn read_range(path: &Path, offset: u64, len: u64) -> Vec<u8> {
+    let mut f = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact(&mut buf)
+        .unwrap_or_else(|e| panic!("read {} at {offset}: {e}", path.display()));
+    buf
+}
+
+fn patch_file(path: &Path, offset: u64, bytes: &[u8]) {
+    let mut f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Indices of the 512-byte blocks in which `a` and `b` differ.
+fn differing_blocks(a: &[u8], b: &[u8]) -> Vec<u64> {
+    a.chunks(BS as usize)
+        .zip(b.chunks(BS as usize))
+        .enumerate()
+        .filter(|(_, (x, y))| x != y)
+        .map(|(i, _)| i as u64)
+        .collect()
+}
+
+/// Every file's mirror data region equals the first one's.
+fn assert_legs_identical(files: &[&Path], region: (u64, u64), what: &str) {
+    let first = read_range(files[0], region.0, region.1);
+    for f in &files[1..] {
+        let other = read_range(f, region.0, region.1);
+        let diff = differing_blocks(&first, &other);
+        assert!(
+            diff.is_empty(),
+            "{what}: {} and {} differ in {} data blocks, first: {:?}",
+            files[0].display(),
+            f.display(),
+            diff.len(),
+            &diff[..diff.len().min(8)]
+        );
+    }
+}
+
+/// A bdevperf job file limiting the job to `length` blocks of `bdev` from `offset` (both in
+/// blocks); workload, I/O size and depth come from the command line.
+fn job_file(dir: &TestDir, bdev: &str, offset: u64, length: u64) -> PathBuf {
+    let p = dir.join("jobs.ini");
+    fs::write(
+        &p,
+        format!("[range]\nfilename={bdev}\noffset={offset}\nlength={length}\n"),
+    )
+    .unwrap();
+    p
+}
+
+fn mirror_create(name: &str, legs: &[&str], extra: Value) -> Value {
+    let mut p = json!({"name": name, "level": "raid1", "base_bdevs": legs, "bitmap_region_kb": REGION_KB});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        p[k] = v.clone();
+    }
+    config_entry("bdev_mirror_create", p)
+}
+
+/// A perform_tests answer with one job that finished without failed I/O; returns that job.
+fn finished_job(what: &str, res: Result<Value, support::RpcError>, server: &Target) -> Value {
+    let res = res.unwrap_or_else(|e| panic!("{what}: perform_tests: {e}\n{}", tail_lines(&server.log(), 40)));
+    let job = res["results"][0].clone();
+    assert_eq!(job["status"], json!("finished"), "{what}: {res}");
+    assert_eq!(job["io_failed"], json!(0), "{what}: {res}");
+    job
+}
+
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn kill9_mid_write_then_restart_resyncs_to_identical_legs() {
+    let _turn = serial();
+    let env = require_spdk();
+    let mask = core_mask();
+    let dir = test_dir("persist_kill9");
+    let files = leg_files(&dir, 2, 64 * MIB);
+    // Writes go to the first 2 MiB only: two bitmap regions.
+    let range_blocks = 2 * MIB / BS as u64;
+    let jobs = job_file(&dir, "mir", 0, range_blocks);
+    let server = bdevperf_server(
+        &env,
+        BdevperfOpts {
+            name: "persist_kill9",
+            config: bdev_subsystem(vec![
+                aio_bdev_config("aio0", &files[0], BS),
+                aio_bdev_config("aio1", &files[1], BS),
+                config_entry("bdev_error_create", json!({"base_name": "aio1"})),
+                mirror_create("mir", &["aio0", "EE_aio1"], json!({})),
+                wait_for_examine_config(),
+            ]),
+            queue_depth: 4,
+            io_size: 4096,
+            workload: "write",
+            time_s: 1,
+            cores_mask: &mask,
+            extra_args: vec!["-j".into(), jobs.to_string_lossy().into_owned(), "-U".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let m = wait_idle(&server, "the new mirror to be idle");
+    let uuid = m["uuid"].clone();
+    let region = data_region(&m);
+
+    // Phase 1 dirties the range's regions on both legs. It must lap the range more than once, so
+    // that the data phase 2 writes first (same offsets, counter restarting at 0) differs from it.
+    let lap = finished_job(
+        "phase 1",
+        server.perform_tests(Value::Null, Duration::from_secs(60)),
+        &server,
+    );
+    let ios = lap["iops"].as_f64().unwrap_or(0.0) * lap["runtime"].as_f64().unwrap_or(0.0);
+    assert!(ios > 2.0 * (range_blocks / 8) as f64, "phase 1 wrote too little: {lap}");
+    let m = server.mirror_info("mir");
+    assert_eq!(dirty_regions(&m), 2, "the written range covers two regions: {m}");
+
+    // Phase 2: EE_aio1 holds every write, so only aio0 gets the new data and the mirror's writes
+    // never complete; then the process dies.
+    rpc_ok(
+        &server,
+        "bdev_error_inject_error",
+        json!({"name": "EE_aio1", "io_type": "write", "error_type": "pending", "num": 1000}),
+    );
+    let head = (region.0, 64 * 1024);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| server.perform_tests(json!({"time_in_sec": 30}), Duration::from_secs(90)));
+        support::wait_until(Duration::from_secs(20), "aio0 to get writes aio1 does not", || {
+            read_range(&files[0], head.0, head.1) != read_range(&files[1], head.0, head.1)
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", tail_lines(&server.log(), 40)));
+        let dirty = dirty_regions(&server.mirror_info("mir"));
+        assert!(dirty >= 1, "in-flight writes with no dirty region");
+        server.kill9();
+        assert!(writer.join().unwrap().is_err(), "the held writes cannot have completed");
+    });
+    let a = read_range(&files[0], region.0, region.1);
+    let b = read_range(&files[1], region.0, region.1);
+    let diff = differing_blocks(&a, &b);
+    assert!(
+        !diff.is_empty(),
+        "the crash left the legs identical: the test proves nothing"
+    );
+    assert!(
+        diff.iter().all(|&blk| blk < range_blocks),
+        "legs differ outside the written range: {:?}",
+        &diff[..diff.len().min(8)]
+    );
+    drop(server);
+
+    // Restart with plain aio bdevs, in the other order: the mirror must assemble by itself and
+    // resync the dirty regions.
+    let t = start_tgt(&env, "persist_kill9_restart", &mask);
+    create_aio(&t, "aio1", &files[1]);
+    create_aio(&t, "aio0", &files[0]);
+    let m = wait_mirror(&t, 20, "the mirror to assemble", |_| true);
+    assert_eq!(m["uuid"], uuid, "assembled under another uuid: {m}");
+    let m = wait_ended(&t, "the resync to finish");
+    let last = &m["last_process"];
+    assert_eq!(last["type"], json!("resync"), "{m}");
+    assert_eq!(last["result"], json!("done"), "{m}");
+    let copied = last["bytes_copied"].as_u64().unwrap_or(0);
+    assert!(
+        copied > 0 && copied <= range_blocks * BS as u64,
+        "a resync copies the dirty regions only ({range_blocks} blocks written): {m}"
+    );
+    assert_eq!(m["state"], json!("online"), "{m}");
+    for leg in m["legs"].as_array().unwrap() {
+        assert_eq!(leg["state"], json!("online"), "{m}");
+    }
+    assert!(!t.log().contains("BUG"), "{}", tail_lines(&t.log(), 40));
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    assert_legs_identical(&[&files[0], &files[1]], region, "after the resync");
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn readd_copies_only_what_changed() {
+    let _turn = serial();
+    let env = require_spdk();
+    let mask = core_mask();
+    let dir = test_dir("persist_readd");
+    let files = leg_files(&dir, 2, 64 * MIB);
+    // 4 MiB from 8 MiB into the mirror: exactly four 1 MiB regions.
+    let (offset, length) = (8 * MIB / BS as u64, 4 * MIB / BS as u64);
+    let jobs = job_file(&dir, "mir", offset, length);
+    let server = bdevperf_server(
+        &env,
+        BdevperfOpts {
+            name: "persist_readd",
+            config: bdev_subsystem(vec![
+                aio_bdev_config("aio0", &files[0], BS),
+                aio_bdev_config("aio1", &files[1], BS),
+                mirror_create("mir", &["aio0", "aio1"], json!({})),
+                wait_for_examine_config(),
+            ]),
+            queue_depth: 4,
+            io_size: 65536,
+            workload: "write",
+            time_s: 1,
+            cores_mask: &mask,
+            extra_args: vec!["-j".into(), jobs.to_string_lossy().into_owned(), "-U".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let m = wait_idle(&server, "the new mirror to be idle");
+    let region = data_region(&m);
+    assert_eq!(m["superblock"], json!(true), "{m}");
+    assert_eq!(m["bitmap"]["region_kb"], json!(REGION_KB), "{m}");
+
+    assert_eq!(
+        rpc_ok(&server, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "aio1"})),
+        json!(true)
+    );
+    finished_job(
+        "write while aio1 is away",
+        server.perform_tests(Value::Null, Duration::from_secs(60)),
+        &server,
+    );
+    let m = server.mirror_info("mir");
+    assert_eq!(m["state"], json!("degraded"), "{m}");
+    assert_eq!(m["bitmap"]["dirty_regions"], json!(4), "four regions written: {m}");
+    let written = (region.0 + offset * BS as u64, length * BS as u64);
+    let diff = differing_blocks(
+        &read_range(&files[0], written.0, written.1),
+        &read_range(&files[1], written.0, written.1),
+    );
+    assert_eq!(diff.len() as u64, length, "aio1 must have missed every write");
+
+    assert_eq!(
+        rpc_ok(
+            &server,
+            "bdev_mirror_add_base_bdev",
+            json!({"name": "mir", "base_bdev": "aio1"})
+        ),
+        json!(true)
+    );
+    let m = wait_ended(&server, "the recovery to finish");
+    let last = &m["last_process"];
+    assert_eq!(last["type"], json!("recovery"), "{m}");
+    assert_eq!(last["result"], json!("done"), "{m}");
+    let copied = last["bytes_copied"].as_u64().unwrap_or(0);
+    assert!(
+        (4 * REGION..=5 * REGION).contains(&copied),
+        "a recovery copies the four dirty regions, not the {} MiB leg: copied {copied}: {m}",
+        region.1 / MIB
+    );
+    assert_eq!(m["state"], json!("online"), "{m}");
+    assert_eq!(m["legs"][1]["bdev"], json!("aio1"), "{m}");
+    assert_eq!(m["legs"][1]["state"], json!("online"), "{m}");
+    // With nothing written, the bits clear by themselves.
+    wait_mirror(&server, 20, "the bitmap to clear", |m| {
+        m["bitmap"]["dirty_regions"] == json!(0)
+    });
+    server.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    assert_legs_identical(&[&files[0], &files[1]], region, "after the recovery");
+    assert!(
+        read_range(&files[1], written.0, written.1).iter().any(|&b| b != 0),
+        "the written range holds data"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn rebuild_reports_progress_and_honours_its_cap_under_load() {
+    let _turn = serial();
+    let env = require_spdk();
+    let mask = core_mask();
+    let dir = test_dir("persist_rebuild_cap");
+    let files = leg_files(&dir, 4, 128 * MIB);
+    let cap = 20.0;
+    let server = bdevperf_server(
+        &env,
+        BdevperfOpts {
+            name: "persist_rebuild_cap",
+            config: bdev_subsystem(vec![
+                aio_bdev_config("aio0", &files[0], BS),
+                aio_bdev_config("aio1", &files[1], BS),
+                aio_bdev_config("aio2", &files[2], BS),
+                aio_bdev_config("aio3", &files[3], BS),
+                mirror_create(
+                    "mir",
+                    &["aio0", "aio1", "aio2"],
+                    json!({"rebuild_max_mb_per_s": cap as u64}),
+                ),
+                wait_for_examine_config(),
+            ]),
+            queue_depth: 8,
+            io_size: 4096,
+            workload: "verify",
+            time_s: 12,
+            cores_mask: &mask,
+            extra_args: vec!["-T".into(), "mir".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let m = wait_idle(&server, "the new mirror to be idle");
+    assert_eq!(m["rebuild_max_mb_per_s"], json!(cap as u64), "{m}");
+    let region = data_region(&m);
+    let data_bytes = region.1;
+    assert_eq!(
+        rpc_ok(&server, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "aio2"})),
+        json!(true)
+    );
+
+    let log_start = server.log().len();
+    std::thread::scope(|s| {
+        let verify = s.spawn(|| server.perform_tests(Value::Null, Duration::from_secs(90)));
+        wait_mirror(&server, 20, "verify I/O on the mirror", |m| {
+            m["legs"][0]["writes"].as_u64().unwrap_or(0) > 0
+        });
+        // aio3 carries no superblock: a full rebuild into the free slot.
+        assert_eq!(
+            rpc_ok(
+                &server,
+                "bdev_mirror_add_base_bdev",
+                json!({"name": "mir", "base_bdev": "aio3"})
+            ),
+            json!(true)
+        );
+        let started = Instant::now();
+        let mut samples: Vec<(Instant, u64, f64)> = Vec::new();
+        while started.elapsed() < Duration::from_millis(3500) {
+            let m = server.mirror_info("mir");
+            let p = &m["process"];
+            assert_eq!(p["type"], json!("rebuild"), "the capped rebuild ended early: {m}");
+            assert_eq!(p["target"], json!("aio3"), "{m}");
+            assert_eq!(p["progress"]["total_blocks"], m["data_blocks"], "{m}");
+            let pct = p["progress"]["percent"].as_f64().unwrap();
+            let blocks = p["progress"]["blocks"].as_u64().unwrap();
+            if let Some(prev) = samples.last() {
+                assert!(blocks >= prev.1 && pct >= prev.2, "progress went backwards: {m}");
+            }
+            samples.push((Instant::now(), blocks, pct));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        // Skip the first half second: a token bucket may start with a burst.
+        let from = samples
+            .iter()
+            .find(|s| s.0 >= started + Duration::from_millis(500))
+            .unwrap();
+        let to = samples.last().unwrap();
+        let mib = (to.1 - from.1) as f64 * BS as f64 / MIB as f64;
+        let rate = mib / (to.0 - from.0).as_secs_f64();
+        eprintln!("DEBUG rate {rate} samples {:?}", samples.iter().map(|s| (s.0 - started, s.1)).collect::<Vec<_>>());
+        assert!(to.2 > from.2, "percent did not increase: {samples:?}");
+        eprintln!("DEBUG reported {}", server.mirror_info("mir"));
+        let reported = server.mirror_info("mir")["process"]["rate_mb_per_s"]
+            .as_f64()
+            .unwrap_or(-1.0);
+        assert!(
+            (reported - cap).abs() <= cap * 0.10,
+            "reported rate {reported} MiB/s, cap {cap}"
+        );
+
+        // Lifting the cap applies to the running rebuild: the rest goes at least twice as fast.
+        let rest = data_bytes - to.1 * BS as u64;
+        rpc_ok(
+            &server,
+            "bdev_mirror_set_options",
+            json!({"name": "mir", "rebuild_max_mb_per_s": 0}),
+        );
+        let lifted = Instant::now();
+        let m = wait_mirror(&server, 30, "the rebuild to finish", idle);
+        let uncapped = rest as f64 / MIB as f64 / lifted.elapsed().as_secs_f64();
+        eprintln!("DEBUG uncapped {uncapped} {m}");
+        assert!(
+            uncapped > 2.0 * cap,
+            "after lifting the cap the rebuild ran at {uncapped:.1} MiB/s"
+        );
+        assert_eq!(m["rebuild_max_mb_per_s"], json!(0), "{m}");
+        assert!(!verify.is_finished(), "verify must outlast the rebuild to load it");
+        let last = &m["last_process"];
+        assert_eq!(last["type"], json!("rebuild"), "{m}");
+        assert_eq!(last["result"], json!("done"), "{m}");
+        assert_eq!(
+            last["bytes_copied"],
+            json!(data_bytes),
+            "a full rebuild copies everything: {m}"
+        );
+        assert_eq!(m["state"], json!("online"), "{m}");
+        assert_eq!(m["legs"][2]["bdev"], json!("aio3"), "{m}");
+        assert_eq!(m["legs"][2]["state"], json!("online"), "{m}");
+        finished_job("verify during the rebuild", verify.join().unwrap(), &server);
+    });
+    let log = server.log();
+    let out = parse_bdevperf_output(&log[log_start..]);
+    assert_eq!(out.miscompares, 0, "{}", tail_lines(&log, 30));
+    assert_eq!(out.io_failures, 0, "{}", tail_lines(&log, 30));
+    server.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    assert_legs_identical(&[&files[0], &files[1], &files[3]], region, "after the rebuild");
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn corrupt_superblock_leg_is_rejected_and_the_rest_assembles() {
+    let _turn = serial();
+    let env = require_spdk();
+    let mask = core_mask();
+    let dir = test_dir("persist_badsb");
+    let files = leg_files(&dir, 3, 64 * MIB);
+    let t = start_tgt(&env, "persist_badsb", &mask);
+    for (i, f) in files.iter().enumerate() {
+        create_aio(&t, &format!("aio{i}"), f);
+    }
+    let create = mirror_create("mir", &["aio0", "aio1", "aio2"], json!({}));
+    rpc_ok(&t, "bdev_mirror_create", create["params"].clone());
+    let m = wait_idle(&t, "the new mirror to be idle");
+    let uuid = m["uuid"].clone();
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(t);
+    for f in &files {
+        assert_eq!(&read_range(f, 0, 8), b"SPDKMIR1", "{} has no superblock", f.display());
+    }
+    // A reserved byte: only the checksum can tell.
+    let mut byte = read_range(&files[1], 3000, 1);
+    byte[0] ^= 0x5a;
+    patch_file(&files[1], 3000, &byte);
+
+    let t = start_tgt(&env, "persist_badsb_restart", &mask);
+    for (i, f) in files.iter().enumerate() {
+        create_aio(&t, &format!("aio{i}"), f);
+    }
+    let m = wait_mirror(&t, 20, "the mirror to assemble degraded", |_| true);
+    assert_eq!(m["uuid"], uuid, "{m}");
+    assert_eq!(m["state"], json!("degraded"), "{m}");
+    let legs = m["legs"].as_array().unwrap();
+    assert_eq!(legs.len(), 3, "{m}");
+    for slot in [0, 2] {
+        assert_eq!(legs[slot]["bdev"], json!(format!("aio{slot}")), "{m}");
+        assert_eq!(legs[slot]["state"], json!("online"), "{m}");
+    }
+    assert_ne!(legs[1]["state"], json!("online"), "the corrupt leg must not serve: {m}");
+    assert_ne!(legs[1]["bdev"], json!("aio1"), "the corrupt leg must not be taken: {m}");
+    let log = t.log();
+    assert!(
+        log.lines().any(|l| l.contains("aio1") && l.contains("checksum")),
+        "no log line names aio1 and its bad checksum:\n{}",
+        tail_lines(&log, 40)
+    );
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn check_finds_and_repairs_mismatches() {
+    let _turn = serial();
+    let env = require_spdk();
+    let mask = core_mask();
+    let dir = test_dir("persist_check");
+    let files = leg_files(&dir, 2, 64 * MIB);
+    let t = start_tgt(&env, "persist_check", &mask);
+    create_aio(&t, "aio0", &files[0]);
+    create_aio(&t, "aio1", &files[1]);
+    let create = mirror_create("mir", &["aio0", "aio1"], json!({}));
+    rpc_ok(&t, "bdev_mirror_create", create["params"].clone());
+    let m = wait_idle(&t, "the new mirror to be idle");
+    let region = data_region(&m);
+    let data_blocks = m["data_blocks"].as_u64().unwrap();
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(t);
+
+    // Four blocks of aio1's data go bad: one byte in block 1000, two whole blocks 5000-5001, and
+    // one byte in the very last block.
+    let at = |blk: u64, byte: u64| region.0 + blk * BS as u64 + byte;
+    patch_file(&files[1], at(1000, 100), &[0x5a]);
+    patch_file(&files[1], at(5000, 0), &[0xa5; 2 * BS as usize]);
+    patch_file(&files[1], at(data_blocks - 1, BS as u64 - 1), &[0x01]);
+    let bad = 4;
+
+    let t = start_tgt(&env, "persist_check_restart", &mask);
+    create_aio(&t, "aio1", &files[1]);
+    create_aio(&t, "aio0", &files[0]);
+    let m = wait_mirror(&t, 20, "the mirror to assemble", idle);
+    assert_eq!(m["state"], json!("online"), "{m}");
+    let check = |repair: bool| {
+        t.rpc_timeout(
+            "bdev_mirror_check",
+            json!({"name": "mir", "repair": repair}),
+            Duration::from_secs(120),
+        )
+        .unwrap_or_else(|e| panic!("bdev_mirror_check repair={repair}: {e}\n{}", tail_lines(&t.log(), 40)))
+    };
+    let r = check(false);
+    assert_eq!(r["mismatch_blocks"], json!(bad), "{r}");
+    assert_eq!(r["blocks_checked"], json!(data_blocks), "{r}");
+    assert_eq!(
+        r["repaired_blocks"],
+        json!(0),
+        "a check without repair changes nothing: {r}"
+    );
+    let m = t.mirror_info("mir");
+    assert_eq!(m["last_process"]["type"], json!("check"), "{m}");
+    assert!(
+        differing_blocks(
+            &read_range(&files[0], region.0, region.1),
+            &read_range(&files[1], region.0, region.1)
+        )
+        .len()
+            == bad,
+        "the check alone must not touch the legs"
+    );
+    let r = check(true);
+    assert_eq!(r["mismatch_blocks"], json!(bad), "{r}");
+    assert_eq!(r["repaired_blocks"], json!(bad), "{r}");
+    let r = check(false);
+    assert_eq!(r["mismatch_blocks"], json!(0), "after the repair: {r}");
+    assert_eq!(r["blocks_checked"], json!(data_blocks), "{r}");
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    assert_legs_identical(&[&files[0], &files[1]], region, "after the repair");
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn restart_after_clean_shutdown_assembles_without_resync() {
+    let _turn = serial();
+    let env = require_spdk();
+    let mask = core_mask();
+    let dir = test_dir("persist_clean");
+    let files = leg_files(&dir, 2, 64 * MIB);
+    let server = bdevperf_server(
+        &env,
+        BdevperfOpts {
+            name: "persist_clean",
+            config: bdev_subsystem(vec![
+                aio_bdev_config("aio0", &files[0], BS),
+                aio_bdev_config("aio1", &files[1], BS),
+                mirror_create("mir", &["aio0", "aio1"], json!({})),
+                wait_for_examine_config(),
+            ]),
+            queue_depth: 4,
+            io_size: 65536,
+            workload: "write",
+            time_s: 1,
+            cores_mask: &mask,
+            extra_args: vec!["-T".into(), "mir".into(), "-U".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let m = wait_idle(&server, "the new mirror to be idle");
+    let uuid = m["uuid"].clone();
+    let region = data_region(&m);
+    finished_job(
+        "write",
+        server.perform_tests(Value::Null, Duration::from_secs(60)),
+        &server,
+    );
+    // Shut down while the bitmap still has dirty regions: a clean stop must leave it clean.
+    let dirty = dirty_regions(&server.mirror_info("mir"));
+    assert!(
+        dirty > 0,
+        "the writes left no dirty region: {}",
+        server.mirror_info("mir")
+    );
+    server.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(server);
+
+    let t = start_tgt(&env, "persist_clean_restart", &mask);
+    create_aio(&t, "aio0", &files[0]);
+    create_aio(&t, "aio1", &files[1]);
+    let m = wait_mirror(&t, 20, "the mirror to assemble", |_| true);
+    assert_eq!(m["uuid"], uuid, "{m}");
+    assert_eq!(m["state"], json!("online"), "{m}");
+    assert_eq!(m["superblock"], json!(true), "{m}");
+    assert_eq!(m["bitmap"]["dirty_regions"], json!(0), "{m}");
+    // Give a wrongly started resync time to show.
+    std::thread::sleep(Duration::from_secs(1));
+    let m = t.mirror_info("mir");
+    assert!(idle(&m), "nothing to do after a clean shutdown: {m}");
+    assert!(
+        m.get("last_process").is_none_or(Value::is_null),
+        "no process should have run: {m}"
+    );
+    for leg in m["legs"].as_array().unwrap() {
+        assert_eq!(leg["state"], json!("online"), "{m}");
+    }
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    assert_legs_identical(&[&files[0], &files[1]], region, "after a clean shutdown");
+}
