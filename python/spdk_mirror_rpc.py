@@ -48,6 +48,8 @@ def bdev_mirror_create(args):
         'read_policy': args.read_policy,
         'preferred_leg': args.preferred_leg,
         'superblock': args.superblock,
+        'bitmap_region_kb': args.bitmap_region_kb,
+        'rebuild_max_mb_per_s': args.rebuild_max_mb_per_s,
     }))
 
 
@@ -75,6 +77,17 @@ def bdev_mirror_set_read_policy(args):
     })
 
 
+def bdev_mirror_set_options(args):
+    _call(args, 'bdev_mirror_set_options', {
+        'name': args.name,
+        'rebuild_max_mb_per_s': args.rebuild_max_mb_per_s,
+    })
+
+
+def bdev_mirror_check(args):
+    _print_json(_call(args, 'bdev_mirror_check', {'name': args.name, 'repair': args.repair}))
+
+
 def spdk_rpc_plugin_initialize(subparsers):
     p = subparsers.add_parser('bdev_mirror_create',
                               help='Create a mirror bdev (raid1, or md-compatible raid10)')
@@ -97,9 +110,13 @@ def spdk_rpc_plugin_initialize(subparsers):
                    help="leg index read first with --read-policy preferred")
     sb = p.add_mutually_exclusive_group()
     sb.add_argument('--superblock', dest='superblock', action='store_true', default=None,
-                    help='store a superblock on each base bdev')
+                    help='store a superblock and write-intent bitmap on each base bdev (default)')
     sb.add_argument('--no-superblock', dest='superblock', action='store_false',
-                    help='do not store a superblock on the base bdevs')
+                    help='no superblock or bitmap: the legs hold data only')
+    p.add_argument('--bitmap-region-kb', dest='bitmap_region_kb', type=int,
+                   help='KiB of mirror data one bitmap bit covers (default 65536)')
+    p.add_argument('--rebuild-max-mb-per-s', dest='rebuild_max_mb_per_s', type=int,
+                   help='bandwidth cap of rebuild, recovery, resync and check in MiB/s (0: none)')
     p.set_defaults(func=bdev_mirror_create)
 
     p = subparsers.add_parser('bdev_mirror_delete', help='Delete a mirror bdev')
@@ -129,3 +146,17 @@ def spdk_rpc_plugin_initialize(subparsers):
                    help='least_outstanding (default), round_robin, or preferred (with --preferred-leg)')
     p.add_argument('--preferred-leg', type=int, help='leg slot read first with the preferred policy')
     p.set_defaults(func=bdev_mirror_set_read_policy)
+
+    p = subparsers.add_parser('bdev_mirror_set_options',
+                              help='Change a mirror\'s tunables at runtime')
+    p.add_argument('name', help='mirror bdev name')
+    p.add_argument('--rebuild-max-mb-per-s', dest='rebuild_max_mb_per_s', type=int,
+                   help='bandwidth cap of background processes in MiB/s (0: none)')
+    p.set_defaults(func=bdev_mirror_set_options)
+
+    p = subparsers.add_parser('bdev_mirror_check',
+                              help='Compare every copy of every block (md check); --repair rewrites '
+                                   'mismatches from the first in-sync copy')
+    p.add_argument('name', help='mirror bdev name')
+    p.add_argument('--repair', action='store_true', default=None, help='rewrite mismatched copies')
+    p.set_defaults(func=bdev_mirror_check)

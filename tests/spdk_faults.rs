@@ -92,7 +92,12 @@ fn write_errors_on_one_leg_fail_it_and_the_mirror_runs_degraded() {
     let m = t.mirror_info("mir");
     assert_eq!(m["state"], "degraded", "{m}");
     assert_eq!(m["legs"][2]["state"], "failed", "{m}");
-    assert!(m["legs"][2]["write_errors"].as_u64().unwrap() > 0, "{m}");
+    // The first write the leg fails may be a data write or the bitmap's (which md too treats
+    // as the leg failing).
+    assert!(
+        m["legs"][2]["write_errors"].as_u64().unwrap() > 0 || t.log().contains("metadata write to leg 2 failed"),
+        "{m}"
+    );
     // A failed leg is never read again: more verify, no new reads there.
     let reads = m["legs"][2]["reads"].as_u64().unwrap();
     assert_eq!(verify(&t), (0, true));

@@ -120,8 +120,10 @@ fn lease_core() -> CoreLease {
 // ------------------------------------------------------------------------------------------------
 
 /// A `bdev_mirror_create` config entry.
+/// These tests replay one JSON config in several processes over the same legs, so the config is
+/// the mirror's description: no superblock (`tests/spdk_persist.rs` covers mirrors with one).
 fn mirror_config(name: &str, level: &str, layout: Option<&str>, chunk_kb: Option<u64>, legs: &[String]) -> Value {
-    let mut p = json!({"name": name, "level": level, "base_bdevs": legs});
+    let mut p = json!({"name": name, "level": level, "base_bdevs": legs, "superblock": false});
     if let Some(l) = layout {
         p["layout"] = json!(l);
     }
@@ -1587,13 +1589,22 @@ fn save_config_replays() {
         &a,
         "bdev_mirror_create",
         json!({"name": "r1", "level": "raid1", "base_bdevs": ["a0", "a1", "a2"], "uuid": uuid,
-               "pool_size": 256, "max_parents": 64}),
+               "pool_size": 256, "max_parents": 64, "superblock": false}),
     );
     rpc_ok(
         &a,
         "bdev_mirror_create",
         json!({"name": "r10", "level": "raid10", "layout": "o2", "chunk_kb": 32,
-               "base_bdevs": ["b0", "b1", "b2", "b3"]}),
+               "base_bdevs": ["b0", "b1", "b2", "b3"], "superblock": false}),
+    );
+    // A mirror with a superblock is described by its legs, not by the config: left out.
+    for b in names("c", 2) {
+        rpc_ok(&a, "bdev_malloc_create", json!({"name": b, "num_blocks": blocks, "block_size": BS}));
+    }
+    rpc_ok(
+        &a,
+        "bdev_mirror_create",
+        json!({"name": "sb", "level": "raid1", "base_bdevs": ["c0", "c1"]}),
     );
     rpc_ok(&a, "bdev_wait_for_examine", Value::Null);
     let r1_a = mirror_info(&a, "r1");

@@ -24,8 +24,10 @@ pub struct ChildCtx {
     pub parent: *mut sys::spdk_bdev_io,
     pub info: ChildInfo,
     /// The iovecs to submit: the parent's own when the child covers all of it, else `iovs`.
-    iov_ptr: *mut libc::iovec,
-    iovcnt: i32,
+    pub iov_ptr: *mut libc::iovec,
+    pub iovcnt: i32,
+    /// Used only by a child going through the reserve (`rescue`), to wait for I/O there.
+    pub wait: sys::spdk_bdev_io_wait_entry,
     iovs: [libc::iovec; MAX_CHILD_IOVS],
 }
 
@@ -62,6 +64,14 @@ pub struct SpdkBackend {
     pub data_offset: u64,
     /// The mirror's metadata, if it keeps any (for reads pinned during a resync).
     pub persist: *const super::persist::Persist,
+    /// A child of this channel is on its way through the mirror thread's reserve.
+    pub rescue_busy: bool,
+}
+
+impl SpdkBackend {
+    fn children_in_flight(&self) -> bool {
+        self.legs.iter().any(|l| l.inflight > 0)
+    }
 }
 
 impl Backend for SpdkBackend {
@@ -131,6 +141,16 @@ impl Backend for SpdkBackend {
         match rc {
             0 => {
                 leg.inflight += 1;
+                Submitted::InFlight
+            }
+            rc if rc == -libc::ENOMEM && !self.rescue_busy && !self.children_in_flight() => {
+                // Nothing of ours is in flight, so no completion here will free an
+                // spdk_bdev_io: every one may be held by parents waiting on us (after a bitmap
+                // write, say). Send this child through the mirror thread's own cache, a reserve
+                // no parent can take (md's mempool reserve); its completion frees the way.
+                self.rescue_busy = true;
+                self.legs[info.leg as usize].inflight += 1;
+                super::rescue::send(ctx);
                 Submitted::InFlight
             }
             rc if rc == -libc::ENOMEM => Submitted::NoMem(child, info),

@@ -41,6 +41,8 @@ pub struct Channel {
     /// Something above was queued while the engine was busy.
     deferred: Cell<bool>,
     poller: Cell<*mut sys::spdk_poller>,
+    /// The thread this channel belongs to.
+    thread: *mut sys::spdk_thread,
     seen_gen: Cell<u64>,
     releases: RefCell<Vec<PendingRelease>>,
 }
@@ -62,6 +64,7 @@ impl Channel {
             channel: ptr::null(),
             data_offset: mirror.data_offset,
             persist: mirror.persist.as_deref().map_or(ptr::null(), |p| p as *const _),
+            rescue_busy: false,
         };
         let intent = ChannelIntent::new(mirror)?;
         let chan = Box::new(Channel {
@@ -73,6 +76,8 @@ impl Channel {
             io_signal: Cell::new(false),
             deferred: Cell::new(false),
             poller: Cell::new(ptr::null_mut()),
+            // SAFETY: plain query; channels are created on SPDK threads.
+            thread: unsafe { sys::spdk_get_thread() },
             seen_gen: Cell::new(u64::MAX),
             releases: RefCell::new(Vec::new()),
         });
@@ -113,7 +118,11 @@ impl Channel {
         }
     }
 
-    fn mirror(&self) -> &Mirror {
+    pub fn thread(&self) -> *mut sys::spdk_thread {
+        self.thread
+    }
+
+    pub fn mirror(&self) -> &Mirror {
         // SAFETY: a mirror outlives its channels (its io_device is unregistered only after all
         // channels are destroyed).
         unsafe { &*self.mirror }
@@ -143,6 +152,20 @@ impl Channel {
         } else {
             self.run(|e| Self::deliver(e, ctx, info, status));
         }
+    }
+
+    /// A child sent through the reserve is back (on this channel's thread).
+    pub fn rescue_done(&self, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {
+        if self.busy.get() {
+            // Cannot be: messages run between pollers, never inside the engine. Deliver it
+            // anyway; this channel just stops using the reserve.
+            errlog!("BUG: reserve completion while the engine runs");
+            return self.child_done(ctx, info, status);
+        }
+        self.run(|e| {
+            e.backend_mut().rescue_busy = false;
+            Self::deliver(e, ctx, info, status)
+        });
     }
 
     fn deliver(e: &mut Engine<SpdkBackend, ChannelIntent>, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {

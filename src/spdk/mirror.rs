@@ -48,6 +48,9 @@ pub struct Leg {
     /// Being rebuilt: written, never read.
     pub write_only: AtomicBool,
     removing: AtomicBool,
+    /// The mirror thread's channel on this leg (metadata and background processes), kept open:
+    /// under I/O pressure a new channel may be impossible to get.
+    app_ch: AtomicPtr<sys::spdk_io_channel>,
     mirror: *const Mirror,
 }
 
@@ -69,6 +72,19 @@ impl Leg {
     pub fn in_sync(&self) -> bool {
         self.present() && !self.failed.load(Ordering::Acquire) && !self.write_only.load(Ordering::Acquire)
     }
+    /// The mirror thread's channel on this leg (null if absent or unobtainable). Mirror thread
+    /// only.
+    pub fn app_channel(&self) -> *mut sys::spdk_io_channel {
+        let ch = self.app_ch.load(Ordering::Acquire);
+        if !ch.is_null() || !self.present() {
+            return ch;
+        }
+        // SAFETY: the desc is open; the channel is put in `close_leg`, on this thread.
+        let ch = unsafe { sys::spdk_bdev_get_io_channel(self.desc()) };
+        self.app_ch.store(ch, Ordering::Release);
+        ch
+    }
+
     pub fn state(&self) -> &'static str {
         if !self.present() {
             "removed"
@@ -392,6 +408,11 @@ pub fn open_leg(leg: *const Leg, name: &str) -> Result<(*mut sys::spdk_bdev, *mu
 
 /// Releases and closes a leg's bdev.
 fn close_leg(leg: &Leg) {
+    let ch = leg.app_ch.swap(ptr::null_mut(), Ordering::AcqRel);
+    if !ch.is_null() {
+        // SAFETY: taken in `app_channel` on this (the mirror's) thread; nothing uses it now.
+        unsafe { sys::spdk_put_io_channel(ch) };
+    }
     let desc = leg.desc.swap(ptr::null_mut(), Ordering::AcqRel);
     let bdev = leg.bdev.swap(ptr::null_mut(), Ordering::AcqRel);
     if !desc.is_null() {
@@ -488,6 +509,7 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
             failed: AtomicBool::new(n.is_none()),
             write_only: AtomicBool::new(false),
             removing: AtomicBool::new(false),
+            app_ch: AtomicPtr::new(ptr::null_mut()),
             mirror: mp,
         });
     }
@@ -1184,13 +1206,6 @@ pub fn join_leg(m: &'static Mirror, slot: u32, name: &str, kind: Kind, done: Box
         // A new member: a new identity in the leg table.
         p.superblock().legs[slot as usize].uuid = random_uuid();
     }
-    let ranges = match (&m.persist, kind) {
-        (Some(p), Kind::Recovery) => {
-            let bm = p.bitmap();
-            crate::bitmap::resync_plan(bm.missed(), bm.regions(), bm.region_blocks(), m.geo.data_blocks())
-        }
-        _ => vec![(0, m.geo.data_blocks())],
-    };
     attach_leg(
         m,
         slot,
@@ -1203,6 +1218,12 @@ pub fn join_leg(m: &'static Mirror, slot: u32, name: &str, kind: Kind, done: Box
                 return done(Err(Fail(rc, "base_bdev: could not attach the leg on every core".into())));
             }
             persist::kick(m);
+            // Every core writes the leg now, so what it missed can no longer grow (writes still
+            // in flight that skipped it are caught by the recovery's last look at the bitmap).
+            let ranges = match (&m.persist, kind) {
+                (Some(p), Kind::Recovery) => p.missed_ranges(m.geo.data_blocks(), None),
+                _ => vec![(0, m.geo.data_blocks())],
+            };
             done(process::start(m, kind, Some(slot), ranges, None).map_err(|e| Fail(-libc::EBUSY, e)))
         }),
     );

@@ -22,6 +22,7 @@ mod mirror;
 mod module;
 mod persist;
 mod process;
+mod rescue;
 mod reset;
 mod examine;
 mod rpc;

@@ -69,6 +69,7 @@ pub struct Persist {
     unsynced_count: AtomicU64,
     started: Instant,
     tick: AtomicPtr<sys::spdk_poller>,
+    retry: AtomicPtr<sys::spdk_poller>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -100,6 +101,7 @@ impl Persist {
             unsynced_count: AtomicU64::new(0),
             started: Instant::now(),
             tick: AtomicPtr::new(ptr::null_mut()),
+            retry: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
@@ -153,6 +155,18 @@ impl Persist {
             let r = r as usize;
             r / 64 < self.unsynced.len() && self.unsynced[r / 64].load(Ordering::Acquire) & (1 << (r % 64)) != 0
         })
+    }
+
+    /// The mirror ranges of regions some copy missed, leaving out regions in `done`.
+    pub fn missed_ranges(&self, data_blocks: u64, done: Option<&Bits>) -> Vec<(u64, u64)> {
+        let bm = self.bitmap();
+        let mut todo = bm.missed().clone();
+        if let Some(d) = done {
+            for r in (0..bm.regions()).filter(|&r| d.get(r)) {
+                todo.set(r, false);
+            }
+        }
+        crate::bitmap::resync_plan(&todo, bm.regions(), bm.region_blocks(), data_blocks)
     }
 
     /// Hands out a channel number for waiter tokens.
@@ -412,6 +426,31 @@ struct MetaIo {
 
 fn start(m: &'static Mirror) {
     let p = m.persist.as_ref().expect("only mirrors with metadata write it");
+    // A channel may be unobtainable for a moment (the shared spdk_bdev_io pool is empty): that
+    // is no fault of the leg, so try again shortly rather than fail it.
+    let short = m
+        .legs
+        .iter()
+        .any(|l| l.present() && !l.failed.load(Ordering::Acquire) && l.app_channel().is_null());
+    if short {
+        extern "C" fn again(arg: *mut c_void) -> i32 {
+            guard("mirror metadata retry", 0, || {
+                // SAFETY: the mirror waits for its writer (busy) before it goes.
+                let m = unsafe { &*(arg as *const Mirror) };
+                if let Some(p) = &m.persist {
+                    let mut poller = p.retry.swap(ptr::null_mut(), Ordering::AcqRel);
+                    // SAFETY: our one-shot poller, on its thread.
+                    unsafe { sys::spdk_poller_unregister(&mut poller) };
+                }
+                start(m);
+                sys::SPDK_POLLER_BUSY as i32
+            })
+        }
+        // SAFETY: the argument is the mirror, which outlives its busy writer.
+        let poller = unsafe { sys::spdk_poller_register(Some(again), m as *const Mirror as *mut c_void, 1000) };
+        p.retry.store(poller, Ordering::Release);
+        return;
+    }
     let (waiters, closing) = {
         let mut w = lock(&p.writer);
         w.again = false;
@@ -455,8 +494,7 @@ fn start(m: &'static Mirror) {
     for leg in m.legs.iter().filter(|l| l.present() && !l.failed.load(Ordering::Acquire)) {
         // SAFETY: a zeroed DMA buffer of `blocks` blocks, freed in `io_finished`.
         let buf = unsafe { sys::spdk_dma_zmalloc(blocks as usize * bs, 0x1000, ptr::null_mut()) };
-        // SAFETY: open desc; a channel for this thread, put in `io_finished`.
-        let ch = if buf.is_null() { ptr::null_mut() } else { unsafe { sys::spdk_bdev_get_io_channel(leg.desc()) } };
+        let ch = if buf.is_null() { ptr::null_mut() } else { leg.app_channel() };
         // SAFETY: `op` is live until its last leg finishes.
         let o = unsafe { &mut *op };
         o.targets |= 1 << leg.index;
@@ -550,11 +588,8 @@ extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut 
 fn io_finished(io: *mut MetaIo, success: bool) {
     // SAFETY: the last use of this leg's part.
     let mi = unsafe { Box::from_raw(io) };
-    // SAFETY: taken and allocated in `start` on this thread.
-    unsafe {
-        sys::spdk_put_io_channel(mi.ch);
-        sys::spdk_dma_free(mi.buf);
-    }
+    // SAFETY: allocated in `start`.
+    unsafe { sys::spdk_dma_free(mi.buf) };
     if !success {
         // SAFETY: the op is live until `op_put` drops its last reference.
         let o = unsafe { &mut *mi.op };

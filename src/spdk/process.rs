@@ -22,9 +22,11 @@ use spdk_sys as sys;
 use super::ffi::{errlog, guard, noticelog};
 use super::mirror::Mirror;
 use super::module::module_ptr;
+use crate::bitmap::Bits;
 use crate::placement::{Copy, Level, MAX_LEGS};
 
 const MIB: f64 = 1024.0 * 1024.0;
+const MAX_CREDIT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -121,19 +123,20 @@ struct Job {
     len: u64,
     src: Copy,
     dsts: Vec<Copy>,
-    /// Check with repair: the copies of this window that differ.
-    rewrite: u64,
+    /// Check: how many blocks of each copy in `dsts` differ from the source in this window.
+    differ: Vec<u64>,
     tried: u32,
     stage: Stage,
     /// `copies` windows: the source's data first, then each copy read by a check.
     buf: *mut c_void,
-    chans: Vec<*mut sys::spdk_io_channel>,
     wait: sys::spdk_bdev_io_wait_entry,
     delay: *mut sys::spdk_poller,
     started: Instant,
     /// Bytes read from sources so far: what the bandwidth cap measures.
     bytes: u64,
     outcome: Outcome,
+    /// Recovery: bitmap regions copied so far.
+    regions_done: Option<Bits>,
     done: Option<ProcessDone>,
 }
 
@@ -162,18 +165,6 @@ pub fn start(
         m.process_active.store(false, Ordering::Release);
         return Err(format!("cannot allocate a {} KiB buffer", window * bs * copies / 1024));
     }
-    let chans = m
-        .legs
-        .iter()
-        .map(|l| {
-            if l.present() {
-                // SAFETY: open desc; channel for this (the app) thread, put in `finish`.
-                unsafe { sys::spdk_bdev_get_io_channel(l.desc()) }
-            } else {
-                ptr::null_mut()
-            }
-        })
-        .collect();
     let total: u64 = ranges.iter().map(|r| r.1).sum();
     let target_name = target.map(|t| m.legs[t as usize].name());
     if let Ok(mut s) = m.process.lock() {
@@ -206,16 +197,20 @@ pub fn start(
         len: 0,
         src: Copy { leg: 0, lba: 0 },
         dsts: Vec::with_capacity(MAX_LEGS),
-        rewrite: 0,
+        differ: Vec::with_capacity(MAX_LEGS),
         tried: 0,
         stage: Stage::ReadSource,
         buf,
-        chans,
         wait: sys::spdk_bdev_io_wait_entry::default(),
         delay: ptr::null_mut(),
         started: Instant::now(),
         bytes: 0,
         outcome: Outcome::default(),
+        regions_done: m
+            .persist
+            .as_ref()
+            .filter(|_| kind == Kind::Recovery)
+            .map(|p| Bits::new(p.layout.regions as usize)),
         done,
     }));
     step(j);
@@ -247,7 +242,24 @@ fn step(j: *mut Job) {
             }
         }
         let Some(&(start, blocks)) = jb.ranges.get(jb.range) else {
-            return finish(j, Ok(()));
+            // A write that skipped the leg while it was being attached may have marked a region
+            // since the recovery started: take those too before declaring it in sync.
+            let more = match (&m.persist, &jb.regions_done) {
+                (Some(p), Some(done)) => p.missed_ranges(m.geo.data_blocks(), Some(done)),
+                _ => Vec::new(),
+            };
+            if more.is_empty() {
+                return finish(j, Ok(()));
+            }
+            let extra: u64 = more.iter().map(|r| r.1).sum();
+            if let Ok(mut s) = m.process.lock() {
+                if let Some(s) = s.as_mut() {
+                    s.blocks_total += extra;
+                }
+            }
+            jb.ranges.extend(more);
+            jb.pos = jb.ranges[jb.range].0;
+            continue;
         };
         if jb.pos >= start + blocks {
             range_done(jb);
@@ -271,7 +283,13 @@ fn step(j: *mut Job) {
     let cap = m.rebuild_max_mb.load(Ordering::Acquire);
     if cap > 0 {
         let due = Duration::from_secs_f64(jb.bytes as f64 / (cap as f64 * MIB));
-        let elapsed = jb.started.elapsed();
+        let mut elapsed = jb.started.elapsed();
+        // Time the process fell behind (host load, a slow leg) is not saved up for a burst
+        // above the cap later: at most half a second of credit.
+        if elapsed > due + MAX_CREDIT {
+            jb.started += elapsed - due - MAX_CREDIT;
+            elapsed = due + MAX_CREDIT;
+        }
         if due > elapsed {
             extern "C" fn resume(arg: *mut c_void) -> c_int {
                 guard("mirror process delay", 0, || {
@@ -353,7 +371,8 @@ fn read_source(j: *mut Job) {
             jb.dsts.push(*c);
         }
     }
-    jb.rewrite = 0;
+    jb.differ.clear();
+    jb.differ.resize(jb.dsts.len(), 0);
     jb.stage = Stage::ReadSource;
     submit(j);
 }
@@ -374,7 +393,7 @@ fn submit(j: *mut Job) {
         Stage::Write(i) => (jb.dsts[i], window_buf(jb, 0), true),
     };
     let l = &m.legs[copy.leg as usize];
-    let ch = jb.chans[copy.leg as usize];
+    let ch = l.app_channel();
     if ch.is_null() || !l.present() {
         return unquiesce_then_finish(j, "a leg went away");
     }
@@ -440,7 +459,7 @@ extern "C" fn io_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_voi
             }
             (Stage::Write(i), true) => {
                 if let Kind::Check { .. } = jb.kind {
-                    jb.outcome.repaired_blocks += jb.len;
+                    jb.outcome.repaired_blocks += jb.differ[i];
                 }
                 jb.stage = Stage::Write(i + 1);
                 next_io(j)
@@ -465,10 +484,8 @@ fn compare(jb: &mut Job, i: usize, read_ok: bool) {
         )
     };
     let differ = a.chunks(bs).zip(b.chunks(bs)).filter(|(x, y)| x != y).count() as u64;
-    if differ > 0 {
-        jb.outcome.mismatch_blocks += differ;
-        jb.rewrite |= 1 << i;
-    }
+    jb.outcome.mismatch_blocks += differ;
+    jb.differ[i] = differ;
 }
 
 /// Issues the window's next read or write, or closes the window when none is left.
@@ -483,7 +500,7 @@ fn next_io(j: *mut Job) {
             }
             Stage::Write(i) if i < jb.dsts.len() => {
                 let skip = match jb.kind {
-                    Kind::Check { repair } => !repair || jb.rewrite & (1 << i) == 0,
+                    Kind::Check { repair } => !repair || jb.differ[i] == 0,
                     _ => !jb.mirror.legs[jb.dsts[i].leg as usize].present(),
                 };
                 if !skip {
@@ -535,7 +552,15 @@ fn regions_synced(jb: &Job, upto: u64) {
     }
 }
 
-fn range_done(jb: &Job) {
+fn range_done(jb: &mut Job) {
+    if let (Some(done), Some(p), Some(&(start, blocks))) =
+        (jb.regions_done.as_mut(), jb.mirror.persist.as_ref(), jb.ranges.get(jb.range))
+    {
+        let rb = p.layout.region_blocks;
+        for r in start / rb..(start + blocks).div_ceil(rb) {
+            done.set(r as usize, true);
+        }
+    }
     if jb.kind == Kind::Resync {
         if let Some(&(start, blocks)) = jb.ranges.get(jb.range) {
             let p = jb.mirror.persist.as_ref();
@@ -570,10 +595,6 @@ fn finish(j: *mut Job, result: Result<(), String>) {
     // SAFETY: the last use of the job.
     let mut jb = unsafe { Box::from_raw(j) };
     let m = jb.mirror;
-    for ch in jb.chans.iter().filter(|c| !c.is_null()) {
-        // SAFETY: taken in `start` on this thread.
-        unsafe { sys::spdk_put_io_channel(*ch) };
-    }
     // SAFETY: allocated in `start`.
     unsafe { sys::spdk_dma_free(jb.buf) };
     let result = result.map(|_| jb.outcome);

@@ -1,0 +1,120 @@
+//! The reserve: a child that cannot get an `spdk_bdev_io` while its channel has nothing in flight
+//! is submitted from the mirror's thread instead, whose per-thread `spdk_bdev_io` cache only the
+//! mirror's own rare I/O (metadata, background processes, these children) uses. Parents that
+//! waited for the bitmap may hold every `spdk_bdev_io` of the shared pool; without a reserve none
+//! of them could ever issue a child (md avoids the same trap with mempools that keep a minimum
+//! of elements back). One child per channel at a time goes this way; its completion frees the
+//! parent's `spdk_bdev_io` and the ordinary path takes over again.
+
+use std::os::raw::c_void;
+use std::ptr::NonNull;
+
+use spdk_sys as sys;
+
+use super::backend::ChildCtx;
+use super::ffi::{errlog, guard};
+use crate::engine::{ChildStatus, IoOp};
+
+/// Sends child `ctx` (its fields set, its leg's `inflight` counted) to the mirror's thread.
+pub fn send(ctx: *mut ChildCtx) {
+    // SAFETY: a live context; its channel and mirror outlive it.
+    let thread = unsafe { (*(*ctx).channel).mirror().thread };
+    // SAFETY: the message carries the context, which stays ours until `back` delivers it.
+    let rc = unsafe { sys::spdk_thread_send_msg(thread, Some(on_mirror_thread), ctx as *mut c_void) };
+    if rc != 0 {
+        errlog!("mirror: cannot reach the mirror thread for a reserve I/O");
+        back(ctx, ChildStatus::Error);
+    }
+}
+
+extern "C" fn on_mirror_thread(arg: *mut c_void) {
+    guard("mirror reserve submit", (), || submit(arg as *mut ChildCtx))
+}
+
+fn submit(ctx: *mut ChildCtx) {
+    // SAFETY: ours until `back`.
+    let c = unsafe { &mut *ctx };
+    // SAFETY: the channel outlives its children.
+    let m = unsafe { (*c.channel).mirror() };
+    let info = c.info;
+    let leg = &m.legs[info.leg as usize];
+    let ch = leg.app_channel();
+    if ch.is_null() || !leg.present() {
+        return back(ctx, ChildStatus::Error);
+    }
+    let lba = info.leg_lba + m.data_offset;
+    let arg = ctx as *mut c_void;
+    // SAFETY: open desc and this thread's channel; the parent and its buffers are live while
+    // its child is outstanding.
+    let rc = unsafe {
+        match info.op {
+            IoOp::Read | IoOp::Write => sys::spdk_mirror_shim_rw(
+                leg.desc(),
+                ch,
+                c.parent,
+                info.op == IoOp::Write,
+                c.iov_ptr as *mut sys::iovec,
+                c.iovcnt,
+                lba,
+                info.blocks,
+                Some(done),
+                arg,
+            ),
+            IoOp::Unmap => sys::spdk_bdev_unmap_blocks(leg.desc(), ch, lba, info.blocks, Some(done), arg),
+            IoOp::WriteZeroes => sys::spdk_bdev_write_zeroes_blocks(leg.desc(), ch, lba, info.blocks, Some(done), arg),
+            IoOp::Flush => sys::spdk_bdev_flush_blocks(leg.desc(), ch, lba, info.blocks, Some(done), arg),
+        }
+    };
+    if rc == -libc::ENOMEM {
+        extern "C" fn retry(arg: *mut c_void) {
+            guard("mirror reserve retry", (), || submit(arg as *mut ChildCtx))
+        }
+        c.wait.bdev = leg.bdev();
+        c.wait.cb_fn = Some(retry);
+        c.wait.cb_arg = arg;
+        // Only the mirror's own I/O runs on this thread: one of them completes and wakes us.
+        // SAFETY: the entry lives in the context, which waits for it.
+        if unsafe { sys::spdk_bdev_queue_io_wait(leg.bdev(), ch, &mut c.wait) } != 0 {
+            back(ctx, ChildStatus::Error);
+        }
+    } else if rc != 0 {
+        back(ctx, ChildStatus::Error);
+    }
+}
+
+extern "C" fn done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_void) {
+    guard("mirror reserve completion", (), || {
+        // SAFETY: completed I/O of ours; freed here so it goes back to this thread's cache.
+        unsafe { sys::spdk_bdev_free_io(bdev_io) };
+        back(
+            arg as *mut ChildCtx,
+            if success { ChildStatus::Success } else { ChildStatus::Error },
+        );
+    })
+}
+
+/// Hands the child back to its channel's thread.
+fn back(ctx: *mut ChildCtx, status: ChildStatus) {
+    struct Back {
+        ctx: *mut ChildCtx,
+        status: ChildStatus,
+    }
+    extern "C" fn on_channel_thread(arg: *mut c_void) {
+        guard("mirror reserve return", (), || {
+            // SAFETY: boxed below; last use.
+            let b = unsafe { Box::from_raw(arg as *mut Back) };
+            // SAFETY: the context is live and its channel with it.
+            unsafe {
+                let info = (*b.ctx).info;
+                (*(*b.ctx).channel).rescue_done(NonNull::new_unchecked(b.ctx), info, b.status);
+            }
+        })
+    }
+    // SAFETY: the context's channel is live.
+    let thread = unsafe { (*(*ctx).channel).thread() };
+    let b = Box::into_raw(Box::new(Back { ctx, status }));
+    // SAFETY: `b` is reclaimed by the message.
+    if unsafe { sys::spdk_thread_send_msg(thread, Some(on_channel_thread), b as *mut c_void) } != 0 {
+        errlog!("mirror: cannot return a reserve I/O to its channel");
+    }
+}
