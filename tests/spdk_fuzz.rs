@@ -13,14 +13,19 @@ use support::{RpcError, Target, TargetOpts};
 
 const SKIP: &str = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped";
 
-const METHODS: [&str; 5] = [
+const METHODS: [&str; 7] = [
     "bdev_mirror_create",
+    "bdev_mirror_set_options",
+    "bdev_mirror_check",
     "bdev_mirror_delete",
     "bdev_mirror_get_bdevs",
     "bdev_mirror_add_base_bdev",
     "bdev_mirror_remove_base_bdev",
 ];
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 15] = [
+    "bitmap_region_kb",
+    "rebuild_max_mb_per_s",
+    "repair",
     "name",
     "level",
     "layout",
@@ -112,6 +117,14 @@ fn random_params(rng: &mut Rng, method: &str) -> Value {
         }
         "bdev_mirror_delete" | "bdev_mirror_get_bdevs" => {
             m.insert("name".into(), json!(pick(rng, &NAMES)));
+        }
+        "bdev_mirror_set_options" => {
+            m.insert("name".into(), json!(pick(rng, &NAMES)));
+            m.insert("rebuild_max_mb_per_s".into(), json!(rng.below(100)));
+        }
+        "bdev_mirror_check" => {
+            m.insert("name".into(), json!(pick(rng, &NAMES)));
+            m.insert("repair".into(), json!(rng.percent(50)));
         }
         "bdev_mirror_add_base_bdev" => {
             m.insert("name".into(), json!(pick(rng, &NAMES)));

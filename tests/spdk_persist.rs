@@ -759,3 +759,75 @@ fn restart_after_clean_shutdown_assembles_without_resync() {
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
     assert_legs_identical(&[&files[0], &files[1]], region, "after a clean shutdown");
 }
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn stale_leg_found_at_restart_is_recovered_from_the_bitmap() {
+    let _turn = serial();
+    let env = require_spdk();
+    let mask = core_mask();
+    let dir = test_dir("persist_stale");
+    let files = leg_files(&dir, 2, 64 * MIB);
+    // 2 MiB from 16 MiB into the mirror: two 1 MiB regions, written while aio1 is away.
+    let (offset, length) = (16 * MIB / BS as u64, 2 * MIB / BS as u64);
+    let jobs = job_file(&dir, "mir", offset, length);
+    let server = bdevperf_server(
+        &env,
+        BdevperfOpts {
+            name: "persist_stale",
+            config: bdev_subsystem(vec![
+                aio_bdev_config("aio0", &files[0], BS),
+                aio_bdev_config("aio1", &files[1], BS),
+                mirror_create("mir", &["aio0", "aio1"], json!({})),
+                wait_for_examine_config(),
+            ]),
+            queue_depth: 4,
+            io_size: 65536,
+            workload: "write",
+            time_s: 1,
+            cores_mask: &mask,
+            extra_args: vec!["-j".into(), jobs.to_string_lossy().into_owned(), "-U".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let m = wait_idle(&server, "the new mirror to be idle");
+    let (uuid, region, events) = (m["uuid"].clone(), data_region(&m), m["events"].as_u64().unwrap());
+    rpc_ok(&server, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "aio1"}));
+    finished_job(
+        "write while aio1 is away",
+        server.perform_tests(Value::Null, Duration::from_secs(60)),
+        &server,
+    );
+    let m = server.mirror_info("mir");
+    assert!(m["events"].as_u64().unwrap() > events, "the removal bumps events: {m}");
+    server.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(server);
+
+    // Both legs come back; aio1's superblock is older: it must not be read, only recovered.
+    let t = start_tgt(&env, "persist_stale_restart", &mask);
+    create_aio(&t, "aio0", &files[0]);
+    create_aio(&t, "aio1", &files[1]);
+    let m = wait_mirror(&t, 30, "the stale leg's recovery to finish", |m| {
+        idle(m) && m["last_process"]["type"] == json!("recovery")
+    });
+    assert_eq!(m["uuid"], uuid, "{m}");
+    assert_eq!(m["last_process"]["result"], json!("done"), "{m}");
+    let copied = m["last_process"]["bytes_copied"].as_u64().unwrap_or(0);
+    assert!(
+        (2 * REGION..=3 * REGION).contains(&copied),
+        "only the regions written while aio1 was away are copied, got {copied} bytes: {m}"
+    );
+    assert_eq!(m["state"], json!("online"), "{m}");
+    assert_eq!(m["legs"][1]["bdev"], json!("aio1"), "{m}");
+    assert!(
+        t.log().contains("rejoins by recovery"),
+        "{}",
+        tail_lines(&t.log(), 20)
+    );
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    assert_legs_identical(&[&files[0], &files[1]], region, "after the stale leg's recovery");
+}

@@ -450,6 +450,18 @@ fn returning(m: &'static Mirror, f: Found) {
             slot
         );
     }
+    let events = m.persist.as_ref().map_or(0, |p| p.superblock().events);
+    if f.sb.events > events {
+        // The running mirror was assembled from legs older than this one (it came too late):
+        // copying over it would lose its newer data. An operator must decide.
+        return errlog!(
+            "mirror {}: bdev {} has a newer superblock (events {} > {}) than the running mirror; not added",
+            m.name(),
+            f.bdev,
+            f.sb.events,
+            events
+        );
+    }
     let kind = rejoin_kind(m, &f);
     noticelog!(
         "mirror {}: leg {} (slot {}, events {}) rejoins by {}",

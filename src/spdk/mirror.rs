@@ -51,6 +51,8 @@ pub struct Leg {
     /// The mirror thread's channel on this leg (metadata and background processes), kept open:
     /// under I/O pressure a new channel may be impossible to get.
     app_ch: AtomicPtr<sys::spdk_io_channel>,
+    /// I/O in flight on `app_ch`: the channel and desc are closed only once it is back.
+    app_io: std::sync::atomic::AtomicU32,
     mirror: *const Mirror,
 }
 
@@ -83,6 +85,15 @@ impl Leg {
         let ch = unsafe { sys::spdk_bdev_get_io_channel(self.desc()) };
         self.app_ch.store(ch, Ordering::Release);
         ch
+    }
+
+    /// An I/O was submitted on `app_channel()`; `app_io_done` when it completes.
+    pub fn app_io_started(&self) {
+        self.app_io.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn app_io_done(&self) {
+        self.app_io.fetch_sub(1, Ordering::AcqRel);
     }
 
     pub fn state(&self) -> &'static str {
@@ -409,17 +420,59 @@ pub fn open_leg(leg: *const Leg, name: &str) -> Result<(*mut sys::spdk_bdev, *mu
 /// Releases and closes a leg's bdev.
 fn close_leg(leg: &Leg) {
     let ch = leg.app_ch.swap(ptr::null_mut(), Ordering::AcqRel);
-    if !ch.is_null() {
-        // SAFETY: taken in `app_channel` on this (the mirror's) thread; nothing uses it now.
-        unsafe { sys::spdk_put_io_channel(ch) };
-    }
     let desc = leg.desc.swap(ptr::null_mut(), Ordering::AcqRel);
     let bdev = leg.bdev.swap(ptr::null_mut(), Ordering::AcqRel);
-    if !desc.is_null() {
-        // SAFETY: we claimed and opened these on this (the app) thread.
+    let c = Box::new(Closing {
+        leg,
+        ch,
+        desc,
+        bdev,
+        poller: ptr::null_mut(),
+    });
+    if leg.app_io.load(Ordering::Acquire) == 0 {
+        return c.close();
+    }
+    // Metadata or process I/O is still on its way back through this channel: close after it.
+    extern "C" fn retry(arg: *mut c_void) -> c_int {
+        guard("mirror leg close", 0, || {
+            // SAFETY: boxed below, freed once the close happened.
+            let c = unsafe { &mut *(arg as *mut Closing) };
+            // SAFETY: the leg lives as long as its mirror, which waits for its legs' closes.
+            if unsafe { (*c.leg).app_io.load(Ordering::Acquire) } == 0 {
+                // SAFETY: our poller, on its thread; the box's last use.
+                unsafe {
+                    sys::spdk_poller_unregister(&mut c.poller);
+                    Box::from_raw(arg as *mut Closing).close();
+                }
+            }
+            sys::SPDK_POLLER_BUSY as c_int
+        })
+    }
+    let c = Box::into_raw(c);
+    // SAFETY: `c` lives until the poller closes it.
+    unsafe { (*c).poller = sys::spdk_poller_register(Some(retry), c as *mut c_void, 1000) };
+}
+
+/// A leg's channel and descriptor, being let go.
+struct Closing {
+    leg: *const Leg,
+    ch: *mut sys::spdk_io_channel,
+    desc: *mut sys::spdk_bdev_desc,
+    bdev: *mut sys::spdk_bdev,
+    poller: *mut sys::spdk_poller,
+}
+
+impl Closing {
+    fn close(self: Box<Self>) {
+        // SAFETY: taken and opened on this (the mirror's) thread; no I/O of ours uses them now.
         unsafe {
-            sys::spdk_bdev_module_release_bdev(bdev);
-            sys::spdk_bdev_close(desc);
+            if !self.ch.is_null() {
+                sys::spdk_put_io_channel(self.ch);
+            }
+            if !self.desc.is_null() {
+                sys::spdk_bdev_module_release_bdev(self.bdev);
+                sys::spdk_bdev_close(self.desc);
+            }
         }
     }
 }
@@ -510,6 +563,7 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
             write_only: AtomicBool::new(false),
             removing: AtomicBool::new(false),
             app_ch: AtomicPtr::new(ptr::null_mut()),
+            app_io: std::sync::atomic::AtomicU32::new(0),
             mirror: mp,
         });
     }

@@ -549,7 +549,9 @@ fn submit(io: *mut MetaIo) {
             sys::spdk_bdev_write_blocks(leg.desc(), mi.ch, mi.buf, 0, mi.blocks, Some(io_done), arg)
         }
     };
-    if rc == -libc::ENOMEM {
+    if rc == 0 {
+        leg.app_io_started();
+    } else if rc == -libc::ENOMEM {
         extern "C" fn retry(arg: *mut c_void) {
             guard("mirror metadata retry", (), || submit(arg as *mut MetaIo))
         }
@@ -575,6 +577,7 @@ extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut 
         // SAFETY: as in `submit`.
         let m = unsafe { (*mi.op).m };
         let leg = &m.legs[mi.leg as usize];
+        leg.app_io_done();
         // A volatile write cache must not hold the bitmap: flush it where the leg has one.
         // SAFETY: the leg's bdev is open while it is present.
         if success && !mi.flushing && leg.present() && unsafe { sys::spdk_bdev_has_write_cache(leg.bdev()) } {

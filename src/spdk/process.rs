@@ -406,7 +406,9 @@ fn submit(j: *mut Job) {
             sys::spdk_bdev_read_blocks(l.desc(), ch, buf, lba, jb.len, Some(io_done), j as *mut c_void)
         }
     };
-    if rc == -libc::ENOMEM {
+    if rc == 0 {
+        l.app_io_started();
+    } else if rc == -libc::ENOMEM {
         extern "C" fn retry(arg: *mut c_void) {
             guard("mirror process retry", (), || submit(arg as *mut Job))
         }
@@ -430,6 +432,11 @@ extern "C" fn io_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_voi
         // SAFETY: ours until `finish`.
         let jb = unsafe { &mut *j };
         let m = jb.mirror;
+        let leg = match jb.stage {
+            Stage::ReadSource => jb.src.leg,
+            Stage::ReadCopy(i) | Stage::Write(i) => jb.dsts[i].leg,
+        };
+        m.legs[leg as usize].app_io_done();
         match (jb.stage, success) {
             (Stage::ReadSource, false) => {
                 errlog!("mirror {}: {} read failed on leg {}", m.name(), jb.kind.name(), jb.src.leg);

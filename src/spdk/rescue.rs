@@ -65,7 +65,9 @@ fn submit(ctx: *mut ChildCtx) {
             IoOp::Flush => sys::spdk_bdev_flush_blocks(leg.desc(), ch, lba, info.blocks, Some(done), arg),
         }
     };
-    if rc == -libc::ENOMEM {
+    if rc == 0 {
+        leg.app_io_started();
+    } else if rc == -libc::ENOMEM {
         extern "C" fn retry(arg: *mut c_void) {
             guard("mirror reserve retry", (), || submit(arg as *mut ChildCtx))
         }
@@ -86,6 +88,9 @@ extern "C" fn done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
     guard("mirror reserve completion", (), || {
         // SAFETY: completed I/O of ours; freed here so it goes back to this thread's cache.
         unsafe { sys::spdk_bdev_free_io(bdev_io) };
+        let ctx = arg as *mut ChildCtx;
+        // SAFETY: the context is live; its channel and mirror with it.
+        unsafe { (*(*ctx).channel).mirror().legs[(*ctx).info.leg as usize].app_io_done() };
         back(
             arg as *mut ChildCtx,
             if success { ChildStatus::Success } else { ChildStatus::Error },
