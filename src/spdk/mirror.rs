@@ -422,13 +422,13 @@ fn close_leg(leg: &Leg) {
     let ch = leg.app_ch.swap(ptr::null_mut(), Ordering::AcqRel);
     let desc = leg.desc.swap(ptr::null_mut(), Ordering::AcqRel);
     let bdev = leg.bdev.swap(ptr::null_mut(), Ordering::AcqRel);
-    let c = Box::new(Closing {
+    let c = Closing {
         leg,
         ch,
         desc,
         bdev,
         poller: ptr::null_mut(),
-    });
+    };
     if leg.app_io.load(Ordering::Acquire) == 0 {
         return c.close();
     }
@@ -448,7 +448,7 @@ fn close_leg(leg: &Leg) {
             sys::SPDK_POLLER_BUSY as c_int
         })
     }
-    let c = Box::into_raw(c);
+    let c = Box::into_raw(Box::new(c));
     // SAFETY: `c` lives until the poller closes it.
     unsafe { (*c).poller = sys::spdk_poller_register(Some(retry), c as *mut c_void, 1000) };
 }
@@ -463,7 +463,7 @@ struct Closing {
 }
 
 impl Closing {
-    fn close(self: Box<Self>) {
+    fn close(self) {
         // SAFETY: taken and opened on this (the mirror's) thread; no I/O of ours uses them now.
         unsafe {
             if !self.ch.is_null() {
