@@ -185,6 +185,54 @@ impl WriteIntentBitmap {
     }
 
     /// The image to write to every leg now, if one is due and none is in flight.
+    // ----- for owners that count in-flight writes themselves (the SPDK glue counts them per
+    // core, lock-free, and asks here only when a region is not already durable) -----
+
+    /// `start_write` without the in-flight count: marks the regions wanted and says whether
+    /// they are durable; if not, `waiter` is released by a later `flush_done`.
+    pub fn mark_wanted(&mut self, waiter: ParentId, lba: u64, blocks: u64) -> Gate {
+        let mut durable = true;
+        for r in self.span(lba, blocks) {
+            self.wanted.set(r, true);
+            durable &= self.fast_ok(r);
+        }
+        if durable {
+            self.stats.free_rides += 1;
+            Gate::Ready
+        } else {
+            self.stats.waits += 1;
+            self.waiting.push_back(waiter);
+            Gate::Pending
+        }
+    }
+
+    /// A write there missed a copy: its regions stay dirty until `forget_missed`.
+    pub fn mark_missed(&mut self, lba: u64, blocks: u64) {
+        for r in self.span(lba, blocks) {
+            self.missed.set(r, true);
+        }
+    }
+
+    /// Whether a write to region `r` may go without asking: it is dirty on disk, wanted, and
+    /// no image without it is being written.
+    pub fn fast_ok(&self, r: usize) -> bool {
+        self.on_disk.get(r) && self.wanted.get(r) && self.flushing.as_ref().is_none_or(|f| f.get(r))
+    }
+
+    /// Whether region `r` is wanted dirty and nothing (a missing leg, a pending resync) keeps it.
+    pub fn clearable(&self, r: usize) -> bool {
+        self.wanted.get(r) && !self.missed.get(r) && !self.hold.get(r)
+    }
+
+    /// Lets region `r` clear (the caller checked that no write is in flight there and that it
+    /// was idle long enough); the next flush writes it clean.
+    pub fn clear(&mut self, r: usize) {
+        if self.clearable(r) {
+            self.wanted.set(r, false);
+            self.stats.cleared += 1;
+        }
+    }
+
     /// Whether `take_flush` would hand out an image.
     pub fn needs_flush(&self) -> bool {
         self.flushing.is_none() && (self.wanted != self.on_disk || !self.waiting.is_empty())
@@ -323,6 +371,34 @@ mod tests {
         b.tick(100);
         assert_eq!(b.take_flush(), None, "region 4 stays dirty for the missing leg");
         assert_eq!(b.regions_of(350, 100), 3..=4);
+    }
+
+    #[test]
+    fn owner_counted_writes_ride_free_once_durable_and_clear_on_request() {
+        let mut b = WriteIntentBitmap::new(1000, 100, None, 10);
+        assert_eq!(b.mark_wanted(7, 150, 10), Gate::Pending);
+        assert!(!b.fast_ok(1));
+        b.take_flush().unwrap();
+        assert_eq!(b.mark_wanted(8, 160, 1), Gate::Pending, "the image being written has it, not yet durable");
+        assert_eq!(b.flush_done(), vec![7], "8 came after the image was taken: the next flush");
+        assert!(b.needs_flush());
+        b.take_flush().unwrap();
+        assert_eq!(b.flush_done(), vec![8]);
+        assert!(b.fast_ok(1) && !b.fast_ok(0));
+        assert_eq!(b.mark_wanted(9, 199, 1), Gate::Ready);
+        b.mark_missed(150, 1);
+        assert!(!b.clearable(1), "a missed region stays");
+        b.forget_missed();
+        b.clear(1);
+        assert!(!b.fast_ok(1), "writes must ask once a region may be cleared");
+        let img = b.take_flush().unwrap();
+        assert!(!img.get(1));
+        assert_eq!(b.mark_wanted(10, 120, 1), Gate::Pending, "the clean image is being written");
+        b.flush_done();
+        assert_eq!(b.dirty_regions(), 0);
+        b.take_flush().unwrap();
+        assert_eq!(b.flush_done(), vec![10]);
+        assert!(b.fast_ok(1));
     }
 
     #[test]

@@ -1,11 +1,18 @@
 //! A mirror's on-leg metadata: the superblock and the write-intent bitmap, written together at
 //! block 0 of every working leg (layout: `docs/superblock.md`).
 //!
-//! One bitmap per mirror, shared by every core's engine under a mutex (it is touched only on a
-//! write's start and end). When a write needs a region made durable first, the core parks the
-//! write and asks the mirror's thread (the app thread that created it) to write the metadata;
-//! all metadata writes happen there, one at a time, so they never race. When the write is
-//! done, the parked writes' tokens are handed back to their cores, whose pollers resume them.
+//! One bitmap per mirror, shared by every core's engine. A write to a region that is already
+//! dirty on disk takes no lock: it counts itself in its core's own per-region counter and reads
+//! the region's "fast" bit (md's bitmap counters, made per core so cores never share a cache
+//! line on the I/O path). Only a write to a region that is not durable yet takes the mutex; it
+//! parks and asks the mirror's thread (the app thread that created it) to write the metadata;
+//! all metadata writes happen there, one at a time, so they never race. When the write is done,
+//! the parked writes' tokens are handed back to their cores, whose pollers resume them.
+//!
+//! Clearing a region races with writes that take the fast path; it is decided Dekker-style:
+//! the clearer drops the fast bit and then sums the counters, a writer raises its counter and
+//! then reads the fast bit (all sequentially consistent), so either the clearer sees the write
+//! and backs off, or the writer sees the bit gone and takes the mutex.
 //!
 //! Every metadata write also reconciles the superblock's leg table with the legs' live state
 //! (a failed or missing leg becomes `Failed`, a leg being rebuilt `Rebuilding`, a leg back in
@@ -14,7 +21,7 @@
 use std::os::raw::c_void;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use spdk_sys as sys;
@@ -59,7 +66,12 @@ pub struct Persist {
     /// Waiter tokens whose intent is durable, for their channels to pick up.
     ready: Mutex<Vec<u32>>,
     pub ready_count: AtomicU32,
-    channels: Mutex<Vec<bool>>,
+    /// Per channel number: its counters while it exists.
+    channels: Mutex<Vec<Option<Arc<ChanCounts>>>>,
+    /// Regions writes may enter without the mutex (dirty on disk, wanted, not being cleared).
+    fast: Vec<AtomicU64>,
+    /// When each region was last seen written (ms since `started`; the tick's own view).
+    last_write: Mutex<Vec<u64>>,
     kick_queued: AtomicBool,
     /// Messages in flight to the mirror's thread: the mirror is freed only when none is.
     pub msgs: AtomicU32,
@@ -86,7 +98,7 @@ impl Persist {
             dirty,
             IDLE_CLEAR_MS,
         );
-        Persist {
+        let p = Persist {
             layout,
             region_kb,
             sb: Mutex::new(sb),
@@ -94,6 +106,8 @@ impl Persist {
             ready: Mutex::new(Vec::new()),
             ready_count: AtomicU32::new(0),
             channels: Mutex::new(Vec::new()),
+            fast: (0..regions.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            last_write: Mutex::new(vec![0; regions]),
             kick_queued: AtomicBool::new(false),
             msgs: AtomicU32::new(0),
             writer: Mutex::new(Writer::default()),
@@ -102,11 +116,74 @@ impl Persist {
             started: Instant::now(),
             tick: AtomicPtr::new(ptr::null_mut()),
             retry: AtomicPtr::new(ptr::null_mut()),
-        }
+        };
+        // Regions dirty on disk (at assembly) take writes without asking.
+        p.refresh_fast(&p.bitmap());
+        p
     }
 
     pub fn bitmap(&self) -> MutexGuard<'_, WriteIntentBitmap> {
         lock(&self.bitmap)
+    }
+
+    fn fast(&self, r: usize) -> bool {
+        self.fast[r / 64].load(Ordering::SeqCst) & (1 << (r % 64)) != 0
+    }
+
+    fn set_fast(&self, r: usize, on: bool) {
+        if on {
+            self.fast[r / 64].fetch_or(1 << (r % 64), Ordering::SeqCst);
+        } else {
+            self.fast[r / 64].fetch_and(!(1 << (r % 64)), Ordering::SeqCst);
+        }
+    }
+
+    /// After a flush: the fast bits follow what is durable now.
+    fn refresh_fast(&self, bm: &WriteIntentBitmap) {
+        for r in 0..bm.regions() {
+            self.set_fast(r, bm.fast_ok(r));
+        }
+    }
+
+    fn regions_of(&self, lba: u64, blocks: u64) -> std::ops::RangeInclusive<usize> {
+        let rb = self.layout.region_blocks;
+        let last = ((lba + blocks.max(1) - 1) / rb).min(self.layout.regions - 1);
+        (lba / rb) as usize..=last as usize
+    }
+
+    /// The lazy clear (md's daemon): regions idle for `IDLE_CLEAR_MS` with no write in flight
+    /// become clean in the next image. Returns whether a flush is wanted.
+    fn tick(&self) -> bool {
+        let now = self.now_ms();
+        let chans: Vec<Arc<ChanCounts>> = lock(&self.channels).iter().flatten().cloned().collect();
+        let mut last = lock(&self.last_write);
+        let mut bm = self.bitmap();
+        for c in &chans {
+            for (w, t) in c.touched.iter().enumerate() {
+                let mut bits = t.swap(0, Ordering::AcqRel);
+                while bits != 0 {
+                    let r = w * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    if r < last.len() {
+                        last[r] = now;
+                    }
+                }
+            }
+        }
+        for r in 0..bm.regions() {
+            if !bm.clearable(r) || now.saturating_sub(last[r]) < IDLE_CLEAR_MS {
+                continue;
+            }
+            self.set_fast(r, false);
+            let busy = chans.iter().any(|c| c.counts[r].load(Ordering::SeqCst) != 0);
+            if busy {
+                self.set_fast(r, bm.fast_ok(r));
+                last[r] = now;
+            } else {
+                bm.clear(r);
+            }
+        }
+        bm.needs_flush()
     }
 
     pub fn superblock(&self) -> MutexGuard<'_, Superblock> {
@@ -169,24 +246,28 @@ impl Persist {
         crate::bitmap::resync_plan(&todo, bm.regions(), bm.region_blocks(), data_blocks)
     }
 
-    /// Hands out a channel number for waiter tokens.
-    fn join(&self) -> u32 {
+    /// Hands out a channel number for waiter tokens, and the channel's counters.
+    fn join(&self) -> (u32, Arc<ChanCounts>) {
+        let regions = self.layout.regions as usize;
+        let counts = Arc::new(ChanCounts {
+            counts: (0..regions).map(|_| AtomicU32::new(0)).collect(),
+            touched: (0..regions.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        });
         let mut ch = lock(&self.channels);
-        match ch.iter().position(|used| !used) {
-            Some(i) => {
-                ch[i] = true;
-                i as u32
-            }
+        let i = match ch.iter().position(Option::is_none) {
+            Some(i) => i,
             None => {
-                ch.push(true);
-                (ch.len() - 1) as u32
+                ch.push(None);
+                ch.len() - 1
             }
-        }
+        };
+        ch[i] = Some(counts.clone());
+        (i as u32, counts)
     }
 
     fn leave(&self, chan: u32) {
         if let Some(c) = lock(&self.channels).get_mut(chan as usize) {
-            *c = false;
+            *c = None;
         }
     }
 
@@ -207,22 +288,36 @@ impl Persist {
     }
 }
 
+/// One channel's writes per region: in flight, and touched since the last tick. Written only
+/// by its channel; read by the tick.
+pub struct ChanCounts {
+    counts: Box<[AtomicU32]>,
+    touched: Box<[AtomicU64]>,
+}
+
 /// One channel's view of the bitmap: the engine's `WriteIntent`.
 pub struct ChannelIntent {
     mirror: *const Mirror,
     chan: u32,
+    counts: Option<Arc<ChanCounts>>,
 }
 
 impl ChannelIntent {
     pub fn new(m: &Mirror) -> Result<ChannelIntent, String> {
-        let chan = match &m.persist {
-            Some(p) => p.join(),
-            None => 0,
+        let (chan, counts) = match &m.persist {
+            Some(p) => {
+                let (c, counts) = p.join();
+                (c, Some(counts))
+            }
+            None => (0, None),
         };
         if chan as usize >= MAX_CHANNELS {
+            if let Some(p) = &m.persist {
+                p.leave(chan);
+            }
             return Err(format!("more than {MAX_CHANNELS} channels"));
         }
-        Ok(ChannelIntent { mirror: m, chan })
+        Ok(ChannelIntent { mirror: m, chan, counts })
     }
 
     fn persist(&self) -> Option<&Persist> {
@@ -245,10 +340,23 @@ impl Drop for ChannelIntent {
 
 impl WriteIntent for ChannelIntent {
     fn start_write(&mut self, parent: ParentId, lba: u64, blocks: u64) -> Gate {
-        let Some(p) = self.persist() else {
+        let (Some(p), Some(c)) = (self.persist(), self.counts.as_deref()) else {
             return Gate::Ready;
         };
-        let gate = p.bitmap().start_write(self.chan << PARENT_BITS | parent, lba, blocks);
+        let mut fast = true;
+        for r in p.regions_of(lba, blocks) {
+            // Counted first, then the bit read: see the module comment.
+            c.counts[r].fetch_add(1, Ordering::SeqCst);
+            let (w, bit) = (&c.touched[r / 64], 1u64 << (r % 64));
+            if w.load(Ordering::Relaxed) & bit == 0 {
+                w.fetch_or(bit, Ordering::Relaxed);
+            }
+            fast &= p.fast(r);
+        }
+        if fast {
+            return Gate::Ready;
+        }
+        let gate = p.bitmap().mark_wanted(self.chan << PARENT_BITS | parent, lba, blocks);
         if gate == Gate::Pending {
             // SAFETY: as in `persist`.
             kick(unsafe { &*self.mirror });
@@ -257,8 +365,15 @@ impl WriteIntent for ChannelIntent {
     }
 
     fn end_write(&mut self, lba: u64, blocks: u64, all_copies: bool) {
-        if let Some(p) = self.persist() {
-            p.bitmap().end_write(lba, blocks, all_copies);
+        let (Some(p), Some(c)) = (self.persist(), self.counts.as_deref()) else {
+            return;
+        };
+        if !all_copies {
+            // Before the count drops, so the region cannot be cleared in between.
+            p.bitmap().mark_missed(lba, blocks);
+        }
+        for r in p.regions_of(lba, blocks) {
+            c.counts[r].fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -348,12 +463,7 @@ pub fn start_ticking(m: &'static Mirror) {
             let Some(p) = &m.persist else {
                 return sys::SPDK_POLLER_IDLE as i32;
             };
-            let need = {
-                let mut bm = p.bitmap();
-                bm.tick(p.now_ms());
-                bm.needs_flush()
-            };
-            if need {
+            if p.tick() {
                 write(m, None);
                 sys::SPDK_POLLER_BUSY as i32
             } else {
@@ -614,7 +724,12 @@ fn op_put(op: *mut MetaOp) {
     let m = o.m;
     let p = m.persist.as_ref().expect("metadata op of a mirror with metadata");
     if o.took_flush {
-        let tokens = p.bitmap().flush_done();
+        let tokens = {
+            let mut bm = p.bitmap();
+            let t = bm.flush_done();
+            p.refresh_fast(&bm);
+            t
+        };
         if !tokens.is_empty() {
             let n = tokens.len() as u32;
             lock(&p.ready).extend(tokens);
