@@ -260,21 +260,11 @@ impl WriteIntentBitmap {
 
 impl WriteIntent for WriteIntentBitmap {
     fn start_write(&mut self, parent: ParentId, lba: u64, blocks: u64) -> Gate {
-        let mut durable = true;
         for r in self.span(lba, blocks) {
             self.inflight[r] += 1;
             self.last_write[r] = self.now;
-            self.wanted.set(r, true);
-            durable &= self.on_disk.get(r) && self.flushing.as_ref().is_none_or(|f| f.get(r));
         }
-        if durable {
-            self.stats.free_rides += 1;
-            Gate::Ready
-        } else {
-            self.stats.waits += 1;
-            self.waiting.push_back(parent);
-            Gate::Pending
-        }
+        self.mark_wanted(parent, lba, blocks)
     }
 
     fn end_write(&mut self, lba: u64, blocks: u64, all_copies: bool) {

@@ -211,6 +211,34 @@ fn mirror_create(name: &str, legs: &[&str], extra: Value) -> Value {
     config_entry("bdev_mirror_create", p)
 }
 
+/// A bdevperf server (`-z`) with a two-leg raid1 `mir` over aio `aio0`, `aio1` on `files`;
+/// each `perform_tests` writes unique data (`-U`), 64 KiB at QD4 for a second, over `target`:
+/// `-T mir` (the whole mirror) or a job file (a range).
+fn writer_server(env: &SpdkEnv, name: &str, mask: &str, files: &[PathBuf], target: Vec<String>) -> Target {
+    let mut extra_args = target;
+    extra_args.push("-U".into());
+    bdevperf_server(
+        env,
+        BdevperfOpts {
+            name,
+            config: bdev_subsystem(vec![
+                aio_bdev_config("aio0", &files[0], BS),
+                aio_bdev_config("aio1", &files[1], BS),
+                mirror_create("mir", &["aio0", "aio1"], json!({})),
+                wait_for_examine_config(),
+            ]),
+            queue_depth: 4,
+            io_size: 65536,
+            workload: "write",
+            time_s: 1,
+            cores_mask: mask,
+            extra_args,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// A perform_tests answer with one job that finished without failed I/O; returns that job.
 fn finished_job(what: &str, res: Result<Value, support::RpcError>, server: &Target) -> Value {
     let res = res.unwrap_or_else(|e| panic!("{what}: perform_tests: {e}\n{}", tail_lines(&server.log(), 40)));
@@ -345,26 +373,8 @@ fn readd_copies_only_what_changed() {
     // 4 MiB from 8 MiB into the mirror: exactly four 1 MiB regions.
     let (offset, length) = (8 * MIB / BS as u64, 4 * MIB / BS as u64);
     let jobs = job_file(&dir, "mir", offset, length);
-    let server = bdevperf_server(
-        &env,
-        BdevperfOpts {
-            name: "persist_readd",
-            config: bdev_subsystem(vec![
-                aio_bdev_config("aio0", &files[0], BS),
-                aio_bdev_config("aio1", &files[1], BS),
-                mirror_create("mir", &["aio0", "aio1"], json!({})),
-                wait_for_examine_config(),
-            ]),
-            queue_depth: 4,
-            io_size: 65536,
-            workload: "write",
-            time_s: 1,
-            cores_mask: &mask,
-            extra_args: vec!["-j".into(), jobs.to_string_lossy().into_owned(), "-U".into()],
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let jobs = vec!["-j".into(), jobs.to_string_lossy().into_owned()];
+    let server = writer_server(&env, "persist_readd", &mask, &files, jobs);
     let m = wait_idle(&server, "the new mirror to be idle");
     let region = data_region(&m);
     assert_eq!(m["superblock"], json!(true), "{m}");
@@ -699,26 +709,7 @@ fn restart_after_clean_shutdown_assembles_without_resync() {
     let mask = core_mask();
     let dir = test_dir("persist_clean");
     let files = leg_files(&dir, 2, 64 * MIB);
-    let server = bdevperf_server(
-        &env,
-        BdevperfOpts {
-            name: "persist_clean",
-            config: bdev_subsystem(vec![
-                aio_bdev_config("aio0", &files[0], BS),
-                aio_bdev_config("aio1", &files[1], BS),
-                mirror_create("mir", &["aio0", "aio1"], json!({})),
-                wait_for_examine_config(),
-            ]),
-            queue_depth: 4,
-            io_size: 65536,
-            workload: "write",
-            time_s: 1,
-            cores_mask: &mask,
-            extra_args: vec!["-T".into(), "mir".into(), "-U".into()],
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let server = writer_server(&env, "persist_clean", &mask, &files, vec!["-T".into(), "mir".into()]);
     let m = wait_idle(&server, "the new mirror to be idle");
     let uuid = m["uuid"].clone();
     let region = data_region(&m);
@@ -774,26 +765,8 @@ fn stale_leg_found_at_restart_is_recovered_from_the_bitmap() {
     // 2 MiB from 16 MiB into the mirror: two 1 MiB regions, written while aio1 is away.
     let (offset, length) = (16 * MIB / BS as u64, 2 * MIB / BS as u64);
     let jobs = job_file(&dir, "mir", offset, length);
-    let server = bdevperf_server(
-        &env,
-        BdevperfOpts {
-            name: "persist_stale",
-            config: bdev_subsystem(vec![
-                aio_bdev_config("aio0", &files[0], BS),
-                aio_bdev_config("aio1", &files[1], BS),
-                mirror_create("mir", &["aio0", "aio1"], json!({})),
-                wait_for_examine_config(),
-            ]),
-            queue_depth: 4,
-            io_size: 65536,
-            workload: "write",
-            time_s: 1,
-            cores_mask: &mask,
-            extra_args: vec!["-j".into(), jobs.to_string_lossy().into_owned(), "-U".into()],
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let jobs = vec!["-j".into(), jobs.to_string_lossy().into_owned()];
+    let server = writer_server(&env, "persist_stale", &mask, &files, jobs);
     let m = wait_idle(&server, "the new mirror to be idle");
     let (uuid, region, events) = (m["uuid"].clone(), data_region(&m), m["events"].as_u64().unwrap());
     rpc_ok(&server, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "aio1"}));

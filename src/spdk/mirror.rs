@@ -96,6 +96,33 @@ impl Leg {
         self.app_io.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// After submitting on `app_channel()`: counts the I/O if it went, or on `-ENOMEM` queues
+    /// `wait` to call `retry(arg)` once an `spdk_bdev_io` is free. False when neither happened.
+    ///
+    /// # Safety
+    /// `ch` is this leg's app channel; `wait` must stay valid until it is called back.
+    pub unsafe fn submitted(
+        &self,
+        rc: c_int,
+        ch: *mut sys::spdk_io_channel,
+        wait: &mut sys::spdk_bdev_io_wait_entry,
+        retry: extern "C" fn(*mut c_void),
+        arg: *mut c_void,
+    ) -> bool {
+        if rc == 0 {
+            self.app_io_started();
+            return true;
+        }
+        if rc != -libc::ENOMEM {
+            return false;
+        }
+        wait.bdev = self.bdev();
+        wait.cb_fn = Some(retry);
+        wait.cb_arg = arg;
+        // SAFETY: the caller keeps `wait` alive until the callback.
+        unsafe { sys::spdk_bdev_queue_io_wait(self.bdev(), ch, wait) == 0 }
+    }
+
     pub fn state(&self) -> &'static str {
         if !self.present() {
             "removed"

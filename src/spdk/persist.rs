@@ -659,20 +659,11 @@ fn submit(io: *mut MetaIo) {
             sys::spdk_bdev_write_blocks(leg.desc(), mi.ch, mi.buf, 0, mi.blocks, Some(io_done), arg)
         }
     };
-    if rc == 0 {
-        leg.app_io_started();
-    } else if rc == -libc::ENOMEM {
-        extern "C" fn retry(arg: *mut c_void) {
-            guard("mirror metadata retry", (), || submit(arg as *mut MetaIo))
-        }
-        mi.wait.bdev = leg.bdev();
-        mi.wait.cb_fn = Some(retry);
-        mi.wait.cb_arg = arg;
-        // SAFETY: the entry lives in the MetaIo, which waits for it.
-        if unsafe { sys::spdk_bdev_queue_io_wait(leg.bdev(), mi.ch, &mut mi.wait) } != 0 {
-            io_finished(io, false);
-        }
-    } else if rc != 0 {
+    extern "C" fn retry(arg: *mut c_void) {
+        guard("mirror metadata retry", (), || submit(arg as *mut MetaIo))
+    }
+    // SAFETY: the wait entry lives in the MetaIo, which waits for it.
+    if !unsafe { leg.submitted(rc, mi.ch, &mut mi.wait, retry, arg) } {
         io_finished(io, false);
     }
 }

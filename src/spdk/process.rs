@@ -406,20 +406,11 @@ fn submit(j: *mut Job) {
             sys::spdk_bdev_read_blocks(l.desc(), ch, buf, lba, jb.len, Some(io_done), j as *mut c_void)
         }
     };
-    if rc == 0 {
-        l.app_io_started();
-    } else if rc == -libc::ENOMEM {
-        extern "C" fn retry(arg: *mut c_void) {
-            guard("mirror process retry", (), || submit(arg as *mut Job))
-        }
-        jb.wait.bdev = l.bdev();
-        jb.wait.cb_fn = Some(retry);
-        jb.wait.cb_arg = j as *mut c_void;
-        // SAFETY: the entry lives in the job, which waits for it.
-        if unsafe { sys::spdk_bdev_queue_io_wait(l.bdev(), ch, &mut jb.wait) } != 0 {
-            unquiesce_then_finish(j, "cannot wait for I/O");
-        }
-    } else if rc != 0 {
+    extern "C" fn retry(arg: *mut c_void) {
+        guard("mirror process retry", (), || submit(arg as *mut Job))
+    }
+    // SAFETY: the wait entry lives in the job, which waits for it.
+    if !unsafe { l.submitted(rc, ch, &mut jb.wait, retry, j as *mut c_void) } {
         unquiesce_then_finish(j, "an I/O was refused");
     }
 }

@@ -65,21 +65,13 @@ fn submit(ctx: *mut ChildCtx) {
             IoOp::Flush => sys::spdk_bdev_flush_blocks(leg.desc(), ch, lba, info.blocks, Some(done), arg),
         }
     };
-    if rc == 0 {
-        leg.app_io_started();
-    } else if rc == -libc::ENOMEM {
-        extern "C" fn retry(arg: *mut c_void) {
-            guard("mirror reserve retry", (), || submit(arg as *mut ChildCtx))
-        }
-        c.wait.bdev = leg.bdev();
-        c.wait.cb_fn = Some(retry);
-        c.wait.cb_arg = arg;
-        // Only the mirror's own I/O runs on this thread: one of them completes and wakes us.
-        // SAFETY: the entry lives in the context, which waits for it.
-        if unsafe { sys::spdk_bdev_queue_io_wait(leg.bdev(), ch, &mut c.wait) } != 0 {
-            back(ctx, ChildStatus::Error);
-        }
-    } else if rc != 0 {
+    extern "C" fn retry(arg: *mut c_void) {
+        guard("mirror reserve retry", (), || submit(arg as *mut ChildCtx))
+    }
+    // On -ENOMEM, only the mirror's own I/O runs on this thread: one of them completes and
+    // wakes us.
+    // SAFETY: the wait entry lives in the context, which waits for it.
+    if !unsafe { leg.submitted(rc, ch, &mut c.wait, retry, arg) } {
         back(ctx, ChildStatus::Error);
     }
 }
