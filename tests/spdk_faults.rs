@@ -92,6 +92,8 @@ fn write_errors_on_one_leg_fail_it_and_the_mirror_runs_degraded() {
     let m = t.mirror_info("mir");
     assert_eq!(m["state"], "degraded", "{m}");
     assert_eq!(m["legs"][2]["state"], "failed", "{m}");
+    // The failure is in the other legs' superblocks (acknowledgements waited for it).
+    assert!(m["events"].as_u64().unwrap() >= 2, "events bumped by the failure: {m}");
     // The first write the leg fails may be a data write or the bitmap's (which md too treats
     // as the leg failing).
     assert!(

@@ -45,6 +45,8 @@ pub struct Channel {
     thread: *mut sys::spdk_thread,
     seen_gen: Cell<u64>,
     releases: RefCell<Vec<PendingRelease>>,
+    /// Host completions held until a leg failure is recorded on disk.
+    held: RefCell<VecDeque<(NonNull<sys::spdk_bdev_io>, crate::engine::HostStatus)>>,
 }
 
 impl Channel {
@@ -80,6 +82,7 @@ impl Channel {
             thread: unsafe { sys::spdk_get_thread() },
             seen_gen: Cell::new(u64::MAX),
             releases: RefCell::new(Vec::new()),
+            held: RefCell::new(VecDeque::with_capacity(mirror.opts.max_parents as usize)),
         });
         let me: *const Channel = &*chan;
         // SAFETY: nobody else can see this channel yet.
@@ -220,8 +223,16 @@ impl Channel {
                 break;
             }
             std::mem::swap(&mut done, &mut e.backend_mut().completions);
+            // While a leg failure is not yet in the superblocks, no host I/O is acknowledged:
+            // a write that missed the failed leg must not be acked before the metadata says
+            // the leg is stale, or a crash now could let that leg be trusted again.
+            let hold = self.mirror().failure_unrecorded();
             for (io, status) in done.drain(..) {
                 moved = true;
+                if hold {
+                    self.held.borrow_mut().push_back((io, status));
+                    continue;
+                }
                 let status = match status {
                     HostStatus::Success => sys::SPDK_BDEV_IO_STATUS_SUCCESS,
                     HostStatus::Failed => sys::SPDK_BDEV_IO_STATUS_FAILED,
@@ -236,6 +247,21 @@ impl Channel {
             }
         }
         self.busy.set(false);
+    }
+
+    /// Acknowledges the host I/Os held while a leg failure was being recorded.
+    fn release_held(&self) {
+        loop {
+            let next = self.held.borrow_mut().pop_front();
+            let Some((io, status)) = next else { break };
+            let status = match status {
+                HostStatus::Success => sys::SPDK_BDEV_IO_STATUS_SUCCESS,
+                HostStatus::Failed => sys::SPDK_BDEV_IO_STATUS_FAILED,
+            };
+            // SAFETY: held once by `run`, completed once here; not busy, so a submit it
+            // triggers runs the engine normally.
+            unsafe { sys::spdk_bdev_io_complete(io.as_ptr(), status) };
+        }
     }
 
     /// Legs the engine failed (a write error) become failed for the whole mirror.
@@ -405,6 +431,10 @@ extern "C" fn poll(arg: *mut c_void) -> c_int {
         }
         if !chan.releases.borrow().is_empty() {
             chan.finish_releases();
+            busy = true;
+        }
+        if !chan.held.borrow().is_empty() && !chan.mirror().failure_unrecorded() {
+            chan.release_held();
             busy = true;
         }
         if busy {

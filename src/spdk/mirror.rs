@@ -173,6 +173,10 @@ pub struct Mirror {
     pub deleting: AtomicBool,
     /// Deleted over RPC: the superblocks are zeroed so the mirror does not come back.
     pub wipe: AtomicBool,
+    /// Bumped by every leg failure; `fail_gen_durable` catches up once a metadata write that
+    /// started after it is on the legs.
+    pub fail_gen: AtomicU64,
+    pub fail_gen_durable: AtomicU64,
     /// Counters of channels that are gone (live channels are summed at query time).
     pub retired_stats: Mutex<Vec<LegStats>>,
 }
@@ -255,6 +259,12 @@ impl Mirror {
         self.name.to_str().unwrap_or("")
     }
 
+    /// A leg failed and the superblocks do not say so yet.
+    #[inline]
+    pub fn failure_unrecorded(&self) -> bool {
+        self.fail_gen.load(Ordering::Acquire) != self.fail_gen_durable.load(Ordering::Acquire)
+    }
+
     pub fn read_policy(&self) -> ReadPolicy {
         decode_policy(self.read_policy.load(Ordering::Acquire))
     }
@@ -291,6 +301,9 @@ impl Mirror {
                 self.state()
             );
             // The superblocks must say so (and the bitmap keep what the leg misses).
+            if self.persist.is_some() {
+                self.fail_gen.fetch_add(1, Ordering::AcqRel);
+            }
             persist::kick(self);
         }
     }
@@ -576,6 +589,8 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         destruct_pending: AtomicBool::new(false),
         deleting: AtomicBool::new(false),
         wipe: AtomicBool::new(false),
+        fail_gen: AtomicU64::new(0),
+        fail_gen_durable: AtomicU64::new(0),
         retired_stats: Mutex::new(vec![LegStats::default(); spec.base_bdevs.len()]),
     });
     let mp: *const Mirror = &*mirror;

@@ -515,6 +515,8 @@ fn reconcile(m: &Mirror, sb: &mut Superblock) {
 /// One metadata write in flight.
 struct MetaOp {
     m: &'static Mirror,
+    /// The leg failures this write records.
+    fail_gen: u64,
     remaining: u32,
     targets: u32,
     failed: u32,
@@ -582,6 +584,8 @@ fn start(m: &'static Mirror) {
             }
         }
     };
+    // Read before the leg table is reconciled, so every failure counted is in this write.
+    let fail_gen = m.fail_gen.load(Ordering::Acquire);
     let sb = {
         let mut sb = p.superblock();
         reconcile(m, &mut sb);
@@ -589,6 +593,7 @@ fn start(m: &'static Mirror) {
     };
     let op = Box::into_raw(Box::new(MetaOp {
         m,
+        fail_gen,
         remaining: 1,
         targets: 0,
         failed: 0,
@@ -739,6 +744,8 @@ fn op_put(op: *mut MetaOp) {
             m.fail_leg(leg, "metadata write failed");
         }
     }
+    // Held acknowledgements may go (if every leg failed there is nothing left to protect).
+    m.fail_gen_durable.fetch_max(o.fail_gen, Ordering::AcqRel);
     for w in o.waiters {
         w(result.clone());
     }
