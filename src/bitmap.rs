@@ -184,7 +184,6 @@ impl WriteIntentBitmap {
         }
     }
 
-    /// The image to write to every leg now, if one is due and none is in flight.
     // ----- for owners that count in-flight writes themselves (the SPDK glue counts them per
     // core, lock-free, and asks here only when a region is not already durable) -----
 
@@ -238,6 +237,7 @@ impl WriteIntentBitmap {
         self.flushing.is_none() && (self.wanted != self.on_disk || !self.waiting.is_empty())
     }
 
+    /// The image to write to every leg now, if one is due and none is in flight.
     pub fn take_flush(&mut self) -> Option<Bits> {
         if self.flushing.is_some() || (self.wanted == self.on_disk && self.waiting.is_empty()) {
             return None;
@@ -369,8 +369,16 @@ mod tests {
         assert_eq!(b.mark_wanted(7, 150, 10), Gate::Pending);
         assert!(!b.fast_ok(1));
         b.take_flush().unwrap();
-        assert_eq!(b.mark_wanted(8, 160, 1), Gate::Pending, "the image being written has it, not yet durable");
-        assert_eq!(b.flush_done(), vec![7], "8 came after the image was taken: the next flush");
+        assert_eq!(
+            b.mark_wanted(8, 160, 1),
+            Gate::Pending,
+            "the image being written has it, not yet durable"
+        );
+        assert_eq!(
+            b.flush_done(),
+            vec![7],
+            "8 came after the image was taken: the next flush"
+        );
         assert!(b.needs_flush());
         b.take_flush().unwrap();
         assert_eq!(b.flush_done(), vec![8]);
@@ -383,7 +391,11 @@ mod tests {
         assert!(!b.fast_ok(1), "writes must ask once a region may be cleared");
         let img = b.take_flush().unwrap();
         assert!(!img.get(1));
-        assert_eq!(b.mark_wanted(10, 120, 1), Gate::Pending, "the clean image is being written");
+        assert_eq!(
+            b.mark_wanted(10, 120, 1),
+            Gate::Pending,
+            "the clean image is being written"
+        );
         b.flush_done();
         assert_eq!(b.dirty_regions(), 0);
         b.take_flush().unwrap();

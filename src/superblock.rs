@@ -401,7 +401,10 @@ mod tests {
         assert_eq!((l.bitmap_offset_blocks, l.region_blocks, l.regions), (8, 2048, 1024));
         assert_eq!(l.bitmap_blocks, 1, "128 bytes of bitmap");
         let l = MetaLayout::new(4096, 10, 65536).unwrap();
-        assert_eq!((l.data_offset_blocks, l.bitmap_offset_blocks, l.bitmap_blocks, l.regions), (256, 1, 1, 1));
+        assert_eq!(
+            (l.data_offset_blocks, l.bitmap_offset_blocks, l.bitmap_blocks, l.regions),
+            (256, 1, 1, 1)
+        );
         assert_eq!(MetaLayout::new(4096, 1 << 10, 2), Err(LayoutError::Region(2)));
         assert!(matches!(
             MetaLayout::new(512, 1 << 40, 4),

@@ -1599,7 +1599,11 @@ fn save_config_replays() {
     );
     // A mirror with a superblock is described by its legs, not by the config: left out.
     for b in names("c", 2) {
-        rpc_ok(&a, "bdev_malloc_create", json!({"name": b, "num_blocks": blocks, "block_size": BS}));
+        rpc_ok(
+            &a,
+            "bdev_malloc_create",
+            json!({"name": b, "num_blocks": blocks, "block_size": BS}),
+        );
     }
     rpc_ok(
         &a,

@@ -796,11 +796,7 @@ fn stale_leg_found_at_restart_is_recovered_from_the_bitmap() {
     );
     assert_eq!(m["state"], json!("online"), "{m}");
     assert_eq!(m["legs"][1]["bdev"], json!("aio1"), "{m}");
-    assert!(
-        t.log().contains("rejoins by recovery"),
-        "{}",
-        tail_lines(&t.log(), 20)
-    );
+    assert!(t.log().contains("rejoins by recovery"), "{}", tail_lines(&t.log(), 20));
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
     assert_legs_identical(&[&files[0], &files[1]], region, "after the stale leg's recovery");
 }

@@ -171,7 +171,12 @@ impl Channel {
         });
     }
 
-    fn deliver(e: &mut Engine<SpdkBackend, ChannelIntent>, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {
+    fn deliver(
+        e: &mut Engine<SpdkBackend, ChannelIntent>,
+        ctx: NonNull<ChildCtx>,
+        info: ChildInfo,
+        status: ChildStatus,
+    ) {
         let leg = &mut e.backend_mut().legs[info.leg as usize];
         leg.inflight -= 1;
         e.child_done(ctx, info, status);

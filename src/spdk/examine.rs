@@ -43,8 +43,11 @@ pub fn geometry_of(sb: &Superblock) -> Result<(Geometry, MetaLayout), String> {
     })
     .map_err(|e| format!("geometry: {e}"))?;
     let layout = MetaLayout::new(sb.block_size, geo.data_blocks(), sb.bitmap_region_kb).map_err(|e| e.to_string())?;
-    if (layout.data_offset_blocks, layout.bitmap_offset_blocks, layout.bitmap_blocks)
-        != (sb.data_offset_blocks, sb.bitmap_offset_blocks, sb.bitmap_blocks)
+    if (
+        layout.data_offset_blocks,
+        layout.bitmap_offset_blocks,
+        layout.bitmap_blocks,
+    ) != (sb.data_offset_blocks, sb.bitmap_offset_blocks, sb.bitmap_blocks)
     {
         return Err("metadata layout does not match the geometry".into());
     }
@@ -113,7 +116,8 @@ fn read_blocks(r: *mut Reader, blocks: u64) {
     // SAFETY: ours until `read_finished`.
     let rd = unsafe { &mut *r };
     // SAFETY: open desc, this thread's channel, a buffer of the reserved area.
-    let rc = unsafe { sys::spdk_bdev_read_blocks(rd.desc, rd.ch, rd.buf, 0, blocks, Some(read_done), r as *mut c_void) };
+    let rc =
+        unsafe { sys::spdk_bdev_read_blocks(rd.desc, rd.ch, rd.buf, 0, blocks, Some(read_done), r as *mut c_void) };
     if rc != 0 {
         read_finished(
             r,
@@ -288,7 +292,13 @@ fn fresh(found: &[Found]) -> Option<(Superblock, u32)> {
     let newest = found.iter().max_by_key(|f| f.sb.events)?.sb.clone();
     let mask = found
         .iter()
-        .filter(|f| f.sb.events == newest.events && newest.legs[f.sb.this_slot as usize].role == LegRole::Active)
+        .filter(|f| {
+            f.sb.events == newest.events
+                && newest
+                    .legs
+                    .get(f.sb.this_slot as usize)
+                    .is_some_and(|l| l.role == LegRole::Active)
+        })
         .fold(0u32, |m, f| m | 1 << f.sb.this_slot);
     Some((newest, mask))
 }
@@ -296,8 +306,12 @@ fn fresh(found: &[Found]) -> Option<(Superblock, u32)> {
 /// Assembles the mirror if it can (now, or after the grace period).
 fn evaluate(uuid: [u8; 16], grace_over: bool) {
     let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(idx) = list.0.iter().position(|p| p.uuid == uuid) else { return };
-    let Some((newest, mask)) = fresh(&list.0[idx].found) else { return };
+    let Some(idx) = list.0.iter().position(|p| p.uuid == uuid) else {
+        return;
+    };
+    let Some((newest, mask)) = fresh(&list.0[idx].found) else {
+        return;
+    };
     let active = newest
         .legs
         .iter()
@@ -400,7 +414,10 @@ fn assemble(found: Vec<Found>, newest: Superblock, mask: u32) {
         Box::new(move |r| match r {
             Err(e) => errlog!("mirror {name}: cannot assemble: {}", e.1),
             Ok(m) => {
-                noticelog!("mirror {name}: assembled from its superblocks; the mirror is {}", m.state());
+                noticelog!(
+                    "mirror {name}: assembled from its superblocks; the mirror is {}",
+                    m.state()
+                );
                 start_resync(m);
                 for f in rest {
                     returning(m, f);
@@ -431,7 +448,9 @@ pub fn rejoin_kind(m: &Mirror, f: &Found) -> Kind {
     let Some(p) = &m.persist else { return Kind::Rebuild };
     let slot = f.sb.this_slot as usize;
     let sb = p.superblock();
-    let (mine, theirs) = (&sb.legs[slot], &f.sb.legs[slot]);
+    let (Some(mine), Some(theirs)) = (sb.legs.get(slot), f.sb.legs.get(slot)) else {
+        return Kind::Rebuild;
+    };
     if mine.role == LegRole::Failed && mine.uuid == theirs.uuid && theirs.role == LegRole::Active {
         Kind::Recovery
     } else {
@@ -442,6 +461,15 @@ pub fn rejoin_kind(m: &Mirror, f: &Found) -> Kind {
 /// A leg of a live mirror appeared (stale at assembly, or back after it went away).
 fn returning(m: &'static Mirror, f: Found) {
     let slot = f.sb.this_slot;
+    if f.sb.legs.len() != m.legs.len() {
+        return warnlog!(
+            "mirror {}: bdev {} carries a superblock with {} legs, the mirror has {}; ignored",
+            m.name(),
+            f.bdev,
+            f.sb.legs.len(),
+            m.legs.len()
+        );
+    }
     if m.legs[slot as usize].present() {
         return warnlog!(
             "mirror {}: bdev {} carries slot {}, which is in use; ignored",

@@ -5,10 +5,10 @@
 //! events). I/O runs on any reactor through per-core channels, which read the legs' state
 //! through atomics only.
 
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
 use std::ptr::{self, NonNull};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -621,7 +621,9 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
     // Open and claim every leg.
     let needed = data_offset + spec.geo.used_leg_blocks();
     for i in 0..mirror.legs.len() {
-        let Some(leg_name) = spec.base_bdevs[i].clone() else { continue };
+        let Some(leg_name) = spec.base_bdevs[i].clone() else {
+            continue;
+        };
         let legp: *const Leg = &mirror.legs[i];
         match open_leg(legp, &leg_name) {
             Ok((bdev, desc)) => {
@@ -812,12 +814,20 @@ fn register(mirror: &'static Mirror) -> Result<&'static Mirror, Fail> {
     noticelog!(
         "mirror {}: {}, {} {} legs, {} blocks of {} bytes{}",
         name,
-        if mirror.persist.as_ref().is_some_and(|p| p.resync_pending()) { "registered (resync pending)" } else { "registered" },
+        if mirror.persist.as_ref().is_some_and(|p| p.resync_pending()) {
+            "registered (resync pending)"
+        } else {
+            "registered"
+        },
         mirror.geo.level(),
         mirror.geo.legs(),
         mirror.geo.data_blocks(),
         mirror.geo.block_size(),
-        if mirror.persist.is_some() { ", superblock and bitmap on every leg" } else { "" }
+        if mirror.persist.is_some() {
+            ", superblock and bitmap on every leg"
+        } else {
+            ""
+        }
     );
     Ok(mirror)
 }
@@ -925,7 +935,15 @@ extern "C" fn io_device_gone(dev: *mut c_void) {
         // SAFETY: no channel is left; nobody else refers to the mirror now.
         unsafe {
             free_legs(&mut *m);
-            noticelog!("mirror {}: {}", (*m).name(), if (*m).wipe.load(Ordering::Acquire) { "deleted" } else { "stopped" });
+            noticelog!(
+                "mirror {}: {}",
+                (*m).name(),
+                if (*m).wipe.load(Ordering::Acquire) {
+                    "deleted"
+                } else {
+                    "stopped"
+                }
+            );
             sys::spdk_bdev_destruct_done(&mut (*m).bdev, 0);
             drop(Box::from_raw(m));
         }
@@ -1285,6 +1303,12 @@ pub fn join_leg(m: &'static Mirror, slot: u32, name: &str, kind: Kind, done: Box
         }
         return done(Ok(()));
     }
+    if m.legs[slot as usize].present() {
+        return done(Err(Fail(
+            -libc::EBUSY,
+            format!("base_bdev: slot {slot} of {} was filled meanwhile", m.name()),
+        )));
+    }
     let leg: *const Leg = &m.legs[slot as usize];
     let (bdev, desc) = match open_leg(leg, name) {
         Ok(x) => x,
@@ -1311,7 +1335,10 @@ pub fn join_leg(m: &'static Mirror, slot: u32, name: &str, kind: Kind, done: Box
         Box::new(move |rc| {
             if rc != 0 {
                 m.fail_leg(slot, "could not be attached to every core");
-                return done(Err(Fail(rc, "base_bdev: could not attach the leg on every core".into())));
+                return done(Err(Fail(
+                    rc,
+                    "base_bdev: could not attach the leg on every core".into(),
+                )));
             }
             persist::kick(m);
             // Every core writes the leg now, so what it missed can no longer grow (writes still

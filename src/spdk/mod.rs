@@ -16,6 +16,7 @@
 
 mod backend;
 mod channel;
+mod examine;
 mod ffi;
 mod json;
 mod mirror;
@@ -24,5 +25,4 @@ mod persist;
 mod process;
 mod rescue;
 mod reset;
-mod examine;
 mod rpc;

@@ -317,7 +317,11 @@ impl ChannelIntent {
             }
             return Err(format!("more than {MAX_CHANNELS} channels"));
         }
-        Ok(ChannelIntent { mirror: m, chan, counts })
+        Ok(ChannelIntent {
+            mirror: m,
+            chan,
+            counts,
+        })
     }
 
     fn persist(&self) -> Option<&Persist> {
@@ -401,7 +405,10 @@ pub fn kick(m: &Mirror) {
     if rc != 0 {
         p.kick_queued.store(false, Ordering::Release);
         p.msgs.fetch_sub(1, Ordering::AcqRel);
-        errlog!("mirror {}: cannot reach the mirror's thread for a metadata write", m.name());
+        errlog!(
+            "mirror {}: cannot reach the mirror's thread for a metadata write",
+            m.name()
+        );
     }
 }
 
@@ -606,10 +613,18 @@ fn start(m: &'static Mirror) {
     let bitmap_at = p.layout.bitmap_offset_blocks as usize * bs;
     let bitmap_room = p.layout.bitmap_blocks as usize * bs;
     let image = image.to_bytes();
-    for leg in m.legs.iter().filter(|l| l.present() && !l.failed.load(Ordering::Acquire)) {
+    for leg in m
+        .legs
+        .iter()
+        .filter(|l| l.present() && !l.failed.load(Ordering::Acquire))
+    {
         // SAFETY: a zeroed DMA buffer of `blocks` blocks, freed in `io_finished`.
         let buf = unsafe { sys::spdk_dma_zmalloc(blocks as usize * bs, 0x1000, ptr::null_mut()) };
-        let ch = if buf.is_null() { ptr::null_mut() } else { leg.app_channel() };
+        let ch = if buf.is_null() {
+            ptr::null_mut()
+        } else {
+            leg.app_channel()
+        };
         // SAFETY: `op` is live until its last leg finishes.
         let o = unsafe { &mut *op };
         o.targets |= 1 << leg.index;

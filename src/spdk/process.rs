@@ -430,7 +430,12 @@ extern "C" fn io_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_voi
         m.legs[leg as usize].app_io_done();
         match (jb.stage, success) {
             (Stage::ReadSource, false) => {
-                errlog!("mirror {}: {} read failed on leg {}", m.name(), jb.kind.name(), jb.src.leg);
+                errlog!(
+                    "mirror {}: {} read failed on leg {}",
+                    m.name(),
+                    jb.kind.name(),
+                    jb.src.leg
+                );
                 read_source(j)
             }
             (Stage::ReadSource, true) => {
@@ -543,7 +548,9 @@ extern "C" fn unquiesced(arg: *mut c_void, _status: c_int) {
 /// Resync: every region wholly below `upto` in the current range is in sync now.
 fn regions_synced(jb: &Job, upto: u64) {
     let Some(p) = &jb.mirror.persist else { return };
-    let Some(&(start, _)) = jb.ranges.get(jb.range) else { return };
+    let Some(&(start, _)) = jb.ranges.get(jb.range) else {
+        return;
+    };
     let rb = p.layout.region_blocks;
     for r in start / rb..upto / rb {
         p.region_synced(r as usize);
@@ -551,9 +558,11 @@ fn regions_synced(jb: &Job, upto: u64) {
 }
 
 fn range_done(jb: &mut Job) {
-    if let (Some(done), Some(p), Some(&(start, blocks))) =
-        (jb.regions_done.as_mut(), jb.mirror.persist.as_ref(), jb.ranges.get(jb.range))
-    {
+    if let (Some(done), Some(p), Some(&(start, blocks))) = (
+        jb.regions_done.as_mut(),
+        jb.mirror.persist.as_ref(),
+        jb.ranges.get(jb.range),
+    ) {
         let rb = p.layout.region_blocks;
         for r in start / rb..(start + blocks).div_ceil(rb) {
             done.set(r as usize, true);
@@ -634,7 +643,12 @@ fn finish(j: *mut Job, result: Result<(), String>) {
             }
         }
     }
-    let ended = m.process.lock().ok().and_then(|mut s| s.take()).map(|s| s.ended(&result));
+    let ended = m
+        .process
+        .lock()
+        .ok()
+        .and_then(|mut s| s.take())
+        .map(|s| s.ended(&result));
     if let (Some(v), Ok(mut last)) = (ended, m.last_process.lock()) {
         *last = Some(v);
     }

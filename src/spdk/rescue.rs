@@ -85,7 +85,11 @@ extern "C" fn done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
         unsafe { (*(*ctx).channel).mirror().legs[(*ctx).info.leg as usize].app_io_done() };
         back(
             arg as *mut ChildCtx,
-            if success { ChildStatus::Success } else { ChildStatus::Error },
+            if success {
+                ChildStatus::Success
+            } else {
+                ChildStatus::Error
+            },
         );
     })
 }

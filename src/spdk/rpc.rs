@@ -11,9 +11,9 @@ use super::ffi::guard;
 use super::json;
 use super::mirror::{self, CreateSpec, Fail, MirrorOpts, PersistSpec, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
 use super::process::{self, Kind};
-use crate::superblock::MetaLayout;
 use crate::engine::ReadPolicy;
 use crate::placement::{Geometry, GeometrySpec, Level, Raid10Layout, MAX_LEGS};
+use crate::superblock::MetaLayout;
 
 /// Default RAID10 chunk for mirrors created over RPC.
 pub const DEFAULT_CHUNK_KB: u64 = 64;
@@ -234,12 +234,18 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
     let superblock = p.boolean("superblock")?.unwrap_or(true);
     let region_kb = p.uint("bitmap_region_kb", 1, 1 << 30)?;
     if !superblock && region_kb.is_some() {
-        return Err(bad("bitmap_region_kb", "needs superblock: true (the bitmap lives on the legs)"));
+        return Err(bad(
+            "bitmap_region_kb",
+            "needs superblock: true (the bitmap lives on the legs)",
+        ));
     }
     let region_kb = region_kb.unwrap_or(DEFAULT_REGION_KB) as u32;
     let rebuild_max_mb = p.uint("rebuild_max_mb_per_s", 0, MAX_RATE_MB)?.unwrap_or(0);
     if superblock && name.len() > SB_NAME_MAX {
-        return Err(bad("name", &format!("longer than the {SB_NAME_MAX} bytes a superblock holds")));
+        return Err(bad(
+            "name",
+            &format!("longer than the {SB_NAME_MAX} bytes a superblock holds"),
+        ));
     }
     if let ReadPolicy::Preferred(leg) = read_policy {
         if leg as usize >= base_bdevs.len() {
@@ -308,7 +314,11 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         legs: base_bdevs.len() as u32,
         chunk_bytes: Some(chunk_kb * 1024),
         block_size,
-        leg_blocks: if base_bdevs.is_empty() { 0 } else { leg_blocks - reserved },
+        leg_blocks: if base_bdevs.is_empty() {
+            0
+        } else {
+            leg_blocks - reserved
+        },
     })
     .map_err(|e| {
         let msg = e.to_string();
@@ -319,7 +329,8 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         )
     })?;
     let persist = if superblock {
-        let layout = MetaLayout::new(block_size, geo.data_blocks(), region_kb).map_err(|e| Fail(-libc::EINVAL, e.to_string()))?;
+        let layout = MetaLayout::new(block_size, geo.data_blocks(), region_kb)
+            .map_err(|e| Fail(-libc::EINVAL, e.to_string()))?;
         Some(PersistSpec {
             region_kb,
             layout,
@@ -342,11 +353,9 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
 }
 
 unsafe extern "C" fn rpc_create(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
-    handle(request, params, |req, p| {
-        match create_spec(&p) {
-            Err(e) => req.reply(Err(e)),
-            Ok(spec) => mirror::create(spec, Box::new(move |r| req.reply(r.map(|m| json!(m.name()))))),
-        }
+    handle(request, params, |req, p| match create_spec(&p) {
+        Err(e) => req.reply(Err(e)),
+        Ok(spec) => mirror::create(spec, Box::new(move |r| req.reply(r.map(|m| json!(m.name()))))),
     })
 }
 
@@ -430,7 +439,11 @@ unsafe extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_reques
                 format!(
                     "base_bdev: '{}' is running a {}; remove legs once it is done",
                     m.name(),
-                    m.process.lock().ok().and_then(|p| p.as_ref().map(|p| p.kind.name())).unwrap_or("process")
+                    m.process
+                        .lock()
+                        .ok()
+                        .and_then(|p| p.as_ref().map(|p| p.kind.name()))
+                        .unwrap_or("process")
                 ),
             )));
         }
@@ -485,7 +498,10 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
                 return Err(Fail(-libc::ENODEV, format!("base_bdev: no bdev named '{base}'")));
             }
             if mirror::find_leg(&base).is_some() {
-                return Err(Fail(-libc::EBUSY, format!("base_bdev: '{base}' is already a leg of a mirror")));
+                return Err(Fail(
+                    -libc::EBUSY,
+                    format!("base_bdev: '{base}' is already a leg of a mirror"),
+                ));
             }
             Ok((m, base))
         })();
@@ -494,7 +510,13 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
             Err(e) => return req.reply(Err(e)),
         };
         let join = move |m: &'static mirror::Mirror, slot: u32, kind: Kind| {
-            mirror::join_leg(m, slot, &base.clone(), kind, Box::new(move |r| req.reply(r.map(|_| json!(true)))));
+            mirror::join_leg(
+                m,
+                slot,
+                &base.clone(),
+                kind,
+                Box::new(move |r| req.reply(r.map(|_| json!(true)))),
+            );
         };
         let first_free = m.legs.iter().find(|l| !l.present()).map(|l| l.index).unwrap_or(0);
         if m.persist.is_none() {
@@ -506,9 +528,20 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
         super::examine::read_superblock(
             &base2,
             Box::new(move |r| {
+                // The mirror may have been deleted while the superblock was read.
+                let live = mirror::all().into_iter().any(|x| std::ptr::eq(x, m));
+                if !live || m.deleting.load(std::sync::atomic::Ordering::Acquire) {
+                    return req.reply(Err(Fail(
+                        -libc::ENODEV,
+                        "name: the mirror was deleted meanwhile".into(),
+                    )));
+                }
                 let mine = m.persist.as_ref().map(|p| p.superblock().mirror_uuid);
                 let (slot, kind) = match r {
-                    Ok(Some(f)) if Some(f.sb.mirror_uuid) == mine && !m.legs[f.sb.this_slot as usize].present() => {
+                    Ok(Some(f))
+                        if Some(f.sb.mirror_uuid) == mine
+                            && m.legs.get(f.sb.this_slot as usize).is_some_and(|l| !l.present()) =>
+                    {
                         (f.sb.this_slot, super::examine::rejoin_kind(m, &f))
                     }
                     _ => (first_free, Kind::Rebuild),
