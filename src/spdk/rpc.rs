@@ -433,7 +433,10 @@ unsafe extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_reques
             Ok(t) => t,
             Err(e) => return req.reply(Err(e)),
         };
-        if m.process_active.load(std::sync::atomic::Ordering::Acquire) {
+        // The leg a rebuild or recovery writes may go (that cancels it); any other leg could be
+        // its source.
+        let target = m.process.lock().ok().and_then(|p| p.as_ref().and_then(|p| p.target));
+        if m.process_active.load(std::sync::atomic::Ordering::Acquire) && target != Some(leg) {
             return req.reply(Err(Fail(
                 -libc::EBUSY,
                 format!(
