@@ -79,8 +79,11 @@ fn removing_the_rebuild_target_cancels_the_rebuild_cleanly() {
     assert_eq!(m["state"], "degraded", "{m}");
 
     // The slot is refilled and rebuilt to the end, uncapped.
-    t.rpc("bdev_mirror_set_options", json!({"name": "mir", "rebuild_max_mb_per_s": 0}))
-        .unwrap();
+    t.rpc(
+        "bdev_mirror_set_options",
+        json!({"name": "mir", "rebuild_max_mb_per_s": 0}),
+    )
+    .unwrap();
     t.rpc("bdev_mirror_add_base_bdev", json!({"name": "mir", "base_bdev": "m3"}))
         .unwrap();
     support::wait_until(Duration::from_secs(60), "the third rebuild", || {

@@ -438,9 +438,14 @@ extern "C" fn poll(arg: *mut c_void) -> c_int {
             chan.finish_releases();
             busy = true;
         }
-        if !chan.held.borrow().is_empty() && !chan.mirror().failure_unrecorded() {
-            chan.release_held();
-            busy = true;
+        if !chan.held.borrow().is_empty() {
+            if chan.mirror().failure_unrecorded() {
+                // Make sure a metadata write is on its way (a no-op when one is queued).
+                super::persist::kick(chan.mirror());
+            } else {
+                chan.release_held();
+                busy = true;
+            }
         }
         if busy {
             sys::SPDK_POLLER_BUSY as c_int
