@@ -1578,7 +1578,7 @@ fn save_config_replays() {
     let blocks = 16 * MIB / BS as u64;
 
     let a = start_target(&env, "save_config_a", &core, None);
-    for b in names("a", 3).iter().chain(&names("b", 4)) {
+    for b in names("a", 3).iter().chain(&names("b", 4)).chain(&names("c", 2)) {
         rpc_ok(
             &a,
             "bdev_malloc_create",
@@ -1598,13 +1598,6 @@ fn save_config_replays() {
                "base_bdevs": ["b0", "b1", "b2", "b3"], "superblock": false}),
     );
     // A mirror with a superblock is described by its legs, not by the config: left out.
-    for b in names("c", 2) {
-        rpc_ok(
-            &a,
-            "bdev_malloc_create",
-            json!({"name": b, "num_blocks": blocks, "block_size": BS}),
-        );
-    }
     rpc_ok(
         &a,
         "bdev_mirror_create",

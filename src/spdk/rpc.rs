@@ -162,6 +162,11 @@ impl Params {
     }
 }
 
+/// The mirror called `name`, or an error naming the field.
+fn mirror_named(name: &str) -> Result<&'static mirror::Mirror, Fail> {
+    mirror::find(name).ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))
+}
+
 fn bdev_exists(name: &str) -> bool {
     let Ok(c) = CString::new(name) else {
         return false;
@@ -364,9 +369,7 @@ unsafe extern "C" fn rpc_delete(request: *mut sys::spdk_jsonrpc_request, params:
         let found = p
             .only(&["name"])
             .and_then(|_| p.required_string("name"))
-            .and_then(|name| {
-                mirror::find(&name).ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))
-            });
+            .and_then(|name| mirror_named(&name));
         match found {
             Err(e) => req.reply(Err(e)),
             Ok(m) if m.deleting.load(std::sync::atomic::Ordering::Acquire) => req.reply(Err(Fail(
@@ -394,9 +397,7 @@ unsafe extern "C" fn rpc_get_bdevs(request: *mut sys::spdk_jsonrpc_request, para
             .and_then(|_| p.string("name"))
             .and_then(|name| match name {
                 None => Ok(mirror::all()),
-                Some(n) => mirror::find(&n)
-                    .map(|m| vec![m])
-                    .ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{n}'"))),
+                Some(n) => mirror_named(&n).map(|m| vec![m]),
             });
         match selected {
             Err(e) => req.reply(Err(e)),
@@ -477,8 +478,7 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
             p.only(&["name", "base_bdev"])?;
             let name = p.required_string("name")?;
             let base = p.required_string("base_bdev")?;
-            let m =
-                mirror::find(&name).ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))?;
+            let m = mirror_named(&name)?;
             if m.process_active.load(std::sync::atomic::Ordering::Acquire) {
                 return Err(Fail(
                     -libc::EBUSY,
@@ -560,8 +560,7 @@ unsafe extern "C" fn rpc_set_options(request: *mut sys::spdk_jsonrpc_request, pa
         let result = (|| {
             p.only(&["name", "rebuild_max_mb_per_s"])?;
             let name = p.required_string("name")?;
-            let m =
-                mirror::find(&name).ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))?;
+            let m = mirror_named(&name)?;
             if let Some(rate) = p.uint("rebuild_max_mb_per_s", 0, MAX_RATE_MB)? {
                 m.rebuild_max_mb.store(rate, std::sync::atomic::Ordering::Release);
             }
@@ -577,8 +576,7 @@ unsafe extern "C" fn rpc_check(request: *mut sys::spdk_jsonrpc_request, params: 
             p.only(&["name", "repair"])?;
             let name = p.required_string("name")?;
             let repair = p.boolean("repair")?.unwrap_or(false);
-            let m =
-                mirror::find(&name).ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))?;
+            let m = mirror_named(&name)?;
             if m.in_sync_mask().count_ones() < 2 {
                 return Err(Fail(
                     -libc::ENODEV,
@@ -620,8 +618,7 @@ unsafe extern "C" fn rpc_set_read_policy(request: *mut sys::spdk_jsonrpc_request
         let result = (|| {
             p.only(&["name", "read_policy", "preferred_leg"])?;
             let name = p.required_string("name")?;
-            let m =
-                mirror::find(&name).ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))?;
+            let m = mirror_named(&name)?;
             p.required_string("read_policy")?;
             let policy = read_policy(&p)?;
             if let ReadPolicy::Preferred(leg) = policy {
