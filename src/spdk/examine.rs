@@ -232,6 +232,8 @@ struct Pending {
     uuid: [u8; 16],
     found: Vec<Found>,
     timer: *mut sys::spdk_poller,
+    /// The timer's argument (the uuid, boxed), freed with the timer.
+    timer_arg: *mut [u8; 16],
 }
 
 struct PendingList(Vec<Pending>);
@@ -260,6 +262,7 @@ fn offer(f: Found) {
                     uuid,
                     found: Vec::new(),
                     timer: ptr::null_mut(),
+                    timer_arg: ptr::null_mut(),
                 });
                 list.0.len() - 1
             }
@@ -325,8 +328,12 @@ fn evaluate(uuid: [u8; 16], grace_over: bool) {
         drop(list);
         let mut timer = p.timer;
         if !timer.is_null() {
-            // SAFETY: registered on this thread below.
-            unsafe { sys::spdk_poller_unregister(&mut timer) };
+            // SAFETY: registered on this thread below; its argument was boxed there and is
+            // freed once, here, now that the poller cannot fire.
+            unsafe {
+                sys::spdk_poller_unregister(&mut timer);
+                drop(Box::from_raw(p.timer_arg));
+            }
         }
         return assemble(p.found, newest, mask);
     }
@@ -335,29 +342,25 @@ fn evaluate(uuid: [u8; 16], grace_over: bool) {
             guard("mirror assembly timer", 0, || {
                 // SAFETY: boxed below; the poller fires once (evaluate unregisters it).
                 let uuid = unsafe { *(arg as *const [u8; 16]) };
-                let stale = {
+                {
                     let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-                    match list.0.iter_mut().find(|p| p.uuid == uuid) {
-                        Some(p) => {
-                            let mut t = std::mem::replace(&mut p.timer, ptr::null_mut());
-                            // SAFETY: our poller, on its thread.
-                            unsafe { sys::spdk_poller_unregister(&mut t) };
-                            false
-                        }
-                        None => true,
+                    if let Some(p) = list.0.iter_mut().find(|p| p.uuid == uuid) {
+                        let mut t = std::mem::replace(&mut p.timer, ptr::null_mut());
+                        p.timer_arg = ptr::null_mut();
+                        // SAFETY: our poller, on its thread; its argument is freed below.
+                        unsafe { sys::spdk_poller_unregister(&mut t) };
                     }
-                };
-                // SAFETY: boxed in `evaluate`; freed once, here.
-                drop(unsafe { Box::from_raw(arg as *mut [u8; 16]) });
-                if !stale {
-                    evaluate(uuid, true);
                 }
+                // SAFETY: boxed in `evaluate`; freed once, here (the entry forgot it above).
+                drop(unsafe { Box::from_raw(arg as *mut [u8; 16]) });
+                evaluate(uuid, true);
                 0
             })
         }
-        let arg = Box::into_raw(Box::new(uuid)) as *mut c_void;
-        // SAFETY: the argument lives until the poller fires (it is freed there).
-        list.0[idx].timer = unsafe { sys::spdk_poller_register(Some(fire), arg, GRACE_US) };
+        let arg = Box::into_raw(Box::new(uuid));
+        // SAFETY: the argument lives until the poller fires or is unregistered (freed there).
+        list.0[idx].timer = unsafe { sys::spdk_poller_register(Some(fire), arg as *mut c_void, GRACE_US) };
+        list.0[idx].timer_arg = arg;
         noticelog!(
             "mirror {}: waiting {} s for its missing legs before assembling degraded",
             newest.name,
