@@ -85,10 +85,10 @@ pub fn read_superblock(name: &str, done: ReadDone) {
     let (bdev, ch) = unsafe { (sys::spdk_bdev_desc_get_bdev(desc), sys::spdk_bdev_get_io_channel(desc)) };
     // SAFETY: open bdev.
     let bs = unsafe { sys::spdk_bdev_get_block_size(bdev) } as u64;
-    // The largest read is the whole reserved area.
-    let bytes = crate::superblock::RESERVED_BYTES.max(bs) as usize;
-    // SAFETY: plain DMA allocation, freed in `read_finished`.
-    let buf = unsafe { sys::spdk_dma_zmalloc(bytes, 0x1000, ptr::null_mut()) };
+    // Every bdev is examined: read only the superblock's blocks at first.
+    let blocks = (SUPERBLOCK_BYTES as u64).div_ceil(bs);
+    // SAFETY: plain DMA allocation, freed in `read_finished` (or replaced in `read_done`).
+    let buf = unsafe { sys::spdk_dma_zmalloc((blocks * bs) as usize, 0x1000, ptr::null_mut()) };
     let r = Box::into_raw(Box::new(Reader {
         name: name.to_string(),
         desc,
@@ -105,7 +105,6 @@ pub fn read_superblock(name: &str, done: ReadDone) {
     // SAFETY: the bdev has at least one block; fewer blocks than the reserved area only lack
     // a superblock.
     let n = unsafe { sys::spdk_bdev_get_num_blocks(bdev) };
-    let blocks = (SUPERBLOCK_BYTES as u64).div_ceil(bs);
     if n < blocks {
         return read_finished(r, Ok(None));
     }
@@ -115,7 +114,7 @@ pub fn read_superblock(name: &str, done: ReadDone) {
 fn read_blocks(r: *mut Reader, blocks: u64) {
     // SAFETY: ours until `read_finished`.
     let rd = unsafe { &mut *r };
-    // SAFETY: open desc, this thread's channel, a buffer of the reserved area.
+    // SAFETY: open desc, this thread's channel, a buffer of at least `blocks` blocks.
     let rc =
         unsafe { sys::spdk_bdev_read_blocks(rd.desc, rd.ch, rd.buf, 0, blocks, Some(read_done), r as *mut c_void) };
     if rc != 0 {
@@ -173,6 +172,17 @@ extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
         });
         match checked {
             Ok(layout) => {
+                // A mirror leg: now the superblock and bitmap together.
+                let bytes = (layout.meta_blocks() * rd.bs) as usize;
+                // SAFETY: ours; the read into it is complete. The new one is freed in
+                // `read_finished`.
+                unsafe {
+                    sys::spdk_dma_free(rd.buf);
+                    rd.buf = sys::spdk_dma_zmalloc(bytes, 0x1000, ptr::null_mut());
+                }
+                if rd.buf.is_null() {
+                    return read_finished(r, Err("no memory to read the bitmap".into()));
+                }
                 rd.regions = layout.regions as usize;
                 rd.sb = Some(sb);
                 read_blocks(r, layout.meta_blocks());

@@ -403,9 +403,10 @@ impl Mirror {
         match &self.persist {
             Some(p) => {
                 let bm = p.bitmap();
-                v["events"] = json!(p.superblock().events);
+                let sb = p.superblock();
+                v["events"] = json!(sb.events);
                 v["bitmap"] = json!({
-                    "region_kb": p.region_kb,
+                    "region_kb": sb.bitmap_region_kb,
                     "regions": bm.regions(),
                     "dirty_regions": bm.dirty_regions(),
                 });
@@ -709,7 +710,7 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
             ),
         };
         let assembled = dirty.is_some();
-        let p = Persist::new(ps.layout, ps.region_kb, sb, dirty);
+        let p = Persist::new(ps.layout, sb, dirty);
         if assembled {
             // Anything dirty may differ between the legs: resync it before it may clear.
             p.hold_dirty_for_resync();

@@ -60,7 +60,6 @@ struct Writer {
 
 pub struct Persist {
     pub layout: MetaLayout,
-    pub region_kb: u32,
     sb: Mutex<Superblock>,
     bitmap: Mutex<WriteIntentBitmap>,
     /// Waiter tokens whose intent is durable, for their channels to pick up.
@@ -90,7 +89,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Persist {
     /// `dirty`: the bitmap read from the legs at assembly (`None` for a new mirror).
-    pub fn new(layout: MetaLayout, region_kb: u32, sb: Superblock, dirty: Option<Bits>) -> Persist {
+    pub fn new(layout: MetaLayout, sb: Superblock, dirty: Option<Bits>) -> Persist {
         let regions = layout.regions as usize;
         let bitmap = WriteIntentBitmap::new(
             layout.regions * layout.region_blocks,
@@ -100,7 +99,6 @@ impl Persist {
         );
         let p = Persist {
             layout,
-            region_kb,
             sb: Mutex::new(sb),
             bitmap: Mutex::new(bitmap),
             ready: Mutex::new(Vec::new()),
@@ -195,7 +193,7 @@ impl Persist {
     }
 
     /// Marks every dirty region as awaiting resync: kept dirty, reads pinned.
-    pub fn hold_dirty_for_resync(&self) -> Bits {
+    pub fn hold_dirty_for_resync(&self) {
         let mut bm = self.bitmap();
         let dirty = bm.on_disk().clone();
         for r in 0..bm.regions() {
@@ -205,7 +203,6 @@ impl Persist {
                 self.unsynced_count.fetch_add(1, Ordering::AcqRel);
             }
         }
-        dirty
     }
 
     /// Region `r` was resynced: reads may go anywhere again and it may clear.
@@ -226,12 +223,8 @@ impl Persist {
         if self.unsynced_count.load(Ordering::Relaxed) == 0 {
             return false;
         }
-        let rb = self.layout.region_blocks;
-        let (first, last) = (lba / rb, (lba + blocks.max(1) - 1) / rb);
-        (first..=last).any(|r| {
-            let r = r as usize;
-            r / 64 < self.unsynced.len() && self.unsynced[r / 64].load(Ordering::Acquire) & (1 << (r % 64)) != 0
-        })
+        self.regions_of(lba, blocks)
+            .any(|r| self.unsynced[r / 64].load(Ordering::Acquire) & (1 << (r % 64)) != 0)
     }
 
     /// The mirror ranges of regions some copy missed, leaving out regions in `done`.

@@ -539,44 +539,35 @@ extern "C" fn unquiesced(arg: *mut c_void, _status: c_int) {
         let jb = unsafe { &mut *j };
         jb.pos += jb.len;
         if jb.kind == Kind::Resync {
-            regions_synced(jb, jb.pos);
+            regions_synced(jb, jb.pos - jb.len, jb.pos);
         }
         step(j);
     })
 }
 
-/// Resync: every region wholly below `upto` in the current range is in sync now.
-fn regions_synced(jb: &Job, upto: u64) {
+/// Resync: the regions whose last block the window `from..upto` copied are in sync now
+/// (ranges start on region boundaries, so no region before `from` is left out).
+fn regions_synced(jb: &Job, from: u64, upto: u64) {
     let Some(p) = &jb.mirror.persist else { return };
-    let Some(&(start, _)) = jb.ranges.get(jb.range) else {
-        return;
-    };
     let rb = p.layout.region_blocks;
-    for r in start / rb..upto / rb {
+    for r in from / rb..upto / rb {
         p.region_synced(r as usize);
     }
 }
 
+/// The current range is copied: a recovery notes its regions done, a resync releases them
+/// (the last region of the mirror may be partial, so it is not caught per window).
 fn range_done(jb: &mut Job) {
-    if let (Some(done), Some(p), Some(&(start, blocks))) = (
-        jb.regions_done.as_mut(),
-        jb.mirror.persist.as_ref(),
-        jb.ranges.get(jb.range),
-    ) {
-        let rb = p.layout.region_blocks;
-        for r in start / rb..(start + blocks).div_ceil(rb) {
-            done.set(r as usize, true);
+    let (Some(p), Some(&(start, blocks))) = (jb.mirror.persist.as_ref(), jb.ranges.get(jb.range)) else {
+        return;
+    };
+    let rb = p.layout.region_blocks;
+    for r in (start / rb) as usize..(start + blocks).div_ceil(rb) as usize {
+        if let Some(done) = jb.regions_done.as_mut() {
+            done.set(r, true);
         }
-    }
-    if jb.kind == Kind::Resync {
-        if let Some(&(start, blocks)) = jb.ranges.get(jb.range) {
-            let p = jb.mirror.persist.as_ref();
-            if let Some(p) = p {
-                let rb = p.layout.region_blocks;
-                for r in start / rb..(start + blocks).div_ceil(rb) {
-                    p.region_synced(r as usize);
-                }
-            }
+        if jb.kind == Kind::Resync {
+            p.region_synced(r);
         }
     }
 }
