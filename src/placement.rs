@@ -21,6 +21,9 @@ pub const MAX_LEGS: usize = 32;
 /// md's default RAID10 chunk, used when none is given.
 pub const DEFAULT_CHUNK_KB: u64 = 512;
 
+/// Largest RAID10 chunk (1 GiB), as the create RPC allows: a superblock may not claim more.
+pub const MAX_CHUNK_KB: u64 = 1 << 20;
+
 /// A geometry that cannot be built, or a block outside it. Each message names the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum GeometryError {
@@ -30,6 +33,10 @@ pub enum GeometryError {
     UnknownLayout(String),
     #[error("layout: raid10 needs at least 2 copies, layout '{0}' has {1}")]
     TooFewCopies(String, u32),
+    #[error("layout: '{0}' mixes near and far copies, which mdadm never creates (some such layouts put two chunks in one place)")]
+    MixedLayout(String),
+    #[error("layout: '{0}' sets the offset flag without far copies")]
+    OffsetWithoutFar(String),
     #[error("layout: applies to raid10 only, not raid1")]
     LayoutOnRaid1,
     #[error("legs: raid1 needs at least 2 legs, got {0}")]
@@ -44,8 +51,12 @@ pub enum GeometryError {
     ChunkNotPowerOfTwo(u64),
     #[error("chunk_kb: chunk of {chunk_bytes} bytes is smaller than a block ({block_size} bytes)")]
     ChunkSmallerThanBlock { chunk_bytes: u64, block_size: u32 },
+    #[error("chunk_kb: at most {MAX_CHUNK_KB} KiB, got {0} KiB")]
+    ChunkTooLarge(u64),
     #[error("leg_blocks: legs of {0} blocks leave no room for data in this geometry")]
     NoDataBlocks(u64),
+    #[error("leg_blocks: legs of {0} blocks are too large to address in this geometry")]
+    TooManyBlocks(u64),
     #[error("lba: block {lba} is out of range (the mirror has {data_blocks} data blocks)")]
     LbaOutOfRange { lba: u64, data_blocks: u64 },
 }
@@ -128,6 +139,33 @@ impl Raid10Layout {
             return Err(GeometryError::TooFewCopies(s.to_string(), copies));
         }
         Ok(layout)
+    }
+
+    /// Whether this layout is one mdadm (and the create RPC) would build over `legs` legs: the
+    /// one rule every way of making a geometry goes through ([`Geometry::new`] calls it), so a
+    /// layout read from a superblock is held to what `parse` allows. Exactly one of `near` and
+    /// `far` may exceed 1 (md's kernel also takes mixes, but `n2o2` on 5 legs, for one, maps
+    /// two blocks to one place), at least 2 copies, no more copies than legs, and the offset
+    /// flag only with far copies (without them it would be a second spelling of `n<k>`).
+    pub fn validate(&self, legs: u32) -> Result<(), GeometryError> {
+        let copies = self.near.checked_mul(self.far).unwrap_or(u32::MAX);
+        if copies < 2 {
+            return Err(GeometryError::TooFewCopies(self.to_string(), copies));
+        }
+        if self.near > 1 && self.far > 1 {
+            return Err(GeometryError::MixedLayout(self.to_string()));
+        }
+        if self.offset && self.far < 2 {
+            return Err(GeometryError::OffsetWithoutFar(self.to_string()));
+        }
+        if copies > legs {
+            return Err(GeometryError::CopiesExceedLegs {
+                layout: self.to_string(),
+                copies,
+                legs,
+            });
+        }
+        Ok(())
     }
 
     pub fn copies(&self) -> u32 {
@@ -270,17 +308,13 @@ impl Geometry {
 
     fn raid10(spec: &GeometrySpec) -> Result<Self, GeometryError> {
         let layout = spec.layout.unwrap_or(Raid10Layout::N2);
-        let copies = layout.copies();
-        if copies > spec.legs {
-            return Err(GeometryError::CopiesExceedLegs {
-                layout: layout.to_string(),
-                copies,
-                legs: spec.legs,
-            });
-        }
+        layout.validate(spec.legs)?;
         let chunk_bytes = spec.chunk_bytes.unwrap_or(DEFAULT_CHUNK_KB * 1024);
         if chunk_bytes == 0 || !chunk_bytes.is_power_of_two() {
             return Err(GeometryError::ChunkNotPowerOfTwo(chunk_bytes / 1024));
+        }
+        if chunk_bytes > MAX_CHUNK_KB * 1024 {
+            return Err(GeometryError::ChunkTooLarge(chunk_bytes / 1024));
         }
         if chunk_bytes < spec.block_size as u64 {
             return Err(GeometryError::ChunkSmallerThanBlock {
@@ -289,12 +323,28 @@ impl Geometry {
             });
         }
         let chunk_shift = (chunk_bytes / spec.block_size as u64).trailing_zeros();
+        Self::raid10_shape(spec, layout, chunk_shift)
+    }
+
+    /// md's arithmetic for a RAID10 layout, without judging the layout (the exhaustive test
+    /// maps refused layouts through it to show that they collide). `near`, `far` and `legs`
+    /// must be non-zero.
+    fn raid10_shape(spec: &GeometrySpec, layout: Raid10Layout, chunk_shift: u32) -> Result<Self, GeometryError> {
+        let copies = layout.copies();
         let (near, far, disks) = (layout.near as u64, layout.far as u64, spec.legs as u64);
 
         // md's calc_sectors(): chunks in the array, then chunks each device really uses
-        // (rounded up), then the far stride.
-        let array_chunks = (spec.leg_blocks >> chunk_shift) / far * disks / near;
-        let used_chunks = (array_chunks * copies as u64).div_ceil(disks);
+        // (rounded up), then the far stride. Checked: a superblock may claim any leg size.
+        let too_big = || GeometryError::TooManyBlocks(spec.leg_blocks);
+        let array_chunks = ((spec.leg_blocks >> chunk_shift) / far)
+            .checked_mul(disks)
+            .ok_or_else(too_big)?
+            / near;
+        let used_chunks = array_chunks
+            .checked_mul(copies as u64)
+            .ok_or_else(too_big)?
+            .div_ceil(disks);
+        // At most the leg's own chunks (copies = near * far), so this shift cannot overflow.
         let used_leg_blocks = used_chunks << chunk_shift;
         let stride = if layout.offset {
             1u64 << chunk_shift
@@ -302,7 +352,11 @@ impl Geometry {
             (used_chunks / far) << chunk_shift
         };
         // md's raid10_size(), applied to the used size as md does.
-        let data_blocks = ((used_leg_blocks >> chunk_shift) / far * disks / near) << chunk_shift;
+        let data_blocks = ((used_leg_blocks >> chunk_shift) / far)
+            .checked_mul(disks)
+            .map(|c| c / near)
+            .and_then(|c| c.checked_mul(1u64 << chunk_shift))
+            .ok_or_else(too_big)?;
         if data_blocks == 0 {
             return Err(GeometryError::NoDataBlocks(spec.leg_blocks));
         }
@@ -497,5 +551,122 @@ mod tests {
         assert_eq!(geo(Level::Raid10, Some("f2"), 3, 4, 512, 88).data_blocks(), 15 * 8);
         // A partial trailing chunk on a leg is never used.
         assert_eq!(geo(Level::Raid10, Some("n2"), 4, 4, 512, 87).data_blocks(), 20 * 8);
+    }
+
+    /// Maps every (block, copy) of a small geometry: true when each copy lies on a leg, inside
+    /// the leg's used blocks, no two pairs share a (leg, leg block), and the copies of a block
+    /// are on different legs (else one leg's loss loses the block).
+    fn injective(geo: &Geometry) -> bool {
+        let mut used = std::collections::HashSet::new();
+        (0..geo.data_blocks()).all(|lba| {
+            let mut legs = 0u64;
+            (0..geo.copies()).all(|slot| {
+                let c = geo.copy(lba, slot);
+                let distinct = c.leg < 64 && legs & (1 << c.leg) == 0;
+                legs |= 1 << (c.leg % 64);
+                distinct && c.leg < geo.legs() && c.lba < geo.used_leg_blocks() && used.insert((c.leg, c.lba))
+            })
+        })
+    }
+
+    /// Whether `parse` can spell the layout (`n<k>`, `f<k>`, `o<k>`): what the RPC creates.
+    fn spelled_by_parse(l: Raid10Layout) -> bool {
+        Raid10Layout::parse(&l.to_string()).is_ok_and(|p| p == l)
+    }
+
+    #[test]
+    fn geometry_is_accepted_exactly_when_injective_and_spelled_by_parse() {
+        let mut refused_though_injective = Vec::new();
+        for near in 1..=4 {
+            for far in 1..=4 {
+                for offset in [false, true] {
+                    let layout = Raid10Layout { near, far, offset };
+                    for legs in 1..=8 {
+                        for (chunk_bytes, leg_chunks) in [(512u64, 48u64), (1024, 13)] {
+                            let spec = GeometrySpec {
+                                level: Level::Raid10,
+                                layout: Some(layout),
+                                legs,
+                                chunk_bytes: Some(chunk_bytes),
+                                block_size: 512,
+                                leg_blocks: leg_chunks * chunk_bytes / 512 + 1,
+                            };
+                            let shift = (chunk_bytes / 512).trailing_zeros();
+                            let sound = layout.copies() >= 2
+                                && Geometry::raid10_shape(&spec, layout, shift).is_ok_and(|g| injective(&g));
+                            let accepted = Geometry::new(&spec).is_ok();
+                            let parsed = spelled_by_parse(layout);
+                            assert_eq!(
+                                accepted,
+                                sound && parsed,
+                                "{layout:?} on {legs} legs, chunk {chunk_bytes}"
+                            );
+                            assert_eq!(accepted, layout.validate(legs).is_ok(), "{layout:?} on {legs} legs");
+                            if sound && !parsed {
+                                refused_though_injective.push((layout.to_string(), legs));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The defect's example collides; the mixes refused although they map soundly are the
+        // ones mdadm never creates (n2f2 and its kin), refused so that a superblock cannot
+        // describe a mirror the RPC would not create.
+        let n2o2 = Raid10Layout {
+            near: 2,
+            far: 2,
+            offset: true,
+        };
+        let spec = |legs| GeometrySpec {
+            level: Level::Raid10,
+            layout: Some(n2o2),
+            legs,
+            chunk_bytes: Some(512),
+            block_size: 512,
+            leg_blocks: 100,
+        };
+        assert!(!injective(&Geometry::raid10_shape(&spec(5), n2o2, 0).unwrap()));
+        assert!(refused_though_injective.contains(&("n2f2".to_string(), 4)));
+        for (legs, ok) in (0..=8).map(|l| (l, l >= 2)) {
+            let g = Geometry::new(&GeometrySpec {
+                level: Level::Raid1,
+                layout: None,
+                legs,
+                chunk_bytes: None,
+                block_size: 4096,
+                leg_blocks: 37,
+            });
+            assert_eq!(g.is_ok(), ok, "raid1 on {legs} legs");
+            assert!(g.is_err() || injective(&g.unwrap()));
+        }
+    }
+
+    #[test]
+    fn huge_legs_are_refused_not_wrapped() {
+        for layout in ["n2", "f2", "o3"] {
+            let r = Geometry::new(&GeometrySpec {
+                level: Level::Raid10,
+                layout: Some(Raid10Layout::parse(layout).unwrap()),
+                legs: 32,
+                chunk_bytes: Some(512),
+                block_size: 512,
+                leg_blocks: u64::MAX,
+            });
+            assert_eq!(r, Err(GeometryError::TooManyBlocks(u64::MAX)), "{layout}");
+        }
+        let chunk = |kb: u64| GeometrySpec {
+            level: Level::Raid10,
+            layout: None,
+            legs: 2,
+            chunk_bytes: Some(kb * 1024),
+            block_size: 512,
+            leg_blocks: 1 << 40,
+        };
+        assert!(Geometry::new(&chunk(MAX_CHUNK_KB)).is_ok());
+        assert_eq!(
+            Geometry::new(&chunk(MAX_CHUNK_KB * 2)),
+            Err(GeometryError::ChunkTooLarge(MAX_CHUNK_KB * 2))
+        );
     }
 }
