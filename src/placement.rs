@@ -148,7 +148,7 @@ impl Raid10Layout {
     /// two blocks to one place), at least 2 copies, no more copies than legs, and the offset
     /// flag only with far copies (without them it would be a second spelling of `n<k>`).
     pub fn validate(&self, legs: u32) -> Result<(), GeometryError> {
-        let copies = self.near.checked_mul(self.far).unwrap_or(u32::MAX);
+        let copies = self.near.saturating_mul(self.far);
         if copies < 2 {
             return Err(GeometryError::TooFewCopies(self.to_string(), copies));
         }

@@ -2,9 +2,11 @@
 //! mirror can be reassembled from its legs (in any order, newest `events` wins) and a stale or
 //! corrupt leg recognised. Byte layout: `docs/superblock.md`. Pure: no I/O here.
 
+use std::borrow::Borrow;
+
 use thiserror::Error;
 
-use crate::placement::{Level, Raid10Layout, MAX_LEGS};
+use crate::placement::{Geometry, GeometryError, GeometrySpec, Level, Raid10Layout, MAX_CHUNK_KB, MAX_LEGS};
 
 /// Size of the encoded superblock. It sits at block 0 of every leg, inside the reserved region
 /// before `data_offset_blocks`.
@@ -36,7 +38,7 @@ impl LegRole {
             2 => LegRole::Failed,
             3 => LegRole::Removed,
             4 => LegRole::Rebuilding,
-            other => return Err(SuperblockError::BadField("leg role", other as u64)),
+            other => return Err(SuperblockError::BadField("role", other as u64)),
         })
     }
 }
@@ -88,6 +90,24 @@ pub enum SuperblockError {
     BadField(&'static str, u64),
     #[error("superblock: name longer than {NAME_BYTES} bytes")]
     NameTooLong,
+    #[error("superblock: name is empty")]
+    NameEmpty,
+    #[error("superblock: name is not UTF-8 (or holds a NUL)")]
+    NameNotUtf8,
+    /// The geometry the fields describe is not one the create RPC would build (the message
+    /// starts with the field at fault).
+    #[error("superblock: {0}")]
+    Geometry(#[from] GeometryError),
+    #[error("superblock: {0}")]
+    Layout(#[from] LayoutError),
+    #[error("superblock: {field} is {stored}, the geometry needs {expected}")]
+    Mismatch {
+        field: &'static str,
+        stored: u64,
+        expected: u64,
+    },
+    #[error("superblock: data_offset_blocks + leg_data_blocks ({0} + {1}) overflows")]
+    Overflow(u64, u64),
 }
 
 impl Superblock {
@@ -133,7 +153,9 @@ impl Superblock {
         Ok(b)
     }
 
-    /// Decodes and checks a superblock: magic, version, checksum, then every field's range.
+    /// Decodes and checks a superblock: magic, version, checksum, then every field (see
+    /// [`Superblock::geometry`]). A superblock is untrusted input: whatever this accepts
+    /// describes a mirror the create RPC could have made.
     pub fn decode(b: &[u8]) -> Result<Superblock, SuperblockError> {
         if b.len() < SUPERBLOCK_BYTES {
             return Err(SuperblockError::Short(b.len()));
@@ -149,37 +171,40 @@ impl Superblock {
         if stored != computed {
             return Err(SuperblockError::Checksum { stored, computed });
         }
+        let header_len = get32(b, 12);
+        if header_len as usize != SUPERBLOCK_BYTES {
+            return Err(SuperblockError::BadField("header_len", header_len as u64));
+        }
+        let sb = Self::fields(b)?;
+        sb.geometry()?;
+        Ok(sb)
+    }
+
+    /// The fields of a checksummed superblock, each in its own range.
+    fn fields(b: &[u8]) -> Result<Superblock, SuperblockError> {
         let name_end = b[32..32 + NAME_BYTES]
             .iter()
             .position(|&c| c == 0)
             .unwrap_or(NAME_BYTES);
         let name = std::str::from_utf8(&b[32..32 + name_end])
-            .map_err(|_| SuperblockError::BadField("name", 0))?
+            .map_err(|_| SuperblockError::NameNotUtf8)?
             .to_string();
         let level = match b[96] {
             1 => Level::Raid1,
             10 => Level::Raid10,
             other => return Err(SuperblockError::BadField("level", other as u64)),
         };
+        if b[99] & !1 != 0 {
+            return Err(SuperblockError::BadField("flags", b[99] as u64));
+        }
         let layout = Raid10Layout {
             near: b[97] as u32,
             far: b[98] as u32,
             offset: b[99] & 1 != 0,
         };
-        if layout.near == 0 || layout.far == 0 {
-            return Err(SuperblockError::BadField("layout", (b[97] as u64) << 8 | b[98] as u64));
-        }
         let nlegs = get32(b, 108) as usize;
         if nlegs == 0 || nlegs > MAX_LEGS {
-            return Err(SuperblockError::BadField("leg count", nlegs as u64));
-        }
-        let this_slot = get32(b, 136);
-        if this_slot as usize >= nlegs {
-            return Err(SuperblockError::BadField("slot", this_slot as u64));
-        }
-        let block_size = get32(b, 104);
-        if block_size < 512 || !block_size.is_power_of_two() {
-            return Err(SuperblockError::BadField("block size", block_size as u64));
+            return Err(SuperblockError::BadField("legs", nlegs as u64));
         }
         let mut legs = Vec::with_capacity(nlegs);
         for i in 0..nlegs {
@@ -200,16 +225,138 @@ impl Superblock {
             level,
             layout,
             chunk_kb: get32(b, 100),
-            block_size,
+            block_size: get32(b, 104),
             data_offset_blocks: get64(b, 112),
             leg_data_blocks: get64(b, 120),
             events: get64(b, 128),
-            this_slot,
+            this_slot: get32(b, 136),
             bitmap_region_kb: get32(b, 140),
             bitmap_offset_blocks: get64(b, 144),
             bitmap_blocks: get64(b, 152),
             legs,
         })
+    }
+
+    /// The geometry and metadata layout this superblock describes, once every field is checked
+    /// against the rules the create RPC applies (the same `Geometry::new` and `MetaLayout::new`)
+    /// and the stored layout against the one they derive. `decode` calls it; a superblock built
+    /// in memory can call it too.
+    pub fn geometry(&self) -> Result<(Geometry, MetaLayout), SuperblockError> {
+        self.check_identity()?;
+        self.check_legs()?;
+        self.check_raid1()?;
+        let geo = Geometry::new(&GeometrySpec {
+            level: self.level,
+            layout: (self.level == Level::Raid10).then_some(self.layout),
+            legs: self.legs.len() as u32,
+            chunk_bytes: Some(self.chunk_kb as u64 * 1024),
+            block_size: self.block_size,
+            leg_blocks: self.leg_data_blocks,
+        })?;
+        let meta = MetaLayout::new(self.block_size, geo.data_blocks(), self.bitmap_region_kb)?;
+        for (field, stored, expected) in [
+            ("data_offset_blocks", self.data_offset_blocks, meta.data_offset_blocks),
+            (
+                "bitmap_offset_blocks",
+                self.bitmap_offset_blocks,
+                meta.bitmap_offset_blocks,
+            ),
+            ("bitmap_blocks", self.bitmap_blocks, meta.bitmap_blocks),
+        ] {
+            if stored != expected {
+                return Err(SuperblockError::Mismatch {
+                    field,
+                    stored,
+                    expected,
+                });
+            }
+        }
+        if self.data_offset_blocks.checked_add(self.leg_data_blocks).is_none() {
+            return Err(SuperblockError::Overflow(self.data_offset_blocks, self.leg_data_blocks));
+        }
+        Ok((geo, meta))
+    }
+
+    /// The name as the RPC allows it with a superblock: 1 to 64 bytes, no NUL (the on-disk
+    /// name ends at the first one).
+    fn check_identity(&self) -> Result<(), SuperblockError> {
+        if self.name.is_empty() {
+            return Err(SuperblockError::NameEmpty);
+        }
+        if self.name.len() > NAME_BYTES {
+            return Err(SuperblockError::NameTooLong);
+        }
+        if self.name.contains('\0') {
+            return Err(SuperblockError::NameNotUtf8);
+        }
+        Ok(())
+    }
+
+    /// Leg count, this copy's slot, and a leg table whose failures are not from the future.
+    fn check_legs(&self) -> Result<(), SuperblockError> {
+        if self.legs.is_empty() || self.legs.len() > MAX_LEGS {
+            return Err(SuperblockError::BadField("legs", self.legs.len() as u64));
+        }
+        if self.this_slot as usize >= self.legs.len() {
+            return Err(SuperblockError::BadField("this_slot", self.this_slot as u64));
+        }
+        if let Some(l) = self.legs.iter().find(|l| l.failed_at_events > self.events) {
+            return Err(SuperblockError::BadField("failed_at_events", l.failed_at_events));
+        }
+        Ok(())
+    }
+
+    /// RAID1 stores its layout as `n<legs>`; its chunk is unused (0, or the chunk the RPC
+    /// filled in, which any valid RAID10 chunk may be).
+    fn check_raid1(&self) -> Result<(), SuperblockError> {
+        if self.level != Level::Raid1 {
+            return Ok(());
+        }
+        let n = Raid10Layout {
+            near: self.legs.len() as u32,
+            far: 1,
+            offset: false,
+        };
+        if self.layout != n {
+            let l = self.layout;
+            return Err(SuperblockError::BadField(
+                "layout",
+                (l.near as u64) << 16 | (l.far as u64) << 8 | l.offset as u64,
+            ));
+        }
+        let c = self.chunk_kb as u64;
+        if c != 0 && (!c.is_power_of_two() || c > MAX_CHUNK_KB) {
+            return Err(SuperblockError::BadField("chunk_kb", c));
+        }
+        Ok(())
+    }
+
+    /// The first field on which `other`, a copy read from another leg of the same mirror,
+    /// describes a different mirror than `self`. Only `events`, `this_slot` and the leg
+    /// table (roles, leg uuids of replaced legs) may differ between a mirror's legs.
+    pub fn disagreement(&self, other: &Superblock) -> Option<&'static str> {
+        let (a, b) = (self, other);
+        [
+            ("mirror_uuid", a.mirror_uuid != b.mirror_uuid),
+            ("name", a.name != b.name),
+            ("level", a.level != b.level),
+            ("layout", a.layout != b.layout),
+            ("chunk_kb", a.chunk_kb != b.chunk_kb),
+            ("block_size", a.block_size != b.block_size),
+            ("legs", a.legs.len() != b.legs.len()),
+            ("data_offset_blocks", a.data_offset_blocks != b.data_offset_blocks),
+            ("leg_data_blocks", a.leg_data_blocks != b.leg_data_blocks),
+            ("bitmap_region_kb", a.bitmap_region_kb != b.bitmap_region_kb),
+            ("bitmap_offset_blocks", a.bitmap_offset_blocks != b.bitmap_offset_blocks),
+            ("bitmap_blocks", a.bitmap_blocks != b.bitmap_blocks),
+        ]
+        .into_iter()
+        .find_map(|(field, differs)| differs.then_some(field))
+    }
+
+    /// The uuid this copy's leg carries: its own entry in its own leg table.
+    pub fn own_uuid(&self) -> Option<[u8; 16]> {
+        self.legs.get(self.this_slot as usize).map(|l| l.uuid)
     }
 }
 
@@ -228,9 +375,14 @@ pub struct MetaLayout {
     pub regions: u64,
 }
 
+/// Largest bitmap region (1 TiB of mirror data per bit), as the create RPC allows.
+pub const MAX_REGION_KB: u32 = 1 << 30;
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum LayoutError {
-    #[error("bitmap_region_kb: must be a power of two of at least the block size, got {0} KiB")]
+    #[error(
+        "bitmap_region_kb: must be a power of two of at least the block size and at most {MAX_REGION_KB}, got {0} KiB"
+    )]
     Region(u32),
     #[error("bitmap_region_kb: {regions} regions of {region_kb} KiB do not fit the {max} the reserved area holds; use larger regions")]
     TooManyRegions { regions: u64, region_kb: u32, max: u64 },
@@ -247,7 +399,7 @@ impl MetaLayout {
     pub fn new(block_size: u32, data_blocks: u64, region_kb: u32) -> Result<MetaLayout, LayoutError> {
         let bs = block_size as u64;
         let region_bytes = region_kb as u64 * 1024;
-        if region_kb == 0 || !region_kb.is_power_of_two() || region_bytes < bs {
+        if region_kb == 0 || !region_kb.is_power_of_two() || region_bytes < bs || region_kb > MAX_REGION_KB {
             return Err(LayoutError::Region(region_kb));
         }
         let data_offset_blocks = Self::data_offset_blocks(block_size);
@@ -279,16 +431,158 @@ impl MetaLayout {
     }
 }
 
-/// Of the superblocks read from a mirror's legs, the one to assemble from (the newest
-/// `events`), and the slots whose copy is older (stale: not trusted, to be recovered).
-pub fn choose_newest(found: &[Superblock]) -> Option<(&Superblock, Vec<u32>)> {
-    let newest = found.iter().max_by_key(|s| s.events)?;
-    let stale = found
-        .iter()
-        .filter(|s| s.events < newest.events)
-        .map(|s| s.this_slot)
-        .collect();
-    Some((newest, stale))
+/// Why a copy found on a bdev is not used to assemble its mirror.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Rejection {
+    #[error("{0}")]
+    Invalid(SuperblockError),
+    #[error("its superblock disagrees with the newest one (events {events}) on {field}")]
+    Disagrees { field: &'static str, events: u64 },
+    #[error("slot {slot} goes to another copy, newer or with the leg uuid the newest superblock records")]
+    SlotTaken { slot: u32, winner: usize },
+}
+
+/// What to assemble a mirror from, decided from its legs' superblocks alone (never from the
+/// order they were found in). Indexes point into the slice given to [`choose_legs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assembly {
+    /// The superblock that is the truth: the highest `events`.
+    pub newest: usize,
+    pub geometry: Geometry,
+    pub layout: MetaLayout,
+    /// Per slot: the copy kept for it. A kept copy that is not fresh is stale: it may rejoin
+    /// after assembly (recovered or rebuilt), never read before.
+    pub slots: Vec<Option<usize>>,
+    /// Slots whose kept copy is fresh: the newest `events`, the leg uuid the newest superblock
+    /// records for the slot, and a slot it calls `Active`.
+    pub fresh: u32,
+    /// Slots the newest superblock calls `Active`.
+    pub active: u32,
+    /// Copies not used, and why.
+    pub rejected: Vec<(usize, Rejection)>,
+}
+
+impl Assembly {
+    /// Every slot the newest superblock calls active has its fresh leg.
+    pub fn complete(&self) -> bool {
+        self.fresh != 0 && self.active & !self.fresh == 0
+    }
+
+    /// The fresh legs hold a copy of every block: enough to run degraded.
+    pub fn covers_every_block(&self) -> bool {
+        self.fresh != 0 && self.geometry.every_block_covered(self.fresh)
+    }
+
+    /// Kept copies that are not fresh, with their slots.
+    pub fn stale(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(s, c)| c.map(|i| (s as u32, i)))
+            .filter(|&(s, _)| self.fresh & (1 << s) == 0)
+    }
+}
+
+/// Decides, from the superblocks found on one mirror's legs (same `mirror_uuid`), which one is
+/// the truth and which copy serves each slot. Copies that do not validate, or that disagree
+/// with the newest on anything but `events`, `this_slot` and the leg table, are rejected. When
+/// several copies claim a slot (a removed leg's old superblock and its replacement), the higher
+/// `events` wins, then the one whose leg uuid the newest superblock records for that slot.
+/// `None` when no copy validates.
+pub fn choose_legs<S: Borrow<Superblock>>(found: &[S]) -> Option<Assembly> {
+    let sbs: Vec<&Superblock> = found.iter().map(Borrow::borrow).collect();
+    let mut rejected = Vec::new();
+    let mut valid = Vec::with_capacity(sbs.len());
+    for (i, sb) in sbs.iter().enumerate() {
+        match sb.geometry() {
+            Ok(_) => valid.push(i),
+            Err(e) => rejected.push((i, Rejection::Invalid(e))),
+        }
+    }
+    // Ties are broken by content, so the order the legs appeared in never matters.
+    let bytes: Vec<Vec<u8>> = sbs.iter().map(|s| s.encode().unwrap_or_default()).collect();
+    let newest = pick_newest(&sbs, &valid, &bytes)?;
+    let nsb = sbs[newest];
+    let (geometry, layout) = nsb.geometry().ok()?;
+    let mut slots: Vec<Option<usize>> = vec![None; nsb.legs.len()];
+    let uuid_matches = |i: usize| {
+        let slot = sbs[i].this_slot as usize;
+        sbs[i].own_uuid().is_some() && sbs[i].own_uuid() == nsb.legs.get(slot).map(|l| l.uuid)
+    };
+    let better = |a: usize, b: usize| {
+        let key = |i: usize| (sbs[i].events, uuid_matches(i), i == newest, &bytes[i]);
+        key(a) > key(b)
+    };
+    let mut agreeing = Vec::with_capacity(valid.len());
+    for &i in &valid {
+        match nsb.disagreement(sbs[i]) {
+            Some(field) => rejected.push((
+                i,
+                Rejection::Disagrees {
+                    field,
+                    events: nsb.events,
+                },
+            )),
+            None => agreeing.push(i),
+        }
+    }
+    // Agreement means the same leg count, and `geometry` checked each slot against it.
+    let slot = |i: usize| sbs[i].this_slot as usize;
+    for &i in &agreeing {
+        if slots[slot(i)].is_none_or(|j| better(i, j)) {
+            slots[slot(i)] = Some(i);
+        }
+    }
+    for &i in &agreeing {
+        if let Some(winner) = slots[slot(i)].filter(|&w| w != i) {
+            rejected.push((
+                i,
+                Rejection::SlotTaken {
+                    slot: slot(i) as u32,
+                    winner,
+                },
+            ));
+        }
+    }
+    let active = mask(nsb.legs.iter().map(|l| l.role == LegRole::Active));
+    let fresh = mask(
+        slots
+            .iter()
+            .enumerate()
+            .map(|(s, c)| c.is_some_and(|i| sbs[i].events == nsb.events && uuid_matches(i)) && active & (1 << s) != 0),
+    );
+    rejected.sort_by_key(|r| r.0);
+    Some(Assembly {
+        newest,
+        geometry,
+        layout,
+        slots,
+        fresh,
+        active,
+        rejected,
+    })
+}
+
+/// The copy with the highest `events`. Among equals (which normally carry the same fields
+/// and leg table), the one most of them agree with, then the one whose leg table most of them
+/// share, then the greatest encoding: any fixed order does, it only has to ignore arrival order.
+fn pick_newest(sbs: &[&Superblock], valid: &[usize], bytes: &[Vec<u8>]) -> Option<usize> {
+    let top = valid.iter().map(|&i| sbs[i].events).max()?;
+    let tops: Vec<usize> = valid.iter().copied().filter(|&i| sbs[i].events == top).collect();
+    let count = |same: &dyn Fn(&Superblock) -> bool| tops.iter().filter(|&&j| same(sbs[j])).count();
+    tops.iter().copied().max_by_key(|&i| {
+        let agree = count(&|o| sbs[i].disagreement(o).is_none());
+        let table = count(&|o| sbs[i].legs == o.legs);
+        (agree, table, &bytes[i])
+    })
+}
+
+/// A leg mask from one flag per slot (at most `MAX_LEGS`, which fits a `u32`).
+fn mask(flags: impl Iterator<Item = bool>) -> u32 {
+    flags
+        .enumerate()
+        .filter(|&(i, f)| f && i < MAX_LEGS)
+        .fold(0, |m, (i, _)| m | 1 << i)
 }
 
 fn put32(b: &mut [u8], o: usize, v: u32) {
@@ -342,7 +636,7 @@ mod tests {
             this_slot: 2,
             bitmap_region_kb: 65536,
             bitmap_offset_blocks: 1,
-            bitmap_blocks: 8,
+            bitmap_blocks: 1,
             legs: (0..4)
                 .map(|i| LegEntry {
                     uuid: [i as u8; 16],
@@ -351,6 +645,74 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// A superblock for any level and layout, its metadata fields as the geometry derives them
+    /// when it builds (else left as they are: the geometry is refused first).
+    fn shaped(level: Level, layout: Raid10Layout, legs: usize, chunk_kb: u32, bs: u32) -> Superblock {
+        let mut sb = Superblock {
+            level,
+            layout,
+            chunk_kb,
+            block_size: bs,
+            this_slot: 0,
+            legs: (0..legs)
+                .map(|i| LegEntry {
+                    uuid: [i as u8 + 1; 16],
+                    role: LegRole::Active,
+                    failed_at_events: 0,
+                })
+                .collect(),
+            ..sample()
+        };
+        sb.leg_data_blocks = 5000;
+        let spec = GeometrySpec {
+            level,
+            layout: (level == Level::Raid10).then_some(layout),
+            legs: legs as u32,
+            chunk_bytes: Some(chunk_kb as u64 * 1024),
+            block_size: bs,
+            leg_blocks: sb.leg_data_blocks,
+        };
+        if let Ok(geo) = Geometry::new(&spec) {
+            let meta = MetaLayout::new(bs, geo.data_blocks(), sb.bitmap_region_kb).unwrap();
+            sb.data_offset_blocks = meta.data_offset_blocks;
+            sb.bitmap_offset_blocks = meta.bitmap_offset_blocks;
+            sb.bitmap_blocks = meta.bitmap_blocks;
+        }
+        sb
+    }
+
+    /// Encodes `sb` as it is, checks nothing, and decodes it (the checksum is right).
+    fn through_disk(sb: &Superblock) -> Result<Superblock, SuperblockError> {
+        let mut b = vec![0u8; SUPERBLOCK_BYTES];
+        let good = sample().encode().unwrap();
+        b.copy_from_slice(&good);
+        b[32..96].fill(0);
+        let n = sb.name.len().min(NAME_BYTES);
+        b[32..32 + n].copy_from_slice(&sb.name.as_bytes()[..n]);
+        b[96] = if sb.level == Level::Raid1 { 1 } else { 10 };
+        (b[97], b[98], b[99]) = (sb.layout.near as u8, sb.layout.far as u8, sb.layout.offset as u8);
+        put32(&mut b, 100, sb.chunk_kb);
+        put32(&mut b, 104, sb.block_size);
+        put32(&mut b, 108, sb.legs.len() as u32);
+        put64(&mut b, 112, sb.data_offset_blocks);
+        put64(&mut b, 120, sb.leg_data_blocks);
+        put64(&mut b, 128, sb.events);
+        put32(&mut b, 136, sb.this_slot);
+        put32(&mut b, 140, sb.bitmap_region_kb);
+        put64(&mut b, 144, sb.bitmap_offset_blocks);
+        put64(&mut b, 152, sb.bitmap_blocks);
+        b[LEG_TABLE_OFFSET..CRC_OFFSET].fill(0);
+        for (i, leg) in sb.legs.iter().enumerate().take(MAX_LEGS) {
+            let o = LEG_TABLE_OFFSET + i * LEG_ENTRY_BYTES;
+            b[o..o + 16].copy_from_slice(&leg.uuid);
+            b[o + 16] = leg.role as u8;
+            put64(&mut b, o + 24, leg.failed_at_events);
+        }
+        let crc = crc32c(&b[..CRC_OFFSET]);
+        put32(&mut b, CRC_OFFSET, crc);
+        Superblock::decode(&b)
     }
 
     #[test]
@@ -364,6 +726,7 @@ mod tests {
         let bytes = sb.encode().unwrap();
         assert_eq!(bytes.len(), SUPERBLOCK_BYTES);
         assert_eq!(Superblock::decode(&bytes).unwrap(), sb);
+        assert_eq!(through_disk(&sb).unwrap(), sb);
     }
 
     #[test]
@@ -382,16 +745,252 @@ mod tests {
     }
 
     #[test]
+    fn decode_refuses_what_the_rpc_would_not_create() {
+        let refused = |f: &dyn Fn(&mut Superblock), what: &str| {
+            let mut sb = sample();
+            f(&mut sb);
+            let e = through_disk(&sb).expect_err(what).to_string();
+            assert!(e.contains(what), "{what}: got '{e}'");
+        };
+        refused(&|s| s.name.clear(), "name is empty");
+        refused(&|s| s.layout.near = 2, "mixes near and far");
+        refused(&|s| s.layout.far = 1, "at least 2 copies");
+        refused(&|s| s.chunk_kb = 0, "chunk_kb");
+        refused(&|s| s.chunk_kb = 96, "chunk_kb");
+        refused(&|s| s.chunk_kb = 1 << 21, "chunk_kb");
+        refused(&|s| s.bitmap_region_kb = 3, "bitmap_region_kb");
+        refused(&|s| s.bitmap_region_kb = 1 << 31, "bitmap_region_kb");
+        refused(&|s| s.data_offset_blocks = 255, "data_offset_blocks");
+        refused(&|s| s.bitmap_offset_blocks = 0, "bitmap_offset_blocks");
+        refused(&|s| s.leg_data_blocks = u64::MAX, "leg_blocks");
+        refused(&|s| s.legs[1].failed_at_events = 43, "failed_at_events");
+        refused(&|s| s.this_slot = 4, "this_slot");
+        refused(&|s| s.block_size = 1000, "block_size");
+        refused(
+            &|s| {
+                s.legs.truncate(1);
+                s.this_slot = 0;
+            },
+            "copies but there are only 1 legs",
+        );
+        // On disk a name ends at its first NUL; in memory one cannot hold one.
+        let nul = Superblock {
+            name: "a\0b".into(),
+            ..sample()
+        };
+        assert_eq!(nul.geometry().unwrap_err(), SuperblockError::NameNotUtf8);
+        refused(
+            &|s| {
+                s.level = Level::Raid1;
+                s.chunk_kb = 0;
+            },
+            "layout",
+        );
+    }
+
+    #[test]
+    fn decode_refuses_bad_bytes_the_struct_cannot_hold() {
+        let good = sample().encode().unwrap();
+        let patched = |at: usize, v: &[u8]| {
+            let mut b = good.clone();
+            b[at..at + v.len()].copy_from_slice(v);
+            let crc = crc32c(&b[..CRC_OFFSET]);
+            put32(&mut b, CRC_OFFSET, crc);
+            Superblock::decode(&b)
+        };
+        assert_eq!(patched(32, &[0xff, 0xfe]), Err(SuperblockError::NameNotUtf8));
+        assert_eq!(patched(32, &[0]), Err(SuperblockError::NameEmpty));
+        assert_eq!(
+            patched(12, &[0, 2, 0, 0]),
+            Err(SuperblockError::BadField("header_len", 512))
+        );
+        assert_eq!(patched(99, &[3]), Err(SuperblockError::BadField("flags", 3)));
+        assert_eq!(patched(96, &[2]), Err(SuperblockError::BadField("level", 2)));
+        assert_eq!(patched(108, &[0, 0, 0, 0]), Err(SuperblockError::BadField("legs", 0)));
+        assert_eq!(patched(108, &[33, 0, 0, 0]), Err(SuperblockError::BadField("legs", 33)));
+        assert_eq!(
+            patched(LEG_TABLE_OFFSET + 16, &[9]),
+            Err(SuperblockError::BadField("role", 9))
+        );
+    }
+
+    #[test]
+    fn decode_and_the_rpc_agree_on_every_small_layout() {
+        for bs in [512, 4096] {
+            for legs in 1..=8usize {
+                for near in 0..=4 {
+                    for far in 0..=4 {
+                        for offset in [false, true] {
+                            let layout = Raid10Layout { near, far, offset };
+                            let sb = shaped(Level::Raid10, layout, legs, 64, bs);
+                            let decoded = through_disk(&sb).is_ok();
+                            // The RPC's path: a layout name, parsed, then Geometry::new.
+                            let rpc = Raid10Layout::parse(&layout.to_string()).is_ok_and(|p| {
+                                p == layout
+                                    && Geometry::new(&GeometrySpec {
+                                        level: Level::Raid10,
+                                        layout: Some(p),
+                                        legs: legs as u32,
+                                        chunk_bytes: Some(64 * 1024),
+                                        block_size: bs,
+                                        leg_blocks: sb.leg_data_blocks,
+                                    })
+                                    .is_ok()
+                            });
+                            assert_eq!(decoded, rpc, "{layout:?} on {legs} legs of {bs}-byte blocks");
+                            if decoded {
+                                let (geo, meta) = sb.geometry().unwrap();
+                                assert!(geo.data_blocks() <= meta.regions * meta.region_blocks);
+                            }
+                        }
+                    }
+                }
+            }
+            for legs in 1..=8 {
+                let n = Raid10Layout {
+                    near: legs as u32,
+                    far: 1,
+                    offset: false,
+                };
+                assert_eq!(through_disk(&shaped(Level::Raid1, n, legs, 0, bs)).is_ok(), legs >= 2);
+                let n2 = Raid10Layout::N2;
+                assert_eq!(
+                    through_disk(&shaped(Level::Raid1, n2, legs, 64, bs)).is_ok(),
+                    legs == 2,
+                    "raid1 on {legs} legs stores n{legs}"
+                );
+            }
+        }
+    }
+
+    fn leg(uuid: u8, role: LegRole) -> LegEntry {
+        LegEntry {
+            uuid: [uuid; 16],
+            role,
+            failed_at_events: 0,
+        }
+    }
+
+    /// Copy `slot` of a 3-leg RAID1 at `events` whose leg table holds `uuids` (all active).
+    fn raid1(slot: u32, events: u64, uuids: [u8; 3]) -> Superblock {
+        let mut sb = shaped(
+            Level::Raid1,
+            Raid10Layout {
+                near: 3,
+                far: 1,
+                offset: false,
+            },
+            3,
+            0,
+            512,
+        );
+        sb.this_slot = slot;
+        sb.events = events;
+        sb.legs = uuids.iter().map(|&u| leg(u, LegRole::Active)).collect();
+        sb.geometry().unwrap();
+        sb
+    }
+
+    #[test]
     fn newest_events_win_and_older_legs_are_stale() {
-        let mut a = sample();
-        let mut b = sample();
-        let mut c = sample();
-        (a.this_slot, b.this_slot, c.this_slot) = (0, 1, 2);
-        (a.events, b.events, c.events) = (42, 41, 42);
-        let found = [b.clone(), a.clone(), c.clone()];
-        let (newest, stale) = choose_newest(&found).unwrap();
-        assert_eq!(newest.events, 42);
-        assert_eq!(stale, vec![1]);
+        let found = [
+            raid1(1, 41, [1, 2, 3]),
+            raid1(0, 42, [1, 2, 3]),
+            raid1(2, 42, [1, 2, 3]),
+        ];
+        let a = choose_legs(&found).unwrap();
+        assert_eq!(found[a.newest].events, 42);
+        assert_eq!(a.slots, vec![Some(1), Some(0), Some(2)]);
+        assert_eq!((a.fresh, a.active), (0b101, 0b111));
+        assert!(!a.complete() && a.covers_every_block());
+        assert_eq!(a.stale().collect::<Vec<_>>(), vec![(1, 0)]);
+        assert!(a.rejected.is_empty());
+    }
+
+    #[test]
+    fn a_replaced_legs_old_superblock_loses_its_slot_whatever_the_order() {
+        // Slot 1's old leg (uuid 2) was removed at events 10 and replaced by uuid 9.
+        let old = raid1(1, 10, [1, 2, 3]);
+        let new = raid1(1, 12, [1, 9, 3]);
+        let peer = raid1(0, 12, [1, 9, 3]);
+        for found in [
+            vec![old.clone(), new.clone(), peer.clone()],
+            vec![new.clone(), old.clone(), peer.clone()],
+            vec![peer.clone(), old.clone(), new.clone()],
+        ] {
+            let a = choose_legs(&found).unwrap();
+            let kept = a.slots[1].unwrap();
+            assert_eq!(found[kept], new);
+            let lost = found.iter().position(|s| *s == old).unwrap();
+            assert_eq!(a.rejected, vec![(lost, Rejection::SlotTaken { slot: 1, winner: kept })]);
+            assert_eq!(a.fresh, 0b011);
+        }
+    }
+
+    #[test]
+    fn at_equal_events_the_leg_uuid_the_newest_records_wins_the_slot() {
+        let newest = raid1(0, 7, [1, 2, 3]);
+        let right = raid1(2, 7, [1, 2, 3]);
+        let mut wrong = raid1(2, 7, [1, 2, 3]);
+        wrong.legs[2].uuid = [8; 16];
+        for found in [
+            vec![newest.clone(), wrong.clone(), right.clone()],
+            vec![newest.clone(), right.clone(), wrong.clone()],
+        ] {
+            let a = choose_legs(&found).unwrap();
+            assert_eq!(found[a.slots[2].unwrap()], right);
+            assert_eq!(a.fresh, 0b101);
+        }
+        // Alone in its slot, a leg whose uuid is not the one newest records is kept, not fresh
+        // (newest: the leg table two of the three copies share).
+        let peer = raid1(1, 7, [1, 2, 3]);
+        let a = choose_legs(&[wrong.clone(), newest.clone(), peer]).unwrap();
+        assert_eq!((a.slots[2], a.fresh), (Some(0), 0b011));
+        assert_eq!(a.stale().collect::<Vec<_>>(), vec![(2, 0)]);
+    }
+
+    #[test]
+    fn a_leg_that_disagrees_is_rejected_and_the_others_assemble() {
+        let good = [raid1(0, 5, [1, 2, 3]), raid1(1, 5, [1, 2, 3])];
+        let mut odd = raid1(2, 5, [1, 2, 3]);
+        odd.leg_data_blocks = 4000; // a different size: also a different bitmap
+        let meta = MetaLayout::new(512, 4000, odd.bitmap_region_kb).unwrap();
+        odd.bitmap_blocks = meta.bitmap_blocks;
+        odd.geometry().unwrap();
+        for found in [
+            vec![odd.clone(), good[0].clone(), good[1].clone()],
+            vec![good[0].clone(), good[1].clone(), odd.clone()],
+        ] {
+            let a = choose_legs(&found).unwrap();
+            let at = found.iter().position(|s| *s == odd).unwrap();
+            assert_eq!(
+                a.rejected,
+                vec![(
+                    at,
+                    Rejection::Disagrees {
+                        field: "leg_data_blocks",
+                        events: 5
+                    }
+                )]
+            );
+            assert_eq!((a.fresh, a.slots[2]), (0b011, None));
+            assert!(a.covers_every_block() && !a.complete());
+        }
+        let mut other = raid1(2, 5, [1, 2, 3]);
+        other.name = "other".into();
+        let a = choose_legs(&[good[0].clone(), other]).unwrap();
+        assert!(a.rejected[0].1.to_string().ends_with("on name"), "{:?}", a.rejected);
+    }
+
+    #[test]
+    fn invalid_copies_are_rejected_and_none_valid_means_no_assembly() {
+        let mut bad = raid1(2, 99, [1, 2, 3]);
+        bad.name.clear();
+        let a = choose_legs(&[bad.clone(), raid1(0, 5, [1, 2, 3])]).unwrap();
+        assert_eq!(a.newest, 1);
+        assert_eq!(a.rejected, vec![(0, Rejection::Invalid(SuperblockError::NameEmpty))]);
+        assert!(choose_legs(&[bad]).is_none());
+        assert!(choose_legs::<Superblock>(&[]).is_none());
     }
 
     #[test]
@@ -411,5 +1010,7 @@ mod tests {
             Err(LayoutError::TooManyRegions { .. })
         ));
         assert!(MetaLayout::new(512, 1 << 20, 3).is_err());
+        assert!(MetaLayout::new(512, 1 << 20, MAX_REGION_KB).is_ok());
+        assert!(MetaLayout::new(512, 1 << 20, MAX_REGION_KB << 1).is_err());
     }
 }
