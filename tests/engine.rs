@@ -514,3 +514,55 @@ fn raid10_writes_split_at_chunk_boundaries_to_every_copy() {
         ]
     );
 }
+
+#[test]
+fn abandon_hands_back_every_host_and_the_engine_takes_io_again() {
+    // Parent 1 in flight, parent 2 parked on leg 1's empty pool holding leg 0's context,
+    // parent 3 waiting for admission: all three are handed back, parked contexts freed.
+    let (mut e, log) = engine(raid1(2), 1, 2);
+    e.submit(1, write(0, 1));
+    e.submit(2, write(4, 1));
+    e.submit(3, write(8, 1));
+    assert_eq!(e.active_parents(), 2);
+    assert_eq!(e.queued_parents(), 1);
+    let mut hosts = e.abandon();
+    hosts.sort();
+    assert_eq!(hosts, vec![1, 2, 3]);
+    assert!(e.is_idle());
+    assert!(!e.has_parked());
+    // Writes that had started their intent end it as not on every copy (regions stay dirty).
+    let ends: Vec<_> = log
+        .borrow()
+        .iter()
+        .filter(|ev| matches!(ev, Ev::EndWrite { all_copies: false, .. }))
+        .cloned()
+        .collect();
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    // Children still in flight are the caller's to return (it no longer delivers them).
+    let in_flight: Vec<_> = e.backend_mut().in_flight.drain(..).collect();
+    for (child, info) in in_flight {
+        e.backend_mut().free_child(info.leg, child);
+    }
+    assert_eq!(e.backend().pools, vec![1, 1], "every context is back");
+    // And the engine serves I/O again.
+    e.submit(4, write(0, 1));
+    complete_one(&mut e);
+    complete_one(&mut e);
+    assert_eq!(completions(&log), vec![(4, HostStatus::Success)]);
+}
+
+#[test]
+fn a_slot_abandoned_while_its_intent_is_pending_is_reused_only_after_the_answer() {
+    let (mut e, log) = engine(raid1(2), 4, 1);
+    e.intent_mut().pending = true;
+    e.submit(1, write(0, 1));
+    assert_eq!(e.abandon(), vec![1]);
+    // The only slot waits for its old intent answer: a new write queues, holding nothing.
+    e.submit(2, write(8, 1));
+    assert_eq!(e.queued_parents(), 1);
+    // The stale answer for slot 0 frees the slot; it does not release the new write early.
+    e.write_intent_ready(0);
+    assert!(submits(&log).is_empty(), "a stale intent answer released a write");
+    e.write_intent_ready(0);
+    assert_eq!(submits(&log), vec![(2, 0), (2, 1)]);
+}

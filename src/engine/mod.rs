@@ -70,6 +70,9 @@ enum Phase {
     Issue,
     /// Main plan issued, bias dropped; children (and read retries) outstanding.
     Tail,
+    /// Abandoned (`Engine::abandon`) while its write intent was pending: the slot is reused only
+    /// once that answer is in, so the answer cannot release another parent early.
+    Abandoned,
 }
 
 /// Which queue a parked child belongs to.
@@ -342,7 +345,10 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// The write-intent bitmap made parent `id`'s intent durable (answers `Gate::Pending`).
     pub fn write_intent_ready(&mut self, id: ParentId) {
         let slot = &mut self.slots[id as usize];
-        if slot.phase == Phase::Intent && slot.wait == Some(Wait::Intent) {
+        if slot.phase == Phase::Abandoned {
+            slot.phase = Phase::Free;
+            self.free_slots.push(id);
+        } else if slot.phase == Phase::Intent && slot.wait == Some(Wait::Intent) {
             slot.wait = None;
             slot.phase = Phase::Issue;
             self.push_ready(id);
@@ -390,6 +396,58 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             self.pool_waiters, self.io_waiters, self.ready
         ));
         out.join("; ")
+    }
+
+    /// After a panic part-way through the engine (a bug): forgets every parent and returns
+    /// their hosts, for the caller to fail once the children still in flight are back (the
+    /// caller must no longer deliver those to the engine). Parked children's contexts go back
+    /// to their pools. Admitted writes end their intent as not written to every copy, so their
+    /// regions stay dirty (copies may differ there). Counters are kept; the engine is otherwise
+    /// as new and takes I/O again.
+    pub fn abandon(&mut self) -> Vec<B::Host> {
+        let mut hosts = Vec::new();
+        for id in 0..self.slots.len() {
+            let slot = &mut self.slots[id];
+            let (phase, req, wait) = (slot.phase, slot.req, slot.wait);
+            if matches!(phase, Phase::Free | Phase::Abandoned) {
+                continue;
+            }
+            let parked = slot.parked.take();
+            let held: Vec<_> = slot.held.drain(..).collect();
+            hosts.extend(slot.host.take());
+            slot.wait = None;
+            slot.in_ready = false;
+            slot.remaining = 0;
+            for (child, info) in held.into_iter().chain(parked.map(|(c, i, _)| (c, i))) {
+                self.backend.free_child(info.leg, child);
+            }
+            if phase != Phase::Admit {
+                self.backend.release_parent();
+            }
+            let intent_started = req.op.is_write() && phase != Phase::Admit;
+            if intent_started {
+                self.intent.end_write(req.lba, req.blocks, false);
+            }
+            if phase == Phase::Intent && wait == Some(Wait::Intent) {
+                self.slots[id].phase = Phase::Abandoned;
+            } else {
+                self.slots[id].phase = Phase::Free;
+                self.free_slots.push(id as ParentId);
+            }
+        }
+        hosts.extend(self.admit_queue.drain(..).map(|(h, _)| h));
+        self.pool_waiters.iter_mut().for_each(VecDeque::clear);
+        self.io_waiters.clear();
+        self.ready.clear();
+        self.pool_freed = 0;
+        self.io_signal = false;
+        self.draining = false;
+        for l in &mut self.legs {
+            l.outstanding_blocks = 0;
+        }
+        self.stats.parents_failed += hosts.len() as u64;
+        self.stats.parents_completed += hosts.len() as u64;
+        hosts
     }
 
     /// Whether anything is parked (the SPDK poller runs only then).
