@@ -67,6 +67,8 @@ enum Event {
     Poll,
     /// A write-intent bitmap flush lands on the legs.
     BitmapFlushed,
+    /// One leg's part of a metadata write (superblock and bitmap) lands.
+    MetaLanded(u32),
 }
 
 /// A child being served by a leg.
@@ -81,6 +83,13 @@ pub enum Notice {
     ChildDone(SimChild, ChildInfo, ChildStatus),
     Poll,
     BitmapFlushed,
+}
+
+/// What happens next: something for the engine, or, in runs that model the superblocks, one
+/// leg's part of a metadata write landing (that is for the metadata writer, not the engine).
+pub enum SimEvent {
+    Engine(Notice),
+    MetaLanded(u32),
 }
 
 pub struct SimBackend {
@@ -107,6 +116,8 @@ pub struct SimBackend {
     /// Each (write id, segment, leg) submitted, to prove no child goes twice.
     pub submitted_log: Option<Vec<(u64, u32, u32)>>,
     poll_scheduled: bool,
+    /// Legs the engine failed since the runner last looked (as the SPDK backend's mask).
+    failed_legs: u32,
 }
 
 impl SimBackend {
@@ -166,6 +177,7 @@ impl SimBackend {
             completed: Vec::with_capacity(host_slots as usize),
             submitted_log: None,
             poll_scheduled: false,
+            failed_legs: 0,
         }
     }
 
@@ -176,6 +188,16 @@ impl SimBackend {
     /// The leg's device dies: from now on every I/O to it fails.
     pub fn kill_leg(&mut self, leg: u32) {
         self.legs[leg as usize].dead = true;
+    }
+
+    /// Whether the leg's device is gone (every I/O to it fails).
+    pub fn leg_dead(&self, leg: u32) -> bool {
+        self.legs[leg as usize].dead
+    }
+
+    /// Legs the engine failed since the last call, as a mask.
+    pub fn take_failed_legs(&mut self) -> u32 {
+        std::mem::take(&mut self.failed_legs)
     }
 
     pub fn leg_data(&self, leg: u32) -> &[u64] {
@@ -211,16 +233,25 @@ impl SimBackend {
     }
 
     /// Advances time to the next event and returns what the engine must hear; `None` when
-    /// nothing is left to happen.
+    /// nothing is left to happen. For runs that write no metadata (`start_meta_write`).
     pub fn next_notice(&mut self) -> Option<Notice> {
+        match self.next_event()? {
+            SimEvent::Engine(n) => Some(n),
+            SimEvent::MetaLanded(_) => unreachable!("next_notice in a run that writes metadata: use next_event"),
+        }
+    }
+
+    /// Advances time to the next event and returns it; `None` when nothing is left to happen.
+    pub fn next_event(&mut self) -> Option<SimEvent> {
         let Reverse((t, _, ev)) = self.events.pop()?;
         self.now = self.now.max(t);
-        match ev {
+        let notice = match ev {
             Event::Poll => {
                 self.poll_scheduled = false;
-                Some(Notice::Poll)
+                Notice::Poll
             }
-            Event::BitmapFlushed => Some(Notice::BitmapFlushed),
+            Event::BitmapFlushed => Notice::BitmapFlushed,
+            Event::MetaLanded(leg) => return Some(SimEvent::MetaLanded(leg)),
             Event::Done(slot) => {
                 let svc = self.in_service[slot as usize].take().expect("service slot in use");
                 self.free_service.push(slot);
@@ -234,9 +265,16 @@ impl SimBackend {
                 let status = self.perform(self.ctx_host[child.0 as usize], &info, svc.status);
                 self.ctx_reserved[child.0 as usize] = false;
                 self.free_io();
-                Some(Notice::ChildDone(child, info, status))
+                Notice::ChildDone(child, info, status)
             }
-        }
+        };
+        Some(SimEvent::Engine(notice))
+    }
+
+    /// One leg's part of a metadata write was issued; it lands after `latency_ns`. It does not
+    /// queue behind the leg's data I/O: the metadata writer models its own latency.
+    pub fn start_meta_write(&mut self, leg: u32, latency_ns: u64) {
+        self.schedule(self.now + latency_ns, Event::MetaLanded(leg));
     }
 
     /// A bitmap flush was issued; it lands after `latency_ns`.
@@ -389,5 +427,9 @@ impl Backend for SimBackend {
 
     fn complete(&mut self, host: u32, status: HostStatus) {
         self.completed.push((host, status));
+    }
+
+    fn leg_failed(&mut self, leg: u32) {
+        self.failed_legs |= 1 << leg;
     }
 }
