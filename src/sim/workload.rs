@@ -6,16 +6,17 @@
 use serde::Serialize;
 use thiserror::Error;
 
-use super::backend::{block_value, Faults, LegModel, Notice, SimBackend};
+use super::assembly::{restart, HostView, RestartReport};
+use super::backend::{block_value, Faults, LegModel, Notice, SimBackend, SimEvent};
+use super::host::{Host, UNKNOWN};
 use super::intent::{BitmapConfig, SimIntent};
+use super::metadata::{initial_superblock, MetaWriter, OpDone};
 use super::rng::Rng;
 use crate::bitmap::WriteIntentBitmap;
 use crate::engine::NoBitmap;
-use crate::engine::{Engine, EngineConfig, EngineStats, HostStatus, IoOp, IoRequest, ReadPolicy, Strategy};
+use crate::engine::{Engine, EngineConfig, EngineStats, IoOp, IoRequest, ReadPolicy, Strategy};
 use crate::placement::{Geometry, GeometryError, GeometrySpec};
-
-/// Marks a block whose content is unknown (a failed write may or may not have landed).
-const UNKNOWN: u64 = u64::MAX;
+use crate::superblock::{LayoutError, MetaLayout};
 
 /// Simulated time without a single host completion after which a run counts as stalled.
 const STALL_NS: u64 = 1_000_000_000;
@@ -46,6 +47,25 @@ pub struct SimConfig {
     /// Stop dead after this many host completions, as a crash would, and check that every
     /// block whose copies differ lies in a region the bitmap had made durably dirty.
     pub crash_after: Option<u64>,
+    /// Model the superblocks: every leg keeps its own superblock and bitmap image, written by
+    /// one metadata writer (the bitmap's flushes go through it; each leg's part takes
+    /// `bitmap.flush_latency_ns` to twice that), and a crash is followed by an assembly that
+    /// checks every acknowledged write (`SimReport::restart`). Needs `bitmap`.
+    pub superblock: bool,
+    /// With `superblock`: no host I/O is acknowledged while a leg failure is not yet in the
+    /// superblocks (the SPDK glue's rule). Off only to show what goes wrong without it.
+    pub hold_acks_until_failure_recorded: bool,
+    /// Crash this long after the mirror first fails a leg.
+    pub crash_after_failure: Option<CrashPoint>,
+}
+
+/// When a crash comes, counted from the first leg failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After this many more host acknowledgements.
+    Acks(u64),
+    /// After this much simulated time (at the first event at or after it).
+    Ns(u64),
 }
 
 impl SimConfig {
@@ -74,6 +94,9 @@ impl SimConfig {
             read_policy: ReadPolicy::default(),
             bitmap: None,
             crash_after: None,
+            superblock: false,
+            hold_acks_until_failure_recorded: true,
+            crash_after_failure: None,
         }
     }
 }
@@ -100,6 +123,12 @@ pub enum SimConfigError {
     MaxIo,
     #[error("inline_pct/nomem_pct: must be 0..=100 (nomem_pct below 100)")]
     Percent,
+    #[error("superblock: needs the bitmap (they are written together)")]
+    SuperblockNeedsBitmap,
+    #[error("bitmap region: {0} bytes is not a whole number of KiB, which the superblock records")]
+    RegionKib(u64),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
 }
 
 /// What a run did. The CLI prints it as its last line.
@@ -132,6 +161,10 @@ pub struct SimReport {
     /// outside the durably dirty regions (must be 0: resync would miss them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crash: Option<CrashReport>,
+    /// With `superblock` and a crash: what assembly would trust, and whether every
+    /// acknowledged write is there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartReport>,
     /// When stalled: where each unfinished parent waits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parked: Option<String>,
@@ -164,6 +197,9 @@ pub fn validate(cfg: &SimConfig) -> Result<(Geometry, u32), SimConfigError> {
     if cfg.faults.inline_pct > 100 || cfg.faults.nomem_pct >= 100 {
         return Err(SimConfigError::Percent);
     }
+    if cfg.superblock {
+        meta_layout(cfg, &geo)?;
+    }
     if let ReadPolicy::Preferred(leg) = cfg.read_policy {
         if leg >= geo.legs() {
             return Err(SimConfigError::PreferredLeg(leg, geo.legs()));
@@ -186,44 +222,6 @@ pub fn validate(cfg: &SimConfig) -> Result<(Geometry, u32), SimConfigError> {
         });
     }
     Ok((geo, max_parents))
-}
-
-struct Host {
-    busy_w: Vec<u16>,
-    busy_r: Vec<u16>,
-    expected: Vec<u64>,
-    reqs: Vec<IoRequest>,
-    free: Vec<u32>,
-    completed: u64,
-    failed: u64,
-    mismatches: u64,
-    last_completion: u64,
-}
-
-impl Host {
-    fn conflicts(&self, req: &IoRequest) -> bool {
-        let r = req.lba as usize..(req.lba + req.blocks) as usize;
-        match req.op {
-            IoOp::Read => self.busy_w[r].iter().any(|&c| c > 0),
-            _ => self.busy_w[r.clone()].iter().any(|&c| c > 0) || self.busy_r[r].iter().any(|&c| c > 0),
-        }
-    }
-
-    fn mark(&mut self, req: &IoRequest, add: bool) {
-        let r = req.lba as usize..(req.lba + req.blocks) as usize;
-        let counts = if req.op == IoOp::Read {
-            &mut self.busy_r[r]
-        } else {
-            &mut self.busy_w[r]
-        };
-        for c in counts {
-            if add {
-                *c += 1
-            } else {
-                *c -= 1
-            }
-        }
-    }
 }
 
 /// Runs the workload. Errors only for a bad configuration; a stall or mismatch is reported.
@@ -264,33 +262,44 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
         backend,
         intent,
     );
-    let flush_latency = cfg.bitmap.map_or(0, |b| b.flush_latency_ns);
+    let region_blocks = cfg.bitmap.map_or(1, |b| b.region_blocks.max(1));
+    let mut d = Daemons {
+        flush_latency: cfg.bitmap.map_or(0, |b| b.flush_latency_ns),
+        meta: match (cfg.superblock, cfg.bitmap) {
+            (true, Some(b)) => {
+                let (region_kb, layout) = meta_layout(cfg, &geo)?;
+                let sb = initial_superblock(&geo, region_kb, &layout);
+                Some(MetaWriter::new(
+                    sb,
+                    layout.regions as usize,
+                    b.flush_latency_ns,
+                    cfg.faults.error_leg,
+                    cfg.seed,
+                ))
+            }
+            _ => None,
+        },
+        hold: cfg.hold_acks_until_failure_recorded,
+    };
     let mut crashed = false;
     let mut rng = Rng::new(cfg.seed.wrapping_mul(31).wrapping_add(7));
-    let mut host = Host {
-        busy_w: vec![0; data_blocks as usize],
-        busy_r: vec![0; data_blocks as usize],
-        expected: vec![0; data_blocks as usize],
-        reqs: vec![
-            IoRequest {
-                op: IoOp::Read,
-                lba: 0,
-                blocks: 0
-            };
-            cfg.qd as usize
-        ],
-        free: (0..cfg.qd).rev().collect(),
-        completed: 0,
-        failed: 0,
-        mismatches: 0,
-        last_completion: 0,
-    };
+    let mut host = Host::new(cfg.qd, data_blocks);
     let fail_after = cfg.fail_after.unwrap_or(cfg.ios / 2);
     let mut killed = false;
     let mut issued = 0u64;
     let mut stalled = false;
 
     loop {
+        if let (Some(point), Some(f)) = (cfg.crash_after_failure, host.failure) {
+            let due = match point {
+                CrashPoint::Acks(n) => host.completed >= f.acks + n,
+                CrashPoint::Ns(ns) => engine.backend().now() >= f.at_ns + ns,
+            };
+            if due {
+                crashed = true;
+                break;
+            }
+        }
         // Keep the queue full, leaving out ranges that conflict with I/O in flight.
         while issued < cfg.ios {
             let Some(&slot) = host.free.last() else { break };
@@ -324,7 +333,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
                 }
             }
             engine.submit(slot, req);
-            settle(&mut engine, &mut host, flush_latency);
+            settle(&mut engine, &mut host, &mut d);
         }
         if host.completed == cfg.ios {
             break;
@@ -339,14 +348,22 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
                 killed = true;
             }
         }
-        match engine.backend_mut().next_notice() {
+        match engine.backend_mut().next_event() {
             None => {
                 stalled = true;
                 break;
             }
-            Some(Notice::ChildDone(child, info, status)) => engine.child_done(child, info, status),
-            Some(Notice::Poll) => engine.poll(),
-            Some(Notice::BitmapFlushed) => {
+            Some(SimEvent::Engine(Notice::ChildDone(child, info, status))) => engine.child_done(child, info, status),
+            Some(SimEvent::Engine(Notice::Poll)) => engine.poll(),
+            Some(SimEvent::MetaLanded(leg)) => {
+                let device_ok = !engine.backend().leg_dead(leg);
+                let meta = d.meta.as_mut().expect("metadata lands only where it is written");
+                meta.landed(leg, device_ok);
+                if let Some(done) = meta.take_done() {
+                    meta_done(&mut engine, done);
+                }
+            }
+            Some(SimEvent::Engine(Notice::BitmapFlushed)) => {
                 let released = engine
                     .intent_mut()
                     .bitmap_mut()
@@ -357,7 +374,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
                 }
             }
         }
-        settle(&mut engine, &mut host, flush_latency);
+        settle(&mut engine, &mut host, &mut d);
         if engine.backend().now() > host.last_completion + STALL_NS {
             stalled = true;
             break;
@@ -369,6 +386,22 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
         host.mismatches += compare_legs(&engine, &host.expected);
     }
     let crash = crashed.then(|| crash_check(&engine));
+    let restart = d.meta.as_ref().filter(|_| crashed).map(|meta| {
+        let b = engine.backend();
+        let view = HostView {
+            acked: &host.acked(),
+            unacked: &host.unacked(&b.hosts),
+        };
+        let failed = (0..geo.legs())
+            .filter(|&l| engine.leg_failed(l))
+            .fold(0, |m, l| m | 1 << l);
+        let mut r = restart(&geo, meta.disks(), region_blocks, |leg| b.leg_data(leg), failed, &view);
+        r.failure_recorded = !meta.failure_unrecorded();
+        r.acks_held = host.held.len() as u64;
+        r.acked_since_failure = host.failure.map_or(0, |f| host.completed - f.acks);
+        r.writes_in_flight_at_failure = host.failure.map_or(0, |f| f.writes_in_flight);
+        r
+    });
     let bitmap = engine.intent_mut().bitmap().map(|b| BitmapReport {
         regions: b.regions(),
         dirty_regions: b.dirty_regions(),
@@ -413,73 +446,124 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
         pools_full,
         bitmap,
         crash,
+        restart,
         parked: stalled.then(|| engine.describe_parked()),
         submissions,
     })
 }
 
-/// Delivers what the backend has for the engine and the host until nothing is left.
-fn settle(engine: &mut Engine<SimBackend, SimIntent>, host: &mut Host, flush_latency: u64) {
-    bitmap_daemon(engine, flush_latency);
-    deliver(engine, host);
-    bitmap_daemon(engine, flush_latency);
+/// With the superblocks modelled: the bitmap region in KiB and the metadata layout, as the
+/// create RPC would derive them (so the superblocks written validate at assembly).
+fn meta_layout(cfg: &SimConfig, geo: &Geometry) -> Result<(u32, MetaLayout), SimConfigError> {
+    let b = cfg.bitmap.ok_or(SimConfigError::SuperblockNeedsBitmap)?;
+    let bytes = b.region_blocks * geo.block_size() as u64;
+    let kb = u32::try_from(bytes / 1024)
+        .ok()
+        .filter(|_| bytes % 1024 == 0)
+        .ok_or(SimConfigError::RegionKib(bytes))?;
+    Ok((kb, MetaLayout::new(geo.block_size(), geo.data_blocks(), kb)?))
 }
 
-/// The bitmap's daemon: clears idle regions, and writes out what changed.
-fn bitmap_daemon(engine: &mut Engine<SimBackend, SimIntent>, flush_latency: u64) {
-    let now = engine.backend().now();
-    if let Some(b) = engine.intent_mut().bitmap_mut() {
-        b.tick(now);
-        if b.take_flush().is_some() {
-            engine.backend_mut().start_bitmap_flush(flush_latency);
-        }
+/// What runs beside the engine: the bitmap's flushes, or the metadata writer that carries them
+/// with the superblock, and whether acknowledgements wait for a leg failure to be recorded.
+struct Daemons {
+    flush_latency: u64,
+    meta: Option<MetaWriter>,
+    hold: bool,
+}
+
+/// Delivers what the backend has for the engine and the host until nothing is left. Twice: a
+/// metadata write that went to no leg finishes at once and may release parents.
+fn settle(engine: &mut Engine<SimBackend, SimIntent>, host: &mut Host, d: &mut Daemons) {
+    for _ in 0..2 {
+        daemons(engine, d);
+        deliver(engine, host, d);
     }
 }
 
-fn deliver(engine: &mut Engine<SimBackend, SimIntent>, host: &mut Host) {
+/// The bitmap's daemon: clears idle regions and writes out what changed, on its own or, with
+/// the superblocks modelled, through the metadata writer (which also writes leg failures).
+fn daemons(engine: &mut Engine<SimBackend, SimIntent>, d: &mut Daemons) {
+    let now = engine.backend().now();
+    let Some(b) = engine.intent_mut().bitmap_mut() else {
+        return;
+    };
+    b.tick(now);
+    let Some(meta) = d.meta.as_mut() else {
+        if b.take_flush().is_some() {
+            engine.backend_mut().start_bitmap_flush(d.flush_latency);
+        }
+        return;
+    };
+    if !meta.wants_write(b.needs_flush()) {
+        return;
+    }
+    let (image, took_flush) = match b.take_flush() {
+        Some(img) => (img, true),
+        None => (b.on_disk().clone(), false),
+    };
+    for (leg, latency) in meta.start(image, took_flush) {
+        engine.backend_mut().start_meta_write(leg, latency);
+    }
+    if let Some(done) = meta.take_done() {
+        meta_done(engine, done);
+    }
+}
+
+/// A metadata write is back from every leg (`persist::op_put`): the bitmap image it carried is
+/// durable, legs it could not be written to fail, and the writes that waited may go.
+fn meta_done(engine: &mut Engine<SimBackend, SimIntent>, done: OpDone) {
+    let released = match engine.intent_mut().bitmap_mut() {
+        Some(b) if done.took_flush => b.flush_done(),
+        _ => Vec::new(),
+    };
+    for leg in (0..32).filter(|l| done.failed_legs & (1 << l) != 0) {
+        engine.fail_leg(leg);
+    }
+    for id in released {
+        engine.write_intent_ready(id);
+    }
+}
+
+/// Hands completed host I/O to the host, as the SPDK channel's `run` does: legs the engine
+/// failed become failed for the mirror first, and while a failure is not in the superblocks
+/// completions are held, not acknowledged.
+fn deliver(engine: &mut Engine<SimBackend, SimIntent>, host: &mut Host, d: &mut Daemons) {
     loop {
         if engine.backend_mut().take_io_signal() {
             engine.io_available();
             continue;
         }
-        let done = std::mem::take(&mut engine.backend_mut().completed);
+        let now = engine.backend().now();
+        let failed = engine.backend_mut().take_failed_legs();
+        if failed != 0 {
+            host.note_failure(now);
+            if let Some(meta) = d.meta.as_mut() {
+                for leg in (0..32).filter(|l| failed & (1 << l) != 0) {
+                    meta.fail_leg(leg);
+                }
+            }
+        }
+        // A write that missed the failed leg must not be acknowledged before the superblocks
+        // say the leg is stale, or a crash now could let that leg be trusted again.
+        let hold = d.hold && d.meta.as_ref().is_some_and(|m| m.failure_unrecorded());
+        if !hold && !host.held.is_empty() {
+            for (slot, status) in std::mem::take(&mut host.held) {
+                host.ack(slot, status, &engine.backend().hosts[slot as usize], now);
+            }
+        }
+        let mut done = std::mem::take(&mut engine.backend_mut().completed);
         if done.is_empty() {
             return;
         }
-        let now = engine.backend().now();
         for &(slot, status) in &done {
-            assert!(!host.free.contains(&slot), "host I/O in slot {slot} completed twice");
-            let req = host.reqs[slot as usize];
-            host.mark(&req, false);
-            host.completed += 1;
-            host.last_completion = now;
-            let range = req.lba as usize..(req.lba + req.blocks) as usize;
-            match (req.op, status) {
-                (_, HostStatus::Failed) => {
-                    host.failed += 1;
-                    if req.op == IoOp::Write {
-                        host.expected[range].fill(UNKNOWN);
-                    }
-                }
-                (IoOp::Read, HostStatus::Success) => {
-                    let buf = &engine.backend().hosts[slot as usize].buf[..req.blocks as usize];
-                    host.mismatches += buf
-                        .iter()
-                        .zip(&host.expected[range])
-                        .filter(|(got, want)| **want != UNKNOWN && got != want)
-                        .count() as u64;
-                }
-                (_, HostStatus::Success) => {
-                    let id = engine.backend().hosts[slot as usize].write_id;
-                    for (i, e) in host.expected[range].iter_mut().enumerate() {
-                        *e = block_value(id, req.lba + i as u64);
-                    }
-                }
+            if hold {
+                host.held.push((slot, status));
+            } else {
+                host.ack(slot, status, &engine.backend().hosts[slot as usize], now);
             }
-            host.free.push(slot);
         }
         // Hand the buffer back for reuse.
-        let mut done = done;
         done.clear();
         engine.backend_mut().completed = done;
     }
