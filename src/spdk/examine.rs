@@ -4,7 +4,9 @@
 //! there with that newest `events` (in any order); if some never come (missing, or rejected for
 //! a bad superblock) but the fresh legs hold every block, it assembles degraded after
 //! `GRACE_US`. Legs whose superblock is older (stale) are not trusted: they join afterwards and
-//! are recovered, from the bitmap when it covers their absence, else by a full rebuild.
+//! are recovered, from the bitmap when it covers their absence, else by a full rebuild. Which
+//! copy is the truth and which leg serves each slot is decided by `choose_legs` (pure, in
+//! `superblock.rs`) from the superblocks alone, never from the order the bdevs appeared in.
 
 use std::os::raw::{c_int, c_void};
 use std::ptr;
@@ -18,8 +20,7 @@ use super::module::module_ptr;
 use super::process::{self, Kind};
 use crate::bitmap::{resync_plan, Bits};
 use crate::engine::ReadPolicy;
-use crate::placement::{Geometry, GeometrySpec, Level};
-use crate::superblock::{LegRole, MetaLayout, Superblock, SuperblockError, SUPERBLOCK_BYTES};
+use crate::superblock::{choose_legs, Assembly, LegRole, Rejection, Superblock, SuperblockError, SUPERBLOCK_BYTES};
 
 /// How long a mirror that could run degraded waits for its missing legs.
 const GRACE_US: u64 = 3_000_000;
@@ -28,30 +29,9 @@ const GRACE_US: u64 = 3_000_000;
 pub struct Found {
     pub bdev: String,
     pub sb: Superblock,
-    pub bits: Bits,
-}
-
-/// The geometry and metadata layout a superblock describes, checked against each other.
-pub fn geometry_of(sb: &Superblock) -> Result<(Geometry, MetaLayout), String> {
-    let geo = Geometry::new(&GeometrySpec {
-        level: sb.level,
-        layout: (sb.level == Level::Raid10).then_some(sb.layout),
-        legs: sb.legs.len() as u32,
-        chunk_bytes: Some(sb.chunk_kb as u64 * 1024),
-        block_size: sb.block_size,
-        leg_blocks: sb.leg_data_blocks,
-    })
-    .map_err(|e| format!("geometry: {e}"))?;
-    let layout = MetaLayout::new(sb.block_size, geo.data_blocks(), sb.bitmap_region_kb).map_err(|e| e.to_string())?;
-    if (
-        layout.data_offset_blocks,
-        layout.bitmap_offset_blocks,
-        layout.bitmap_blocks,
-    ) != (sb.data_offset_blocks, sb.bitmap_offset_blocks, sb.bitmap_blocks)
-    {
-        return Err("metadata layout does not match the geometry".into());
-    }
-    Ok((geo, layout))
+    /// The bitmap as read, sized by this leg's own superblock: it is only turned into bits
+    /// against the geometry the mirror is assembled with.
+    pub bitmap: Vec<u8>,
 }
 
 pub type ReadDone = Box<dyn FnOnce(Result<Option<Found>, String>)>;
@@ -63,7 +43,6 @@ struct Reader {
     buf: *mut c_void,
     bs: u64,
     sb: Option<Superblock>,
-    regions: usize,
     done: Option<ReadDone>,
 }
 
@@ -96,7 +75,6 @@ pub fn read_superblock(name: &str, done: ReadDone) {
         buf,
         bs,
         sb: None,
-        regions: 0,
         done: Some(done),
     }));
     if ch.is_null() || buf.is_null() {
@@ -141,11 +119,10 @@ extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
             let len = (sb.bitmap_blocks * rd.bs) as usize;
             // SAFETY: the buffer holds the metadata blocks just read.
             let bytes = unsafe { std::slice::from_raw_parts((rd.buf as *const u8).add(at), len) };
-            let bits = Bits::from_bytes(bytes, rd.regions);
             let found = Found {
                 bdev: rd.name.clone(),
                 sb,
-                bits,
+                bitmap: bytes.to_vec(),
             };
             return read_finished(r, Ok(Some(found)));
         }
@@ -158,14 +135,16 @@ extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
         };
         // SAFETY: open desc.
         let n = unsafe { sys::spdk_bdev_get_num_blocks(sys::spdk_bdev_desc_get_bdev(rd.desc)) };
-        let checked = geometry_of(&sb).and_then(|(_, layout)| {
+        let checked = sb.geometry().map_err(|e| e.to_string()).and_then(|(_, layout)| {
+            // `geometry` refused a sum that overflows.
+            let need = sb.data_offset_blocks.saturating_add(sb.leg_data_blocks);
             if sb.block_size as u64 != rd.bs {
-                Err(format!("records {}-byte blocks, the bdev has {}", sb.block_size, rd.bs))
-            } else if n < sb.data_offset_blocks + sb.leg_data_blocks {
                 Err(format!(
-                    "records {} blocks per leg, the bdev has {n}",
-                    sb.data_offset_blocks + sb.leg_data_blocks
+                    "superblock: records {}-byte blocks, the bdev has {}",
+                    sb.block_size, rd.bs
                 ))
+            } else if n < need {
+                Err(format!("superblock: records {need} blocks per leg, the bdev has {n}"))
             } else {
                 Ok(layout)
             }
@@ -183,11 +162,10 @@ extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
                 if rd.buf.is_null() {
                     return read_finished(r, Err("no memory to read the bitmap".into()));
                 }
-                rd.regions = layout.regions as usize;
                 rd.sb = Some(sb);
                 read_blocks(r, layout.meta_blocks());
             }
-            Err(e) => read_finished(r, Err(format!("superblock: {e}"))),
+            Err(e) => read_finished(r, Err(e)),
         }
     })
 }
@@ -244,6 +222,8 @@ struct Pending {
     timer: *mut sys::spdk_poller,
     /// The timer's argument (the uuid, boxed), freed with the timer.
     timer_arg: *mut [u8; 16],
+    /// Rejections already logged (bdev and reason), so each is logged once.
+    reported: Vec<(String, String)>,
 }
 
 struct PendingList(Vec<Pending>);
@@ -273,21 +253,14 @@ fn offer(f: Found) {
                     found: Vec::new(),
                     timer: ptr::null_mut(),
                     timer_arg: ptr::null_mut(),
+                    reported: Vec::new(),
                 });
                 list.0.len() - 1
             }
         };
         let p = &mut list.0[idx];
-        if let Some(other) = p.found.iter().find(|o| o.sb.this_slot == f.sb.this_slot) {
-            warnlog!(
-                "mirror {}: bdev {} claims slot {}, already taken by {}; ignored",
-                f.sb.name,
-                f.bdev,
-                f.sb.this_slot,
-                other.bdev
-            );
-            return;
-        }
+        // A bdev examined again (it went away and came back) is read anew: its old copy goes.
+        p.found.retain(|o| o.bdev != f.bdev);
         noticelog!(
             "mirror {}: found leg {} (slot {}, events {})",
             f.sb.name,
@@ -300,20 +273,20 @@ fn offer(f: Found) {
     evaluate(uuid, false);
 }
 
-/// The newest superblock and the slots whose legs are fresh and active in it.
-fn fresh(found: &[Found]) -> Option<(Superblock, u32)> {
-    let newest = found.iter().max_by_key(|f| f.sb.events)?.sb.clone();
-    let mask = found
-        .iter()
-        .filter(|f| {
-            f.sb.events == newest.events
-                && newest
-                    .legs
-                    .get(f.sb.this_slot as usize)
-                    .is_some_and(|l| l.role == LegRole::Active)
-        })
-        .fold(0u32, |m, f| m | 1 << f.sb.this_slot);
-    Some((newest, mask))
+/// Logs, once each, the copies the assembly does not use and why.
+fn report(p: &mut Pending, a: &Assembly) {
+    for (i, rejection) in &a.rejected {
+        let (f, why) = (&p.found[*i], rejection.to_string());
+        if p.reported.iter().any(|(b, w)| *b == f.bdev && *w == why) {
+            continue;
+        }
+        let why_named = match rejection {
+            Rejection::SlotTaken { winner, .. } => format!("{why} ({})", p.found[*winner].bdev),
+            _ => why.clone(),
+        };
+        errlog!("mirror {}: bdev {} not used: {why_named}", f.sb.name, f.bdev);
+        p.reported.push((f.bdev.clone(), why));
+    }
 }
 
 /// Assembles the mirror if it can (now, or after the grace period).
@@ -322,17 +295,11 @@ fn evaluate(uuid: [u8; 16], grace_over: bool) {
     let Some(idx) = list.0.iter().position(|p| p.uuid == uuid) else {
         return;
     };
-    let Some((newest, mask)) = fresh(&list.0[idx].found) else {
+    let Some(a) = choose_legs(&list.0[idx].found.iter().map(|f| &f.sb).collect::<Vec<_>>()) else {
         return;
     };
-    let active = newest
-        .legs
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.role == LegRole::Active)
-        .fold(0u32, |m, (i, _)| m | 1 << i);
-    let complete = active & !mask == 0;
-    let usable = geometry_of(&newest).is_ok_and(|(g, _)| g.every_block_covered(mask));
+    report(&mut list.0[idx], &a);
+    let (complete, usable) = (a.complete(), a.covers_every_block());
     if complete || (grace_over && usable) {
         let p = list.0.remove(idx);
         drop(list);
@@ -345,7 +312,7 @@ fn evaluate(uuid: [u8; 16], grace_over: bool) {
                 drop(Box::from_raw(p.timer_arg));
             }
         }
-        return assemble(p.found, newest, mask);
+        return assemble(p.found, a);
     }
     if usable && list.0[idx].timer.is_null() {
         extern "C" fn fire(arg: *mut c_void) -> c_int {
@@ -373,33 +340,38 @@ fn evaluate(uuid: [u8; 16], grace_over: bool) {
         list.0[idx].timer_arg = arg;
         noticelog!(
             "mirror {}: waiting {} s for its missing legs before assembling degraded",
-            newest.name,
+            list.0[idx].found[a.newest].sb.name,
             GRACE_US / 1_000_000
         );
     }
 }
 
-/// Registers the mirror from its fresh legs; the other legs it found rejoin afterwards.
-fn assemble(found: Vec<Found>, newest: Superblock, mask: u32) {
-    let (geo, layout) = match geometry_of(&newest) {
-        Ok(x) => x,
-        Err(e) => return errlog!("mirror {}: cannot assemble: {e}", newest.name),
-    };
-    let mut bits = Bits::new(layout.regions as usize);
+/// Registers the mirror from its fresh legs; its stale legs rejoin afterwards. Rejected
+/// copies (logged by `report`) are dropped.
+fn assemble(found: Vec<Found>, a: Assembly) {
+    let regions = a.layout.regions as usize;
+    let newest = found[a.newest].sb.clone();
+    let mut found: Vec<Option<Found>> = found.into_iter().map(Some).collect();
+    let mut bits = Bits::new(regions);
     let mut base_bdevs = vec![None; newest.legs.len()];
-    let mut rest = Vec::new();
-    for f in found {
-        if mask & (1 << f.sb.this_slot) != 0 {
-            for r in 0..layout.regions as usize {
-                if f.bits.get(r) {
+    for (slot, i) in a.slots.iter().enumerate() {
+        let Some(f) = i.and_then(|i| found[i].as_ref()) else {
+            continue;
+        };
+        if a.fresh & (1 << slot) != 0 {
+            // A fresh leg agrees with the newest superblock, so its bitmap has as many regions;
+            // reading it at that size pads or cuts, never overruns.
+            let theirs = Bits::from_bytes(&f.bitmap, regions);
+            for r in 0..regions {
+                if theirs.get(r) {
                     bits.set(r, true);
                 }
             }
-            base_bdevs[f.sb.this_slot as usize] = Some(f.bdev.clone());
-        } else {
-            rest.push(f);
+            base_bdevs[slot] = Some(f.bdev.clone());
         }
     }
+    let rest: Vec<Found> = a.stale().filter_map(|(_, i)| found[i].take()).collect();
+    let (geo, layout) = (a.geometry, a.layout);
     let mut uuid = sys::spdk_uuid::default();
     // SAFETY: `spdk_uuid` is 16 plain bytes.
     unsafe { ptr::copy_nonoverlapping(newest.mirror_uuid.as_ptr(), &mut uuid as *mut _ as *mut u8, 16) };
@@ -461,6 +433,10 @@ pub fn rejoin_kind(m: &Mirror, f: &Found) -> Kind {
     let Some(p) = &m.persist else { return Kind::Rebuild };
     let slot = f.sb.this_slot as usize;
     let sb = p.superblock();
+    if sb.disagreement(&f.sb).is_some() {
+        // Its data is laid out for another geometry: nothing on it can be kept.
+        return Kind::Rebuild;
+    }
     let (Some(mine), Some(theirs)) = (sb.legs.get(slot), f.sb.legs.get(slot)) else {
         return Kind::Rebuild;
     };
@@ -469,6 +445,11 @@ pub fn rejoin_kind(m: &Mirror, f: &Found) -> Kind {
     } else {
         Kind::Rebuild
     }
+}
+
+/// The field on which a found leg's superblock describes another mirror than the running one.
+fn disagreement(m: &Mirror, f: &Found) -> Option<&'static str> {
+    m.persist.as_ref().and_then(|p| p.superblock().disagreement(&f.sb))
 }
 
 /// A leg of a live mirror appeared (stale at assembly, or back after it went away).
@@ -481,6 +462,13 @@ fn returning(m: &'static Mirror, f: Found) {
             f.bdev,
             f.sb.legs.len(),
             m.legs.len()
+        );
+    }
+    if let Some(field) = disagreement(m, &f) {
+        return errlog!(
+            "mirror {}: bdev {} not used: its superblock disagrees with the running mirror's on {field}",
+            m.name(),
+            f.bdev
         );
     }
     if m.legs[slot as usize].present() {
