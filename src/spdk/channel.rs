@@ -19,7 +19,7 @@ use super::backend::{ChildCtx, LegIo, SpdkBackend};
 use super::ffi::{errlog, guard, warnlog};
 use super::mirror::Mirror;
 use super::persist::ChannelIntent;
-use crate::engine::{ChildInfo, ChildStatus, Engine, EngineConfig, HostStatus, IoRequest, LegStats, Strategy};
+use crate::engine::{Backend, ChildInfo, ChildStatus, Engine, EngineConfig, HostStatus, IoRequest, LegStats, Strategy};
 
 /// How often the channel's poller looks for parked I/O (whose pool may have been refilled by
 /// another core) and for legs whose channel can be released.
@@ -47,6 +47,14 @@ pub struct Channel {
     releases: RefCell<Vec<PendingRelease>>,
     /// Host completions held until a leg failure is recorded on disk.
     held: RefCell<VecDeque<(NonNull<sys::spdk_bdev_io>, crate::engine::HostStatus)>>,
+    /// The engine panicked (a bug): its parents were abandoned and are failed once every child
+    /// still in flight is back (their buffers are in use until then); meanwhile new host I/O
+    /// fails at once and completions only give their contexts back. See `recover`.
+    orphans: RefCell<Option<Vec<NonNull<sys::spdk_bdev_io>>>>,
+    /// Fault injection for tests (`SPDK_MIRROR_FAULT_PANIC_EVERY`): the engine panics on every
+    /// Nth host I/O of this channel; 0: never.
+    panic_every: u64,
+    submits: Cell<u64>,
 }
 
 impl Channel {
@@ -83,6 +91,12 @@ impl Channel {
             seen_gen: Cell::new(u64::MAX),
             releases: RefCell::new(Vec::new()),
             held: RefCell::new(VecDeque::with_capacity(mirror.opts.max_parents as usize)),
+            orphans: RefCell::new(None),
+            panic_every: std::env::var("SPDK_MIRROR_FAULT_PANIC_EVERY")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            submits: Cell::new(0),
         });
         let me: *const Channel = &*chan;
         // SAFETY: nobody else can see this channel yet.
@@ -136,12 +150,35 @@ impl Channel {
         if self.busy.get() {
             self.deferred_parents.borrow_mut().push_back((io, req));
             self.deferred.set(true);
+        } else if self.poisoned() {
+            complete_host(io, HostStatus::Failed);
         } else {
-            self.run(|e| e.submit(io, req));
+            self.run(|e| {
+                e.submit(io, req);
+                self.inject_fault();
+            });
         }
     }
 
+    /// Test fault injection (`SPDK_MIRROR_FAULT_PANIC_EVERY`), after a parent entered the engine.
+    #[inline]
+    fn inject_fault(&self) {
+        if self.panic_every != 0 {
+            self.submits.set(self.submits.get() + 1);
+            if self.submits.get() % self.panic_every == 0 {
+                panic!("injected by SPDK_MIRROR_FAULT_PANIC_EVERY");
+            }
+        }
+    }
+
+    fn poisoned(&self) -> bool {
+        self.orphans.borrow().is_some()
+    }
+
     pub fn child_done(&self, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {
+        if self.poisoned() && !self.busy.get() {
+            return self.orphan_child_done(ctx, info);
+        }
         if self.busy.get() {
             if self
                 .deferred_children
@@ -157,8 +194,73 @@ impl Channel {
         }
     }
 
+    /// A child of an abandoned parent is back: its context goes home; once none is left in
+    /// flight the orphans are failed and the engine serves again.
+    fn orphan_child_done(&self, ctx: NonNull<ChildCtx>, info: ChildInfo) {
+        // SAFETY: not busy, so no other reference to the engine is live on this thread.
+        let e = unsafe { &mut *self.engine.get() };
+        let b = e.backend_mut();
+        b.legs[info.leg as usize].inflight -= 1;
+        b.free_child(info.leg, ctx);
+        self.recover();
+    }
+
+    /// Fails the orphans once no child of theirs is in flight, and lifts the poison.
+    fn recover(&self) {
+        // SAFETY: callers are not busy: no other reference to the engine is live.
+        let e = unsafe { &mut *self.engine.get() };
+        // (A child on its way through the reserve is counted in its leg's `inflight` too.)
+        if e.backend().legs.iter().any(|l| l.inflight > 0) {
+            return;
+        }
+        let Some(orphans) = self.orphans.borrow_mut().take() else { return };
+        warnlog!(
+            "mirror {}: {} host I/Os abandoned after an internal error failed; this core serves I/O again",
+            self.mirror().name(),
+            orphans.len()
+        );
+        for io in orphans {
+            complete_host(io, HostStatus::Failed);
+        }
+    }
+
+    /// After a panic inside the engine (a bug): nothing may stay wedged. Host I/Os the engine
+    /// had finished are completed; those it held are abandoned (failed once their children are
+    /// back); queued ones are failed; the engine starts afresh. Their writes' regions stay dirty.
+    fn poison(&self, e: &mut Engine<SpdkBackend, ChannelIntent>) {
+        errlog!(
+            "mirror {}: internal error in the I/O engine: failing its outstanding I/O on this core",
+            self.mirror().name()
+        );
+        let finished = std::mem::take(&mut e.backend_mut().completions);
+        let orphans = e.abandon();
+        *self.orphans.borrow_mut() = Some(orphans);
+        self.deferred.set(false);
+        self.io_signal.set(false);
+        let queued: Vec<_> = self.deferred_parents.borrow_mut().drain(..).collect();
+        let children: Vec<_> = std::iter::from_fn(|| self.deferred_children.pop()).collect();
+        for (ctx, info, _) in children {
+            let b = e.backend_mut();
+            b.legs[info.leg as usize].inflight -= 1;
+            // SAFETY: the queue holds non-null context pointers.
+            b.free_child(info.leg, unsafe { NonNull::new_unchecked(ctx as *mut ChildCtx) });
+        }
+        for (io, status) in finished {
+            complete_host(io, status);
+        }
+        for (io, _) in queued {
+            complete_host(io, HostStatus::Failed);
+        }
+        self.recover();
+    }
+
     /// A child sent through the reserve is back (on this channel's thread).
     pub fn rescue_done(&self, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {
+        if self.poisoned() && !self.busy.get() {
+            // SAFETY: not busy: no other reference to the engine is live.
+            unsafe { (*self.engine.get()).backend_mut().rescue_busy = false };
+            return self.orphan_child_done(ctx, info);
+        }
         if self.busy.get() {
             // Cannot be: messages run between pollers, never inside the engine. Deliver it
             // anyway; this channel just stops using the reserve.
@@ -184,6 +286,9 @@ impl Channel {
 
     /// An `spdk_bdev_io` may be free again.
     pub fn signal_io(&self) {
+        if self.poisoned() {
+            return;
+        }
         if self.busy.get() {
             self.io_signal.set(true);
             self.deferred.set(true);
@@ -196,10 +301,28 @@ impl Channel {
     /// host I/Os that finished, until nothing is left.
     pub fn run(&self, f: impl FnOnce(&mut Engine<SpdkBackend, ChannelIntent>)) {
         debug_assert!(!self.busy.get());
+        if self.poisoned() {
+            return;
+        }
         self.busy.set(true);
         // SAFETY: `busy` makes this the only live reference to the engine: every other entry
         // point only queues work while it is set.
         let e = unsafe { &mut *self.engine.get() };
+        // A panic here must not leave `busy` set (every later I/O of this core would queue
+        // forever) nor any host I/O uncompleted: see `poison`. Unwinding costs nothing unless
+        // it happens.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_engine(e, f)));
+        self.busy.set(false);
+        if ran.is_err() {
+            self.poison(e);
+        }
+    }
+
+    fn run_engine(
+        &self,
+        e: &mut Engine<SpdkBackend, ChannelIntent>,
+        f: impl FnOnce(&mut Engine<SpdkBackend, ChannelIntent>),
+    ) {
         self.sync_legs(e);
         f(e);
         let mut done = Vec::new();
@@ -215,6 +338,7 @@ impl Channel {
                     let next = self.deferred_parents.borrow_mut().pop_front();
                     let Some((io, req)) = next else { break };
                     e.submit(io, req);
+                    self.inject_fault();
                 }
                 if self.io_signal.take() {
                     e.io_available();
@@ -238,20 +362,15 @@ impl Channel {
                     self.held.borrow_mut().push_back((io, status));
                     continue;
                 }
-                let status = match status {
-                    HostStatus::Success => sys::SPDK_BDEV_IO_STATUS_SUCCESS,
-                    HostStatus::Failed => sys::SPDK_BDEV_IO_STATUS_FAILED,
-                };
-                // SAFETY: the engine completes each host I/O exactly once; this may re-enter
-                // `submit`, which only queues while `busy` is set.
-                unsafe { sys::spdk_bdev_io_complete(io.as_ptr(), status) };
+                // The engine completes each host I/O exactly once; this may re-enter `submit`,
+                // which only queues while `busy` is set.
+                complete_host(io, status);
             }
             std::mem::swap(&mut done, &mut e.backend_mut().completions);
             if !moved {
                 break;
             }
         }
-        self.busy.set(false);
     }
 
     /// Acknowledges the host I/Os held while a leg failure was being recorded.
@@ -259,13 +378,9 @@ impl Channel {
         loop {
             let next = self.held.borrow_mut().pop_front();
             let Some((io, status)) = next else { break };
-            let status = match status {
-                HostStatus::Success => sys::SPDK_BDEV_IO_STATUS_SUCCESS,
-                HostStatus::Failed => sys::SPDK_BDEV_IO_STATUS_FAILED,
-            };
-            // SAFETY: held once by `run`, completed once here; not busy, so a submit it
-            // triggers runs the engine normally.
-            unsafe { sys::spdk_bdev_io_complete(io.as_ptr(), status) };
+            // Held once by `run`, completed once here; not busy, so a submit it triggers runs
+            // the engine normally.
+            complete_host(io, status);
         }
     }
 
@@ -346,14 +461,17 @@ impl Channel {
             return -libc::ENOMEM;
         }
         let (bdev, desc) = (l.bdev(), l.desc());
-        self.run(|e| {
-            let io = &mut e.backend_mut().legs[leg as usize];
-            io.bdev = bdev;
-            io.desc = desc;
-            io.ch = ch;
-            // Re-read the legs: this one is usable now.
-            self.seen_gen.set(u64::MAX);
-        });
+        // Called from a channel message, between pollers: the engine is not running.
+        debug_assert!(!self.busy.get());
+        // SAFETY: not busy: no other reference to the engine is live on this thread.
+        let e = unsafe { &mut *self.engine.get() };
+        let io = &mut e.backend_mut().legs[leg as usize];
+        io.bdev = bdev;
+        io.desc = desc;
+        io.ch = ch;
+        // Re-read the legs: this one is usable now.
+        self.seen_gen.set(u64::MAX);
+        self.run(|_| {});
         0
     }
 
@@ -405,6 +523,16 @@ impl Drop for Channel {
     }
 }
 
+/// Completes a host I/O to SPDK.
+fn complete_host(io: NonNull<sys::spdk_bdev_io>, status: HostStatus) {
+    let status = match status {
+        HostStatus::Success => sys::SPDK_BDEV_IO_STATUS_SUCCESS,
+        HostStatus::Failed => sys::SPDK_BDEV_IO_STATUS_FAILED,
+    };
+    // SAFETY: callers complete each host I/O of ours exactly once.
+    unsafe { sys::spdk_bdev_io_complete(io.as_ptr(), status) };
+}
+
 extern "C" fn poll(arg: *mut c_void) -> c_int {
     guard("mirror poller", sys::SPDK_POLLER_IDLE as c_int, || {
         // SAFETY: the poller's argument is its live channel.
@@ -413,7 +541,13 @@ extern "C" fn poll(arg: *mut c_void) -> c_int {
             return sys::SPDK_POLLER_IDLE as c_int;
         }
         let mut busy = false;
-        if let Some(p) = chan.mirror().persist.as_deref() {
+        if chan.poisoned() {
+            chan.recover();
+            busy = true;
+        }
+        // While poisoned the engine does not run: bitmap answers stay queued for it.
+        let persist = chan.mirror().persist.as_deref().filter(|_| !chan.poisoned());
+        if let Some(p) = persist {
             if p.ready_count.load(Ordering::Acquire) != 0 {
                 // SAFETY: not busy: a quick read-only look.
                 let me = unsafe { &*chan.engine.get() }.intent().chan();

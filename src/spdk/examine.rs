@@ -506,6 +506,7 @@ fn returning(m: &'static Mirror, f: Found) {
         slot,
         &f.bdev,
         kind,
+        true,
         Box::new(move |r| {
             if let Err(e) = r {
                 errlog!("mirror {name}: leg {bdev} cannot rejoin: {}", e.1);

@@ -89,7 +89,21 @@ impl Leg {
 
     /// An I/O was submitted on `app_channel()`; `app_io_done` when it completes.
     pub fn app_io_started(&self) {
-        self.app_io.fetch_add(1, Ordering::AcqRel);
+        self.app_io.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// From any thread: the leg's descriptor, held open (counted in `app_io`) until
+    /// `app_io_done`; `None` if the leg is gone. Counted first, then the descriptor read, while
+    /// `close_leg` clears the descriptor first, then reads the count (both sequentially
+    /// consistent): either this sees no descriptor, or the close sees the count and waits.
+    pub fn hold_desc(&self) -> Option<*mut sys::spdk_bdev_desc> {
+        self.app_io.fetch_add(1, Ordering::SeqCst);
+        let desc = self.desc.load(Ordering::SeqCst);
+        if desc.is_null() {
+            self.app_io_done();
+            return None;
+        }
+        Some(desc)
     }
 
     pub fn app_io_done(&self) {
@@ -171,11 +185,23 @@ pub struct Mirror {
     pub queued: Mutex<VecDeque<Queued>>,
     destruct_pending: AtomicBool,
     pub deleting: AtomicBool,
-    /// Deleted over RPC: the superblocks are zeroed so the mirror does not come back.
+    /// Deleted over RPC, or a new mirror whose creation failed: the superblocks are zeroed so
+    /// the mirror does not come back.
     pub wipe: AtomicBool,
-    /// Bumped by every leg failure; `fail_gen_durable` catches up once a metadata write that
-    /// started after it is on the legs.
+    /// Its bdev is registered (freed through `io_device_gone`, else `free_unregistered`).
+    registered: AtomicBool,
+    /// Management calls in progress that hold the mirror across asynchronous steps (`Pin`):
+    /// its io_device is unregistered only once none is left.
+    pins: std::sync::atomic::AtomicU32,
+    /// The io_device is to be unregistered once the last pin goes.
+    unregister_waiting: AtomicBool,
+    /// A delete waiting for the running process to stop before it unregisters the bdev.
+    unregister_after_process: Mutex<Option<Box<dyn FnOnce(i32)>>>,
+    /// Bumped by every leg failure before the leg is marked failed; `fail_seen` after it is.
+    /// `fail_gen_durable` catches up with the `fail_seen` a metadata write read before it
+    /// reconciled the leg table, once that write is on the legs (see `fail_leg`).
     pub fail_gen: AtomicU64,
+    pub fail_seen: AtomicU64,
     pub fail_gen_durable: AtomicU64,
     /// Counters of channels that are gone (live channels are summed at query time).
     pub retired_stats: Mutex<Vec<LegStats>>,
@@ -210,6 +236,27 @@ pub fn find_leg(name: &str) -> Option<(&'static Mirror, u32)> {
             .find(|l| l.present() && l.name() == name)
             .map(|l| (m, l.index))
     })
+}
+
+/// Whether bdev `base` is the mirror called `mirror`, or a mirror whose legs, followed down
+/// through mirrors, reach it: such a leg would make the mirror write into itself (a rebuild
+/// copying itself forever, every write recursing).
+pub fn reaches(base: &str, mirror: &str) -> bool {
+    let mut todo = vec![base.to_string()];
+    let mut seen = Vec::new();
+    while let Some(b) = todo.pop() {
+        if b == mirror {
+            return true;
+        }
+        if seen.contains(&b) {
+            continue;
+        }
+        if let Some(m) = find(&b) {
+            todo.extend(m.legs.iter().filter(|l| l.present()).map(|l| l.name()));
+        }
+        seen.push(b);
+    }
+    false
 }
 
 /// Metadata of a mirror being created (`found: None`) or assembled from its legs.
@@ -262,7 +309,7 @@ impl Mirror {
     /// A leg failed and the superblocks do not say so yet.
     #[inline]
     pub fn failure_unrecorded(&self) -> bool {
-        self.fail_gen.load(Ordering::Acquire) != self.fail_gen_durable.load(Ordering::Acquire)
+        self.fail_gen.load(Ordering::SeqCst) != self.fail_gen_durable.load(Ordering::SeqCst)
     }
 
     pub fn read_policy(&self) -> ReadPolicy {
@@ -288,10 +335,30 @@ impl Mirror {
     }
 
     /// Marks a leg failed for every channel.
+    ///
+    /// Order matters (a write that skipped the leg must never be acknowledged before the
+    /// superblocks say the leg is stale): the failure is first counted as unrecorded
+    /// (`fail_gen`), only then made visible (`failed`, `leg_gen`), and last counted as visible
+    /// (`fail_seen`). Any core that sees the leg failed, through `failed` or `leg_gen`, thus
+    /// also sees `failure_unrecorded()`; the metadata writer counts a failure durable only if it
+    /// was visible before the writer read the legs' state (`fail_seen`).
     pub fn fail_leg(&self, leg: u32, why: &str) {
         let l = &self.legs[leg as usize];
-        if !l.failed.swap(true, Ordering::AcqRel) {
-            self.leg_gen.fetch_add(1, Ordering::AcqRel);
+        if l.failed.load(Ordering::Acquire) {
+            return;
+        }
+        let recorded = self.persist.is_some();
+        if recorded {
+            self.fail_gen.fetch_add(1, Ordering::SeqCst);
+        }
+        let first = !l.failed.swap(true, Ordering::SeqCst);
+        if first {
+            self.leg_gen.fetch_add(1, Ordering::SeqCst);
+        }
+        if recorded {
+            self.fail_seen.fetch_add(1, Ordering::SeqCst);
+        }
+        if first {
             errlog!(
                 "mirror {}: leg {} ({}) failed: {}; the mirror is now {}",
                 self.name(),
@@ -300,12 +367,9 @@ impl Mirror {
                 why,
                 self.state()
             );
-            // The superblocks must say so (and the bitmap keep what the leg misses).
-            if self.persist.is_some() {
-                self.fail_gen.fetch_add(1, Ordering::AcqRel);
-            }
-            persist::kick(self);
         }
+        // The superblocks must say so (and the bitmap keep what the leg misses).
+        persist::kick(self);
     }
 
     /// Legs holding good, readable data, as a mask.
@@ -460,9 +524,9 @@ pub fn open_leg(leg: *const Leg, name: &str) -> Result<(*mut sys::spdk_bdev, *mu
 
 /// Releases and closes a leg's bdev.
 fn close_leg(leg: &Leg) {
-    let ch = leg.app_ch.swap(ptr::null_mut(), Ordering::AcqRel);
-    let desc = leg.desc.swap(ptr::null_mut(), Ordering::AcqRel);
-    let bdev = leg.bdev.swap(ptr::null_mut(), Ordering::AcqRel);
+    let ch = leg.app_ch.swap(ptr::null_mut(), Ordering::SeqCst);
+    let desc = leg.desc.swap(ptr::null_mut(), Ordering::SeqCst);
+    let bdev = leg.bdev.swap(ptr::null_mut(), Ordering::SeqCst);
     let c = Closing {
         leg,
         ch,
@@ -470,7 +534,8 @@ fn close_leg(leg: &Leg) {
         bdev,
         poller: ptr::null_mut(),
     };
-    if leg.app_io.load(Ordering::Acquire) == 0 {
+    // Read after the descriptor was cleared: see `Leg::hold_desc`.
+    if leg.app_io.load(Ordering::SeqCst) == 0 {
         return c.close();
     }
     // Metadata or process I/O is still on its way back through this channel: close after it.
@@ -589,8 +654,14 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         queued: Mutex::new(VecDeque::new()),
         destruct_pending: AtomicBool::new(false),
         deleting: AtomicBool::new(false),
-        wipe: AtomicBool::new(false),
+        // A new mirror's superblocks go if its creation fails; an assembled one's stay.
+        wipe: AtomicBool::new(spec.persist.as_ref().is_some_and(|p| p.found.is_none())),
+        registered: AtomicBool::new(false),
+        pins: std::sync::atomic::AtomicU32::new(0),
+        unregister_waiting: AtomicBool::new(false),
+        unregister_after_process: Mutex::new(None),
         fail_gen: AtomicU64::new(0),
+        fail_seen: AtomicU64::new(0),
         fail_gen_durable: AtomicU64::new(0),
         retired_stats: Mutex::new(vec![LegStats::default(); spec.base_bdevs.len()]),
     });
@@ -769,12 +840,16 @@ pub fn unfit_leg(bdev: *mut sys::spdk_bdev, name: &str, block_size: u32, blocks_
     }
 }
 
-/// Frees a prepared mirror that was never registered.
+/// Frees a prepared mirror that was never registered, once its metadata writer is done with
+/// it: this runs inside the writer's own completion (the create's first write failed), which
+/// still uses the mirror after calling back, and leg failures it recorded have queued kicks.
 fn abandon(m: &'static Mirror) {
-    let m = m as *const Mirror as *mut Mirror;
-    // SAFETY: leaked in `prepare`, never registered; nothing else refers to it.
-    let mut b = unsafe { Box::from_raw(m) };
-    free_legs(&mut b);
+    let wipe = m.wipe.load(Ordering::Acquire);
+    persist::close(
+        m,
+        wipe,
+        Box::new(move || free_unregistered(m as *const Mirror as *mut c_void)),
+    );
 }
 
 /// Registers a prepared mirror's io_device and bdev.
@@ -795,8 +870,18 @@ fn register(mirror: &'static Mirror) -> Result<&'static Mirror, Fail> {
     // SAFETY: the bdev is fully described and lives in the leaked box.
     let rc = unsafe { sys::spdk_bdev_register(b) };
     if rc != 0 {
-        // SAFETY: the io_device is ours; the mirror is freed once it is gone.
-        unsafe { sys::spdk_io_device_unregister(mirror.as_io_device(), Some(free_unregistered)) };
+        // A new mirror's superblocks are on its legs already: zero them, or the mirror that
+        // was never created would assemble at the next start. (An assembled mirror keeps its
+        // own: they describe a mirror that exists.) Then the io_device goes, and the mirror.
+        let dev = mirror.as_io_device() as usize;
+        persist::close(
+            mirror,
+            mirror.wipe.load(Ordering::Acquire),
+            Box::new(move || {
+                // SAFETY: the io_device is ours; the mirror is freed once it is gone.
+                unsafe { sys::spdk_io_device_unregister(dev as *mut c_void, Some(free_unregistered)) };
+            }),
+        );
         let msg = if rc == -libc::EEXIST {
             format!("name: a bdev named '{name}' already exists")
         } else {
@@ -807,6 +892,9 @@ fn register(mirror: &'static Mirror) -> Result<&'static Mirror, Fail> {
         };
         return Err(Fail(rc, msg));
     }
+    mirror.registered.store(true, Ordering::Release);
+    // Created: from now on only a delete zeroes the superblocks (a stop keeps them).
+    mirror.wipe.store(false, Ordering::Release);
     REGISTRY
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -833,13 +921,35 @@ fn register(mirror: &'static Mirror) -> Result<&'static Mirror, Fail> {
     Ok(mirror)
 }
 
-/// Frees a mirror whose bdev never registered.
+/// Frees a mirror whose bdev never registered, once no metadata kick is on its way to it.
 extern "C" fn free_unregistered(dev: *mut c_void) {
     guard("mirror cleanup", (), || {
-        // SAFETY: leaked in `create`, never registered or shared.
+        if kicks_in_flight(dev) {
+            return;
+        }
+        // SAFETY: leaked in `create`, never registered; its writer is closed and no message
+        // refers to it any more.
         let mut m = unsafe { Box::from_raw(dev as *mut Mirror) };
         free_legs(&mut m);
     })
+}
+
+/// Whether a metadata kick is still on its way to mirror `dev`; if so, asks the thread to call
+/// `free_unregistered`/`io_device_gone` again after it (messages run in order).
+fn kicks_in_flight(dev: *mut c_void) -> bool {
+    // SAFETY: the mirror is live until the caller frees it.
+    let m = unsafe { &*(dev as *const Mirror) };
+    let pending = m.persist.as_ref().is_some_and(|p| p.msgs.load(Ordering::Acquire) != 0);
+    if pending {
+        let again: extern "C" fn(*mut c_void) = if m.registered.load(Ordering::Acquire) {
+            io_device_gone
+        } else {
+            free_unregistered
+        };
+        // SAFETY: same thread; the mirror stays live until `again` frees it.
+        unsafe { sys::spdk_thread_send_msg(sys::spdk_get_thread(), Some(again), dev) };
+    }
+    pending
 }
 
 fn free_legs(m: &mut Mirror) {
@@ -852,10 +962,22 @@ fn free_legs(m: &mut Mirror) {
     }
 }
 
-/// Starts deleting a mirror; `done(rc)` runs when it is gone.
+/// Starts deleting a mirror; `done(rc)` runs when it is gone. A running process stops first:
+/// the bdev layer tears the bdev down (its locks included) before it calls `destruct`, so no
+/// range may be quiesced, or about to be, once the bdev is unregistered.
 pub fn delete(mirror: &'static Mirror, done: Box<dyn FnOnce(i32)>) {
     mirror.deleting.store(true, Ordering::Release);
     mirror.wipe.store(true, Ordering::Release);
+    if mirror.process_active.load(Ordering::Acquire) {
+        if let Ok(mut u) = mirror.unregister_after_process.lock() {
+            *u = Some(done);
+            return;
+        }
+    }
+    unregister(mirror, done);
+}
+
+fn unregister(mirror: &'static Mirror, done: Box<dyn FnOnce(i32)>) {
     let arg = Box::into_raw(Box::new(done)) as *mut c_void;
     let b = &mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
     // SAFETY: the bdev is registered; `arg` is reclaimed in the callback.
@@ -908,30 +1030,57 @@ extern "C" fn destruct(ctx: *mut c_void) -> c_int {
 }
 
 /// The last metadata write (a clean bitmap, or zeroed superblocks after a delete), then the
-/// io_device goes.
+/// io_device goes once no management call holds the mirror.
 fn finish_destruct(m: &'static Mirror) {
     let wipe = m.wipe.load(Ordering::Acquire);
     persist::close(
         m,
         wipe,
         Box::new(move || {
-            // SAFETY: our io_device; freed in `io_device_gone` once every channel is destroyed.
-            unsafe { sys::spdk_io_device_unregister(m.as_io_device(), Some(io_device_gone)) };
+            if m.pins.load(Ordering::Acquire) == 0 {
+                unregister_io_device(m);
+            } else {
+                m.unregister_waiting.store(true, Ordering::Release);
+            }
         }),
     );
+}
+
+fn unregister_io_device(m: &Mirror) {
+    // SAFETY: our io_device; freed in `io_device_gone` once every channel is destroyed.
+    unsafe { sys::spdk_io_device_unregister(m.as_io_device(), Some(io_device_gone)) };
+}
+
+/// A management call's hold on a mirror across asynchronous steps (app thread): the mirror is
+/// not freed while one exists, so the reference stays valid even if it is deleted meanwhile
+/// (check `deleting` before acting on it).
+pub struct Pin(&'static Mirror);
+
+impl Pin {
+    pub fn new(m: &'static Mirror) -> Pin {
+        m.pins.fetch_add(1, Ordering::AcqRel);
+        Pin(m)
+    }
+
+    pub fn mirror(&self) -> &'static Mirror {
+        self.0
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let m = self.0;
+        if m.pins.fetch_sub(1, Ordering::AcqRel) == 1 && m.unregister_waiting.swap(false, Ordering::AcqRel) {
+            unregister_io_device(m);
+        }
+    }
 }
 
 extern "C" fn io_device_gone(dev: *mut c_void) {
     guard("mirror free", (), || {
         let m = dev as *mut Mirror;
-        // SAFETY: the mirror is live until freed below.
-        if let Some(p) = unsafe { &(*m).persist } {
-            if p.msgs.load(Ordering::Acquire) != 0 {
-                // A metadata kick is still on its way here: free after it.
-                // SAFETY: same thread; the mirror stays live until this runs.
-                unsafe { sys::spdk_thread_send_msg(sys::spdk_get_thread(), Some(io_device_gone), dev) };
-                return;
-            }
+        if kicks_in_flight(dev) {
+            return;
         }
         // SAFETY: no channel is left; nobody else refers to the mirror now.
         unsafe {
@@ -1121,14 +1270,15 @@ extern "C" fn leg_event(ty: sys::spdk_bdev_event_type, bdev: *mut sys::spdk_bdev
 type RemoveDone = Box<dyn FnOnce(Result<(), Fail>)>;
 
 struct Removal {
-    mirror: *const Mirror,
+    /// Held across the channel iteration: a delete meanwhile waits for it.
+    mirror: Pin,
     leg: u32,
     done: RemoveDone,
 }
 
 /// Takes a leg out of the mirror: failed at once for new I/O, then each channel lets go of it
 /// once its children there are back, then its bdev is released and closed.
-pub fn remove_leg(m: &Mirror, leg: u32, why: &str, done: RemoveDone) {
+pub fn remove_leg(m: &'static Mirror, leg: u32, why: &str, done: RemoveDone) {
     let l = &m.legs[leg as usize];
     if !l.present() {
         return done(Err(Fail(
@@ -1143,7 +1293,11 @@ pub fn remove_leg(m: &Mirror, leg: u32, why: &str, done: RemoveDone) {
         )));
     }
     m.fail_leg(leg, why);
-    let r = Box::into_raw(Box::new(Removal { mirror: m, leg, done }));
+    let r = Box::into_raw(Box::new(Removal {
+        mirror: Pin::new(m),
+        leg,
+        done,
+    }));
     // SAFETY: our io_device; `r` is reclaimed in `removal_done`.
     unsafe {
         sys::spdk_for_each_channel(
@@ -1169,8 +1323,7 @@ extern "C" fn removal_done(i: *mut sys::spdk_io_channel_iter, status: c_int) {
     guard("mirror leg removal done", (), || {
         // SAFETY: boxed in `remove_leg`; this is the last use.
         let r = unsafe { Box::from_raw(sys::spdk_io_channel_iter_get_ctx(i) as *mut Removal) };
-        // SAFETY: the mirror lives until its bdev is unregistered, which waits for its descs.
-        let m = unsafe { &*r.mirror };
+        let m = r.mirror.mirror();
         let l = &m.legs[r.leg as usize];
         close_leg(l);
         l.write_only.store(false, Ordering::Release);
@@ -1183,11 +1336,13 @@ extern "C" fn removal_done(i: *mut sys::spdk_io_channel_iter, status: c_int) {
             l.name(),
             m.state()
         );
-        (r.done)(if status == 0 {
+        let Removal { mirror, done, .. } = *r;
+        done(if status == 0 {
             Ok(())
         } else {
             Err(Fail(status, "leg removal failed".into()))
         });
+        drop(mirror);
     })
 }
 
@@ -1277,24 +1432,70 @@ pub fn collect_stats(m: &'static Mirror, done: Box<dyn FnOnce(Vec<LegStats>)>) {
     unsafe { sys::spdk_for_each_channel(m.as_io_device(), Some(on_channel), c as *mut c_void, Some(all_done)) };
 }
 
+/// The bdev layer is shutting down (module `fini_start`, asynchronous): every mirror's process
+/// stops before the bdev layer unregisters the mirrors, since it tears a bdev down before it
+/// calls `destruct`. Answers `spdk_bdev_module_fini_start_done` once none runs.
+pub extern "C" fn fini_start() {
+    guard("mirror shutdown", (), || {
+        for m in all() {
+            m.deleting.store(true, Ordering::Release);
+        }
+        extern "C" fn wait(_: *mut c_void) -> c_int {
+            guard("mirror shutdown wait", 0, || {
+                if all().iter().any(|m| m.process_active.load(Ordering::Acquire)) {
+                    return sys::SPDK_POLLER_IDLE as c_int;
+                }
+                let mut p = FINI_POLLER.swap(ptr::null_mut(), Ordering::AcqRel);
+                // SAFETY: our poller, on this (the app) thread; the bdev layer goes on after.
+                unsafe {
+                    sys::spdk_poller_unregister(&mut p);
+                    sys::spdk_bdev_module_fini_start_done();
+                }
+                sys::SPDK_POLLER_BUSY as c_int
+            })
+        }
+        // SAFETY: a poller on the app thread with no argument.
+        let p = unsafe { sys::spdk_poller_register(Some(wait), ptr::null_mut(), 1000) };
+        FINI_POLLER.store(p, Ordering::Release);
+    })
+}
+
+static FINI_POLLER: AtomicPtr<sys::spdk_poller> = AtomicPtr::new(ptr::null_mut());
+
 /// A process stopped: finishes a deletion that waited for it, or recovers the next queued leg.
 pub fn process_finished(m: &'static Mirror) {
     if m.destruct_pending.swap(false, Ordering::AcqRel) {
         return finish_destruct(m);
     }
     if m.deleting.load(Ordering::Acquire) {
+        let waiting = m.unregister_after_process.lock().ok().and_then(|mut u| u.take());
+        if let Some(done) = waiting {
+            unregister(m, done);
+        }
         return;
     }
     let next = m.queued.lock().ok().and_then(|mut q| q.pop_front());
     if let Some(q) = next {
-        join_leg(m, q.slot, &q.bdev, q.kind, Box::new(|_| {}));
+        join_leg(m, q.slot, &q.bdev, q.kind, true, Box::new(|_| {}));
     }
 }
 
 /// Puts bdev `name` into slot `slot` and recovers it: `Recovery` copies the bitmap's missed
-/// regions (a leg that returns), `Rebuild` everything (a new leg). Queued if a process runs.
-pub fn join_leg(m: &'static Mirror, slot: u32, name: &str, kind: Kind, done: Box<dyn FnOnce(Result<(), Fail>)>) {
-    if m.process_active.load(Ordering::Acquire) {
+/// regions (a leg that returns), `Rebuild` everything (a new leg). While a process runs it is
+/// queued when `queue` (a leg found at examine), else refused.
+///
+/// Everything that can fail is done before the mirror changes: the process slot and its buffer
+/// are reserved first, the bdev opened and checked next; only an attach to every core can still
+/// fail afterwards, and then the leg is taken out again. A call that fails changes nothing.
+pub fn join_leg(
+    m: &'static Mirror,
+    slot: u32,
+    name: &str,
+    kind: Kind,
+    queue: bool,
+    done: Box<dyn FnOnce(Result<(), Fail>)>,
+) {
+    if queue && m.process_active.load(Ordering::Acquire) {
         if let Ok(mut q) = m.queued.lock() {
             q.push_back(Queued {
                 slot,
@@ -1304,12 +1505,22 @@ pub fn join_leg(m: &'static Mirror, slot: u32, name: &str, kind: Kind, done: Box
         }
         return done(Ok(()));
     }
+    if reaches(name, m.name()) {
+        return done(Err(Fail(
+            -libc::EINVAL,
+            format!("base_bdev: '{name}' is the mirror '{}' itself or is built on it", m.name()),
+        )));
+    }
     if m.legs[slot as usize].present() {
         return done(Err(Fail(
             -libc::EBUSY,
             format!("base_bdev: slot {slot} of {} was filled meanwhile", m.name()),
         )));
     }
+    let reserved = match process::reserve(m, kind, Some(slot)) {
+        Ok(r) => r,
+        Err(e) => return done(Err(Fail(-libc::EBUSY, format!("name: {}: {e}", m.name())))),
+    };
     let leg: *const Leg = &m.legs[slot as usize];
     let (bdev, desc) = match open_leg(leg, name) {
         Ok(x) => x,
@@ -1323,6 +1534,8 @@ pub fn join_leg(m: &'static Mirror, slot: u32, name: &str, kind: Kind, done: Box
         }
         return done(Err(Fail(-libc::EINVAL, format!("base_bdev: {msg}"))));
     }
+    let old_name = m.legs[slot as usize].name();
+    let old_uuid = m.persist.as_ref().map(|p| p.superblock().legs[slot as usize].uuid);
     if let (Some(p), Kind::Rebuild) = (&m.persist, kind) {
         // A new member: a new identity in the leg table.
         p.superblock().legs[slot as usize].uuid = random_uuid();
@@ -1335,20 +1548,34 @@ pub fn join_leg(m: &'static Mirror, slot: u32, name: &str, kind: Kind, done: Box
         name,
         Box::new(move |rc| {
             if rc != 0 {
-                m.fail_leg(slot, "could not be attached to every core");
-                return done(Err(Fail(
-                    rc,
-                    "base_bdev: could not attach the leg on every core".into(),
-                )));
+                // Back as it was: the slot's identity, and no leg in it.
+                if let (Some(p), Some(u)) = (&m.persist, old_uuid) {
+                    p.superblock().legs[slot as usize].uuid = u;
+                }
+                remove_leg(
+                    m,
+                    slot,
+                    "could not be attached to every core",
+                    Box::new(move |_| {
+                        let l = &m.legs[slot as usize];
+                        if let Ok(mut n) = l.name.lock() {
+                            *n = old_name;
+                        }
+                        drop(reserved);
+                        done(Err(Fail(rc, "base_bdev: could not attach the leg on every core".into())))
+                    }),
+                );
+                return;
             }
             persist::kick(m);
-            // Every core writes the leg now, so what it missed can no longer grow (writes still
-            // in flight that skipped it are caught by the recovery's last look at the bitmap).
+            // Every core writes the leg now, so what it missed can no longer grow; writes still
+            // in flight that skipped it are waited for at the process's end (`quiesce_all`).
             let ranges = match (&m.persist, kind) {
                 (Some(p), Kind::Recovery) => p.missed_ranges(m.geo.data_blocks(), None),
                 _ => vec![(0, m.geo.data_blocks())],
             };
-            done(process::start(m, kind, Some(slot), ranges, None).map_err(|e| Fail(-libc::EBUSY, e)))
+            reserved.start(ranges, None);
+            done(Ok(()))
         }),
     );
 }

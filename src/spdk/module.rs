@@ -31,6 +31,8 @@ extern "C" fn register() {
         m.module_fini = Some(module_fini);
         m.get_ctx_size = Some(ctx_size);
         m.examine_disk = Some(super::examine::examine_disk);
+        m.fini_start = Some(super::mirror::fini_start);
+        m.async_fini_start = true;
         MODULE.store(m, Ordering::Release);
         // SAFETY: `m` is a complete module description with a 'static lifetime.
         unsafe { sys::spdk_bdev_module_list_add(m) };

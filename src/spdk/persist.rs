@@ -584,8 +584,9 @@ fn start(m: &'static Mirror) {
             }
         }
     };
-    // Read before the leg table is reconciled, so every failure counted is in this write.
-    let fail_gen = m.fail_gen.load(Ordering::Acquire);
+    // Read before the leg table is reconciled: every failure counted here had its leg marked
+    // failed already (see `Mirror::fail_leg`), so this write records it.
+    let fail_gen = m.fail_seen.load(Ordering::SeqCst);
     let sb = {
         let mut sb = p.superblock();
         reconcile(m, &mut sb);
@@ -753,7 +754,7 @@ fn op_put(op: *mut MetaOp) {
         }
     }
     // Held acknowledgements may go (if every leg failed there is nothing left to protect).
-    m.fail_gen_durable.fetch_max(o.fail_gen, Ordering::AcqRel);
+    m.fail_gen_durable.fetch_max(o.fail_gen, Ordering::SeqCst);
     for w in o.waiters {
         w(result.clone());
     }

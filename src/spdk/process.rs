@@ -3,13 +3,15 @@
 //! (after an unclean shutdown, the regions the bitmap says may differ) and `check` (compare the
 //! copies, md's check/repair).
 //!
-//! All work in windows (a chunk for RAID10, 1 MiB for RAID1, never across a placement run).
+//! All work in windows (a chunk for RAID10, at most 1 MiB, never across a placement run).
 //! Each window's mirror LBA range is quiesced (`spdk_bdev_quiesce_range`) while it is read and
 //! written, so no host write lands between the read and the writes; host writes elsewhere go to
 //! every working leg, a leg being rebuilt included, so what was copied stays in sync. The source
 //! of a window is its first in-sync copy in placement order, the copy reads of unsynced regions
 //! are pinned to. A bandwidth cap (`rebuild_max_mb_per_s`, MiB/s) delays the next window until
-//! the average rate is back under it.
+//! the average rate is back under it. A rebuild or recovery ends with the whole mirror quiesced:
+//! writes that skipped the target before it was attached are complete then, and what they missed
+//! is copied before the target turns readable.
 
 use std::os::raw::{c_int, c_void};
 use std::ptr;
@@ -140,6 +142,60 @@ struct Job {
     done: Option<ProcessDone>,
 }
 
+/// A process slot taken and its buffer allocated, not started yet: what a leg addition needs
+/// before it changes anything, so that a failure afterwards is impossible. Dropped unstarted,
+/// it gives the slot back.
+pub struct Reserved {
+    m: &'static Mirror,
+    kind: Kind,
+    target: Option<u32>,
+    window: u64,
+    buf: *mut c_void,
+}
+
+/// Takes the mirror's one process slot for `kind` and allocates its buffer.
+pub fn reserve(m: &'static Mirror, kind: Kind, target: Option<u32>) -> Result<Reserved, String> {
+    if m.process_active.swap(true, Ordering::AcqRel) {
+        return Err("another process is running".into());
+    }
+    let bs = m.geo.block_size() as u64;
+    // At most 1 MiB per window (a RAID10 chunk may be far larger): windows never cross a
+    // placement run (`run_len`), whatever their size.
+    let mib = ((1 << 20) / bs).max(1);
+    let window = match m.geo.level() {
+        Level::Raid10 => m.geo.chunk_blocks().min(mib),
+        Level::Raid1 => mib,
+    }
+    .min(m.geo.data_blocks());
+    let copies = m.geo.copies() as u64;
+    // SAFETY: plain DMA-able allocation, freed in `finish` (or when the reservation is dropped).
+    let buf = unsafe { sys::spdk_dma_malloc((window * bs * copies) as usize, 0x1000, ptr::null_mut()) };
+    if buf.is_null() {
+        m.process_active.store(false, Ordering::Release);
+        return Err(format!("cannot allocate a {} KiB buffer", window * bs * copies / 1024));
+    }
+    Ok(Reserved {
+        m,
+        kind,
+        target,
+        window,
+        buf,
+    })
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if self.buf.is_null() {
+            return; // started: the job owns the buffer and the slot
+        }
+        // SAFETY: allocated in `reserve`, never handed to a job.
+        unsafe { sys::spdk_dma_free(self.buf) };
+        self.m.process_active.store(false, Ordering::Release);
+        // A deletion may have waited for the slot.
+        super::mirror::process_finished(self.m);
+    }
+}
+
 /// Starts a process over the mirror `ranges` (start, blocks). `target`: the leg a rebuild or
 /// recovery writes.
 pub fn start(
@@ -149,72 +205,66 @@ pub fn start(
     ranges: Vec<(u64, u64)>,
     done: Option<ProcessDone>,
 ) -> Result<(), String> {
-    if m.process_active.swap(true, Ordering::AcqRel) {
-        return Err("another process is running".into());
-    }
-    let bs = m.geo.block_size() as u64;
-    let window = match m.geo.level() {
-        Level::Raid10 => m.geo.chunk_blocks(),
-        Level::Raid1 => ((1 << 20) / bs).max(1),
-    }
-    .min(m.geo.data_blocks());
-    let copies = m.geo.copies() as u64;
-    // SAFETY: plain DMA-able allocation, freed in `finish`.
-    let buf = unsafe { sys::spdk_dma_malloc((window * bs * copies) as usize, 0x1000, ptr::null_mut()) };
-    if buf.is_null() {
-        m.process_active.store(false, Ordering::Release);
-        return Err(format!("cannot allocate a {} KiB buffer", window * bs * copies / 1024));
-    }
-    let total: u64 = ranges.iter().map(|r| r.1).sum();
-    let target_name = target.map(|t| m.legs[t as usize].name());
-    if let Ok(mut s) = m.process.lock() {
-        *s = Some(ProcessStatus {
+    reserve(m, kind, target)?.start(ranges, done);
+    Ok(())
+}
+
+impl Reserved {
+    /// Runs the reserved process over the mirror `ranges` (start, blocks).
+    pub fn start(mut self, ranges: Vec<(u64, u64)>, done: Option<ProcessDone>) {
+        let (m, kind, target, window) = (self.m, self.kind, self.target, self.window);
+        let buf = std::mem::replace(&mut self.buf, ptr::null_mut());
+        drop(self);
+        let total: u64 = ranges.iter().map(|r| r.1).sum();
+        let target_name = target.map(|t| m.legs[t as usize].name());
+        if let Ok(mut s) = m.process.lock() {
+            *s = Some(ProcessStatus {
+                kind,
+                target,
+                target_name: target_name.clone(),
+                blocks_done: 0,
+                blocks_total: total,
+                bytes_copied: 0,
+                started: Instant::now(),
+            });
+        }
+        noticelog!(
+            "mirror {}: {} started{} over {} blocks",
+            m.name(),
+            kind.name(),
+            target_name.map(|n| format!(" onto leg {n}")).unwrap_or_default(),
+            total
+        );
+        let pos = ranges.first().map(|r| r.0).unwrap_or(0);
+        let j = Box::into_raw(Box::new(Job {
+            mirror: m,
             kind,
             target,
-            target_name: target_name.clone(),
-            blocks_done: 0,
-            blocks_total: total,
-            bytes_copied: 0,
+            ranges,
+            range: 0,
+            pos,
+            window,
+            len: 0,
+            src: Copy { leg: 0, lba: 0 },
+            dsts: Vec::with_capacity(MAX_LEGS),
+            differ: Vec::with_capacity(MAX_LEGS),
+            tried: 0,
+            stage: Stage::ReadSource,
+            buf,
+            wait: sys::spdk_bdev_io_wait_entry::default(),
+            delay: ptr::null_mut(),
             started: Instant::now(),
-        });
+            bytes: 0,
+            outcome: Outcome::default(),
+            regions_done: m
+                .persist
+                .as_ref()
+                .filter(|_| kind == Kind::Recovery)
+                .map(|p| Bits::new(p.layout.regions as usize)),
+            done,
+        }));
+        step(j);
     }
-    noticelog!(
-        "mirror {}: {} started{} over {} blocks",
-        m.name(),
-        kind.name(),
-        target_name.map(|n| format!(" onto leg {n}")).unwrap_or_default(),
-        total
-    );
-    let pos = ranges.first().map(|r| r.0).unwrap_or(0);
-    let j = Box::into_raw(Box::new(Job {
-        mirror: m,
-        kind,
-        target,
-        ranges,
-        range: 0,
-        pos,
-        window,
-        len: 0,
-        src: Copy { leg: 0, lba: 0 },
-        dsts: Vec::with_capacity(MAX_LEGS),
-        differ: Vec::with_capacity(MAX_LEGS),
-        tried: 0,
-        stage: Stage::ReadSource,
-        buf,
-        wait: sys::spdk_bdev_io_wait_entry::default(),
-        delay: ptr::null_mut(),
-        started: Instant::now(),
-        bytes: 0,
-        outcome: Outcome::default(),
-        regions_done: m
-            .persist
-            .as_ref()
-            .filter(|_| kind == Kind::Recovery)
-            .map(|p| Bits::new(p.layout.regions as usize)),
-        done,
-    }));
-    step(j);
-    Ok(())
 }
 
 fn progress(j: &Job, blocks: u64, copied: u64) {
@@ -242,24 +292,10 @@ fn step(j: *mut Job) {
             }
         }
         let Some(&(start, blocks)) = jb.ranges.get(jb.range) else {
-            // A write that skipped the leg while it was being attached may have marked a region
-            // since the recovery started: take those too before declaring it in sync.
-            let more = match (&m.persist, &jb.regions_done) {
-                (Some(p), Some(done)) => p.missed_ranges(m.geo.data_blocks(), Some(done)),
-                _ => Vec::new(),
-            };
-            if more.is_empty() {
-                return finish(j, Ok(()));
+            if jb.target.is_some() {
+                return quiesce_all(j);
             }
-            let extra: u64 = more.iter().map(|r| r.1).sum();
-            if let Ok(mut s) = m.process.lock() {
-                if let Some(s) = s.as_mut() {
-                    s.blocks_total += extra;
-                }
-            }
-            jb.ranges.extend(more);
-            jb.pos = jb.ranges[jb.range].0;
-            continue;
+            return finish(j, Ok(()));
         };
         if jb.pos >= start + blocks {
             range_done(jb);
@@ -314,6 +350,10 @@ fn step(j: *mut Job) {
 fn quiesce(j: *mut Job) {
     // SAFETY: ours until `finish`.
     let jb = unsafe { &mut *j };
+    // The cap's delay may end after a delete or shutdown began: never quiesce then.
+    if jb.mirror.deleting.load(Ordering::Acquire) {
+        return finish(j, Err("cancelled: the mirror is going away".into()));
+    }
     let b = &jb.mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
     // SAFETY: our registered bdev; `j` lives until the callback.
     let rc = unsafe { sys::spdk_bdev_quiesce_range(b, module_ptr(), jb.pos, jb.len, Some(quiesced), j as *mut c_void) };
@@ -327,6 +367,91 @@ fn quiesce(j: *mut Job) {
                 std::io::Error::from_raw_os_error(-rc)
             )),
         );
+    }
+}
+
+/// The last step of a rebuild or recovery: with the whole mirror quiesced, every host write
+/// is complete, including any planned before the target was attached that skipped it; each such
+/// write marked its regions missed when it completed. The target is in sync only if no region
+/// is left that the process has not copied since; otherwise those regions are copied first.
+fn quiesce_all(j: *mut Job) {
+    // SAFETY: ours until `finish`.
+    let jb = unsafe { &mut *j };
+    let b = &jb.mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
+    // SAFETY: our registered bdev; `j` lives until the callback.
+    let rc = unsafe { sys::spdk_bdev_quiesce(b, module_ptr(), Some(all_quiesced), j as *mut c_void) };
+    if rc != 0 {
+        finish(
+            j,
+            Err(format!("cannot quiesce the mirror: {}", std::io::Error::from_raw_os_error(-rc))),
+        );
+    }
+}
+
+extern "C" fn all_quiesced(arg: *mut c_void, status: c_int) {
+    guard("mirror process", (), || {
+        let j = arg as *mut Job;
+        if status != 0 {
+            return finish(j, Err(format!("quiesce failed: {status}")));
+        }
+        // SAFETY: ours until `finish`.
+        let jb = unsafe { &mut *j };
+        let m = jb.mirror;
+        let more = match (&m.persist, &jb.regions_done) {
+            (Some(p), Some(done)) => p.missed_ranges(m.geo.data_blocks(), Some(done)),
+            _ => Vec::new(),
+        };
+        let t = jb.target.map(|t| &m.legs[t as usize]);
+        let target_ok = t.is_some_and(|t| t.present() && !t.failed.load(Ordering::Acquire));
+        let in_sync = more.is_empty() && target_ok;
+        if in_sync {
+            // Nothing is in flight: the leg turns readable between two host I/Os.
+            mark_in_sync(jb);
+        } else {
+            let extra: u64 = more.iter().map(|r| r.1).sum();
+            if let Ok(mut s) = m.process.lock() {
+                if let Some(s) = s.as_mut() {
+                    s.blocks_total += extra;
+                }
+            }
+            jb.ranges.extend(more);
+            if let Some(&(s, _)) = jb.ranges.get(jb.range) {
+                jb.pos = s;
+            }
+        }
+        extern "C" fn unquiesced_all(arg: *mut c_void, status: c_int) {
+            guard("mirror process", (), || {
+                let j = arg as *mut Job;
+                // SAFETY: ours until `finish`.
+                let jb = unsafe { &*j };
+                let done = jb.target.is_some_and(|t| !jb.mirror.legs[t as usize].write_only.load(Ordering::Acquire));
+                match (done, status) {
+                    (true, _) => finish(j, Ok(())),
+                    (false, 0) => step(j),
+                    (false, rc) => finish(j, Err(format!("cannot unquiesce the mirror: {rc}"))),
+                }
+            })
+        }
+        let b = &m.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
+        // SAFETY: the bdev we quiesced; `j` lives until the callback.
+        let rc = unsafe { sys::spdk_bdev_unquiesce(b, module_ptr(), Some(unquiesced_all), j as *mut c_void) };
+        if rc != 0 {
+            finish(j, Err("cannot unquiesce the mirror".into()));
+        }
+    })
+}
+
+/// The target holds every block: readable from now on; with every leg in sync, nothing is
+/// missed any more. Runs with the mirror quiesced, so no write can mark a region meanwhile.
+fn mark_in_sync(jb: &Job) {
+    let m = jb.mirror;
+    let Some(t) = jb.target else { return };
+    m.legs[t as usize].write_only.store(false, Ordering::Release);
+    m.leg_gen.fetch_add(1, Ordering::AcqRel);
+    if let Some(p) = &m.persist {
+        if m.legs.iter().all(|l| l.in_sync()) {
+            p.bitmap().forget_missed();
+        }
     }
 }
 
@@ -598,14 +723,8 @@ fn finish(j: *mut Job, result: Result<(), String>) {
     let result = result.map(|_| jb.outcome);
     match (&result, jb.target) {
         (Ok(_), Some(t)) => {
+            // `mark_in_sync` ran while the mirror was quiesced.
             let l = &m.legs[t as usize];
-            l.write_only.store(false, Ordering::Release);
-            m.leg_gen.fetch_add(1, Ordering::AcqRel);
-            if let Some(p) = &m.persist {
-                if m.legs.iter().all(|l| l.in_sync()) {
-                    p.bitmap().forget_missed();
-                }
-            }
             noticelog!(
                 "mirror {}: {} of leg {} ({}) complete; the mirror is {}",
                 m.name(),

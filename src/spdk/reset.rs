@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use spdk_sys as sys;
 
 use super::ffi::guard;
-use super::mirror::Mirror;
+use super::mirror::{Leg, Mirror};
 
 /// Per host I/O context (`get_ctx_size`): a reset's outstanding leg resets.
 #[repr(C)]
@@ -17,6 +17,7 @@ pub struct HostCtx {
 
 struct ResetChild {
     parent: *mut sys::spdk_bdev_io,
+    leg: *const Leg,
     ch: *mut sys::spdk_io_channel,
 }
 
@@ -33,24 +34,24 @@ pub fn reset(io: *mut sys::spdk_bdev_io) {
         (*ctx).remaining = 1;
         (*ctx).failed = false;
     }
-    for leg in m
-        .legs
-        .iter()
-        .filter(|l| l.present() && !l.failed.load(Ordering::Acquire))
-    {
-        // SAFETY: the leg's desc is open; its channel for this thread is taken and put back
-        // when the reset completes.
+    for leg in m.legs.iter().filter(|l| !l.failed.load(Ordering::Acquire)) {
+        // A leg being closed on the mirror's thread meanwhile waits for this hold.
+        let Some(desc) = leg.hold_desc() else { continue };
+        // SAFETY: the desc is held open until `app_io_done`; the channel for this thread is
+        // taken here and put back when the leg's reset completes, before the hold goes.
         unsafe {
-            let ch = sys::spdk_bdev_get_io_channel(leg.desc());
+            let ch = sys::spdk_bdev_get_io_channel(desc);
             if ch.is_null() {
+                leg.app_io_done();
                 (*ctx).failed = true;
                 continue;
             }
-            let child = Box::into_raw(Box::new(ResetChild { parent: io, ch }));
+            let child = Box::into_raw(Box::new(ResetChild { parent: io, leg, ch }));
             (*ctx).remaining += 1;
-            if sys::spdk_bdev_reset(leg.desc(), ch, Some(reset_done), child as *mut c_void) != 0 {
+            if sys::spdk_bdev_reset(desc, ch, Some(reset_done), child as *mut c_void) != 0 {
                 drop(Box::from_raw(child));
                 sys::spdk_put_io_channel(ch);
+                leg.app_io_done();
                 (*ctx).remaining -= 1;
                 (*ctx).failed = true;
             }
@@ -84,6 +85,8 @@ extern "C" fn reset_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *m
             sys::spdk_bdev_free_io(bdev_io);
             let child = Box::from_raw(arg as *mut ResetChild);
             sys::spdk_put_io_channel(child.ch);
+            // The leg lives as long as its mirror, which outlives its host I/O.
+            (*child.leg).app_io_done();
             if !success {
                 let mut view = sys::spdk_mirror_io_view::default();
                 sys::spdk_mirror_shim_io_view(child.parent, &mut view);

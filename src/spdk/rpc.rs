@@ -275,6 +275,9 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         ));
     }
     for b in &base_bdevs {
+        if mirror::reaches(b, &name) {
+            return Err(bad("base_bdevs", &format!("'{b}' is the mirror '{name}' itself or is built on it")));
+        }
         if !bdev_exists(b) {
             return Err(Fail(-libc::ENODEV, format!("base_bdevs: no bdev named '{b}'")));
         }
@@ -401,21 +404,23 @@ unsafe extern "C" fn rpc_get_bdevs(request: *mut sys::spdk_jsonrpc_request, para
             });
         match selected {
             Err(e) => req.reply(Err(e)),
-            Ok(mirrors) => gather(req, mirrors, Vec::new()),
+            Ok(mirrors) => gather(req, mirrors.into_iter().map(mirror::Pin::new).collect(), Vec::new()),
         }
     })
 }
 
-/// Collects each mirror's counters from its channels, one mirror after the other.
-fn gather(req: Request, mut rest: Vec<&'static mirror::Mirror>, mut out: Vec<Value>) {
-    if rest.is_empty() {
+/// Collects each mirror's counters from its channels, one mirror after the other. Each is
+/// pinned until its turn is over, so a delete meanwhile cannot free it under us.
+fn gather(req: Request, mut rest: std::collections::VecDeque<mirror::Pin>, mut out: Vec<Value>) {
+    let Some(pin) = rest.pop_front() else {
         return req.reply(Ok(Value::Array(out)));
-    }
-    let m = rest.remove(0);
+    };
+    let m = pin.mirror();
     mirror::collect_stats(
         m,
         Box::new(move |stats| {
             out.push(m.info(Some(&stats)));
+            drop(pin);
             gather(req, rest, out);
         }),
     );
@@ -500,6 +505,12 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
             if !bdev_exists(&base) {
                 return Err(Fail(-libc::ENODEV, format!("base_bdev: no bdev named '{base}'")));
             }
+            if mirror::reaches(&base, &name) {
+                return Err(Fail(
+                    -libc::EINVAL,
+                    format!("base_bdev: '{base}' is the mirror '{name}' itself or is built on it"),
+                ));
+            }
             if mirror::find_leg(&base).is_some() {
                 return Err(Fail(
                     -libc::EBUSY,
@@ -518,6 +529,7 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
                 slot,
                 &base.clone(),
                 kind,
+                false,
                 Box::new(move |r| req.reply(r.map(|_| json!(true)))),
             );
         };
@@ -528,12 +540,14 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
         // A leg that carries this mirror's superblock goes back to its slot, recovered from
         // the bitmap if it can be (md's re-add); any other bdev is rebuilt in full.
         let base2 = p.string("base_bdev").ok().flatten().unwrap_or_default();
+        let pin = mirror::Pin::new(m);
         super::examine::read_superblock(
             &base2,
             Box::new(move |r| {
-                // The mirror may have been deleted while the superblock was read.
-                let live = mirror::all().into_iter().any(|x| std::ptr::eq(x, m));
-                if !live || m.deleting.load(std::sync::atomic::Ordering::Acquire) {
+                // The mirror may have been deleted while the superblock was read (the pin
+                // keeps it from being freed until this is over).
+                let _pin = pin;
+                if m.deleting.load(std::sync::atomic::Ordering::Acquire) {
                     return req.reply(Err(Fail(
                         -libc::ENODEV,
                         "name: the mirror was deleted meanwhile".into(),
