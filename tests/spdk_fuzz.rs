@@ -102,7 +102,7 @@ fn random_params(rng: &mut Rng, method: &str) -> Value {
             m.insert("name".into(), json!(pick(rng, &NAMES)));
             m.insert("level".into(), json!(pick(rng, &["raid1", "raid10"])));
             let legs = 1 + rng.below(5) as usize;
-            let bases: Vec<&str> = (0..legs).map(|_| pick(rng, &BASES)).collect();
+            let bases: Vec<&str> = (0..legs).map(|_| base_or_mirror(rng)).collect();
             m.insert("base_bdevs".into(), json!(bases));
             if rng.percent(50) {
                 m.insert("layout".into(), json!(pick(rng, &["n2", "f2", "o2", "n3"])));
@@ -127,8 +127,11 @@ fn random_params(rng: &mut Rng, method: &str) -> Value {
             m.insert("repair".into(), json!(rng.percent(50)));
         }
         "bdev_mirror_add_base_bdev" => {
-            m.insert("name".into(), json!(pick(rng, &NAMES)));
-            m.insert("base_bdev".into(), json!(pick(rng, &BASES)));
+            let name = pick(rng, &NAMES);
+            m.insert("name".into(), json!(name));
+            // Now and then the mirror itself, or another mirror (which may be built on it).
+            let base = if rng.percent(15) { name } else { base_or_mirror(rng) };
+            m.insert("base_bdev".into(), json!(base));
         }
         _ => {
             m.insert("base_bdev".into(), json!(pick(rng, &BASES)));
@@ -144,6 +147,33 @@ fn random_params(rng: &mut Rng, method: &str) -> Value {
         }
     }
     Value::Object(m)
+}
+
+/// A base bdev name: mostly a plain bdev, sometimes a mirror's name.
+fn base_or_mirror<'a>(rng: &mut Rng) -> &'a str {
+    if rng.percent(20) {
+        pick(rng, &NAMES)
+    } else {
+        pick(rng, &BASES)
+    }
+}
+
+/// No mirror reaches itself through its legs (a mirror as its own leg, directly or through
+/// other mirrors, would write into itself forever).
+fn check_no_cycles(t: &Target) {
+    let all = mirrors(t);
+    for (start, _) in &all {
+        let mut todo: Vec<String> = all.iter().find(|(n, _)| n == start).unwrap().1.clone();
+        let mut seen = BTreeSet::new();
+        while let Some(b) = todo.pop() {
+            assert_ne!(&b, start, "mirror {start} reaches itself: {all:?}");
+            if seen.insert(b.clone()) {
+                if let Some((_, legs)) = all.iter().find(|(n, _)| *n == b) {
+                    todo.extend(legs.iter().cloned());
+                }
+            }
+        }
+    }
 }
 
 fn malformed(rng: &mut Rng) -> Vec<u8> {
@@ -208,6 +238,17 @@ fn well_formed(method: &str, params: &Value, r: &Result<Value, RpcError>) {
     }
 }
 
+/// Deletes every mirror, those built on others first (a claimed mirror cannot go).
+fn delete_all(t: &Target) {
+    for _ in 0..NAMES.len() {
+        let all = mirrors(t);
+        let used: BTreeSet<String> = all.iter().flat_map(|(_, legs)| legs.iter().cloned()).collect();
+        for (name, _) in all.iter().filter(|(n, _)| !used.contains(n)) {
+            t.rpc("bdev_mirror_delete", json!({"name": name})).unwrap();
+        }
+    }
+}
+
 #[test]
 #[cfg_attr(
     not(spdk),
@@ -258,6 +299,7 @@ fn thousands_of_random_rpcs_never_crash_and_keep_state_consistent() {
         );
         if i % 100 == 99 {
             check_claims(&t);
+            check_no_cycles(&t);
         }
     }
     assert!(
@@ -267,9 +309,7 @@ fn thousands_of_random_rpcs_never_crash_and_keep_state_consistent() {
 
     // Create/delete races: a second connection creates while the first deletes the same name.
     let sock = t.socket().to_path_buf();
-    for (name, _) in mirrors(&t) {
-        t.rpc("bdev_mirror_delete", json!({"name": name})).unwrap();
-    }
+    delete_all(&t);
     let racer = std::thread::spawn(move || {
         for i in 0..200u64 {
             let p = json!({"name": "race", "level": "raid1", "base_bdevs": ["b0", "b1"]});
@@ -282,9 +322,7 @@ fn thousands_of_random_rpcs_never_crash_and_keep_state_consistent() {
     }
     racer.join().unwrap();
     assert!(t.is_alive());
-    for (name, _) in mirrors(&t) {
-        t.rpc("bdev_mirror_delete", json!({"name": name})).unwrap();
-    }
+    delete_all(&t);
     support::wait_until(Duration::from_secs(10), "mirrors gone", || mirrors(&t).is_empty()).unwrap();
     check_claims(&t);
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");

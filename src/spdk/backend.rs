@@ -54,7 +54,7 @@ pub struct LegIo {
 pub struct SpdkBackend {
     pub legs: Vec<LegIo>,
     /// Host I/Os the engine completed, completed to SPDK outside the engine.
-    pub completions: Vec<(NonNull<sys::spdk_bdev_io>, HostStatus)>,
+    pub completions: std::collections::VecDeque<(NonNull<sys::spdk_bdev_io>, HostStatus)>,
     pub block_size: u64,
     /// Legs the engine failed that the mirror must hear of.
     pub failed_legs: u32,
@@ -198,7 +198,7 @@ impl Backend for SpdkBackend {
     }
 
     fn complete(&mut self, host: NonNull<sys::spdk_bdev_io>, status: HostStatus) {
-        self.completions.push((host, status));
+        self.completions.push_back((host, status));
     }
 
     fn leg_failed(&mut self, leg: u32) {

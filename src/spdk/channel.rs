@@ -68,7 +68,7 @@ impl Channel {
         let contexts: usize = mirror.legs.len() * mirror.opts.pool_size as usize;
         let backend = SpdkBackend {
             legs: Vec::new(),
-            completions: Vec::with_capacity(cfg.max_parents as usize),
+            completions: VecDeque::with_capacity(cfg.max_parents as usize),
             block_size: mirror.geo.block_size() as u64,
             failed_legs: 0,
             channel: ptr::null(),
@@ -232,7 +232,7 @@ impl Channel {
             "mirror {}: internal error in the I/O engine: failing its outstanding I/O on this core",
             self.mirror().name()
         );
-        let finished = std::mem::take(&mut e.backend_mut().completions);
+        let finished: Vec<_> = e.backend_mut().completions.drain(..).collect();
         let orphans = e.abandon();
         *self.orphans.borrow_mut() = Some(orphans);
         self.deferred.set(false);
@@ -314,8 +314,9 @@ impl Channel {
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_engine(e, f)));
         self.busy.set(false);
         if ran.is_err() {
-            self.poison(e);
+            return self.poison(e);
         }
+        self.complete_finished();
     }
 
     fn run_engine(
@@ -325,51 +326,51 @@ impl Channel {
     ) {
         self.sync_legs(e);
         f(e);
-        let mut done = Vec::new();
+        // Re-entrant calls are rare: one flag keeps the common path off the queues.
+        while self.deferred.replace(false) {
+            while let Some((ctx, info, status)) = self.deferred_children.pop() {
+                // SAFETY: the queue holds non-null context pointers.
+                Self::deliver(e, unsafe { NonNull::new_unchecked(ctx as *mut ChildCtx) }, info, status);
+            }
+            loop {
+                let next = self.deferred_parents.borrow_mut().pop_front();
+                let Some((io, req)) = next else { break };
+                e.submit(io, req);
+                self.inject_fault();
+            }
+            if self.io_signal.take() {
+                e.io_available();
+            }
+        }
+        // Before any completion is released: a leg failure must be visible as unrecorded.
+        if e.backend().failed_legs != 0 {
+            self.note_failed_legs(e);
+        }
+    }
+
+    /// Completes the host I/Os the engine finished, with the engine idle (not `busy`).
+    ///
+    /// Completing one frees its `spdk_bdev_io`, and the layer above usually submits the next
+    /// I/O at once. With the engine idle, the `spdk_bdev_io_wait` callback that the free runs
+    /// enters the engine there and then, so a child parked for want of an `spdk_bdev_io` takes
+    /// the freed one before a new parent can; were the engine busy, the callback could only
+    /// note it, and SPDK would hand the `spdk_bdev_io` to the next waiter in line, the layer
+    /// above: under pool pressure parents would keep taking what their children need (md's
+    /// trap again) and the mirror would crawl.
+    fn complete_finished(&self) {
         loop {
-            let mut moved = false;
-            // Re-entrant calls are rare: one flag keeps the common path off the queues.
-            if self.deferred.replace(false) {
-                while let Some((ctx, info, status)) = self.deferred_children.pop() {
-                    // SAFETY: the queue holds non-null context pointers.
-                    Self::deliver(e, unsafe { NonNull::new_unchecked(ctx as *mut ChildCtx) }, info, status);
-                }
-                loop {
-                    let next = self.deferred_parents.borrow_mut().pop_front();
-                    let Some((io, req)) = next else { break };
-                    e.submit(io, req);
-                    self.inject_fault();
-                }
-                if self.io_signal.take() {
-                    e.io_available();
-                }
-                moved = true;
-            }
-            if e.backend().failed_legs != 0 {
-                self.note_failed_legs(e);
-            }
-            if e.backend().completions.is_empty() && !moved {
-                break;
-            }
-            std::mem::swap(&mut done, &mut e.backend_mut().completions);
+            // SAFETY: not busy; the reference ends before the completion below may re-enter.
+            let next = unsafe { (*self.engine.get()).backend_mut().completions.pop_front() };
+            let Some((io, status)) = next else { break };
             // While a leg failure is not yet in the superblocks, no host I/O is acknowledged:
             // a write that missed the failed leg must not be acked before the metadata says
             // the leg is stale, or a crash now could let that leg be trusted again.
-            let hold = self.mirror().failure_unrecorded();
-            for (io, status) in done.drain(..) {
-                moved = true;
-                if hold {
-                    self.held.borrow_mut().push_back((io, status));
-                    continue;
-                }
-                // The engine completes each host I/O exactly once; this may re-enter `submit`,
-                // which only queues while `busy` is set.
-                complete_host(io, status);
+            if self.mirror().failure_unrecorded() {
+                self.held.borrow_mut().push_back((io, status));
+                continue;
             }
-            std::mem::swap(&mut done, &mut e.backend_mut().completions);
-            if !moved {
-                break;
-            }
+            // The engine completes each host I/O exactly once.
+            complete_host(io, status);
         }
     }
 
