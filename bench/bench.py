@@ -182,17 +182,81 @@ def build_rows(quick: bool) -> list[Row]:
 # --------------------------------------------------------------------------------------------
 
 
-def find_bdevperf(explicit: str | None) -> Path | None:
+def spdk_app_dirs(spdk_dir: str | None, pkg_prefix: str | None, path: str | None) -> list[Path]:
+    """Where SPDK's apps are looked for, in order (as the tests do, tests/support/mod.rs):
+    SPDK_DIR as a built source tree (build/bin, build/examples) or an install prefix (bin), the
+    bin of pkg-config's spdk_bdev prefix, then PATH."""
+    dirs = []
+    if spdk_dir:
+        d = Path(spdk_dir)
+        dirs += [d / "build" / "bin", d / "build" / "examples", d / "bin"]
+    if pkg_prefix:
+        dirs.append(Path(pkg_prefix) / "bin")
+    dirs += [Path(d) for d in (path or "").split(os.pathsep) if d]
+    return dirs
+
+
+def spdk_pkg_prefix(spdk_dir: str | None) -> str | None:
+    """pkg-config spdk_bdev's prefix variable, else the parent of its first -L directory (SPDK's
+    .pc files define no prefix: an install says -L<prefix>/lib, a built source tree
+    -L<tree>/build/lib). Searched as the build does: SPDK_DIR's pkgconfig directory first."""
+    pc_path = [p for p in os.environ.get("PKG_CONFIG_PATH", "").split(os.pathsep) if p]
+    for sub in ("build/lib/pkgconfig", "lib/pkgconfig", "lib64/pkgconfig"):
+        if spdk_dir and (Path(spdk_dir) / sub / "spdk_bdev.pc").is_file():
+            pc_path.insert(0, str(Path(spdk_dir) / sub))
+            break
+    env = dict(os.environ, PKG_CONFIG_PATH=os.pathsep.join(pc_path))
+
+    def ask(arg: str) -> str:
+        try:
+            out = subprocess.run(["pkg-config", arg, "spdk_bdev"], capture_output=True, text=True,
+                                 timeout=20, stdin=subprocess.DEVNULL, env=env)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    var = ask("--variable=prefix")
+    if var:
+        return var
+    libs = ask("--libs-only-L").split()
+    for arg in libs:
+        if arg.startswith("-L") and len(arg) > 2:
+            parent = str(Path(arg[2:]).parent)
+            return parent if parent != "/" else None
+    return None
+
+
+def how_to_get(name: str) -> str:
+    if name == "bdevperf":
+        return ("not installed by SPDK's make install: set SPDK_DIR to the built SPDK source tree "
+                "(build/examples/bdevperf) or copy it onto PATH")
+    return (f"SPDK builds it into build/bin/{name} and make install copies it to <prefix>/bin: "
+            "set SPDK_DIR to the built SPDK source tree or to the install prefix, or put it on PATH")
+
+
+def find_spdk_app(name: str) -> tuple[Path | None, str]:
+    """The first executable `name` in spdk_app_dirs(), or None and a message naming it, where it
+    was looked for and how to get it."""
+    spdk_dir = os.environ.get("SPDK_DIR") or None
+    pkg_prefix = spdk_pkg_prefix(spdk_dir)
+    for d in spdk_app_dirs(spdk_dir, pkg_prefix, os.environ.get("PATH")):
+        p = d / name
+        if p.is_file() and os.access(p, os.X_OK):
+            return p, ""
+    searched = [f"SPDK_DIR={spdk_dir} (build/bin, build/examples, bin)" if spdk_dir
+                else "no SPDK_DIR",
+                f"pkg-config prefix {pkg_prefix}/bin" if pkg_prefix else "no pkg-config prefix",
+                "PATH"]
+    return None, f"`{name}` not found (searched {', '.join(searched)}): {how_to_get(name)}"
+
+
+def find_bdevperf(explicit: str | None) -> tuple[Path | None, str]:
     if explicit:
         p = Path(explicit)
-        return p if p.is_file() and os.access(p, os.X_OK) else None
-    found = shutil.which("bdevperf")
-    if found:
-        return Path(found)
-    for cand in ("/usr/local/bin/bdevperf", "/usr/local/spdk/bin/bdevperf"):
-        if os.access(cand, os.X_OK):
-            return Path(cand)
-    return None
+        if p.is_file() and os.access(p, os.X_OK):
+            return p, ""
+        return None, f"SPDK's bdevperf was not found at {explicit} (--bdevperf)"
+    return find_spdk_app("bdevperf")
 
 
 def stale_lib_warning(lib: Path) -> str | None:
@@ -952,7 +1016,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Benchmark the mirror bdev module against SPDK raid1 with bdevperf.")
     ap.add_argument("--lib", help=f"module library (default {DEFAULT_LIB})")
-    ap.add_argument("--bdevperf", help="bdevperf executable (default: from PATH)")
+    ap.add_argument("--bdevperf", help="bdevperf executable (default: SPDK_DIR's "
+                    "build/examples or bin, pkg-config spdk_bdev's prefix/bin, PATH)")
     ap.add_argument("--time", type=int, default=None,
                     help="seconds per measurement (default 5; 1 with --quick)")
     ap.add_argument("--repeat", type=int, default=1,
@@ -983,12 +1048,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--core must be in 0..{ncpu - 1}")
 
     lib = Path(args.lib) if args.lib else DEFAULT_LIB
-    bdevperf = find_bdevperf(args.bdevperf)
+    bdevperf, why = find_bdevperf(args.bdevperf)
     missing = []
     if bdevperf is None:
-        missing.append("SPDK's bdevperf was not found " +
-                       (f"at {args.bdevperf}" if args.bdevperf else "on PATH or in /usr/local/bin") +
-                       " (install SPDK with its examples, or pass --bdevperf PATH)")
+        missing.append(why + (" (or pass --bdevperf PATH)" if not args.bdevperf else ""))
     if not lib.is_file():
         missing.append(f"the mirror module {lib} does not exist "
                        "(run `cargo build --release` in the repo, or pass --lib PATH)")
