@@ -36,7 +36,7 @@ BLOCK = 4096
 NULL_BLOCKS = (1 << 30) // BLOCK  # 1 GiB null bdevs
 MALLOC_BLOCKS = (64 << 20) // BLOCK  # 64 MiB malloc bdevs
 MEM_MB = 1024  # DPDK memory (-s) per bdevperf process
-MIRROR_OPTS = {"pool_size": 4096, "max_parents": 1024}
+MIRROR_OPTS = {"pool_size": 256, "max_parents": 1024}
 RAID10_CHUNK_KB = 64
 P99 = 99.0
 

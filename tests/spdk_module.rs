@@ -1660,7 +1660,7 @@ fn save_config_replays() {
     assert_eq!(p10["layout"], json!("o2"), "{p10}");
     assert_eq!(p10["chunk_kb"], json!(32), "{p10}");
     assert_eq!(p10["uuid"], r10_a["uuid"], "{p10}");
-    assert_eq!(p10["pool_size"], json!(4096), "{p10}");
+    assert_eq!(p10["pool_size"], json!(256), "{p10}");
     assert_eq!(p10["max_parents"], json!(1024), "{p10}");
 
     // Kept in a dir of our own: target a's dir goes when it is dropped.

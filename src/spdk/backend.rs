@@ -10,6 +10,7 @@ use std::ptr::{self, NonNull};
 use spdk_sys as sys;
 
 use super::channel::Channel;
+use super::ctx_cache::CtxCache;
 use super::ffi::{errlog, guard};
 use crate::engine::{Backend, ChildInfo, ChildStatus, HostStatus, IoOp, Submitted};
 
@@ -45,7 +46,8 @@ pub struct LegIo {
     pub desc: *mut sys::spdk_bdev_desc,
     /// Null when the leg is absent from this channel (removed, or never opened).
     pub ch: *mut sys::spdk_io_channel,
-    pub pool: *mut sys::spdk_mempool,
+    /// The leg's child contexts, through this channel's own cache.
+    pub ctxs: CtxCache,
     pub wait: Box<IoWait>,
     /// Children of this channel in flight on this leg (to know when its channel may be put).
     pub inflight: u32,
@@ -78,18 +80,14 @@ impl Backend for SpdkBackend {
     type Host = NonNull<sys::spdk_bdev_io>;
     type Child = NonNull<ChildCtx>;
 
+    #[inline]
     fn alloc_child(&mut self, leg: u32) -> Option<NonNull<ChildCtx>> {
-        let pool = self.legs[leg as usize].pool;
-        if pool.is_null() {
-            return None;
-        }
-        // SAFETY: `pool` is the leg's live mempool of `ChildCtx`-sized elements.
-        NonNull::new(unsafe { sys::spdk_mempool_get(pool) } as *mut ChildCtx)
+        self.legs[leg as usize].ctxs.get()
     }
 
+    #[inline]
     fn free_child(&mut self, leg: u32, child: NonNull<ChildCtx>) {
-        // SAFETY: the context came from this leg's pool and is no longer in use.
-        unsafe { sys::spdk_mempool_put(self.legs[leg as usize].pool, child.as_ptr() as *mut c_void) }
+        self.legs[leg as usize].ctxs.put(child)
     }
 
     fn submit(
@@ -305,7 +303,7 @@ impl LegIo {
             bdev: ptr::null_mut(),
             desc: ptr::null_mut(),
             ch: ptr::null_mut(),
-            pool: ptr::null_mut(),
+            ctxs: CtxCache::new(ptr::null_mut(), 0),
             wait: IoWait::new(channel),
             inflight: 0,
         }

@@ -16,6 +16,7 @@ use crossbeam_queue::ArrayQueue;
 use spdk_sys as sys;
 
 use super::backend::{ChildCtx, LegIo, SpdkBackend};
+use super::ctx_cache::CtxCache;
 use super::ffi::{errlog, guard, warnlog};
 use super::mirror::Mirror;
 use super::persist::ChannelIntent;
@@ -104,7 +105,7 @@ impl Channel {
         engine.backend_mut().channel = me;
         for leg in &mirror.legs {
             let mut io = LegIo::absent(me);
-            io.pool = leg.pool;
+            io.ctxs = CtxCache::new(leg.pool, mirror.ctx_cache);
             if leg.present() && !leg.failed.load(Ordering::Acquire) {
                 // SAFETY: the desc is open; channels are per thread and this is our thread.
                 let ch = unsafe { sys::spdk_bdev_get_io_channel(leg.desc()) };

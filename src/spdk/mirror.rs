@@ -34,7 +34,9 @@ pub struct MirrorOpts {
     pub max_parents: u32,
 }
 
-pub const DEFAULT_POOL_SIZE: u32 = 4096;
+/// Small on purpose: each context is submitted the moment it is taken, so a small pool is safe
+/// (md's point) and stays hot in the CPU cache; 256 per leg fits hundreds of mirrors per GiB.
+pub const DEFAULT_POOL_SIZE: u32 = 256;
 pub const DEFAULT_MAX_PARENTS: u32 = 1024;
 
 /// One leg. Fields that channels read are atomics.
@@ -172,6 +174,8 @@ pub struct Mirror {
     pub uuid: String,
     pub chunk_kb: u64,
     pub opts: MirrorOpts,
+    /// Child contexts each channel may keep per leg (`CtxCache`).
+    pub ctx_cache: usize,
     /// Encoded `ReadPolicy` (see `encode_policy`); channels pick it up with the leg state.
     read_policy: AtomicU64,
     pub legs: Vec<Leg>,
@@ -645,6 +649,7 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         uuid: String::new(),
         chunk_kb: spec.chunk_kb,
         opts: spec.opts,
+        ctx_cache: 0,
         read_policy: AtomicU64::new(encode_policy(spec.read_policy)),
         legs: Vec::with_capacity(spec.base_bdevs.len()),
         leg_gen: AtomicU64::new(0),
@@ -715,7 +720,9 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
     // Child context pools, one per leg.
     // SAFETY: plain query.
     let cores = unsafe { sys::spdk_env_get_core_count() }.max(1);
-    let cache = (spec.opts.pool_size / (4 * cores)).min(64) as usize;
+    // Each channel caches up to a quarter of a pool split across the cores (`CtxCache`);
+    // the mempools themselves have no DPDK cache (about 1 MiB per pool).
+    mirror.ctx_cache = (spec.opts.pool_size / (4 * cores)) as usize;
     for i in 0..mirror.legs.len() {
         let pname = CString::new(format!("mirror{id}_{i}")).expect("no NUL");
         // SAFETY: valid name; element size is our context's.
@@ -724,7 +731,7 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
                 pname.as_ptr(),
                 spec.opts.pool_size as usize,
                 std::mem::size_of::<super::backend::ChildCtx>(),
-                cache,
+                0,
                 sys::SPDK_ENV_NUMA_ID_ANY,
             )
         };

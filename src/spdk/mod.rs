@@ -16,6 +16,7 @@
 
 mod backend;
 mod channel;
+mod ctx_cache;
 mod examine;
 mod ffi;
 mod json;
