@@ -6,6 +6,7 @@ use std::borrow::Borrow;
 
 use thiserror::Error;
 
+use crate::engine::ReadPolicy;
 use crate::placement::{Geometry, GeometryError, GeometrySpec, Level, Raid10Layout, MAX_CHUNK_KB, MAX_LEGS};
 
 /// Size of the encoded superblock. It sits at block 0 of every leg, inside the reserved region
@@ -585,6 +586,281 @@ fn mask(flags: impl Iterator<Item = bool>) -> u32 {
         .fold(0, |m, (i, _)| m | 1 << i)
 }
 
+// ------------------------------------------------------------------------------------------------
+// Tunables record
+// ------------------------------------------------------------------------------------------------
+
+/// Where the tunables record sits in the superblock's 4096 bytes: reserved bytes past the
+/// largest leg table (160 + 32 × 32 = 1184), far from it so the geometry's format may grow.
+pub const TUNABLES_OFFSET: usize = 3072;
+/// Size of the record, checksum included.
+pub const TUNABLES_BYTES: usize = 128;
+pub const TUNABLES_MAGIC: [u8; 8] = *b"SPDKMTUN";
+pub const TUNABLES_VERSION: u32 = 1;
+const TUNABLES_CRC: usize = TUNABLES_BYTES - 4;
+/// The bounds the RPCs put on the tunables; a restored record is held to the same ones.
+pub const MAX_POOL_SIZE: u32 = 1 << 20;
+pub const MAX_MAX_PARENTS: u32 = 1 << 16;
+pub const MAX_RATE_MB: u64 = 1 << 30;
+
+// The record must stay clear of the largest leg table and of the superblock's checksum.
+const _: () = assert!(LEG_TABLE_OFFSET + MAX_LEGS * LEG_ENTRY_BYTES <= TUNABLES_OFFSET);
+const _: () = assert!(TUNABLES_OFFSET + TUNABLES_BYTES <= CRC_OFFSET);
+
+/// A mirror's runtime settings, as the create and set RPCs accept them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunables {
+    pub read_policy: ReadPolicy,
+    /// Cap of background processes, MiB/s (0: none).
+    pub rebuild_max_mb_per_s: u64,
+    /// Child contexts per leg.
+    pub pool_size: u32,
+    /// Parents admitted per core.
+    pub max_parents: u32,
+}
+
+/// The tunables as written on a leg. `generation` grows with every change, so that after a
+/// crash in the middle of writing one, assembly takes the newer settings from whichever leg got
+/// them (a change does not bump `events`: a leg that missed only a tunables write is not stale).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunablesRecord {
+    pub generation: u64,
+    pub tunables: Tunables,
+}
+
+/// What a leg's superblock says about its tunables: `Ok(None)` when it has no record (written
+/// before records existed, or by a build that did not write one).
+pub type TunablesRead = Result<Option<TunablesRecord>, TunablesError>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TunablesError {
+    #[error("tunables: bad magic {0:#018x} (the record's bytes are not zero and not a record)")]
+    Magic(u64),
+    #[error("tunables: version {0} is not supported (this build reads {TUNABLES_VERSION}); ignored")]
+    Version(u32),
+    #[error("tunables: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("tunables: {field} is {value}, must be {allowed}")]
+    BadField {
+        field: &'static str,
+        value: u64,
+        allowed: String,
+    },
+}
+
+impl TunablesError {
+    /// A record this build cannot read because a newer one wrote it: not damage, just ignored.
+    pub fn is_unknown_version(&self) -> bool {
+        matches!(self, TunablesError::Version(_))
+    }
+}
+
+fn bad_tunable(field: &'static str, value: u64, allowed: impl Into<String>) -> TunablesError {
+    TunablesError::BadField {
+        field,
+        value,
+        allowed: allowed.into(),
+    }
+}
+
+/// Read policies on disk: 0 least_outstanding, 1 round_robin, 2 preferred (with its leg).
+fn policy_code(p: ReadPolicy) -> (u8, u32) {
+    match p {
+        ReadPolicy::LeastOutstanding => (0, 0),
+        ReadPolicy::RoundRobin => (1, 0),
+        ReadPolicy::Preferred(leg) => (2, leg),
+    }
+}
+
+impl TunablesRecord {
+    /// The record's bytes, checksum last.
+    pub fn encode(&self) -> [u8; TUNABLES_BYTES] {
+        let t = &self.tunables;
+        let mut b = [0u8; TUNABLES_BYTES];
+        b[0..8].copy_from_slice(&TUNABLES_MAGIC);
+        put32(&mut b, 8, TUNABLES_VERSION);
+        put32(&mut b, 12, TUNABLES_BYTES as u32);
+        put64(&mut b, 16, self.generation);
+        let (code, leg) = policy_code(t.read_policy);
+        b[24] = code;
+        put32(&mut b, 28, leg);
+        put64(&mut b, 32, t.rebuild_max_mb_per_s);
+        put32(&mut b, 40, t.pool_size);
+        put32(&mut b, 44, t.max_parents);
+        let crc = crc32c(&b[..TUNABLES_CRC]);
+        put32(&mut b, TUNABLES_CRC, crc);
+        b
+    }
+
+    /// Decodes the record in a superblock's bytes (`block`, at least `SUPERBLOCK_BYTES`) of a
+    /// mirror with `legs` legs. All-zero bytes are no record (`Ok(None)`): superblocks written
+    /// before records existed. Every value is held to the bounds the RPCs apply. Untrusted
+    /// input: never panics.
+    pub fn read(block: &[u8], legs: usize) -> TunablesRead {
+        let Some(b) = block.get(TUNABLES_OFFSET..TUNABLES_OFFSET + TUNABLES_BYTES) else {
+            return Ok(None);
+        };
+        if b.iter().all(|&x| x == 0) {
+            return Ok(None);
+        }
+        if b[0..8] != TUNABLES_MAGIC {
+            return Err(TunablesError::Magic(u64::from_be_bytes(
+                b[0..8].try_into().expect("8 bytes"),
+            )));
+        }
+        // The version first: a newer record may be laid out (and checksummed) differently.
+        let version = get32(b, 8);
+        if version != TUNABLES_VERSION {
+            return Err(TunablesError::Version(version));
+        }
+        let (stored, computed) = (get32(b, TUNABLES_CRC), crc32c(&b[..TUNABLES_CRC]));
+        if stored != computed {
+            return Err(TunablesError::Checksum { stored, computed });
+        }
+        let len = get32(b, 12);
+        if len as usize != TUNABLES_BYTES {
+            return Err(bad_tunable("record_len", len as u64, TUNABLES_BYTES.to_string()));
+        }
+        Ok(Some(TunablesRecord {
+            generation: get64(b, 16),
+            tunables: Self::values(b, legs)?,
+        }))
+    }
+
+    /// The settings of a checksummed record, each checked as the RPC checks it.
+    fn values(b: &[u8], legs: usize) -> Result<Tunables, TunablesError> {
+        let leg = get32(b, 28);
+        let read_policy = match b[24] {
+            0 | 1 if leg != 0 => {
+                return Err(bad_tunable(
+                    "preferred_leg",
+                    leg as u64,
+                    "0 unless read_policy is preferred",
+                ))
+            }
+            0 => ReadPolicy::LeastOutstanding,
+            1 => ReadPolicy::RoundRobin,
+            2 if leg as usize >= legs => {
+                return Err(bad_tunable(
+                    "preferred_leg",
+                    leg as u64,
+                    format!("below the leg count {legs}"),
+                ))
+            }
+            2 => ReadPolicy::Preferred(leg),
+            other => {
+                return Err(bad_tunable(
+                    "read_policy",
+                    other as u64,
+                    "0 (least_outstanding), 1 (round_robin) or 2 (preferred)",
+                ))
+            }
+        };
+        let rate = get64(b, 32);
+        if rate > MAX_RATE_MB {
+            return Err(bad_tunable("rebuild_max_mb_per_s", rate, format!("0 to {MAX_RATE_MB}")));
+        }
+        let pool_size = get32(b, 40);
+        if !(1..=MAX_POOL_SIZE).contains(&pool_size) {
+            return Err(bad_tunable(
+                "pool_size",
+                pool_size as u64,
+                format!("1 to {MAX_POOL_SIZE}"),
+            ));
+        }
+        let max_parents = get32(b, 44);
+        if !(1..=MAX_MAX_PARENTS).contains(&max_parents) {
+            return Err(bad_tunable(
+                "max_parents",
+                max_parents as u64,
+                format!("1 to {MAX_MAX_PARENTS}"),
+            ));
+        }
+        Ok(Tunables {
+            read_policy,
+            rebuild_max_mb_per_s: rate,
+            pool_size,
+            max_parents,
+        })
+    }
+}
+
+impl Superblock {
+    /// [`Superblock::encode`] with the tunables record in its reserved bytes, and the
+    /// superblock's checksum (which covers them) computed again.
+    pub fn encode_with(&self, t: &TunablesRecord) -> Result<Vec<u8>, SuperblockError> {
+        let mut b = self.encode()?;
+        b[TUNABLES_OFFSET..TUNABLES_OFFSET + TUNABLES_BYTES].copy_from_slice(&t.encode());
+        let crc = crc32c(&b[..CRC_OFFSET]);
+        put32(&mut b, CRC_OFFSET, crc);
+        Ok(b)
+    }
+}
+
+/// The tunables an assembled mirror starts with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub tunables: Tunables,
+    /// The generation of the record taken (0 with the defaults): later changes count on.
+    pub generation: u64,
+    /// The copy the record came from; `None`: no current copy had a usable one, so the defaults.
+    pub from: Option<usize>,
+    /// Current copies whose record could not be used, and why (each error names the field).
+    pub unusable: Vec<(usize, TunablesError)>,
+}
+
+/// Picks the tunables of an assembly: `records[i]` is what copy `found[i]` holds. Only current
+/// copies count (the newest, and the kept copies at its `events`): a stale leg missed changes.
+/// Among their usable records the highest generation wins (then the newest copy's, then a fixed
+/// order of the bytes: never the order the legs appeared in); with none, `defaults`.
+pub fn restore_tunables<S: Borrow<Superblock>>(
+    found: &[S],
+    records: &[TunablesRead],
+    a: &Assembly,
+    defaults: Tunables,
+) -> Restored {
+    let newest_events = found.get(a.newest).map(|s| s.borrow().events);
+    let mut current: Vec<usize> = a
+        .slots
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|&i| found.get(i).map(|s| s.borrow().events) == newest_events)
+        .collect();
+    if !current.contains(&a.newest) {
+        current.push(a.newest);
+    }
+    current.sort_unstable();
+    let mut unusable = Vec::new();
+    let mut best: Option<(usize, TunablesRecord)> = None;
+    for &i in &current {
+        match records.get(i) {
+            Some(Ok(Some(r))) => {
+                let key = |i: usize, r: &TunablesRecord| (r.generation, i == a.newest, r.encode());
+                if best.as_ref().is_none_or(|(j, b)| key(i, r) > key(*j, b)) {
+                    best = Some((i, *r));
+                }
+            }
+            Some(Err(e)) => unusable.push((i, e.clone())),
+            Some(Ok(None)) | None => {}
+        }
+    }
+    match best {
+        Some((i, r)) => Restored {
+            tunables: r.tunables,
+            generation: r.generation,
+            from: Some(i),
+            unusable,
+        },
+        None => Restored {
+            tunables: defaults,
+            generation: 0,
+            from: None,
+            unusable,
+        },
+    }
+}
+
 fn put32(b: &mut [u8], o: usize, v: u32) {
     b[o..o + 4].copy_from_slice(&v.to_le_bytes());
 }
@@ -991,6 +1267,215 @@ mod tests {
         assert_eq!(a.rejected, vec![(0, Rejection::Invalid(SuperblockError::NameEmpty))]);
         assert!(choose_legs(&[bad]).is_none());
         assert!(choose_legs::<Superblock>(&[]).is_none());
+    }
+
+    fn tuned(generation: u64, policy: ReadPolicy) -> TunablesRecord {
+        TunablesRecord {
+            generation,
+            tunables: Tunables {
+                read_policy: policy,
+                rebuild_max_mb_per_s: 7,
+                pool_size: 256,
+                max_parents: 64,
+            },
+        }
+    }
+
+    /// A superblock's bytes with `record`'s bytes in the reserved area, both checksums as they
+    /// are given (the superblock's recomputed: the record alone is at fault).
+    fn with_record_bytes(sb: &Superblock, record: &[u8]) -> Vec<u8> {
+        let mut b = sb.encode().unwrap();
+        b[TUNABLES_OFFSET..TUNABLES_OFFSET + record.len()].copy_from_slice(record);
+        let crc = crc32c(&b[..CRC_OFFSET]);
+        put32(&mut b, CRC_OFFSET, crc);
+        b
+    }
+
+    /// `r` encoded, one byte range replaced, the record's checksum recomputed.
+    fn patched_record(r: &TunablesRecord, at: usize, v: &[u8]) -> [u8; TUNABLES_BYTES] {
+        let mut b = r.encode();
+        b[at..at + v.len()].copy_from_slice(v);
+        let crc = crc32c(&b[..TUNABLES_CRC]);
+        put32(&mut b, TUNABLES_CRC, crc);
+        b
+    }
+
+    #[test]
+    fn tunables_round_trip_beside_the_geometry() {
+        let sb = sample();
+        for policy in [
+            ReadPolicy::LeastOutstanding,
+            ReadPolicy::RoundRobin,
+            ReadPolicy::Preferred(3),
+        ] {
+            let rec = tuned(9, policy);
+            let bytes = sb.encode_with(&rec).unwrap();
+            assert_eq!(bytes.len(), SUPERBLOCK_BYTES);
+            assert_eq!(
+                Superblock::decode(&bytes).unwrap(),
+                sb,
+                "the geometry ignores the record"
+            );
+            assert_eq!(TunablesRecord::read(&bytes, 4), Ok(Some(rec)));
+            assert_ne!(bytes, sb.encode().unwrap(), "the record is on disk");
+        }
+    }
+
+    #[test]
+    fn a_superblock_without_a_record_has_no_tunables() {
+        // What version 1 wrote before records existed: zeros in the reserved bytes.
+        let old = sample().encode().unwrap();
+        assert!(old[TUNABLES_OFFSET..TUNABLES_OFFSET + TUNABLES_BYTES]
+            .iter()
+            .all(|&b| b == 0));
+        assert_eq!(Superblock::decode(&old).unwrap(), sample());
+        assert_eq!(TunablesRecord::read(&old, 4), Ok(None));
+        assert_eq!(
+            TunablesRecord::read(&old[..100], 4),
+            Ok(None),
+            "short input is no record"
+        );
+    }
+
+    #[test]
+    fn a_damaged_record_is_refused_and_the_superblock_still_decodes() {
+        let sb = sample();
+        let rec = tuned(3, ReadPolicy::Preferred(1));
+        let mut flipped = rec.encode();
+        flipped[40] ^= 1;
+        let bytes = with_record_bytes(&sb, &flipped);
+        assert_eq!(Superblock::decode(&bytes).unwrap(), sb);
+        assert!(matches!(
+            TunablesRecord::read(&bytes, 4),
+            Err(TunablesError::Checksum { .. })
+        ));
+        // Damage the superblock's own checksum does not cover does not exist: a flip there
+        // without a rewrite is the whole copy's damage.
+        let mut torn = sb.encode_with(&rec).unwrap();
+        torn[TUNABLES_OFFSET + 40] ^= 1;
+        assert!(matches!(
+            Superblock::decode(&torn),
+            Err(SuperblockError::Checksum { .. })
+        ));
+        let junk = with_record_bytes(&sb, b"garbage!");
+        assert!(matches!(TunablesRecord::read(&junk, 4), Err(TunablesError::Magic(_))));
+    }
+
+    #[test]
+    fn a_record_of_an_unknown_version_is_ignored() {
+        let rec = patched_record(&tuned(3, ReadPolicy::RoundRobin), 8, &2u32.to_le_bytes());
+        let bytes = with_record_bytes(&sample(), &rec);
+        let e = TunablesRecord::read(&bytes, 4).unwrap_err();
+        assert_eq!(e, TunablesError::Version(2));
+        assert!(e.is_unknown_version() && e.to_string().contains("ignored"), "{e}");
+        assert_eq!(Superblock::decode(&bytes).unwrap(), sample());
+    }
+
+    #[test]
+    fn restored_values_are_held_to_the_rpc_bounds() {
+        let read = |r: &TunablesRecord| TunablesRecord::read(&with_record_bytes(&sample(), &r.encode()), 4);
+        let with = |f: &dyn Fn(&mut Tunables)| {
+            let mut r = tuned(1, ReadPolicy::Preferred(3));
+            f(&mut r.tunables);
+            r
+        };
+        let refused = |r: TunablesRecord, field: &str| {
+            let e = read(&r).expect_err(field);
+            assert!(
+                matches!(&e, TunablesError::BadField { field: f, .. } if *f == field),
+                "{field}: {e}"
+            );
+            assert!(e.to_string().starts_with(&format!("tunables: {field} is ")), "{e}");
+        };
+        refused(with(&|t| t.pool_size = 0), "pool_size");
+        refused(with(&|t| t.pool_size = MAX_POOL_SIZE + 1), "pool_size");
+        refused(with(&|t| t.max_parents = 0), "max_parents");
+        refused(with(&|t| t.max_parents = MAX_MAX_PARENTS + 1), "max_parents");
+        refused(
+            with(&|t| t.rebuild_max_mb_per_s = MAX_RATE_MB + 1),
+            "rebuild_max_mb_per_s",
+        );
+        refused(with(&|t| t.read_policy = ReadPolicy::Preferred(4)), "preferred_leg");
+        let rr = tuned(1, ReadPolicy::RoundRobin);
+        let stray_leg = patched_record(&rr, 28, &1u32.to_le_bytes());
+        let e = TunablesRecord::read(&with_record_bytes(&sample(), &stray_leg), 4).unwrap_err();
+        assert!(e.to_string().starts_with("tunables: preferred_leg is 1"), "{e}");
+        let unknown = patched_record(&rr, 24, &[3]);
+        let e = TunablesRecord::read(&with_record_bytes(&sample(), &unknown), 4).unwrap_err();
+        assert!(e.to_string().starts_with("tunables: read_policy is 3"), "{e}");
+        let long = patched_record(&rr, 12, &256u32.to_le_bytes());
+        let e = TunablesRecord::read(&with_record_bytes(&sample(), &long), 4).unwrap_err();
+        assert!(e.to_string().starts_with("tunables: record_len is 256"), "{e}");
+        // The bounds themselves are accepted.
+        for r in [
+            with(&|t| {
+                t.pool_size = 1;
+                t.max_parents = 1;
+                t.rebuild_max_mb_per_s = 0;
+            }),
+            with(&|t| {
+                t.pool_size = MAX_POOL_SIZE;
+                t.max_parents = MAX_MAX_PARENTS;
+                t.rebuild_max_mb_per_s = MAX_RATE_MB;
+            }),
+        ] {
+            assert_eq!(read(&r), Ok(Some(r)));
+        }
+    }
+
+    const DEFAULTS: Tunables = Tunables {
+        read_policy: ReadPolicy::LeastOutstanding,
+        rebuild_max_mb_per_s: 0,
+        pool_size: 4096,
+        max_parents: 1024,
+    };
+
+    /// The assembly of `found` and what it restores from `records`.
+    fn restore(found: &[Superblock], records: &[TunablesRead]) -> Restored {
+        let a = choose_legs(found).unwrap();
+        restore_tunables(found, records, &a, DEFAULTS)
+    }
+
+    #[test]
+    fn legs_without_records_assemble_with_the_defaults() {
+        let found = [raid1(0, 5, [1, 2, 3]), raid1(1, 5, [1, 2, 3]), raid1(2, 5, [1, 2, 3])];
+        let records: Vec<TunablesRead> = found
+            .iter()
+            .map(|sb| TunablesRecord::read(&sb.encode().unwrap(), 3))
+            .collect();
+        let r = restore(&found, &records);
+        assert_eq!((r.tunables, r.generation, r.from), (DEFAULTS, 0, None));
+        assert!(r.unusable.is_empty());
+    }
+
+    #[test]
+    fn the_newest_record_of_the_current_legs_is_restored_whatever_the_order() {
+        // A change reached legs 0 and 2 before a crash, not leg 1; leg 2 is stale (it missed a
+        // membership change), so its record does not count however new.
+        let found = [raid1(0, 8, [1, 2, 3]), raid1(1, 8, [1, 2, 3]), raid1(2, 7, [1, 2, 3])];
+        let new = tuned(5, ReadPolicy::Preferred(1));
+        let old = tuned(4, ReadPolicy::RoundRobin);
+        let stale = tuned(9, ReadPolicy::Preferred(2));
+        for order in [[0, 1, 2], [1, 0, 2], [2, 1, 0], [1, 2, 0]] {
+            let f: Vec<Superblock> = order.iter().map(|&i| found[i].clone()).collect();
+            let recs: Vec<TunablesRead> = order.iter().map(|&i| Ok(Some([new, old, stale][i]))).collect();
+            let r = restore(&f, &recs);
+            assert_eq!((r.tunables, r.generation), (new.tunables, 5), "order {order:?}");
+            assert_eq!(r.from, order.iter().position(|&i| i == 0));
+        }
+    }
+
+    #[test]
+    fn a_bad_record_falls_back_to_another_current_one_or_to_the_defaults() {
+        let found = [raid1(0, 8, [1, 2, 3]), raid1(1, 8, [1, 2, 3])];
+        let bad = bad_tunable("pool_size", 0, "1 to 1048576");
+        let good = tuned(2, ReadPolicy::Preferred(1));
+        let r = restore(&found, &[Err(bad.clone()), Ok(Some(good))]);
+        assert_eq!((r.tunables, r.from), (good.tunables, Some(1)));
+        assert_eq!(r.unusable, vec![(0, bad.clone())]);
+        let r = restore(&found, &[Err(bad.clone()), Err(TunablesError::Version(7))]);
+        assert_eq!((r.tunables, r.from), (DEFAULTS, None));
+        assert_eq!(r.unusable, vec![(0, bad), (1, TunablesError::Version(7))]);
     }
 
     #[test]

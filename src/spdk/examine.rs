@@ -20,7 +20,10 @@ use super::module::module_ptr;
 use super::process::{self, Kind};
 use crate::bitmap::{resync_plan, Bits};
 use crate::engine::ReadPolicy;
-use crate::superblock::{choose_legs, Assembly, LegRole, Rejection, Superblock, SuperblockError, SUPERBLOCK_BYTES};
+use crate::superblock::{
+    choose_legs, restore_tunables, Assembly, LegRole, Rejection, Restored, Superblock, SuperblockError, Tunables,
+    TunablesRead, TunablesRecord, SUPERBLOCK_BYTES,
+};
 
 /// How long a mirror that could run degraded waits for its missing legs.
 const GRACE_US: u64 = 3_000_000;
@@ -32,6 +35,9 @@ pub struct Found {
     /// The bitmap as read, sized by this leg's own superblock: it is only turned into bits
     /// against the geometry the mirror is assembled with.
     pub bitmap: Vec<u8>,
+    /// The tunables record beside the superblock (decoded apart: a bad one costs only the
+    /// tunables, never the leg).
+    pub tunables: TunablesRead,
 }
 
 pub type ReadDone = Box<dyn FnOnce(Result<Option<Found>, String>)>;
@@ -119,8 +125,11 @@ extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
             let len = (sb.bitmap_blocks * rd.bs) as usize;
             // SAFETY: the buffer holds the metadata blocks just read.
             let bytes = unsafe { std::slice::from_raw_parts((rd.buf as *const u8).add(at), len) };
+            // SAFETY: as above; the superblock's bytes come first.
+            let head = unsafe { std::slice::from_raw_parts(rd.buf as *const u8, SUPERBLOCK_BYTES) };
             let found = Found {
                 bdev: rd.name.clone(),
+                tunables: TunablesRecord::read(head, sb.legs.len()),
                 sb,
                 bitmap: bytes.to_vec(),
             };
@@ -351,6 +360,7 @@ fn evaluate(uuid: [u8; 16], grace_over: bool) {
 fn assemble(found: Vec<Found>, a: Assembly) {
     let regions = a.layout.regions as usize;
     let newest = found[a.newest].sb.clone();
+    let restored = tunables_of(&found, &a);
     let mut found: Vec<Option<Found>> = found.into_iter().map(Some).collect();
     let mut bits = Bits::new(regions);
     let mut base_bdevs = vec![None; newest.legs.len()];
@@ -383,16 +393,16 @@ fn assemble(found: Vec<Found>, a: Assembly) {
         uuid: Some(uuid),
         base_bdevs,
         opts: MirrorOpts {
-            pool_size: DEFAULT_POOL_SIZE,
-            max_parents: DEFAULT_MAX_PARENTS,
+            pool_size: restored.tunables.pool_size,
+            max_parents: restored.tunables.max_parents,
         },
-        read_policy: ReadPolicy::default(),
+        read_policy: restored.tunables.read_policy,
         persist: Some(PersistSpec {
             region_kb: newest.bitmap_region_kb,
             layout,
-            found: Some((newest, bits)),
+            found: Some((newest, bits, restored.generation)),
         }),
-        rebuild_max_mb: 0,
+        rebuild_max_mb: restored.tunables.rebuild_max_mb_per_s,
     };
     mirror::create(
         spec,
@@ -410,6 +420,52 @@ fn assemble(found: Vec<Found>, a: Assembly) {
             }
         }),
     );
+}
+
+/// The tunables the assembled mirror starts with (`restore_tunables`), each record that could
+/// not be used logged with its bdev and the field at fault.
+fn tunables_of(found: &[Found], a: &Assembly) -> Restored {
+    let defaults = Tunables {
+        read_policy: ReadPolicy::default(),
+        rebuild_max_mb_per_s: 0,
+        pool_size: DEFAULT_POOL_SIZE,
+        max_parents: DEFAULT_MAX_PARENTS,
+    };
+    let sbs: Vec<&Superblock> = found.iter().map(|f| &f.sb).collect();
+    let records: Vec<TunablesRead> = found.iter().map(|f| f.tunables.clone()).collect();
+    let r = restore_tunables(&sbs, &records, a, defaults);
+    let (name, bdev) = (&found[a.newest].sb.name, |i: usize| &found[i].bdev);
+    for (i, e) in &r.unusable {
+        if e.is_unknown_version() {
+            warnlog!("mirror {name}: bdev {}: {e}", bdev(*i));
+        } else {
+            errlog!("mirror {name}: bdev {}: tunables record not used: {e}", bdev(*i));
+        }
+    }
+    let t = &r.tunables;
+    let what = format!(
+        "read_policy {}{}, rebuild_max_mb_per_s {}, pool_size {}, max_parents {}",
+        t.read_policy.name(),
+        match t.read_policy {
+            ReadPolicy::Preferred(leg) => format!(" (leg {leg})"),
+            _ => String::new(),
+        },
+        t.rebuild_max_mb_per_s,
+        t.pool_size,
+        t.max_parents
+    );
+    match r.from {
+        Some(i) => noticelog!(
+            "mirror {name}: tunables restored from bdev {} (generation {}): {what}",
+            bdev(i),
+            r.generation
+        ),
+        None if r.unusable.is_empty() => {
+            noticelog!("mirror {name}: its legs record no tunables (an older format); defaults: {what}")
+        }
+        None => errlog!("mirror {name}: no usable tunables record on its current legs; defaults: {what}"),
+    }
+    r
 }
 
 /// After an unclean shutdown: resyncs every region the bitmap says may differ.

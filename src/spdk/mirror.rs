@@ -267,8 +267,9 @@ pub fn reaches(base: &str, mirror: &str) -> bool {
 pub struct PersistSpec {
     pub region_kb: u32,
     pub layout: MetaLayout,
-    /// Assembly: the newest superblock and the union of the fresh legs' bitmaps.
-    pub found: Option<(Superblock, crate::bitmap::Bits)>,
+    /// Assembly: the newest superblock, the union of the fresh legs' bitmaps, and the
+    /// generation of the tunables restored (the spec's `opts`, `read_policy`, `rebuild_max_mb`).
+    pub found: Option<(Superblock, crate::bitmap::Bits, u64)>,
 }
 
 /// What `create` needs, already validated.
@@ -759,8 +760,9 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
     // SAFETY: NUL-terminated by spdk_uuid_fmt_lower.
     mirror.uuid = unsafe { super::ffi::cstr(buf.as_ptr()) }.into_owned();
     if let Some(ps) = spec.persist {
-        let (sb, dirty) = match ps.found {
-            Some((sb, bits)) => (sb, Some(bits)),
+        // A new mirror's tunables are generation 1; an assembled one's count on from the legs'.
+        let (sb, dirty, tunables_gen) = match ps.found {
+            Some((sb, bits, gen)) => (sb, Some(bits), gen),
             None => (
                 Superblock {
                     mirror_uuid: uuid_bytes(&uuid),
@@ -785,10 +787,11 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
                         .collect(),
                 },
                 None,
+                1,
             ),
         };
         let assembled = dirty.is_some();
-        let p = Persist::new(ps.layout, sb, dirty);
+        let p = Persist::new(ps.layout, sb, dirty, tunables_gen);
         if assembled {
             // Anything dirty may differ between the legs: resync it before it may clear.
             p.hold_dirty_for_resync();

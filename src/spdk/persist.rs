@@ -17,6 +17,10 @@
 //! Every metadata write also reconciles the superblock's leg table with the legs' live state
 //! (a failed or missing leg becomes `Failed`, a leg being rebuilt `Rebuilding`, a leg back in
 //! sync `Active`) and bumps `events` when it changed, so assembly can tell stale legs.
+//!
+//! Every metadata write also carries the mirror's tunables (read policy, rebuild cap, pool
+//! size, max parents) in their own record (`TunablesRecord`), with the generation of their last
+//! change, so an assembled mirror starts with them. A change does not bump `events`.
 
 use std::os::raw::c_void;
 use std::ptr;
@@ -30,7 +34,7 @@ use super::ffi::{errlog, guard};
 use super::mirror::Mirror;
 use crate::bitmap::{Bits, WriteIntentBitmap};
 use crate::engine::{Gate, ParentId, WriteIntent};
-use crate::superblock::{LegRole, MetaLayout, Superblock, SUPERBLOCK_BYTES};
+use crate::superblock::{LegRole, MetaLayout, Superblock, Tunables, TunablesRecord, SUPERBLOCK_BYTES};
 
 /// A region is cleared once no write has touched it for this long (md's daemon_sleep).
 pub const IDLE_CLEAR_MS: u64 = 5000;
@@ -81,6 +85,8 @@ pub struct Persist {
     started: Instant,
     tick: AtomicPtr<sys::spdk_poller>,
     retry: AtomicPtr<sys::spdk_poller>,
+    /// Generation of the tunables on the legs: bumped by each change (`record_tunables`).
+    tunables_gen: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -88,8 +94,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Persist {
-    /// `dirty`: the bitmap read from the legs at assembly (`None` for a new mirror).
-    pub fn new(layout: MetaLayout, sb: Superblock, dirty: Option<Bits>) -> Persist {
+    /// `dirty`: the bitmap read from the legs at assembly (`None` for a new mirror);
+    /// `tunables_gen`: the generation of the tunables it starts with (restored, or 1 when new).
+    pub fn new(layout: MetaLayout, sb: Superblock, dirty: Option<Bits>, tunables_gen: u64) -> Persist {
         let regions = layout.regions as usize;
         let bitmap = WriteIntentBitmap::new(
             layout.regions * layout.region_blocks,
@@ -114,6 +121,7 @@ impl Persist {
             started: Instant::now(),
             tick: AtomicPtr::new(ptr::null_mut()),
             retry: AtomicPtr::new(ptr::null_mut()),
+            tunables_gen: AtomicU64::new(tunables_gen),
         };
         // Regions dirty on disk (at assembly) take writes without asking.
         p.refresh_fast(&p.bitmap());
@@ -434,6 +442,29 @@ pub fn write(m: &'static Mirror, done: Option<MetaDone>) {
     start(m);
 }
 
+/// A tunable of `m` changed (read policy, rebuild cap): writes it to the legs under a new
+/// generation (on the mirror's thread, where RPCs run). `done` runs once a write that read the
+/// new value is on the legs; at once for a mirror without a superblock, which keeps none.
+pub fn record_tunables(m: &'static Mirror, done: MetaDone) {
+    if let Some(p) = &m.persist {
+        p.tunables_gen.fetch_add(1, Ordering::AcqRel);
+    }
+    write(m, Some(done));
+}
+
+/// The tunables `m` runs with now, as a record of their current generation.
+fn tunables_record(m: &Mirror, p: &Persist) -> TunablesRecord {
+    TunablesRecord {
+        generation: p.tunables_gen.load(Ordering::Acquire),
+        tunables: Tunables {
+            read_policy: m.read_policy(),
+            rebuild_max_mb_per_s: m.rebuild_max_mb.load(Ordering::Acquire),
+            pool_size: m.opts.pool_size,
+            max_parents: m.opts.max_parents,
+        },
+    }
+}
+
 /// The last write of a mirror's life (on its thread): a clean bitmap, or a zeroed superblock
 /// when the mirror was deleted. `then` runs after it, whatever happened.
 pub fn close(m: &'static Mirror, wipe: bool, then: Box<dyn FnOnce()>) {
@@ -592,6 +623,8 @@ fn start(m: &'static Mirror) {
         reconcile(m, &mut sb);
         sb.clone()
     };
+    // Read after the writer took the waiters: a change whose caller waits is in this write.
+    let tunables = tunables_record(m, p);
     let op = Box::into_raw(Box::new(MetaOp {
         m,
         fail_gen,
@@ -632,7 +665,7 @@ fn start(m: &'static Mirror) {
         if !wipe {
             let mut s = sb.clone();
             s.this_slot = leg.index;
-            let bytes = s.encode().unwrap_or_else(|_| vec![0; SUPERBLOCK_BYTES]);
+            let bytes = s.encode_with(&tunables).unwrap_or_else(|_| vec![0; SUPERBLOCK_BYTES]);
             let n = image.len().min(bitmap_room);
             // SAFETY: the buffer holds `blocks` blocks: the superblock, then the bitmap area.
             unsafe {

@@ -571,16 +571,30 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
 
 unsafe extern "C" fn rpc_set_options(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
-        let result = (|| {
+        let checked = (|| {
             p.only(&["name", "rebuild_max_mb_per_s"])?;
             let name = p.required_string("name")?;
             let m = mirror_named(&name)?;
-            if let Some(rate) = p.uint("rebuild_max_mb_per_s", 0, MAX_RATE_MB)? {
-                m.rebuild_max_mb.store(rate, std::sync::atomic::Ordering::Release);
-            }
-            Ok(json!(true))
+            Ok((m, p.uint("rebuild_max_mb_per_s", 0, MAX_RATE_MB)?))
         })();
-        req.reply(result);
+        let (m, rate) = match checked {
+            Ok((m, Some(rate))) => (m, rate),
+            Ok((_, None)) => return req.reply(Ok(json!(true))),
+            Err(e) => return req.reply(Err(e)),
+        };
+        m.rebuild_max_mb.store(rate, std::sync::atomic::Ordering::Release);
+        // The answer waits until the superblocks hold the new cap, so it survives a crash.
+        super::persist::record_tunables(
+            m,
+            Box::new(move |r| {
+                req.reply(r.map(|_| json!(true)).map_err(|e| {
+                    Fail(
+                        -libc::EIO,
+                        format!("rebuild_max_mb_per_s: in effect, but not recorded on the legs: {e}"),
+                    )
+                }))
+            }),
+        );
     })
 }
 
@@ -629,7 +643,7 @@ unsafe extern "C" fn rpc_check(request: *mut sys::spdk_jsonrpc_request, params: 
 
 unsafe extern "C" fn rpc_set_read_policy(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
-        let result = (|| {
+        let checked = (|| {
             p.only(&["name", "read_policy", "preferred_leg"])?;
             let name = p.required_string("name")?;
             let m = mirror_named(&name)?;
@@ -643,9 +657,24 @@ unsafe extern "C" fn rpc_set_read_policy(request: *mut sys::spdk_jsonrpc_request
                     ));
                 }
             }
-            m.set_read_policy(policy);
-            Ok(json!(true))
+            Ok((m, policy))
         })();
-        req.reply(result);
+        let (m, policy) = match checked {
+            Ok(c) => c,
+            Err(e) => return req.reply(Err(e)),
+        };
+        m.set_read_policy(policy);
+        // The answer waits until the superblocks hold the new policy, so it survives a crash.
+        super::persist::record_tunables(
+            m,
+            Box::new(move |r| {
+                req.reply(r.map(|_| json!(true)).map_err(|e| {
+                    Fail(
+                        -libc::EIO,
+                        format!("read_policy: in effect, but not recorded on the legs: {e}"),
+                    )
+                }))
+            }),
+        );
     })
 }
