@@ -49,7 +49,8 @@ fn a_create_whose_superblock_writes_all_fail_changes_nothing() {
     let t = target("safety_create_fail");
     for i in 0..2 {
         malloc(&t, &format!("m{i}"), 65536);
-        t.rpc("bdev_error_create", json!({"base_name": format!("m{i}")})).unwrap();
+        t.rpc("bdev_error_create", json!({"base_name": format!("m{i}")}))
+            .unwrap();
         t.rpc(
             "bdev_error_inject_error",
             json!({"name": format!("EE_m{i}"), "io_type": "write", "error_type": "failure", "num": 1000}),
@@ -72,8 +73,11 @@ fn a_create_whose_superblock_writes_all_fail_changes_nothing() {
     // Queued metadata messages ran on a live mirror, or none at all: still healthy after them.
     std::thread::sleep(Duration::from_millis(500));
     for i in 0..2 {
-        t.rpc("bdev_error_inject_error", json!({"name": format!("EE_m{i}"), "io_type": "clear", "error_type": "failure"}))
-            .unwrap();
+        t.rpc(
+            "bdev_error_inject_error",
+            json!({"name": format!("EE_m{i}"), "io_type": "clear", "error_type": "failure"}),
+        )
+        .unwrap();
     }
     t.rpc(
         "bdev_mirror_create",
@@ -154,12 +158,16 @@ fn a_mirror_never_becomes_its_own_leg() {
         json!({"name": "a", "level": "raid10", "layout": "n2", "base_bdevs": ["m0", "m1", "m2", "m3"]}),
     )
     .unwrap();
-    t.rpc("bdev_mirror_remove_base_bdev", json!({"base_bdev": "m1"})).unwrap();
+    t.rpc("bdev_mirror_remove_base_bdev", json!({"base_bdev": "m1"}))
+        .unwrap();
     // Directly.
     let e = t
         .rpc("bdev_mirror_add_base_bdev", json!({"name": "a", "base_bdev": "a"}))
         .expect_err("a mirror cannot be its own leg");
-    assert!(e.message.starts_with("base_bdev:") && e.message.contains("itself"), "{e:?}");
+    assert!(
+        e.message.starts_with("base_bdev:") && e.message.contains("itself"),
+        "{e:?}"
+    );
     // And at create, by name.
     let e = t
         .rpc(
@@ -198,11 +206,15 @@ fn a_mirror_built_on_a_mirror_never_becomes_a_leg_of_it() {
         json!({"name": "b", "level": "raid1", "base_bdevs": ["a", "big"], "superblock": false}),
     )
     .unwrap();
-    t.rpc("bdev_mirror_remove_base_bdev", json!({"base_bdev": "m2"})).unwrap();
+    t.rpc("bdev_mirror_remove_base_bdev", json!({"base_bdev": "m2"}))
+        .unwrap();
     let e = t
         .rpc("bdev_mirror_add_base_bdev", json!({"name": "a", "base_bdev": "b"}))
         .expect_err("b is built on a");
-    assert!(e.message.starts_with("base_bdev:") && e.message.contains("built on it"), "{e:?}");
+    assert!(
+        e.message.starts_with("base_bdev:") && e.message.contains("built on it"),
+        "{e:?}"
+    );
     assert!(!claimed(&t, "b"));
     assert_eq!(t.mirror_info("a")["legs"][2]["state"], "removed");
     no_bug(&t);
@@ -227,8 +239,10 @@ fn an_add_that_fails_leaves_its_bdev_unclaimed_and_the_slot_free() {
                "rebuild_max_mb_per_s": 4}),
     )
     .unwrap();
-    t.rpc("bdev_mirror_remove_base_bdev", json!({"base_bdev": "m1"})).unwrap();
-    t.rpc("bdev_mirror_remove_base_bdev", json!({"base_bdev": "m2"})).unwrap();
+    t.rpc("bdev_mirror_remove_base_bdev", json!({"base_bdev": "m1"}))
+        .unwrap();
+    t.rpc("bdev_mirror_remove_base_bdev", json!({"base_bdev": "m2"}))
+        .unwrap();
     // Two adds at once: the second finds the process slot taken, before or after its checks.
     let results: Vec<Result<Value, support::RpcError>> = std::thread::scope(|s| {
         let a = s.spawn(|| t.rpc("bdev_mirror_add_base_bdev", json!({"name": "mir", "base_bdev": "m3"})));
@@ -236,16 +250,32 @@ fn an_add_that_fails_leaves_its_bdev_unclaimed_and_the_slot_free() {
         vec![a.join().unwrap(), b.join().unwrap()]
     });
     let ok: Vec<_> = results.iter().map(|r| r.is_ok()).collect();
-    assert_eq!(ok.iter().filter(|&&o| o).count(), 1, "exactly one add runs: {results:?}");
+    assert_eq!(
+        ok.iter().filter(|&&o| o).count(),
+        1,
+        "exactly one add runs: {results:?}"
+    );
     let (added, refused) = if ok[0] { ("m3", "m4") } else { ("m4", "m3") };
     let e = results.iter().find_map(|r| r.as_ref().err()).unwrap();
     assert_eq!(e.code, -libc_ebusy(), "{e:?}");
     assert!(claimed(&t, added));
     assert!(!claimed(&t, refused), "a failed add left '{refused}' claimed");
     let m = t.mirror_info("mir");
-    let states: Vec<_> = m["legs"].as_array().unwrap().iter().map(|l| l["state"].clone()).collect();
-    assert_eq!(states, vec![json!("online"), json!("rebuilding"), json!("removed")], "{m}");
-    assert!(!m["legs"].as_array().unwrap().iter().any(|l| l["bdev"] == refused), "{m}");
+    let states: Vec<_> = m["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["state"].clone())
+        .collect();
+    assert_eq!(
+        states,
+        vec![json!("online"), json!("rebuilding"), json!("removed")],
+        "{m}"
+    );
+    assert!(
+        !m["legs"].as_array().unwrap().iter().any(|l| l["bdev"] == refused),
+        "{m}"
+    );
     no_bug(&t);
     t.rpc("bdev_mirror_delete", json!({"name": "mir"})).unwrap();
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
@@ -344,7 +374,11 @@ fn a_panic_in_the_engine_fails_its_io_and_the_core_serves_again() {
     let iops = job["iops"].as_f64().unwrap();
     assert!(iops * 3.0 > 20.0 * failed as f64, "{r}");
     let log = t.log();
-    assert!(log.contains("internal error in the I/O engine"), "{}", support::tail_lines(&log, 30));
+    assert!(
+        log.contains("internal error in the I/O engine"),
+        "{}",
+        support::tail_lines(&log, 30)
+    );
     assert!(log.contains("serves I/O again"), "{}", support::tail_lines(&log, 30));
     // The mirror still answers management calls and reads back what verify wrote.
     let m = t.mirror_info("mir");

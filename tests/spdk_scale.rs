@@ -46,7 +46,11 @@ fn three_hundred_mirrors_fit_in_a_gib_and_each_one_works() {
     assert_eq!(all.as_array().unwrap().len(), MIRRORS);
     for i in 0..MIRRORS {
         let c = t
-            .rpc_timeout("bdev_mirror_check", json!({"name": format!("mir{i}")}), Duration::from_secs(30))
+            .rpc_timeout(
+                "bdev_mirror_check",
+                json!({"name": format!("mir{i}")}),
+                Duration::from_secs(30),
+            )
             .unwrap_or_else(|e| panic!("check of mirror {i}: {e:?}"));
         assert_eq!(c["mismatch_blocks"], 0, "mirror {i}: {c}");
         assert!(c["blocks_checked"].as_u64().unwrap() > 0, "mirror {i}: {c}");

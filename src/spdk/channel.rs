@@ -214,7 +214,9 @@ impl Channel {
         if e.backend().legs.iter().any(|l| l.inflight > 0) {
             return;
         }
-        let Some(orphans) = self.orphans.borrow_mut().take() else { return };
+        let Some(orphans) = self.orphans.borrow_mut().take() else {
+            return;
+        };
         warnlog!(
             "mirror {}: {} host I/Os abandoned after an internal error failed; this core serves I/O again",
             self.mirror().name(),

@@ -200,7 +200,7 @@ pub struct Mirror {
     /// The io_device is to be unregistered once the last pin goes.
     unregister_waiting: AtomicBool,
     /// A delete waiting for the running process to stop before it unregisters the bdev.
-    unregister_after_process: Mutex<Option<Box<dyn FnOnce(i32)>>>,
+    unregister_after_process: Mutex<Option<DeleteDone>>,
     /// Bumped by every leg failure before the leg is marked failed; `fail_seen` after it is.
     /// `fail_gen_durable` catches up with the `fail_seen` a metadata write read before it
     /// reconciled the leg table, once that write is on the legs (see `fail_leg`).
@@ -972,10 +972,13 @@ fn free_legs(m: &mut Mirror) {
     }
 }
 
+/// What a deletion does when it is over, with 0 or a negative errno.
+pub type DeleteDone = Box<dyn FnOnce(i32)>;
+
 /// Starts deleting a mirror; `done(rc)` runs when it is gone. A running process stops first:
 /// the bdev layer tears the bdev down (its locks included) before it calls `destruct`, so no
 /// range may be quiesced, or about to be, once the bdev is unregistered.
-pub fn delete(mirror: &'static Mirror, done: Box<dyn FnOnce(i32)>) {
+pub fn delete(mirror: &'static Mirror, done: DeleteDone) {
     mirror.deleting.store(true, Ordering::Release);
     mirror.wipe.store(true, Ordering::Release);
     if mirror.process_active.load(Ordering::Acquire) {
@@ -987,7 +990,7 @@ pub fn delete(mirror: &'static Mirror, done: Box<dyn FnOnce(i32)>) {
     unregister(mirror, done);
 }
 
-fn unregister(mirror: &'static Mirror, done: Box<dyn FnOnce(i32)>) {
+fn unregister(mirror: &'static Mirror, done: DeleteDone) {
     let arg = Box::into_raw(Box::new(done)) as *mut c_void;
     let b = &mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
     // SAFETY: the bdev is registered; `arg` is reclaimed in the callback.
@@ -997,7 +1000,7 @@ fn unregister(mirror: &'static Mirror, done: Box<dyn FnOnce(i32)>) {
 extern "C" fn unregistered(arg: *mut c_void, rc: c_int) {
     guard("mirror delete", (), || {
         // SAFETY: boxed in `delete`.
-        let done = unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce(i32)>) };
+        let done = unsafe { Box::from_raw(arg as *mut DeleteDone) };
         done(rc);
     })
 }
@@ -1518,7 +1521,10 @@ pub fn join_leg(
     if reaches(name, m.name()) {
         return done(Err(Fail(
             -libc::EINVAL,
-            format!("base_bdev: '{name}' is the mirror '{}' itself or is built on it", m.name()),
+            format!(
+                "base_bdev: '{name}' is the mirror '{}' itself or is built on it",
+                m.name()
+            ),
         )));
     }
     if m.legs[slot as usize].present() {
@@ -1572,7 +1578,10 @@ pub fn join_leg(
                             *n = old_name;
                         }
                         drop(reserved);
-                        done(Err(Fail(rc, "base_bdev: could not attach the leg on every core".into())))
+                        done(Err(Fail(
+                            rc,
+                            "base_bdev: could not attach the leg on every core".into(),
+                        )))
                     }),
                 );
                 return;

@@ -383,7 +383,10 @@ fn quiesce_all(j: *mut Job) {
     if rc != 0 {
         finish(
             j,
-            Err(format!("cannot quiesce the mirror: {}", std::io::Error::from_raw_os_error(-rc))),
+            Err(format!(
+                "cannot quiesce the mirror: {}",
+                std::io::Error::from_raw_os_error(-rc)
+            )),
         );
     }
 }
@@ -424,7 +427,9 @@ extern "C" fn all_quiesced(arg: *mut c_void, status: c_int) {
                 let j = arg as *mut Job;
                 // SAFETY: ours until `finish`.
                 let jb = unsafe { &*j };
-                let done = jb.target.is_some_and(|t| !jb.mirror.legs[t as usize].write_only.load(Ordering::Acquire));
+                let done = jb
+                    .target
+                    .is_some_and(|t| !jb.mirror.legs[t as usize].write_only.load(Ordering::Acquire));
                 match (done, status) {
                     (true, _) => finish(j, Ok(())),
                     (false, 0) => step(j),
