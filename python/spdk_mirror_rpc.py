@@ -20,6 +20,7 @@ module's defaults apply (raid10: layout n2, chunk 64 KiB).
 import json
 
 READ_POLICIES = ['least_outstanding', 'round_robin', 'preferred']
+CATEGORIES = ['all', 'online', 'configuring', 'offline']
 
 
 def _print_json(obj):
@@ -58,7 +59,7 @@ def bdev_mirror_delete(args):
 
 
 def bdev_mirror_get_bdevs(args):
-    _print_json(_call(args, 'bdev_mirror_get_bdevs', {'name': args.name}))
+    _print_json(_call(args, 'bdev_mirror_get_bdevs', {'name': args.name, 'category': args.category}))
 
 
 def bdev_mirror_add_base_bdev(args):
@@ -86,6 +87,21 @@ def bdev_mirror_set_options(args):
 
 def bdev_mirror_check(args):
     _print_json(_call(args, 'bdev_mirror_check', {'name': args.name, 'repair': args.repair}))
+
+
+def bdev_mirror_wipe_superblock(args):
+    _call(args, 'bdev_mirror_wipe_superblock', {'base_bdev': args.base_bdev})
+
+
+def bdev_mirror_set_module_options(args):
+    _call(args, 'bdev_mirror_set_module_options', {
+        'degraded_grace_ms': args.degraded_grace_ms,
+        'degraded_assembly': args.degraded_assembly,
+    })
+
+
+def bdev_mirror_get_module_options(args):
+    _print_json(_call(args, 'bdev_mirror_get_module_options', {}))
 
 
 def spdk_rpc_plugin_initialize(subparsers):
@@ -126,6 +142,9 @@ def spdk_rpc_plugin_initialize(subparsers):
     p = subparsers.add_parser('bdev_mirror_get_bdevs',
                               help='Show mirror bdevs with their legs, states and counters')
     p.add_argument('-n', '--name', help='only this mirror bdev (default: all)')
+    p.add_argument('-c', '--category', choices=CATEGORIES,
+                   help='all (default); online (degraded included); configuring (waiting for '
+                        'legs after a restart); offline')
     p.set_defaults(func=bdev_mirror_get_bdevs)
 
     p = subparsers.add_parser('bdev_mirror_add_base_bdev',
@@ -160,3 +179,26 @@ def spdk_rpc_plugin_initialize(subparsers):
     p.add_argument('name', help='mirror bdev name')
     p.add_argument('--repair', action='store_true', default=None, help='rewrite mismatched copies')
     p.set_defaults(func=bdev_mirror_check)
+
+    p = subparsers.add_parser('bdev_mirror_wipe_superblock',
+                              help='Zero the mirror superblock of an unclaimed bdev (md '
+                                   '--zero-superblock), e.g. a leg that was away when its '
+                                   'mirror was deleted')
+    p.add_argument('base_bdev', help='bdev name')
+    p.set_defaults(func=bdev_mirror_wipe_superblock)
+
+    p = subparsers.add_parser('bdev_mirror_set_module_options',
+                              help='Set module-wide options (also before framework_start_init, '
+                                   'with --wait-for-rpc)')
+    p.add_argument('--degraded-grace-ms', dest='degraded_grace_ms', type=int,
+                   help='how long a mirror that could run degraded waits for its missing legs '
+                        'before assembling degraded (default 3000)')
+    da = p.add_mutually_exclusive_group()
+    da.add_argument('--degraded-assembly', dest='degraded_assembly', action='store_true',
+                    default=None, help='assemble degraded after the grace period (default)')
+    da.add_argument('--no-degraded-assembly', dest='degraded_assembly', action='store_false',
+                    help='never assemble degraded: wait for every active leg')
+    p.set_defaults(func=bdev_mirror_set_module_options)
+
+    p = subparsers.add_parser('bdev_mirror_get_module_options', help='Show module-wide options')
+    p.set_defaults(func=bdev_mirror_get_module_options)

@@ -2,8 +2,9 @@
 //! there makes the bdev a candidate leg of that mirror (by its uuid). The mirror is registered
 //! again, under its old name and uuid, once every leg its newest superblock calls active is
 //! there with that newest `events` (in any order); if some never come (missing, or rejected for
-//! a bad superblock) but the fresh legs hold every block, it assembles degraded after
-//! `GRACE_US`. Legs whose superblock is older (stale) are not trusted: they join afterwards and
+//! a bad superblock) but the fresh legs hold every block, it assembles degraded after the
+//! module's `degraded_grace_ms` (never, with `degraded_assembly: false`; see `options.rs`).
+//! Legs whose superblock is older (stale) are not trusted: they join afterwards and
 //! are recovered, from the bitmap when it covers their absence, else by a full rebuild. Which
 //! copy is the truth and which leg serves each slot is decided by `choose_legs` (pure, in
 //! `superblock.rs`) from the superblocks alone, never from the order the bdevs appeared in.
@@ -17,6 +18,7 @@ use spdk_sys as sys;
 use super::ffi::{bdev_name, errlog, guard, noticelog, warnlog};
 use super::mirror::{self, CreateSpec, Mirror, MirrorOpts, PersistSpec, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
 use super::module::module_ptr;
+use super::options;
 use super::process::{self, Kind};
 use crate::bitmap::{resync_plan, Bits};
 use crate::engine::ReadPolicy;
@@ -24,9 +26,6 @@ use crate::superblock::{
     choose_legs, restore_tunables, Assembly, LegRole, Rejection, Restored, Superblock, SuperblockError, Tunables,
     TunablesRead, TunablesRecord, SUPERBLOCK_BYTES,
 };
-
-/// How long a mirror that could run degraded waits for its missing legs.
-const GRACE_US: u64 = 3_000_000;
 
 /// A bdev that carries a mirror superblock.
 pub struct Found {
@@ -308,22 +307,22 @@ fn evaluate(uuid: [u8; 16], grace_over: bool) {
         return;
     };
     report(&mut list.0[idx], &a);
-    let (complete, usable) = (a.complete(), a.covers_every_block());
-    if complete || (grace_over && usable) {
-        let p = list.0.remove(idx);
+    let complete = a.complete();
+    // Read at every decision, so an option changed while a mirror waits applies to it.
+    let degraded_ok = a.covers_every_block() && options::degraded_assembly();
+    if complete || (grace_over && degraded_ok) {
+        let mut p = list.0.remove(idx);
         drop(list);
-        let mut timer = p.timer;
-        if !timer.is_null() {
-            // SAFETY: registered on this thread below; its argument was boxed there and is
-            // freed once, here, now that the poller cannot fire.
-            unsafe {
-                sys::spdk_poller_unregister(&mut timer);
-                drop(Box::from_raw(p.timer_arg));
-            }
-        }
+        cancel_timer(&mut p);
         return assemble(p.found, a);
     }
-    if usable && list.0[idx].timer.is_null() {
+    if a.covers_every_block() && !degraded_ok {
+        noticelog!(
+            "mirror {}: not assembling degraded (degraded_assembly is off): waiting for every active leg",
+            list.0[idx].found[a.newest].sb.name
+        );
+    }
+    if degraded_ok && list.0[idx].timer.is_null() {
         extern "C" fn fire(arg: *mut c_void) -> c_int {
             guard("mirror assembly timer", 0, || {
                 // SAFETY: boxed below; the poller fires once (evaluate unregisters it).
@@ -344,15 +343,134 @@ fn evaluate(uuid: [u8; 16], grace_over: bool) {
             })
         }
         let arg = Box::into_raw(Box::new(uuid));
+        let grace_us = options::degraded_grace_us();
         // SAFETY: the argument lives until the poller fires or is unregistered (freed there).
-        list.0[idx].timer = unsafe { sys::spdk_poller_register(Some(fire), arg as *mut c_void, GRACE_US) };
+        list.0[idx].timer = unsafe { sys::spdk_poller_register(Some(fire), arg as *mut c_void, grace_us) };
         list.0[idx].timer_arg = arg;
         noticelog!(
-            "mirror {}: waiting {} s for its missing legs before assembling degraded",
+            "mirror {}: waiting {} ms for its missing legs before assembling degraded",
             list.0[idx].found[a.newest].sb.name,
-            GRACE_US / 1_000_000
+            grace_us / 1000
         );
     }
+}
+
+/// Stops a waiting mirror's grace timer, if it runs.
+fn cancel_timer(p: &mut Pending) {
+    let mut timer = std::mem::replace(&mut p.timer, ptr::null_mut());
+    if timer.is_null() {
+        return;
+    }
+    // SAFETY: registered on this thread by `evaluate`; its argument was boxed there and is
+    // freed once, here, now that the poller cannot fire.
+    unsafe {
+        sys::spdk_poller_unregister(&mut timer);
+        drop(Box::from_raw(p.timer_arg));
+    }
+    p.timer_arg = ptr::null_mut();
+}
+
+/// The module options changed: every waiting mirror decides again (one that may now assemble
+/// degraded starts its grace period; a running grace period keeps its length).
+pub fn options_changed() {
+    let waiting: Vec<[u8; 16]> = {
+        let list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+        list.0.iter().map(|p| p.uuid).collect()
+    };
+    for uuid in waiting {
+        evaluate(uuid, false);
+    }
+}
+
+/// Forgets bdev `name` as a found leg of every waiting mirror (its superblock is being
+/// wiped): a half-assembled mirror must not later use it. A mirror left with no leg found
+/// stops waiting; the others decide again without it.
+pub fn forget(name: &str) {
+    let touched: Vec<[u8; 16]> = {
+        let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+        let touched = list
+            .0
+            .iter()
+            .filter(|p| p.found.iter().any(|f| f.bdev == name))
+            .map(|p| p.uuid)
+            .collect();
+        for p in list.0.iter_mut() {
+            p.found.retain(|f| f.bdev != name);
+            if p.found.is_empty() {
+                cancel_timer(p);
+            }
+        }
+        list.0.retain(|p| !p.found.is_empty());
+        touched
+    };
+    for uuid in touched {
+        noticelog!("mirror: bdev {name} is no longer a candidate leg (its superblock is wiped)");
+        evaluate(uuid, false);
+    }
+}
+
+/// The mirrors waiting for legs, as `bdev_mirror_get_bdevs` shows them (category
+/// `configuring`).
+pub fn pending_mirrors() -> Vec<serde_json::Value> {
+    let list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    list.0.iter().filter_map(describe_pending).collect()
+}
+
+/// One waiting mirror: who it is (from its newest superblock), each slot's leg and state, the
+/// bdevs found and the slots it still waits for.
+fn describe_pending(p: &Pending) -> Option<serde_json::Value> {
+    let a = choose_legs(&p.found.iter().map(|f| &f.sb).collect::<Vec<_>>());
+    let sb = &p.found.get(a.as_ref().map_or(0, |a| a.newest))?.sb;
+    let legs: Vec<serde_json::Value> = (0..sb.legs.len())
+        .map(|slot| {
+            let kept = a.as_ref().and_then(|a| a.slots.get(slot).copied().flatten());
+            let fresh = a.as_ref().is_some_and(|a| a.fresh & (1 << slot) != 0);
+            let state = match (kept, fresh, sb.legs[slot].role) {
+                (Some(_), true, _) => "found",
+                (Some(_), false, _) => "stale",
+                (None, _, LegRole::Active) => "awaited",
+                (None, _, LegRole::Failed) => "failed",
+                (None, _, LegRole::Removed) => "removed",
+                (None, _, LegRole::Rebuilding) => "rebuilding",
+            };
+            serde_json::json!({
+                "slot": slot,
+                "bdev": kept.map(|i| p.found[i].bdev.clone()),
+                "state": state,
+            })
+        })
+        .collect();
+    let awaited: Vec<usize> = match &a {
+        Some(a) => (0..sb.legs.len())
+            .filter(|s| a.active & !a.fresh & (1 << s) != 0)
+            .collect(),
+        None => Vec::new(),
+    };
+    Some(serde_json::json!({
+        "name": sb.name,
+        "uuid": uuid_string(&p.uuid),
+        "state": "configuring",
+        "level": sb.level.as_str(),
+        "num_legs": sb.legs.len(),
+        "events": sb.events,
+        "legs": legs,
+        "found_bdevs": p.found.iter().map(|f| f.bdev.clone()).collect::<Vec<_>>(),
+        "awaited_slots": awaited,
+        "degraded_assembly_scheduled": !p.timer.is_null(),
+    }))
+}
+
+/// A uuid in SPDK's lower-case text form (`spdk_uuid_fmt_lower`: the bytes in order).
+fn uuid_string(u: &[u8; 16]) -> String {
+    let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// Registers the mirror from its fresh legs; its stale legs rejoin afterwards. Rejected

@@ -12,6 +12,7 @@
 //! - `backend`: the engine's `Backend` over SPDK (mempool child contexts, `*_blocks_ext`,
 //!   `spdk_bdev_queue_io_wait`);
 //! - `rpc`: the `bdev_mirror_*` JSON-RPC methods; `json`: JSON between SPDK and serde;
+//! - `options`: module-wide options (`bdev_mirror_set_module_options`);
 //! - `ffi`: logging, panic guards and small helpers.
 
 mod backend;
@@ -22,6 +23,7 @@ mod ffi;
 mod json;
 mod mirror;
 mod module;
+mod options;
 mod persist;
 mod process;
 mod rescue;

@@ -3,17 +3,19 @@
 
 use std::ffi::CString;
 use std::os::raw::c_char;
+use std::ptr;
 
 use serde_json::{json, Map, Value};
 use spdk_sys as sys;
 
-use super::ffi::guard;
+use super::ffi::{guard, noticelog};
 use super::json;
 use super::mirror::{self, CreateSpec, Fail, MirrorOpts, PersistSpec, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
+use super::options;
 use super::process::{self, Kind};
 use crate::engine::ReadPolicy;
 use crate::placement::{Geometry, GeometrySpec, Level, Raid10Layout, MAX_LEGS};
-use crate::superblock::MetaLayout;
+use crate::superblock::{MetaLayout, Superblock, MAGIC, SUPERBLOCK_BYTES};
 
 /// Default RAID10 chunk for mirrors created over RPC.
 pub const DEFAULT_CHUNK_KB: u64 = 64;
@@ -26,21 +28,30 @@ const MAX_RATE_MB: u64 = 1 << 30;
 
 type Handler = unsafe extern "C" fn(*mut sys::spdk_jsonrpc_request, *const sys::spdk_json_val);
 
+/// Methods that work once the bdev layer is up.
+const RUNTIME: u32 = sys::SPDK_RPC_RUNTIME;
+/// Also before `framework_start_init` (`--wait-for-rpc`), as SPDK's own `*_set_options`: the
+/// module options must be in force when the startup config's bdevs appear and are examined.
+const STARTUP_TOO: u32 = sys::SPDK_RPC_STARTUP | sys::SPDK_RPC_RUNTIME;
+
 pub fn register() {
-    let methods: [(&std::ffi::CStr, Handler); 8] = [
-        (c"bdev_mirror_set_options", rpc_set_options),
-        (c"bdev_mirror_check", rpc_check),
-        (c"bdev_mirror_set_read_policy", rpc_set_read_policy),
-        (c"bdev_mirror_create", rpc_create),
-        (c"bdev_mirror_delete", rpc_delete),
-        (c"bdev_mirror_get_bdevs", rpc_get_bdevs),
-        (c"bdev_mirror_add_base_bdev", rpc_add_base_bdev),
-        (c"bdev_mirror_remove_base_bdev", rpc_remove_base_bdev),
+    let methods: [(&std::ffi::CStr, Handler, u32); 11] = [
+        (c"bdev_mirror_set_options", rpc_set_options, RUNTIME),
+        (c"bdev_mirror_check", rpc_check, RUNTIME),
+        (c"bdev_mirror_set_read_policy", rpc_set_read_policy, RUNTIME),
+        (c"bdev_mirror_create", rpc_create, RUNTIME),
+        (c"bdev_mirror_delete", rpc_delete, RUNTIME),
+        (c"bdev_mirror_get_bdevs", rpc_get_bdevs, RUNTIME),
+        (c"bdev_mirror_add_base_bdev", rpc_add_base_bdev, RUNTIME),
+        (c"bdev_mirror_remove_base_bdev", rpc_remove_base_bdev, RUNTIME),
+        (c"bdev_mirror_wipe_superblock", rpc_wipe_superblock, RUNTIME),
+        (c"bdev_mirror_set_module_options", rpc_set_module_options, STARTUP_TOO),
+        (c"bdev_mirror_get_module_options", rpc_get_module_options, STARTUP_TOO),
     ];
-    for (name, f) in methods {
+    for (name, f, states) in methods {
         // SAFETY: static name; the handler is a valid extern "C" function for the life of
         // the process.
-        unsafe { sys::spdk_rpc_register_method(name.as_ptr(), Some(f), sys::SPDK_RPC_RUNTIME) };
+        unsafe { sys::spdk_rpc_register_method(name.as_ptr(), Some(f), states) };
     }
 }
 
@@ -393,26 +404,86 @@ unsafe extern "C" fn rpc_delete(request: *mut sys::spdk_jsonrpc_request, params:
     })
 }
 
-unsafe extern "C" fn rpc_get_bdevs(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
-    handle(request, params, |req, p| {
-        let selected = p
-            .only(&["name"])
-            .and_then(|_| p.string("name"))
-            .and_then(|name| match name {
-                None => Ok(mirror::all()),
-                Some(n) => mirror_named(&n).map(|m| vec![m]),
-            });
-        match selected {
-            Err(e) => req.reply(Err(e)),
-            Ok(mirrors) => gather(req, mirrors.into_iter().map(mirror::Pin::new).collect(), Vec::new()),
+/// `bdev_mirror_get_bdevs`'s `category`, as SPDK raid's `bdev_raid_get_bdevs`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Category {
+    All,
+    Online,
+    Configuring,
+    Offline,
+}
+
+impl Category {
+    fn parse(p: &Params) -> Result<Category, Fail> {
+        match p.string("category")?.as_deref() {
+            None | Some("all") => Ok(Category::All),
+            Some("online") => Ok(Category::Online),
+            Some("configuring") => Ok(Category::Configuring),
+            Some("offline") => Ok(Category::Offline),
+            Some(other) => Err(bad(
+                "category",
+                &format!("'{other}' is not one of all, online, configuring, offline"),
+            )),
         }
+    }
+
+    /// Whether a registered mirror in `state` is listed. A degraded mirror serves every block,
+    /// so it is `online`, as SPDK raid lists a degraded raid1.
+    fn lists(self, state: &str) -> bool {
+        match self {
+            Category::All => true,
+            Category::Online => state != "offline",
+            Category::Offline => state == "offline",
+            Category::Configuring => false,
+        }
+    }
+
+    /// Whether mirrors still waiting for legs (not registered yet) are listed.
+    fn lists_waiting(self) -> bool {
+        matches!(self, Category::All | Category::Configuring)
+    }
+}
+
+unsafe extern "C" fn rpc_get_bdevs(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+    handle(request, params, |req, p| match select(&p) {
+        Err(e) => req.reply(Err(e)),
+        Ok((mirrors, waiting)) => gather(
+            req,
+            mirrors.into_iter().map(mirror::Pin::new).collect(),
+            Vec::new(),
+            waiting,
+        ),
     })
 }
 
+/// The registered mirrors and the waiting ones (as JSON) that `name` and `category` select.
+/// A name that matches no mirror at all is an error; one in another category lists nothing.
+fn select(p: &Params) -> Result<(Vec<&'static mirror::Mirror>, Vec<Value>), Fail> {
+    p.only(&["name", "category"])?;
+    let name = p.string("name")?;
+    let category = Category::parse(p)?;
+    let named = |n: &str| name.as_deref().is_none_or(|want| want == n);
+    let mirrors: Vec<_> = mirror::all().into_iter().filter(|m| named(m.name())).collect();
+    let waiting: Vec<Value> = super::examine::pending_mirrors()
+        .into_iter()
+        .filter(|w| named(w["name"].as_str().unwrap_or_default()))
+        .collect();
+    if let Some(n) = &name {
+        if mirrors.is_empty() && waiting.is_empty() {
+            return Err(Fail(-libc::ENODEV, format!("name: no mirror named '{n}'")));
+        }
+    }
+    let mirrors = mirrors.into_iter().filter(|m| category.lists(m.state())).collect();
+    let waiting = if category.lists_waiting() { waiting } else { Vec::new() };
+    Ok((mirrors, waiting))
+}
+
 /// Collects each mirror's counters from its channels, one mirror after the other. Each is
-/// pinned until its turn is over, so a delete meanwhile cannot free it under us.
-fn gather(req: Request, mut rest: std::collections::VecDeque<mirror::Pin>, mut out: Vec<Value>) {
+/// pinned until its turn is over, so a delete meanwhile cannot free it under us. `waiting`
+/// (mirrors not registered yet, already described) comes last.
+fn gather(req: Request, mut rest: std::collections::VecDeque<mirror::Pin>, mut out: Vec<Value>, waiting: Vec<Value>) {
     let Some(pin) = rest.pop_front() else {
+        out.extend(waiting);
         return req.reply(Ok(Value::Array(out)));
     };
     let m = pin.mirror();
@@ -421,9 +492,321 @@ fn gather(req: Request, mut rest: std::collections::VecDeque<mirror::Pin>, mut o
         Box::new(move |stats| {
             out.push(m.info(Some(&stats)));
             drop(pin);
-            gather(req, rest, out);
+            gather(req, rest, out, waiting);
         }),
     );
+}
+
+unsafe extern "C" fn rpc_set_module_options(
+    request: *mut sys::spdk_jsonrpc_request,
+    params: *const sys::spdk_json_val,
+) {
+    handle(request, params, |req, p| {
+        let result = (|| {
+            p.only(&["degraded_grace_ms", "degraded_assembly"])?;
+            // Every field is checked before any is stored: a refused call changes nothing.
+            let mut o = options::get();
+            if let Some(ms) = p.uint("degraded_grace_ms", 0, options::MAX_DEGRADED_GRACE_MS)? {
+                o.degraded_grace_ms = ms;
+            }
+            if let Some(on) = p.boolean("degraded_assembly")? {
+                o.degraded_assembly = on;
+            }
+            options::set(o);
+            Ok(json!(true))
+        })();
+        if result.is_ok() {
+            // Mirrors already waiting for legs decide again under the new options.
+            super::examine::options_changed();
+        }
+        req.reply(result);
+    })
+}
+
+unsafe extern "C" fn rpc_get_module_options(
+    request: *mut sys::spdk_jsonrpc_request,
+    params: *const sys::spdk_json_val,
+) {
+    handle(request, params, |req, p| {
+        req.reply(p.only(&[]).map(|_| options::get().to_json()));
+    })
+}
+
+unsafe extern "C" fn rpc_wipe_superblock(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+    handle(request, params, |req, p| {
+        let checked = (|| {
+            p.only(&["base_bdev"])?;
+            let name = p.required_string("base_bdev")?;
+            let c = CString::new(name.as_str()).map_err(|_| bad("base_bdev", "must not contain NUL"))?;
+            // SAFETY: NUL-terminated name; lookup only.
+            let bdev = unsafe { sys::spdk_bdev_get_by_name(c.as_ptr()) };
+            if bdev.is_null() {
+                return Err(Fail(-libc::ENODEV, format!("base_bdev: no bdev named '{name}'")));
+            }
+            unclaimed(bdev, &name)?;
+            Ok(name)
+        })();
+        match checked {
+            Err(e) => req.reply(Err(e)),
+            Ok(name) => Wipe::start(name, Box::new(move |r| req.reply(r.map(|_| json!(true))))),
+        }
+    })
+}
+
+/// Refuses a bdev some module (this one or another) holds: its owner writes it, and wiping
+/// under a running mirror would destroy that mirror's record of itself.
+fn unclaimed(bdev: *mut sys::spdk_bdev, name: &str) -> Result<(), Fail> {
+    match claimed_by(bdev) {
+        None => Ok(()),
+        Some(module) => Err(Fail(
+            -libc::EBUSY,
+            format!("base_bdev: '{name}' is claimed by module '{module}'; release it first"),
+        )),
+    }
+}
+
+/// The module that holds a claim on `bdev`, if one does. SPDK has no getter for it: the claim
+/// lives in the bdev's public `internal` fields, which change on the app thread, where RPCs run.
+fn claimed_by(bdev: *mut sys::spdk_bdev) -> Option<String> {
+    // SAFETY: a live bdev, read on the app thread; the union member read is the one the claim
+    // type says is in use, and module names are static strings.
+    unsafe {
+        let internal = &(*bdev).internal;
+        let module = match internal.claim_type {
+            sys::SPDK_BDEV_CLAIM_NONE => return None,
+            sys::SPDK_BDEV_CLAIM_EXCL_WRITE => internal.claim.v1.module,
+            _ => internal
+                .claim
+                .v2
+                .claims
+                .tqh_first
+                .as_ref()
+                .map_or(ptr::null_mut(), |c| c.module),
+        };
+        let name = module.as_ref().map(|m| super::ffi::cstr(m.name).into_owned());
+        Some(name.unwrap_or_else(|| "unknown".into()))
+    }
+}
+
+/// What a wipe answers once its bdev is closed again.
+type WipeDone = Box<dyn FnOnce(Result<(), Fail>)>;
+
+/// Where a wipe is: the superblock's blocks are read first (only a bdev that carries a mirror
+/// superblock is wiped), then the metadata area is zeroed, then flushed where there is a cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WipeStep {
+    Read,
+    Zero,
+    Flush,
+}
+
+/// One `bdev_mirror_wipe_superblock` in flight (app thread), md's `--zero-superblock`: for a
+/// leg that was away when its mirror was deleted (delete zeroes only the legs it holds), so
+/// that it never brings that mirror back.
+struct Wipe {
+    name: String,
+    desc: *mut sys::spdk_bdev_desc,
+    ch: *mut sys::spdk_io_channel,
+    buf: *mut std::os::raw::c_void,
+    bs: u64,
+    /// Blocks zeroed: the superblock's metadata area (superblock and bitmap) when it is
+    /// readable, else just the superblock's blocks.
+    blocks: u64,
+    step: WipeStep,
+    done: Option<WipeDone>,
+}
+
+extern "C" fn ignore_event(_: sys::spdk_bdev_event_type, _: *mut sys::spdk_bdev, _: *mut std::os::raw::c_void) {}
+
+impl Wipe {
+    /// Opens `name` read-write and reads its superblock's blocks.
+    fn start(name: String, done: WipeDone) {
+        let Ok(cname) = CString::new(name.as_str()) else {
+            return done(Err(bad("base_bdev", "must not contain NUL")));
+        };
+        let mut desc = ptr::null_mut();
+        // SAFETY: NUL-terminated name; the descriptor is closed in `finish`. A hot-remove
+        // meanwhile fails our I/O, which ends the wipe and closes it.
+        let rc =
+            unsafe { sys::spdk_bdev_open_ext(cname.as_ptr(), true, Some(ignore_event), ptr::null_mut(), &mut desc) };
+        if rc == -libc::EPERM {
+            return done(Err(Fail(
+                -libc::EBUSY,
+                format!("base_bdev: '{name}' is claimed; release it first"),
+            )));
+        }
+        if rc != 0 {
+            return done(Err(Fail(
+                rc,
+                format!("base_bdev: cannot open '{name}': {}", errno_text(rc)),
+            )));
+        }
+        // SAFETY: open descriptor.
+        let (bdev, ch) = unsafe { (sys::spdk_bdev_desc_get_bdev(desc), sys::spdk_bdev_get_io_channel(desc)) };
+        // SAFETY: open bdev.
+        let bs = unsafe { sys::spdk_bdev_get_block_size(bdev) } as u64;
+        let sb_blocks = (SUPERBLOCK_BYTES as u64).div_ceil(bs);
+        // SAFETY: a plain DMA allocation, freed in `finish` (or replaced in `zero`).
+        let buf = unsafe { sys::spdk_dma_zmalloc((sb_blocks * bs) as usize, 0x1000, ptr::null_mut()) };
+        let w = Box::into_raw(Box::new(Wipe {
+            name,
+            desc,
+            ch,
+            buf,
+            bs,
+            blocks: sb_blocks,
+            step: WipeStep::Read,
+            done: Some(done),
+        }));
+        if ch.is_null() || buf.is_null() {
+            return finish(
+                w,
+                Err(Fail(
+                    -libc::ENOMEM,
+                    "base_bdev: no memory to read the superblock".into(),
+                )),
+            );
+        }
+        // SAFETY: open bdev.
+        if unsafe { sys::spdk_bdev_get_num_blocks(bdev) } < sb_blocks {
+            return finish(w, Err(no_superblock(w)));
+        }
+        submit_wipe(w);
+    }
+}
+
+fn errno_text(rc: i32) -> std::io::Error {
+    std::io::Error::from_raw_os_error(rc.abs())
+}
+
+fn no_superblock(w: *mut Wipe) -> Fail {
+    // SAFETY: ours until `finish`.
+    let name = unsafe { &(*w).name };
+    bad(
+        "base_bdev",
+        &format!("'{name}' carries no mirror superblock; nothing to wipe"),
+    )
+}
+
+/// Issues the wipe's current step.
+fn submit_wipe(w: *mut Wipe) {
+    // SAFETY: ours until `finish`.
+    let wp = unsafe { &mut *w };
+    let arg = w as *mut std::os::raw::c_void;
+    // SAFETY: open descriptor, this thread's channel, a buffer of `blocks` blocks.
+    let rc = unsafe {
+        match wp.step {
+            WipeStep::Read => sys::spdk_bdev_read_blocks(wp.desc, wp.ch, wp.buf, 0, wp.blocks, Some(wipe_io_done), arg),
+            WipeStep::Zero => {
+                sys::spdk_bdev_write_blocks(wp.desc, wp.ch, wp.buf, 0, wp.blocks, Some(wipe_io_done), arg)
+            }
+            WipeStep::Flush => sys::spdk_bdev_flush_blocks(wp.desc, wp.ch, 0, wp.blocks, Some(wipe_io_done), arg),
+        }
+    };
+    if rc != 0 {
+        let e = wipe_failed(w, &format!("cannot submit: {}", errno_text(rc)));
+        finish(w, Err(e));
+    }
+}
+
+/// The error of a failed step, saying what is left on the bdev.
+fn wipe_failed(w: *mut Wipe, why: &str) -> Fail {
+    // SAFETY: ours until `finish`.
+    let wp = unsafe { &*w };
+    let what = match wp.step {
+        WipeStep::Read => "reading its superblock",
+        WipeStep::Zero => "zeroing its superblock (it may still carry one)",
+        WipeStep::Flush => "flushing the zeroed superblock",
+    };
+    Fail(-libc::EIO, format!("base_bdev: '{}': {what}: {why}", wp.name))
+}
+
+extern "C" fn wipe_io_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut std::os::raw::c_void) {
+    guard("mirror wipe_superblock", (), || {
+        // SAFETY: a completed I/O of ours.
+        unsafe { sys::spdk_bdev_free_io(io) };
+        let w = arg as *mut Wipe;
+        if !success {
+            let e = wipe_failed(w, "I/O error");
+            return finish(w, Err(e));
+        }
+        // SAFETY: ours until `finish`.
+        let wp = unsafe { &mut *w };
+        match wp.step {
+            WipeStep::Read => zero(w),
+            // SAFETY: open descriptor's bdev.
+            WipeStep::Zero if unsafe { sys::spdk_bdev_has_write_cache(sys::spdk_bdev_desc_get_bdev(wp.desc)) } => {
+                // A volatile cache must not keep the superblock alive across a power loss.
+                wp.step = WipeStep::Flush;
+                submit_wipe(w);
+            }
+            WipeStep::Zero | WipeStep::Flush => finish(w, Ok(())),
+        }
+    })
+}
+
+/// The superblock's blocks are in: zero the metadata area if they hold a mirror superblock.
+fn zero(w: *mut Wipe) {
+    // SAFETY: ours until `finish`.
+    let wp = unsafe { &mut *w };
+    // SAFETY: the buffer holds at least the superblock's bytes, just read.
+    let head = unsafe { std::slice::from_raw_parts(wp.buf as *const u8, SUPERBLOCK_BYTES) };
+    if head[..MAGIC.len()] != MAGIC {
+        return finish(w, Err(no_superblock(w)));
+    }
+    // SAFETY: open descriptor's bdev.
+    let (bdev, n) = unsafe {
+        let b = sys::spdk_bdev_desc_get_bdev(wp.desc);
+        (b, sys::spdk_bdev_get_num_blocks(b))
+    };
+    // Claimed while we read (a mirror assembled with it): its owner's superblock now; leave it.
+    if let Err(e) = unclaimed(bdev, &wp.name) {
+        return finish(w, Err(e));
+    }
+    // Damaged or foreign-sized superblocks get their own blocks zeroed, which is what examine
+    // reads; a readable one also loses its bitmap, as a delete leaves its legs.
+    let meta = Superblock::decode(head)
+        .ok()
+        .filter(|sb| sb.block_size as u64 == wp.bs)
+        .and_then(|sb| sb.geometry().ok().map(|(_, layout)| layout.meta_blocks()))
+        .filter(|&m| m <= n);
+    wp.blocks = meta.unwrap_or(wp.blocks).max(wp.blocks);
+    noticelog!(
+        "mirror: wiping the mirror superblock of bdev {} ({} blocks)",
+        wp.name,
+        wp.blocks
+    );
+    // From here on no waiting mirror may take it: a half-assembled mirror would otherwise
+    // assemble from a leg that is about to lose its superblock.
+    super::examine::forget(&wp.name);
+    // SAFETY: the read is complete; the zeroed replacement is freed in `finish`.
+    unsafe {
+        sys::spdk_dma_free(wp.buf);
+        wp.buf = sys::spdk_dma_zmalloc((wp.blocks * wp.bs) as usize, 0x1000, ptr::null_mut());
+    }
+    if wp.buf.is_null() {
+        let e = wipe_failed(w, "no memory");
+        return finish(w, Err(e));
+    }
+    wp.step = WipeStep::Zero;
+    submit_wipe(w);
+}
+
+/// Releases everything the wipe holds, then answers.
+fn finish(w: *mut Wipe, result: Result<(), Fail>) {
+    // SAFETY: the last use of the wipe.
+    let mut wp = unsafe { Box::from_raw(w) };
+    // SAFETY: taken, allocated and opened in `Wipe::start` on this thread.
+    unsafe {
+        if !wp.ch.is_null() {
+            sys::spdk_put_io_channel(wp.ch);
+        }
+        sys::spdk_dma_free(wp.buf);
+        sys::spdk_bdev_close(wp.desc);
+    }
+    if let Some(done) = wp.done.take() {
+        done(result);
+    }
 }
 
 unsafe extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
