@@ -196,6 +196,7 @@ fn mirrors(t: &Target) -> Vec<(String, Vec<String>)> {
     v.as_array()
         .expect("an array")
         .iter()
+        .filter(|m| m["state"] != "configuring") // being assembled: no legs claimed yet
         .map(|m| {
             let legs = m["legs"]
                 .as_array()

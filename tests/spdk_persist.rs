@@ -88,9 +88,12 @@ fn create_aio(t: &Target, name: &str, file: &Path) {
 }
 
 /// The mirror's `bdev_mirror_get_bdevs` object, `None` while it does not exist.
+/// The registered mirror `name` (a mirror still being assembled is listed too, as
+/// `configuring`: not it).
 fn find_mirror(t: &Target, name: &str) -> Option<Value> {
     let all = t.rpc("bdev_mirror_get_bdevs", json!({ "name": name })).ok()?;
-    all.as_array().and_then(|a| a.first().cloned())
+    all.as_array()
+        .and_then(|a| a.iter().find(|m| m["state"] != "configuring").cloned())
 }
 
 /// Polls mirror `mir` until `pred` holds; panics with the last object and the log otherwise.

@@ -285,8 +285,9 @@ fn libc_ebusy() -> i64 {
     16
 }
 
-/// A bdevperf server verifying a RAID1 mirror over `m0` and `d1`, a delay bdev over `m1` whose
-/// writes take `write_us`, so writes are in flight whenever the leg leaves and comes back.
+/// A bdevperf server verifying a RAID1 mirror over `d0`, a delay bdev over `m0` whose writes
+/// take `write_us`, and `m1`: writes that skip `m1` while it is away are still in flight on
+/// `d0` when it comes back.
 fn verify_server(name: &str, write_us: u64, env: Vec<(String, String)>, extra: &[&str], time_s: u32) -> Target {
     let spdk = support::require_spdk();
     let cfg = vec![
@@ -294,13 +295,13 @@ fn verify_server(name: &str, write_us: u64, env: Vec<(String, String)>, extra: &
         malloc_bdev_config("m1", 32768, 512),
         config_entry(
             "bdev_delay_create",
-            json!({"base_bdev_name": "m1", "name": "d1",
+            json!({"base_bdev_name": "m0", "name": "d0",
                    "avg_read_latency": 0, "p99_read_latency": 0,
                    "avg_write_latency": write_us, "p99_write_latency": write_us}),
         ),
         config_entry(
             "bdev_mirror_create",
-            json!({"name": "mir", "level": "raid1", "base_bdevs": ["m0", "d1"], "bitmap_region_kb": 64}),
+            json!({"name": "mir", "level": "raid1", "base_bdevs": ["d0", "m1"], "bitmap_region_kb": 64}),
         ),
     ];
     support::bdevperf_server(
@@ -331,10 +332,10 @@ fn re_adding_a_leg_under_writes_in_flight_never_leaves_it_stale() {
         let run = s.spawn(|| t.perform_tests(Value::Null, Duration::from_secs(120)));
         std::thread::sleep(Duration::from_millis(500));
         for round in 0..6 {
-            t.rpc("bdev_mirror_remove_base_bdev", json!({"base_bdev": "d1"}))
+            t.rpc("bdev_mirror_remove_base_bdev", json!({"base_bdev": "m1"}))
                 .unwrap_or_else(|e| panic!("round {round}: remove: {e:?}"));
             std::thread::sleep(Duration::from_millis(200));
-            t.rpc("bdev_mirror_add_base_bdev", json!({"name": "mir", "base_bdev": "d1"}))
+            t.rpc("bdev_mirror_add_base_bdev", json!({"name": "mir", "base_bdev": "m1"}))
                 .unwrap_or_else(|e| panic!("round {round}: add: {e:?}"));
             support::wait_until(Duration::from_secs(30), "the recovery", || {
                 let m = t.mirror_info("mir");
