@@ -546,12 +546,16 @@ pub fn choose_legs<S: Borrow<Superblock>>(found: &[S]) -> Option<Assembly> {
         }
     }
     let active = mask(nsb.legs.iter().map(|l| l.role == LegRole::Active));
-    let fresh = mask(
-        slots
-            .iter()
-            .enumerate()
-            .map(|(s, c)| c.is_some_and(|i| sbs[i].events == nsb.events && uuid_matches(i)) && active & (1 << s) != 0),
-    );
+    // A leg the newest superblock calls active is trusted at the newest `events`, or one behind
+    // it: metadata writes go one at a time to every working leg, so an active leg can miss only
+    // the last one, when the mirror stopped while it was on its way. Such a leg holds every
+    // acknowledged write: had it missed one it would have failed, and no write is acknowledged
+    // before a leg failure is in the superblocks (md likewise accepts a member whose event
+    // count is behind by what its bitmap covers). Without this, a crash in the middle of the
+    // write that records a failure could leave too few legs at the newest `events` to run.
+    let fresh = mask(slots.iter().enumerate().map(|(s, c)| {
+        c.is_some_and(|i| sbs[i].events + 1 >= nsb.events && uuid_matches(i)) && active & (1 << s) != 0
+    }));
     rejected.sort_by_key(|r| r.0);
     Some(Assembly {
         newest,
@@ -1170,7 +1174,7 @@ mod tests {
     #[test]
     fn newest_events_win_and_older_legs_are_stale() {
         let found = [
-            raid1(1, 41, [1, 2, 3]),
+            raid1(1, 40, [1, 2, 3]),
             raid1(0, 42, [1, 2, 3]),
             raid1(2, 42, [1, 2, 3]),
         ];
@@ -1181,6 +1185,30 @@ mod tests {
         assert!(!a.complete() && a.covers_every_block());
         assert_eq!(a.stale().collect::<Vec<_>>(), vec![(1, 0)]);
         assert!(a.rejected.is_empty());
+    }
+
+    #[test]
+    fn an_active_leg_one_write_behind_is_fresh() {
+        // The mirror stopped while the write of events 42 was on its way: slot 1 still has 41.
+        let found = [
+            raid1(1, 41, [1, 2, 3]),
+            raid1(0, 42, [1, 2, 3]),
+            raid1(2, 42, [1, 2, 3]),
+        ];
+        let a = choose_legs(&found).unwrap();
+        assert_eq!(found[a.newest].events, 42);
+        assert_eq!((a.fresh, a.active), (0b111, 0b111));
+        assert!(a.complete());
+        // But not a leg the newest superblock says failed, however recent.
+        let failed_1 = |slot| {
+            let mut sb = raid1(slot, 42, [1, 2, 3]);
+            sb.legs[1].role = LegRole::Failed;
+            sb.legs[1].failed_at_events = 41;
+            sb
+        };
+        let found = [raid1(1, 41, [1, 2, 3]), failed_1(0), failed_1(2)];
+        let a = choose_legs(&found).unwrap();
+        assert_eq!((a.fresh, a.active), (0b101, 0b101));
     }
 
     #[test]
