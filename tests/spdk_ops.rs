@@ -472,6 +472,18 @@ fn module_options_before_init_govern_assembly() {
         json!({"degraded_grace_ms": 3000, "degraded_assembly": false})
     );
     rpc_ok(&t, "framework_start_init", Value::Null);
+    // save_config (the bdev subsystem's config) has them, so a target started from it comes
+    // up with them.
+    rpc_ok(&t, "framework_wait_init", Value::Null);
+    let saved = rpc_ok(&t, "framework_get_config", json!({"name": "bdev"})).to_string();
+    assert!(
+        saved.contains(
+            r#""method":"bdev_mirror_set_module_options","params":{"degraded_assembly":false,"degraded_grace_ms":3000}"#
+        ) || saved.contains(
+            r#""method":"bdev_mirror_set_module_options","params":{"degraded_grace_ms":3000,"degraded_assembly":false}"#
+        ),
+        "{saved}"
+    );
     create_aio(&t, "aio0", &files[0]);
     let waiting = wait_for(&t, 10, "mir to wait for aio1", || {
         configuring(&t).into_iter().find(|m| m["name"] == json!("mir"))

@@ -32,6 +32,8 @@ extern "C" fn register() {
         m.get_ctx_size = Some(ctx_size);
         m.examine_disk = Some(super::examine::examine_disk);
         m.fini_start = Some(super::mirror::fini_start);
+        // save_config replays the module options before the bdevs.
+        m.config_json = Some(super::options::config_json);
         m.async_fini_start = true;
         MODULE.store(m, Ordering::Release);
         // SAFETY: `m` is a complete module description with a 'static lifetime.

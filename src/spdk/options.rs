@@ -64,9 +64,7 @@ impl ModuleOptions {
 }
 
 /// The module's `config_json` callback: `save_config` replays the options before the bdevs,
-/// so a restarted target assembles with them. Not wired yet: `module.rs` sets
-/// `config_json = Some(super::options::config_json)` on the module to turn it on.
-#[allow(dead_code)]
+/// so a restarted target assembles with them.
 pub extern "C" fn config_json(w: *mut sys::spdk_json_write_ctx) -> c_int {
     guard("mirror config_json", 0, || {
         let call = json!({"method": "bdev_mirror_set_module_options", "params": get().to_json()});
