@@ -287,7 +287,10 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
     }
     for b in &base_bdevs {
         if mirror::reaches(b, &name) {
-            return Err(bad("base_bdevs", &format!("'{b}' is the mirror '{name}' itself or is built on it")));
+            return Err(bad(
+                "base_bdevs",
+                &format!("'{b}' is the mirror '{name}' itself or is built on it"),
+            ));
         }
         if !bdev_exists(b) {
             return Err(Fail(-libc::ENODEV, format!("base_bdevs: no bdev named '{b}'")));
