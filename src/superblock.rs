@@ -554,7 +554,7 @@ pub fn choose_legs<S: Borrow<Superblock>>(found: &[S]) -> Option<Assembly> {
     // count is behind by what its bitmap covers). Without this, a crash in the middle of the
     // write that records a failure could leave too few legs at the newest `events` to run.
     let fresh = mask(slots.iter().enumerate().map(|(s, c)| {
-        c.is_some_and(|i| sbs[i].events + 1 >= nsb.events && uuid_matches(i)) && active & (1 << s) != 0
+        c.is_some_and(|i| sbs[i].events.saturating_add(1) >= nsb.events && uuid_matches(i)) && active & (1 << s) != 0
     }));
     rejected.sort_by_key(|r| r.0);
     Some(Assembly {

@@ -430,7 +430,7 @@ fn assert_assembly_sound(found: &[Superblock], a: &Assembly, rng: &mut Rng) {
         }
         if a.fresh & 1 << slot != 0 {
             // At the newest events, or one write behind it (see `choose_legs`).
-            assert!(sb.events + 1 >= newest.events && sb.events <= newest.events);
+            assert!(sb.events.saturating_add(1) >= newest.events && sb.events <= newest.events);
             assert_eq!(sb.legs[slot].uuid, newest.legs[slot].uuid);
             assert_eq!(newest.legs[slot].role, LegRole::Active);
         }
