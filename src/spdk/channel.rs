@@ -249,7 +249,12 @@ impl Channel {
             b.free_child(info.leg, unsafe { NonNull::new_unchecked(ctx as *mut ChildCtx) });
         }
         for (io, status) in finished {
-            complete_host(io, status);
+            // Finished, but an acknowledgement still waits for a leg failure to be recorded.
+            if self.mirror().failure_unrecorded() {
+                self.held.borrow_mut().push_back((io, status));
+            } else {
+                complete_host(io, status);
+            }
         }
         for (io, _) in queued {
             complete_host(io, HostStatus::Failed);
