@@ -13,7 +13,6 @@
 
 mod support;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -34,22 +33,7 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Mask of the first CPU this process may use (CI runners do not always offer CPU 0).
-fn core_mask() -> String {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let first = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .and_then(|l| {
-            l.trim()
-                .split([',', '-'])
-                .next()
-                .and_then(|c| c.trim().parse::<u32>().ok())
-        })
-        .filter(|&c| c < 64)
-        .unwrap_or(0);
-    format!("{:#x}", 1u64 << first)
-}
+use support::core_mask;
 
 fn start_tgt(env: &SpdkEnv, name: &str, wait_for_rpc: bool) -> Target {
     let mask = core_mask();

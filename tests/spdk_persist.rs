@@ -34,22 +34,7 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Mask of the first CPU this process may use (CI runners do not always offer CPU 0).
-fn core_mask() -> String {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let first = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .and_then(|l| {
-            l.trim()
-                .split([',', '-'])
-                .next()
-                .and_then(|c| c.trim().parse::<u32>().ok())
-        })
-        .filter(|&c| c < 64)
-        .unwrap_or(0);
-    format!("{:#x}", 1u64 << first)
-}
+use support::core_mask;
 
 fn start_tgt(env: &SpdkEnv, name: &str, mask: &str) -> Target {
     Target::start(

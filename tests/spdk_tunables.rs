@@ -24,22 +24,7 @@ use support::{
 const MIB: u64 = 1024 * 1024;
 const BS: u32 = 512;
 
-/// Mask of the first CPU this process may use (CI runners do not always offer CPU 0).
-fn core_mask() -> String {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let first = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .and_then(|l| {
-            l.trim()
-                .split([',', '-'])
-                .next()
-                .and_then(|c| c.trim().parse::<u32>().ok())
-        })
-        .filter(|&c| c < 64)
-        .unwrap_or(0);
-    format!("{:#x}", 1u64 << first)
-}
+use support::core_mask;
 
 /// A bdevperf server (random 4 KiB reads at QD8 for a second per `perform_tests`) over aio
 /// `aio0`, `aio1` on `files`, plus `extra` config entries (the mirror's create, if any).

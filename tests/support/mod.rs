@@ -723,6 +723,23 @@ fn write_config(dir: &TestDir, file: &str, config: &Value) -> Result<PathBuf, St
     Ok(path)
 }
 
+/// Mask of the first CPU this process may use (CI runners do not always offer CPU 0).
+pub fn core_mask() -> String {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let first = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .and_then(|l| {
+            l.trim()
+                .split([',', '-'])
+                .next()
+                .and_then(|c| c.trim().parse::<u32>().ok())
+        })
+        .filter(|&c| c < 64)
+        .unwrap_or(0);
+    format!("{:#x}", 1u64 << first)
+}
+
 /// Polls `f` every 50 ms until it returns true, for at most `timeout`. The error names `what`.
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
