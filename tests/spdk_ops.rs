@@ -13,12 +13,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{create_sparse_file, require_spdk, tail_lines, test_dir, SpdkEnv, Target, TargetOpts, TestDir};
+use support::{require_spdk, tail_lines, test_dir, SpdkEnv, Target, TargetOpts};
 
 const MIB: u64 = 1024 * 1024;
 const BS: u32 = 512;
@@ -27,13 +25,7 @@ const EINVAL: i64 = -(libc::EINVAL as i64);
 const ENODEV: i64 = -(libc::ENODEV as i64);
 const EBUSY: i64 = -(libc::EBUSY as i64);
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-use support::core_mask;
+use support::{core_mask, create_aio, leg_files, rpc_ok, serial};
 
 fn start_tgt(env: &SpdkEnv, name: &str, wait_for_rpc: bool) -> Target {
     let mask = core_mask();
@@ -47,11 +39,6 @@ fn start_tgt(env: &SpdkEnv, name: &str, wait_for_rpc: bool) -> Target {
         },
     )
     .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn rpc_ok(t: &Target, method: &str, params: Value) -> Value {
-    t.rpc(method, params.clone())
-        .unwrap_or_else(|e| panic!("{method} {params}: {e}\nlog tail:\n{}", tail_lines(&t.log(), 40)))
 }
 
 /// `method(params)` must fail with `code` and a message that starts with `field:`; returns
@@ -112,24 +99,6 @@ fn wait_for<T>(t: &Target, secs: u64, what: &str, mut f: impl FnMut() -> Option<
 
 fn module_options(t: &Target) -> Value {
     rpc_ok(t, "bdev_mirror_get_module_options", Value::Null)
-}
-
-fn leg_files(dir: &TestDir, n: usize, bytes: u64) -> Vec<PathBuf> {
-    (0..n)
-        .map(|i| {
-            let f = dir.join(format!("leg{i}.img"));
-            create_sparse_file(&f, bytes).unwrap();
-            f
-        })
-        .collect()
-}
-
-fn create_aio(t: &Target, name: &str, file: &Path) {
-    rpc_ok(
-        t,
-        "bdev_aio_create",
-        json!({"name": name, "filename": file.to_string_lossy(), "block_size": BS}),
-    );
 }
 
 fn create_malloc(t: &Target, name: &str, mib: u64) {
@@ -437,8 +406,8 @@ fn module_options_before_init_govern_assembly() {
         json!({"degraded_grace_ms": 3000, "degraded_assembly": true})
     );
     rpc_ok(&t, "framework_start_init", Value::Null);
-    create_aio(&t, "aio0", &files[0]);
-    create_aio(&t, "aio1", &files[1]);
+    create_aio(&t, "aio0", &files[0], BS);
+    create_aio(&t, "aio1", &files[1], BS);
     rpc_ok(
         &t,
         "bdev_mirror_create",
@@ -468,7 +437,7 @@ fn module_options_before_init_govern_assembly() {
         ),
         "{saved}"
     );
-    create_aio(&t, "aio0", &files[0]);
+    create_aio(&t, "aio0", &files[0], BS);
     let waiting = wait_for(&t, 10, "mir to wait for aio1", || {
         configuring(&t).into_iter().find(|m| m["name"] == json!("mir"))
     });
@@ -491,7 +460,7 @@ fn module_options_before_init_govern_assembly() {
         "{}",
         tail_lines(&t.log(), 20)
     );
-    create_aio(&t, "aio1", &files[1]);
+    create_aio(&t, "aio1", &files[1], BS);
     let m = wait_for(&t, 10, "mir to assemble with both legs", || registered(&t));
     assert_eq!(m["state"], json!("online"), "{m}");
     assert!(configuring(&t).is_empty());
@@ -507,7 +476,7 @@ fn module_options_before_init_govern_assembly() {
     );
     rpc_ok(&t, "framework_start_init", Value::Null);
     let start = Instant::now();
-    create_aio(&t, "aio0", &files[0]);
+    create_aio(&t, "aio0", &files[0], BS);
     let m = wait_for(&t, 10, "mir to assemble degraded", || registered(&t));
     let took = start.elapsed();
     assert_eq!(m["state"], json!("degraded"), "{m}");

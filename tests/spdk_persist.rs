@@ -13,13 +13,12 @@ mod support;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::{
-    aio_bdev_config, bdev_subsystem, bdevperf_server, config_entry, create_sparse_file, parse_bdevperf_output,
-    require_spdk, tail_lines, test_dir, wait_for_examine_config, BdevperfOpts, SpdkEnv, Target, TargetOpts, TestDir,
+    aio_bdev_config, bdev_subsystem, bdevperf_server, config_entry, parse_bdevperf_output, require_spdk, tail_lines,
+    test_dir, wait_for_examine_config, BdevperfOpts, SpdkEnv, Target, TargetOpts, TestDir,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -28,13 +27,7 @@ const BS: u32 = 512;
 const REGION_KB: u64 = 1024;
 const REGION: u64 = REGION_KB * 1024;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-use support::core_mask;
+use support::{core_mask, create_aio, leg_files, rpc_ok, serial};
 
 fn start_tgt(env: &SpdkEnv, name: &str, mask: &str) -> Target {
     Target::start(
@@ -46,30 +39,6 @@ fn start_tgt(env: &SpdkEnv, name: &str, mask: &str) -> Target {
         },
     )
     .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn rpc_ok(t: &Target, method: &str, params: Value) -> Value {
-    t.rpc(method, params.clone())
-        .unwrap_or_else(|e| panic!("{method} {params}: {e}\nlog tail:\n{}", tail_lines(&t.log(), 40)))
-}
-
-/// Sparse leg files `leg0.img`.. in `dir`.
-fn leg_files(dir: &TestDir, n: usize, bytes: u64) -> Vec<PathBuf> {
-    (0..n)
-        .map(|i| {
-            let f = dir.join(format!("leg{i}.img"));
-            create_sparse_file(&f, bytes).unwrap();
-            f
-        })
-        .collect()
-}
-
-fn create_aio(t: &Target, name: &str, file: &Path) {
-    rpc_ok(
-        t,
-        "bdev_aio_create",
-        json!({"name": name, "filename": file.to_string_lossy(), "block_size": BS}),
-    );
 }
 
 /// The mirror's `bdev_mirror_get_bdevs` object, `None` while it does not exist.
@@ -325,8 +294,8 @@ fn kill9_mid_write_then_restart_resyncs_to_identical_legs() {
     // Restart with plain aio bdevs, in the other order: the mirror must assemble by itself and
     // resync the dirty regions.
     let t = start_tgt(&env, "persist_kill9_restart", &mask);
-    create_aio(&t, "aio1", &files[1]);
-    create_aio(&t, "aio0", &files[0]);
+    create_aio(&t, "aio1", &files[1], BS);
+    create_aio(&t, "aio0", &files[0], BS);
     let m = wait_mirror(&t, 20, "the mirror to assemble", |_| true);
     assert_eq!(m["uuid"], uuid, "assembled under another uuid: {m}");
     let m = wait_ended(&t, "the resync to finish");
@@ -574,7 +543,7 @@ fn corrupt_superblock_leg_is_rejected_and_the_rest_assembles() {
     let files = leg_files(&dir, 3, 64 * MIB);
     let t = start_tgt(&env, "persist_badsb", &mask);
     for (i, f) in files.iter().enumerate() {
-        create_aio(&t, &format!("aio{i}"), f);
+        create_aio(&t, &format!("aio{i}"), f, BS);
     }
     let create = mirror_create("mir", &["aio0", "aio1", "aio2"], json!({}));
     rpc_ok(&t, "bdev_mirror_create", create["params"].clone());
@@ -592,7 +561,7 @@ fn corrupt_superblock_leg_is_rejected_and_the_rest_assembles() {
 
     let t = start_tgt(&env, "persist_badsb_restart", &mask);
     for (i, f) in files.iter().enumerate() {
-        create_aio(&t, &format!("aio{i}"), f);
+        create_aio(&t, &format!("aio{i}"), f, BS);
     }
     let m = wait_mirror(&t, 20, "the mirror to assemble degraded", |_| true);
     assert_eq!(m["uuid"], uuid, "{m}");
@@ -626,8 +595,8 @@ fn check_finds_and_repairs_mismatches() {
     let dir = test_dir("persist_check");
     let files = leg_files(&dir, 2, 64 * MIB);
     let t = start_tgt(&env, "persist_check", &mask);
-    create_aio(&t, "aio0", &files[0]);
-    create_aio(&t, "aio1", &files[1]);
+    create_aio(&t, "aio0", &files[0], BS);
+    create_aio(&t, "aio1", &files[1], BS);
     let create = mirror_create("mir", &["aio0", "aio1"], json!({}));
     rpc_ok(&t, "bdev_mirror_create", create["params"].clone());
     let m = wait_idle(&t, "the new mirror to be idle");
@@ -645,8 +614,8 @@ fn check_finds_and_repairs_mismatches() {
     let bad = 4;
 
     let t = start_tgt(&env, "persist_check_restart", &mask);
-    create_aio(&t, "aio1", &files[1]);
-    create_aio(&t, "aio0", &files[0]);
+    create_aio(&t, "aio1", &files[1], BS);
+    create_aio(&t, "aio0", &files[0], BS);
     let m = wait_mirror(&t, 20, "the mirror to assemble", idle);
     assert_eq!(m["state"], json!("online"), "{m}");
     let check = |repair: bool| {
@@ -717,8 +686,8 @@ fn restart_after_clean_shutdown_assembles_without_resync() {
     drop(server);
 
     let t = start_tgt(&env, "persist_clean_restart", &mask);
-    create_aio(&t, "aio0", &files[0]);
-    create_aio(&t, "aio1", &files[1]);
+    create_aio(&t, "aio0", &files[0], BS);
+    create_aio(&t, "aio1", &files[1], BS);
     let m = wait_mirror(&t, 20, "the mirror to assemble", |_| true);
     assert_eq!(m["uuid"], uuid, "{m}");
     assert_eq!(m["state"], json!("online"), "{m}");
@@ -770,8 +739,8 @@ fn stale_leg_found_at_restart_is_recovered_from_the_bitmap() {
 
     // Both legs come back; aio1's superblock is older: it must not be read, only recovered.
     let t = start_tgt(&env, "persist_stale_restart", &mask);
-    create_aio(&t, "aio0", &files[0]);
-    create_aio(&t, "aio1", &files[1]);
+    create_aio(&t, "aio0", &files[0], BS);
+    create_aio(&t, "aio1", &files[1], BS);
     let m = wait_mirror(&t, 30, "the stale leg's recovery to finish", |m| {
         idle(m) && m["last_process"]["type"] == json!("recovery")
     });

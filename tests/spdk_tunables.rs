@@ -24,7 +24,7 @@ use support::{
 const MIB: u64 = 1024 * 1024;
 const BS: u32 = 512;
 
-use support::core_mask;
+use support::{core_mask, rpc_ok};
 
 /// A bdevperf server (random 4 KiB reads at QD8 for a second per `perform_tests`) over aio
 /// `aio0`, `aio1` on `files`, plus `extra` config entries (the mirror's create, if any).
@@ -49,11 +49,6 @@ fn server(env: &SpdkEnv, name: &str, mask: &str, files: &[PathBuf], extra: Vec<V
         },
     )
     .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn rpc_ok(t: &Target, method: &str, params: Value) -> Value {
-    t.rpc(method, params.clone())
-        .unwrap_or_else(|e| panic!("{method} {params}: {e}\nlog tail:\n{}", tail_lines(&t.log(), 40)))
 }
 
 /// Waits (bounded) until mirror `mir` is registered again (not merely waiting for legs, which

@@ -43,7 +43,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
@@ -721,6 +721,38 @@ fn write_config(dir: &TestDir, file: &str, config: &Value) -> Result<PathBuf, St
     let text = serde_json::to_string_pretty(config).map_err(|e| format!("config: {e}"))?;
     fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
     Ok(path)
+}
+
+/// One SPDK test at a time within a test binary, where they share a core and files.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `method(params)` on `t`, which must succeed; the panic carries the app's log tail.
+pub fn rpc_ok(t: &Target, method: &str, params: Value) -> Value {
+    t.rpc(method, params.clone())
+        .unwrap_or_else(|e| panic!("{method} {params}: {e}\nlog tail:\n{}", tail_lines(&t.log(), 40)))
+}
+
+/// Sparse leg files `leg0.img`.. of `bytes` each in `dir`.
+pub fn leg_files(dir: &TestDir, n: usize, bytes: u64) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let f = dir.join(format!("leg{i}.img"));
+            create_sparse_file(&f, bytes).unwrap();
+            f
+        })
+        .collect()
+}
+
+/// An aio bdev `name` over `file`.
+pub fn create_aio(t: &Target, name: &str, file: &Path, block_size: u32) {
+    rpc_ok(
+        t,
+        "bdev_aio_create",
+        json!({"name": name, "filename": file.to_string_lossy(), "block_size": block_size}),
+    );
 }
 
 /// Mask of the first CPU this process may use (CI runners do not always offer CPU 0).
