@@ -448,7 +448,7 @@ fn describe_pending(p: &Pending) -> Option<serde_json::Value> {
     };
     Some(serde_json::json!({
         "name": sb.name,
-        "uuid": uuid_string(&p.uuid),
+        "uuid": mirror::uuid_text(&mirror::uuid_of(&p.uuid)),
         "state": "configuring",
         "level": sb.level.as_str(),
         "num_legs": sb.legs.len(),
@@ -458,19 +458,6 @@ fn describe_pending(p: &Pending) -> Option<serde_json::Value> {
         "awaited_slots": awaited,
         "degraded_assembly_scheduled": !p.timer.is_null(),
     }))
-}
-
-/// A uuid in SPDK's lower-case text form (`spdk_uuid_fmt_lower`: the bytes in order).
-fn uuid_string(u: &[u8; 16]) -> String {
-    let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
 
 /// Registers the mirror from its fresh legs; its stale legs rejoin afterwards. Rejected
@@ -500,9 +487,7 @@ fn assemble(found: Vec<Found>, a: Assembly) {
     }
     let rest: Vec<Found> = a.stale().filter_map(|(_, i)| found[i].take()).collect();
     let (geo, layout) = (a.geometry, a.layout);
-    let mut uuid = sys::spdk_uuid::default();
-    // SAFETY: `spdk_uuid` is 16 plain bytes.
-    unsafe { ptr::copy_nonoverlapping(newest.mirror_uuid.as_ptr(), &mut uuid as *mut _ as *mut u8, 16) };
+    let uuid = mirror::uuid_of(&newest.mirror_uuid);
     let name = newest.name.clone();
     let spec = CreateSpec {
         name: name.clone(),

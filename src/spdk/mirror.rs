@@ -628,6 +628,21 @@ pub fn random_uuid() -> [u8; 16] {
     uuid_bytes(&u)
 }
 
+/// A uuid in SPDK's lower-case text form.
+pub fn uuid_text(u: &sys::spdk_uuid) -> String {
+    let mut buf = [0 as std::os::raw::c_char; sys::SPDK_UUID_STRING_LEN as usize];
+    // SAFETY: buffer of the documented size.
+    unsafe { sys::spdk_uuid_fmt_lower(buf.as_mut_ptr(), buf.len(), u) };
+    // SAFETY: NUL-terminated by spdk_uuid_fmt_lower.
+    unsafe { super::ffi::cstr(buf.as_ptr()) }.into_owned()
+}
+
+/// The `spdk_uuid` of 16 bytes (as superblocks store it).
+pub fn uuid_of(bytes: &[u8; 16]) -> sys::spdk_uuid {
+    // SAFETY: `spdk_uuid` is 16 plain bytes.
+    unsafe { std::mem::transmute_copy(bytes) }
+}
+
 pub fn uuid_bytes(u: &sys::spdk_uuid) -> [u8; 16] {
     // SAFETY: `spdk_uuid` is 16 plain bytes.
     unsafe { std::mem::transmute_copy(u) }
@@ -754,11 +769,7 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         // SAFETY: writes a fresh uuid into `uuid`.
         unsafe { sys::spdk_uuid_generate(&mut uuid) };
     }
-    let mut buf = [0 as std::os::raw::c_char; sys::SPDK_UUID_STRING_LEN as usize];
-    // SAFETY: buffer of the documented size.
-    unsafe { sys::spdk_uuid_fmt_lower(buf.as_mut_ptr(), buf.len(), &uuid) };
-    // SAFETY: NUL-terminated by spdk_uuid_fmt_lower.
-    mirror.uuid = unsafe { super::ffi::cstr(buf.as_ptr()) }.into_owned();
+    mirror.uuid = uuid_text(&uuid);
     if let Some(ps) = spec.persist {
         // A new mirror's tunables are generation 1; an assembled one's count on from the legs'.
         let (sb, dirty, tunables_gen) = match ps.found {
