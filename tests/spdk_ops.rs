@@ -75,9 +75,7 @@ fn configuring(t: &Target) -> Vec<Value> {
 
 /// The registered mirror `mir`, if there is one.
 fn registered(t: &Target) -> Option<Value> {
-    get_mirrors(t, json!({}))
-        .into_iter()
-        .find(|m| m["name"] == json!("mir") && m["state"] != json!("configuring"))
+    support::registered_mirror(t, "mir")
 }
 
 /// Polls `f` every 50 ms until it returns `Some`; panics with `what` and the log otherwise.

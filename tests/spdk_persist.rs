@@ -27,7 +27,7 @@ const BS: u32 = 512;
 const REGION_KB: u64 = 1024;
 const REGION: u64 = REGION_KB * 1024;
 
-use support::{core_mask, create_aio, leg_files, rpc_ok, serial};
+use support::{core_mask, create_aio, leg_files, registered_mirror, rpc_ok, serial};
 
 fn start_tgt(env: &SpdkEnv, name: &str, mask: &str) -> Target {
     Target::start(
@@ -41,22 +41,13 @@ fn start_tgt(env: &SpdkEnv, name: &str, mask: &str) -> Target {
     .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-/// The mirror's `bdev_mirror_get_bdevs` object, `None` while it does not exist.
-/// The registered mirror `name` (a mirror still being assembled is listed too, as
-/// `configuring`: not it).
-fn find_mirror(t: &Target, name: &str) -> Option<Value> {
-    let all = t.rpc("bdev_mirror_get_bdevs", json!({ "name": name })).ok()?;
-    all.as_array()
-        .and_then(|a| a.iter().find(|m| m["state"] != "configuring").cloned())
-}
-
 /// Polls mirror `mir` until `pred` holds; panics with the last object and the log otherwise.
 fn wait_mirror(t: &Target, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let timeout = Duration::from_secs(secs);
     let deadline = Instant::now() + timeout;
     let mut last = None;
     loop {
-        if let Some(m) = find_mirror(t, "mir") {
+        if let Some(m) = registered_mirror(t, "mir") {
             if pred(&m) {
                 return m;
             }

@@ -56,11 +56,9 @@ fn server(env: &SpdkEnv, name: &str, mask: &str, files: &[PathBuf], extra: Vec<V
 fn wait_assembled(t: &Target, what: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let found = t
-            .rpc("bdev_mirror_get_bdevs", json!({"name": "mir"}))
-            .ok()
-            .and_then(|all| all.as_array().and_then(|a| a.first().cloned()));
-        if let Some(m) = found.filter(|m| ["online", "degraded"].contains(&m["state"].as_str().unwrap_or(""))) {
+        if let Some(m) = support::registered_mirror(t, "mir")
+            .filter(|m| ["online", "degraded"].contains(&m["state"].as_str().unwrap_or("")))
+        {
             return m;
         }
         assert!(

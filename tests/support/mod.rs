@@ -735,6 +735,17 @@ pub fn rpc_ok(t: &Target, method: &str, params: Value) -> Value {
         .unwrap_or_else(|e| panic!("{method} {params}: {e}\nlog tail:\n{}", tail_lines(&t.log(), 40)))
 }
 
+/// The mirror registered as `name` (`bdev_mirror_get_bdevs` also lists mirrors still being
+/// assembled, as `configuring`: not those), if there is one.
+pub fn registered_mirror(t: &Target, name: &str) -> Option<Value> {
+    let all = rpc_ok(t, "bdev_mirror_get_bdevs", json!({}));
+    all.as_array()
+        .expect("bdev_mirror_get_bdevs returns an array")
+        .iter()
+        .find(|m| m["name"] == json!(name) && m["state"] != json!("configuring"))
+        .cloned()
+}
+
 /// Sparse leg files `leg0.img`.. of `bytes` each in `dir`.
 pub fn leg_files(dir: &TestDir, n: usize, bytes: u64) -> Vec<PathBuf> {
     (0..n)
