@@ -51,6 +51,8 @@ impl Bits {
 
 #[derive(Debug, Clone)]
 pub struct WriteIntentBitmap {
+    /// Mirror blocks covered (what `new` or `resized` was given).
+    data_blocks: u64,
     region_blocks: u64,
     regions: usize,
     /// Writes in flight per region.
@@ -69,6 +71,10 @@ pub struct WriteIntentBitmap {
     /// Parents waiting for the next flush, and for the one in flight.
     waiting: VecDeque<ParentId>,
     in_flight_waiters: Vec<ParentId>,
+    /// Set by `resized`: the legs hold an image of the old shape (other regions, another
+    /// region size), so no region counts as durable and a flush is due until an image taken
+    /// after the resize has landed.
+    reshaped: bool,
     now: u64,
     /// Idle time after which a clean-able region is cleared (md's daemon_sleep).
     pub idle_clear: u64,
@@ -86,12 +92,14 @@ pub struct BitmapStats {
 
 impl WriteIntentBitmap {
     /// A bitmap over `data_blocks` mirror blocks, `region_blocks` per bit, starting from the
-    /// on-disk image `on_disk` (all clean for a new mirror).
+    /// on-disk image `on_disk` (all clean for a new mirror). Give the mirror's true size:
+    /// [`WriteIntentBitmap::resized`] takes the blocks from there on as new space.
     pub fn new(data_blocks: u64, region_blocks: u64, on_disk: Option<Bits>, idle_clear: u64) -> Self {
         let region_blocks = region_blocks.max(1);
         let regions = data_blocks.div_ceil(region_blocks) as usize;
         let on_disk = on_disk.unwrap_or_else(|| Bits::new(regions));
         WriteIntentBitmap {
+            data_blocks,
             region_blocks,
             regions,
             inflight: vec![0; regions],
@@ -103,10 +111,77 @@ impl WriteIntentBitmap {
             last_write: vec![0; regions],
             waiting: VecDeque::new(),
             in_flight_waiters: Vec::new(),
+            reshaped: false,
             now: 0,
             idle_clear,
             stats: BitmapStats::default(),
         }
+    }
+
+    /// The bitmap of the mirror grown to `data_blocks` blocks, `region_blocks` per bit (the
+    /// current region size or a power-of-two multiple of it, as [`MetaLayout::resized`] picks).
+    ///
+    /// Only for a quiesced mirror: no write in flight (counted here), no flush in flight, no
+    /// parent waiting (checked in debug builds); the caller also holds back writes it counts
+    /// itself.
+    ///
+    /// Each new region is dirty (on disk and wanted), missed or held when any old region it
+    /// overlaps was, and keeps the latest write time among them. Every region covering blocks
+    /// at or beyond the old size (new space, never synced between the legs) is wanted dirty
+    /// and held: the owner must resync it and then release it with `hold(r, false)`, and a
+    /// crash before that must find it dirty. Until an image taken after this call has landed
+    /// (`take_flush` then `flush_done`), no region counts as durable (`fast_ok` is false:
+    /// the legs still hold the old shape) and `needs_flush` is true, so the next metadata
+    /// write carries the new shape, to go with the new superblock. `idle_clear`, the clock
+    /// and the stats carry over.
+    ///
+    /// [`MetaLayout::resized`]: crate::superblock::MetaLayout::resized
+    pub fn resized(&self, data_blocks: u64, region_blocks: u64) -> WriteIntentBitmap {
+        debug_assert!(self.inflight.iter().all(|&n| n == 0), "resize with writes in flight");
+        debug_assert!(self.flushing.is_none(), "resize with a flush in flight");
+        debug_assert!(
+            self.waiting.is_empty() && self.in_flight_waiters.is_empty(),
+            "resize with waiters"
+        );
+        debug_assert!(
+            region_blocks % self.region_blocks == 0 && (region_blocks / self.region_blocks).is_power_of_two(),
+            "region of {region_blocks} blocks is not a power-of-two multiple of {}",
+            self.region_blocks
+        );
+        debug_assert!(data_blocks >= self.data_blocks, "a bitmap only grows");
+        let mut b = WriteIntentBitmap::new(data_blocks, region_blocks, None, self.idle_clear);
+        let (old_rb, new_rb) = (self.region_blocks, b.region_blocks);
+        for r in 0..b.regions {
+            let (start, end) = (r as u64 * new_rb, (r as u64 + 1) * new_rb);
+            let first = (start / old_rb) as usize;
+            let last = (end.div_ceil(old_rb) as usize).min(self.regions);
+            for o in first..last {
+                for (from, to) in [
+                    (&self.on_disk, &mut b.on_disk),
+                    (&self.wanted, &mut b.wanted),
+                    (&self.missed, &mut b.missed),
+                    (&self.hold, &mut b.hold),
+                ] {
+                    if from.get(o) {
+                        to.set(r, true);
+                    }
+                }
+                b.last_write[r] = b.last_write[r].max(self.last_write[o]);
+            }
+            if end.min(data_blocks) > self.data_blocks {
+                b.wanted.set(r, true);
+                b.hold.set(r, true);
+            }
+        }
+        b.reshaped = true;
+        b.now = self.now;
+        b.stats = self.stats.clone();
+        b
+    }
+
+    /// Mirror blocks the bitmap covers.
+    pub fn data_blocks(&self) -> u64 {
+        self.data_blocks
     }
 
     pub fn regions(&self) -> usize {
@@ -150,6 +225,11 @@ impl WriteIntentBitmap {
     /// Keeps region `r` dirty (`true`, e.g. until it is resynced) or lets it clear again.
     pub fn hold(&mut self, r: usize, keep: bool) {
         self.hold.set(r, keep);
+    }
+
+    /// Regions kept dirty until resynced (`hold`; after `resized`, the new space too).
+    pub fn held(&self) -> &Bits {
+        &self.hold
     }
 
     /// A clean stop: no write is in flight, so every region may clear at once except those a
@@ -215,7 +295,7 @@ impl WriteIntentBitmap {
     /// Whether a write to region `r` may go without asking: it is dirty on disk, wanted, and
     /// no image without it is being written.
     pub fn fast_ok(&self, r: usize) -> bool {
-        self.on_disk.get(r) && self.wanted.get(r) && self.flushing.as_ref().is_none_or(|f| f.get(r))
+        !self.reshaped && self.on_disk.get(r) && self.wanted.get(r) && self.flushing.as_ref().is_none_or(|f| f.get(r))
     }
 
     /// Whether region `r` is wanted dirty and nothing (a missing leg, a pending resync) keeps it.
@@ -234,12 +314,12 @@ impl WriteIntentBitmap {
 
     /// Whether `take_flush` would hand out an image.
     pub fn needs_flush(&self) -> bool {
-        self.flushing.is_none() && (self.wanted != self.on_disk || !self.waiting.is_empty())
+        self.flushing.is_none() && (self.wanted != self.on_disk || !self.waiting.is_empty() || self.reshaped)
     }
 
     /// The image to write to every leg now, if one is due and none is in flight.
     pub fn take_flush(&mut self) -> Option<Bits> {
-        if self.flushing.is_some() || (self.wanted == self.on_disk && self.waiting.is_empty()) {
+        if !self.needs_flush() {
             return None;
         }
         self.in_flight_waiters.extend(self.waiting.drain(..));
@@ -253,6 +333,8 @@ impl WriteIntentBitmap {
         if let Some(img) = self.flushing.take() {
             // Bits set since the snapshot stay wanted; bits it cleared are clean on disk.
             self.on_disk = img;
+            // The image was taken after any resize: the legs hold the current shape.
+            self.reshaped = false;
         }
         std::mem::take(&mut self.in_flight_waiters)
     }
@@ -401,6 +483,122 @@ mod tests {
         b.take_flush().unwrap();
         assert_eq!(b.flush_done(), vec![10]);
         assert!(b.fast_ok(1));
+    }
+
+    /// 1000 blocks in regions of 100: region 3 dirty on disk, 6 missed, 8 held, all idle.
+    fn settled() -> WriteIntentBitmap {
+        let mut b = WriteIntentBitmap::new(1000, 100, None, 10);
+        for (id, lba) in [(1, 350), (2, 650), (3, 850)] {
+            b.start_write(id, lba, 1);
+        }
+        b.take_flush().unwrap();
+        assert_eq!(b.flush_done(), vec![1, 2, 3]);
+        b.tick(5);
+        b.end_write(350, 1, true);
+        b.end_write(650, 1, false);
+        b.end_write(850, 1, true);
+        b.hold(8, true);
+        b.tick(6);
+        assert!(!b.needs_flush());
+        b
+    }
+
+    fn set(bits: &Bits, n: usize) -> Vec<usize> {
+        (0..n).filter(|&r| bits.get(r)).collect()
+    }
+
+    #[test]
+    fn growing_with_doubled_regions_merges_the_old_bits() {
+        let old = settled();
+        let b = old.resized(2000, 200);
+        assert_eq!((b.regions(), b.region_blocks(), b.data_blocks()), (10, 200, 2000));
+        // Old regions 2r and 2r+1 make new region r; 5.. is new space.
+        assert_eq!(set(b.on_disk(), 10), vec![1, 3, 4]);
+        assert_eq!(set(&b.wanted, 10), vec![1, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(set(b.missed(), 10), vec![3]);
+        assert_eq!(set(b.held(), 10), vec![4, 5, 6, 7, 8, 9]);
+        assert_eq!(
+            (b.last_write[0], b.last_write[1]),
+            (0, 5),
+            "the latest write of the merged regions"
+        );
+        assert_eq!((b.idle_clear, &b.stats, b.now), (10, &old.stats, 6));
+        // Same region size: bits stay where they were.
+        let b = old.resized(1500, 100);
+        assert_eq!(set(b.on_disk(), 15), vec![3, 6, 8]);
+        assert_eq!(set(b.held(), 15), vec![8, 10, 11, 12, 13, 14]);
+        // Regions four times as large.
+        let b = old.resized(1000, 400);
+        let clean = WriteIntentBitmap::new(1000, 100, None, 10).resized(1000, 400);
+        assert_eq!(
+            (set(&clean.wanted, 3), set(clean.held(), 3)),
+            (vec![], vec![]),
+            "blocks 1000..1200 of region 2 do not exist: no new space"
+        );
+        assert_eq!(
+            (set(b.on_disk(), 3), set(b.missed(), 3), set(b.held(), 3)),
+            (vec![0, 1, 2], vec![1], vec![2])
+        );
+    }
+
+    #[test]
+    fn new_space_is_dirty_and_held_until_resynced() {
+        // 950 blocks: the last old region, 9, ends short of its 100 blocks.
+        let mut b = WriteIntentBitmap::new(950, 100, None, 10).resized(1234, 100);
+        assert_eq!(b.regions(), 13);
+        assert_eq!(
+            set(b.held(), 13),
+            vec![9, 10, 11, 12],
+            "region 9 gains blocks 950..1000"
+        );
+        let img = b.take_flush().unwrap();
+        assert_eq!(set(&img, 13), vec![9, 10, 11, 12]);
+        b.flush_done();
+        b.tick(1000);
+        assert_eq!(b.take_flush(), None, "held: not cleared however idle");
+        assert_eq!(resync_plan(b.on_disk(), b.regions(), 100, 1234), vec![(900, 334)]);
+        for r in 9..13 {
+            b.hold(r, false);
+        }
+        b.tick(2000);
+        assert!(b.take_flush().is_some());
+        b.flush_done();
+        assert_eq!(b.dirty_regions(), 0);
+    }
+
+    #[test]
+    fn old_dirty_bits_survive_growth_and_are_durable_again_after_the_flush() {
+        let mut b = settled().resized(3000, 100);
+        assert!(!b.fast_ok(3), "the legs still hold the old shape");
+        assert_eq!(b.mark_wanted(9, 350, 1), Gate::Pending);
+        let img = b.take_flush().unwrap();
+        assert!(img.get(3) && img.get(6) && img.get(8) && !img.get(0) && img.get(10) && img.get(29));
+        assert_eq!(b.flush_done(), vec![9]);
+        assert!(b.fast_ok(3) && b.fast_ok(20) && !b.fast_ok(0));
+        assert_eq!(b.start_write(10, 399, 1), Gate::Ready);
+    }
+
+    #[test]
+    fn growing_always_asks_for_a_flush() {
+        let old = settled();
+        for (blocks, region) in [(1000, 100), (1000, 200), (1001, 100), (5000, 800)] {
+            let mut b = old.resized(blocks, region);
+            assert!(b.needs_flush(), "{blocks} blocks, regions of {region}");
+            b.take_flush().unwrap();
+            assert!(!b.needs_flush(), "one in flight");
+            b.flush_done();
+            assert!(!b.needs_flush(), "{blocks} blocks, regions of {region}: written");
+        }
+        // The region holding the old end was dirty on disk already: the images agree, yet the
+        // legs hold the old shape.
+        let mut b = WriteIntentBitmap::new(950, 100, None, 10);
+        b.start_write(1, 940, 1);
+        b.take_flush();
+        b.flush_done();
+        b.end_write(940, 1, true);
+        let g = b.resized(1000, 100);
+        assert_eq!(g.wanted, *g.on_disk());
+        assert!(g.needs_flush());
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub enum GeometryError {
     NoDataBlocks(u64),
     #[error("leg_blocks: legs of {0} blocks are too large to address in this geometry")]
     TooManyBlocks(u64),
+    #[error("layout: a raid10 far layout ({0}) cannot be resized: its far copies sit at an offset proportional to the leg size, so existing data would move (md refuses too)")]
+    FarLayoutResize(String),
+    #[error("leg_blocks: legs of {new} blocks are smaller than the current {current}; shrinking would drop data")]
+    ShrinkLegs { current: u64, new: u64 },
     #[error("lba: block {lba} is out of range (the mirror has {data_blocks} data blocks)")]
     LbaOutOfRange { lba: u64, data_blocks: u64 },
 }
@@ -373,6 +377,37 @@ impl Geometry {
         })
     }
 
+    /// The same geometry over legs of `leg_blocks` blocks each: what the mirror becomes when
+    /// every leg has grown (md's `--grow --size=max`, `raid10_resize`). Every block of the
+    /// current mirror keeps exactly its copies (same legs, same leg blocks); the blocks added
+    /// at the end land in leg space no current block uses. The new size is held to every rule
+    /// [`Geometry::new`] applies, rounded the same way (`used_leg_blocks`, `data_blocks`).
+    ///
+    /// Refused: RAID10 far layouts (`f<k>`), whose far copies sit a fraction of the leg size
+    /// away, so every far copy would move (md's `raid10_resize` refuses them too; offset
+    /// layouts, whose far copies are one chunk row away, grow like near ones); and legs smaller
+    /// than now, which would drop data. Legs of the current size give the same geometry.
+    pub fn resized(&self, leg_blocks: u64) -> Result<Geometry, GeometryError> {
+        if self.level == Level::Raid10 && self.layout.far > 1 && !self.layout.offset {
+            return Err(GeometryError::FarLayoutResize(self.layout.to_string()));
+        }
+        if leg_blocks < self.leg_blocks {
+            return Err(GeometryError::ShrinkLegs {
+                current: self.leg_blocks,
+                new: leg_blocks,
+            });
+        }
+        let raid10 = self.level == Level::Raid10;
+        Geometry::new(&GeometrySpec {
+            level: self.level,
+            layout: raid10.then_some(self.layout),
+            legs: self.legs,
+            chunk_bytes: raid10.then(|| (self.block_size as u64) << self.chunk_shift),
+            block_size: self.block_size,
+            leg_blocks,
+        })
+    }
+
     pub fn level(&self) -> Level {
         self.level
     }
@@ -640,6 +675,146 @@ mod tests {
             assert_eq!(g.is_ok(), ok, "raid1 on {legs} legs");
             assert!(g.is_err() || injective(&g.unwrap()));
         }
+    }
+
+    /// Every geometry `resized` may grow: RAID1 and RAID10 near and offset layouts, 2 to 8 legs.
+    fn growable() -> Vec<(Level, Option<Raid10Layout>, u32)> {
+        let mut out = Vec::new();
+        for legs in 2..=8u32 {
+            out.push((Level::Raid1, None, legs));
+            for copies in 2..=legs {
+                for kind in ["n", "o"] {
+                    out.push((
+                        Level::Raid10,
+                        Raid10Layout::parse(&format!("{kind}{copies}")).ok(),
+                        legs,
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn growing_keeps_every_old_block_where_it_was() {
+        let mut checked = 0u64;
+        for (level, layout, legs) in growable() {
+            for (bs, chunk_bytes) in [(512u32, 512u64), (512, 1024), (512, 4096), (4096, 8192)] {
+                let chunk = chunk_bytes / bs as u64;
+                for old_chunks in [1u64, 3, 8, 13] {
+                    for extra in [0, chunk - 1] {
+                        let spec = GeometrySpec {
+                            level,
+                            layout,
+                            legs,
+                            chunk_bytes: Some(chunk_bytes),
+                            block_size: bs,
+                            leg_blocks: old_chunks * chunk + extra,
+                        };
+                        let Ok(old) = Geometry::new(&spec) else {
+                            continue; // too small for this layout to hold data
+                        };
+                        let mut prev = old.clone();
+                        for grow in [0, 1, chunk, 5 * chunk + 1, 17 * chunk] {
+                            let leg_blocks = spec.leg_blocks + grow;
+                            let new = old.resized(leg_blocks).unwrap();
+                            let what = format!(
+                                "{level} {layout:?} x{legs} chunk {chunk_bytes} bs {bs}: {} -> {leg_blocks}",
+                                spec.leg_blocks
+                            );
+                            assert_eq!(
+                                new,
+                                Geometry::new(&GeometrySpec {
+                                    leg_blocks,
+                                    ..spec.clone()
+                                })
+                                .unwrap(),
+                                "{what}"
+                            );
+                            assert_eq!(prev.resized(leg_blocks).as_ref(), Ok(&new), "{what}: growing in steps");
+                            assert!(new.data_blocks() >= prev.data_blocks(), "{what}: data_blocks shrank");
+                            assert!(new.used_leg_blocks() >= prev.used_leg_blocks(), "{what}");
+                            assert!(new.used_leg_blocks() <= leg_blocks, "{what}");
+                            assert_eq!(
+                                (
+                                    new.level(),
+                                    new.layout(),
+                                    new.legs(),
+                                    new.block_size(),
+                                    new.chunk_blocks()
+                                ),
+                                (
+                                    old.level(),
+                                    old.layout(),
+                                    old.legs(),
+                                    old.block_size(),
+                                    old.chunk_blocks()
+                                )
+                            );
+                            let mut old_places = std::collections::HashSet::new();
+                            for lba in 0..old.data_blocks() {
+                                let (was, is) = (old.map(lba).unwrap(), new.map(lba).unwrap());
+                                assert_eq!(was, is, "{what}: block {lba} moved");
+                                old_places.extend(was.as_slice().iter().copied());
+                                checked += 1;
+                            }
+                            for lba in old.data_blocks()..new.data_blocks() {
+                                for c in new.map(lba).unwrap().as_slice() {
+                                    assert!(!old_places.contains(c), "{what}: new block {lba} lands on old {c:?}");
+                                    assert!(c.lba < new.used_leg_blocks(), "{what}");
+                                }
+                            }
+                            prev = new;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100_000, "only {checked} blocks checked");
+    }
+
+    #[test]
+    fn growing_refuses_far_layouts_shrinking_and_what_new_refuses() {
+        // f2 on 4 legs of 8 one-block chunks: block 0's far copy sits half a leg down, so it
+        // would move if the legs grew.
+        let f2 = geo(Level::Raid10, Some("f2"), 4, 1, 512, 16);
+        assert_eq!(f2.map(0).unwrap().as_slice()[1], Copy { leg: 1, lba: 8 });
+        assert_eq!(
+            geo(Level::Raid10, Some("f2"), 4, 1, 512, 32).map(0).unwrap().as_slice()[1].lba,
+            16
+        );
+        for far in ["f2", "f3"] {
+            let g = geo(Level::Raid10, Some(far), 4, 1, 512, 60);
+            let e = g.resized(120).unwrap_err();
+            assert_eq!(e, GeometryError::FarLayoutResize(far.into()));
+            assert!(e.to_string().starts_with("layout: "), "{e}");
+            assert_eq!(g.resized(60).unwrap_err(), e, "refused even at the same size");
+        }
+        for g in [
+            geo(Level::Raid1, None, 2, 0, 512, 1000),
+            geo(Level::Raid10, Some("n2"), 3, 4, 512, 1000),
+            geo(Level::Raid10, Some("o2"), 3, 4, 512, 1000),
+        ] {
+            let e = g.resized(999).unwrap_err();
+            assert_eq!(
+                e,
+                GeometryError::ShrinkLegs {
+                    current: 1000,
+                    new: 999
+                }
+            );
+            assert!(e.to_string().starts_with("leg_blocks: "), "{e}");
+            assert_eq!(g.resized(1000).as_ref(), Ok(&g), "same size, same geometry");
+        }
+        let big = geo(Level::Raid10, Some("n2"), 32, 1, 512, 1 << 20);
+        assert_eq!(big.resized(u64::MAX), Err(GeometryError::TooManyBlocks(u64::MAX)));
+        assert_eq!(
+            geo(Level::Raid1, None, 2, 0, 512, 10)
+                .resized(u64::MAX)
+                .unwrap()
+                .data_blocks(),
+            u64::MAX
+        );
     }
 
     #[test]

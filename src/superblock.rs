@@ -426,6 +426,22 @@ impl MetaLayout {
         })
     }
 
+    /// The layout for the mirror grown to `data_blocks`: `region_kb` when its regions fit the
+    /// reserved area, else the smallest power-of-two multiple of it whose regions do (md
+    /// doubles its bitmap chunk the same way), with the region size used. The reserved area is
+    /// fixed, so `data_offset_blocks` and `bitmap_offset_blocks` are those of any layout for
+    /// this block size. Errors as [`MetaLayout::new`]: `region_kb` itself invalid, or no region
+    /// up to [`MAX_REGION_KB`] fits.
+    pub fn resized(block_size: u32, data_blocks: u64, region_kb: u32) -> Result<(MetaLayout, u32), LayoutError> {
+        let mut kb = region_kb;
+        loop {
+            match MetaLayout::new(block_size, data_blocks, kb) {
+                Err(LayoutError::TooManyRegions { .. }) if kb < MAX_REGION_KB => kb *= 2,
+                r => return r.map(|l| (l, kb)),
+            }
+        }
+    }
+
     /// Blocks of one metadata write: the superblock and the bitmap after it.
     pub fn meta_blocks(&self) -> u64 {
         self.bitmap_offset_blocks + self.bitmap_blocks
@@ -1525,5 +1541,97 @@ mod tests {
         assert!(MetaLayout::new(512, 1 << 20, 3).is_err());
         assert!(MetaLayout::new(512, 1 << 20, MAX_REGION_KB).is_ok());
         assert!(MetaLayout::new(512, 1 << 20, MAX_REGION_KB << 1).is_err());
+    }
+
+    #[test]
+    fn growing_keeps_the_region_while_it_fits_and_doubles_it_when_not() {
+        // 4 KiB blocks: 255 blocks of bitmap room, 8_355_840 regions.
+        let max = (256 - 1) * 4096 * 8;
+        let old = MetaLayout::new(4096, 1 << 20, 64).unwrap();
+        let (l, kb) = MetaLayout::resized(4096, 1 << 22, 64).unwrap();
+        assert_eq!((kb, l), (64, MetaLayout::new(4096, 1 << 22, 64).unwrap()));
+        assert_eq!((l.regions, l.region_blocks), (1 << 18, 16));
+        // Exactly full, then one region too many: the region doubles.
+        assert_eq!(MetaLayout::resized(4096, max * 16, 64).unwrap().1, 64);
+        let (l, kb) = MetaLayout::resized(4096, max * 16 + 1, 64).unwrap();
+        assert_eq!((kb, l.region_blocks, l.regions), (128, 32, max / 2 + 1));
+        // Far beyond: the smallest multiple that fits.
+        let (l, kb) = MetaLayout::resized(4096, max * 16 * 5, 64).unwrap();
+        assert_eq!((kb, l.regions), (512, max * 5 / 8));
+        assert!(
+            MetaLayout::new(4096, max * 16 * 5, 256).is_err(),
+            "256 KiB does not fit"
+        );
+        for (bs, blocks) in [(4096, 1u64 << 40), (512, 1 << 50), (512, 1000)] {
+            let (l, _) = MetaLayout::resized(bs, blocks, 4).unwrap();
+            assert_eq!(
+                (l.data_offset_blocks, l.bitmap_offset_blocks),
+                (
+                    MetaLayout::data_offset_blocks(bs),
+                    old.bitmap_offset_blocks * 4096 / bs as u64
+                ),
+                "the reserved area does not move"
+            );
+        }
+        assert_eq!(MetaLayout::resized(4096, 10, 3), Err(LayoutError::Region(3)));
+        assert!(matches!(
+            MetaLayout::resized(512, u64::MAX, 4),
+            Err(LayoutError::TooManyRegions {
+                region_kb: MAX_REGION_KB,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_grown_superblock_decodes_with_the_resized_layout() {
+        // o2 over 4 legs of 1 GiB (4 KiB blocks): 2 GiB of data, one bit per 64 KiB.
+        let sb = Superblock {
+            leg_data_blocks: 1 << 18,
+            bitmap_region_kb: 64,
+            bitmap_blocks: 1,
+            ..sample()
+        };
+        let (geo, meta) = sb.geometry().unwrap();
+        assert_eq!((geo.data_blocks(), meta.regions), (1 << 19, 1 << 15));
+        // Every leg grows 256 times: 2^23 regions of 64 KiB no longer fit.
+        let grown = geo.resized(1 << 26).unwrap();
+        assert!(MetaLayout::new(4096, grown.data_blocks(), 64).is_err());
+        let (layout, kb) = MetaLayout::resized(4096, grown.data_blocks(), 64).unwrap();
+        assert_eq!((kb, layout.regions, layout.bitmap_blocks), (128, 1 << 22, 128));
+        let new = Superblock {
+            leg_data_blocks: grown.leg_blocks(),
+            bitmap_region_kb: kb,
+            bitmap_blocks: layout.bitmap_blocks,
+            events: sb.events + 1,
+            ..sb.clone()
+        };
+        assert_eq!(
+            (new.data_offset_blocks, new.bitmap_offset_blocks),
+            (layout.data_offset_blocks, layout.bitmap_offset_blocks)
+        );
+        let back = Superblock::decode(&new.encode().unwrap()).unwrap();
+        assert_eq!(back, new);
+        assert_eq!(back.geometry().unwrap(), (grown, layout));
+        // The old region size with the new size is refused, as is the old bitmap length.
+        let stale_region = Superblock {
+            bitmap_region_kb: 64,
+            ..new.clone()
+        };
+        assert!(matches!(
+            Superblock::decode(&stale_region.encode().unwrap()),
+            Err(SuperblockError::Layout(LayoutError::TooManyRegions { .. }))
+        ));
+        let stale_len = Superblock {
+            bitmap_blocks: sb.bitmap_blocks,
+            ..new
+        };
+        assert!(matches!(
+            Superblock::decode(&stale_len.encode().unwrap()),
+            Err(SuperblockError::Mismatch {
+                field: "bitmap_blocks",
+                ..
+            })
+        ));
     }
 }
