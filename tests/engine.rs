@@ -1,4 +1,5 @@
-//! The engine against a scripted backend: every step of md's fix, observed one event at a time.
+//! The engine against a scripted backend: every step of md's fix, observed one event at a time;
+//! and the replacement leg (md's --replace) under random load on the simulator.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -9,6 +10,10 @@ use spdk_mirror::engine::{
     Strategy, Submitted, WriteIntent,
 };
 use spdk_mirror::placement::{Geometry, GeometrySpec, Level, Raid10Layout};
+use spdk_mirror::sim::backend::{block_value, Notice};
+use spdk_mirror::sim::host::Host;
+use spdk_mirror::sim::rng::Rng;
+use spdk_mirror::sim::{Faults, LegModel, SimBackend};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ev {
@@ -35,6 +40,8 @@ struct Script {
     fail_leg: Option<u32>,
     /// Mirror blocks below this are "awaiting resync": reads are pinned to one copy.
     pinned_below: u64,
+    /// Legs the engine reported failed (`Backend::leg_failed`).
+    failed: u64,
 }
 
 impl Script {
@@ -48,6 +55,7 @@ impl Script {
             in_flight: VecDeque::new(),
             fail_leg: None,
             pinned_below: 0,
+            failed: 0,
         }
     }
 }
@@ -107,6 +115,9 @@ impl Backend for Script {
     fn read_pinned(&self, lba: u64, _blocks: u64) -> bool {
         lba < self.pinned_below
     }
+    fn leg_failed(&mut self, leg: u32) {
+        self.failed |= 1 << leg;
+    }
 }
 
 struct Intent {
@@ -142,7 +153,7 @@ fn raid1(legs: u32) -> Geometry {
 
 fn engine(geo: Geometry, pool: u32, max_parents: u32) -> (Engine<Script, Intent>, Log) {
     let log: Log = Rc::default();
-    let legs = geo.legs() as usize;
+    let legs = geo.legs() as usize + 1; // and the replacement leg
     let e = Engine::with_intent(
         geo,
         EngineConfig {
@@ -284,7 +295,7 @@ fn empty_leg_pool_parks_at_the_exact_child_and_resumes_there() {
         completions(&log),
         vec![(1, HostStatus::Success), (2, HostStatus::Success)]
     );
-    assert_eq!(e.backend().pools, vec![1, 1, 1]);
+    assert_eq!(e.backend().pools, vec![1, 1, 1, 1]);
 }
 
 #[test]
@@ -303,7 +314,7 @@ fn no_memory_parks_at_the_exact_child_and_resubmits_it_once() {
         complete_one(&mut e);
     }
     assert_eq!(completions(&log).len(), 2);
-    assert_eq!(e.backend().pools, vec![4, 4, 4]);
+    assert_eq!(e.backend().pools, vec![4, 4, 4, 4]);
 }
 
 #[test]
@@ -320,7 +331,7 @@ fn no_memory_midway_resumes_at_the_refused_child() {
     complete_one(&mut e);
     complete_one(&mut e);
     assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
-    assert_eq!(e.backend().pools, vec![4, 4, 4]);
+    assert_eq!(e.backend().pools, vec![4, 4, 4, 4]);
 }
 
 #[test]
@@ -386,7 +397,7 @@ fn a_failed_read_is_retried_on_another_copy_and_the_bad_copy_rewritten() {
     assert_eq!(e.leg_stats(0).read_repairs, 1);
     assert_eq!(e.stats().read_retries, 1);
     assert!(!e.leg_failed(0));
-    assert_eq!(e.backend().pools, vec![4, 4]);
+    assert_eq!(e.backend().pools, vec![4, 4, 4]);
 }
 
 #[test]
@@ -412,7 +423,7 @@ fn a_read_fails_only_when_every_copy_failed() {
     e.backend_mut().fail_leg = Some(1);
     complete_one(&mut e);
     assert_eq!(completions(&log), vec![(1, HostStatus::Failed)]);
-    assert_eq!(e.backend().pools, vec![4, 4]);
+    assert_eq!(e.backend().pools, vec![4, 4, 4]);
 }
 
 #[test]
@@ -543,7 +554,7 @@ fn abandon_hands_back_every_host_and_the_engine_takes_io_again() {
     for (child, info) in in_flight {
         e.backend_mut().free_child(info.leg, child);
     }
-    assert_eq!(e.backend().pools, vec![1, 1], "every context is back");
+    assert_eq!(e.backend().pools, vec![1, 1, 1], "every context is back");
     // And the engine serves I/O again.
     e.submit(4, write(0, 1));
     complete_one(&mut e);
@@ -565,4 +576,674 @@ fn a_slot_abandoned_while_its_intent_is_pending_is_reused_only_after_the_answer(
     assert!(submits(&log).is_empty(), "a stale intent answer released a write");
     e.write_intent_ready(0);
     assert_eq!(submits(&log), vec![(2, 0), (2, 1)]);
+}
+
+// ----- the replacement leg (md's --replace) -----
+
+/// (host, leg, leg lba) of every child submitted.
+fn submits_at(log: &Log) -> Vec<(u32, u32, u64)> {
+    log.borrow()
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Submit { host, leg, lba, .. } => Some((*host, *leg, *lba)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn drain_children(e: &mut Engine<Script, Intent>) {
+    while !e.backend().in_flight.is_empty() {
+        complete_one(e);
+    }
+}
+
+fn op(op: IoOp, lba: u64, blocks: u64) -> IoRequest {
+    IoRequest { op, lba, blocks }
+}
+
+#[test]
+fn a_replacement_gets_every_write_to_its_leg_at_the_same_leg_lba_and_no_read() {
+    let (mut e, log) = engine(raid1(2), 8, 8);
+    assert_eq!((e.replacement_leg(), e.replacement()), (2, None));
+    e.set_replacement(Some(1));
+    assert_eq!(e.replacement(), Some(1));
+    e.submit(1, write(5, 3));
+    e.submit(2, op(IoOp::Unmap, 20, 2));
+    e.submit(3, op(IoOp::WriteZeroes, 30, 1));
+    for h in 4..10 {
+        e.submit(h, read(5, 3));
+    }
+    let got = submits_at(&log);
+    assert_eq!(
+        got[..9],
+        [
+            (1, 0, 5),
+            (1, 1, 5),
+            (1, 2, 5),
+            (2, 0, 20),
+            (2, 1, 20),
+            (2, 2, 20),
+            (3, 0, 30),
+            (3, 1, 30),
+            (3, 2, 30)
+        ]
+    );
+    assert!(
+        got[9..].iter().all(|&(_, leg, _)| leg < 2),
+        "a read went to the replacement: {got:?}"
+    );
+    assert_eq!(e.replacement_parents(), 3, "reads never take the replacement");
+    drain_children(&mut e);
+    assert!(completions(&log).iter().all(|c| c.1 == HostStatus::Success));
+    // The replacement is no copy the bitmap waits for: every write was on every copy.
+    assert!(!log.borrow().contains(&Ev::EndWrite {
+        lba: 5,
+        all_copies: false
+    }));
+    assert_eq!(e.leg_stats(2).writes, 3);
+    assert_eq!(e.leg_stats(2).reads, 0);
+    assert_eq!(e.backend().pools, vec![8, 8, 8]);
+}
+
+#[test]
+fn raid10_replacement_children_follow_the_replaced_legs_copies() {
+    // n2 on 3 legs, chunk 8: blocks 6..8 are on legs 0 and 1 at 6, blocks 8..10 on leg 2 at 0
+    // and leg 0 at 8.
+    let geo = Geometry::new(&GeometrySpec {
+        level: Level::Raid10,
+        layout: Some(Raid10Layout::parse("n2").unwrap()),
+        legs: 3,
+        chunk_bytes: Some(4096),
+        block_size: 512,
+        leg_blocks: 80,
+    })
+    .unwrap();
+    for (slot, want) in [
+        // Leg 1 holds no copy of the second segment: no replacement child for it.
+        (1, vec![(1, 0, 6), (1, 1, 6), (1, 3, 6), (1, 2, 0), (1, 0, 8)]),
+        (
+            0,
+            vec![(1, 0, 6), (1, 1, 6), (1, 3, 6), (1, 2, 0), (1, 0, 8), (1, 3, 8)],
+        ),
+        (2, vec![(1, 0, 6), (1, 1, 6), (1, 2, 0), (1, 0, 8), (1, 3, 0)]),
+    ] {
+        let (mut e, log) = engine(geo.clone(), 8, 4);
+        e.set_replacement(Some(slot));
+        e.submit(1, write(6, 4));
+        assert_eq!(submits_at(&log), want, "replacing leg {slot}");
+        drain_children(&mut e);
+        assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
+    }
+}
+
+#[test]
+fn a_failing_replacement_is_dropped_and_the_write_still_succeeds() {
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    e.set_replacement(Some(0));
+    e.backend_mut().fail_leg = Some(2);
+    e.submit(1, write(0, 1));
+    drain_children(&mut e);
+    assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
+    assert!(log.borrow().contains(&Ev::EndWrite {
+        lba: 0,
+        all_copies: true
+    }));
+    assert!(e.leg_failed(2));
+    assert_eq!(e.backend().failed, 1 << 2, "the backend hears of it");
+    assert_eq!(e.leg_stats(2).write_errors, 1);
+    assert_eq!(e.working_legs(), 0b11, "the replacement is no working leg");
+    // Later writes skip it, without counting a missed copy.
+    e.submit(2, write(1, 1));
+    assert_eq!(submits(&log)[3..], [(2, 0), (2, 1)]);
+    drain_children(&mut e);
+    assert_eq!(completions(&log)[1], (2, HostStatus::Success));
+    assert!(log.borrow().contains(&Ev::EndWrite {
+        lba: 1,
+        all_copies: true
+    }));
+    // The same replacement set again stays failed; a new one starts working.
+    e.set_replacement(Some(0));
+    assert!(e.leg_failed(2));
+    e.set_replacement(None);
+    e.set_replacement(Some(0));
+    assert!(!e.leg_failed(2));
+}
+
+#[test]
+fn a_write_on_no_real_copy_fails_even_when_the_replacement_took_it() {
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    e.set_replacement(Some(1));
+    e.fail_leg(0);
+    e.backend_mut().fail_leg = Some(1);
+    e.submit(1, write(0, 1));
+    assert_eq!(submits(&log), vec![(1, 1), (1, 2)]);
+    drain_children(&mut e);
+    assert_eq!(completions(&log), vec![(1, HostStatus::Failed)]);
+    assert!(!e.leg_failed(2));
+    assert_eq!(e.leg_stats(2).writes, 1);
+}
+
+#[test]
+fn the_replacement_of_a_failed_leg_still_gets_its_writes() {
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    e.fail_leg(1);
+    e.set_replacement(Some(1));
+    e.submit(1, write(7, 2));
+    assert_eq!(submits_at(&log), vec![(1, 0, 7), (1, 2, 7)]);
+    drain_children(&mut e);
+    assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
+    // Leg 1 missed it: the region stays dirty.
+    assert!(log.borrow().contains(&Ev::EndWrite {
+        lba: 7,
+        all_copies: false
+    }));
+}
+
+#[test]
+fn a_flush_flushes_the_replacement_which_never_decides_its_status() {
+    let (mut e, log) = engine(raid1(3), 4, 4);
+    e.set_replacement(Some(2));
+    e.submit(1, op(IoOp::Flush, 0, 0));
+    assert_eq!(submits(&log), vec![(1, 0), (1, 1), (1, 2), (1, 3)]);
+    drain_children(&mut e);
+    // Every real leg failed: the flush fails though the replacement flushed.
+    for leg in 0..3 {
+        e.fail_leg(leg);
+    }
+    e.submit(2, op(IoOp::Flush, 0, 0));
+    assert_eq!(submits(&log)[4..], [(2, 3)]);
+    drain_children(&mut e);
+    // A failed replacement is not flushed.
+    e.fail_leg(3);
+    e.submit(3, op(IoOp::Flush, 0, 0));
+    assert_eq!(submits(&log).len(), 5);
+    assert_eq!(
+        completions(&log),
+        vec![
+            (1, HostStatus::Success),
+            (2, HostStatus::Failed),
+            (3, HostStatus::Failed)
+        ]
+    );
+}
+
+#[test]
+fn parents_keep_the_replacement_they_started_with() {
+    let (mut e, log) = engine(raid1(2), 1, 4);
+    e.set_replacement(Some(0));
+    e.submit(1, write(0, 1)); // takes every leg's only context
+    e.submit(2, write(4, 1)); // parks at its first child, with the replacement
+    e.set_replacement(None);
+    e.submit(3, write(8, 1)); // parks too, without
+    assert_eq!(e.replacement_parents(), 2);
+    drain_children(&mut e);
+    let of = |h: u32| {
+        submits(&log)
+            .iter()
+            .filter(|s| s.0 == h)
+            .map(|s| s.1)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of(1), [0, 1, 2]);
+    assert_eq!(of(2), [0, 1, 2]);
+    assert_eq!(of(3), [0, 1]);
+    assert_eq!(completions(&log).len(), 3);
+    assert!(completions(&log).iter().all(|c| c.1 == HostStatus::Success));
+    assert_eq!(e.replacement_parents(), 0);
+    assert_eq!(e.backend().pools, vec![1, 1, 1]);
+}
+
+#[test]
+fn an_empty_replacement_pool_parks_at_the_replacement_child_and_resumes_there() {
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    e.backend_mut().pools[2] = 1;
+    e.set_replacement(Some(1));
+    e.submit(1, write(0, 1));
+    e.submit(2, write(4, 1)); // its copies go out, then it parks on the replacement's pool
+    assert_eq!(submits(&log), vec![(1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]);
+    assert_eq!(e.stats().pool_waits, 1);
+    assert_eq!(e.leg_stats(2).pool_empty, 1);
+    complete_one(&mut e);
+    complete_one(&mut e);
+    assert_eq!(
+        submits(&log).len(),
+        5,
+        "resumed before the replacement's context came back"
+    );
+    complete_one(&mut e); // parent 1's replacement child: its context goes to parent 2
+    assert_eq!(submits(&log)[5..], [(2, 2)]);
+    assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
+    drain_children(&mut e);
+    assert_eq!(
+        completions(&log),
+        vec![(1, HostStatus::Success), (2, HostStatus::Success)]
+    );
+    assert_eq!(e.backend().pools, vec![4, 4, 1]);
+}
+
+#[test]
+fn no_memory_at_the_replacement_child_resumes_there_and_submits_it_once() {
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    e.set_replacement(Some(0));
+    e.backend_mut().refuse_nth = Some(2); // the third child: the replacement's
+    e.submit(1, write(0, 1));
+    assert_eq!(submits(&log), vec![(1, 0), (1, 1)]);
+    assert!(log.borrow().contains(&Ev::WaitIo));
+    complete_one(&mut e);
+    complete_one(&mut e);
+    assert!(completions(&log).is_empty(), "parent completed while parked");
+    e.io_available();
+    assert_eq!(submits(&log), vec![(1, 0), (1, 1), (1, 2)]);
+    assert_eq!(e.leg_stats(2).nomem, 1);
+    complete_one(&mut e);
+    assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
+    assert_eq!(e.backend().pools, vec![4, 4, 4]);
+}
+
+#[test]
+fn a_replacement_failing_while_a_parent_waits_for_its_pool_is_skipped() {
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    e.backend_mut().pools[2] = 1;
+    e.set_replacement(Some(1));
+    e.submit(1, write(0, 1));
+    e.submit(2, write(4, 1)); // parked on the replacement's pool
+    e.fail_leg(2);
+    assert_eq!(completions(&log), vec![], "parent 1 still has children out");
+    drain_children(&mut e);
+    assert_eq!(submits(&log), vec![(1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]);
+    assert_eq!(
+        completions(&log),
+        vec![(1, HostStatus::Success), (2, HostStatus::Success)]
+    );
+    assert!(!log
+        .borrow()
+        .iter()
+        .any(|ev| matches!(ev, Ev::EndWrite { all_copies: false, .. })));
+}
+
+#[test]
+fn a_replacement_failing_while_its_child_waits_for_io_is_skipped() {
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    e.set_replacement(Some(0));
+    e.backend_mut().refuse_nth = Some(2); // the replacement's child parks, holding its context
+    e.submit(1, write(0, 1));
+    e.fail_leg(2);
+    e.io_available();
+    drain_children(&mut e);
+    assert_eq!(submits(&log), vec![(1, 0), (1, 1)]);
+    assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
+    assert!(log.borrow().contains(&Ev::EndWrite {
+        lba: 0,
+        all_copies: true
+    }));
+    assert_eq!(e.backend().pools, vec![4, 4, 4]);
+}
+
+#[test]
+fn abandon_returns_parked_replacement_contexts() {
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    e.set_replacement(Some(0));
+    e.backend_mut().refuse_nth = Some(2); // parent 1 parks holding the replacement's context
+    e.submit(1, write(0, 1));
+    assert_eq!(e.abandon(), vec![1]);
+    let in_flight: Vec<_> = e.backend_mut().in_flight.drain(..).collect();
+    for (child, info) in in_flight {
+        e.backend_mut().free_child(info.leg, child);
+    }
+    assert_eq!(e.backend().pools, vec![4, 4, 4], "every context is back");
+    assert_eq!(e.replacement_parents(), 0);
+    e.submit(2, write(0, 1));
+    drain_children(&mut e);
+    assert_eq!(submits(&log)[2..], [(2, 0), (2, 1), (2, 2)]);
+    assert_eq!(completions(&log), vec![(2, HostStatus::Success)]);
+}
+
+// ----- the replacement under random load, on the simulator -----
+
+const QD: u32 = 16;
+const MAX_IO: u64 = 24;
+
+fn raid10(layout: &str, legs: u32) -> Geometry {
+    Geometry::new(&GeometrySpec {
+        level: Level::Raid10,
+        layout: Some(Raid10Layout::parse(layout).unwrap()),
+        legs,
+        chunk_bytes: Some(4096),
+        block_size: 512,
+        leg_blocks: 600,
+    })
+    .unwrap()
+}
+
+/// One simulated machine: leg pools of `leg_pool` contexts (the replacement's `rep_pool`).
+fn sim(
+    geo: &Geometry,
+    strategy: Strategy,
+    leg_pool: u32,
+    rep_pool: u32,
+    faults: Faults,
+    seed: u64,
+) -> Engine<SimBackend> {
+    // Immediate: a shared I/O pool barely above the parents', so submissions hit no-memory.
+    // Batch stalls when pools run dry (md's bug), so it gets plenty.
+    let (io_pool, leg_pool, rep_pool) = match strategy {
+        Strategy::Immediate => (QD + 3, leg_pool, rep_pool),
+        Strategy::Batch => (4096, 1024, 1024),
+    };
+    let mut backend = SimBackend::new(
+        geo.legs(),
+        geo.used_leg_blocks(),
+        LegModel {
+            latency_ns: 10_000,
+            jitter_ns: 30_000,
+            queue_depth: 4,
+        },
+        leg_pool,
+        io_pool,
+        QD,
+        MAX_IO,
+        faults,
+        seed,
+    );
+    backend.shrink_pool(geo.legs(), rep_pool);
+    let cfg = EngineConfig {
+        max_parents: QD,
+        strategy,
+        read_policy: ReadPolicy::RoundRobin,
+    };
+    Engine::new(geo.clone(), cfg, backend)
+}
+
+/// What the host saw of a run.
+#[derive(Debug, Default)]
+struct Seen {
+    failed_writes: u64,
+    failed_reads: u64,
+    bad_reads: u64,
+}
+
+/// Drives `ios` random host I/Os (never two overlapping writes, nor a read over a write in
+/// flight, so every block's value is defined) and keeps `expected` up to date. Panics on a stall.
+/// `toggle`: flips the replacement between `Some(k)` and `None` every that many submissions.
+fn drive(e: &mut Engine<SimBackend>, seed: u64, ios: u64, expected: &mut [u64], toggle: Option<(u64, u32)>) -> Seen {
+    let data = e.geometry().data_blocks();
+    let mut rng = Rng::new(seed);
+    let mut host = Host::new(QD, data);
+    let mut seen = Seen::default();
+    let mut issued = 0;
+    while host.completed < ios {
+        while issued < ios {
+            let Some(&slot) = host.free.last() else { break };
+            let blocks = 1 + rng.below(MAX_IO);
+            let lba = rng.below(data - blocks + 1);
+            let op = match rng.below(100) {
+                0..=29 => IoOp::Read,
+                30..=34 => IoOp::Unmap,
+                35..=39 => IoOp::WriteZeroes,
+                40..=41 => IoOp::Flush,
+                _ => IoOp::Write,
+            };
+            let req = match op {
+                IoOp::Flush => IoRequest { op, lba: 0, blocks: 0 },
+                _ => IoRequest { op, lba, blocks },
+            };
+            if host.conflicts(&req) {
+                if host.free.len() < QD as usize {
+                    break; // wait for a completion rather than spin
+                }
+                continue;
+            }
+            host.free.pop();
+            host.mark(&req, true);
+            host.reqs[slot as usize] = req;
+            issued += 1;
+            if let Some((_, k)) = toggle.filter(|t| issued % t.0 == 0) {
+                e.set_replacement(if e.replacement().is_some() { None } else { Some(k) });
+            }
+            let h = &mut e.backend_mut().hosts[slot as usize];
+            h.lba = req.lba;
+            h.write_id = issued;
+            for (i, v) in h.buf[..req.blocks as usize].iter_mut().enumerate() {
+                *v = block_value(issued, req.lba + i as u64);
+            }
+            e.submit(slot, req);
+            settle(e, &mut host, expected, &mut seen);
+        }
+        if host.completed == ios {
+            break;
+        }
+        match e.backend_mut().next_notice() {
+            Some(Notice::ChildDone(c, info, st)) => e.child_done(c, info, st),
+            Some(Notice::Poll) => e.poll(),
+            Some(Notice::BitmapFlushed) => unreachable!("no bitmap in this run"),
+            None => panic!("stalled: {}", e.describe_parked()),
+        }
+        settle(e, &mut host, expected, &mut seen);
+    }
+    assert!(e.is_idle());
+    seen
+}
+
+/// Takes the host I/Os the engine completed.
+fn settle(e: &mut Engine<SimBackend>, host: &mut Host, expected: &mut [u64], seen: &mut Seen) {
+    loop {
+        if e.backend_mut().take_io_signal() {
+            e.io_available();
+            continue;
+        }
+        let Some((slot, status)) = e.backend_mut().completed.pop() else {
+            return;
+        };
+        let req = host.reqs[slot as usize];
+        host.mark(&req, false);
+        host.completed += 1;
+        host.free.push(slot);
+        let range = req.lba as usize..(req.lba + req.blocks) as usize;
+        let io = &e.backend().hosts[slot as usize];
+        match (req.op, status) {
+            (IoOp::Flush, _) => {}
+            (IoOp::Read, HostStatus::Success) => {
+                seen.bad_reads += io.buf[..req.blocks as usize]
+                    .iter()
+                    .zip(&expected[range])
+                    .filter(|(got, want)| got != want)
+                    .count() as u64;
+            }
+            (IoOp::Read, HostStatus::Failed) => seen.failed_reads += 1,
+            (_, HostStatus::Failed) => seen.failed_writes += 1,
+            (IoOp::Write, HostStatus::Success) => {
+                for (i, v) in expected[range].iter_mut().enumerate() {
+                    *v = block_value(io.write_id, req.lba + i as u64);
+                }
+            }
+            (_, HostStatus::Success) => expected[range].fill(0),
+        }
+    }
+}
+
+/// Every block is on each of its working copies as the host last wrote it, and, where leg `k`
+/// holds a copy, the replacement holds it too, at the same leg LBA.
+fn check_copies(e: &Engine<SimBackend>, expected: &[u64], k: u32) {
+    let geo = e.geometry();
+    let (b, rep) = (e.backend(), e.replacement_leg());
+    for (lba, &want) in expected.iter().enumerate() {
+        for c in geo.map_unchecked(lba as u64).as_slice() {
+            if !e.leg_failed(c.leg) {
+                assert_eq!(b.leg_data(c.leg)[c.lba as usize], want, "block {lba} on leg {}", c.leg);
+            }
+            if c.leg == k {
+                assert_eq!(
+                    b.leg_data(rep)[c.lba as usize],
+                    want,
+                    "block {lba}: replacement of leg {k}"
+                );
+            }
+        }
+    }
+    // Nothing else was written to the replacement either: it is leg k, block for block.
+    assert!(b.leg_data(rep) == b.leg_data(k), "the replacement differs from leg {k}");
+}
+
+fn cases() -> Vec<(&'static str, Geometry)> {
+    vec![
+        ("raid1 x2", raid1(2)),
+        ("raid1 x3", raid1(3)),
+        ("raid10 n2 x4", raid10("n2", 4)),
+        ("raid10 f2 x4", raid10("f2", 4)),
+        ("raid10 o2 x4", raid10("o2", 4)),
+    ]
+}
+
+#[test]
+fn a_replacement_becomes_its_leg_block_for_block_under_random_io() {
+    for (name, geo) in cases() {
+        for k in 0..geo.legs() {
+            // Tiny pools (one context on the replacement), and roomy ones.
+            for (seed, leg_pool, rep_pool) in [(1, 2, 1), (2, 2, 2), (3, 64, 64)] {
+                let faults = Faults {
+                    inline_pct: 20,
+                    nomem_pct: 10,
+                    // Read errors on another leg: retries and repairs, which never touch it.
+                    read_error_leg: Some(((k + 1) % geo.legs(), 5)),
+                    ..Faults::default()
+                };
+                let mut e = sim(
+                    &geo,
+                    Strategy::Immediate,
+                    leg_pool,
+                    rep_pool,
+                    faults,
+                    seed * 100 + k as u64,
+                );
+                e.set_replacement(Some(k));
+                let mut expected = vec![0; geo.data_blocks() as usize];
+                let seen = drive(&mut e, seed, 1500, &mut expected, None);
+                let what = format!("{name}, leg {k}, seed {seed}");
+                assert_eq!(
+                    (seen.failed_writes, seen.failed_reads, seen.bad_reads),
+                    (0, 0, 0),
+                    "{what}"
+                );
+                check_copies(&e, &expected, k);
+                let rep = e.replacement_leg();
+                assert_eq!(e.leg_stats(rep).reads, 0, "{what}: the replacement was read");
+                assert!(e.leg_stats(rep).writes > 0, "{what}");
+                assert!(!e.leg_failed(rep), "{what}");
+                assert!(e.stats().read_repairs > 0, "{what}: the repair path ran");
+                let b = e.backend();
+                assert!(e.stats().io_waits > 0, "{what}: the no-memory path ran");
+                if rep_pool == 1 {
+                    assert!(
+                        e.leg_stats(rep).pool_empty > 0,
+                        "{what}: the replacement's pool ran dry"
+                    );
+                }
+                assert_eq!(
+                    b.pool_free(rep),
+                    rep_pool as usize,
+                    "{what}: a replacement context leaked"
+                );
+                assert_eq!(b.io_free(), b.io_capacity(), "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_batch_strategy_mirrors_onto_the_replacement_too() {
+    for (name, geo) in cases() {
+        let k = geo.legs() - 1;
+        let mut e = sim(&geo, Strategy::Batch, 0, 0, Faults::default(), 9);
+        e.set_replacement(Some(k));
+        let mut expected = vec![0; geo.data_blocks() as usize];
+        let seen = drive(&mut e, 9, 1000, &mut expected, None);
+        assert_eq!((seen.failed_writes, seen.bad_reads), (0, 0), "{name}");
+        check_copies(&e, &expected, k);
+    }
+}
+
+#[test]
+fn a_failing_replacement_fails_no_host_io_and_is_dropped() {
+    for (name, geo) in cases() {
+        let rep = geo.legs();
+        let faults = Faults {
+            inline_pct: 20,
+            nomem_pct: 10,
+            error_leg: Some((rep, 2)),
+            ..Faults::default()
+        };
+        let mut e = sim(&geo, Strategy::Immediate, 2, 1, faults, 5);
+        e.set_replacement(Some(0));
+        let mut expected = vec![0; geo.data_blocks() as usize];
+        let seen = drive(&mut e, 5, 2000, &mut expected, None);
+        assert_eq!(
+            (seen.failed_writes, seen.failed_reads, seen.bad_reads),
+            (0, 0, 0),
+            "{name}"
+        );
+        assert!(e.leg_failed(rep), "{name}: the replacement was not failed");
+        assert_eq!(
+            e.backend_mut().take_failed_legs(),
+            1 << rep,
+            "{name}: only the replacement failed"
+        );
+        assert!(e.leg_stats(rep).write_errors >= 1, "{name}");
+        assert_eq!(e.working_legs(), (1 << rep) - 1, "{name}");
+        // Once failed it gets nothing more: write more and count its children.
+        let writes = e.leg_stats(rep).writes;
+        let seen = drive(&mut e, 6, 500, &mut expected, None);
+        assert_eq!((seen.failed_writes, seen.bad_reads), (0, 0), "{name}");
+        assert_eq!(
+            e.leg_stats(rep).writes,
+            writes,
+            "{name}: a failed replacement got writes"
+        );
+        assert_eq!(e.backend().pool_free(rep), 1, "{name}");
+    }
+}
+
+#[test]
+fn without_a_replacement_its_leg_gets_nothing_and_toggling_never_stalls() {
+    for (name, geo) in cases() {
+        let rep = geo.legs();
+        let faults = Faults {
+            inline_pct: 20,
+            nomem_pct: 10,
+            ..Faults::default()
+        };
+        let mut e = sim(&geo, Strategy::Immediate, 2, 1, faults, 11);
+        let mut expected = vec![0; geo.data_blocks() as usize];
+        drive(&mut e, 11, 500, &mut expected, None);
+        assert_eq!(e.leg_stats(rep).writes, 0, "{name}: no replacement set");
+        // Parents start with and without one, while others are in flight.
+        let seen = drive(&mut e, 12, 2000, &mut expected, Some((7, 1)));
+        assert_eq!((seen.failed_writes, seen.bad_reads), (0, 0), "{name}");
+        assert!(e.leg_stats(rep).writes > 0, "{name}");
+        e.set_replacement(None);
+        let writes = e.leg_stats(rep).writes;
+        drive(&mut e, 13, 500, &mut expected, None);
+        assert_eq!(
+            e.leg_stats(rep).writes,
+            writes,
+            "{name}: set_replacement(None) did not stop it"
+        );
+        assert_eq!(e.leg_stats(rep).reads, 0, "{name}");
+        check_copies_real(&e, &expected);
+        assert_eq!(e.backend().pool_free(rep), 1, "{name}");
+    }
+}
+
+/// Every block is on each of its working copies as the host last wrote it.
+fn check_copies_real(e: &Engine<SimBackend>, expected: &[u64]) {
+    let geo = e.geometry();
+    for (lba, &want) in expected.iter().enumerate() {
+        for c in geo.map_unchecked(lba as u64).as_slice() {
+            assert_eq!(
+                e.backend().leg_data(c.leg)[c.lba as usize],
+                want,
+                "block {lba} on leg {}",
+                c.leg
+            );
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The I/O path allocates nothing: a counting global allocator watches a burst of I/O through
-//! the engine (writes, reads, raid10 splits, pool and no-memory parking) after a warm-up.
+//! the engine (writes, reads, raid10 splits, pool and no-memory parking, with and without a
+//! replacement leg) after a warm-up.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -88,10 +89,12 @@ fn burst(engine: &mut Engine<SimBackend>, rng: &mut Rng, ios: u64, qd: u32, next
 
 #[test]
 fn a_burst_of_io_allocates_nothing() {
-    for (level, layout, legs) in [
-        (Level::Raid1, None, 3),
-        (Level::Raid10, Some("n2"), 4),
-        (Level::Raid10, Some("f2"), 5),
+    for (level, layout, legs, replacement) in [
+        (Level::Raid1, None, 3, None),
+        (Level::Raid10, Some("n2"), 4, None),
+        (Level::Raid10, Some("f2"), 5, None),
+        (Level::Raid1, None, 2, Some(1)),
+        (Level::Raid10, Some("n2"), 4, Some(2)),
     ] {
         let geo = Geometry::new(&GeometrySpec {
             level,
@@ -128,6 +131,7 @@ fn a_burst_of_io_allocates_nothing() {
             read_policy: ReadPolicy::RoundRobin,
         };
         let mut engine = Engine::new(geo, cfg, backend);
+        engine.set_replacement(replacement);
         let mut rng = Rng::new(3);
         let mut id = 0;
         assert_eq!(burst(&mut engine, &mut rng, 5_000, qd, &mut id), 5_000, "warm-up");
@@ -141,10 +145,12 @@ fn a_burst_of_io_allocates_nothing() {
             s.pool_waits > 0 && s.io_waits > 0 && s.inline_completions > 0,
             "the slow paths ran: {s:?}"
         );
+        let rep = engine.replacement_leg();
+        assert_eq!(engine.leg_stats(rep).writes > 0, replacement.is_some());
         assert_eq!(
             ALLOCS.load(Ordering::SeqCst),
             0,
-            "{level:?} {layout:?}: heap allocations on the I/O path"
+            "{level:?} {layout:?} replacing {replacement:?}: heap allocations on the I/O path"
         );
     }
 }

@@ -10,6 +10,11 @@
 //!
 //! The engine is single-threaded (an SPDK reactor, or the simulator) and never calls itself
 //! recursively: wake-ups found while handling one event are queued and drained in one loop.
+//!
+//! While a leg is being replaced (md's `--replace`), one more leg, the replacement (index
+//! `geo.legs()`), gets a copy of every write to that leg at the same leg LBA, so that a background
+//! copy plus these writes make it an exact copy. It is never read, and it is not a copy yet: its
+//! writes never decide a host I/O's status, and a failing replacement is just dropped.
 
 pub mod backend;
 pub mod intent;
@@ -109,6 +114,9 @@ struct Slot<B: Backend> {
     /// Read repairs: segments with copies to rewrite, and the legs to rewrite for each.
     repair_segs: u64,
     repair: [u32; MAX_SEGMENTS as usize],
+    /// The leg being replaced when this write or flush started: its plan has one more child
+    /// per segment (per flush), so it is fixed for the parent's life.
+    rep: Option<u32>,
 }
 
 impl<B: Backend> Slot<B> {
@@ -136,6 +144,7 @@ impl<B: Backend> Slot<B> {
             tried: [0; MAX_SEGMENTS as usize],
             repair_segs: 0,
             repair: [0; MAX_SEGMENTS as usize],
+            rep: None,
         }
     }
 }
@@ -145,7 +154,8 @@ enum Planned {
     Child(ChildInfo),
     /// The copy is on a failed leg: the array runs degraded.
     SkipFailedLeg,
-    /// No working copy is left to read this segment from.
+    /// Nothing to issue and no copy missed: no working copy is left to read this segment from,
+    /// or a replacement child whose leg holds no copy of the segment, or the replacement failed.
     NoCopy,
 }
 
@@ -170,7 +180,10 @@ pub struct Engine<B: Backend, W: WriteIntent = NoBitmap> {
     cfg: EngineConfig,
     backend: B,
     intent: W,
+    /// The real legs, then the replacement leg (`geo.legs()`).
     legs: Vec<LegState>,
+    /// The leg new writes are mirrored from onto the replacement leg.
+    replacement: Option<u32>,
     slots: Vec<Slot<B>>,
     free_slots: Vec<ParentId>,
     admit_queue: VecDeque<(B::Host, IoRequest)>,
@@ -194,14 +207,15 @@ impl<B: Backend> Engine<B, NoBitmap> {
 impl<B: Backend, W: WriteIntent> Engine<B, W> {
     pub fn with_intent(geo: Geometry, cfg: EngineConfig, backend: B, intent: W) -> Self {
         let max_parents = cfg.max_parents.max(1);
+        // One more child per segment (per flush) for the replacement.
         let held_capacity = match cfg.strategy {
             Strategy::Immediate => 0,
-            Strategy::Batch => (MAX_SEGMENTS as usize) * geo.copies().max(geo.legs()) as usize,
+            Strategy::Batch => (MAX_SEGMENTS as usize) * (geo.copies().max(geo.legs()) as usize + 1),
         };
-        let legs = (0..geo.legs())
-            .map(|_| LegState {
+        let legs = (0..=geo.legs())
+            .map(|leg| LegState {
                 failed: false,
-                readable: true,
+                readable: leg < geo.legs(),
                 outstanding_blocks: 0,
                 stats: LegStats::default(),
             })
@@ -211,7 +225,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             slots: (0..max_parents).map(|_| Slot::new(held_capacity)).collect(),
             free_slots: (0..max_parents).rev().collect(),
             admit_queue: VecDeque::with_capacity(1024),
-            pool_waiters: (0..geo.legs())
+            pool_waiters: (0..=geo.legs())
                 .map(|_| VecDeque::with_capacity(max_parents as usize))
                 .collect(),
             pool_freed: 0,
@@ -221,6 +235,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             draining: false,
             stats: EngineStats::default(),
             read_turn: std::cell::Cell::new(0),
+            replacement: None,
             geo,
             cfg: EngineConfig { max_parents, ..cfg },
             backend,
@@ -280,13 +295,54 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         self.active_parents() == 0 && self.admit_queue.is_empty()
     }
 
-    /// Legs that are not failed, as a bit mask.
+    /// Legs that are not failed, as a bit mask (the replacement leg is not one of them).
     pub fn working_legs(&self) -> u32 {
-        self.legs
+        self.legs[..self.geo.legs() as usize]
             .iter()
             .enumerate()
             .filter(|(_, l)| !l.failed)
             .fold(0, |m, (i, _)| m | 1 << i)
+    }
+
+    /// The replacement leg's index (one past the real legs): the backend must give it a pool and
+    /// take its children like any leg's. Its `leg_stats`, `leg_failed`, `fail_leg` and
+    /// `restore_leg` work as for any leg.
+    pub fn replacement_leg(&self) -> u32 {
+        self.geo.legs()
+    }
+
+    /// The leg whose writes new parents mirror onto the replacement leg, if any.
+    pub fn replacement(&self) -> Option<u32> {
+        self.replacement
+    }
+
+    /// From now on, new writes, unmaps, write-zeroes and flushes to leg `slot` also go to the
+    /// replacement leg, at the same leg LBA; `None` stops that for new parents. Parents already
+    /// started keep the replacement they started with (see `replacement_parents`). A different
+    /// `Some` starts a new replacement: the replacement leg is taken as working again (a failed
+    /// one stays failed while the same slot is set again).
+    pub fn set_replacement(&mut self, slot: Option<u32>) {
+        if let Some(s) = slot {
+            assert!(
+                s < self.geo.legs(),
+                "replacement of leg {s}: legs are 0..{}",
+                self.geo.legs()
+            );
+            if self.replacement != slot {
+                let rep = self.replacement_leg() as usize;
+                self.legs[rep].failed = false;
+            }
+        }
+        self.replacement = slot;
+    }
+
+    /// Parents in flight that started with a replacement set: they may still send children to
+    /// the replacement leg, so after `set_replacement(None)` its device must stay until this is 0.
+    pub fn replacement_parents(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.rep.is_some() && !matches!(s.phase, Phase::Free | Phase::Abandoned))
+            .count()
     }
 
     /// Takes a host I/O. It completes through `Backend::complete`, possibly before this returns.
@@ -375,9 +431,10 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         let mut out = Vec::new();
         for (i, s) in self.slots.iter().enumerate().filter(|(_, s)| s.phase != Phase::Free) {
             out.push(format!(
-                "slot {i}: {:?} {:?} phase {:?} wait {:?} remaining {} next {}/{} retry {:#x} repair {:#x} parked {}",
+                "slot {i}: {:?} {:?} rep {:?} phase {:?} wait {:?} remaining {} next {}/{} retry {:#x} repair {:#x} parked {}",
                 s.req.op,
                 (s.req.lba, s.req.blocks),
+                s.rep,
                 s.phase,
                 s.wait,
                 s.remaining,
@@ -604,10 +661,14 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         } else {
             segment_count(&self.geo, req.lba, req.blocks) as u32
         };
+        // Writes and flushes take the replacement now, and one more child per segment (flush)
+        // for it: the plan stays the same whatever `set_replacement` does meanwhile.
+        let rep = if req.op == IoOp::Read { None } else { self.replacement };
+        let extra = rep.is_some() as u32;
         let total = match req.op {
             IoOp::Read => nsegs,
-            IoOp::Flush => self.geo.legs(),
-            _ => nsegs * self.geo.copies(),
+            IoOp::Flush => self.geo.legs() + extra,
+            _ => nsegs * (self.geo.copies() + extra),
         };
         let slot = &mut self.slots[id as usize];
         debug_assert_eq!(slot.phase, Phase::Free);
@@ -624,6 +685,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         slot.batch_submitting = false;
         slot.retry = 0;
         slot.repair_segs = 0;
+        slot.rep = rep;
         if req.op == IoOp::Read {
             slot.tried[..nsegs as usize].fill(0);
         }
@@ -688,7 +750,10 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 self.release_child(info.leg, child);
                 match kind {
                     ChildKind::Main if info.op != IoOp::Read => {
-                        self.slots[idx].missed_copy = true;
+                        // A replacement that failed is dropped; it is no copy the array misses.
+                        if info.leg != self.replacement_leg() {
+                            self.slots[idx].missed_copy = true;
+                        }
                         self.slots[idx].next += 1;
                     }
                     ChildKind::Repair => self.slots[idx].repair[info.segment as usize] &= !(1 << info.leg),
@@ -876,6 +941,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 None => Planned::NoCopy,
             },
             IoOp::Flush => {
+                // Child `legs()` (planned only with a replacement) flushes the replacement leg.
                 if self.legs[k as usize].failed {
                     return Planned::SkipFailedLeg;
                 }
@@ -890,18 +956,33 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 })
             }
             op => {
+                // Each segment: its copies in slot order, then (with a replacement) one more.
                 let copies = self.geo.copies();
-                let (seg, copy_slot) = (k / copies, k % copies);
+                let per_seg = copies + slot.rep.is_some() as u32;
+                let (seg, copy_slot) = (k / per_seg, k % per_seg);
                 let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
-                let copy = self.geo.copy(start, copy_slot);
-                if self.legs[copy.leg as usize].failed {
-                    return Planned::SkipFailedLeg;
-                }
+                let (leg, leg_lba) = if copy_slot < copies {
+                    let copy = self.geo.copy(start, copy_slot);
+                    if self.legs[copy.leg as usize].failed {
+                        return Planned::SkipFailedLeg;
+                    }
+                    (copy.leg, copy.lba)
+                } else {
+                    // The replacement gets what the replaced leg gets, where it gets it (even
+                    // if that leg failed meanwhile: the replacement is to take its place).
+                    let rep_leg = self.replacement_leg();
+                    let replaced = slot.rep.expect("a replacement child is planned only with one");
+                    let on_replaced = (0..copies).map(|s| self.geo.copy(start, s)).find(|c| c.leg == replaced);
+                    match on_replaced {
+                        Some(c) if !self.legs[rep_leg as usize].failed => (rep_leg, c.lba),
+                        _ => return Planned::NoCopy,
+                    }
+                };
                 Planned::Child(ChildInfo {
                     parent: id,
                     op,
-                    leg: copy.leg,
-                    leg_lba: copy.lba,
+                    leg,
+                    leg_lba,
                     blocks: len,
                     buf_offset: start - req.lba,
                     segment: seg,
@@ -1000,6 +1081,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         }
         self.release_child(info.leg, child);
         let repair = info.op == IoOp::Write && self.slots[idx].req.op == IoOp::Read;
+        // The replacement is not a copy yet: it never decides the host's status.
+        let replacement = info.leg == self.replacement_leg();
         match (info.op, status) {
             (IoOp::Read, ChildStatus::Success) => {
                 self.slots[idx].seg_ok |= 1 << info.segment;
@@ -1018,7 +1101,9 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 }
             }
             (_, ChildStatus::Success) => {
-                self.slots[idx].seg_ok |= 1 << info.segment;
+                if !replacement {
+                    self.slots[idx].seg_ok |= 1 << info.segment;
+                }
                 if repair {
                     self.legs[info.leg as usize].stats.read_repairs += 1;
                     self.stats.read_repairs += 1;
@@ -1037,7 +1122,10 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             }
             (_, ChildStatus::Error) => {
                 self.legs[info.leg as usize].stats.write_errors += 1;
-                self.slots[idx].missed_copy = true;
+                // A failing replacement is dropped (later writes skip it); no copy was missed.
+                if !replacement {
+                    self.slots[idx].missed_copy = true;
+                }
                 self.fail_leg_quietly(info.leg);
             }
         }
@@ -1096,4 +1184,5 @@ fn segment_count_or_max(geo: &Geometry, req: &IoRequest) -> u64 {
     }
 }
 
+// The replacement leg (index up to MAX_LEGS) only ever appears in `pool_freed`, a u64.
 const _: () = assert!(MAX_LEGS <= 32, "leg masks are u32");

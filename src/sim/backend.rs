@@ -2,6 +2,9 @@
 //! shared I/O pool that parents and children both draw from (SPDK's `spdk_bdev_io` pool), and
 //! fault injection. Every block's content is kept so reads can be checked.
 //!
+//! Besides the mirror's legs it has the engine's replacement leg (`Engine::replacement_leg`,
+//! the last one): a device like the others, which only gets I/O while a replacement is set.
+//!
 //! Time is discrete and seeded: the same configuration and seed give the same run.
 
 use std::cmp::Reverse;
@@ -116,13 +119,14 @@ pub struct SimBackend {
     /// Each (write id, segment, leg) submitted, to prove no child goes twice.
     pub submitted_log: Option<Vec<(u64, u32, u32)>>,
     poll_scheduled: bool,
-    /// Legs the engine failed since the runner last looked (as the SPDK backend's mask).
-    failed_legs: u32,
+    /// Legs the engine failed since the runner last looked (a u64: the replacement leg of a
+    /// 32-leg mirror is bit 32).
+    failed_legs: u64,
 }
 
 impl SimBackend {
-    // Every argument is a separate dimension of the simulated machine; the workload runner is
-    // the one caller.
+    /// `legs` is the mirror's; one more, the replacement leg, is made with the same model and
+    /// pool. Every argument is a separate dimension of the simulated machine.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         legs: u32,
@@ -136,7 +140,7 @@ impl SimBackend {
         seed: u64,
     ) -> Self {
         let mut ctx_leg = Vec::new();
-        let legs: Vec<Leg> = (0..legs)
+        let legs: Vec<Leg> = (0..=legs)
             .map(|l| {
                 let free_ctx = (0..leg_pool).map(|i| l * leg_pool + i).collect();
                 ctx_leg.extend(std::iter::repeat_n(l, leg_pool as usize));
@@ -196,7 +200,7 @@ impl SimBackend {
     }
 
     /// Legs the engine failed since the last call, as a mask.
-    pub fn take_failed_legs(&mut self) -> u32 {
+    pub fn take_failed_legs(&mut self) -> u64 {
         std::mem::take(&mut self.failed_legs)
     }
 
@@ -216,6 +220,12 @@ impl SimBackend {
     /// Child contexts free in a leg's pool.
     pub fn pool_free(&self, leg: u32) -> usize {
         self.legs[leg as usize].free_ctx.len()
+    }
+
+    /// Leaves `contexts` (at most the pool's size) in a leg's pool, before any I/O: one leg
+    /// with a tighter pool than the others.
+    pub fn shrink_pool(&mut self, leg: u32, contexts: u32) {
+        self.legs[leg as usize].free_ctx.truncate(contexts as usize);
     }
 
     /// Whether the engine asked to hear of shared I/O coming back, and some did.
