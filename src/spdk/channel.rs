@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use crossbeam_queue::ArrayQueue;
 use spdk_sys as sys;
 
-use super::backend::{ChildCtx, LegIo, SpdkBackend};
+use super::backend::{ChildCtx, IoWait, LegIo, SpdkBackend};
 use super::ctx_cache::CtxCache;
 use super::ffi::{errlog, guard, warnlog};
 use super::mirror::Mirror;
@@ -36,7 +36,8 @@ pub struct Channel {
     mirror: *const Mirror,
     engine: UnsafeCell<Engine<SpdkBackend, ChannelIntent>>,
     busy: Cell<bool>,
-    deferred_children: ArrayQueue<(usize, ChildInfo, ChildStatus)>,
+    /// Replaced only by `reshape`, with the engine idle.
+    deferred_children: RefCell<ArrayQueue<(usize, ChildInfo, ChildStatus)>>,
     deferred_parents: RefCell<VecDeque<(NonNull<sys::spdk_bdev_io>, IoRequest)>>,
     io_signal: Cell<bool>,
     /// Something above was queued while the engine was busy.
@@ -61,28 +62,12 @@ pub struct Channel {
 impl Channel {
     /// Builds the channel for the calling thread: a channel on every working leg.
     pub fn new(mirror: &Mirror) -> Result<Box<Channel>, String> {
-        let cfg = EngineConfig {
-            max_parents: mirror.opts.max_parents,
-            strategy: Strategy::Immediate,
-            read_policy: mirror.read_policy(),
-        };
-        let contexts: usize = mirror.legs.len() * mirror.opts.pool_size as usize;
-        let backend = SpdkBackend {
-            legs: Vec::new(),
-            completions: VecDeque::with_capacity(cfg.max_parents as usize),
-            block_size: mirror.geo.block_size() as u64,
-            failed_legs: 0,
-            channel: ptr::null(),
-            data_offset: mirror.data_offset,
-            persist: mirror.persist.as_deref().map_or(ptr::null(), |p| p as *const _),
-            rescue_busy: false,
-        };
-        let intent = ChannelIntent::new(mirror)?;
+        let engine = Self::engine_for(mirror)?;
         let chan = Box::new(Channel {
             mirror,
-            engine: UnsafeCell::new(Engine::with_intent(mirror.geo.clone(), cfg, backend, intent)),
+            engine: UnsafeCell::new(engine),
             busy: Cell::new(false),
-            deferred_children: ArrayQueue::new(contexts.max(1)),
+            deferred_children: RefCell::new(ArrayQueue::new(Self::max_children(mirror))),
             deferred_parents: RefCell::new(VecDeque::with_capacity(256)),
             io_signal: Cell::new(false),
             deferred: Cell::new(false),
@@ -99,34 +84,130 @@ impl Channel {
                 .unwrap_or(0),
             submits: Cell::new(0),
         });
-        let me: *const Channel = &*chan;
         // SAFETY: nobody else can see this channel yet.
         let engine = unsafe { &mut *chan.engine.get() };
-        engine.backend_mut().channel = me;
-        for leg in &mirror.legs {
-            let mut io = LegIo::absent(me);
-            io.ctxs = CtxCache::new(leg.pool, mirror.ctx_cache);
-            if leg.present() && !leg.failed.load(Ordering::Acquire) {
-                // SAFETY: the desc is open; channels are per thread and this is our thread.
-                let ch = unsafe { sys::spdk_bdev_get_io_channel(leg.desc()) };
-                if ch.is_null() {
-                    chan.put_leg_channels(engine);
-                    return Err(format!("no I/O channel for leg {}", leg.name()));
-                }
-                io.bdev = leg.bdev();
-                io.desc = leg.desc();
-                io.ch = ch;
-            }
-            engine.backend_mut().legs.push(io);
-        }
-        chan.sync_legs(engine);
+        chan.open_legs(engine, true)?;
+        let me: *const Channel = &*chan;
         // SAFETY: the poller's argument is this boxed channel, which unregisters it on drop.
         let poller = unsafe { sys::spdk_poller_register(Some(poll), me as *mut c_void, POLL_PERIOD_US) };
         chan.poller.set(poller);
         Ok(chan)
     }
 
-    fn put_leg_channels(&self, engine: &mut Engine<SpdkBackend, ChannelIntent>) {
+    /// Children that can be in flight at once: every context of every slot in use.
+    fn max_children(mirror: &Mirror) -> usize {
+        ((mirror.num_legs() as usize + 1) * mirror.opts.pool_size as usize).max(1)
+    }
+
+    /// An engine for the mirror as it is now, its legs not opened yet (`open_legs`).
+    fn engine_for(mirror: &Mirror) -> Result<Engine<SpdkBackend, ChannelIntent>, String> {
+        let cfg = EngineConfig {
+            max_parents: mirror.opts.max_parents,
+            strategy: Strategy::Immediate,
+            read_policy: mirror.read_policy(),
+        };
+        let geo = mirror.geo();
+        let backend = SpdkBackend {
+            legs: Vec::with_capacity(mirror.num_legs() as usize + 1),
+            completions: VecDeque::with_capacity(cfg.max_parents as usize),
+            block_size: geo.block_size() as u64,
+            failed_legs: 0,
+            channel: ptr::null(),
+            data_offset: mirror.data_offset,
+            persist: mirror.persist.as_deref().map_or(ptr::null(), |p| p as *const _),
+            rescue_busy: false,
+        };
+        let intent = ChannelIntent::new(mirror)?;
+        Ok(Engine::with_intent(geo, cfg, backend, intent))
+    }
+
+    /// Gives `engine` (this channel's, or the one replacing it) an I/O channel on every working
+    /// leg, and on the replacement being copied if there is one. A leg whose channel cannot be
+    /// had fails the whole call when `strict`, else that leg is failed for the mirror (a
+    /// reshape cannot be half undone; the failure is recorded like any other).
+    fn open_legs(&self, engine: &mut Engine<SpdkBackend, ChannelIntent>, strict: bool) -> Result<(), String> {
+        let mirror = self.mirror();
+        let me: *const Channel = self;
+        engine.backend_mut().channel = me;
+        for i in 0..=mirror.num_legs() {
+            let leg = mirror.slot(i);
+            let mut io = LegIo::absent(me);
+            io.ctxs = CtxCache::new(leg.pool(), mirror.ctx_cache);
+            if leg.present() && !leg.failed.load(Ordering::Acquire) {
+                // SAFETY: the desc is open; channels are per thread and this is our thread.
+                let ch = unsafe { sys::spdk_bdev_get_io_channel(leg.desc()) };
+                if ch.is_null() && strict {
+                    Self::put_leg_channels(engine);
+                    return Err(format!("no I/O channel for leg {}", leg.name()));
+                }
+                if ch.is_null() {
+                    mirror.fail_leg(i, "no I/O channel for it on a core");
+                } else {
+                    io.bdev = leg.bdev();
+                    io.desc = leg.desc();
+                    io.ch = ch;
+                }
+            }
+            engine.backend_mut().legs.push(io);
+        }
+        engine.set_replacement(mirror.replacing());
+        self.seen_gen.set(u64::MAX);
+        self.sync_legs(engine);
+        Ok(())
+    }
+
+    /// Rebuilds the engine for the mirror's new shape (legs, geometry, bitmap), on this
+    /// channel's thread, with the mirror quiesced: the engine is idle, so nothing is lost.
+    /// On failure the old engine stays (and the reshape is undone by its caller).
+    pub fn reshape(&self) -> c_int {
+        // Called from a channel message, between pollers: the engine is not running.
+        if self.busy.get() || self.poisoned() {
+            return -libc::EBUSY;
+        }
+        // SAFETY: not busy: no other reference to the engine is live on this thread.
+        let e = unsafe { &mut *self.engine.get() };
+        if !e.is_idle() || !self.held.borrow().is_empty() || !self.releases.borrow().is_empty() {
+            return -libc::EBUSY;
+        }
+        let mut fresh = match Self::engine_for(self.mirror()) {
+            Ok(f) => f,
+            Err(why) => {
+                errlog!("mirror {}: cannot reshape a channel: {why}", self.mirror().name());
+                return -libc::ENOMEM;
+            }
+        };
+        self.retire(e);
+        // Not strict: it cannot fail.
+        let _ = self.open_legs(&mut fresh, false);
+        // A leg's wait entry may still sit in SPDK's io_wait queue although nothing waits on it
+        // any more: it carries over to the new engine, and one of a dropped slot is leaked
+        // rather than freed under SPDK (a few bytes, only when a shrink meets it queued).
+        let (old_legs, new_legs) = (&mut e.backend_mut().legs, &mut fresh.backend_mut().legs);
+        for (i, old) in old_legs.iter_mut().enumerate() {
+            match new_legs.get_mut(i) {
+                Some(new) => std::mem::swap(&mut new.wait, &mut old.wait),
+                None if old.wait.queued.get() => {
+                    let queued = std::mem::replace(&mut old.wait, IoWait::new(self));
+                    Box::leak(queued);
+                }
+                None => {}
+            }
+        }
+        *e = fresh;
+        *self.deferred_children.borrow_mut() = ArrayQueue::new(Self::max_children(self.mirror()));
+        0
+    }
+
+    /// Gives the engine's leg channels back and keeps its counters (they belong to the mirror).
+    fn retire(&self, e: &mut Engine<SpdkBackend, ChannelIntent>) {
+        if let Ok(mut retired) = self.mirror().retired_stats.lock() {
+            let mut parked = 0;
+            self.add_stats_from(e, &mut retired, &mut parked);
+        }
+        Self::put_leg_channels(e);
+    }
+
+    fn put_leg_channels(engine: &mut Engine<SpdkBackend, ChannelIntent>) {
         for leg in &mut engine.backend_mut().legs {
             if !leg.ch.is_null() {
                 // SAFETY: we took this channel on this thread.
@@ -183,6 +264,7 @@ impl Channel {
         if self.busy.get() {
             if self
                 .deferred_children
+                .borrow()
                 .push((ctx.as_ptr() as usize, info, status))
                 .is_err()
             {
@@ -241,7 +323,7 @@ impl Channel {
         self.deferred.set(false);
         self.io_signal.set(false);
         let queued: Vec<_> = self.deferred_parents.borrow_mut().drain(..).collect();
-        let children: Vec<_> = std::iter::from_fn(|| self.deferred_children.pop()).collect();
+        let children: Vec<_> = std::iter::from_fn(|| self.deferred_children.borrow().pop()).collect();
         for (ctx, info, _) in children {
             let b = e.backend_mut();
             b.legs[info.leg as usize].inflight -= 1;
@@ -336,7 +418,9 @@ impl Channel {
         f(e);
         // Re-entrant calls are rare: one flag keeps the common path off the queues.
         while self.deferred.replace(false) {
-            while let Some((ctx, info, status)) = self.deferred_children.pop() {
+            loop {
+                let next = self.deferred_children.borrow().pop();
+                let Some((ctx, info, status)) = next else { break };
                 // SAFETY: the queue holds non-null context pointers.
                 Self::deliver(e, unsafe { NonNull::new_unchecked(ctx as *mut ChildCtx) }, info, status);
             }
@@ -413,8 +497,10 @@ impl Channel {
             return;
         }
         self.seen_gen.set(gen);
-        for (i, leg) in mirror.legs.iter().enumerate() {
-            let i = i as u32;
+        // This engine's slots (the legs, then the replacement's), which may lag the mirror's
+        // for a moment while a reshape reaches each core (the mirror is quiesced then).
+        for i in 0..e.backend().legs.len() as u32 {
+            let leg = mirror.slot(i);
             let out = leg.failed.load(Ordering::Acquire) || e.backend().legs[i as usize].ch.is_null();
             if out && !e.leg_failed(i) {
                 e.fail_leg(i);
@@ -463,7 +549,7 @@ impl Channel {
     /// Gives this channel an I/O channel on a leg that was just added.
     pub fn attach_leg(&self, leg: u32) -> c_int {
         let mirror = self.mirror();
-        let l = &mirror.legs[leg as usize];
+        let l = mirror.slot(leg);
         // SAFETY: the desc was opened by the mirror; the channel is taken on this thread.
         let ch = unsafe { sys::spdk_bdev_get_io_channel(l.desc()) };
         if ch.is_null() {
@@ -495,7 +581,8 @@ impl Channel {
     }
 
     fn add_stats_from(&self, e: &Engine<SpdkBackend, ChannelIntent>, into: &mut [LegStats], parked: &mut u64) {
-        for (i, s) in into.iter_mut().enumerate() {
+        let legs = e.backend().legs.len();
+        for (i, s) in into.iter_mut().enumerate().take(legs) {
             let l = e.leg_stats(i as u32);
             s.reads += l.reads;
             s.writes += l.writes;
@@ -523,12 +610,7 @@ impl Drop for Channel {
         if !e.is_idle() {
             warnlog!("mirror channel destroyed with I/O outstanding");
         }
-        // Keep this channel's counters: they belong to the mirror, not to the channel.
-        if let Ok(mut retired) = self.mirror().retired_stats.lock() {
-            let mut parked = 0;
-            self.add_stats_from(e, &mut retired, &mut parked);
-        }
-        self.put_leg_channels(e);
+        self.retire(e);
     }
 }
 

@@ -579,7 +579,7 @@ fn start_resync(m: &'static Mirror) {
     }
     let ranges = {
         let bm = p.bitmap();
-        resync_plan(bm.on_disk(), bm.regions(), bm.region_blocks(), m.geo.data_blocks())
+        resync_plan(bm.on_disk(), bm.regions(), bm.region_blocks(), m.geo().data_blocks())
     };
     if let Err(e) = process::start(m, Kind::Resync, None, ranges, None) {
         errlog!("mirror {}: cannot start the resync: {e}", m.name());
@@ -614,13 +614,13 @@ fn disagreement(m: &Mirror, f: &Found) -> Option<&'static str> {
 /// A leg of a live mirror appeared (stale at assembly, or back after it went away).
 fn returning(m: &'static Mirror, f: Found) {
     let slot = f.sb.this_slot;
-    if f.sb.legs.len() != m.legs.len() {
+    if f.sb.legs.len() != m.legs().len() {
         return warnlog!(
             "mirror {}: bdev {} carries a superblock with {} legs, the mirror has {}; ignored",
             m.name(),
             f.bdev,
             f.sb.legs.len(),
-            m.legs.len()
+            m.legs().len()
         );
     }
     if let Some(field) = disagreement(m, &f) {
@@ -630,7 +630,7 @@ fn returning(m: &'static Mirror, f: Found) {
             f.bdev
         );
     }
-    if m.legs[slot as usize].present() {
+    if m.slot(slot).present() {
         return warnlog!(
             "mirror {}: bdev {} carries slot {}, which is in use; ignored",
             m.name(),

@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use serde_json::{json, Value};
 use spdk_sys as sys;
@@ -22,7 +22,7 @@ use super::module::module_ptr;
 use super::persist::{self, Persist};
 use super::process::{self, Kind, ProcessStatus};
 use crate::engine::{IoOp, IoRequest, LegStats, ReadPolicy};
-use crate::placement::{Geometry, Level};
+use crate::placement::{Geometry, Level, MAX_LEGS};
 use crate::superblock::{LegEntry, LegRole, MetaLayout, Superblock};
 
 /// Per-mirror tunables (create-time).
@@ -45,7 +45,9 @@ pub struct Leg {
     name: Mutex<String>,
     bdev: AtomicPtr<sys::spdk_bdev>,
     desc: AtomicPtr<sys::spdk_bdev_desc>,
-    pub pool: *mut sys::spdk_mempool,
+    /// The slot's child contexts (made when the slot first holds a leg, kept until the mirror
+    /// goes: a slot emptied by a shrink may be filled again by a grow).
+    pool: AtomicPtr<sys::spdk_mempool>,
     pub failed: AtomicBool,
     /// Being rebuilt: written, never read.
     pub write_only: AtomicBool,
@@ -67,6 +69,9 @@ impl Leg {
     }
     pub fn desc(&self) -> *mut sys::spdk_bdev_desc {
         self.desc.load(Ordering::Acquire)
+    }
+    pub fn pool(&self) -> *mut sys::spdk_mempool {
+        self.pool.load(Ordering::Acquire)
     }
     /// The leg has an open, claimed bdev.
     pub fn present(&self) -> bool {
@@ -106,6 +111,11 @@ impl Leg {
             return None;
         }
         Some(desc)
+    }
+
+    /// No I/O of the mirror's thread is outstanding on this leg.
+    pub fn app_io_idle(&self) -> bool {
+        self.app_io.load(Ordering::Acquire) == 0
     }
 
     pub fn app_io_done(&self) {
@@ -170,7 +180,8 @@ pub struct Mirror {
     /// Bandwidth cap of rebuild, recovery, resync and check, MiB/s (0: none).
     pub rebuild_max_mb: AtomicU64,
     name: CString,
-    pub geo: Geometry,
+    /// Changed only with the whole mirror quiesced (`reshape`); read it with `geo()`.
+    geo: RwLock<Geometry>,
     pub uuid: String,
     pub chunk_kb: u64,
     pub opts: MirrorOpts,
@@ -178,7 +189,17 @@ pub struct Mirror {
     pub ctx_cache: usize,
     /// Encoded `ReadPolicy` (see `encode_policy`); channels pick it up with the leg state.
     read_policy: AtomicU64,
-    pub legs: Vec<Leg>,
+    /// `MAX_LEGS + 1` leg slots: the first `num_legs` are the legs, the one after them holds
+    /// a replacement while a leg is being replaced (`replace`). Slots never move, so a leg's
+    /// address stays valid for SPDK callbacks; only `num_legs` changes (under quiesce).
+    slots: Vec<Leg>,
+    num_legs: AtomicU32,
+    /// The leg a replacement is being copied for (`NO_REPLACEMENT` if none).
+    pub replacing: AtomicU32,
+    /// A reshape (grow, shrink, resize, replacement swap) is in progress.
+    pub reshaping: AtomicBool,
+    /// A leg grew while a process ran: look again when it ends (`resize`).
+    pub resize_pending: AtomicBool,
     /// Bumped whenever a leg changes state; channels resynchronise when it moves.
     pub leg_gen: AtomicU64,
     pub process: Mutex<Option<ProcessStatus>>,
@@ -207,8 +228,10 @@ pub struct Mirror {
     pub fail_gen: AtomicU64,
     pub fail_seen: AtomicU64,
     pub fail_gen_durable: AtomicU64,
-    /// Counters of channels that are gone (live channels are summed at query time).
+    /// Counters of channels that are gone (live channels are summed at query time), per slot.
     pub retired_stats: Mutex<Vec<LegStats>>,
+    /// Names this mirror's mempools.
+    id: u64,
 }
 
 // SAFETY: a Mirror is shared with reactor threads through raw pointers; everything they touch
@@ -235,7 +258,7 @@ pub fn find(name: &str) -> Option<&'static Mirror> {
 /// The mirror and leg slot holding base bdev `name`.
 pub fn find_leg(name: &str) -> Option<(&'static Mirror, u32)> {
     all().into_iter().find_map(|m| {
-        m.legs
+        m.legs()
             .iter()
             .find(|l| l.present() && l.name() == name)
             .map(|l| (m, l.index))
@@ -256,7 +279,7 @@ pub fn reaches(base: &str, mirror: &str) -> bool {
             continue;
         }
         if let Some(m) = find(&b) {
-            todo.extend(m.legs.iter().filter(|l| l.present()).map(|l| l.name()));
+            todo.extend(m.legs().iter().filter(|l| l.present()).map(|l| l.name()));
         }
         seen.push(b);
     }
@@ -306,9 +329,81 @@ fn decode_policy(v: u64) -> ReadPolicy {
 #[derive(Debug)]
 pub struct Fail(pub i32, pub String);
 
+/// `Mirror::replacing` when no leg is being replaced.
+pub const NO_REPLACEMENT: u32 = u32::MAX;
+
 impl Mirror {
     pub fn name(&self) -> &str {
         self.name.to_str().unwrap_or("")
+    }
+
+    /// The geometry (a copy: it may change under a reshape).
+    pub fn geo(&self) -> Geometry {
+        self.geo.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Only with the whole mirror quiesced (`reshape`).
+    pub fn set_geo(&self, g: Geometry) {
+        *self.geo.write().unwrap_or_else(|e| e.into_inner()) = g;
+    }
+
+    pub fn num_legs(&self) -> u32 {
+        self.num_legs.load(Ordering::Acquire)
+    }
+
+    /// Only with the whole mirror quiesced (`reshape`), after the slots' pools exist.
+    pub fn set_num_legs(&self, n: u32) {
+        self.num_legs.store(n, Ordering::Release);
+    }
+
+    /// The mirror's legs (slots `0..num_legs`).
+    pub fn legs(&self) -> &[Leg] {
+        &self.slots[..self.num_legs() as usize]
+    }
+
+    /// Any slot, a replacement's included.
+    pub fn slot(&self, i: u32) -> &Leg {
+        &self.slots[i as usize]
+    }
+
+    /// The slot a replacement goes into: the one after the legs.
+    pub fn replacement_slot(&self) -> u32 {
+        self.num_legs()
+    }
+
+    /// The leg being replaced, if any.
+    pub fn replacing(&self) -> Option<u32> {
+        Some(self.replacing.load(Ordering::Acquire)).filter(|&r| r != NO_REPLACEMENT)
+    }
+
+    /// Makes slot `i`'s child context pool if it has none yet (app thread).
+    pub fn ensure_pool(&self, i: u32) -> Result<(), Fail> {
+        let leg = self.slot(i);
+        if !leg.pool().is_null() {
+            return Ok(());
+        }
+        let pname = CString::new(format!("mirror{}_{i}", self.id)).expect("no NUL");
+        // SAFETY: valid name; element size is our context's.
+        let pool = unsafe {
+            sys::spdk_mempool_create(
+                pname.as_ptr(),
+                self.opts.pool_size as usize,
+                std::mem::size_of::<super::backend::ChildCtx>(),
+                0,
+                sys::SPDK_ENV_NUMA_ID_ANY,
+            )
+        };
+        if pool.is_null() {
+            return Err(Fail(
+                -libc::ENOMEM,
+                format!(
+                    "pool_size: cannot allocate {} child contexts per leg",
+                    self.opts.pool_size
+                ),
+            ));
+        }
+        leg.pool.store(pool, Ordering::Release);
+        Ok(())
     }
 
     /// A leg failed and the superblocks do not say so yet.
@@ -335,8 +430,13 @@ impl Mirror {
         }
     }
 
-    fn as_io_device(&self) -> *mut c_void {
+    pub fn as_io_device(&self) -> *mut c_void {
         self as *const Mirror as *mut c_void
+    }
+
+    /// The bdev, as SPDK's calls take it.
+    pub fn bdev_ptr(&self) -> *mut sys::spdk_bdev {
+        &self.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev
     }
 
     /// Marks a leg failed for every channel.
@@ -348,11 +448,12 @@ impl Mirror {
     /// also sees `failure_unrecorded()`; the metadata writer counts a failure durable only if it
     /// was visible before the writer read the legs' state (`fail_seen`).
     pub fn fail_leg(&self, leg: u32, why: &str) {
-        let l = &self.legs[leg as usize];
+        let l = self.slot(leg);
         if l.failed.load(Ordering::Acquire) {
             return;
         }
-        let recorded = self.persist.is_some();
+        // A replacement is no member yet: its failure only ends the replacement.
+        let recorded = self.persist.is_some() && leg < self.num_legs();
         if recorded {
             self.fail_gen.fetch_add(1, Ordering::SeqCst);
         }
@@ -379,7 +480,7 @@ impl Mirror {
 
     /// Legs holding good, readable data, as a mask.
     pub fn in_sync_mask(&self) -> u32 {
-        self.legs
+        self.legs()
             .iter()
             .filter(|l| l.in_sync())
             .fold(0, |m, l| m | 1 << l.index)
@@ -387,12 +488,12 @@ impl Mirror {
 
     /// Whether every block keeps a readable copy when only the legs in `mask` are used.
     pub fn every_block_covered(&self, mask: u32) -> bool {
-        self.geo.every_block_covered(mask)
+        self.geo().every_block_covered(mask)
     }
 
     pub fn state(&self) -> &'static str {
         let mask = self.in_sync_mask();
-        if mask.count_ones() == self.geo.legs() {
+        if mask.count_ones() == self.geo().legs() {
             "online"
         } else if self.every_block_covered(mask) {
             "degraded"
@@ -405,16 +506,16 @@ impl Mirror {
     pub fn create_params(&self) -> Value {
         let mut p = json!({
             "name": self.name(),
-            "level": self.geo.level().as_str(),
-            "base_bdevs": self.legs.iter().map(|l| l.name()).collect::<Vec<_>>(),
+            "level": self.geo().level().as_str(),
+            "base_bdevs": self.legs().iter().map(|l| l.name()).collect::<Vec<_>>(),
             "superblock": false,
             "uuid": self.uuid,
             "pool_size": self.opts.pool_size,
             "max_parents": self.opts.max_parents,
         });
         self.policy_json(&mut p);
-        if self.geo.level() == Level::Raid10 {
-            p["layout"] = json!(self.geo.layout().to_string());
+        if self.geo().level() == Level::Raid10 {
+            p["layout"] = json!(self.geo().layout().to_string());
             p["chunk_kb"] = json!(self.chunk_kb);
         }
         p
@@ -423,7 +524,7 @@ impl Mirror {
     /// What `bdev_mirror_get_bdevs` and `bdev_get_bdevs` report.
     pub fn info(&self, stats: Option<&[LegStats]>) -> Value {
         let legs: Vec<Value> = self
-            .legs
+            .legs()
             .iter()
             .map(|l| {
                 let mut v = json!({ "slot": l.index, "bdev": l.name(), "state": l.state() });
@@ -442,19 +543,19 @@ impl Mirror {
         let mut v = json!({
             "name": self.name(),
             "uuid": self.uuid,
-            "level": self.geo.level().as_str(),
+            "level": self.geo().level().as_str(),
             "state": self.state(),
-            "block_size": self.geo.block_size(),
-            "data_blocks": self.geo.data_blocks(),
-            "data_size_mb": self.geo.data_blocks() * self.geo.block_size() as u64 / (1024 * 1024),
-            "num_legs": self.geo.legs(),
+            "block_size": self.geo().block_size(),
+            "data_blocks": self.geo().data_blocks(),
+            "data_size_mb": self.geo().data_blocks() * self.geo().block_size() as u64 / (1024 * 1024),
+            "num_legs": self.geo().legs(),
             "pool_size": self.opts.pool_size,
             "max_parents": self.opts.max_parents,
             "legs": legs,
         });
         self.policy_json(&mut v);
-        if self.geo.level() == Level::Raid10 {
-            v["layout"] = json!(self.geo.layout().to_string());
+        if self.geo().level() == Level::Raid10 {
+            v["layout"] = json!(self.geo().layout().to_string());
             v["chunk_kb"] = json!(self.chunk_kb);
         } else {
             v["layout"] = Value::Null;
@@ -661,13 +762,17 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         data_offset,
         rebuild_max_mb: AtomicU64::new(spec.rebuild_max_mb),
         name,
-        geo: spec.geo.clone(),
+        geo: RwLock::new(spec.geo.clone()),
         uuid: String::new(),
         chunk_kb: spec.chunk_kb,
         opts: spec.opts,
         ctx_cache: 0,
         read_policy: AtomicU64::new(encode_policy(spec.read_policy)),
-        legs: Vec::with_capacity(spec.base_bdevs.len()),
+        slots: Vec::with_capacity(MAX_LEGS + 1),
+        num_legs: AtomicU32::new(0),
+        replacing: AtomicU32::new(NO_REPLACEMENT),
+        reshaping: AtomicBool::new(false),
+        resize_pending: AtomicBool::new(false),
         leg_gen: AtomicU64::new(0),
         process: Mutex::new(None),
         process_active: AtomicBool::new(false),
@@ -684,16 +789,18 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         fail_gen: AtomicU64::new(0),
         fail_seen: AtomicU64::new(0),
         fail_gen_durable: AtomicU64::new(0),
-        retired_stats: Mutex::new(vec![LegStats::default(); spec.base_bdevs.len()]),
+        retired_stats: Mutex::new(vec![LegStats::default(); MAX_LEGS + 1]),
+        id,
     });
     let mp: *const Mirror = &*mirror;
-    for (i, n) in spec.base_bdevs.iter().enumerate() {
-        mirror.legs.push(Leg {
+    for i in 0..=MAX_LEGS {
+        let n = spec.base_bdevs.get(i).cloned().flatten();
+        mirror.slots.push(Leg {
             index: i as u32,
             name: Mutex::new(n.clone().unwrap_or_default()),
             bdev: AtomicPtr::new(ptr::null_mut()),
             desc: AtomicPtr::new(ptr::null_mut()),
-            pool: ptr::null_mut(),
+            pool: AtomicPtr::new(ptr::null_mut()),
             failed: AtomicBool::new(n.is_none()),
             write_only: AtomicBool::new(false),
             removing: AtomicBool::new(false),
@@ -702,26 +809,19 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
             mirror: mp,
         });
     }
-    let undo = |m: &mut Mirror| {
-        for leg in &m.legs {
-            close_leg(leg);
-            if !leg.pool.is_null() {
-                // SAFETY: created below, never used by I/O (the bdev was not registered).
-                unsafe { sys::spdk_mempool_free(leg.pool) };
-            }
-        }
-    };
+    mirror.set_num_legs(spec.base_bdevs.len() as u32);
+    let undo = |m: &mut Mirror| free_legs(m);
     // Open and claim every leg.
     let needed = data_offset + spec.geo.used_leg_blocks();
-    for i in 0..mirror.legs.len() {
+    for i in 0..spec.base_bdevs.len() {
         let Some(leg_name) = spec.base_bdevs[i].clone() else {
             continue;
         };
-        let legp: *const Leg = &mirror.legs[i];
+        let legp: *const Leg = &mirror.slots[i];
         match open_leg(legp, &leg_name) {
             Ok((bdev, desc)) => {
-                mirror.legs[i].bdev.store(bdev, Ordering::Release);
-                mirror.legs[i].desc.store(desc, Ordering::Release);
+                mirror.slots[i].bdev.store(bdev, Ordering::Release);
+                mirror.slots[i].desc.store(desc, Ordering::Release);
                 if let Some(msg) = unfit_leg(bdev, &leg_name, spec.geo.block_size(), needed) {
                     undo(&mut mirror);
                     return Err(Fail(-libc::EINVAL, format!("base_bdevs: {msg}")));
@@ -739,29 +839,11 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
     // Each channel caches up to a quarter of a pool split across the cores (`CtxCache`);
     // the mempools themselves have no DPDK cache (about 1 MiB per pool).
     mirror.ctx_cache = (spec.opts.pool_size / (4 * cores)) as usize;
-    for i in 0..mirror.legs.len() {
-        let pname = CString::new(format!("mirror{id}_{i}")).expect("no NUL");
-        // SAFETY: valid name; element size is our context's.
-        let pool = unsafe {
-            sys::spdk_mempool_create(
-                pname.as_ptr(),
-                spec.opts.pool_size as usize,
-                std::mem::size_of::<super::backend::ChildCtx>(),
-                0,
-                sys::SPDK_ENV_NUMA_ID_ANY,
-            )
-        };
-        if pool.is_null() {
+    for i in 0..spec.base_bdevs.len() as u32 {
+        if let Err(e) = mirror.ensure_pool(i) {
             undo(&mut mirror);
-            return Err(Fail(
-                -libc::ENOMEM,
-                format!(
-                    "pool_size: cannot allocate {} child contexts per leg",
-                    spec.opts.pool_size
-                ),
-            ));
+            return Err(e);
         }
-        mirror.legs[i].pool = pool;
     }
     // The bdev.
     let mut uuid = spec.uuid.unwrap_or_default();
@@ -802,11 +884,11 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
             ),
         };
         let assembled = dirty.is_some();
-        let p = Persist::new(ps.layout, sb, dirty, tunables_gen);
+        let p = Persist::new(ps.layout, spec.geo.data_blocks(), sb, dirty, tunables_gen);
         if assembled {
             // Anything dirty may differ between the legs: resync it before it may clear.
             p.hold_dirty_for_resync();
-            if mirror.legs.iter().any(|l| !l.present()) {
+            if mirror.legs().iter().any(|l| !l.present()) {
                 p.bitmap().miss_all_dirty();
             }
         }
@@ -814,7 +896,7 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
     }
     let mut align = 0u8;
     let mut write_cache = false;
-    for leg in mirror.legs.iter().filter(|l| l.present()) {
+    for leg in mirror.legs().iter().filter(|l| l.present()) {
         // SAFETY: legs are open.
         unsafe {
             align = align.max((*leg.bdev()).required_alignment);
@@ -929,10 +1011,10 @@ fn register(mirror: &'static Mirror) -> Result<&'static Mirror, Fail> {
         } else {
             "registered"
         },
-        mirror.geo.level(),
-        mirror.geo.legs(),
-        mirror.geo.data_blocks(),
-        mirror.geo.block_size(),
+        mirror.geo().level(),
+        mirror.geo().legs(),
+        mirror.geo().data_blocks(),
+        mirror.geo().block_size(),
         if mirror.persist.is_some() {
             ", superblock and bitmap on every leg"
         } else {
@@ -974,11 +1056,12 @@ fn kicks_in_flight(dev: *mut c_void) -> bool {
 }
 
 fn free_legs(m: &mut Mirror) {
-    for leg in &m.legs {
+    for leg in &m.slots {
         close_leg(leg);
-        if !leg.pool.is_null() {
-            // SAFETY: no channel exists any more, so no context is in use.
-            unsafe { sys::spdk_mempool_free(leg.pool) };
+        let pool = leg.pool.swap(ptr::null_mut(), Ordering::AcqRel);
+        if !pool.is_null() {
+            // SAFETY: no channel exists any more (or none was made), so no context is in use.
+            unsafe { sys::spdk_mempool_free(pool) };
         }
     }
 }
@@ -1128,7 +1211,7 @@ extern "C" fn io_device_gone(dev: *mut c_void) {
 ///
 /// # Safety
 /// `ch` must be one of our mirror's io_channels.
-unsafe fn channel_of<'a>(ch: *mut sys::spdk_io_channel) -> &'a Channel {
+pub unsafe fn channel_of<'a>(ch: *mut sys::spdk_io_channel) -> &'a Channel {
     // SAFETY: our channel context holds the boxed channel pointer (see `channel_create`).
     unsafe { &**(sys::spdk_mirror_shim_io_channel_get_ctx(ch) as *mut *mut Channel) }
 }
@@ -1175,7 +1258,7 @@ extern "C" fn io_type_supported(ctx: *mut c_void, io_type: sys::spdk_bdev_io_typ
             | sys::SPDK_BDEV_IO_TYPE_UNMAP
             | sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES
             | sys::SPDK_BDEV_IO_TYPE_RESET => m
-                .legs
+                .legs()
                 .iter()
                 .filter(|l| l.present())
                 // SAFETY: present legs have open bdevs.
@@ -1275,18 +1358,29 @@ extern "C" fn write_config_json(bdev: *mut sys::spdk_bdev, w: *mut sys::spdk_jso
     })
 }
 
-/// A base bdev event: removal makes the leg go away (the mirror degrades).
+/// A base bdev event: removal makes the leg go away (the mirror degrades); a resize may let
+/// the mirror grow (`resize`).
 extern "C" fn leg_event(ty: sys::spdk_bdev_event_type, bdev: *mut sys::spdk_bdev, ctx: *mut c_void) {
     guard("mirror leg event", (), || {
-        if ty != sys::SPDK_BDEV_EVENT_REMOVE {
+        // SAFETY: the event context is a slot of a live mirror (slots never move).
+        let m = unsafe { &*(*(ctx as *const Leg)).mirror };
+        // The bdev may have moved to another slot since it was opened (`move_leg`).
+        let Some(slot) = (0..=m.num_legs()).find(|&i| m.slot(i).bdev() == bdev) else {
             return;
+        };
+        match ty {
+            sys::SPDK_BDEV_EVENT_REMOVE => {
+                warnlog!("mirror {}: base bdev {} is being removed", m.name(), bdev_name(bdev));
+                if slot == m.replacement_slot() {
+                    // The replacement's copy stops on it and the replacement is dropped.
+                    m.fail_leg(slot, "hot-removed");
+                } else {
+                    remove_leg(m, slot, "hot-removed", Box::new(|_| {}));
+                }
+            }
+            sys::SPDK_BDEV_EVENT_RESIZE => super::resize::leg_resized(m),
+            _ => {}
         }
-        // SAFETY: the event context is a leg of a live mirror.
-        let leg = unsafe { &*(ctx as *const Leg) };
-        // SAFETY: as above.
-        let m = unsafe { &*leg.mirror };
-        warnlog!("mirror {}: base bdev {} is being removed", m.name(), bdev_name(bdev));
-        remove_leg(m, leg.index, "hot-removed", Box::new(|_| {}));
     })
 }
 
@@ -1303,7 +1397,7 @@ struct Removal {
 /// Takes a leg out of the mirror: failed at once for new I/O, then each channel lets go of it
 /// once its children there are back, then its bdev is released and closed.
 pub fn remove_leg(m: &'static Mirror, leg: u32, why: &str, done: RemoveDone) {
-    let l = &m.legs[leg as usize];
+    let l = m.slot(leg);
     if !l.present() {
         return done(Err(Fail(
             -libc::ENODEV,
@@ -1348,7 +1442,7 @@ extern "C" fn removal_done(i: *mut sys::spdk_io_channel_iter, status: c_int) {
         // SAFETY: boxed in `remove_leg`; this is the last use.
         let r = unsafe { Box::from_raw(sys::spdk_io_channel_iter_get_ctx(i) as *mut Removal) };
         let m = r.mirror.mirror();
-        let l = &m.legs[r.leg as usize];
+        let l = m.slot(r.leg);
         close_leg(l);
         l.write_only.store(false, Ordering::Release);
         l.removing.store(false, Ordering::Release);
@@ -1370,6 +1464,104 @@ extern "C" fn removal_done(i: *mut sys::spdk_io_channel_iter, status: c_int) {
     })
 }
 
+/// Puts an opened, claimed bdev into an empty slot, written but not read until it is in sync.
+pub fn fill_slot(l: &Leg, name: &str, bdev: *mut sys::spdk_bdev, desc: *mut sys::spdk_bdev_desc) {
+    if let Ok(mut n) = l.name.lock() {
+        *n = name.to_string();
+    }
+    l.write_only.store(true, Ordering::Release);
+    l.failed.store(false, Ordering::Release);
+    l.bdev.store(bdev, Ordering::Release);
+    l.desc.store(desc, Ordering::Release);
+}
+
+/// Empties a slot that holds no open bdev (reshape, with the mirror quiesced).
+pub fn clear_slot(l: &Leg) {
+    debug_assert!(!l.present());
+    if let Ok(mut n) = l.name.lock() {
+        n.clear();
+    }
+    l.failed.store(true, Ordering::Release);
+    l.write_only.store(false, Ordering::Release);
+    l.removing.store(false, Ordering::Release);
+}
+
+/// Moves the leg in slot `from` into the empty slot `to`, superblock entry included. Only in
+/// a reshape: the mirror is quiesced and no I/O of the mirror's thread is outstanding, so no
+/// one holds the slot's descriptor or channel. SPDK's events for the bdev still carry the old
+/// slot as context; `leg_event` finds the bdev wherever it is.
+pub fn move_leg(m: &Mirror, from: u32, to: u32) {
+    let (a, b) = (m.slot(from), m.slot(to));
+    debug_assert!(!b.present() && a.app_io_idle());
+    let name = a.name();
+    if let Ok(mut n) = b.name.lock() {
+        *n = name;
+    }
+    b.bdev
+        .store(a.bdev.swap(ptr::null_mut(), Ordering::AcqRel), Ordering::Release);
+    b.app_ch
+        .store(a.app_ch.swap(ptr::null_mut(), Ordering::AcqRel), Ordering::Release);
+    b.failed.store(a.failed.load(Ordering::Acquire), Ordering::Release);
+    b.write_only
+        .store(a.write_only.load(Ordering::Acquire), Ordering::Release);
+    b.desc
+        .store(a.desc.swap(ptr::null_mut(), Ordering::AcqRel), Ordering::Release);
+    clear_slot(a);
+    if let Some(p) = &m.persist {
+        let mut sb = p.superblock();
+        if (from as usize) < sb.legs.len() && (to as usize) < sb.legs.len() {
+            sb.legs.swap(from as usize, to as usize);
+            let events = sb.events;
+            sb.legs[from as usize].role = LegRole::Removed;
+            sb.legs[from as usize].failed_at_events = events;
+        }
+    }
+}
+
+/// Closes the bdev in slot `i` (reshape, with the mirror quiesced and every channel about to
+/// be rebuilt, so none keeps an I/O channel on it) and empties the slot.
+pub fn drop_slot(m: &Mirror, i: u32) {
+    let l = m.slot(i);
+    l.failed.store(true, Ordering::Release);
+    close_leg(l);
+    clear_slot(l);
+}
+
+/// Why bdev `name` cannot become a new leg of `m` (a missing, claimed, too small or
+/// self-referencing bdev), named after the RPC's `field`. Checked before anything changes.
+pub fn check_new_leg(m: &Mirror, name: &str, field: &str) -> Result<(), Fail> {
+    let cname = CString::new(name).map_err(|_| Fail(-libc::EINVAL, format!("{field}: name has a NUL")))?;
+    // SAFETY: NUL-terminated name; lookup only (app thread).
+    let bdev = unsafe { sys::spdk_bdev_get_by_name(cname.as_ptr()) };
+    if bdev.is_null() {
+        return Err(Fail(-libc::ENODEV, format!("{field}: no bdev named '{name}'")));
+    }
+    if reaches(name, m.name()) {
+        return Err(Fail(
+            -libc::EINVAL,
+            format!(
+                "{field}: '{name}' is the mirror '{}' itself or is built on it",
+                m.name()
+            ),
+        ));
+    }
+    if find_leg(name).is_some() {
+        return Err(Fail(
+            -libc::EBUSY,
+            format!("{field}: '{name}' is already a leg of a mirror"),
+        ));
+    }
+    // SAFETY: a registered bdev, read on the app thread where claims change.
+    if unsafe { (*bdev).internal.claim_type } != sys::SPDK_BDEV_CLAIM_NONE {
+        return Err(Fail(-libc::EBUSY, format!("{field}: '{name}' is already claimed")));
+    }
+    let geo = m.geo();
+    if let Some(msg) = unfit_leg(bdev, name, geo.block_size(), m.data_offset + geo.used_leg_blocks()) {
+        return Err(Fail(-libc::EINVAL, format!("{field}: {msg}")));
+    }
+    Ok(())
+}
+
 /// Puts a newly opened bdev into slot `leg` and gives every channel an I/O channel on it.
 pub fn attach_leg(
     m: &'static Mirror,
@@ -1379,14 +1571,7 @@ pub fn attach_leg(
     name: &str,
     done: Box<dyn FnOnce(i32)>,
 ) {
-    let l = &m.legs[leg as usize];
-    if let Ok(mut n) = l.name.lock() {
-        *n = name.to_string();
-    }
-    l.write_only.store(true, Ordering::Release);
-    l.failed.store(false, Ordering::Release);
-    l.bdev.store(bdev, Ordering::Release);
-    l.desc.store(desc, Ordering::Release);
+    fill_slot(m.slot(leg), name, bdev, desc);
     m.leg_gen.fetch_add(1, Ordering::AcqRel);
     struct Attach {
         leg: u32,
@@ -1444,11 +1629,7 @@ pub fn collect_stats(m: &'static Mirror, done: Box<dyn FnOnce(Vec<LegStats>)>) {
     }
     let retired = m.retired_stats.lock().map(|s| s.clone()).unwrap_or_default();
     let c = Box::into_raw(Box::new(Collect {
-        stats: if retired.len() == m.legs.len() {
-            retired
-        } else {
-            vec![LegStats::default(); m.legs.len()]
-        },
+        stats: retired,
         parked: 0,
         done: Some(done),
     }));
@@ -1502,6 +1683,9 @@ pub fn process_finished(m: &'static Mirror) {
     if let Some(q) = next {
         join_leg(m, q.slot, &q.bdev, q.kind, true, Box::new(|_| {}));
     }
+    if !m.process_active.load(Ordering::Acquire) && m.resize_pending.swap(false, Ordering::AcqRel) {
+        super::resize::leg_resized(m);
+    }
 }
 
 /// Puts bdev `name` into slot `slot` and recovers it: `Recovery` copies the bitmap's missed
@@ -1538,7 +1722,7 @@ pub fn join_leg(
             ),
         )));
     }
-    if m.legs[slot as usize].present() {
+    if m.slot(slot).present() {
         return done(Err(Fail(
             -libc::EBUSY,
             format!("base_bdev: slot {slot} of {} was filled meanwhile", m.name()),
@@ -1548,12 +1732,17 @@ pub fn join_leg(
         Ok(r) => r,
         Err(e) => return done(Err(Fail(-libc::EBUSY, format!("name: {}: {e}", m.name())))),
     };
-    let leg: *const Leg = &m.legs[slot as usize];
+    let leg: *const Leg = m.slot(slot);
     let (bdev, desc) = match open_leg(leg, name) {
         Ok(x) => x,
         Err(Fail(rc, msg)) => return done(Err(Fail(rc, msg.replacen("base_bdevs:", "base_bdev:", 1)))),
     };
-    if let Some(msg) = unfit_leg(bdev, name, m.geo.block_size(), m.data_offset + m.geo.used_leg_blocks()) {
+    if let Some(msg) = unfit_leg(
+        bdev,
+        name,
+        m.geo().block_size(),
+        m.data_offset + m.geo().used_leg_blocks(),
+    ) {
         // SAFETY: claimed and opened just above, on this thread.
         unsafe {
             sys::spdk_bdev_module_release_bdev(bdev);
@@ -1561,7 +1750,7 @@ pub fn join_leg(
         }
         return done(Err(Fail(-libc::EINVAL, format!("base_bdev: {msg}"))));
     }
-    let old_name = m.legs[slot as usize].name();
+    let old_name = m.slot(slot).name();
     let old_uuid = m.persist.as_ref().map(|p| p.superblock().legs[slot as usize].uuid);
     if let (Some(p), Kind::Rebuild) = (&m.persist, kind) {
         // A new member: a new identity in the leg table.
@@ -1584,7 +1773,7 @@ pub fn join_leg(
                     slot,
                     "could not be attached to every core",
                     Box::new(move |_| {
-                        let l = &m.legs[slot as usize];
+                        let l = m.slot(slot);
                         if let Ok(mut n) = l.name.lock() {
                             *n = old_name;
                         }
@@ -1601,8 +1790,8 @@ pub fn join_leg(
             // Every core writes the leg now, so what it missed can no longer grow; writes still
             // in flight that skipped it are waited for at the process's end (`quiesce_all`).
             let ranges = match (&m.persist, kind) {
-                (Some(p), Kind::Recovery) => p.missed_ranges(m.geo.data_blocks(), None),
-                _ => vec![(0, m.geo.data_blocks())],
+                (Some(p), Kind::Recovery) => p.missed_ranges(m.geo().data_blocks(), None),
+                _ => vec![(0, m.geo().data_blocks())],
             };
             reserved.start(ranges, None);
             done(Ok(()))

@@ -22,6 +22,7 @@
 //! size, max parents) in their own record (`TunablesRecord`), with the generation of their last
 //! change, so an assembled mirror starts with them. A change does not bump `events`.
 
+use std::cell::UnsafeCell;
 use std::os::raw::c_void;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
@@ -62,8 +63,30 @@ struct Writer {
     closed: bool,
 }
 
+/// What depends on the number of bitmap regions: replaced only when the mirror grows.
+struct Regions {
+    layout: MetaLayout,
+    /// Regions writes may enter without the mutex (dirty on disk, wanted, not being cleared).
+    fast: Vec<AtomicU64>,
+    /// Regions awaiting resync (reads there are pinned to one copy).
+    unsynced: Vec<AtomicU64>,
+}
+
+impl Regions {
+    fn new(layout: MetaLayout) -> Regions {
+        let words = (layout.regions as usize).div_ceil(64);
+        Regions {
+            layout,
+            fast: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            unsynced: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
 pub struct Persist {
-    pub layout: MetaLayout,
+    /// Read on every core's write path without a lock; replaced only by `resize`, whose
+    /// contract keeps every reader away meanwhile.
+    regions: UnsafeCell<Regions>,
     sb: Mutex<Superblock>,
     bitmap: Mutex<WriteIntentBitmap>,
     /// Waiter tokens whose intent is durable, for their channels to pick up.
@@ -71,16 +94,12 @@ pub struct Persist {
     pub ready_count: AtomicU32,
     /// Per channel number: its counters while it exists.
     channels: Mutex<Vec<Option<Arc<ChanCounts>>>>,
-    /// Regions writes may enter without the mutex (dirty on disk, wanted, not being cleared).
-    fast: Vec<AtomicU64>,
     /// When each region was last seen written (ms since `started`; the tick's own view).
     last_write: Mutex<Vec<u64>>,
     kick_queued: AtomicBool,
     /// Messages in flight to the mirror's thread: the mirror is freed only when none is.
     pub msgs: AtomicU32,
     writer: Mutex<Writer>,
-    /// Regions awaiting resync (reads there are pinned to one copy).
-    unsynced: Vec<AtomicU64>,
     unsynced_count: AtomicU64,
     started: Instant,
     tick: AtomicPtr<sys::spdk_poller>,
@@ -94,29 +113,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Persist {
-    /// `dirty`: the bitmap read from the legs at assembly (`None` for a new mirror);
-    /// `tunables_gen`: the generation of the tunables it starts with (restored, or 1 when new).
-    pub fn new(layout: MetaLayout, sb: Superblock, dirty: Option<Bits>, tunables_gen: u64) -> Persist {
+    /// For a mirror of `data_blocks`. `dirty`: the bitmap read from the legs at assembly
+    /// (`None` for a new mirror); `tunables_gen`: the generation of the tunables it starts with
+    /// (restored, or 1 when new).
+    pub fn new(
+        layout: MetaLayout,
+        data_blocks: u64,
+        sb: Superblock,
+        dirty: Option<Bits>,
+        tunables_gen: u64,
+    ) -> Persist {
         let regions = layout.regions as usize;
-        let bitmap = WriteIntentBitmap::new(
-            layout.regions * layout.region_blocks,
-            layout.region_blocks,
-            dirty,
-            IDLE_CLEAR_MS,
-        );
+        // The real size, not whole regions: a resize treats what lies beyond it as new space.
+        let bitmap = WriteIntentBitmap::new(data_blocks, layout.region_blocks, dirty, IDLE_CLEAR_MS);
         let p = Persist {
-            layout,
+            regions: UnsafeCell::new(Regions::new(layout)),
             sb: Mutex::new(sb),
             bitmap: Mutex::new(bitmap),
             ready: Mutex::new(Vec::new()),
             ready_count: AtomicU32::new(0),
             channels: Mutex::new(Vec::new()),
-            fast: (0..regions.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             last_write: Mutex::new(vec![0; regions]),
             kick_queued: AtomicBool::new(false),
             msgs: AtomicU32::new(0),
             writer: Mutex::new(Writer::default()),
-            unsynced: (0..regions.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             unsynced_count: AtomicU64::new(0),
             started: Instant::now(),
             tick: AtomicPtr::new(ptr::null_mut()),
@@ -128,19 +148,64 @@ impl Persist {
         p
     }
 
+    fn r(&self) -> &Regions {
+        // SAFETY: `resize` is the only writer, and its contract keeps every reader away.
+        unsafe { &*self.regions.get() }
+    }
+
+    pub fn layout(&self) -> MetaLayout {
+        self.r().layout
+    }
+
+    /// The bitmap for a mirror grown to `data_blocks` (from `old_blocks`), in `layout`:
+    /// dirty, missed and held bits carried over (merged when regions grow), the new space dirty
+    /// and awaiting resync. Returns the mirror ranges awaiting resync now.
+    ///
+    /// # Safety
+    /// Only on the mirror's thread, with the mirror quiesced, no process running and no
+    /// metadata write in flight; every channel must rejoin (`ChannelIntent::new`) before I/O
+    /// resumes. Then nothing reads the region state while it is replaced.
+    pub unsafe fn resize(&self, layout: MetaLayout, data_blocks: u64, old_blocks: u64) -> Vec<(u64, u64)> {
+        let mut bm = self.bitmap();
+        let old_rb = bm.region_blocks();
+        let was_unsynced: Vec<bool> = (0..bm.regions()).map(|r| self.is_unsynced(r)).collect();
+        *bm = bm.resized(data_blocks, layout.region_blocks);
+        let fresh = Regions::new(layout);
+        let rb = layout.region_blocks;
+        let mut unsynced = Bits::new(layout.regions as usize);
+        for r in 0..layout.regions as usize {
+            let (from, to) = (r as u64 * rb, (r as u64 + 1) * rb);
+            let old = (from / old_rb) as usize..(to.div_ceil(old_rb) as usize).min(was_unsynced.len());
+            if to > old_blocks || was_unsynced[old].iter().any(|&u| u) {
+                unsynced.set(r, true);
+                fresh.unsynced[r / 64].fetch_or(1 << (r % 64), Ordering::AcqRel);
+            }
+        }
+        // SAFETY: the caller's contract: no reader of the region state exists now.
+        unsafe { *self.regions.get() = fresh };
+        self.unsynced_count.store(unsynced.count() as u64, Ordering::Release);
+        *lock(&self.last_write) = vec![self.now_ms(); layout.regions as usize];
+        self.refresh_fast(&bm);
+        crate::bitmap::resync_plan(&unsynced, layout.regions as usize, rb, data_blocks)
+    }
+
+    fn is_unsynced(&self, r: usize) -> bool {
+        self.r().unsynced[r / 64].load(Ordering::Acquire) & (1 << (r % 64)) != 0
+    }
+
     pub fn bitmap(&self) -> MutexGuard<'_, WriteIntentBitmap> {
         lock(&self.bitmap)
     }
 
     fn fast(&self, r: usize) -> bool {
-        self.fast[r / 64].load(Ordering::SeqCst) & (1 << (r % 64)) != 0
+        self.r().fast[r / 64].load(Ordering::SeqCst) & (1 << (r % 64)) != 0
     }
 
     fn set_fast(&self, r: usize, on: bool) {
         if on {
-            self.fast[r / 64].fetch_or(1 << (r % 64), Ordering::SeqCst);
+            self.r().fast[r / 64].fetch_or(1 << (r % 64), Ordering::SeqCst);
         } else {
-            self.fast[r / 64].fetch_and(!(1 << (r % 64)), Ordering::SeqCst);
+            self.r().fast[r / 64].fetch_and(!(1 << (r % 64)), Ordering::SeqCst);
         }
     }
 
@@ -152,8 +217,9 @@ impl Persist {
     }
 
     fn regions_of(&self, lba: u64, blocks: u64) -> std::ops::RangeInclusive<usize> {
-        let rb = self.layout.region_blocks;
-        let last = ((lba + blocks.max(1) - 1) / rb).min(self.layout.regions - 1);
+        let layout = &self.r().layout;
+        let rb = layout.region_blocks;
+        let last = ((lba + blocks.max(1) - 1) / rb).min(layout.regions - 1);
         (lba / rb) as usize..=last as usize
     }
 
@@ -181,7 +247,10 @@ impl Persist {
                 continue;
             }
             self.set_fast(r, false);
-            let busy = chans.iter().any(|c| c.counts[r].load(Ordering::SeqCst) != 0);
+            // (A channel still counting in the regions before a resize has none in flight.)
+            let busy = chans
+                .iter()
+                .any(|c| c.counts.get(r).is_some_and(|n| n.load(Ordering::SeqCst) != 0));
             if busy {
                 self.set_fast(r, bm.fast_ok(r));
                 last[r] = now;
@@ -207,7 +276,7 @@ impl Persist {
         for r in 0..bm.regions() {
             if dirty.get(r) {
                 bm.hold(r, true);
-                self.unsynced[r / 64].fetch_or(1 << (r % 64), Ordering::AcqRel);
+                self.r().unsynced[r / 64].fetch_or(1 << (r % 64), Ordering::AcqRel);
                 self.unsynced_count.fetch_add(1, Ordering::AcqRel);
             }
         }
@@ -216,7 +285,7 @@ impl Persist {
     /// Region `r` was resynced: reads may go anywhere again and it may clear.
     pub fn region_synced(&self, r: usize) {
         let bit = 1u64 << (r % 64);
-        if self.unsynced[r / 64].fetch_and(!bit, Ordering::AcqRel) & bit != 0 {
+        if self.r().unsynced[r / 64].fetch_and(!bit, Ordering::AcqRel) & bit != 0 {
             self.unsynced_count.fetch_sub(1, Ordering::AcqRel);
             self.bitmap().hold(r, false);
         }
@@ -231,8 +300,7 @@ impl Persist {
         if self.unsynced_count.load(Ordering::Relaxed) == 0 {
             return false;
         }
-        self.regions_of(lba, blocks)
-            .any(|r| self.unsynced[r / 64].load(Ordering::Acquire) & (1 << (r % 64)) != 0)
+        self.regions_of(lba, blocks).any(|r| self.is_unsynced(r))
     }
 
     /// The mirror ranges of regions some copy missed, leaving out regions in `done`.
@@ -249,7 +317,7 @@ impl Persist {
 
     /// Hands out a channel number for waiter tokens, and the channel's counters.
     fn join(&self) -> (u32, Arc<ChanCounts>) {
-        let regions = self.layout.regions as usize;
+        let regions = self.r().layout.regions as usize;
         let counts = Arc::new(ChanCounts {
             counts: (0..regions).map(|_| AtomicU32::new(0)).collect(),
             touched: (0..regions.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
@@ -413,6 +481,12 @@ pub fn kick(m: &Mirror) {
     }
 }
 
+/// No metadata write is in flight or waiting to retry (mirror thread).
+pub fn writer_idle(m: &Mirror) -> bool {
+    let Some(p) = &m.persist else { return true };
+    !lock(&p.writer).busy && p.retry.load(Ordering::Acquire).is_null()
+}
+
 /// Writes the metadata to every working leg (on the mirror's thread); `done` runs once a write
 /// that started after this call is on the legs.
 pub fn write(m: &'static Mirror, done: Option<MetaDone>) {
@@ -520,7 +594,7 @@ fn stop_ticking(m: &Mirror) {
 /// Brings the leg table in line with the legs; bumps `events` if anything changed.
 fn reconcile(m: &Mirror, sb: &mut Superblock) {
     let mut changed = false;
-    for (i, leg) in m.legs.iter().enumerate() {
+    for (i, leg) in m.legs().iter().enumerate() {
         let e = &mut sb.legs[i];
         let role = if !leg.present() || leg.failed.load(Ordering::Acquire) {
             match e.role {
@@ -572,7 +646,7 @@ fn start(m: &'static Mirror) {
     // A channel may be unobtainable for a moment (the shared spdk_bdev_io pool is empty): that
     // is no fault of the leg, so try again shortly rather than fail it.
     let short = m
-        .legs
+        .legs()
         .iter()
         .any(|l| l.present() && !l.failed.load(Ordering::Acquire) && l.app_channel().is_null());
     if short {
@@ -635,13 +709,14 @@ fn start(m: &'static Mirror) {
         waiters,
         closing,
     }));
-    let bs = m.geo.block_size() as usize;
-    let blocks = p.layout.meta_blocks();
-    let bitmap_at = p.layout.bitmap_offset_blocks as usize * bs;
-    let bitmap_room = p.layout.bitmap_blocks as usize * bs;
+    let bs = m.geo().block_size() as usize;
+    let layout = p.layout();
+    let blocks = layout.meta_blocks();
+    let bitmap_at = layout.bitmap_offset_blocks as usize * bs;
+    let bitmap_room = layout.bitmap_blocks as usize * bs;
     let image = image.to_bytes();
     for leg in m
-        .legs
+        .legs()
         .iter()
         .filter(|l| l.present() && !l.failed.load(Ordering::Acquire))
     {
@@ -693,7 +768,7 @@ fn submit(io: *mut MetaIo) {
     let mi = unsafe { &mut *io };
     // SAFETY: the op outlives its legs' I/O.
     let m = unsafe { (*mi.op).m };
-    let leg = &m.legs[mi.leg as usize];
+    let leg = m.slot(mi.leg);
     if !leg.present() {
         return io_finished(io, false);
     }
@@ -724,7 +799,7 @@ extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut 
         let mi = unsafe { &mut *io };
         // SAFETY: as in `submit`.
         let m = unsafe { (*mi.op).m };
-        let leg = &m.legs[mi.leg as usize];
+        let leg = m.slot(mi.leg);
         leg.app_io_done();
         // A volatile write cache must not hold the bitmap: flush it where the leg has one.
         // SAFETY: the leg's bdev is open while it is present.

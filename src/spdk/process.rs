@@ -35,7 +35,11 @@ pub enum Kind {
     Rebuild,
     Recovery,
     Resync,
-    Check { repair: bool },
+    Check {
+        repair: bool,
+    },
+    /// Copies a leg onto its replacement (the target), which takes the replaced leg's place.
+    Replace,
 }
 
 impl Kind {
@@ -44,6 +48,7 @@ impl Kind {
             Kind::Rebuild => "rebuild",
             Kind::Recovery => "recovery",
             Kind::Resync => "resync",
+            Kind::Replace => "replace",
             Kind::Check { .. } => "check",
         }
     }
@@ -118,6 +123,9 @@ struct Job {
     mirror: &'static Mirror,
     kind: Kind,
     target: Option<u32>,
+    /// The leg whose placement the target takes: the target itself, or the leg a
+    /// replacement (the target) is for.
+    follows: Option<u32>,
     ranges: Vec<(u64, u64)>,
     range: usize,
     pos: u64,
@@ -158,16 +166,16 @@ pub fn reserve(m: &'static Mirror, kind: Kind, target: Option<u32>) -> Result<Re
     if m.process_active.swap(true, Ordering::AcqRel) {
         return Err("another process is running".into());
     }
-    let bs = m.geo.block_size() as u64;
+    let bs = m.geo().block_size() as u64;
     // At most 1 MiB per window (a RAID10 chunk may be far larger): windows never cross a
     // placement run (`run_len`), whatever their size.
     let mib = ((1 << 20) / bs).max(1);
-    let window = match m.geo.level() {
-        Level::Raid10 => m.geo.chunk_blocks().min(mib),
+    let window = match m.geo().level() {
+        Level::Raid10 => m.geo().chunk_blocks().min(mib),
         Level::Raid1 => mib,
     }
-    .min(m.geo.data_blocks());
-    let copies = m.geo.copies() as u64;
+    .min(m.geo().data_blocks());
+    let copies = m.geo().copies() as u64;
     // SAFETY: plain DMA-able allocation, freed in `finish` (or when the reservation is dropped).
     let buf = unsafe { sys::spdk_dma_malloc((window * bs * copies) as usize, 0x1000, ptr::null_mut()) };
     if buf.is_null() {
@@ -216,7 +224,7 @@ impl Reserved {
         let buf = std::mem::replace(&mut self.buf, ptr::null_mut());
         drop(self);
         let total: u64 = ranges.iter().map(|r| r.1).sum();
-        let target_name = target.map(|t| m.legs[t as usize].name());
+        let target_name = target.map(|t| m.slot(t).name());
         if let Ok(mut s) = m.process.lock() {
             *s = Some(ProcessStatus {
                 kind,
@@ -240,6 +248,7 @@ impl Reserved {
             mirror: m,
             kind,
             target,
+            follows: if kind == Kind::Replace { m.replacing() } else { target },
             ranges,
             range: 0,
             pos,
@@ -260,7 +269,7 @@ impl Reserved {
                 .persist
                 .as_ref()
                 .filter(|_| kind == Kind::Recovery)
-                .map(|p| Bits::new(p.layout.regions as usize)),
+                .map(|p| Bits::new(p.layout().regions as usize)),
             done,
         }));
         step(j);
@@ -286,13 +295,15 @@ fn step(j: *mut Job) {
             return finish(j, Err("cancelled: the mirror is going away".into()));
         }
         if let Some(t) = jb.target {
-            let t = &m.legs[t as usize];
+            let t = m.slot(t);
             if !t.present() || t.failed.load(Ordering::Acquire) {
                 return finish(j, Err("cancelled: the target leg went away".into()));
             }
         }
         let Some(&(start, blocks)) = jb.ranges.get(jb.range) else {
-            if jb.target.is_some() {
+            // A replacement needs no final pass: every write since it was attached also went
+            // to it, and the swap that ends it quiesces the mirror anyway.
+            if jb.target.is_some() && jb.kind != Kind::Replace {
                 return quiesce_all(j);
             }
             return finish(j, Ok(()));
@@ -305,9 +316,9 @@ fn step(j: *mut Job) {
             }
             continue;
         }
-        jb.len = jb.window.min(start + blocks - jb.pos).min(m.geo.run_len(jb.pos));
-        if let Some(t) = jb.target {
-            if m.geo.map_unchecked(jb.pos).on_leg(t).is_none() {
+        jb.len = jb.window.min(start + blocks - jb.pos).min(m.geo().run_len(jb.pos));
+        if let Some(t) = jb.follows {
+            if m.geo().map_unchecked(jb.pos).on_leg(t).is_none() {
                 progress(jb, jb.len, 0);
                 jb.pos += jb.len;
                 continue;
@@ -401,10 +412,10 @@ extern "C" fn all_quiesced(arg: *mut c_void, status: c_int) {
         let jb = unsafe { &mut *j };
         let m = jb.mirror;
         let more = match (&m.persist, &jb.regions_done) {
-            (Some(p), Some(done)) => p.missed_ranges(m.geo.data_blocks(), Some(done)),
+            (Some(p), Some(done)) => p.missed_ranges(m.geo().data_blocks(), Some(done)),
             _ => Vec::new(),
         };
-        let t = jb.target.map(|t| &m.legs[t as usize]);
+        let t = jb.target.map(|t| m.slot(t));
         let target_ok = t.is_some_and(|t| t.present() && !t.failed.load(Ordering::Acquire));
         let in_sync = more.is_empty() && target_ok;
         if in_sync {
@@ -429,7 +440,7 @@ extern "C" fn all_quiesced(arg: *mut c_void, status: c_int) {
                 let jb = unsafe { &*j };
                 let done = jb
                     .target
-                    .is_some_and(|t| !jb.mirror.legs[t as usize].write_only.load(Ordering::Acquire));
+                    .is_some_and(|t| !jb.mirror.slot(t).write_only.load(Ordering::Acquire));
                 match (done, status) {
                     (true, _) => finish(j, Ok(())),
                     (false, 0) => step(j),
@@ -451,10 +462,10 @@ extern "C" fn all_quiesced(arg: *mut c_void, status: c_int) {
 fn mark_in_sync(jb: &Job) {
     let m = jb.mirror;
     let Some(t) = jb.target else { return };
-    m.legs[t as usize].write_only.store(false, Ordering::Release);
+    m.slot(t).write_only.store(false, Ordering::Release);
     m.leg_gen.fetch_add(1, Ordering::AcqRel);
     if let Some(p) = &m.persist {
-        if m.legs.iter().all(|l| l.in_sync()) {
+        if m.legs().iter().all(|l| l.in_sync()) {
             p.bitmap().forget_missed();
         }
     }
@@ -478,11 +489,11 @@ fn read_source(j: *mut Job) {
     // SAFETY: ours until `finish`.
     let jb = unsafe { &mut *j };
     let m = jb.mirror;
-    let copies = m.geo.map_unchecked(jb.pos);
+    let copies = m.geo().map_unchecked(jb.pos);
     let src = copies
         .as_slice()
         .iter()
-        .find(|c| Some(c.leg) != jb.target && jb.tried & (1 << c.leg) == 0 && m.legs[c.leg as usize].in_sync())
+        .find(|c| Some(c.leg) != jb.target && jb.tried & (1 << c.leg) == 0 && m.slot(c.leg).in_sync())
         .copied();
     let Some(src) = src else {
         return unquiesce_then_finish(j, "no in-sync copy left to read");
@@ -490,10 +501,20 @@ fn read_source(j: *mut Job) {
     jb.tried |= 1 << src.leg;
     jb.src = src;
     jb.dsts.clear();
-    for c in copies.as_slice().iter().filter(|c| c.leg != src.leg) {
-        let l = &m.legs[c.leg as usize];
+    if let (Kind::Replace, Some(t), Some(f)) = (jb.kind, jb.target, jb.follows) {
+        // The replaced leg's copy, written to the replacement at the same leg LBA.
+        if let Some(c) = copies.as_slice().iter().find(|c| c.leg == f) {
+            jb.dsts.push(Copy { leg: t, lba: c.lba });
+        }
+    }
+    for c in copies
+        .as_slice()
+        .iter()
+        .filter(|c| c.leg != src.leg && jb.kind != Kind::Replace)
+    {
+        let l = m.slot(c.leg);
         let wanted = match jb.kind {
-            Kind::Rebuild | Kind::Recovery => Some(c.leg) == jb.target,
+            Kind::Rebuild | Kind::Recovery | Kind::Replace => Some(c.leg) == jb.target,
             Kind::Resync => l.present() && !l.failed.load(Ordering::Acquire),
             Kind::Check { .. } => l.in_sync(),
         };
@@ -508,7 +529,7 @@ fn read_source(j: *mut Job) {
 }
 
 fn window_buf(jb: &Job, i: usize) -> *mut c_void {
-    let bytes = (jb.window * jb.mirror.geo.block_size() as u64) as usize;
+    let bytes = (jb.window * jb.mirror.geo().block_size() as u64) as usize;
     // SAFETY: the buffer holds `copies` windows and `i` < copies.
     unsafe { (jb.buf as *mut u8).add(i * bytes) as *mut c_void }
 }
@@ -522,7 +543,7 @@ fn submit(j: *mut Job) {
         Stage::ReadCopy(i) => (jb.dsts[i], window_buf(jb, i + 1), false),
         Stage::Write(i) => (jb.dsts[i], window_buf(jb, 0), true),
     };
-    let l = &m.legs[copy.leg as usize];
+    let l = m.slot(copy.leg);
     let ch = l.app_channel();
     if ch.is_null() || !l.present() {
         return unquiesce_then_finish(j, "a leg went away");
@@ -557,7 +578,7 @@ extern "C" fn io_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_voi
             Stage::ReadSource => jb.src.leg,
             Stage::ReadCopy(i) | Stage::Write(i) => jb.dsts[i].leg,
         };
-        m.legs[leg as usize].app_io_done();
+        m.slot(leg).app_io_done();
         match (jb.stage, success) {
             (Stage::ReadSource, false) => {
                 errlog!(
@@ -569,7 +590,7 @@ extern "C" fn io_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_voi
                 read_source(j)
             }
             (Stage::ReadSource, true) => {
-                jb.bytes += jb.len * m.geo.block_size() as u64;
+                jb.bytes += jb.len * m.geo().block_size() as u64;
                 jb.stage = match jb.kind {
                     Kind::Check { .. } => Stage::ReadCopy(0),
                     _ => Stage::Write(0),
@@ -604,7 +625,7 @@ extern "C" fn io_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_voi
 /// Check: compares copy `i` with the source, block by block.
 fn compare(jb: &mut Job, i: usize, read_ok: bool) {
     let m = jb.mirror;
-    let bs = m.geo.block_size() as usize;
+    let bs = m.geo().block_size() as usize;
     if !read_ok {
         errlog!("mirror {}: check could not read leg {}", m.name(), jb.dsts[i].leg);
         return;
@@ -634,7 +655,7 @@ fn next_io(j: *mut Job) {
             Stage::Write(i) if i < jb.dsts.len() => {
                 let skip = match jb.kind {
                     Kind::Check { repair } => !repair || jb.differ[i] == 0,
-                    _ => !jb.mirror.legs[jb.dsts[i].leg as usize].present(),
+                    _ => !jb.mirror.slot(jb.dsts[i].leg).present(),
                 };
                 if !skip {
                     return submit(j);
@@ -647,7 +668,7 @@ fn next_io(j: *mut Job) {
     let m = jb.mirror;
     let copied = match jb.kind {
         Kind::Check { .. } => 0,
-        _ => jb.len * m.geo.block_size() as u64,
+        _ => jb.len * m.geo().block_size() as u64,
     };
     if let Kind::Check { .. } = jb.kind {
         jb.outcome.blocks_checked += jb.len;
@@ -679,7 +700,7 @@ extern "C" fn unquiesced(arg: *mut c_void, _status: c_int) {
 /// (ranges start on region boundaries, so no region before `from` is left out).
 fn regions_synced(jb: &Job, from: u64, upto: u64) {
     let Some(p) = &jb.mirror.persist else { return };
-    let rb = p.layout.region_blocks;
+    let rb = p.layout().region_blocks;
     for r in from / rb..upto / rb {
         p.region_synced(r as usize);
     }
@@ -691,7 +712,7 @@ fn range_done(jb: &mut Job) {
     let (Some(p), Some(&(start, blocks))) = (jb.mirror.persist.as_ref(), jb.ranges.get(jb.range)) else {
         return;
     };
-    let rb = p.layout.region_blocks;
+    let rb = p.layout().region_blocks;
     for r in (start / rb) as usize..(start + blocks).div_ceil(rb) as usize {
         if let Some(done) = jb.regions_done.as_mut() {
             done.set(r, true);
@@ -729,7 +750,7 @@ fn finish(j: *mut Job, result: Result<(), String>) {
     match (&result, jb.target) {
         (Ok(_), Some(t)) => {
             // `mark_in_sync` ran while the mirror was quiesced.
-            let l = &m.legs[t as usize];
+            let l = m.slot(t);
             noticelog!(
                 "mirror {}: {} of leg {} ({}) complete; the mirror is {}",
                 m.name(),
@@ -752,7 +773,7 @@ fn finish(j: *mut Job, result: Result<(), String>) {
         (Err(e), target) => {
             errlog!("mirror {}: {} stopped: {e}", m.name(), jb.kind.name());
             if let Some(t) = target {
-                if m.legs[t as usize].present() {
+                if m.slot(t).present() {
                     m.fail_leg(t, "its recovery did not finish");
                 }
             }

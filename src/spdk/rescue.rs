@@ -37,7 +37,7 @@ fn submit(ctx: *mut ChildCtx) {
     // SAFETY: the channel outlives its children.
     let m = unsafe { (*c.channel).mirror() };
     let info = c.info;
-    let leg = &m.legs[info.leg as usize];
+    let leg = m.slot(info.leg);
     let ch = leg.app_channel();
     if ch.is_null() || !leg.present() {
         return back(ctx, ChildStatus::Error);
@@ -82,7 +82,7 @@ extern "C" fn done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
         unsafe { sys::spdk_bdev_free_io(bdev_io) };
         let ctx = arg as *mut ChildCtx;
         // SAFETY: the context is live; its channel and mirror with it.
-        unsafe { (*(*ctx).channel).mirror().legs[(*ctx).info.leg as usize].app_io_done() };
+        unsafe { (*(*ctx).channel).mirror().slot((*ctx).info.leg).app_io_done() };
         back(
             arg as *mut ChildCtx,
             if success {

@@ -34,7 +34,7 @@ pub fn reset(io: *mut sys::spdk_bdev_io) {
         (*ctx).remaining = 1;
         (*ctx).failed = false;
     }
-    for leg in m.legs.iter().filter(|l| !l.failed.load(Ordering::Acquire)) {
+    for leg in m.legs().iter().filter(|l| !l.failed.load(Ordering::Acquire)) {
         // A leg being closed on the mirror's thread meanwhile waits for this hold.
         let Some(desc) = leg.hold_desc() else { continue };
         // SAFETY: the desc is held open until `app_io_done`; the channel for this thread is

@@ -35,7 +35,7 @@ const RUNTIME: u32 = sys::SPDK_RPC_RUNTIME;
 const STARTUP_TOO: u32 = sys::SPDK_RPC_STARTUP | sys::SPDK_RPC_RUNTIME;
 
 pub fn register() {
-    let methods: [(&std::ffi::CStr, Handler, u32); 11] = [
+    let methods: [(&std::ffi::CStr, Handler, u32); 13] = [
         (c"bdev_mirror_set_options", rpc_set_options, RUNTIME),
         (c"bdev_mirror_check", rpc_check, RUNTIME),
         (c"bdev_mirror_set_read_policy", rpc_set_read_policy, RUNTIME),
@@ -45,6 +45,8 @@ pub fn register() {
         (c"bdev_mirror_add_base_bdev", rpc_add_base_bdev, RUNTIME),
         (c"bdev_mirror_remove_base_bdev", rpc_remove_base_bdev, RUNTIME),
         (c"bdev_mirror_wipe_superblock", rpc_wipe_superblock, RUNTIME),
+        (c"bdev_mirror_replace_base_bdev", rpc_replace_base_bdev, RUNTIME),
+        (c"bdev_mirror_set_num_legs", rpc_set_num_legs, RUNTIME),
         (c"bdev_mirror_set_module_options", rpc_set_module_options, STARTUP_TOO),
         (c"bdev_mirror_get_module_options", rpc_get_module_options, STARTUP_TOO),
     ];
@@ -849,7 +851,7 @@ unsafe extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_reques
                 -libc::EBUSY,
                 format!(
                     "base_bdev: '{}' holds the last in-sync copy of some blocks of '{}'",
-                    m.legs[leg as usize].name(),
+                    m.slot(leg).name(),
                     m.name()
                 ),
             )));
@@ -876,7 +878,7 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
                     format!("name: mirror '{name}' is already running a background process"),
                 ));
             }
-            if !m.legs.iter().any(|l| !l.present()) {
+            if !m.legs().iter().any(|l| !l.present()) {
                 return Err(Fail(
                     -libc::ENOSPC,
                     format!("name: mirror '{name}' has no free slot (remove a leg first)"),
@@ -919,7 +921,7 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
                 Box::new(move |r| req.reply(r.map(|_| json!(true)))),
             );
         };
-        let first_free = m.legs.iter().find(|l| !l.present()).map(|l| l.index).unwrap_or(0);
+        let first_free = m.legs().iter().find(|l| !l.present()).map(|l| l.index).unwrap_or(0);
         if m.persist.is_none() {
             return join(m, first_free, Kind::Rebuild);
         }
@@ -943,7 +945,7 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
                 let (slot, kind) = match r {
                     Ok(Some(f))
                         if Some(f.sb.mirror_uuid) == mine
-                            && m.legs.get(f.sb.this_slot as usize).is_some_and(|l| !l.present()) =>
+                            && m.legs().get(f.sb.this_slot as usize).is_some_and(|l| !l.present()) =>
                     {
                         (f.sb.this_slot, super::examine::rejoin_kind(m, &f))
                     }
@@ -952,6 +954,67 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
                 join(m, slot, kind);
             }),
         );
+    })
+}
+
+/// md's `--replace`: `base_bdev` keeps serving while `new_base_bdev` is copied, then the new
+/// one takes its place. Answers once the copy has started.
+unsafe extern "C" fn rpc_replace_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+    handle(request, params, |req, p| {
+        let checked = (|| {
+            p.only(&["name", "base_bdev", "new_base_bdev"])?;
+            let name = p.string("name")?;
+            let base = p.required_string("base_bdev")?;
+            let new = p.required_string("new_base_bdev")?;
+            let (m, leg) = mirror::find_leg(&base)
+                .ok_or_else(|| Fail(-libc::ENODEV, format!("base_bdev: '{base}' is not a leg of any mirror")))?;
+            if name.as_deref().is_some_and(|n| n != m.name()) {
+                return Err(Fail(
+                    -libc::EINVAL,
+                    format!(
+                        "base_bdev: '{base}' is a leg of '{}', not of '{}'",
+                        m.name(),
+                        name.unwrap_or_default()
+                    ),
+                ));
+            }
+            if m.process_active.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(Fail(
+                    -libc::EBUSY,
+                    format!("name: mirror '{}' is already running a background process", m.name()),
+                ));
+            }
+            Ok((m, leg, new))
+        })();
+        let (m, leg, new) = match checked {
+            Ok(c) => c,
+            Err(e) => return req.reply(Err(e)),
+        };
+        super::replace::replace(m, leg, new, Box::new(move |r| req.reply(r.map(|_| json!(true)))));
+    })
+}
+
+/// md's `--grow --raid-devices`: RAID1 gains or loses copies; new slots take `base_bdevs`.
+unsafe extern "C" fn rpc_set_num_legs(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+    handle(request, params, |req, p| {
+        let checked = (|| {
+            p.only(&["name", "num_legs", "base_bdevs"])?;
+            let name = p.required_string("name")?;
+            let n = p
+                .uint("num_legs", 2, crate::placement::MAX_LEGS as u64)?
+                .ok_or_else(|| bad("num_legs", "is required"))?;
+            let bases = if p.0.contains_key("base_bdevs") {
+                p.strings("base_bdevs")?
+            } else {
+                Vec::new()
+            };
+            Ok((mirror_named(&name)?, n as u32, bases))
+        })();
+        let (m, n, bases) = match checked {
+            Ok(c) => c,
+            Err(e) => return req.reply(Err(e)),
+        };
+        super::num_legs::set_num_legs(m, n, bases, Box::new(move |r| req.reply(r.map(|_| json!(true)))));
     })
 }
 
@@ -1007,7 +1070,7 @@ unsafe extern "C" fn rpc_check(request: *mut sys::spdk_jsonrpc_request, params: 
             m,
             Kind::Check { repair },
             None,
-            vec![(0, m.geo.data_blocks())],
+            vec![(0, m.geo().data_blocks())],
             Some(Box::new(move |r| {
                 req.reply(
                     r.map(|o| {
@@ -1036,10 +1099,10 @@ unsafe extern "C" fn rpc_set_read_policy(request: *mut sys::spdk_jsonrpc_request
             p.required_string("read_policy")?;
             let policy = read_policy(&p)?;
             if let ReadPolicy::Preferred(leg) = policy {
-                if leg >= m.geo.legs() {
+                if leg >= m.geo().legs() {
                     return Err(bad(
                         "preferred_leg",
-                        &format!("leg {leg} does not exist (legs are 0..{})", m.geo.legs()),
+                        &format!("leg {leg} does not exist (legs are 0..{})", m.geo().legs()),
                     ));
                 }
             }

@@ -1,0 +1,160 @@
+//! Replacing a leg while it keeps serving (md's `--replace`): the mirror is never degraded on
+//! the way.
+//!
+//! 1. A reshape puts the new bdev into the replacement slot (the one after the legs) and tells
+//!    every engine to mirror each write of the replaced leg onto it, at the same leg LBA.
+//! 2. A `replace` process copies every block the replaced leg holds onto it, window by window
+//!    under a range quiesce (as rebuilds do), reading any in-sync copy.
+//! 3. A second reshape swaps: the old bdev is closed and released, the new one takes its slot
+//!    with a new identity in the superblock, written before I/O resumes.
+//!
+//! If the replacement fails, is removed, or the copy stops, the replacement is dropped and the
+//! mirror stays as it was.
+
+use std::sync::atomic::Ordering;
+
+use super::ffi::{errlog, noticelog};
+use super::mirror::{self, Fail, Mirror, NO_REPLACEMENT};
+use super::process::{self, Kind};
+use super::reshape;
+
+pub type Done = Box<dyn FnOnce(Result<(), Fail>)>;
+
+/// Starts replacing leg `leg` of `m` with bdev `new_name`; `done` once the copy has started.
+pub fn replace(m: &'static Mirror, leg: u32, new_name: String, done: Done) {
+    let l = m.slot(leg);
+    if !l.in_sync() {
+        return done(Err(Fail(
+            -libc::EINVAL,
+            format!(
+                "base_bdev: '{}' is {}; only an in-sync leg is replaced (remove it and add the new bdev instead)",
+                l.name(),
+                l.state()
+            ),
+        )));
+    }
+    if m.num_legs() as usize >= crate::placement::MAX_LEGS {
+        return done(Err(Fail(
+            -libc::ENOSPC,
+            "name: a mirror of the most legs has no slot for a replacement".into(),
+        )));
+    }
+    if let Err(e) = mirror::check_new_leg(m, &new_name, "new_base_bdev") {
+        return done(Err(e));
+    }
+    let name2 = new_name.clone();
+    reshape::reshape(
+        m,
+        "replacement start",
+        Box::new(move |m| attach(m, leg, &name2)),
+        Box::new(move |r| {
+            if let Err(e) = r {
+                return done(Err(e));
+            }
+            let r = m.replacement_slot();
+            let started = process::start(
+                m,
+                Kind::Replace,
+                Some(r),
+                vec![(0, m.geo().data_blocks())],
+                Some(Box::new(move |res| copied(m, leg, res.map(|_| ())))),
+            );
+            match started {
+                Ok(()) => done(Ok(())),
+                Err(why) => {
+                    cancel(m, &why);
+                    done(Err(Fail(-libc::EBUSY, format!("name: {why}"))))
+                }
+            }
+        }),
+    );
+}
+
+/// Opens the new bdev into the replacement slot (mirror quiesced).
+fn attach(m: &'static Mirror, leg: u32, name: &str) -> Result<(), Fail> {
+    let r = m.replacement_slot();
+    m.ensure_pool(r)?;
+    let slot = m.slot(r);
+    let (bdev, desc) = mirror::open_leg(slot, name)
+        .map_err(|Fail(rc, msg)| Fail(rc, msg.replacen("base_bdevs:", "new_base_bdev:", 1)))?;
+    mirror::fill_slot(slot, name, bdev, desc);
+    m.replacing.store(leg, Ordering::Release);
+    noticelog!(
+        "mirror {}: replacing leg {leg} ({}) with {name}",
+        m.name(),
+        m.slot(leg).name()
+    );
+    Ok(())
+}
+
+/// The copy ended: swap on success, else drop the replacement.
+fn copied(m: &'static Mirror, leg: u32, res: Result<(), String>) {
+    if let Err(why) = res {
+        return cancel(m, &why);
+    }
+    reshape::reshape(
+        m,
+        "replacement",
+        Box::new(move |m| swap(m, leg)),
+        Box::new(move |r| {
+            if let Err(Fail(_, why)) = r {
+                cancel(m, &why);
+            }
+        }),
+    );
+}
+
+/// The replacement takes the replaced leg's slot (mirror quiesced).
+fn swap(m: &'static Mirror, leg: u32) -> Result<(), Fail> {
+    let r = m.replacement_slot();
+    let new = m.slot(r);
+    if !new.present() || new.failed.load(Ordering::Acquire) {
+        return Err(Fail(-libc::EIO, "new_base_bdev: the replacement failed".into()));
+    }
+    let old_name = m.slot(leg).name();
+    if m.slot(leg).present() {
+        mirror::drop_slot(m, leg);
+    }
+    mirror::move_leg(m, r, leg);
+    let l = m.slot(leg);
+    l.write_only.store(false, Ordering::Release);
+    l.failed.store(false, Ordering::Release);
+    if let Some(p) = &m.persist {
+        // A new member: a new identity, so the old bdev's superblock can never pass for it.
+        let mut sb = p.superblock();
+        sb.legs[leg as usize].uuid = mirror::random_uuid();
+        sb.legs[leg as usize].role = crate::superblock::LegRole::Active;
+        sb.legs[leg as usize].failed_at_events = 0;
+        sb.events += 1;
+    }
+    m.replacing.store(NO_REPLACEMENT, Ordering::Release);
+    noticelog!("mirror {}: leg {leg}: {old_name} replaced by {}", m.name(), l.name());
+    Ok(())
+}
+
+/// Drops the replacement (after a failed copy or swap); the mirror keeps its legs.
+fn cancel(m: &'static Mirror, why: &str) {
+    errlog!("mirror {}: replacement abandoned: {why}", m.name());
+    if m.replacing().is_none() {
+        return;
+    }
+    reshape::reshape(
+        m,
+        "replacement cancel",
+        Box::new(|m| {
+            let r = m.replacement_slot();
+            if m.slot(r).present() {
+                mirror::drop_slot(m, r);
+            }
+            mirror::clear_slot(m.slot(r));
+            m.replacing.store(NO_REPLACEMENT, Ordering::Release);
+            Ok(())
+        }),
+        Box::new(move |r| {
+            if let Err(Fail(_, why)) = r {
+                // Deleting: the slot is closed with the mirror.
+                errlog!("mirror {}: could not drop the replacement: {why}", m.name());
+            }
+        }),
+    );
+}

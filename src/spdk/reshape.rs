@@ -1,0 +1,231 @@
+//! Changing a mirror's shape while it serves: the number of legs (grow, shrink), its size
+//! (resize) and the swap that ends a replacement.
+//!
+//! md reshapes under `mddev_suspend`; SPDK's equivalent is `spdk_bdev_quiesce`: every host I/O
+//! is complete and no new one is admitted. Then, with no metadata write in flight, the change is
+//! applied on the mirror's thread, every channel rebuilds its engine for the new shape (each
+//! engine is idle, so nothing is carried over but counters), the new size is announced, the
+//! metadata is written (the superblock records the new shape), and only then does I/O resume.
+//! The mirror's process slot is held throughout, so no rebuild, recovery or other reshape runs
+//! meanwhile, and a delete waits for it.
+
+use std::os::raw::{c_int, c_void};
+use std::ptr;
+use std::sync::atomic::Ordering;
+
+use spdk_sys as sys;
+
+use super::ffi::{errlog, guard, noticelog};
+use super::mirror::{self, channel_of, Fail, Mirror, Pin};
+use super::module::module_ptr;
+use super::persist;
+
+/// The change itself, applied on the mirror's thread with the mirror quiesced. An error
+/// must leave the mirror as it was.
+pub type Apply = Box<dyn FnOnce(&'static Mirror) -> Result<(), Fail>>;
+/// Called once I/O has resumed (or the reshape was refused).
+pub type Done = Box<dyn FnOnce(Result<(), Fail>)>;
+
+struct Reshape {
+    mirror: Pin,
+    what: &'static str,
+    apply: Option<Apply>,
+    done: Option<Done>,
+    result: Result<(), Fail>,
+    blocks_before: u64,
+    poller: *mut sys::spdk_poller,
+}
+
+/// Reshapes `m` with `apply` (see the module comment); `what` names the change in logs.
+pub fn reshape(m: &'static Mirror, what: &'static str, apply: Apply, done: Done) {
+    if m.deleting.load(Ordering::Acquire) {
+        return done(Err(Fail(-libc::ENODEV, "name: the mirror is being deleted".into())));
+    }
+    if m.process_active.swap(true, Ordering::AcqRel) {
+        return done(Err(Fail(
+            -libc::EBUSY,
+            format!(
+                "name: mirror '{}' is running a background process or another change",
+                m.name()
+            ),
+        )));
+    }
+    m.reshaping.store(true, Ordering::Release);
+    let r = Box::into_raw(Box::new(Reshape {
+        mirror: Pin::new(m),
+        what,
+        apply: Some(apply),
+        done: Some(done),
+        result: Ok(()),
+        blocks_before: m.geo().data_blocks(),
+        poller: ptr::null_mut(),
+    }));
+    // The whole bdev as it is now, by range: a resize changes its size before the unquiesce,
+    // which must name the same range.
+    let b = m.bdev_ptr();
+    // SAFETY: our registered bdev; `r` lives until `finish`.
+    let rc = unsafe {
+        sys::spdk_bdev_quiesce_range(b, module_ptr(), 0, (*r).blocks_before, Some(quiesced), r as *mut c_void)
+    };
+    if rc != 0 {
+        fail(
+            r,
+            Fail(
+                rc,
+                format!("cannot quiesce the mirror: {}", std::io::Error::from_raw_os_error(-rc)),
+            ),
+        );
+        finish(r);
+    }
+}
+
+extern "C" fn quiesced(arg: *mut c_void, status: c_int) {
+    guard("mirror reshape", (), || {
+        let r = arg as *mut Reshape;
+        if status != 0 {
+            fail(r, Fail(status, format!("cannot quiesce the mirror: {status}")));
+            return finish(r);
+        }
+        // Metadata I/O still in flight (a bitmap clear, say) uses legs by slot: wait for it.
+        extern "C" fn wait_idle(arg: *mut c_void) -> c_int {
+            guard("mirror reshape", 0, || {
+                let r = arg as *mut Reshape;
+                // SAFETY: ours until `finish`.
+                let rs = unsafe { &mut *r };
+                if !idle(rs.mirror.mirror()) {
+                    return sys::SPDK_POLLER_IDLE as c_int;
+                }
+                // SAFETY: our poller, on its thread.
+                unsafe { sys::spdk_poller_unregister(&mut rs.poller) };
+                apply(r);
+                sys::SPDK_POLLER_BUSY as c_int
+            })
+        }
+        // SAFETY: ours until `finish`.
+        let rs = unsafe { &mut *r };
+        if idle(rs.mirror.mirror()) {
+            return apply(r);
+        }
+        // SAFETY: `r` outlives the poller, which is unregistered before `apply`.
+        rs.poller = unsafe { sys::spdk_poller_register(Some(wait_idle), arg, 1000) };
+    })
+}
+
+/// No metadata write in flight and no leg I/O of the mirror's thread outstanding.
+fn idle(m: &Mirror) -> bool {
+    persist::writer_idle(m) && (0..=m.num_legs()).all(|i| m.slot(i).app_io_idle())
+}
+
+fn apply(r: *mut Reshape) {
+    // SAFETY: ours until `finish`.
+    let rs = unsafe { &mut *r };
+    let m = rs.mirror.mirror();
+    let f = rs.apply.take().expect("applied once");
+    if let Err(e) = f(m) {
+        fail(r, e);
+        return unquiesce(r);
+    }
+    m.leg_gen.fetch_add(1, Ordering::AcqRel);
+    // SAFETY: our io_device; `r` lives until `finish`.
+    unsafe {
+        sys::spdk_for_each_channel(
+            m.as_io_device(),
+            Some(on_channel),
+            r as *mut c_void,
+            Some(channels_done),
+        )
+    };
+}
+
+extern "C" fn on_channel(i: *mut sys::spdk_io_channel_iter) {
+    let rc = guard("mirror reshape", -libc::EIO, || {
+        // SAFETY: our iteration and channel.
+        unsafe { channel_of(sys::spdk_io_channel_iter_get_channel(i)).reshape() }
+    });
+    // SAFETY: live iteration.
+    unsafe { sys::spdk_for_each_channel_continue(i, rc) };
+}
+
+extern "C" fn channels_done(i: *mut sys::spdk_io_channel_iter, status: c_int) {
+    guard("mirror reshape", (), || {
+        // SAFETY: the context passed to `spdk_for_each_channel`.
+        let r = unsafe { sys::spdk_io_channel_iter_get_ctx(i) } as *mut Reshape;
+        // SAFETY: ours until `finish`.
+        let rs = unsafe { &mut *r };
+        let m = rs.mirror.mirror();
+        if status != 0 {
+            // A channel kept its old engine: it must not serve with the old shape. This is a
+            // bug (a channel reshapes only when idle, which the quiesce guarantees).
+            errlog!("mirror {}: a core could not take the new shape ({status})", m.name());
+            fail(r, Fail(status, "a core could not take the new shape".into()));
+        }
+        let blocks = m.geo().data_blocks();
+        if blocks != rs.blocks_before {
+            // SAFETY: our registered bdev; the layer tells every open descriptor.
+            let rc = unsafe { sys::spdk_bdev_notify_blockcnt_change(m.bdev_ptr(), blocks) };
+            if rc != 0 {
+                errlog!("mirror {}: cannot announce the new size: {rc}", m.name());
+            }
+        }
+        // I/O resumes only once the legs record the new shape.
+        persist::write(
+            m,
+            Some(Box::new(move |w| {
+                if let Err(e) = w {
+                    errlog!("mirror {}: metadata write after a change failed: {e}", m.name());
+                }
+                unquiesce(r);
+            })),
+        );
+    })
+}
+
+fn unquiesce(r: *mut Reshape) {
+    extern "C" fn unquiesced(arg: *mut c_void, _status: c_int) {
+        guard("mirror reshape", (), || finish(arg as *mut Reshape))
+    }
+    // SAFETY: ours until `finish`.
+    let (m, blocks) = unsafe { ((*r).mirror.mirror(), (*r).blocks_before) };
+    // SAFETY: the range we quiesced; `r` lives until the callback.
+    let rc = unsafe {
+        sys::spdk_bdev_unquiesce_range(
+            m.bdev_ptr(),
+            module_ptr(),
+            0,
+            blocks,
+            Some(unquiesced),
+            r as *mut c_void,
+        )
+    };
+    if rc != 0 {
+        errlog!("mirror {}: cannot unquiesce after a change: {rc}", m.name());
+        finish(r);
+    }
+}
+
+fn fail(r: *mut Reshape, e: Fail) {
+    // SAFETY: ours until `finish`.
+    let rs = unsafe { &mut *r };
+    if rs.result.is_ok() {
+        rs.result = Err(e);
+    }
+}
+
+fn finish(r: *mut Reshape) {
+    // SAFETY: the last use of the box made in `reshape`.
+    let mut rs = unsafe { Box::from_raw(r) };
+    let m = rs.mirror.mirror();
+    match &rs.result {
+        Ok(()) => noticelog!("mirror {}: {} done; the mirror is {}", m.name(), rs.what, m.state()),
+        Err(Fail(_, why)) => errlog!("mirror {}: {} refused: {why}", m.name(), rs.what),
+    }
+    m.reshaping.store(false, Ordering::Release);
+    m.process_active.store(false, Ordering::Release);
+    let result = std::mem::replace(&mut rs.result, Ok(()));
+    if let Some(done) = rs.done.take() {
+        done(result);
+    }
+    // Queued legs join now, or a delete that waited goes on (the pin still holds the mirror).
+    mirror::process_finished(m);
+    drop(rs);
+}
