@@ -1,0 +1,472 @@
+//! md's reshaping operations (issue #13) against live SPDK apps:
+//! - `bdev_mirror_replace_base_bdev` (md's `--replace`) under a running verify workload, RAID1
+//!   and RAID10: the mirror stays online throughout, the new bdev takes the old one's slot, the
+//!   old one is released, verify finds nothing wrong and the copies agree;
+//! - `bdev_mirror_set_num_legs` (md's `--grow -n`): RAID1 grows to three legs under verify (the
+//!   new leg rebuilt), then shrinks back to two after a leg is removed, the remaining leg moved
+//!   down into the free slot; refusals name the field and change nothing;
+//! - growing with the legs (md's `--grow --size=max`): aio legs grown and rescanned; the mirror
+//!   grows once every leg has, the new space is resynced, and a restarted target assembles the
+//!   mirror at its new size.
+//!
+//! The tests take turns (one lock): they are heavy and timing-sensitive.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{
+    bdev_subsystem, config_entry, malloc_bdev_config, rpc_ok, serial, tail_lines, BdevperfOpts, Target, TargetOpts,
+};
+
+const EINVAL: i64 = -(libc::EINVAL as i64);
+const ENODEV: i64 = -(libc::ENODEV as i64);
+const EBUSY: i64 = -(libc::EBUSY as i64);
+
+/// `method(params)` must fail with `code` and a message starting with `field:`.
+fn refused(t: &Target, method: &str, params: Value, code: i64, field: &str) {
+    match t.rpc(method, params.clone()) {
+        Ok(v) => panic!("{method} {params} succeeded ({v}); expected {code} naming {field}"),
+        Err(e) => {
+            assert_eq!(e.code, code, "{method} {params}: {e}");
+            assert!(e.message.starts_with(&format!("{field}:")), "{method} {params}: {e}");
+        }
+    }
+}
+
+/// A bdevperf server (waiting for `perform_tests`) verifying mirror `mir` made by `create`,
+/// over malloc bdevs `names`.
+fn verify_server(name: &str, names: &[&str], create: Value) -> Target {
+    let spdk = support::require_spdk();
+    let mut cfg: Vec<Value> = names.iter().map(|n| malloc_bdev_config(n, 65536, 512)).collect();
+    cfg.push(config_entry("bdev_mirror_create", create));
+    support::bdevperf_server(
+        &spdk,
+        BdevperfOpts {
+            name,
+            config: bdev_subsystem(cfg),
+            queue_depth: 32,
+            io_size: 4096,
+            workload: "verify",
+            time_s: 6,
+            extra_args: vec!["-T".into(), "mir".into()],
+            ..Default::default()
+        },
+    )
+    .expect("bdevperf starts")
+}
+
+fn legs(m: &Value) -> Vec<String> {
+    m["legs"]
+        .as_array()
+        .expect("legs")
+        .iter()
+        .map(|l| l["bdev"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn claimed(t: &Target, bdev: &str) -> bool {
+    rpc_ok(t, "bdev_get_bdevs", json!({"name": bdev}))[0]["claimed"] == json!(true)
+}
+
+/// Every copy agrees, over the whole mirror.
+fn copies_agree(t: &Target) {
+    let c = t
+        .rpc_timeout("bdev_mirror_check", json!({"name": "mir"}), Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("check: {e}: {}", tail_lines(&t.log(), 30)));
+    assert_eq!(c["mismatch_blocks"], 0, "{c}");
+}
+
+/// Replaces leg `old` with `new` while verify runs; the mirror must never leave `online`.
+fn replace_under_verify(t: &Target, old: &str, new: &str) {
+    std::thread::scope(|s| {
+        let run = s.spawn(|| t.perform_tests(Value::Null, Duration::from_secs(120)));
+        std::thread::sleep(Duration::from_millis(500));
+        rpc_ok(
+            t,
+            "bdev_mirror_replace_base_bdev",
+            json!({"name": "mir", "base_bdev": old, "new_base_bdev": new}),
+        );
+        let mut seen_copy = false;
+        support::wait_until(Duration::from_secs(60), "the replacement", || {
+            let m = t.mirror_info("mir");
+            assert_eq!(m["state"], "online", "never degraded on the way: {m}");
+            seen_copy |= m["process"]["type"] == "replace";
+            let l = legs(&m);
+            m.get("process").is_none() && l.contains(&new.to_string()) && !l.contains(&old.to_string())
+        })
+        .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 40)));
+        assert!(
+            seen_copy || t.mirror_info("mir")["last_process"]["type"] == "replace",
+            "a replace process ran: {}",
+            t.mirror_info("mir")
+        );
+        let r = run.join().unwrap().expect("perform_tests answers");
+        assert_eq!(r["results"][0]["io_failed"], 0, "{r}");
+    });
+    assert!(!claimed(t, old), "the replaced bdev is released");
+    assert!(claimed(t, new), "the replacement is claimed");
+    copies_agree(t);
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn replace_keeps_a_raid1_mirror_online_and_swaps_the_leg() {
+    let _turn = serial();
+    let t = verify_server(
+        "reshape_replace1",
+        &["m0", "m1", "m2", "m3"],
+        json!({"name": "mir", "level": "raid1", "base_bdevs": ["m0", "m1"]}),
+    );
+    // Refusals change nothing.
+    let r = "bdev_mirror_replace_base_bdev";
+    refused(
+        &t,
+        r,
+        json!({"base_bdev": "m2", "new_base_bdev": "m3"}),
+        ENODEV,
+        "base_bdev",
+    );
+    refused(
+        &t,
+        r,
+        json!({"base_bdev": "m1", "new_base_bdev": "nope"}),
+        ENODEV,
+        "new_base_bdev",
+    );
+    refused(
+        &t,
+        r,
+        json!({"base_bdev": "m1", "new_base_bdev": "m0"}),
+        EBUSY,
+        "new_base_bdev",
+    );
+    refused(
+        &t,
+        r,
+        json!({"base_bdev": "m1", "new_base_bdev": "mir"}),
+        EINVAL,
+        "new_base_bdev",
+    );
+    refused(&t, r, json!({"base_bdev": "m1"}), EINVAL, "new_base_bdev");
+    assert_eq!(legs(&t.mirror_info("mir")), vec!["m0", "m1"]);
+    assert!(!claimed(&t, "m2"));
+    replace_under_verify(&t, "m1", "m2");
+    assert_eq!(legs(&t.mirror_info("mir")), vec!["m0", "m2"], "same slot");
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn replace_keeps_a_raid10_mirror_online_and_swaps_the_leg() {
+    let _turn = serial();
+    let t = verify_server(
+        "reshape_replace10",
+        &["m0", "m1", "m2", "m3", "m4"],
+        json!({"name": "mir", "level": "raid10", "layout": "o2", "chunk_kb": 64,
+               "base_bdevs": ["m0", "m1", "m2", "m3"]}),
+    );
+    replace_under_verify(&t, "m2", "m4");
+    assert_eq!(legs(&t.mirror_info("mir")), vec!["m0", "m1", "m4", "m3"], "same slot");
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn raid1_grows_and_shrinks_its_number_of_legs_under_verify() {
+    let _turn = serial();
+    let t = verify_server(
+        "reshape_num_legs",
+        &["m0", "m1", "m2", "m3", "r0", "r1"],
+        json!({"name": "mir", "level": "raid1", "base_bdevs": ["m0", "m1"]}),
+    );
+    rpc_ok(
+        &t,
+        "bdev_mirror_create",
+        json!({"name": "r10", "level": "raid10", "base_bdevs": ["r0", "r1"], "layout": "n2"}),
+    );
+    let n = "bdev_mirror_set_num_legs";
+    refused(&t, n, json!({"name": "mir", "num_legs": 1}), EINVAL, "num_legs");
+    refused(&t, n, json!({"name": "mir", "num_legs": 33}), EINVAL, "num_legs");
+    refused(&t, n, json!({"name": "r10", "num_legs": 3}), EINVAL, "num_legs");
+    refused(&t, n, json!({"name": "nope", "num_legs": 3}), ENODEV, "name");
+    refused(
+        &t,
+        n,
+        json!({"name": "mir", "num_legs": 3, "base_bdevs": ["m2", "m3"]}),
+        EINVAL,
+        "base_bdevs",
+    );
+    refused(
+        &t,
+        n,
+        json!({"name": "mir", "num_legs": 3, "base_bdevs": ["nope"]}),
+        ENODEV,
+        "base_bdevs",
+    );
+    refused(
+        &t,
+        n,
+        json!({"name": "mir", "num_legs": 3, "base_bdevs": ["r0"]}),
+        EBUSY,
+        "base_bdevs",
+    );
+    assert_eq!(t.mirror_info("mir")["num_legs"], 2);
+    std::thread::scope(|s| {
+        let run = s.spawn(|| t.perform_tests(Value::Null, Duration::from_secs(120)));
+        std::thread::sleep(Duration::from_millis(300));
+        rpc_ok(&t, n, json!({"name": "mir", "num_legs": 3, "base_bdevs": ["m2"]}));
+        support::wait_until(Duration::from_secs(60), "the new leg's rebuild", || {
+            let m = t.mirror_info("mir");
+            m.get("process").is_none() && m["state"] == "online" && m["num_legs"] == 3
+        })
+        .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 40)));
+        assert_eq!(legs(&t.mirror_info("mir")), vec!["m0", "m1", "m2"]);
+        // Three present: shrinking to two is refused until one goes.
+        refused(&t, n, json!({"name": "mir", "num_legs": 2}), EBUSY, "num_legs");
+        rpc_ok(&t, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "m0"}));
+        rpc_ok(&t, n, json!({"name": "mir", "num_legs": 2}));
+        let m = t.mirror_info("mir");
+        assert_eq!(m["num_legs"], 2, "{m}");
+        assert_eq!(
+            legs(&m),
+            vec!["m2", "m1"],
+            "the leg of the dropped slot moved down: {m}"
+        );
+        assert_eq!(m["state"], "online", "{m}");
+        let r = run.join().unwrap().expect("perform_tests answers");
+        assert_eq!(r["results"][0]["io_failed"], 0, "{r}");
+    });
+    assert!(!claimed(&t, "m0"));
+    copies_agree(&t);
+}
+
+fn bdev_blocks(t: &Target, name: &str) -> u64 {
+    rpc_ok(t, "bdev_get_bdevs", json!({"name": name}))[0]["num_blocks"]
+        .as_u64()
+        .expect("num_blocks")
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn the_mirror_grows_when_every_leg_has_grown_and_keeps_its_size_after_a_restart() {
+    let _turn = serial();
+    let env = support::require_spdk();
+    let dir = support::test_dir("reshape_resize");
+    const MIB: u64 = 1024 * 1024;
+    let files = support::leg_files(&dir, 2, 32 * MIB);
+    let mask = support::core_mask();
+    let start = |name: &str| {
+        Target::start(
+            &env,
+            TargetOpts {
+                name,
+                cores_mask: &mask,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let t = start("reshape_resize");
+    for (i, f) in files.iter().enumerate() {
+        support::create_aio(&t, &format!("a{i}"), f, 512);
+    }
+    rpc_ok(
+        &t,
+        "bdev_mirror_create",
+        json!({"name": "mir", "level": "raid1", "base_bdevs": ["a0", "a1"], "bitmap_region_kb": 64}),
+    );
+    let before = bdev_blocks(&t, "mir");
+    // One leg grows: the mirror cannot yet.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&files[0])
+        .and_then(|f| f.set_len(64 * MIB))
+        .unwrap();
+    rpc_ok(&t, "bdev_aio_rescan", json!({"name": "a0"}));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(bdev_blocks(&t, "mir"), before, "one grown leg does not grow the mirror");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&files[1])
+        .and_then(|f| f.set_len(64 * MIB))
+        .unwrap();
+    rpc_ok(&t, "bdev_aio_rescan", json!({"name": "a1"}));
+    support::wait_until(Duration::from_secs(30), "the mirror to grow and resync", || {
+        let m = t.mirror_info("mir");
+        bdev_blocks(&t, "mir") > before && m.get("process").is_none() && m["state"] == "online"
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 40)));
+    let after = bdev_blocks(&t, "mir");
+    // 32 MiB more per leg, less nothing: the reserved area stays where it was.
+    assert_eq!(after, before + 32 * MIB / 512, "grown by what the legs gained");
+    assert_eq!(t.mirror_info("mir")["data_blocks"], after);
+    assert_eq!(
+        t.mirror_info("mir")["last_process"]["type"],
+        "resync",
+        "the new space is resynced"
+    );
+    copies_agree(&t);
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(t);
+    // The superblocks and bitmap record the new size: a new target assembles it so.
+    let t = start("reshape_resize_again");
+    for (i, f) in files.iter().enumerate() {
+        support::create_aio(&t, &format!("a{i}"), f, 512);
+    }
+    support::wait_until(Duration::from_secs(20), "assembly", || {
+        support::registered_mirror(&t, "mir").is_some()
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 40)));
+    assert_eq!(bdev_blocks(&t, "mir"), after);
+    assert_eq!(t.mirror_info("mir")["state"], "online");
+    copies_agree(&t);
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn grown_replaced_and_shrunk_mirrors_assemble_as_they_were_left() {
+    let _turn = serial();
+    let env = support::require_spdk();
+    let dir = support::test_dir("reshape_persist");
+    let files = support::leg_files(&dir, 4, 16 * 1024 * 1024);
+    let mask = support::core_mask();
+    let start = |name: &str| {
+        let t = Target::start(
+            &env,
+            TargetOpts {
+                name,
+                cores_mask: &mask,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (i, f) in files.iter().enumerate() {
+            support::create_aio(&t, &format!("a{i}"), f, 512);
+        }
+        t
+    };
+    let settled = |t: &Target, what: &str, f: &dyn Fn(&Value) -> bool| {
+        support::wait_until(Duration::from_secs(30), what, || {
+            support::registered_mirror(t, "mir").is_some_and(|m| m.get("process").is_none() && f(&m))
+        })
+        .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 40)));
+    };
+    let t = start("reshape_persist");
+    rpc_ok(
+        &t,
+        "bdev_mirror_create",
+        json!({"name": "mir", "level": "raid1", "base_bdevs": ["a0", "a1"]}),
+    );
+    rpc_ok(
+        &t,
+        "bdev_mirror_set_num_legs",
+        json!({"name": "mir", "num_legs": 3, "base_bdevs": ["a2"]}),
+    );
+    settled(&t, "the grow", &|m| m["state"] == "online" && m["num_legs"] == 3);
+    rpc_ok(
+        &t,
+        "bdev_mirror_replace_base_bdev",
+        json!({"base_bdev": "a1", "new_base_bdev": "a3"}),
+    );
+    settled(&t, "the replacement", &|m| legs(m) == vec!["a0", "a3", "a2"]);
+    rpc_ok(&t, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "a0"}));
+    rpc_ok(&t, "bdev_mirror_set_num_legs", json!({"name": "mir", "num_legs": 2}));
+    settled(&t, "the shrink", &|m| {
+        legs(m) == vec!["a2", "a3"] && m["state"] == "online"
+    });
+    copies_agree(&t);
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(t);
+    // Every bdev comes back, the replaced and the removed one included: the superblocks on
+    // the legs name the members, so the mirror assembles from a2 and a3 alone.
+    let t = start("reshape_persist_again");
+    settled(&t, "assembly", &|m| m["state"] == "online");
+    let m = t.mirror_info("mir");
+    assert_eq!(m["num_legs"], 2, "{m}");
+    assert_eq!(legs(&m), vec!["a2", "a3"], "{m}");
+    assert!(!claimed(&t, "a0") && !claimed(&t, "a1"), "old members stay out");
+    copies_agree(&t);
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn a_failing_replacement_is_dropped_and_the_mirror_keeps_its_legs() {
+    let _turn = serial();
+    let spdk = support::require_spdk();
+    let cfg = vec![
+        malloc_bdev_config("m0", 65536, 512),
+        malloc_bdev_config("m1", 65536, 512),
+        malloc_bdev_config("m3", 65536, 512),
+        config_entry("bdev_error_create", json!({"base_name": "m3"})),
+        config_entry(
+            "bdev_mirror_create",
+            json!({"name": "mir", "level": "raid1", "base_bdevs": ["m0", "m1"]}),
+        ),
+    ];
+    let t = support::bdevperf_server(
+        &spdk,
+        BdevperfOpts {
+            name: "reshape_replace_fail",
+            config: bdev_subsystem(cfg),
+            queue_depth: 32,
+            io_size: 4096,
+            workload: "verify",
+            time_s: 4,
+            extra_args: vec!["-T".into(), "mir".into()],
+            ..Default::default()
+        },
+    )
+    .expect("bdevperf starts");
+    rpc_ok(
+        &t,
+        "bdev_error_inject_error",
+        json!({"name": "EE_m3", "io_type": "write", "error_type": "failure", "num": 1_000_000}),
+    );
+    std::thread::scope(|s| {
+        let run = s.spawn(|| t.perform_tests(Value::Null, Duration::from_secs(120)));
+        std::thread::sleep(Duration::from_millis(300));
+        rpc_ok(
+            &t,
+            "bdev_mirror_replace_base_bdev",
+            json!({"base_bdev": "m1", "new_base_bdev": "EE_m3"}),
+        );
+        support::wait_until(Duration::from_secs(30), "the replacement to be dropped", || {
+            let m = t.mirror_info("mir");
+            assert_eq!(m["state"], "online", "{m}");
+            m.get("process").is_none() && !claimed(&t, "EE_m3")
+        })
+        .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 40)));
+        let m = t.mirror_info("mir");
+        assert_eq!(legs(&m), vec!["m0", "m1"], "{m}");
+        assert_ne!(m["last_process"]["result"], "done", "{m}");
+        let r = run.join().unwrap().expect("perform_tests answers");
+        assert_eq!(
+            r["results"][0]["io_failed"], 0,
+            "the replacement's errors fail no host I/O: {r}"
+        );
+    });
+    assert!(
+        t.log().contains("replacement abandoned"),
+        "{}",
+        tail_lines(&t.log(), 30)
+    );
+    copies_agree(&t);
+}
