@@ -93,6 +93,20 @@ def bdev_mirror_wipe_superblock(args):
     _call(args, 'bdev_mirror_wipe_superblock', {'base_bdev': args.base_bdev})
 
 
+def bdev_mirror_replace_base_bdev(args):
+    params = {'base_bdev': args.base_bdev, 'new_base_bdev': args.new_base_bdev}
+    if args.name:
+        params['name'] = args.name
+    _call(args, 'bdev_mirror_replace_base_bdev', params)
+
+
+def bdev_mirror_set_num_legs(args):
+    params = {'name': args.name, 'num_legs': args.num_legs}
+    if args.base_bdevs:
+        params['base_bdevs'] = args.base_bdevs
+    _call(args, 'bdev_mirror_set_num_legs', params)
+
+
 def bdev_mirror_set_module_options(args):
     _call(args, 'bdev_mirror_set_module_options', {
         'degraded_grace_ms': args.degraded_grace_ms,
@@ -186,6 +200,22 @@ def spdk_rpc_plugin_initialize(subparsers):
                                    'mirror was deleted')
     p.add_argument('base_bdev', help='bdev name')
     p.set_defaults(func=bdev_mirror_wipe_superblock)
+
+    p = subparsers.add_parser('bdev_mirror_replace_base_bdev',
+                              help='Replace a leg while it keeps serving (md --replace): copy it '
+                                   'onto a new bdev, then swap')
+    p.add_argument('base_bdev', help='the leg to replace')
+    p.add_argument('new_base_bdev', help='the bdev that takes its place')
+    p.add_argument('-n', '--name', help='the mirror the leg belongs to (checked)')
+    p.set_defaults(func=bdev_mirror_replace_base_bdev)
+
+    p = subparsers.add_parser('bdev_mirror_set_num_legs',
+                              help='Grow or shrink the number of raid1 copies (md --grow -n)')
+    p.add_argument('name', help='mirror bdev name')
+    p.add_argument('num_legs', type=int, help='the new number of legs')
+    p.add_argument('-b', '--base-bdevs', dest='base_bdevs', type=str.split,
+                   help='growing: bdevs for the new slots, whitespace separated list in quotes')
+    p.set_defaults(func=bdev_mirror_set_num_legs)
 
     p = subparsers.add_parser('bdev_mirror_set_module_options',
                               help='Set module-wide options (also before framework_start_init, '
