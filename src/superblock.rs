@@ -334,7 +334,8 @@ impl Superblock {
 
     /// The first field on which `other`, a copy read from another leg of the same mirror,
     /// describes a different mirror than `self`. Only `events`, `this_slot` and the leg
-    /// table (roles, leg uuids of replaced legs) may differ between a mirror's legs.
+    /// table (roles, leg uuids of replaced legs) may differ between a mirror's legs (and, on a
+    /// leg that missed a reshape, what [`Superblock::reshape_disagreement`] allows).
     pub fn disagreement(&self, other: &Superblock) -> Option<&'static str> {
         let (a, b) = (self, other);
         [
@@ -350,6 +351,41 @@ impl Superblock {
             ("bitmap_region_kb", a.bitmap_region_kb != b.bitmap_region_kb),
             ("bitmap_offset_blocks", a.bitmap_offset_blocks != b.bitmap_offset_blocks),
             ("bitmap_blocks", a.bitmap_blocks != b.bitmap_blocks),
+        ]
+        .into_iter()
+        .find_map(|(field, differs)| differs.then_some(field))
+    }
+
+    /// The first field on which `older`, a copy of the same mirror written before `self`,
+    /// differs from `self` other than the way a reshape changes it. A reshape never moves data
+    /// and may change only: the leg count, and with it the `n<legs>` layout, of a RAID1 (a
+    /// RAID10's placement depends on its leg count); `leg_data_blocks`, growing as
+    /// [`Geometry::resized`] allows (never for RAID10 far layouts, never smaller); and the
+    /// bitmap that follows the size (`bitmap_region_kb`, which only doubles, and
+    /// `bitmap_blocks`, which `geometry` holds to the rest). `None`: `older` describes this
+    /// mirror before some reshapes, or agrees with it (see [`Superblock::disagreement`]). Both
+    /// copies are expected valid ([`Superblock::geometry`]); an invalid `older` cannot have
+    /// grown.
+    pub fn reshape_disagreement(&self, older: &Superblock) -> Option<&'static str> {
+        let (a, b) = (self, older);
+        let raid1 = a.level == Level::Raid1 && b.level == Level::Raid1;
+        // `resized` refuses far layouts and smaller legs.
+        let grown = || {
+            b.geometry()
+                .is_ok_and(|(geo, _)| geo.resized(a.leg_data_blocks).is_ok())
+        };
+        [
+            ("mirror_uuid", a.mirror_uuid != b.mirror_uuid),
+            ("name", a.name != b.name),
+            ("level", a.level != b.level),
+            ("layout", a.layout != b.layout && !raid1),
+            ("chunk_kb", a.chunk_kb != b.chunk_kb),
+            ("block_size", a.block_size != b.block_size),
+            ("legs", a.legs.len() != b.legs.len() && !raid1),
+            ("data_offset_blocks", a.data_offset_blocks != b.data_offset_blocks),
+            ("leg_data_blocks", a.leg_data_blocks != b.leg_data_blocks && !grown()),
+            ("bitmap_region_kb", a.bitmap_region_kb < b.bitmap_region_kb),
+            ("bitmap_offset_blocks", a.bitmap_offset_blocks != b.bitmap_offset_blocks),
         ]
         .into_iter()
         .find_map(|(field, differs)| differs.then_some(field))
@@ -475,6 +511,16 @@ pub struct Assembly {
     pub fresh: u32,
     /// Slots the newest superblock calls `Active`.
     pub active: u32,
+    /// Slots whose kept copy predates a reshape (leg count or size) it missed: written before
+    /// the newest, it differs from it only as [`Superblock::reshape_disagreement`] allows, and
+    /// holds its slot because the newest records its leg uuid there (its own `this_slot` and
+    /// leg table are those from before the reshape).
+    pub reshaped: u32,
+    /// Slots whose kept copy's bitmap is laid out differently from the newest's (its
+    /// `MetaLayout` differs: a resize it missed). Such a bitmap must not be read at the newest's
+    /// layout; a fresh copy's dirty regions are all in the newest's bitmap anyway, as it missed
+    /// only the last metadata write. A subset of `reshaped`. See [`Assembly::same_bitmap`].
+    pub bitmap_differs: u32,
     /// Copies not used, and why.
     pub rejected: Vec<(usize, Rejection)>,
 }
@@ -490,6 +536,13 @@ impl Assembly {
         self.fresh != 0 && self.geometry.every_block_covered(self.fresh)
     }
 
+    /// A copy is kept for `slot` and its bitmap has the newest's layout (same region size,
+    /// region count and length), so it can be read, and OR-ed, at the newest's layout.
+    pub fn same_bitmap(&self, slot: u32) -> bool {
+        let differs = 1u32.checked_shl(slot).is_some_and(|b| self.bitmap_differs & b != 0);
+        self.slots.get(slot as usize).is_some_and(Option::is_some) && !differs
+    }
+
     /// Kept copies that are not fresh, with their slots.
     pub fn stale(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
         self.slots
@@ -501,8 +554,12 @@ impl Assembly {
 }
 
 /// Decides, from the superblocks found on one mirror's legs (same `mirror_uuid`), which one is
-/// the truth and which copy serves each slot. Copies that do not validate, or that disagree
-/// with the newest on anything but `events`, `this_slot` and the leg table, are rejected. When
+/// the truth and which copy serves each slot. Copies that do not validate are rejected. A copy
+/// that agrees with the newest on everything but `events`, `this_slot` and the leg table claims
+/// its `this_slot`. An older copy that differs from the newest only by reshapes
+/// ([`Superblock::reshape_disagreement`]: RAID1 leg count, size, bitmap) claims the one slot
+/// where the newest records its own leg uuid (a shrink may have moved its leg to another
+/// slot); from then on it is judged like an agreeing copy. Every other copy is rejected. When
 /// several copies claim a slot (a removed leg's old superblock and its replacement), the higher
 /// `events` wins, then the one whose leg uuid the newest superblock records for that slot.
 /// `None` when no copy validates.
@@ -510,9 +567,13 @@ pub fn choose_legs<S: Borrow<Superblock>>(found: &[S]) -> Option<Assembly> {
     let sbs: Vec<&Superblock> = found.iter().map(Borrow::borrow).collect();
     let mut rejected = Vec::new();
     let mut valid = Vec::with_capacity(sbs.len());
+    let mut metas: Vec<Option<MetaLayout>> = vec![None; sbs.len()];
     for (i, sb) in sbs.iter().enumerate() {
         match sb.geometry() {
-            Ok(_) => valid.push(i),
+            Ok((_, meta)) => {
+                valid.push(i);
+                metas[i] = Some(meta);
+            }
             Err(e) => rejected.push((i, Rejection::Invalid(e))),
         }
     }
@@ -521,36 +582,42 @@ pub fn choose_legs<S: Borrow<Superblock>>(found: &[S]) -> Option<Assembly> {
     let newest = pick_newest(&sbs, &valid, &bytes)?;
     let nsb = sbs[newest];
     let (geometry, layout) = nsb.geometry().ok()?;
-    let mut slots: Vec<Option<usize>> = vec![None; nsb.legs.len()];
-    let uuid_matches = |i: usize| {
-        let slot = sbs[i].this_slot as usize;
-        sbs[i].own_uuid().is_some() && sbs[i].own_uuid() == nsb.legs.get(slot).map(|l| l.uuid)
-    };
+    // The slot each copy claims, and whether it claims it by its uuid across a reshape. An
+    // agreeing copy has the newest's leg count, and `geometry` checked its slot against it.
+    let mut claim: Vec<Option<(usize, bool)>> = vec![None; sbs.len()];
+    for &i in &valid {
+        let Some(field) = nsb.disagreement(sbs[i]) else {
+            claim[i] = Some((sbs[i].this_slot as usize, false));
+            continue;
+        };
+        let older = sbs[i].events < nsb.events;
+        let beyond = if older { nsb.reshape_disagreement(sbs[i]) } else { None };
+        match slot_by_uuid(nsb, sbs[i]).filter(|_| older && beyond.is_none()) {
+            Some(s) => claim[i] = Some((s, true)),
+            None => rejected.push((
+                i,
+                Rejection::Disagrees {
+                    field: beyond.unwrap_or(field),
+                    events: nsb.events,
+                },
+            )),
+        }
+    }
+    let claiming: Vec<usize> = valid.iter().copied().filter(|&i| claim[i].is_some()).collect();
+    let slot = |i: usize| claim[i].map_or(usize::MAX, |c| c.0);
+    let uuid_matches =
+        |i: usize| sbs[i].own_uuid().is_some() && sbs[i].own_uuid() == nsb.legs.get(slot(i)).map(|l| l.uuid);
     let better = |a: usize, b: usize| {
         let key = |i: usize| (sbs[i].events, uuid_matches(i), i == newest, &bytes[i]);
         key(a) > key(b)
     };
-    let mut agreeing = Vec::with_capacity(valid.len());
-    for &i in &valid {
-        match nsb.disagreement(sbs[i]) {
-            Some(field) => rejected.push((
-                i,
-                Rejection::Disagrees {
-                    field,
-                    events: nsb.events,
-                },
-            )),
-            None => agreeing.push(i),
-        }
-    }
-    // Agreement means the same leg count, and `geometry` checked each slot against it.
-    let slot = |i: usize| sbs[i].this_slot as usize;
-    for &i in &agreeing {
+    let mut slots: Vec<Option<usize>> = vec![None; nsb.legs.len()];
+    for &i in &claiming {
         if slots[slot(i)].is_none_or(|j| better(i, j)) {
             slots[slot(i)] = Some(i);
         }
     }
-    for &i in &agreeing {
+    for &i in &claiming {
         if let Some(winner) = slots[slot(i)].filter(|&w| w != i) {
             rejected.push((
                 i,
@@ -569,9 +636,13 @@ pub fn choose_legs<S: Borrow<Superblock>>(found: &[S]) -> Option<Assembly> {
     // before a leg failure is in the superblocks (md likewise accepts a member whose event
     // count is behind by what its bitmap covers). Without this, a crash in the middle of the
     // write that records a failure could leave too few legs at the newest `events` to run.
+    // The same holds across a reshape: reshapes never move data, and the space a resize adds is
+    // dirty in the newest's bitmap, so a leg that missed only the reshape's write is fresh.
     let fresh = mask(slots.iter().enumerate().map(|(s, c)| {
         c.is_some_and(|i| sbs[i].events.saturating_add(1) >= nsb.events && uuid_matches(i)) && active & (1 << s) != 0
     }));
+    let reshaped = mask(slots.iter().map(|c| c.is_some_and(|i| claim[i].is_some_and(|c| c.1))));
+    let bitmap_differs = mask(slots.iter().map(|c| c.is_some_and(|i| metas[i] != Some(layout))));
     rejected.sort_by_key(|r| r.0);
     Some(Assembly {
         newest,
@@ -580,8 +651,26 @@ pub fn choose_legs<S: Borrow<Superblock>>(found: &[S]) -> Option<Assembly> {
         slots,
         fresh,
         active,
+        reshaped,
+        bitmap_differs,
         rejected,
     })
+}
+
+/// The one slot where `newest` records the leg uuid `older` carries (`None` when it records it
+/// nowhere, or, in a damaged table, more than once).
+fn slot_by_uuid(newest: &Superblock, older: &Superblock) -> Option<usize> {
+    let own = older.own_uuid()?;
+    let mut at = newest
+        .legs
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.uuid == own)
+        .map(|(s, _)| s);
+    match (at.next(), at.next()) {
+        (Some(s), None) => Some(s),
+        _ => None,
+    }
 }
 
 /// The copy with the highest `events`. Among equals (which normally carry the same fields
@@ -1311,6 +1400,337 @@ mod tests {
         assert_eq!(a.rejected, vec![(0, Rejection::Invalid(SuperblockError::NameEmpty))]);
         assert!(choose_legs(&[bad]).is_none());
         assert!(choose_legs::<Superblock>(&[]).is_none());
+    }
+
+    /// Copy `slot` of a RAID1 at `events` whose leg table holds `legs` (layout `n<legs>`), the
+    /// other fields as `raid1` makes them.
+    fn raid1_legs(slot: u32, events: u64, legs: &[(u8, LegRole)]) -> Superblock {
+        let mut sb = raid1(0, events, [1, 2, 3]);
+        sb.legs = legs.iter().map(|&(u, r)| leg(u, r)).collect();
+        sb.layout = Raid10Layout {
+            near: legs.len() as u32,
+            far: 1,
+            offset: false,
+        };
+        sb.this_slot = slot;
+        sb.geometry().unwrap();
+        sb
+    }
+
+    /// `sb` grown to `leg_blocks` per leg as the resize does it, at `events`.
+    fn grown(sb: &Superblock, leg_blocks: u64, events: u64) -> Superblock {
+        let geo = sb.geometry().unwrap().0.resized(leg_blocks).unwrap();
+        let (meta, kb) = MetaLayout::resized(sb.block_size, geo.data_blocks(), sb.bitmap_region_kb).unwrap();
+        let g = Superblock {
+            leg_data_blocks: leg_blocks,
+            bitmap_region_kb: kb,
+            bitmap_blocks: meta.bitmap_blocks,
+            events,
+            ..sb.clone()
+        };
+        g.geometry().unwrap();
+        g
+    }
+
+    /// What an assembly decided, in terms of the copies rather than their positions.
+    #[derive(Debug, PartialEq)]
+    struct Outcome {
+        newest: Superblock,
+        slots: Vec<Option<Superblock>>,
+        fresh: u32,
+        active: u32,
+        reshaped: u32,
+        bitmap_differs: u32,
+        same_bitmap: Vec<bool>,
+        /// (copy, why), in the order of their encodings.
+        rejected: Vec<(Vec<u8>, String)>,
+    }
+
+    fn outcome(found: &[Superblock], a: &Assembly) -> Outcome {
+        let mut rejected: Vec<(Vec<u8>, String)> = a
+            .rejected
+            .iter()
+            .map(|(i, r)| {
+                let why = match r {
+                    Rejection::SlotTaken { slot, winner } => format!("slot {slot} to {:?}", found[*winner]),
+                    other => other.to_string(),
+                };
+                (found[*i].encode().unwrap(), why)
+            })
+            .collect();
+        rejected.sort();
+        Outcome {
+            newest: found[a.newest].clone(),
+            slots: a.slots.iter().map(|c| c.map(|i| found[i].clone())).collect(),
+            fresh: a.fresh,
+            active: a.active,
+            reshaped: a.reshaped,
+            bitmap_differs: a.bitmap_differs,
+            same_bitmap: (0..a.slots.len() as u32).map(|s| a.same_bitmap(s)).collect(),
+            rejected,
+        }
+    }
+
+    fn permutations(n: usize) -> Vec<Vec<usize>> {
+        if n == 0 {
+            return vec![vec![]];
+        }
+        let mut out = Vec::new();
+        for p in permutations(n - 1) {
+            for at in 0..=p.len() {
+                let mut q = p.clone();
+                q.insert(at, n - 1);
+                out.push(q);
+            }
+        }
+        out
+    }
+
+    /// The outcome of `found`, checked to be the same in every arrival order.
+    fn in_every_order(found: &[Superblock]) -> Outcome {
+        let first = outcome(found, &choose_legs(found).unwrap());
+        for order in permutations(found.len()) {
+            let f: Vec<Superblock> = order.iter().map(|&i| found[i].clone()).collect();
+            assert_eq!(outcome(&f, &choose_legs(&f).unwrap()), first, "order {order:?}");
+        }
+        first
+    }
+
+    use LegRole::{Active, Rebuilding, Removed};
+
+    #[test]
+    fn a_leg_that_missed_the_write_of_a_grow_to_more_legs_is_fresh_in_its_slot() {
+        // RAID1 2 -> 3 legs at events 6: the new leg (uuid 9) rebuilds in slot 2. The write
+        // reached slot 0 and the new leg, not slot 1, which still says 2 legs at events 5.
+        let before = [(1, Active), (2, Active)];
+        let after = [(1, Active), (2, Active), (9, Rebuilding)];
+        let found = [
+            raid1_legs(0, 6, &after),
+            raid1_legs(1, 5, &before),
+            raid1_legs(2, 6, &after),
+        ];
+        let o = in_every_order(&found);
+        assert_eq!(o.newest.legs.len(), 3);
+        assert_eq!(o.slots, found.iter().cloned().map(Some).collect::<Vec<_>>());
+        assert_eq!(
+            (o.fresh, o.active, o.reshaped, o.bitmap_differs),
+            (0b011, 0b011, 0b010, 0)
+        );
+        assert_eq!(o.same_bitmap, vec![true, true, true]);
+        assert!(o.rejected.is_empty(), "{:?}", o.rejected);
+        // The crash left only slot 0 with the new superblock: still complete.
+        let a = choose_legs(&[raid1_legs(1, 5, &before), raid1_legs(0, 6, &after)]).unwrap();
+        assert_eq!(
+            (a.newest, a.slots.clone(), a.fresh, a.reshaped),
+            (1, vec![Some(1), Some(0), None], 0b011, 0b010)
+        );
+        assert!(a.complete());
+        // A leg that agrees keeps today's rule: this_slot, no reshape.
+        let a = choose_legs(&found[..1]).unwrap();
+        assert_eq!((a.reshaped, a.bitmap_differs, a.fresh), (0, 0, 0b001));
+        assert!(!a.same_bitmap(1) && !a.same_bitmap(40), "no copy there");
+    }
+
+    #[test]
+    fn a_moved_leg_that_missed_the_write_of_a_shrink_is_found_by_its_uuid() {
+        // RAID1 3 -> 2 legs at events 8: slot 1 was empty, so leg 3 moved from slot 2 to slot
+        // 1. The write reached slot 0 only.
+        let before = [(1, Active), (2, Removed), (3, Active)];
+        let after = [(1, Active), (3, Active)];
+        let found = [raid1_legs(0, 8, &after), raid1_legs(2, 7, &before)];
+        let o = in_every_order(&found);
+        assert_eq!(o.newest, found[0]);
+        assert_eq!(o.slots, vec![Some(found[0].clone()), Some(found[1].clone())]);
+        assert_eq!((o.fresh, o.active, o.reshaped, o.bitmap_differs), (0b11, 0b11, 0b10, 0));
+        assert!(o.rejected.is_empty(), "{:?}", o.rejected);
+        // Slot 0 missed it too, and the moved leg got it: both found by uuid or slot.
+        let found = [raid1_legs(0, 7, &before), raid1_legs(1, 8, &after)];
+        let o = in_every_order(&found);
+        assert_eq!((o.fresh, o.reshaped), (0b11, 0b01));
+        // A leg the shrink dropped (its uuid is not in the newest's table) is rejected.
+        let dropped = [(1, Active), (2, Active), (3, Active)];
+        let found = [
+            raid1_legs(0, 8, &[(1, Active), (2, Active)]),
+            raid1_legs(2, 7, &dropped),
+        ];
+        let o = in_every_order(&found);
+        assert_eq!(o.slots, vec![Some(found[0].clone()), None]);
+        assert_eq!(
+            o.rejected,
+            vec![(
+                found[1].encode().unwrap(),
+                "its superblock disagrees with the newest one (events 8) on layout".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_leg_that_missed_the_write_of_a_resize_is_fresh_with_another_bitmap() {
+        // One bit per KiB: growing 4000 times doubles the region.
+        let mut base = raid1_legs(0, 5, &[(1, Active), (2, Active)]);
+        base.bitmap_region_kb = 1;
+        base.bitmap_blocks = MetaLayout::new(512, base.leg_data_blocks, 1).unwrap().bitmap_blocks;
+        let old = |slot| Superblock {
+            this_slot: slot,
+            ..base.clone()
+        };
+        let new = |slot| Superblock {
+            this_slot: slot,
+            ..grown(&base, 20_000_000, 6)
+        };
+        assert_eq!(new(0).bitmap_region_kb, 2);
+        let found = [new(0), old(1)];
+        let o = in_every_order(&found);
+        assert_eq!(o.slots, vec![Some(new(0)), Some(old(1))]);
+        assert_eq!((o.fresh, o.reshaped, o.bitmap_differs), (0b11, 0b10, 0b10));
+        assert_eq!(o.same_bitmap, vec![true, false]);
+        let a = choose_legs(&found).unwrap();
+        assert_eq!(a.layout, new(0).geometry().unwrap().1);
+        // A growth that keeps the region size still adds regions: another bitmap layout. One
+        // that stays within the last region (64 MiB regions) keeps the layout.
+        let small = grown(&base, 6000, 6);
+        assert_eq!((small.bitmap_region_kb, small.geometry().unwrap().1.regions), (1, 3000));
+        let o = in_every_order(&[small.clone(), old(1)]);
+        assert_eq!(
+            (o.fresh, o.reshaped, o.bitmap_differs),
+            (0b11, 0b10, 0b10),
+            "more regions"
+        );
+        let region = grown(&raid1_legs(0, 5, &[(1, Active), (2, Active)]), 6000, 6);
+        let o = in_every_order(&[
+            region,
+            Superblock {
+                this_slot: 1,
+                ..raid1_legs(0, 5, &[(1, Active), (2, Active)])
+            },
+        ]);
+        assert_eq!(
+            (o.fresh, o.reshaped, o.bitmap_differs),
+            (0b11, 0b10, 0),
+            "one region still"
+        );
+        assert_eq!(o.same_bitmap, vec![true, true]);
+    }
+
+    #[test]
+    fn a_leg_two_reshapes_behind_is_kept_stale() {
+        // Grown to 3 legs at events 6, then resized at events 7; slot 1 has neither.
+        let before = [(1, Active), (2, Active)];
+        let three = raid1_legs(0, 6, &[(1, Active), (2, Active), (3, Active)]);
+        let newest = grown(&three, 9000, 7);
+        let peer = Superblock {
+            this_slot: 2,
+            ..newest.clone()
+        };
+        let found = [newest.clone(), raid1_legs(1, 5, &before), peer.clone()];
+        let o = in_every_order(&found);
+        assert_eq!(o.slots, vec![Some(newest), Some(found[1].clone()), Some(peer)]);
+        assert_eq!((o.fresh, o.active, o.reshaped), (0b101, 0b111, 0b010));
+        let a = choose_legs(&found).unwrap();
+        assert_eq!(a.stale().collect::<Vec<_>>(), vec![(1, 1)]);
+        assert!(!a.complete() && a.covers_every_block());
+        // One reshape behind it would be fresh.
+        let found = [found[0].clone(), Superblock { this_slot: 1, ..three }];
+        assert_eq!(in_every_order(&found).fresh, 0b011);
+    }
+
+    #[test]
+    fn copies_that_differ_beyond_a_reshape_are_still_rejected() {
+        let before = [(1, Active), (2, Active)];
+        let newest = raid1_legs(0, 6, &[(1, Active), (2, Active), (9, Active)]);
+        let rejected_on = |old: Superblock, field: &str| {
+            let found = [newest.clone(), old.clone()];
+            let o = in_every_order(&found);
+            assert_eq!(o.slots, vec![Some(newest.clone()), None, None], "{field}");
+            let why = format!("its superblock disagrees with the newest one (events 6) on {field}");
+            assert_eq!(o.rejected, vec![(old.encode().unwrap(), why)]);
+        };
+        let mut other = raid1_legs(1, 5, &before);
+        other.mirror_uuid = [8; 16];
+        rejected_on(other, "mirror_uuid");
+        let mut renamed = raid1_legs(1, 5, &before);
+        renamed.name = "other".into();
+        rejected_on(renamed, "name");
+        // 4 KiB blocks: another data offset too, but the block size is what is named.
+        let n2 = Raid10Layout {
+            near: 2,
+            far: 1,
+            offset: false,
+        };
+        let mut big = shaped(Level::Raid1, n2, 2, 0, 4096);
+        (big.this_slot, big.events, big.legs) = (1, 5, before.iter().map(|&(u, r)| leg(u, r)).collect());
+        big.geometry().unwrap();
+        rejected_on(big, "block_size");
+        // Legs never shrink; regions never halve.
+        let larger = grown(&raid1_legs(1, 5, &before), 6000, 5);
+        let smaller_newest = raid1_legs(0, 6, &before);
+        let o = in_every_order(&[smaller_newest, larger]);
+        assert_eq!(o.rejected.len(), 1);
+        assert!(o.rejected[0].1.ends_with("on leg_data_blocks"), "{:?}", o.rejected);
+        let mut coarse = raid1_legs(1, 5, &before);
+        coarse.bitmap_region_kb *= 2;
+        coarse.geometry().unwrap();
+        rejected_on(coarse, "bitmap_region_kb");
+        // Not older: two copies at the same events that differ are not a reshape.
+        let mut same = raid1_legs(1, 6, &before);
+        same.legs[1].uuid = [2; 16];
+        let found = [newest.clone(), same.clone()];
+        let o = in_every_order(&found);
+        assert_eq!(o.rejected.len(), 1);
+        assert!(o.rejected[0].1.ends_with("on layout"), "{:?}", o.rejected);
+    }
+
+    #[test]
+    fn raid10_reshapes_only_by_growing_legs_that_can_grow() {
+        let raid10 = |layout: &str, legs: usize, slot: u32, events: u64| {
+            let mut sb = shaped(Level::Raid10, Raid10Layout::parse(layout).unwrap(), legs, 64, 512);
+            (sb.this_slot, sb.events) = (slot, events);
+            sb.geometry().unwrap();
+            sb
+        };
+        // o2 and n2 grow in place: a leg that missed the write is fresh.
+        for layout in ["n2", "o2"] {
+            let old = raid10(layout, 4, 1, 5);
+            let new = grown(&raid10(layout, 4, 0, 5), 9000, 6);
+            let o = in_every_order(&[new, old]);
+            assert_eq!((o.fresh, o.reshaped), (0b0011, 0b0010), "{layout}");
+        }
+        // f2 cannot grow: a copy with another size is another mirror.
+        let old = raid10("f2", 4, 1, 5);
+        let mut new = raid10("f2", 4, 0, 6);
+        new.leg_data_blocks = 9000;
+        new.geometry().unwrap();
+        let o = in_every_order(&[new, old]);
+        assert_eq!((o.fresh, o.reshaped), (0b0001, 0));
+        assert!(o.rejected[0].1.ends_with("on leg_data_blocks"), "{:?}", o.rejected);
+        // A RAID10's leg count is its placement: never a reshape.
+        let o = in_every_order(&[raid10("n2", 4, 0, 6), raid10("n2", 3, 1, 5)]);
+        assert_eq!((o.fresh, o.reshaped), (0b0001, 0));
+        assert!(o.rejected[0].1.ends_with("on legs"), "{:?}", o.rejected);
+    }
+
+    #[test]
+    fn a_reshaped_copy_competes_for_its_slot_like_any_other() {
+        // After the shrink (events 8) leg 3 sits in slot 1. An agreeing copy that claims slot 1
+        // with uuid 3 at events 6 (say, a clone of that leg taken earlier) loses the slot to
+        // the reshaped copy's higher events, whatever the order.
+        let before = [(1, Active), (2, Removed), (3, Active)];
+        let after = [(1, Active), (3, Active)];
+        let moved = raid1_legs(2, 7, &before);
+        let ghost = raid1_legs(1, 6, &after);
+        let found = [raid1_legs(0, 8, &after), moved.clone(), ghost.clone()];
+        let o = in_every_order(&found);
+        assert_eq!(o.slots[1], Some(moved.clone()));
+        assert_eq!((o.fresh, o.reshaped), (0b11, 0b10));
+        assert_eq!(
+            o.rejected,
+            vec![(ghost.encode().unwrap(), format!("slot 1 to {moved:?}"))]
+        );
+        // Its uuid twice in the newest's table (damage): no slot, rejected.
+        let twice = [(1, Active), (3, Active), (3, Active), (4, Active)];
+        let found = [raid1_legs(0, 8, &twice), moved];
+        let o = in_every_order(&found);
+        assert_eq!((o.slots.iter().flatten().count(), o.rejected.len()), (1, 1));
     }
 
     fn tuned(generation: u64, policy: ReadPolicy) -> TunablesRecord {

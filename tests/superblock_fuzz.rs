@@ -4,7 +4,9 @@
 //! another mirror), their checksum recomputed, and decoded: nothing may panic, and whatever
 //! decodes must describe a mirror the create RPC could have made, with a placement that maps
 //! no two blocks to one place. Sets of such superblocks go to `choose_legs`: nothing may panic,
-//! and no assembly may have an invalid geometry or use a copy that disagrees with its newest.
+//! and no assembly may have an invalid geometry or use a copy that disagrees with its newest
+//! (other than an older copy of a leg that missed a reshape: then its data must sit where the
+//! newest's geometry puts it).
 //!
 //! Deterministic (fixed seeds); `SUPERBLOCK_FUZZ_ROUNDS` scales the work.
 
@@ -12,7 +14,8 @@ use std::collections::HashSet;
 
 use spdk_mirror::placement::{Geometry, GeometrySpec, Level, Raid10Layout};
 use spdk_mirror::superblock::{
-    choose_legs, crc32c, Assembly, LegEntry, LegRole, MetaLayout, Superblock, SuperblockError, SUPERBLOCK_BYTES,
+    choose_legs, crc32c, Assembly, LegEntry, LegRole, MetaLayout, Rejection, Superblock, SuperblockError,
+    SUPERBLOCK_BYTES,
 };
 
 const CRC_OFFSET: usize = SUPERBLOCK_BYTES - 4;
@@ -346,15 +349,77 @@ fn mutated_superblocks_decode_to_sound_geometries_or_not_at_all() {
     assert!(reasons.len() >= 8, "only {} kinds of refusal", reasons.len());
 }
 
-/// A set of copies of one mirror, as its legs could carry them after failures, removals and
-/// replacements, some mutated (through the disk, or in memory, where nothing checks them).
+/// `base` as it was before a reshape, one metadata write earlier: one leg fewer (a grow added
+/// the last slot), a RAID1 with one leg more (a shrink moved the last leg down into an empty
+/// slot), or smaller legs (a resize). Some of these pasts are not reshapes the module makes, and
+/// their copies must be rejected: a RAID10 with another leg count (its placement depends on
+/// it), a RAID10 far layout with smaller legs (it cannot grow). `None` when the shape has no
+/// such past.
+fn before_reshape(rng: &mut Rng, base: &Superblock) -> Option<Superblock> {
+    let mut pre = base.clone();
+    let raid1 = base.level == Level::Raid1;
+    match rng.below(3) {
+        0 if base.legs.len() > 2 => {
+            pre.legs.pop();
+        }
+        1 if raid1 && base.legs.len() < 32 => {
+            let k = rng.below(base.legs.len() as u64) as usize;
+            let moved = pre.legs[k];
+            pre.legs[k] = LegEntry {
+                uuid: [0x40 | k as u8; 16],
+                role: LegRole::Removed,
+                failed_at_events: 0,
+            };
+            pre.legs.push(moved);
+        }
+        _ => {
+            pre.leg_data_blocks = if rng.chance(50) {
+                base.leg_data_blocks / 2
+            } else {
+                base.leg_data_blocks - 1 - rng.below(64)
+            };
+            let geo = Geometry::new(&GeometrySpec {
+                level: base.level,
+                layout: (base.level == Level::Raid10).then_some(base.layout),
+                legs: base.legs.len() as u32,
+                chunk_bytes: Some(base.chunk_kb as u64 * 1024),
+                block_size: base.block_size,
+                leg_blocks: pre.leg_data_blocks,
+            })
+            .ok()?;
+            // The region the resize started from: the same, or half (it doubled).
+            let half = (base.bitmap_region_kb / 2).max(1);
+            let kb = if rng.chance(50) { half } else { base.bitmap_region_kb };
+            let meta = MetaLayout::new(base.block_size, geo.data_blocks(), kb).ok()?;
+            (pre.bitmap_region_kb, pre.bitmap_blocks) = (kb, meta.bitmap_blocks);
+        }
+    }
+    if raid1 {
+        pre.layout.near = pre.legs.len() as u32;
+    }
+    pre.events = base.events - 1;
+    pre.this_slot = 0;
+    pre.geometry().ok()?;
+    Some(pre)
+}
+
+/// A set of copies of one mirror, as its legs could carry them after failures, removals,
+/// replacements and reshapes some of them missed, some mutated (through the disk, or in memory,
+/// where nothing checks them).
 fn family(rng: &mut Rng, base: &Superblock, bases: &[Superblock]) -> Vec<Superblock> {
-    let legs = base.legs.len() as u32;
+    let pre = if rng.chance(40) {
+        before_reshape(rng, base)
+    } else {
+        None
+    };
     let mut out = Vec::new();
-    for _ in 0..1 + rng.below(legs as u64 + 3) {
-        let mut sb = base.clone();
-        sb.this_slot = rng.below(legs as u64) as u32;
-        sb.events = base.events - rng.below(4);
+    for _ in 0..1 + rng.below(base.legs.len() as u64 + 3) {
+        let (mut sb, events) = match &pre {
+            Some(p) if rng.chance(40) => (p.clone(), p.events - rng.below(2)),
+            _ => (base.clone(), base.events - rng.below(4)),
+        };
+        sb.this_slot = rng.below(sb.legs.len() as u64) as u32;
+        sb.events = events;
         for (i, l) in sb.legs.iter_mut().enumerate() {
             if rng.chance(15) {
                 l.role = rng.pick(&[LegRole::Failed, LegRole::Removed, LegRole::Rebuilding]);
@@ -390,6 +455,57 @@ fn family(rng: &mut Rng, base: &Superblock, bases: &[Superblock]) -> Vec<Superbl
     out
 }
 
+/// The slot a valid copy claims (see `choose_legs`), and whether it claims it across a
+/// reshape: its `this_slot` when it agrees with the newest; when it is older and differs only
+/// by reshapes, the one slot where the newest records its leg uuid; else none.
+fn claim(newest: &Superblock, sb: &Superblock) -> Option<(usize, bool)> {
+    if newest.disagreement(sb).is_none() {
+        return Some((sb.this_slot as usize, false));
+    }
+    if sb.events >= newest.events || newest.reshape_disagreement(sb).is_some() {
+        return None;
+    }
+    let own = sb.legs[sb.this_slot as usize].uuid;
+    let at: Vec<usize> = (0..newest.legs.len()).filter(|&s| newest.legs[s].uuid == own).collect();
+    (at.len() == 1).then(|| (at[0], true))
+}
+
+/// A copy kept across a reshape describes the same mirror with its data where the newest puts
+/// it: identity and offsets unchanged, legs only grown, and every block it holds mapped to the
+/// same leg blocks (RAID1 legs hold every block at its own offset whatever their number).
+fn assert_reshape_moves_no_data(newest: &Superblock, sb: &Superblock, rng: &mut Rng) {
+    assert!(sb.events < newest.events);
+    assert_eq!(
+        (&sb.mirror_uuid, &sb.name, sb.level, sb.chunk_kb, sb.block_size),
+        (
+            &newest.mirror_uuid,
+            &newest.name,
+            newest.level,
+            newest.chunk_kb,
+            newest.block_size
+        )
+    );
+    assert_eq!(
+        (sb.data_offset_blocks, sb.bitmap_offset_blocks),
+        (newest.data_offset_blocks, newest.bitmap_offset_blocks)
+    );
+    assert!(sb.leg_data_blocks <= newest.leg_data_blocks && sb.bitmap_region_kb <= newest.bitmap_region_kb);
+    if sb.level == Level::Raid10 {
+        assert_eq!((sb.layout, sb.legs.len()), (newest.layout, newest.legs.len()));
+    }
+    let (old, new) = (sb.geometry().unwrap().0, newest.geometry().unwrap().0);
+    let n = old.data_blocks();
+    let lbas = [0, n - 1].into_iter().chain((0..32).map(|_| rng.below(n)));
+    for lba in lbas {
+        let (o, w) = (old.map(lba).unwrap(), new.map(lba).expect("the newest holds it"));
+        if sb.legs.len() == newest.legs.len() {
+            assert_eq!(o.as_slice(), w.as_slice(), "lba {lba} moved: {sb:?} -> {newest:?}");
+        } else {
+            assert!(o.as_slice().iter().chain(w.as_slice()).all(|c| c.lba == lba));
+        }
+    }
+}
+
 /// What any assembly `choose_legs` returns must satisfy.
 fn assert_assembly_sound(found: &[Superblock], a: &Assembly, rng: &mut Rng) {
     let newest = &found[a.newest];
@@ -406,32 +522,52 @@ fn assert_assembly_sound(found: &[Superblock], a: &Assembly, rng: &mut Rng) {
     for &i in a.slots.iter().flatten() {
         seen[i] += 1;
     }
-    for (i, _) in &a.rejected {
+    let claims: Vec<Option<(usize, bool)>> = found
+        .iter()
+        .map(|sb| sb.geometry().ok().and(claim(newest, sb)))
+        .collect();
+    for (i, why) in &a.rejected {
         seen[*i] += 1;
+        match why {
+            Rejection::Invalid(_) => assert!(found[*i].geometry().is_err()),
+            Rejection::Disagrees { .. } => assert_eq!(claims[*i], None, "copy {i}: {why}"),
+            Rejection::SlotTaken { slot, winner } => {
+                assert_eq!(claims[*i].map(|c| c.0), Some(*slot as usize));
+                assert_eq!(a.slots[*slot as usize], Some(*winner));
+            }
+        }
     }
     assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
+    assert_eq!(a.bitmap_differs & !a.reshaped, 0, "only a reshape changes the bitmap");
     for (slot, kept) in a.slots.iter().enumerate() {
         let Some(i) = *kept else {
-            assert_eq!(a.fresh & 1 << slot, 0);
+            assert_eq!((a.fresh | a.reshaped | a.bitmap_differs) & 1 << slot, 0);
+            assert!(!a.same_bitmap(slot as u32));
             continue;
         };
         let sb = &found[i];
-        assert!(sb.geometry().is_ok());
-        assert_eq!(newest.disagreement(sb), None, "kept copy {i} disagrees with the newest");
-        assert_eq!(sb.this_slot as usize, slot);
-        // No agreeing claim on the slot is newer than the kept one.
-        for o in found
-            .iter()
-            .filter(|o| o.this_slot as usize == slot && o.geometry().is_ok())
-        {
-            if newest.disagreement(o).is_none() {
+        let (_, meta) = sb.geometry().expect("a kept copy is valid");
+        let (claimed, reshaped) = claims[i].expect("a kept copy claims its slot");
+        assert_eq!(claimed, slot);
+        assert_eq!(a.reshaped & 1 << slot != 0, reshaped);
+        if reshaped {
+            assert_reshape_moves_no_data(newest, sb, rng);
+        } else {
+            assert_eq!(newest.disagreement(sb), None, "kept copy {i} disagrees with the newest");
+            assert_eq!(sb.this_slot as usize, slot);
+        }
+        assert_eq!(a.same_bitmap(slot as u32), meta == a.layout);
+        assert_eq!(a.bitmap_differs & 1 << slot != 0, meta != a.layout);
+        // No claim on the slot is newer than the kept one.
+        for (o, c) in found.iter().zip(&claims) {
+            if c.is_some_and(|c| c.0 == slot) {
                 assert!(o.events <= sb.events);
             }
         }
         if a.fresh & 1 << slot != 0 {
             // At the newest events, or one write behind it (see `choose_legs`).
             assert!(sb.events.saturating_add(1) >= newest.events && sb.events <= newest.events);
-            assert_eq!(sb.legs[slot].uuid, newest.legs[slot].uuid);
+            assert_eq!(sb.legs[sb.this_slot as usize].uuid, newest.legs[slot].uuid);
             assert_eq!(newest.legs[slot].role, LegRole::Active);
         }
     }
@@ -450,6 +586,8 @@ fn assembly_from_mutated_sets_is_sound_and_ignores_arrival_order() {
     let mut rng = Rng(0x5EED_0002);
     let bases = bases(&mut rng);
     let (mut assembled, mut rejected) = (0u64, 0u64);
+    // Assemblies with a copy kept across a reshape; fresh ones; ones with another bitmap.
+    let (mut reshaped, mut reshaped_fresh, mut other_bitmap, mut other_legs) = (0u64, 0u64, 0u64, 0u64);
     for _ in 0..rounds() {
         for base in &bases {
             for _ in 0..12 {
@@ -460,11 +598,16 @@ fn assembly_from_mutated_sets_is_sound_and_ignores_arrival_order() {
                 };
                 assembled += 1;
                 rejected += a.rejected.len() as u64;
+                reshaped += u64::from(a.reshaped != 0);
+                reshaped_fresh += u64::from(a.reshaped & a.fresh != 0);
+                other_bitmap += u64::from(a.bitmap_differs != 0);
+                let legs = found[a.newest].legs.len();
+                other_legs += u64::from(a.slots.iter().flatten().any(|&i| found[i].legs.len() != legs));
                 assert_assembly_sound(&found, &a, &mut rng);
                 // The same copies in another order: the same copies chosen.
                 let chosen = |f: &[Superblock], a: &Assembly| {
                     let slots: Vec<Option<Superblock>> = a.slots.iter().map(|c| c.map(|i| f[i].clone())).collect();
-                    (f[a.newest].clone(), slots, a.fresh)
+                    (f[a.newest].clone(), slots, a.fresh, a.reshaped, a.bitmap_differs)
                 };
                 let before = chosen(&found, &a);
                 for i in (1..found.len()).rev() {
@@ -476,7 +619,15 @@ fn assembly_from_mutated_sets_is_sound_and_ignores_arrival_order() {
             }
         }
     }
-    eprintln!("{assembled} sets assembled, {rejected} copies rejected");
+    eprintln!(
+        "{assembled} sets assembled, {rejected} copies rejected; {reshaped} kept a copy across a reshape \
+         ({reshaped_fresh} fresh, {other_bitmap} with another bitmap, {other_legs} with another leg count)"
+    );
     assert!(assembled > 500, "only {assembled} sets assembled");
     assert!(rejected > 500, "only {rejected} copies rejected");
+    assert!(
+        reshaped > 100 && reshaped_fresh > 50 && other_bitmap > 20 && other_legs > 20,
+        "reshapes barely reached: {reshaped}, {reshaped_fresh} fresh, {other_bitmap} with another bitmap, \
+         {other_legs} with another leg count"
+    );
 }
