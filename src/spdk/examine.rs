@@ -474,12 +474,15 @@ fn assemble(found: Vec<Found>, a: Assembly) {
             continue;
         };
         if a.fresh & (1 << slot) != 0 {
-            // A fresh leg agrees with the newest superblock, so its bitmap has as many regions;
-            // reading it at that size pads or cuts, never overruns.
-            let theirs = Bits::from_bytes(&f.bitmap, regions);
-            for r in 0..regions {
-                if theirs.get(r) {
-                    bits.set(r, true);
+            // A fresh leg's bitmap has the newest's regions (reading it at that size pads or
+            // cuts, never overruns), unless it missed the write of a reshape that changed them:
+            // then its bits, from before that write, are all in the newest's bitmap anyway.
+            if a.same_bitmap(slot as u32) {
+                let theirs = Bits::from_bytes(&f.bitmap, regions);
+                for r in 0..regions {
+                    if theirs.get(r) {
+                        bits.set(r, true);
+                    }
                 }
             }
             base_bdevs[slot] = Some(f.bdev.clone());
@@ -611,23 +614,49 @@ fn disagreement(m: &Mirror, f: &Found) -> Option<&'static str> {
     m.persist.as_ref().and_then(|p| p.superblock().disagreement(&f.sb))
 }
 
-/// A leg of a live mirror appeared (stale at assembly, or back after it went away).
+/// A leg of a live mirror appeared (stale at assembly, or back after it went away). One
+/// that was away while the mirror was reshaped goes back to the slot its identity holds now,
+/// and is rebuilt in full.
 fn returning(m: &'static Mirror, f: Found) {
-    let slot = f.sb.this_slot;
-    if f.sb.legs.len() != m.legs().len() {
-        return warnlog!(
-            "mirror {}: bdev {} carries a superblock with {} legs, the mirror has {}; ignored",
-            m.name(),
-            f.bdev,
-            f.sb.legs.len(),
-            m.legs().len()
-        );
-    }
-    if let Some(field) = disagreement(m, &f) {
+    let reshaped = disagreement(m, &f).is_some();
+    if let Some(field) = m
+        .persist
+        .as_ref()
+        .and_then(|p| p.superblock().reshape_disagreement(&f.sb))
+    {
         return errlog!(
             "mirror {}: bdev {} not used: its superblock disagrees with the running mirror's on {field}",
             m.name(),
             f.bdev
+        );
+    }
+    let slot = if reshaped {
+        let own = f.sb.own_uuid();
+        let sb = m.persist.as_ref().map(|p| p.superblock().clone());
+        let mut at = sb
+            .iter()
+            .flat_map(|sb| sb.legs.iter().enumerate())
+            .filter(|(_, l)| Some(l.uuid) == own)
+            .map(|(i, _)| i as u32);
+        match (at.next(), at.next()) {
+            (Some(s), None) => s,
+            _ => {
+                return warnlog!(
+                    "mirror {}: bdev {} was a member before the mirror was reshaped and is none now; ignored",
+                    m.name(),
+                    f.bdev
+                )
+            }
+        }
+    } else {
+        f.sb.this_slot
+    };
+    if slot >= m.num_legs() {
+        return warnlog!(
+            "mirror {}: bdev {} carries slot {slot}, beyond the mirror's {} legs; ignored",
+            m.name(),
+            f.bdev,
+            m.num_legs()
         );
     }
     if m.slot(slot).present() {
