@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use super::mirror::{self, Fail, Mirror};
 use super::process::Kind;
 use super::reshape;
+use crate::engine::ReadPolicy;
 use crate::placement::{Geometry, GeometrySpec, Level, MAX_LEGS};
 use crate::superblock::{LegEntry, LegRole};
 
@@ -134,15 +135,28 @@ fn apply(m: &'static Mirror, num_legs: u32) -> Result<(), Fail> {
             mirror::clear_slot(m.slot(s));
         }
     } else {
-        // md's raid1_reshape: the legs that stay move into the slots that stay.
-        for from in num_legs..cur {
-            if !m.slot(from).present() {
-                continue;
-            }
-            let to = (0..num_legs)
-                .find(|&t| !m.slot(t).present())
-                .ok_or_else(|| Fail(-libc::EBUSY, "num_legs: no empty slot to move a leg into".into()))?;
+        // md's raid1_reshape: the legs that stay move into the slots that stay (checked
+        // before anything moves: there are enough empty ones).
+        let movers: Vec<u32> = (num_legs..cur).filter(|&s| m.slot(s).present()).collect();
+        let free: Vec<u32> = (0..num_legs).filter(|&s| !m.slot(s).present()).collect();
+        if movers.len() > free.len() {
+            return Err(Fail(-libc::EBUSY, "num_legs: no empty slot to move a leg into".into()));
+        }
+        let mut policy = m.read_policy();
+        for (&from, &to) in movers.iter().zip(&free) {
             mirror::move_leg(m, from, to);
+            if policy == ReadPolicy::Preferred(from) {
+                policy = ReadPolicy::Preferred(to);
+            }
+        }
+        // A preferred leg follows its bdev; one whose slot is gone is no preference any more.
+        if let ReadPolicy::Preferred(p) = policy {
+            if p >= num_legs {
+                policy = ReadPolicy::default();
+            }
+        }
+        if policy != m.read_policy() {
+            m.set_read_policy(policy);
         }
     }
     if let Some(p) = &m.persist {
