@@ -262,13 +262,26 @@ fn bdev_blocks(t: &Target, name: &str) -> u64 {
 )]
 fn the_mirror_grows_when_every_leg_has_grown_and_keeps_its_size_after_a_restart() {
     let _turn = serial();
+    grows_with_its_legs("reshape_resize1", json!({"level": "raid1"}), 2, 1);
+    // n2 over 4 legs holds two legs' worth: it gains twice what each leg gains.
+    grows_with_its_legs(
+        "reshape_resize10",
+        json!({"level": "raid10", "layout": "n2", "chunk_kb": 64}),
+        4,
+        2,
+    );
+}
+
+/// A mirror made with `shape` over `legs` aio legs grows by `gain` times what each leg gains.
+fn grows_with_its_legs(name: &str, shape: Value, legs: usize, gain: u64) {
     let env = support::require_spdk();
-    let dir = support::test_dir("reshape_resize");
+    let dir = support::test_dir(name);
     const MIB: u64 = 1024 * 1024;
-    let files = support::leg_files(&dir, 2, 32 * MIB);
+    let files = support::leg_files(&dir, legs, 32 * MIB);
+    let names: Vec<String> = (0..legs).map(|i| format!("a{i}")).collect();
     let mask = support::core_mask();
     let start = |name: &str| {
-        Target::start(
+        let t = Target::start(
             &env,
             TargetOpts {
                 name,
@@ -276,41 +289,42 @@ fn the_mirror_grows_when_every_leg_has_grown_and_keeps_its_size_after_a_restart(
                 ..Default::default()
             },
         )
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (n, f) in names.iter().zip(&files) {
+            support::create_aio(&t, n, f, 512);
+        }
+        t
     };
-    let t = start("reshape_resize");
-    for (i, f) in files.iter().enumerate() {
-        support::create_aio(&t, &format!("a{i}"), f, 512);
-    }
-    rpc_ok(
-        &t,
-        "bdev_mirror_create",
-        json!({"name": "mir", "level": "raid1", "base_bdevs": ["a0", "a1"], "bitmap_region_kb": 64}),
-    );
+    let t = start(name);
+    let mut create = shape.clone();
+    create["name"] = json!("mir");
+    create["base_bdevs"] = json!(names);
+    create["bitmap_region_kb"] = json!(64);
+    rpc_ok(&t, "bdev_mirror_create", create);
     let before = bdev_blocks(&t, "mir");
-    // One leg grows: the mirror cannot yet.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&files[0])
-        .and_then(|f| f.set_len(64 * MIB))
-        .unwrap();
-    rpc_ok(&t, "bdev_aio_rescan", json!({"name": "a0"}));
+    let grow = |i: usize| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&files[i])
+            .and_then(|f| f.set_len(64 * MIB))
+            .unwrap();
+        rpc_ok(&t, "bdev_aio_rescan", json!({"name": names[i]}));
+    };
+    // Until the last leg grows, the mirror cannot.
+    for i in 0..legs - 1 {
+        grow(i);
+    }
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(bdev_blocks(&t, "mir"), before, "one grown leg does not grow the mirror");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&files[1])
-        .and_then(|f| f.set_len(64 * MIB))
-        .unwrap();
-    rpc_ok(&t, "bdev_aio_rescan", json!({"name": "a1"}));
+    assert_eq!(bdev_blocks(&t, "mir"), before, "the mirror waits for every leg");
+    grow(legs - 1);
     support::wait_until(Duration::from_secs(30), "the mirror to grow and resync", || {
         let m = t.mirror_info("mir");
         bdev_blocks(&t, "mir") > before && m.get("process").is_none() && m["state"] == "online"
     })
     .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 40)));
     let after = bdev_blocks(&t, "mir");
-    // 32 MiB more per leg, less nothing: the reserved area stays where it was.
-    assert_eq!(after, before + 32 * MIB / 512, "grown by what the legs gained");
+    // The reserved area stays where it was: each leg's 32 MiB more is all data.
+    assert_eq!(after, before + gain * 32 * MIB / 512, "grown by what the legs gained");
     assert_eq!(t.mirror_info("mir")["data_blocks"], after);
     assert_eq!(
         t.mirror_info("mir")["last_process"]["type"],
@@ -321,10 +335,7 @@ fn the_mirror_grows_when_every_leg_has_grown_and_keeps_its_size_after_a_restart(
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
     drop(t);
     // The superblocks and bitmap record the new size: a new target assembles it so.
-    let t = start("reshape_resize_again");
-    for (i, f) in files.iter().enumerate() {
-        support::create_aio(&t, &format!("a{i}"), f, 512);
-    }
+    let t = start(&format!("{name}_again"));
     support::wait_until(Duration::from_secs(20), "assembly", || {
         support::registered_mirror(&t, "mir").is_some()
     })
