@@ -476,9 +476,9 @@ fn admission_is_bounded_and_first_come_first_served() {
     assert_eq!(order, vec![0, 1, 2, 3, 4]);
 }
 
-#[test]
-fn raid10_writes_split_at_chunk_boundaries_to_every_copy() {
-    let geo = Geometry::new(&GeometrySpec {
+/// RAID10 n2 over 3 legs of 80 blocks, 8-block (4 KiB) chunks.
+fn n2_on_3_legs() -> Geometry {
+    Geometry::new(&GeometrySpec {
         level: Level::Raid10,
         layout: Some(Raid10Layout::parse("n2").unwrap()),
         legs: 3,
@@ -486,7 +486,12 @@ fn raid10_writes_split_at_chunk_boundaries_to_every_copy() {
         block_size: 512,
         leg_blocks: 80,
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn raid10_writes_split_at_chunk_boundaries_to_every_copy() {
+    let geo = n2_on_3_legs();
     let (mut e, log) = engine(geo, 8, 4);
     e.submit(1, write(6, 4)); // chunk 0 blocks 6..8 and chunk 1 blocks 8..10
     let got: Vec<Ev> = log
@@ -649,15 +654,7 @@ fn a_replacement_gets_every_write_to_its_leg_at_the_same_leg_lba_and_no_read() {
 fn raid10_replacement_children_follow_the_replaced_legs_copies() {
     // n2 on 3 legs, chunk 8: blocks 6..8 are on legs 0 and 1 at 6, blocks 8..10 on leg 2 at 0
     // and leg 0 at 8.
-    let geo = Geometry::new(&GeometrySpec {
-        level: Level::Raid10,
-        layout: Some(Raid10Layout::parse("n2").unwrap()),
-        legs: 3,
-        chunk_bytes: Some(4096),
-        block_size: 512,
-        leg_blocks: 80,
-    })
-    .unwrap();
+    let geo = n2_on_3_legs();
     for (slot, want) in [
         // Leg 1 holds no copy of the second segment: no replacement child for it.
         (1, vec![(1, 0, 6), (1, 1, 6), (1, 3, 6), (1, 2, 0), (1, 0, 8)]),

@@ -249,6 +249,24 @@ fn raid1_grows_and_shrinks_its_number_of_legs_under_verify() {
     copies_agree(&t);
 }
 
+/// An spdk_tgt on the first CPU we may use, with aio bdevs `a0`.. over `files`.
+fn aio_target(env: &support::SpdkEnv, name: &str, files: &[std::path::PathBuf]) -> Target {
+    let mask = support::core_mask();
+    let t = Target::start(
+        env,
+        TargetOpts {
+            name,
+            cores_mask: &mask,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    for (i, f) in files.iter().enumerate() {
+        support::create_aio(&t, &format!("a{i}"), f, 512);
+    }
+    t
+}
+
 fn bdev_blocks(t: &Target, name: &str) -> u64 {
     rpc_ok(t, "bdev_get_bdevs", json!({"name": name}))[0]["num_blocks"]
         .as_u64()
@@ -279,22 +297,7 @@ fn grows_with_its_legs(name: &str, shape: Value, legs: usize, gain: u64) {
     const MIB: u64 = 1024 * 1024;
     let files = support::leg_files(&dir, legs, 32 * MIB);
     let names: Vec<String> = (0..legs).map(|i| format!("a{i}")).collect();
-    let mask = support::core_mask();
-    let start = |name: &str| {
-        let t = Target::start(
-            &env,
-            TargetOpts {
-                name,
-                cores_mask: &mask,
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-        for (n, f) in names.iter().zip(&files) {
-            support::create_aio(&t, n, f, 512);
-        }
-        t
-    };
+    let start = |name: &str| aio_target(&env, name, &files);
     let t = start(name);
     let mut create = shape.clone();
     create["name"] = json!("mir");
@@ -355,22 +358,7 @@ fn grown_replaced_and_shrunk_mirrors_assemble_as_they_were_left() {
     let env = support::require_spdk();
     let dir = support::test_dir("reshape_persist");
     let files = support::leg_files(&dir, 4, 16 * 1024 * 1024);
-    let mask = support::core_mask();
-    let start = |name: &str| {
-        let t = Target::start(
-            &env,
-            TargetOpts {
-                name,
-                cores_mask: &mask,
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-        for (i, f) in files.iter().enumerate() {
-            support::create_aio(&t, &format!("a{i}"), f, 512);
-        }
-        t
-    };
+    let start = |name: &str| aio_target(&env, name, &files);
     let settled = |t: &Target, what: &str, f: &dyn Fn(&Value) -> bool| {
         support::wait_until(Duration::from_secs(30), what, || {
             support::registered_mirror(t, "mir").is_some_and(|m| m.get("process").is_none() && f(&m))
