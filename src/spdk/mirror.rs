@@ -113,6 +113,11 @@ impl Leg {
         Some(desc)
     }
 
+    /// Being taken out (`remove_leg`), until every core has let go of it.
+    pub fn removing(&self) -> bool {
+        self.removing.load(Ordering::Acquire)
+    }
+
     /// No I/O of the mirror's thread is outstanding on this leg.
     pub fn app_io_idle(&self) -> bool {
         self.app_io.load(Ordering::Acquire) == 0

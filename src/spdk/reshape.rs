@@ -34,7 +34,12 @@ struct Reshape {
     result: Result<(), Fail>,
     blocks_before: u64,
     poller: *mut sys::spdk_poller,
+    /// When the wait for the metadata writer began: I/O is held meanwhile, so not forever.
+    waiting_since: std::time::Instant,
 }
+
+/// How long a reshape waits, with I/O held, for metadata I/O to finish before it gives up.
+const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reshapes `m` with `apply` (see the module comment); `what` names the change in logs.
 pub fn reshape(m: &'static Mirror, what: &'static str, apply: Apply, done: Done) {
@@ -59,6 +64,7 @@ pub fn reshape(m: &'static Mirror, what: &'static str, apply: Apply, done: Done)
         result: Ok(()),
         blocks_before: m.geo().data_blocks(),
         poller: ptr::null_mut(),
+        waiting_since: std::time::Instant::now(),
     }));
     // The whole bdev as it is now, by range: a resize changes its size before the unquiesce,
     // which must name the same range.
@@ -92,17 +98,30 @@ extern "C" fn quiesced(arg: *mut c_void, status: c_int) {
                 let r = arg as *mut Reshape;
                 // SAFETY: ours until `finish`.
                 let rs = unsafe { &mut *r };
-                if !idle(rs.mirror.mirror()) {
+                let idle = idle(rs.mirror.mirror());
+                if !idle && rs.waiting_since.elapsed() < IDLE_WAIT {
                     return sys::SPDK_POLLER_IDLE as c_int;
                 }
                 // SAFETY: our poller, on its thread.
                 unsafe { sys::spdk_poller_unregister(&mut rs.poller) };
-                apply(r);
+                if !idle {
+                    fail(
+                        r,
+                        Fail(
+                            -libc::EBUSY,
+                            "metadata I/O to the legs did not finish; try again".into(),
+                        ),
+                    );
+                    unquiesce(r);
+                } else {
+                    apply(r);
+                }
                 sys::SPDK_POLLER_BUSY as c_int
             })
         }
         // SAFETY: ours until `finish`.
         let rs = unsafe { &mut *r };
+        rs.waiting_since = std::time::Instant::now();
         if idle(rs.mirror.mirror()) {
             return apply(r);
         }
@@ -121,6 +140,15 @@ fn apply(r: *mut Reshape) {
     let rs = unsafe { &mut *r };
     let m = rs.mirror.mirror();
     let f = rs.apply.take().expect("applied once");
+    // A leg being taken out is released by slot once every core let go of it: no leg may move
+    // or go meanwhile.
+    if (0..=m.num_legs()).any(|i| m.slot(i).removing()) {
+        fail(
+            r,
+            Fail(-libc::EBUSY, "base_bdev: a leg is being removed; try again".into()),
+        );
+        return unquiesce(r);
+    }
     if let Err(e) = f(m) {
         fail(r, e);
         return unquiesce(r);
