@@ -175,8 +175,9 @@ impl Persist {
         let mut unsynced = Bits::new(layout.regions as usize);
         for r in 0..layout.regions as usize {
             let (from, to) = (r as u64 * rb, (r as u64 + 1) * rb);
-            let old = (from / old_rb) as usize..(to.div_ceil(old_rb) as usize).min(was_unsynced.len());
-            if to > old_blocks || was_unsynced[old].iter().any(|&u| u) {
+            let lo = ((from / old_rb) as usize).min(was_unsynced.len());
+            let hi = (to.div_ceil(old_rb) as usize).clamp(lo, was_unsynced.len());
+            if to > old_blocks || was_unsynced[lo..hi].iter().any(|&u| u) {
                 unsynced.set(r, true);
                 fresh.unsynced[r / 64].fetch_or(1 << (r % 64), Ordering::AcqRel);
             }

@@ -72,6 +72,12 @@ pub fn replace(m: &'static Mirror, leg: u32, new_name: String, done: Done) {
 
 /// Opens the new bdev into the replacement slot (mirror quiesced).
 fn attach(m: &'static Mirror, leg: u32, name: &str) -> Result<(), Fail> {
+    if !m.slot(leg).in_sync() {
+        return Err(Fail(
+            -libc::EINVAL,
+            "base_bdev: the leg left the mirror meanwhile".into(),
+        ));
+    }
     let r = m.replacement_slot();
     m.ensure_pool(r)?;
     let slot = m.slot(r);
