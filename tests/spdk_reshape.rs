@@ -469,3 +469,51 @@ fn a_failing_replacement_is_dropped_and_the_mirror_keeps_its_legs() {
     );
     copies_agree(&t);
 }
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn a_replacement_hot_removed_during_its_copy_is_dropped() {
+    let _turn = serial();
+    let t = verify_server(
+        "reshape_replace_gone",
+        &["m0", "m1", "m3"],
+        json!({"name": "mir", "level": "raid1", "base_bdevs": ["m0", "m1"], "rebuild_max_mb_per_s": 4}),
+    );
+    std::thread::scope(|s| {
+        let run = s.spawn(|| t.perform_tests(Value::Null, Duration::from_secs(120)));
+        std::thread::sleep(Duration::from_millis(300));
+        rpc_ok(
+            &t,
+            "bdev_mirror_replace_base_bdev",
+            json!({"base_bdev": "m1", "new_base_bdev": "m3"}),
+        );
+        // Capped: the copy of 32 MiB takes seconds; the replacement goes away in the middle.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(t.mirror_info("mir")["process"]["type"], "replace");
+        rpc_ok(&t, "bdev_malloc_delete", json!({"name": "m3"}));
+        support::wait_until(Duration::from_secs(30), "the replacement to be dropped", || {
+            let m = t.mirror_info("mir");
+            assert_eq!(m["state"], "online", "{m}");
+            let gone = rpc_ok(&t, "bdev_get_bdevs", json!({}))
+                .as_array()
+                .is_some_and(|a| !a.iter().any(|b| b["name"] == "m3"));
+            m.get("process").is_none() && gone
+        })
+        .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 40)));
+        assert_eq!(legs(&t.mirror_info("mir")), vec!["m0", "m1"]);
+        let r = run.join().unwrap().expect("perform_tests answers");
+        assert_eq!(r["results"][0]["io_failed"], 0, "{r}");
+    });
+    copies_agree(&t);
+    // The mirror can be reshaped again afterwards.
+    rpc_ok(
+        &t,
+        "bdev_mirror_set_options",
+        json!({"name": "mir", "rebuild_max_mb_per_s": 0}),
+    );
+    rpc_ok(&t, "bdev_mirror_set_num_legs", json!({"name": "mir", "num_legs": 3}));
+    assert_eq!(t.mirror_info("mir")["state"], "degraded");
+}

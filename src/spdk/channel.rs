@@ -53,6 +53,8 @@ pub struct Channel {
     /// still in flight is back (their buffers are in use until then); meanwhile new host I/O
     /// fails at once and completions only give their contexts back. See `recover`.
     orphans: RefCell<Option<Vec<NonNull<sys::spdk_bdev_io>>>>,
+    /// `orphans` is `Some`: read on every I/O, so a plain flag rather than a borrow.
+    poisoned: Cell<bool>,
     /// Fault injection for tests (`SPDK_MIRROR_FAULT_PANIC_EVERY`): the engine panics on every
     /// Nth host I/O of this channel; 0: never.
     panic_every: u64,
@@ -78,6 +80,7 @@ impl Channel {
             releases: RefCell::new(Vec::new()),
             held: RefCell::new(VecDeque::with_capacity(mirror.opts.max_parents as usize)),
             orphans: RefCell::new(None),
+            poisoned: Cell::new(false),
             panic_every: std::env::var("SPDK_MIRROR_FAULT_PANIC_EVERY")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -254,7 +257,7 @@ impl Channel {
     }
 
     fn poisoned(&self) -> bool {
-        self.orphans.borrow().is_some()
+        self.poisoned.get()
     }
 
     pub fn child_done(&self, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {
@@ -299,6 +302,7 @@ impl Channel {
         let Some(orphans) = self.orphans.borrow_mut().take() else {
             return;
         };
+        self.poisoned.set(false);
         warnlog!(
             "mirror {}: {} host I/Os abandoned after an internal error failed; this core serves I/O again",
             self.mirror().name(),
@@ -320,6 +324,7 @@ impl Channel {
         let finished: Vec<_> = e.backend_mut().completions.drain(..).collect();
         let orphans = e.abandon();
         *self.orphans.borrow_mut() = Some(orphans);
+        self.poisoned.set(true);
         self.deferred.set(false);
         self.io_signal.set(false);
         let queued: Vec<_> = self.deferred_parents.borrow_mut().drain(..).collect();
