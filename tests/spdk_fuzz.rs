@@ -13,7 +13,7 @@ use support::{RpcError, Target, TargetOpts};
 
 const SKIP: &str = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped";
 
-const METHODS: [&str; 7] = [
+const METHODS: [&str; 9] = [
     "bdev_mirror_create",
     "bdev_mirror_set_options",
     "bdev_mirror_check",
@@ -21,8 +21,10 @@ const METHODS: [&str; 7] = [
     "bdev_mirror_get_bdevs",
     "bdev_mirror_add_base_bdev",
     "bdev_mirror_remove_base_bdev",
+    "bdev_mirror_replace_base_bdev",
+    "bdev_mirror_set_num_legs",
 ];
-const KEYS: [&str; 15] = [
+const KEYS: [&str; 17] = [
     "bitmap_region_kb",
     "rebuild_max_mb_per_s",
     "repair",
@@ -37,6 +39,8 @@ const KEYS: [&str; 15] = [
     "base_bdev",
     "read_policy",
     "superblock",
+    "new_base_bdev",
+    "num_legs",
     "bogus",
 ];
 const BASES: [&str; 7] = ["b0", "b1", "b2", "b3", "b4", "b5", "big4k"];
@@ -133,6 +137,22 @@ fn random_params(rng: &mut Rng, method: &str) -> Value {
             let base = if rng.percent(15) { name } else { base_or_mirror(rng) };
             m.insert("base_bdev".into(), json!(base));
         }
+        "bdev_mirror_replace_base_bdev" => {
+            m.insert("base_bdev".into(), json!(pick(rng, &BASES)));
+            m.insert("new_base_bdev".into(), json!(base_or_mirror(rng)));
+            if rng.percent(30) {
+                m.insert("name".into(), json!(pick(rng, &NAMES)));
+            }
+        }
+        "bdev_mirror_set_num_legs" => {
+            m.insert("name".into(), json!(pick(rng, &NAMES)));
+            m.insert("num_legs".into(), json!(1 + rng.below(5)));
+            if rng.percent(50) {
+                let n = rng.below(3) as usize;
+                let bases: Vec<&str> = (0..n).map(|_| base_or_mirror(rng)).collect();
+                m.insert("base_bdevs".into(), json!(bases));
+            }
+        }
         _ => {
             m.insert("base_bdev".into(), json!(pick(rng, &BASES)));
         }
@@ -204,6 +224,8 @@ fn mirrors(t: &Target) -> Vec<(String, Vec<String>)> {
                 .iter()
                 .filter(|l| l["state"] != "removed")
                 .map(|l| l["bdev"].as_str().unwrap().to_string())
+                // A replacement being copied is held (claimed) by the mirror too.
+                .chain(m["replacement"]["bdev"].as_str().map(str::to_string))
                 .collect();
             (m["name"].as_str().unwrap().to_string(), legs)
         })
@@ -287,8 +309,22 @@ fn thousands_of_random_rpcs_never_crash_and_keep_state_consistent() {
             // The server answers with an error or drops the connection; it must not die.
             let _ = t.rpc_raw(&bytes);
         } else {
-            let method = pick(&mut rng, &METHODS);
-            let params = random_params(&mut rng, method);
+            // Creates are weighted up so that the other methods mostly meet mirrors that exist.
+            // Creates are weighted up and deletes down, so that the other methods mostly meet
+            // mirrors that exist.
+            let mut method = pick(&mut rng, &METHODS);
+            if rng.percent(12) || (method == "bdev_mirror_delete" && rng.percent(60)) {
+                method = "bdev_mirror_create";
+            }
+            let mut params = random_params(&mut rng, method);
+            if method == "bdev_mirror_replace_base_bdev" && params.is_object() && rng.percent(70) {
+                // Mostly a leg that exists, so the replacement itself runs.
+                let legs: Vec<String> = mirrors(&t).into_iter().flat_map(|(_, l)| l).collect();
+                if !legs.is_empty() {
+                    let leg = legs[rng.below(legs.len() as u64) as usize].clone();
+                    params["base_bdev"] = json!(leg);
+                }
+            }
             let r = t.rpc(method, params.clone());
             well_formed(method, &params, &r);
             successes += u32::from(r.is_ok());

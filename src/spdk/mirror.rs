@@ -569,6 +569,10 @@ impl Mirror {
         if let Some(r) = self.process.lock().ok().and_then(|r| r.as_ref().map(|r| r.json())) {
             v["process"] = r;
         }
+        if let Some(k) = self.replacing() {
+            let r = self.slot(self.replacement_slot());
+            v["replacement"] = json!({"replaces_slot": k, "bdev": r.name(), "state": r.state()});
+        }
         if let Some(r) = self.last_process.lock().ok().and_then(|r| r.clone()) {
             v["last_process"] = r;
         }
