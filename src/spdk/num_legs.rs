@@ -58,6 +58,18 @@ pub fn set_num_legs(m: &'static Mirror, num_legs: u32, base_bdevs: Vec<String>, 
                 ),
             ));
         }
+        if num_legs > cur && m.persist.is_none() && (base_bdevs.len() as u32) < num_legs - cur {
+            // Such a mirror lives on in save_config's create call, which names every leg.
+            return Err(Fail(
+                -libc::EINVAL,
+                format!(
+                    "base_bdevs: mirror '{}' has no superblock, so every new slot needs a bdev ({} given for {})",
+                    m.name(),
+                    base_bdevs.len(),
+                    num_legs - cur
+                ),
+            ));
+        }
         for (i, b) in base_bdevs.iter().enumerate() {
             if base_bdevs[..i].contains(b) {
                 return Err(Fail(-libc::EINVAL, format!("base_bdevs: '{b}' is named twice")));
