@@ -11,7 +11,7 @@
 
 use std::os::raw::{c_int, c_void};
 use std::ptr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use spdk_sys as sys;
 
@@ -36,6 +36,8 @@ struct Reshape {
     poller: *mut sys::spdk_poller,
     /// When the wait for the metadata writer began: I/O is held meanwhile, so not forever.
     waiting_since: std::time::Instant,
+    /// Cores whose channel could not be rebuilt (counted from their threads).
+    failed_cores: AtomicU32,
 }
 
 /// How long a reshape waits, with I/O held, for metadata I/O to finish before it gives up.
@@ -65,6 +67,7 @@ pub fn reshape(m: &'static Mirror, what: &'static str, apply: Apply, done: Done)
         blocks_before: m.geo().data_blocks(),
         poller: ptr::null_mut(),
         waiting_since: std::time::Instant::now(),
+        failed_cores: AtomicU32::new(0),
     }));
     // The whole bdev as it is now, by range: a resize changes its size before the unquiesce,
     // which must name the same range.
@@ -170,8 +173,14 @@ extern "C" fn on_channel(i: *mut sys::spdk_io_channel_iter) {
         // SAFETY: our iteration and channel.
         unsafe { channel_of(sys::spdk_io_channel_iter_get_channel(i)).reshape() }
     });
+    if rc != 0 {
+        // SAFETY: the iteration's context is the live Reshape; only this counter is shared.
+        let r = unsafe { &*(sys::spdk_io_channel_iter_get_ctx(i) as *const Reshape) };
+        r.failed_cores.fetch_add(1, Ordering::AcqRel);
+    }
+    // Every other core still takes the new shape: an error would stop the iteration here.
     // SAFETY: live iteration.
-    unsafe { sys::spdk_for_each_channel_continue(i, rc) };
+    unsafe { sys::spdk_for_each_channel_continue(i, 0) };
 }
 
 extern "C" fn channels_done(i: *mut sys::spdk_io_channel_iter, status: c_int) {
@@ -181,11 +190,12 @@ extern "C" fn channels_done(i: *mut sys::spdk_io_channel_iter, status: c_int) {
         // SAFETY: ours until `finish`.
         let rs = unsafe { &mut *r };
         let m = rs.mirror.mirror();
-        if status != 0 {
-            // A channel kept its old engine: it must not serve with the old shape. This is a
-            // bug (a channel reshapes only when idle, which the quiesce guarantees).
-            errlog!("mirror {}: a core could not take the new shape ({status})", m.name());
-            fail(r, Fail(status, "a core could not take the new shape".into()));
+        let failed = rs.failed_cores.load(Ordering::Acquire);
+        if status != 0 || failed != 0 {
+            // A core kept its old engine. This is a bug: a channel reshapes only when idle,
+            // which the quiesce guarantees.
+            errlog!("mirror {}: {failed} core(s) could not take the new shape", m.name());
+            fail(r, Fail(-libc::EIO, "a core could not take the new shape".into()));
         }
         let blocks = m.geo().data_blocks();
         if blocks != rs.blocks_before {
