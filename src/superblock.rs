@@ -659,7 +659,7 @@ pub fn choose_legs<S: Borrow<Superblock>>(found: &[S]) -> Option<Assembly> {
 
 /// The one slot where `newest` records the leg uuid `older` carries (`None` when it records it
 /// nowhere, or, in a damaged table, more than once).
-fn slot_by_uuid(newest: &Superblock, older: &Superblock) -> Option<usize> {
+pub fn slot_by_uuid(newest: &Superblock, older: &Superblock) -> Option<usize> {
     let own = older.own_uuid()?;
     let mut at = newest
         .legs

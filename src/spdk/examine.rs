@@ -23,8 +23,8 @@ use super::process::{self, Kind};
 use crate::bitmap::{resync_plan, Bits};
 use crate::engine::ReadPolicy;
 use crate::superblock::{
-    choose_legs, restore_tunables, Assembly, LegRole, Rejection, Restored, Superblock, SuperblockError, Tunables,
-    TunablesRead, TunablesRecord, SUPERBLOCK_BYTES,
+    choose_legs, restore_tunables, slot_by_uuid, Assembly, LegRole, Rejection, Restored, Superblock, SuperblockError,
+    Tunables, TunablesRead, TunablesRecord, SUPERBLOCK_BYTES,
 };
 
 /// A bdev that carries a mirror superblock.
@@ -609,47 +609,36 @@ pub fn rejoin_kind(m: &Mirror, f: &Found) -> Kind {
     }
 }
 
-/// The field on which a found leg's superblock describes another mirror than the running one.
-fn disagreement(m: &Mirror, f: &Found) -> Option<&'static str> {
-    m.persist.as_ref().and_then(|p| p.superblock().disagreement(&f.sb))
-}
-
 /// A leg of a live mirror appeared (stale at assembly, or back after it went away). One
 /// that was away while the mirror was reshaped goes back to the slot its identity holds now,
 /// and is rebuilt in full.
 fn returning(m: &'static Mirror, f: Found) {
-    let reshaped = disagreement(m, &f).is_some();
-    if let Some(field) = m
-        .persist
-        .as_ref()
-        .and_then(|p| p.superblock().reshape_disagreement(&f.sb))
-    {
-        return errlog!(
-            "mirror {}: bdev {} not used: its superblock disagrees with the running mirror's on {field}",
-            m.name(),
-            f.bdev
-        );
-    }
-    let slot = if reshaped {
-        let own = f.sb.own_uuid();
-        let sb = m.persist.as_ref().map(|p| p.superblock().clone());
-        let mut at = sb
-            .iter()
-            .flat_map(|sb| sb.legs.iter().enumerate())
-            .filter(|(_, l)| Some(l.uuid) == own)
-            .map(|(i, _)| i as u32);
-        match (at.next(), at.next()) {
-            (Some(s), None) => s,
-            _ => {
-                return warnlog!(
-                    "mirror {}: bdev {} was a member before the mirror was reshaped and is none now; ignored",
+    let slot = match m.persist.as_ref().map(|p| p.superblock().clone()) {
+        None => f.sb.this_slot,
+        Some(sb) => {
+            if let Some(field) = sb.reshape_disagreement(&f.sb) {
+                return errlog!(
+                    "mirror {}: bdev {} not used: its superblock disagrees with the running mirror's on {field}",
                     m.name(),
                     f.bdev
-                )
+                );
+            }
+            if sb.disagreement(&f.sb).is_none() {
+                f.sb.this_slot
+            } else {
+                // Away while the mirror was reshaped: its identity says where it belongs now.
+                match slot_by_uuid(&sb, &f.sb) {
+                    Some(s) => s as u32,
+                    None => {
+                        return warnlog!(
+                            "mirror {}: bdev {} was a member before the mirror was reshaped and is none now; ignored",
+                            m.name(),
+                            f.bdev
+                        )
+                    }
+                }
             }
         }
-    } else {
-        f.sb.this_slot
     };
     if slot >= m.num_legs() {
         return warnlog!(
