@@ -890,21 +890,7 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
                     format!("name: mirror '{name}' has no in-sync leg to rebuild from"),
                 ));
             }
-            if !bdev_exists(&base) {
-                return Err(Fail(-libc::ENODEV, format!("base_bdev: no bdev named '{base}'")));
-            }
-            if mirror::reaches(&base, &name) {
-                return Err(Fail(
-                    -libc::EINVAL,
-                    format!("base_bdev: '{base}' is the mirror '{name}' itself or is built on it"),
-                ));
-            }
-            if mirror::find_leg(&base).is_some() {
-                return Err(Fail(
-                    -libc::EBUSY,
-                    format!("base_bdev: '{base}' is already a leg of a mirror"),
-                ));
-            }
+            mirror::check_new_leg(m, &base, "base_bdev")?;
             Ok((m, base))
         })();
         let (m, base) = match checked {
@@ -978,12 +964,7 @@ unsafe extern "C" fn rpc_replace_base_bdev(request: *mut sys::spdk_jsonrpc_reque
                     ),
                 ));
             }
-            if m.process_active.load(std::sync::atomic::Ordering::Acquire) {
-                return Err(Fail(
-                    -libc::EBUSY,
-                    format!("name: mirror '{}' is already running a background process", m.name()),
-                ));
-            }
+            // A running process is refused by the reshape that starts the replacement.
             Ok((m, leg, new))
         })();
         let (m, leg, new) = match checked {
