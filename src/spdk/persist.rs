@@ -159,13 +159,13 @@ impl Persist {
 
     /// The bitmap for a mirror grown to `data_blocks` (from `old_blocks`), in `layout`:
     /// dirty, missed and held bits carried over (merged when regions grow), the new space dirty
-    /// and awaiting resync. Returns the mirror ranges awaiting resync now.
+    /// and awaiting resync (`unsynced_ranges`).
     ///
     /// # Safety
     /// Only on the mirror's thread, with the mirror quiesced, no process running and no
     /// metadata write in flight; every channel must rejoin (`ChannelIntent::new`) before I/O
     /// resumes. Then nothing reads the region state while it is replaced.
-    pub unsafe fn resize(&self, layout: MetaLayout, data_blocks: u64, old_blocks: u64) -> Vec<(u64, u64)> {
+    pub unsafe fn resize(&self, layout: MetaLayout, data_blocks: u64, old_blocks: u64) {
         let mut bm = self.bitmap();
         let old_rb = bm.region_blocks();
         let was_unsynced: Vec<bool> = (0..bm.regions()).map(|r| self.is_unsynced(r)).collect();
@@ -187,7 +187,16 @@ impl Persist {
         self.unsynced_count.store(unsynced.count() as u64, Ordering::Release);
         *lock(&self.last_write) = vec![self.now_ms(); layout.regions as usize];
         self.refresh_fast(&bm);
-        crate::bitmap::resync_plan(&unsynced, layout.regions as usize, rb, data_blocks)
+    }
+
+    /// The mirror ranges of the regions awaiting resync, for a mirror of `data_blocks`.
+    pub fn unsynced_ranges(&self, data_blocks: u64) -> Vec<(u64, u64)> {
+        let layout = self.layout();
+        let mut todo = Bits::new(layout.regions as usize);
+        for r in (0..layout.regions as usize).filter(|&r| self.is_unsynced(r)) {
+            todo.set(r, true);
+        }
+        crate::bitmap::resync_plan(&todo, layout.regions as usize, layout.region_blocks, data_blocks)
     }
 
     fn is_unsynced(&self, r: usize) -> bool {

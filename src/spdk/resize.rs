@@ -51,15 +51,10 @@ pub fn leg_resized(m: &'static Mirror) {
         return;
     }
     let old_blocks = geo.data_blocks();
-    let resync = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-    let ranges = resync.clone();
     reshape::reshape(
         m,
         "resize",
-        Box::new(move |m| {
-            *ranges.borrow_mut() = apply(m, grown)?;
-            Ok(())
-        }),
+        Box::new(move |m| apply(m, grown)),
         Box::new(move |r| {
             if let Err(Fail(_, why)) = r {
                 errlog!("mirror {}: cannot grow: {why}", m.name());
@@ -70,7 +65,12 @@ pub fn leg_resized(m: &'static Mirror) {
                 m.name(),
                 m.geo().data_blocks()
             );
-            let ranges = std::mem::take(&mut *resync.borrow_mut());
+            let blocks = m.geo().data_blocks();
+            let ranges = match &m.persist {
+                Some(p) => p.unsynced_ranges(blocks),
+                // No bitmap: the new space is resynced, but a crash before that is not remembered.
+                None => vec![(old_blocks, blocks - old_blocks)],
+            };
             if ranges.is_empty() {
                 return;
             }
@@ -83,27 +83,22 @@ pub fn leg_resized(m: &'static Mirror) {
     );
 }
 
-/// The change, with the mirror quiesced. Returns the ranges to resync.
-fn apply(m: &'static Mirror, grown: Geometry) -> Result<Vec<(u64, u64)>, Fail> {
+/// The change, with the mirror quiesced.
+fn apply(m: &'static Mirror, grown: Geometry) -> Result<(), Fail> {
     let old = m.geo();
-    let ranges = match &m.persist {
-        Some(p) => {
-            let region_kb = p.superblock().bitmap_region_kb;
-            let (layout, region_kb) = MetaLayout::resized(grown.block_size(), grown.data_blocks(), region_kb)
-                .map_err(|e| Fail(-libc::ENOSPC, e.to_string()))?;
-            // SAFETY: a reshape: quiesced, no process, no metadata write in flight, on the
-            // mirror's thread; every channel rejoins before I/O resumes.
-            let ranges = unsafe { p.resize(layout, grown.data_blocks(), old.data_blocks()) };
-            let mut sb = p.superblock();
-            sb.leg_data_blocks = grown.leg_blocks();
-            sb.bitmap_region_kb = region_kb;
-            sb.bitmap_blocks = layout.bitmap_blocks;
-            sb.events += 1;
-            ranges
-        }
-        // No bitmap: the new space is resynced, but a crash before that is not remembered.
-        None => vec![(old.data_blocks(), grown.data_blocks() - old.data_blocks())],
-    };
+    if let Some(p) = &m.persist {
+        let region_kb = p.superblock().bitmap_region_kb;
+        let (layout, region_kb) = MetaLayout::resized(grown.block_size(), grown.data_blocks(), region_kb)
+            .map_err(|e| Fail(-libc::ENOSPC, e.to_string()))?;
+        // SAFETY: a reshape: quiesced, no process, no metadata write in flight, on the
+        // mirror's thread; every channel rejoins before I/O resumes.
+        unsafe { p.resize(layout, grown.data_blocks(), old.data_blocks()) };
+        let mut sb = p.superblock();
+        sb.leg_data_blocks = grown.leg_blocks();
+        sb.bitmap_region_kb = region_kb;
+        sb.bitmap_blocks = layout.bitmap_blocks;
+        sb.events += 1;
+    }
     m.set_geo(grown);
-    Ok(ranges)
+    Ok(())
 }
