@@ -201,8 +201,6 @@ pub struct Mirror {
     num_legs: AtomicU32,
     /// The leg a replacement is being copied for (`NO_REPLACEMENT` if none).
     pub replacing: AtomicU32,
-    /// A reshape (grow, shrink, resize, replacement swap) is in progress.
-    pub reshaping: AtomicBool,
     /// A leg grew while a process ran: look again when it ends (`resize`).
     pub resize_pending: AtomicBool,
     /// Bumped whenever a leg changes state; channels resynchronise when it moves.
@@ -780,7 +778,6 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         slots: Vec::with_capacity(MAX_LEGS + 1),
         num_legs: AtomicU32::new(0),
         replacing: AtomicU32::new(NO_REPLACEMENT),
-        reshaping: AtomicBool::new(false),
         resize_pending: AtomicBool::new(false),
         leg_gen: AtomicU64::new(0),
         process: Mutex::new(None),
@@ -978,7 +975,7 @@ fn register(mirror: &'static Mirror) -> Result<&'static Mirror, Fail> {
             dev_name.as_ptr(),
         )
     };
-    let b = &mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
+    let b = mirror.bdev_ptr();
     // SAFETY: the bdev is fully described and lives in the leaked box.
     let rc = unsafe { sys::spdk_bdev_register(b) };
     if rc != 0 {
@@ -1095,7 +1092,7 @@ pub fn delete(mirror: &'static Mirror, done: DeleteDone) {
 
 fn unregister(mirror: &'static Mirror, done: DeleteDone) {
     let arg = Box::into_raw(Box::new(done)) as *mut c_void;
-    let b = &mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
+    let b = mirror.bdev_ptr();
     // SAFETY: the bdev is registered; `arg` is reclaimed in the callback.
     unsafe { sys::spdk_bdev_unregister(b, Some(unregistered), arg) };
 }

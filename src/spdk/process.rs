@@ -365,7 +365,7 @@ fn quiesce(j: *mut Job) {
     if jb.mirror.deleting.load(Ordering::Acquire) {
         return finish(j, Err("cancelled: the mirror is going away".into()));
     }
-    let b = &jb.mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
+    let b = jb.mirror.bdev_ptr();
     // SAFETY: our registered bdev; `j` lives until the callback.
     let rc = unsafe { sys::spdk_bdev_quiesce_range(b, module_ptr(), jb.pos, jb.len, Some(quiesced), j as *mut c_void) };
     if rc != 0 {
@@ -388,7 +388,7 @@ fn quiesce(j: *mut Job) {
 fn quiesce_all(j: *mut Job) {
     // SAFETY: ours until `finish`.
     let jb = unsafe { &mut *j };
-    let b = &jb.mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
+    let b = jb.mirror.bdev_ptr();
     // SAFETY: our registered bdev; `j` lives until the callback.
     let rc = unsafe { sys::spdk_bdev_quiesce(b, module_ptr(), Some(all_quiesced), j as *mut c_void) };
     if rc != 0 {
@@ -448,7 +448,7 @@ extern "C" fn all_quiesced(arg: *mut c_void, status: c_int) {
                 }
             })
         }
-        let b = &m.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
+        let b = m.bdev_ptr();
         // SAFETY: the bdev we quiesced; `j` lives until the callback.
         let rc = unsafe { sys::spdk_bdev_unquiesce(b, module_ptr(), Some(unquiesced_all), j as *mut c_void) };
         if rc != 0 {
@@ -674,7 +674,7 @@ fn next_io(j: *mut Job) {
         jb.outcome.blocks_checked += jb.len;
     }
     progress(jb, jb.len, copied);
-    let b = &m.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
+    let b = m.bdev_ptr();
     // SAFETY: the range we quiesced; `j` lives until the callback.
     let rc =
         unsafe { sys::spdk_bdev_unquiesce_range(b, module_ptr(), jb.pos, jb.len, Some(unquiesced), j as *mut c_void) };
@@ -730,7 +730,7 @@ fn unquiesce_then_finish(j: *mut Job, why: &'static str) {
         guard("mirror process", (), || finish(arg as *mut Job, Err("aborted".into())))
     }
     errlog!("mirror {}: {}: {why}", jb.mirror.name(), jb.kind.name());
-    let b = &jb.mirror.bdev as *const sys::spdk_bdev as *mut sys::spdk_bdev;
+    let b = jb.mirror.bdev_ptr();
     // SAFETY: exactly the range we quiesced; `j` lives until the callback.
     let rc = unsafe {
         sys::spdk_bdev_unquiesce_range(b, module_ptr(), jb.pos, jb.len, Some(after_unquiesce), j as *mut c_void)

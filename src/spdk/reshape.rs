@@ -57,7 +57,6 @@ pub fn reshape(m: &'static Mirror, what: &'static str, apply: Apply, done: Done)
             ),
         )));
     }
-    m.reshaping.store(true, Ordering::Release);
     let r = Box::into_raw(Box::new(Reshape {
         mirror: Pin::new(m),
         what,
@@ -257,7 +256,6 @@ fn finish(r: *mut Reshape) {
         Ok(()) => noticelog!("mirror {}: {} done; the mirror is {}", m.name(), rs.what, m.state()),
         Err(Fail(_, why)) => errlog!("mirror {}: {} refused: {why}", m.name(), rs.what),
     }
-    m.reshaping.store(false, Ordering::Release);
     m.process_active.store(false, Ordering::Release);
     let result = std::mem::replace(&mut rs.result, Ok(()));
     if let Some(done) = rs.done.take() {
