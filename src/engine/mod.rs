@@ -21,6 +21,7 @@ pub mod intent;
 pub mod plan;
 mod read_policy;
 mod stats;
+mod straight;
 
 use std::collections::VecDeque;
 
@@ -108,12 +109,12 @@ struct Slot<B: Backend> {
     /// Batch strategy: children allocated but not yet submitted.
     held: Vec<(B::Child, ChildInfo)>,
     batch_submitting: bool,
-    /// Read retries: segments awaiting another copy, and the legs each has tried.
+    /// Read retries: segments awaiting another copy.
     retry: u64,
-    tried: [u32; MAX_SEGMENTS as usize],
-    /// Read repairs: segments with copies to rewrite, and the legs to rewrite for each.
+    /// Segments whose entry in `Recovery::tried` is valid (a read of it failed somewhere).
+    tried_segs: u64,
+    /// Read repairs: segments with copies to rewrite (the legs are in `Recovery::repair`).
     repair_segs: u64,
-    repair: [u32; MAX_SEGMENTS as usize],
     /// The leg being replaced when this write or flush started: its plan has one more child
     /// per segment (per flush), so it is fixed for the parent's life.
     rep: Option<u32>,
@@ -141,12 +142,21 @@ impl<B: Backend> Slot<B> {
             held: Vec::with_capacity(held_capacity),
             batch_submitting: false,
             retry: 0,
-            tried: [0; MAX_SEGMENTS as usize],
+            tried_segs: 0,
             repair_segs: 0,
-            repair: [0; MAX_SEGMENTS as usize],
             rep: None,
         }
     }
+}
+
+/// A parent's read-recovery state, apart from its slot: touched only after a read error, so
+/// the slots the common path walks stay a few cache lines each.
+#[derive(Clone, Copy)]
+struct Recovery {
+    /// Per segment: the legs a read of it has failed on (valid where `Slot::tried_segs` says).
+    tried: [u32; MAX_SEGMENTS as usize],
+    /// Per segment in `Slot::repair_segs`: the legs to rewrite.
+    repair: [u32; MAX_SEGMENTS as usize],
 }
 
 /// What the next child of a plan is.
@@ -185,6 +195,8 @@ pub struct Engine<B: Backend, W: WriteIntent = NoBitmap> {
     /// The leg new writes are mirrored from onto the replacement leg.
     replacement: Option<u32>,
     slots: Vec<Slot<B>>,
+    /// One per slot.
+    recovery: Vec<Recovery>,
     free_slots: Vec<ParentId>,
     admit_queue: VecDeque<(B::Host, IoRequest)>,
     pool_waiters: Vec<VecDeque<ParentId>>,
@@ -223,6 +235,13 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         Engine {
             legs,
             slots: (0..max_parents).map(|_| Slot::new(held_capacity)).collect(),
+            recovery: vec![
+                Recovery {
+                    tried: [0; MAX_SEGMENTS as usize],
+                    repair: [0; MAX_SEGMENTS as usize],
+                };
+                max_parents as usize
+            ],
             free_slots: (0..max_parents).rev().collect(),
             admit_queue: VecDeque::with_capacity(1024),
             pool_waiters: (0..=geo.legs())
@@ -345,38 +364,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             .count()
     }
 
-    /// Takes a host I/O. It completes through `Backend::complete`, possibly before this returns.
-    pub fn submit(&mut self, host: B::Host, req: IoRequest) {
-        self.stats.parents_submitted += 1;
-        let in_range = req
-            .lba
-            .checked_add(req.blocks)
-            .is_some_and(|end| end <= self.geo.data_blocks());
-        if req.op != IoOp::Flush && (!in_range || segment_count_or_max(&self.geo, &req) > MAX_SEGMENTS) {
-            self.stats.parents_rejected += 1;
-            self.stats.parents_completed += 1;
-            self.backend.complete(host, HostStatus::Failed);
-            return;
-        }
-        if req.op != IoOp::Flush && req.blocks == 0 {
-            self.stats.parents_completed += 1;
-            self.backend.complete(host, HostStatus::Success);
-            return;
-        }
-        if !self.draining && self.admit_queue.is_empty() {
-            // The common case: a slot is free and nobody is ahead in line.
-            if let Some(id) = self.free_slots.pop() {
-                self.start(id, host, req);
-                let step = self.run(id);
-                self.park_after(id, step, false);
-                self.drain();
-                return;
-            }
-        }
-        self.admit_queue.push_back((host, req));
-        self.drain();
-    }
-
     /// Whether any wake-up is waiting to be run.
     #[inline]
     fn pending(&self) -> bool {
@@ -384,12 +371,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             || self.pool_freed != 0
             || self.io_signal
             || (!self.admit_queue.is_empty() && !self.free_slots.is_empty())
-    }
-
-    /// A child submitted earlier has completed (SPDK: its completion callback fired).
-    pub fn child_done(&mut self, child: B::Child, info: ChildInfo, status: ChildStatus) {
-        self.child_finished(child, info, status);
-        self.drain();
     }
 
     /// Shared I/O may be available again (answers `Backend::wait_for_io`).
@@ -684,11 +665,9 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         slot.missed_copy = false;
         slot.batch_submitting = false;
         slot.retry = 0;
+        slot.tried_segs = 0;
         slot.repair_segs = 0;
         slot.rep = rep;
-        if req.op == IoOp::Read {
-            slot.tried[..nsegs as usize].fill(0);
-        }
         self.stats.parents_admitted += 1;
     }
 
@@ -756,7 +735,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                         }
                         self.slots[idx].next += 1;
                     }
-                    ChildKind::Repair => self.slots[idx].repair[info.segment as usize] &= !(1 << info.leg),
+                    ChildKind::Repair => self.recovery[idx].repair[info.segment as usize] &= !(1 << info.leg),
                     _ => {}
                 }
             } else {
@@ -775,7 +754,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 match kind {
                     ChildKind::Main => self.slots[idx].next += 1,
                     ChildKind::Retry => {}
-                    ChildKind::Repair => self.slots[idx].repair[info.segment as usize] &= !(1 << info.leg),
+                    ChildKind::Repair => self.recovery[idx].repair[info.segment as usize] &= !(1 << info.leg),
                 }
             }
         }
@@ -803,13 +782,13 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         let idx = id as usize;
         while self.slots[idx].repair_segs != 0 {
             let seg = self.slots[idx].repair_segs.trailing_zeros();
-            while self.slots[idx].repair[seg as usize] != 0 {
-                let leg = self.slots[idx].repair[seg as usize].trailing_zeros();
+            while self.recovery[idx].repair[seg as usize] != 0 {
+                let leg = self.recovery[idx].repair[seg as usize].trailing_zeros();
                 let req = self.slots[idx].req;
                 let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
                 let copy = self.geo.map_unchecked(start).on_leg(leg);
                 let Some(copy) = copy.filter(|_| !self.legs[leg as usize].failed) else {
-                    self.slots[idx].repair[seg as usize] &= !(1 << leg);
+                    self.recovery[idx].repair[seg as usize] &= !(1 << leg);
                     continue;
                 };
                 let info = ChildInfo {
@@ -828,7 +807,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                     self.slots[idx].parked = Some((child, info, ChildKind::Repair));
                     return Some(Wait::Io(Some(leg)));
                 }
-                self.slots[idx].repair[seg as usize] &= !(1 << leg);
+                self.recovery[idx].repair[seg as usize] &= !(1 << leg);
             }
             self.slots[idx].repair_segs &= !(1 << seg);
             let finished = self.put(id);
@@ -993,24 +972,34 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
 
     /// A read of segment `seg` from a readable, untried copy chosen by the read policy.
     fn plan_read(&self, id: ParentId, seg: u32) -> Option<ChildInfo> {
-        let slot = &self.slots[id as usize];
-        let req = slot.req;
+        let req = self.slots[id as usize].req;
         let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
-        let tried = slot.tried[seg as usize];
-        let candidates = (0..self.geo.copies())
-            .map(|s| self.geo.copy(start, s).leg)
-            .filter(|&leg| self.leg_readable(leg) && tried & (1 << leg) == 0)
-            .map(|leg| (leg, self.legs[leg as usize].outstanding_blocks));
-        let leg = if self.backend.read_pinned(start, len) {
-            candidates.map(|(leg, _)| leg).next()?
+        let tried = self.tried(id, seg);
+        let usable = |leg: u32| self.leg_readable(leg) && tried & (1 << leg) == 0;
+        let copies = (0..self.geo.copies()).map(|s| self.geo.copy(start, s));
+        let copy = if self.backend.read_pinned(start, len) {
+            copies.clone().find(|c| usable(c.leg))?
+        } else if self.cfg.read_policy == ReadPolicy::LeastOutstanding {
+            // The default policy in one pass, without the general chooser (the read path's
+            // largest cost when it went through it): the first of the least busy copies.
+            let mut best = None;
+            for c in copies.clone().filter(|c| usable(c.leg)) {
+                let out = self.legs[c.leg as usize].outstanding_blocks;
+                if best.is_none_or(|(_, o)| out < o) {
+                    best = Some((c, out));
+                }
+            }
+            best?.0
         } else {
+            let candidates = copies
+                .clone()
+                .filter(|c| usable(c.leg))
+                .map(|c| (c.leg, self.legs[c.leg as usize].outstanding_blocks));
             let turn = self.read_turn.get();
             self.read_turn.set(turn.wrapping_add(1));
-            self.cfg.read_policy.choose(candidates, turn)?
+            let leg = self.cfg.read_policy.choose(candidates, turn)?;
+            copies.clone().find(|c| c.leg == leg)?
         };
-        let copy = (0..self.geo.copies())
-            .map(|s| self.geo.copy(start, s))
-            .find(|c| c.leg == leg)?;
         Some(ChildInfo {
             parent: id,
             op: IoOp::Read,
@@ -1020,6 +1009,16 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             buf_offset: start - req.lba,
             segment: seg,
         })
+    }
+
+    /// The legs a read of segment `seg` of parent `id` has failed on.
+    #[inline]
+    fn tried(&self, id: ParentId, seg: u32) -> u32 {
+        if self.slots[id as usize].tried_segs & (1 << seg) == 0 {
+            0
+        } else {
+            self.recovery[id as usize].tried[seg as usize]
+        }
     }
 
     fn alloc(&mut self, leg: u32) -> Option<B::Child> {
@@ -1088,10 +1087,10 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 self.slots[idx].seg_ok |= 1 << info.segment;
                 // Copies that failed this read get the good data back (md's fix_read_error).
                 let seg = info.segment as usize;
-                let bad = self.slots[idx].tried[seg] & self.working_legs();
+                let bad = self.tried(id, info.segment) & self.working_legs();
                 if bad != 0 {
+                    self.recovery[idx].repair[seg] = bad;
                     let slot = &mut self.slots[idx];
-                    slot.repair[seg] = bad;
                     slot.repair_segs |= 1 << seg;
                     // This read's reference now holds the parent until the rewrites are issued.
                     if slot.phase == Phase::Tail && slot.wait.is_none() {
@@ -1111,9 +1110,15 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             }
             (IoOp::Read, ChildStatus::Error) => {
                 self.legs[info.leg as usize].stats.read_errors += 1;
+                let (seg, bit) = (info.segment as usize, 1u64 << info.segment);
                 let slot = &mut self.slots[idx];
-                slot.tried[info.segment as usize] |= 1 << info.leg;
-                slot.retry |= 1 << info.segment;
+                if slot.tried_segs & bit == 0 {
+                    slot.tried_segs |= bit;
+                    self.recovery[idx].tried[seg] = 0;
+                }
+                self.recovery[idx].tried[seg] |= 1 << info.leg;
+                let slot = &mut self.slots[idx];
+                slot.retry |= bit;
                 // The failed child's reference passes to its retry.
                 if slot.phase == Phase::Tail && slot.wait.is_none() {
                     self.push_ready(id);

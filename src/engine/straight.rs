@@ -1,0 +1,173 @@
+//! The common path, top to bottom: a host I/O comes in, its children go out one by one as their
+//! contexts are taken, and their completions finish it.
+//!
+//! A read or write that fits in one chunk, arriving while nothing waits to be woken, takes the
+//! straight path: its slot is filled, each child is planned, allocated and submitted in one loop
+//! (the bias held), and the bias is dropped after it. The moment anything intervenes (an empty
+//! pool, "no memory", a pending bitmap write, a parent's own admission) the parent is parked
+//! exactly where the loop stopped, in the same slot state the general state machine
+//! (`Engine::run`) keeps, and that machine resumes it there. Everything else (flushes, unmaps,
+//! I/O spanning chunks, replacement writes, parents queued for admission) goes through the
+//! general machine from the start.
+
+use super::backend::{Backend, ChildInfo, ChildStatus, HostStatus, IoOp, IoRequest, ParentId};
+use super::intent::{Gate, WriteIntent};
+use super::plan::MAX_SEGMENTS;
+use super::{segment_count_or_max, ChildKind, Engine, Phase, Step, Strategy, Wait};
+
+impl<B: Backend, W: WriteIntent> Engine<B, W> {
+    /// Takes a host I/O. It completes through `Backend::complete`, possibly before this returns.
+    pub fn submit(&mut self, host: B::Host, req: IoRequest) {
+        self.stats.parents_submitted += 1;
+        if self.straight(&req) {
+            if let Some(id) = self.free_slots.pop() {
+                return self.submit_straight(id, host, req);
+            }
+        }
+        self.submit_general(host, req);
+    }
+
+    /// Whether `req` may take the straight path: a read or write inside one chunk (so one
+    /// segment, in range), no replacement to copy it to, and no wake-up waiting that it could
+    /// overtake.
+    #[inline]
+    fn straight(&self, req: &IoRequest) -> bool {
+        matches!(req.op, IoOp::Read | IoOp::Write)
+            && req.blocks > 0
+            && req.lba < self.geo.data_blocks()
+            && req.blocks <= self.geo.run_len(req.lba)
+            && (req.op == IoOp::Read || self.replacement.is_none())
+            && self.cfg.strategy == Strategy::Immediate
+            && !self.draining
+            && self.admit_queue.is_empty()
+            && !self.pending()
+    }
+
+    /// Starts parent `id` and issues its children one by one. Leaves the slot as `run` would:
+    /// parked at the child it stopped on, or issued with the bias dropped.
+    fn submit_straight(&mut self, id: ParentId, host: B::Host, req: IoRequest) {
+        let idx = id as usize;
+        let write = req.op == IoOp::Write;
+        let total = if write { self.geo.copies() } else { 1 };
+        {
+            let slot = &mut self.slots[idx];
+            debug_assert_eq!(slot.phase, Phase::Free);
+            slot.host = Some(host);
+            slot.req = req;
+            slot.phase = Phase::Admit;
+            slot.wait = None;
+            slot.remaining = 1; // the bias: dropped once every child is issued
+            slot.next = 0;
+            slot.total = total;
+            slot.nsegs = 1;
+            slot.seg_ok = 0;
+            slot.missed_copy = false;
+            slot.batch_submitting = false;
+            slot.retry = 0;
+            slot.tried_segs = 0;
+            slot.repair_segs = 0;
+            slot.rep = None;
+        }
+        self.stats.parents_admitted += 1;
+        let host = self.slots[idx].host.as_ref().expect("just set");
+        if !self.backend.admit_parent(host) {
+            return self.park_straight(id, Wait::Io(None));
+        }
+        self.slots[idx].phase = Phase::Intent;
+        if write {
+            self.stats.intent_starts += 1;
+            if self.intent.start_write(id, req.lba, req.blocks) == Gate::Pending {
+                return self.park_straight(id, Wait::Intent);
+            }
+        }
+        self.slots[idx].phase = Phase::Issue;
+        for k in 0..total {
+            let info = if write {
+                let copy = self.geo.copy(req.lba, k);
+                if self.legs[copy.leg as usize].failed {
+                    // The array runs degraded: the region stays dirty.
+                    self.slots[idx].missed_copy = true;
+                    continue;
+                }
+                ChildInfo {
+                    parent: id,
+                    op: IoOp::Write,
+                    leg: copy.leg,
+                    leg_lba: copy.lba,
+                    blocks: req.blocks,
+                    buf_offset: 0,
+                    segment: 0,
+                }
+            } else {
+                match self.plan_read(id, 0) {
+                    Some(info) => info,
+                    // No readable copy: the segment is never marked done, so the read fails.
+                    None => continue,
+                }
+            };
+            let Some(child) = self.alloc(info.leg) else {
+                self.slots[idx].next = k;
+                return self.park_straight(id, Wait::Pool(info.leg));
+            };
+            if let Err((child, info)) = self.submit_child(child, info, false) {
+                self.slots[idx].next = k;
+                self.slots[idx].parked = Some((child, info, ChildKind::Main));
+                return self.park_straight(id, Wait::Io(Some(info.leg)));
+            }
+        }
+        let slot = &mut self.slots[idx];
+        slot.next = total;
+        slot.phase = Phase::Tail;
+        // A child that failed inside its submit left a retry or repair behind, holding its own
+        // reference: the general machine issues it.
+        if slot.retry != 0 || slot.repair_segs != 0 {
+            self.push_ready(id);
+        }
+        self.put(id);
+        self.drain();
+    }
+
+    /// Parks a parent the straight path could not finish issuing; the general machine takes it
+    /// from here (`run` resumes at `next`, or at the parked child).
+    fn park_straight(&mut self, id: ParentId, wait: Wait) {
+        self.park_after(id, Step::Parked(wait), false);
+        self.drain();
+    }
+
+    /// Takes a host I/O the straight path cannot: checks it, then admits it in arrival order.
+    fn submit_general(&mut self, host: B::Host, req: IoRequest) {
+        let in_range = req
+            .lba
+            .checked_add(req.blocks)
+            .is_some_and(|end| end <= self.geo.data_blocks());
+        if req.op != IoOp::Flush && (!in_range || segment_count_or_max(&self.geo, &req) > MAX_SEGMENTS) {
+            self.stats.parents_rejected += 1;
+            self.stats.parents_completed += 1;
+            self.backend.complete(host, HostStatus::Failed);
+            return;
+        }
+        if req.op != IoOp::Flush && req.blocks == 0 {
+            self.stats.parents_completed += 1;
+            self.backend.complete(host, HostStatus::Success);
+            return;
+        }
+        if !self.draining && self.admit_queue.is_empty() {
+            // A slot is free and nobody is ahead in line.
+            if let Some(id) = self.free_slots.pop() {
+                self.start(id, host, req);
+                let step = self.run(id);
+                self.park_after(id, step, false);
+                self.drain();
+                return;
+            }
+        }
+        self.admit_queue.push_back((host, req));
+        self.drain();
+    }
+
+    /// A child submitted earlier has completed (SPDK: its completion callback fired).
+    pub fn child_done(&mut self, child: B::Child, info: ChildInfo, status: ChildStatus) {
+        self.child_finished(child, info, status);
+        self.drain();
+    }
+}
