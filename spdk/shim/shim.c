@@ -12,17 +12,6 @@ spdk_mirror_shim_io_channel_get_ctx(struct spdk_io_channel *ch)
 	return spdk_io_channel_get_ctx(ch);
 }
 
-void
-spdk_mirror_shim_io_view(struct spdk_bdev_io *io, struct spdk_mirror_io_view *view)
-{
-	view->type = io->type;
-	view->offset_blocks = io->u.bdev.offset_blocks;
-	view->num_blocks = io->u.bdev.num_blocks;
-	view->iovs = io->u.bdev.iovs;
-	view->iovcnt = io->u.bdev.iovcnt;
-	view->driver_ctx = io->driver_ctx;
-}
-
 int
 spdk_mirror_shim_rw(struct spdk_bdev_desc *desc, struct spdk_io_channel *ch,
 		    struct spdk_bdev_io *parent, bool write, struct iovec *iov, int iovcnt,

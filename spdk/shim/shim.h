@@ -1,25 +1,13 @@
 /* Out-of-line helpers for the mirror module: SPDK static-inline functions bindgen cannot bind,
- * accessors into spdk_bdev_io's unions, and the packed spdk_bdev_ext_io_opts, which Rust cannot
- * lay out. */
+ * and the packed spdk_bdev_ext_io_opts, which Rust cannot lay out. */
 #ifndef SPDK_MIRROR_SHIM_H
 #define SPDK_MIRROR_SHIM_H
 #include <spdk/bdev_module.h>
 #include <spdk/thread.h>
 #include <spdk/log.h>
 
-/* What the mirror needs to know about a host I/O. */
-struct spdk_mirror_io_view {
-	int type;
-	uint64_t offset_blocks;
-	uint64_t num_blocks;
-	struct iovec *iovs;
-	int iovcnt;
-	void *driver_ctx;
-};
-
 struct spdk_bdev_io *spdk_mirror_shim_bdev_io_from_ctx(void *ctx);
 void *spdk_mirror_shim_io_channel_get_ctx(struct spdk_io_channel *ch);
-void spdk_mirror_shim_io_view(struct spdk_bdev_io *io, struct spdk_mirror_io_view *view);
 /* readv/writev_blocks_ext with the parent's memory domain passed through. */
 int spdk_mirror_shim_rw(struct spdk_bdev_desc *desc, struct spdk_io_channel *ch,
 			struct spdk_bdev_io *parent, bool write, struct iovec *iov, int iovcnt,

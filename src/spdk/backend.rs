@@ -24,9 +24,8 @@ pub struct ChildCtx {
     pub channel: *const Channel,
     pub parent: *mut sys::spdk_bdev_io,
     pub info: ChildInfo,
-    /// The iovecs to submit: the parent's own when the child covers all of it, else `iovs`.
-    pub iov_ptr: *mut libc::iovec,
-    pub iovcnt: i32,
+    // The fields above are all a child touches on the common path: one cache line (mempool
+    // elements are cache-line aligned). Those below are for the slow paths.
     /// Used only by a child going through the reserve (`rescue`), to wait for I/O there.
     pub wait: sys::spdk_bdev_io_wait_entry,
     iovs: [libc::iovec; MAX_CHILD_IOVS],
@@ -114,17 +113,17 @@ impl Backend for SpdkBackend {
         let rc = unsafe {
             match info.op {
                 IoOp::Read | IoOp::Write => {
-                    if !slice_parent_iovs(ctx, self.block_size) {
+                    let Some((iovs, iovcnt)) = slice_parent_iovs(ctx, self.block_size) else {
                         errlog!("child I/O needs more than {MAX_CHILD_IOVS} iovecs");
                         return Submitted::Completed(child, info, ChildStatus::Error);
-                    }
+                    };
                     sys::spdk_mirror_shim_rw(
                         leg.desc,
                         leg.ch,
                         host.as_ptr(),
                         info.op == IoOp::Write,
-                        (*ctx).iov_ptr as *mut sys::iovec,
-                        (*ctx).iovcnt,
+                        iovs as *mut sys::iovec,
+                        iovcnt,
                         lba,
                         info.blocks,
                         cb,
@@ -204,21 +203,19 @@ impl Backend for SpdkBackend {
     }
 }
 
-/// Points the child's iovecs at its part of the parent's buffer. False if they do not fit.
+/// The iovecs of the child's part of the parent's buffer: the parent's own when the child
+/// covers all of it, else built in the context's `iovs`. `None` if they do not fit.
 ///
 /// # Safety
 /// `ctx` must be a live child context whose `parent` and `info` are set.
-unsafe fn slice_parent_iovs(ctx: *mut ChildCtx, block_size: u64) -> bool {
-    let mut view = sys::spdk_mirror_io_view::default();
+pub unsafe fn slice_parent_iovs(ctx: *mut ChildCtx, block_size: u64) -> Option<(*mut libc::iovec, i32)> {
     // SAFETY: the parent is live while its children are being issued.
-    unsafe { sys::spdk_mirror_shim_io_view((*ctx).parent, &mut view) };
+    let view = unsafe { super::host_io::view((*ctx).parent) };
     // SAFETY: exclusive access to our own context.
     let ctx = unsafe { &mut *ctx };
     if ctx.info.buf_offset == 0 && ctx.info.blocks == view.num_blocks {
         // The whole parent (always, for RAID1 and chunk-split RAID10): its iovecs as they are.
-        ctx.iov_ptr = view.iovs as *mut libc::iovec;
-        ctx.iovcnt = view.iovcnt;
-        return true;
+        return Some((view.iovs, view.iovcnt));
     }
     // SAFETY: the parent's iovec array has `iovcnt` entries.
     let iovs = unsafe { std::slice::from_raw_parts(view.iovs as *const libc::iovec, view.iovcnt as usize) };
@@ -235,7 +232,7 @@ unsafe fn slice_parent_iovs(ctx: *mut ChildCtx, block_size: u64) -> bool {
             continue;
         }
         if n == MAX_CHILD_IOVS {
-            return false;
+            return None;
         }
         let take = (len - skip).min(want);
         ctx.iovs[n] = libc::iovec {
@@ -247,9 +244,7 @@ unsafe fn slice_parent_iovs(ctx: *mut ChildCtx, block_size: u64) -> bool {
         want -= take;
         skip = 0;
     }
-    ctx.iovcnt = n as i32;
-    ctx.iov_ptr = ctx.iovs.as_mut_ptr();
-    want == 0
+    (want == 0).then_some((ctx.iovs.as_mut_ptr(), n as i32))
 }
 
 /// Completion of a child I/O (SPDK calls this on the channel's thread).

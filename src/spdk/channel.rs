@@ -454,7 +454,12 @@ impl Channel {
     /// note it, and SPDK would hand the `spdk_bdev_io` to the next waiter in line, the layer
     /// above: under pool pressure parents would keep taking what their children need (md's
     /// trap again) and the mirror would crawl.
+    #[inline]
     fn complete_finished(&self) {
+        // SAFETY: not busy; a quick look.
+        if unsafe { (*self.engine.get()).backend().completions.is_empty() } {
+            return;
+        }
         loop {
             // SAFETY: not busy; the reference ends before the completion below may re-enter.
             let next = unsafe { (*self.engine.get()).backend_mut().completions.pop_front() };
@@ -494,13 +499,19 @@ impl Channel {
         }
     }
 
-    /// Brings the engine's view of the legs up to date with the mirror's.
+    /// Brings the engine's view of the legs up to date with the mirror's (on every run: one
+    /// load and compare unless a leg changed).
+    #[inline]
     fn sync_legs(&self, e: &mut Engine<SpdkBackend, ChannelIntent>) {
-        let mirror = self.mirror();
-        let gen = mirror.leg_gen.load(Ordering::Acquire);
-        if gen == self.seen_gen.get() {
-            return;
+        let gen = self.mirror().leg_gen.load(Ordering::Acquire);
+        if gen != self.seen_gen.get() {
+            self.resync_legs(e, gen);
         }
+    }
+
+    #[cold]
+    fn resync_legs(&self, e: &mut Engine<SpdkBackend, ChannelIntent>, gen: u64) {
+        let mirror = self.mirror();
         self.seen_gen.set(gen);
         // This engine's slots (the legs, then the replacement's), which may lag the mirror's
         // for a moment while a reshape reaches each core (the mirror is quiesced then).

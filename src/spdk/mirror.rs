@@ -17,6 +17,7 @@ use spdk_sys as sys;
 
 use super::channel::Channel;
 use super::ffi::{bdev_name, errlog, guard, noticelog, warnlog};
+use super::host_io;
 use super::json;
 use super::module::module_ptr;
 use super::persist::{self, Persist};
@@ -1281,10 +1282,9 @@ fn fail_io(io: *mut sys::spdk_bdev_io) {
 
 extern "C" fn submit_request(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io) {
     let handled = guard("mirror submit", false, || {
-        let mut view = sys::spdk_mirror_io_view::default();
         // SAFETY: SPDK hands us a live bdev_io.
-        unsafe { sys::spdk_mirror_shim_io_view(io, &mut view) };
-        let op = match view.type_ as u32 {
+        let view = unsafe { host_io::view(io) };
+        let op = match view.ty {
             sys::SPDK_BDEV_IO_TYPE_READ => {
                 // SAFETY: the channel is ours; the mirror is its bdev's context.
                 let bl = unsafe { (*(*io).bdev).blocklen } as u64;
@@ -1315,7 +1315,7 @@ extern "C" fn submit_request(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_b
 }
 
 /// Hands a host I/O to this core's engine.
-fn submit_host(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, op: IoOp, view: &sys::spdk_mirror_io_view) {
+fn submit_host(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, op: IoOp, view: &host_io::IoView) {
     let req = IoRequest {
         op,
         lba: view.offset_blocks,
@@ -1331,9 +1331,8 @@ extern "C" fn read_buf_ready(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_b
             fail_io(io);
             return true;
         }
-        let mut view = sys::spdk_mirror_io_view::default();
         // SAFETY: live bdev_io.
-        unsafe { sys::spdk_mirror_shim_io_view(io, &mut view) };
+        let view = unsafe { host_io::view(io) };
         submit_host(ch, io, IoOp::Read, &view);
         true
     });

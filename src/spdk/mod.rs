@@ -20,6 +20,7 @@ mod channel;
 mod ctx_cache;
 mod examine;
 mod ffi;
+mod host_io;
 mod json;
 mod mirror;
 mod module;

@@ -11,7 +11,7 @@ use std::ptr::NonNull;
 
 use spdk_sys as sys;
 
-use super::backend::ChildCtx;
+use super::backend::{slice_parent_iovs, ChildCtx};
 use super::ffi::{errlog, guard};
 use crate::engine::{ChildStatus, IoOp};
 
@@ -32,11 +32,8 @@ extern "C" fn on_mirror_thread(arg: *mut c_void) {
 }
 
 fn submit(ctx: *mut ChildCtx) {
-    // SAFETY: ours until `back`.
-    let c = unsafe { &mut *ctx };
-    // SAFETY: the channel outlives its children.
-    let m = unsafe { (*c.channel).mirror() };
-    let info = c.info;
+    // SAFETY: ours until `back`; the channel outlives its children.
+    let (m, info, parent) = unsafe { ((*(*ctx).channel).mirror(), (*ctx).info, (*ctx).parent) };
     let leg = m.slot(info.leg);
     let ch = leg.app_channel();
     if ch.is_null() || !leg.present() {
@@ -44,6 +41,14 @@ fn submit(ctx: *mut ChildCtx) {
     }
     let lba = info.leg_lba + m.data_offset;
     let arg = ctx as *mut c_void;
+    let (mut iovs, mut iovcnt) = (std::ptr::null_mut(), 0);
+    if matches!(info.op, IoOp::Read | IoOp::Write) {
+        // SAFETY: a live context with its parent and info set (it was submitted once already).
+        match unsafe { slice_parent_iovs(ctx, m.geo().block_size() as u64) } {
+            Some(v) => (iovs, iovcnt) = v,
+            None => return back(ctx, ChildStatus::Error),
+        }
+    }
     // SAFETY: open desc and this thread's channel; the parent and its buffers are live while
     // its child is outstanding.
     let rc = unsafe {
@@ -51,10 +56,10 @@ fn submit(ctx: *mut ChildCtx) {
             IoOp::Read | IoOp::Write => sys::spdk_mirror_shim_rw(
                 leg.desc(),
                 ch,
-                c.parent,
+                parent,
                 info.op == IoOp::Write,
-                c.iov_ptr as *mut sys::iovec,
-                c.iovcnt,
+                iovs as *mut sys::iovec,
+                iovcnt,
                 lba,
                 info.blocks,
                 Some(done),
@@ -71,7 +76,7 @@ fn submit(ctx: *mut ChildCtx) {
     // On -ENOMEM, only the mirror's own I/O runs on this thread: one of them completes and
     // wakes us.
     // SAFETY: the wait entry lives in the context, which waits for it.
-    if !unsafe { leg.submitted(rc, ch, &mut c.wait, retry, arg) } {
+    if !unsafe { leg.submitted(rc, ch, &mut (*ctx).wait, retry, arg) } {
         back(ctx, ChildStatus::Error);
     }
 }

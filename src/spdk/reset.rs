@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use spdk_sys as sys;
 
 use super::ffi::guard;
+use super::host_io::driver_ctx;
 use super::mirror::{Leg, Mirror};
 
 /// Per host I/O context (`get_ctx_size`): a reset's outstanding leg resets.
@@ -24,11 +25,7 @@ struct ResetChild {
 /// Resets every present leg; the host reset completes when they all have.
 pub fn reset(io: *mut sys::spdk_bdev_io) {
     // SAFETY: `io` is a live host I/O of our bdev, whose context is its mirror.
-    let (m, ctx) = unsafe {
-        let mut view = sys::spdk_mirror_io_view::default();
-        sys::spdk_mirror_shim_io_view(io, &mut view);
-        (&*((*(*io).bdev).ctxt as *const Mirror), view.driver_ctx as *mut HostCtx)
-    };
+    let (m, ctx) = unsafe { (&*((*(*io).bdev).ctxt as *const Mirror), driver_ctx::<HostCtx>(io)) };
     // SAFETY: the driver context is ours for the life of the I/O.
     unsafe {
         (*ctx).remaining = 1;
@@ -63,9 +60,7 @@ pub fn reset(io: *mut sys::spdk_bdev_io) {
 fn put_reset(io: *mut sys::spdk_bdev_io) {
     // SAFETY: `io` is a live reset whose driver context we initialised.
     unsafe {
-        let mut view = sys::spdk_mirror_io_view::default();
-        sys::spdk_mirror_shim_io_view(io, &mut view);
-        let ctx = view.driver_ctx as *mut HostCtx;
+        let ctx = driver_ctx::<HostCtx>(io);
         (*ctx).remaining -= 1;
         if (*ctx).remaining == 0 {
             let status = if (*ctx).failed {
@@ -88,9 +83,7 @@ extern "C" fn reset_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *m
             // The leg lives as long as its mirror, which outlives its host I/O.
             (*child.leg).app_io_done();
             if !success {
-                let mut view = sys::spdk_mirror_io_view::default();
-                sys::spdk_mirror_shim_io_view(child.parent, &mut view);
-                (*(view.driver_ctx as *mut HostCtx)).failed = true;
+                (*driver_ctx::<HostCtx>(child.parent)).failed = true;
             }
             put_reset(child.parent);
         }
