@@ -401,6 +401,23 @@ fn a_failed_read_is_retried_on_another_copy_and_the_bad_copy_rewritten() {
 }
 
 #[test]
+fn a_read_failing_inside_its_submit_is_retried_and_repaired_before_it_completes() {
+    // The failure arrives while the parent is still being issued (the straight path): its
+    // retry and the rewrite must still happen, in order, before the host hears back.
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    e.backend_mut().inline = true;
+    e.backend_mut().fail_leg = Some(0);
+    e.submit(1, read(0, 1));
+    assert_eq!(submits(&log), vec![(1, 0), (1, 1), (1, 0)]);
+    // The rewrite of leg 0 failed inline too: that copy is failed, the read still succeeds.
+    assert!(e.leg_failed(0));
+    assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
+    assert_eq!(e.stats().read_retries, 1);
+    assert!(e.is_idle());
+    assert_eq!(e.backend().pools, vec![4, 4, 4]);
+}
+
+#[test]
 fn a_copy_that_fails_its_rewrite_is_failed() {
     let (mut e, log) = engine(raid1(2), 4, 4);
     e.backend_mut().fail_leg = Some(0);
