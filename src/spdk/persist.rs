@@ -456,7 +456,11 @@ impl WriteIntent for ChannelIntent {
             p.bitmap().mark_missed(lba, blocks);
         }
         for r in p.regions_of(lba, blocks) {
-            c.counts[r].fetch_sub(1, Ordering::SeqCst);
+            // Only this channel's thread writes its counters, so no locked read-modify-write
+            // is needed to drop one; Release keeps the write's end (and `mark_missed`) before it.
+            // (Raising one is a SeqCst RMW: the Dekker half that must precede the bit read.)
+            let n = &c.counts[r];
+            n.store(n.load(Ordering::Relaxed) - 1, Ordering::Release);
         }
     }
 }
