@@ -545,10 +545,15 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     /// Runs every queued wake-up until nothing more can move. Never re-entered.
+    #[inline]
     fn drain(&mut self) {
-        if self.draining || !self.pending() {
-            return;
+        if !self.draining && self.pending() {
+            self.drain_pending();
         }
+    }
+
+    #[inline(never)]
+    fn drain_pending(&mut self) {
         self.draining = true;
         loop {
             let mut moved = false;
@@ -971,6 +976,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     /// A read of segment `seg` from a readable, untried copy chosen by the read policy.
+    #[inline]
     fn plan_read(&self, id: ParentId, seg: u32) -> Option<ChildInfo> {
         let req = self.slots[id as usize].req;
         let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
@@ -1021,6 +1027,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         }
     }
 
+    #[inline]
     fn alloc(&mut self, leg: u32) -> Option<B::Child> {
         let child = self.backend.alloc_child(leg);
         if child.is_none() {
@@ -1029,6 +1036,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         child
     }
 
+    #[inline]
     fn release_child(&mut self, leg: u32, child: B::Child) {
         self.backend.free_child(leg, child);
         if !self.pool_waiters[leg as usize].is_empty() {
@@ -1038,6 +1046,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
 
     /// Submits one child. `counted`: its reference on the parent is already held (a read retry
     /// inherits the failed child's). On `NoMem` the child is handed back and nothing changed.
+    #[inline]
     fn submit_child(&mut self, child: B::Child, info: ChildInfo, counted: bool) -> Result<(), (B::Child, ChildInfo)> {
         let idx = info.parent as usize;
         if !counted {
@@ -1150,6 +1159,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     /// Drops one reference; completes the parent on the last. Returns whether it completed.
+    #[inline]
     fn put(&mut self, id: ParentId) -> bool {
         let slot = &mut self.slots[id as usize];
         debug_assert!(slot.remaining > 0);
