@@ -497,44 +497,91 @@ impl Geometry {
     /// building the whole set: the I/O path's form of `map`.
     #[inline]
     pub fn copy(&self, lba: u64, slot: u32) -> Copy {
+        self.copy_in(&self.row(lba), slot)
+    }
+
+    /// Where block `lba`'s first near copy sits: the part of the placement its copies share,
+    /// so the I/O path divides by the leg count once per block, not once per copy.
+    #[inline]
+    pub fn row(&self, lba: u64) -> Row {
         match self.level {
-            Level::Raid1 => Copy { leg: slot, lba },
-            Level::Raid10 => self.raid10_copy(lba, slot),
+            Level::Raid1 => Row { dev: 0, sector: lba },
+            Level::Raid10 => self.raid10_row(lba),
         }
     }
 
-    /// One copy as md's `__raid10_find_phys()` places it, with `far_set_size == raid_disks`
-    /// (the original far layout).
+    /// Copy number `slot` (`< copies()`) of the block whose row is `row`.
+    #[inline]
+    pub fn copy_in(&self, row: &Row, slot: u32) -> Copy {
+        match self.level {
+            Level::Raid1 => Copy {
+                leg: slot,
+                lba: row.sector,
+            },
+            Level::Raid10 => self.raid10_copy(row, slot),
+        }
+    }
+
+    /// md's `__raid10_find_phys()` with `far_set_size == raid_disks` (the original far layout),
+    /// up to where the copies part: see `raid10_copy`.
     ///
     /// Chunks are numbered across the array; chunk `c`'s first near copy is chunk slot
-    /// `c * near` of a row-major grid `raid_disks` wide, its other near copies the following
-    /// slots (wrapping to the next row). Each near copy's far copies sit `near` devices to the
-    /// right (mod `raid_disks`), `stride` blocks further down: half a device away for `f2`, the next
-    /// chunk row for the offset layouts (whose rows are therefore `far` times as tall).
-    fn raid10_copy(&self, lba: u64, slot: u32) -> Copy {
+    /// `c * near` of a row-major grid `raid_disks` wide (the offset layouts' rows are `far`
+    /// times as tall, their far copies being the next chunk rows).
+    #[inline]
+    fn raid10_row(&self, lba: u64) -> Row {
         let legs = self.legs as u64;
-        let chunk_size = 1u64 << self.chunk_shift;
-        let (near, far) = (self.layout.near as u64, self.layout.far as u64);
-        let (n, f) = (slot as u64 / far, slot as u64 % far);
-        let near_slot = (lba >> self.chunk_shift) * near;
-        let mut stripe = near_slot / legs;
+        let near_slot = (lba >> self.chunk_shift) * self.layout.near as u64;
+        let (mut stripe, dev) = (near_slot / legs, near_slot % legs);
         if self.layout.offset {
-            stripe *= far;
+            stripe *= self.layout.far as u64;
         }
-        let mut sector = (lba & (chunk_size - 1)) + (stripe << self.chunk_shift);
+        Row {
+            dev,
+            sector: (lba & ((1u64 << self.chunk_shift) - 1)) + (stripe << self.chunk_shift),
+        }
+    }
+
+    /// One copy of the block at `row`: its near copies are the grid's following slots
+    /// (wrapping to the next chunk row), each near copy's far copies sit `near` devices to the
+    /// right (mod `raid_disks`), `stride` blocks further down: half a device away for `f2`,
+    /// the next chunk row for the offset layouts. No division: the layouts in use have
+    /// `near == 1` or `far == 1`, and every sum stays below twice the leg count.
+    #[inline]
+    fn raid10_copy(&self, row: &Row, slot: u32) -> Copy {
+        let legs = self.legs as u64;
+        let (near, far) = (self.layout.near, self.layout.far);
+        let (n, f) = match (near, far) {
+            (_, 1) => (slot, 0),
+            (1, _) => (0, slot),
+            _ => (slot / far, slot % far),
+        };
+        let (n, f, near) = (n as u64, f as u64, near as u64);
+        let mut sector = row.sector;
         // The n-th near copy: n devices to the right, wrapping (at most once, as near <= legs)
         // onto the next chunk row.
-        let mut dev = near_slot % legs + n;
+        let mut dev = row.dev + n;
         if dev >= legs {
             dev -= legs;
-            sector += chunk_size;
+            sector += 1u64 << self.chunk_shift;
         }
         // Its f-th far copy: md steps `near` devices right and one stride down f times.
+        let mut leg = dev + f * near;
+        while leg >= legs {
+            leg -= legs;
+        }
         Copy {
-            leg: ((dev + f * near) % legs) as u32,
+            leg: leg as u32,
             lba: sector + f * self.stride,
         }
     }
+}
+
+/// The placement a block's copies share (`Geometry::row`).
+#[derive(Debug, Clone, Copy)]
+pub struct Row {
+    dev: u64,
+    sector: u64,
 }
 
 #[cfg(test)]

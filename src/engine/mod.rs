@@ -982,7 +982,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
         let tried = self.tried(id, seg);
         let usable = |leg: u32| self.leg_readable(leg) && tried & (1 << leg) == 0;
-        let copies = (0..self.geo.copies()).map(|s| self.geo.copy(start, s));
+        let row = self.geo.row(start);
+        let copies = (0..self.geo.copies()).map(|s| self.geo.copy_in(&row, s));
         let copy = if self.backend.read_pinned(start, len) {
             copies.clone().find(|c| usable(c.leg))?
         } else if self.cfg.read_policy == ReadPolicy::LeastOutstanding {

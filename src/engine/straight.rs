@@ -81,9 +81,10 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             }
         }
         self.slots[idx].phase = Phase::Issue;
+        let row = self.geo.row(req.lba);
         for k in 0..total {
             let info = if write {
-                let copy = self.geo.copy(req.lba, k);
+                let copy = self.geo.copy_in(&row, k);
                 if self.legs[copy.leg as usize].failed {
                     // The array runs degraded: the region stays dirty.
                     self.slots[idx].missed_copy = true;
