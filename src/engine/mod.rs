@@ -656,6 +656,13 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             IoOp::Flush => self.geo.legs() + extra,
             _ => nsegs * (self.geo.copies() + extra),
         };
+        self.fill_slot(id, host, req, total, nsegs, rep);
+    }
+
+    /// Admits `host` into the free slot `id`: `total` children in its main plan over `nsegs`
+    /// segments, `rep` the replacement it copies to. Holds the bias.
+    #[inline]
+    fn fill_slot(&mut self, id: ParentId, host: B::Host, req: IoRequest, total: u32, nsegs: u32, rep: Option<u32>) {
         let slot = &mut self.slots[id as usize];
         debug_assert_eq!(slot.phase, Phase::Free);
         slot.host = Some(host);

@@ -49,26 +49,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         let idx = id as usize;
         let write = req.op == IoOp::Write;
         let total = if write { self.geo.copies() } else { 1 };
-        {
-            let slot = &mut self.slots[idx];
-            debug_assert_eq!(slot.phase, Phase::Free);
-            slot.host = Some(host);
-            slot.req = req;
-            slot.phase = Phase::Admit;
-            slot.wait = None;
-            slot.remaining = 1; // the bias: dropped once every child is issued
-            slot.next = 0;
-            slot.total = total;
-            slot.nsegs = 1;
-            slot.seg_ok = 0;
-            slot.missed_copy = false;
-            slot.batch_submitting = false;
-            slot.retry = 0;
-            slot.tried_segs = 0;
-            slot.repair_segs = 0;
-            slot.rep = None;
-        }
-        self.stats.parents_admitted += 1;
+        self.fill_slot(id, host, req, total, 1, None);
         let host = self.slots[idx].host.as_ref().expect("just set");
         if !self.backend.admit_parent(host) {
             return self.park_straight(id, Wait::Io(None));
