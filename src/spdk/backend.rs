@@ -31,6 +31,9 @@ pub struct ChildCtx {
     iovs: [libc::iovec; MAX_CHILD_IOVS],
 }
 
+// The common-path fields of a child context stay within one cache line.
+const _: () = assert!(std::mem::offset_of!(ChildCtx, wait) <= 64);
+
 /// A leg's wait for shared `spdk_bdev_io`s; boxed so SPDK can hold its address.
 #[repr(C)]
 pub struct IoWait {
