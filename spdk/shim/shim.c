@@ -20,6 +20,13 @@ spdk_mirror_shim_rw(struct spdk_bdev_desc *desc, struct spdk_io_channel *ch,
 {
 	struct spdk_bdev_ext_io_opts opts = {};
 
+	if (parent->u.bdev.memory_domain == NULL) {
+		/* Nothing for the options to carry: the plain calls skip building and checking them. */
+		if (write) {
+			return spdk_bdev_writev_blocks(desc, ch, iov, iovcnt, offset_blocks, num_blocks, cb, cb_arg);
+		}
+		return spdk_bdev_readv_blocks(desc, ch, iov, iovcnt, offset_blocks, num_blocks, cb, cb_arg);
+	}
 	opts.size = sizeof(opts);
 	opts.memory_domain = parent->u.bdev.memory_domain;
 	opts.memory_domain_ctx = parent->u.bdev.memory_domain_ctx;

@@ -8,7 +8,8 @@
 
 struct spdk_bdev_io *spdk_mirror_shim_bdev_io_from_ctx(void *ctx);
 void *spdk_mirror_shim_io_channel_get_ctx(struct spdk_io_channel *ch);
-/* readv/writev_blocks_ext with the parent's memory domain passed through. */
+/* readv/writev_blocks_ext with the parent's memory domain passed through (the plain calls when
+ * it has none: the same I/O, without options to build and check). */
 int spdk_mirror_shim_rw(struct spdk_bdev_desc *desc, struct spdk_io_channel *ch,
 			struct spdk_bdev_io *parent, bool write, struct iovec *iov, int iovcnt,
 			uint64_t offset_blocks, uint64_t num_blocks,
