@@ -31,7 +31,7 @@ pub use read_policy::ReadPolicy;
 pub use stats::{EngineStats, LegStats};
 
 use crate::placement::{Geometry, MAX_LEGS};
-use plan::{full_mask, segment, segment_count, MAX_SEGMENTS};
+use plan::{segment, segment_count, MAX_SEGMENTS};
 
 /// How a parent's children are allocated and submitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -1052,108 +1052,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         }
     }
 
-    /// Submits one child. `counted`: its reference on the parent is already held (a read retry
-    /// inherits the failed child's). On `NoMem` the child is handed back and nothing changed.
-    #[inline]
-    fn submit_child(&mut self, child: B::Child, info: ChildInfo, counted: bool) -> Result<(), (B::Child, ChildInfo)> {
-        let idx = info.parent as usize;
-        if !counted {
-            self.slots[idx].remaining += 1;
-        }
-        self.legs[info.leg as usize].outstanding_blocks += info.blocks;
-        let host = self.slots[idx].host.as_ref().expect("issuing parent has a host");
-        match self.backend.submit(host, child, info) {
-            Submitted::InFlight => {
-                self.stats.children_submitted += 1;
-                Ok(())
-            }
-            Submitted::Completed(child, info, status) => {
-                self.stats.children_submitted += 1;
-                self.stats.inline_completions += 1;
-                self.child_finished(child, info, status);
-                Ok(())
-            }
-            Submitted::NoMem(child, info) => {
-                self.legs[info.leg as usize].outstanding_blocks -= info.blocks;
-                self.legs[info.leg as usize].stats.nomem += 1;
-                if !counted {
-                    self.slots[idx].remaining -= 1;
-                }
-                Err((child, info))
-            }
-        }
-    }
-
-    /// Accounts a finished child. Completes the parent when it was the last reference.
-    fn child_finished(&mut self, child: B::Child, info: ChildInfo, status: ChildStatus) {
-        let id = info.parent;
-        let idx = id as usize;
-        let leg = &mut self.legs[info.leg as usize];
-        leg.outstanding_blocks -= info.blocks;
-        self.stats.children_completed += 1;
-        match info.op {
-            IoOp::Read => leg.stats.reads += 1,
-            _ => leg.stats.writes += 1,
-        }
-        self.release_child(info.leg, child);
-        let repair = info.op == IoOp::Write && self.slots[idx].req.op == IoOp::Read;
-        // The replacement is not a copy yet: it never decides the host's status.
-        let replacement = info.leg == self.replacement_leg();
-        match (info.op, status) {
-            (IoOp::Read, ChildStatus::Success) => {
-                self.slots[idx].seg_ok |= 1 << info.segment;
-                // Copies that failed this read get the good data back (md's fix_read_error).
-                let seg = info.segment as usize;
-                let bad = self.tried(id, info.segment) & self.working_legs();
-                if bad != 0 {
-                    self.recovery[idx].repair[seg] = bad;
-                    let slot = &mut self.slots[idx];
-                    slot.repair_segs |= 1 << seg;
-                    // This read's reference now holds the parent until the rewrites are issued.
-                    if slot.phase == Phase::Tail && slot.wait.is_none() {
-                        self.push_ready(id);
-                    }
-                    return;
-                }
-            }
-            (_, ChildStatus::Success) => {
-                if !replacement {
-                    self.slots[idx].seg_ok |= 1 << info.segment;
-                }
-                if repair {
-                    self.legs[info.leg as usize].stats.read_repairs += 1;
-                    self.stats.read_repairs += 1;
-                }
-            }
-            (IoOp::Read, ChildStatus::Error) => {
-                self.legs[info.leg as usize].stats.read_errors += 1;
-                let (seg, bit) = (info.segment as usize, 1u64 << info.segment);
-                let slot = &mut self.slots[idx];
-                if slot.tried_segs & bit == 0 {
-                    slot.tried_segs |= bit;
-                    self.recovery[idx].tried[seg] = 0;
-                }
-                self.recovery[idx].tried[seg] |= 1 << info.leg;
-                let slot = &mut self.slots[idx];
-                slot.retry |= bit;
-                // The failed child's reference passes to its retry.
-                if slot.phase == Phase::Tail && slot.wait.is_none() {
-                    self.push_ready(id);
-                }
-                return;
-            }
-            (_, ChildStatus::Error) => {
-                self.legs[info.leg as usize].stats.write_errors += 1;
-                // A failing replacement is dropped (later writes skip it); no copy was missed.
-                if !replacement {
-                    self.slots[idx].missed_copy = true;
-                }
-                self.fail_leg_quietly(info.leg);
-            }
-        }
-        self.put(id);
-    }
-
     fn fail_leg_quietly(&mut self, leg: u32) {
         let l = &mut self.legs[leg as usize];
         if !l.failed {
@@ -1164,38 +1062,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 self.pool_freed |= 1 << leg;
             }
         }
-    }
-
-    /// Drops one reference; completes the parent on the last. Returns whether it completed.
-    #[inline]
-    fn put(&mut self, id: ParentId) -> bool {
-        let slot = &mut self.slots[id as usize];
-        debug_assert!(slot.remaining > 0);
-        slot.remaining -= 1;
-        if slot.remaining > 0 {
-            return false;
-        }
-        debug_assert_eq!(slot.phase, Phase::Tail, "a parent completed before its plan was issued");
-        let req = slot.req;
-        let ok = slot.seg_ok == full_mask(slot.nsegs);
-        let missed = slot.missed_copy;
-        let host = slot.host.take().expect("completing parent has a host");
-        slot.phase = Phase::Free;
-        slot.wait = None;
-        slot.in_ready = false;
-        self.free_slots.push(id);
-        if req.op.is_write() {
-            self.stats.intent_ends += 1;
-            self.intent.end_write(req.lba, req.blocks, ok && !missed);
-        }
-        let status = if ok { HostStatus::Success } else { HostStatus::Failed };
-        if !ok {
-            self.stats.parents_failed += 1;
-        }
-        self.stats.parents_completed += 1;
-        self.backend.release_parent();
-        self.backend.complete(host, status);
-        true
     }
 }
 
