@@ -232,8 +232,8 @@ impl Persist {
         let layout = &self.r().layout;
         let rb = layout.region_blocks;
         let end = lba + blocks.max(1) - 1;
-        // A region is a power of two of blocks whenever a block is: shifts then, not the two
-        // 64-bit divisions that made up most of the bitmap's cost per write.
+        // A region is a power of two of blocks whenever a block is: shifts then, not two
+        // 64-bit divisions on every start and end of a write.
         let (first, last) = if rb.is_power_of_two() {
             let shift = rb.trailing_zeros();
             (lba >> shift, end >> shift)
