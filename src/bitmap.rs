@@ -193,8 +193,7 @@ impl WriteIntentBitmap {
     }
 
     fn span(&self, lba: u64, blocks: u64) -> std::ops::RangeInclusive<usize> {
-        let last = (lba + blocks.max(1) - 1) / self.region_blocks;
-        (lba / self.region_blocks) as usize..=(last as usize).min(self.regions - 1)
+        region_span(lba, blocks, self.region_blocks, self.regions)
     }
 
     /// Durable dirty regions: what resync after a crash must cover.
@@ -360,6 +359,22 @@ impl WriteIntent for WriteIntentBitmap {
     }
 }
 
+/// The regions of `region_blocks` blocks each (`regions` in all) that `[lba, lba + blocks)`
+/// touches; at least one. Runs on every start and end of a write, so a region that is a power
+/// of two of blocks (always, with power-of-two blocks) is found by shifts, not two 64-bit
+/// divisions.
+#[inline]
+pub fn region_span(lba: u64, blocks: u64, region_blocks: u64, regions: usize) -> std::ops::RangeInclusive<usize> {
+    let end = lba + blocks.max(1) - 1;
+    let (first, last) = if region_blocks.is_power_of_two() {
+        let shift = region_blocks.trailing_zeros();
+        (lba >> shift, end >> shift)
+    } else {
+        (lba / region_blocks, end / region_blocks)
+    };
+    first as usize..=(last as usize).min(regions - 1)
+}
+
 /// Ranges of mirror blocks to resync: every dirty region, merged where adjacent.
 pub fn resync_plan(dirty: &Bits, regions: usize, region_blocks: u64, data_blocks: u64) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
@@ -377,6 +392,20 @@ pub fn resync_plan(dirty: &Bits, regions: usize, region_blocks: u64, data_blocks
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn region_span_by_shifts_matches_division() {
+        // Power-of-two regions take the shift path; the answers are the division's.
+        for (lba, blocks) in [(0, 1), (0, 0), (127, 1), (127, 2), (128, 128), (1000, 300), (4095, 10)] {
+            let by_division = {
+                let last = ((lba + u64::max(blocks, 1) - 1) / 128).min(31);
+                (lba / 128) as usize..=last as usize
+            };
+            assert_eq!(region_span(lba, blocks, 128, 32), by_division, "({lba}, {blocks})");
+        }
+        assert_eq!(region_span(350, 100, 100, 10), 3..=4);
+        assert_eq!(region_span(999, 1, 100, 10), 9..=9);
+    }
 
     #[test]
     fn first_write_waits_for_the_flush_later_ones_ride_free() {

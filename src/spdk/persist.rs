@@ -230,17 +230,7 @@ impl Persist {
     #[inline]
     fn regions_of(&self, lba: u64, blocks: u64) -> std::ops::RangeInclusive<usize> {
         let layout = &self.r().layout;
-        let rb = layout.region_blocks;
-        let end = lba + blocks.max(1) - 1;
-        // A region is a power of two of blocks whenever a block is: shifts then, not two
-        // 64-bit divisions on every start and end of a write.
-        let (first, last) = if rb.is_power_of_two() {
-            let shift = rb.trailing_zeros();
-            (lba >> shift, end >> shift)
-        } else {
-            (lba / rb, end / rb)
-        };
-        first as usize..=last.min(layout.regions - 1) as usize
+        crate::bitmap::region_span(lba, blocks, layout.region_blocks, layout.regions as usize)
     }
 
     /// The lazy clear (md's daemon): regions idle for `IDLE_CLEAR_MS` with no write in flight
