@@ -9,36 +9,17 @@ use std::ptr::{self, NonNull};
 
 use spdk_sys as sys;
 
-use super::channel::Channel;
+use super::child_ctx::{slice_parent_iovs, ChannelCalls, ChildCtx, MAX_CHILD_IOVS};
 use super::ctx_cache::CtxCache;
-use super::ffi::{errlog, guard};
+use super::ffi::errlog;
 use crate::engine::{Backend, ChildInfo, ChildStatus, HostStatus, IoOp, Submitted};
-
-/// Most iovecs a child may need when it carries part of its parent's buffer. The bdev layer
-/// splits host I/O at chunk boundaries, so children normally take the parent's iovecs whole.
-pub const MAX_CHILD_IOVS: usize = 32;
-
-/// One child context: an element of a leg's `spdk_mempool`.
-#[repr(C)]
-pub struct ChildCtx {
-    pub channel: *const Channel,
-    pub parent: *mut sys::spdk_bdev_io,
-    pub info: ChildInfo,
-    // The fields above are all a child touches on the common path: one cache line (mempool
-    // elements are cache-line aligned). Those below are for the slow paths.
-    /// Used only by a child going through the reserve (`rescue`), to wait for I/O there.
-    pub wait: sys::spdk_bdev_io_wait_entry,
-    iovs: [libc::iovec; MAX_CHILD_IOVS],
-}
-
-// The common-path fields of a child context stay within one cache line.
-const _: () = assert!(std::mem::offset_of!(ChildCtx, wait) <= 64);
 
 /// A leg's wait for shared `spdk_bdev_io`s; boxed so SPDK can hold its address.
 #[repr(C)]
 pub struct IoWait {
     pub entry: sys::spdk_bdev_io_wait_entry,
-    pub channel: *const Channel,
+    /// The channel waiting (opaque here; see `ChannelCalls`).
+    pub channel: *const c_void,
     pub queued: Cell<bool>,
 }
 
@@ -63,11 +44,13 @@ pub struct SpdkBackend {
     /// Legs the engine failed that the mirror must hear of.
     pub failed_legs: u32,
     /// The channel owning this backend (set once it is boxed), recorded in each child.
-    pub channel: *const Channel,
+    pub channel: *const c_void,
+    /// The channel's callbacks.
+    pub calls: &'static ChannelCalls,
     /// Blocks reserved before the data on every leg (superblock and bitmap).
     pub data_offset: u64,
     /// The mirror's metadata, if it keeps any (for reads pinned during a resync).
-    pub persist: *const super::persist::Persist,
+    pub persist: *const super::metadata::Persist,
     /// A child of this channel is on its way through the mirror thread's reserve.
     pub rescue_busy: bool,
 }
@@ -110,7 +93,7 @@ impl Backend for SpdkBackend {
             (*ctx).info = info;
         }
         let arg = ctx as *mut c_void;
-        let cb: sys::spdk_bdev_io_completion_cb = Some(child_done);
+        let cb = self.calls.child_done;
         let lba = info.leg_lba + self.data_offset;
         // SAFETY: desc and ch belong to this leg on this thread; the context outlives the I/O.
         let rc = unsafe {
@@ -150,7 +133,7 @@ impl Backend for SpdkBackend {
                 // no parent can take (md's mempool reserve); its completion frees the way.
                 self.rescue_busy = true;
                 self.legs[info.leg as usize].inflight += 1;
-                super::rescue::send(ctx);
+                super::rescue::send(ctx, self.calls.rescue_back);
                 Submitted::InFlight
             }
             rc if rc == -libc::ENOMEM => Submitted::NoMem(child, info),
@@ -181,7 +164,7 @@ impl Backend for SpdkBackend {
         // being queued (a channel is destroyed only with no I/O parked).
         let rc = unsafe {
             (*wait).entry.bdev = leg.bdev;
-            (*wait).entry.cb_fn = Some(io_wait_done);
+            (*wait).entry.cb_fn = self.calls.io_wait_done;
             (*wait).entry.cb_arg = wait as *mut c_void;
             // Children unblock parents that hold resources: queue at the head (SPDK's fix for
             // spdk/spdk#3710, as its raid module does).
@@ -191,9 +174,13 @@ impl Backend for SpdkBackend {
         if rc == 0 {
             leg.wait.queued.set(true);
         } else {
-            // An spdk_bdev_io is already free in this thread's cache: retry at once.
-            // SAFETY: the channel outlives its backend.
-            unsafe { (*leg.wait.channel).signal_io() };
+            // An spdk_bdev_io is already free in this thread's cache: retry at once, as if
+            // SPDK had called back.
+            if let Some(f) = self.calls.io_wait_done {
+                // SAFETY: the channel's own callback with its own wait entry; the channel
+                // outlives its backend.
+                unsafe { f(wait as *mut c_void) };
+            }
         }
     }
 
@@ -206,87 +193,8 @@ impl Backend for SpdkBackend {
     }
 }
 
-/// The iovecs of the child's part of the parent's buffer: the parent's own when the child
-/// covers all of it, else built in the context's `iovs`. `None` if they do not fit.
-///
-/// # Safety
-/// `ctx` must be a live child context whose `parent` and `info` are set.
-pub unsafe fn slice_parent_iovs(ctx: *mut ChildCtx, block_size: u64) -> Option<(*mut libc::iovec, i32)> {
-    // SAFETY: the parent is live while its children are being issued.
-    let view = unsafe { super::host_io::view((*ctx).parent) };
-    // SAFETY: exclusive access to our own context.
-    let ctx = unsafe { &mut *ctx };
-    if ctx.info.buf_offset == 0 && ctx.info.blocks == view.num_blocks {
-        // The whole parent (always, for RAID1 and chunk-split RAID10): its iovecs as they are.
-        return Some((view.iovs, view.iovcnt));
-    }
-    // SAFETY: the parent's iovec array has `iovcnt` entries.
-    let iovs = unsafe { std::slice::from_raw_parts(view.iovs as *const libc::iovec, view.iovcnt as usize) };
-    let mut skip = ctx.info.buf_offset * block_size;
-    let mut want = ctx.info.blocks * block_size;
-    let mut n = 0usize;
-    for iov in iovs {
-        if want == 0 {
-            break;
-        }
-        let len = iov.iov_len as u64;
-        if skip >= len {
-            skip -= len;
-            continue;
-        }
-        if n == MAX_CHILD_IOVS {
-            return None;
-        }
-        let take = (len - skip).min(want);
-        ctx.iovs[n] = libc::iovec {
-            // SAFETY: stays inside this iovec's buffer (skip + take <= len).
-            iov_base: unsafe { (iov.iov_base as *mut u8).add(skip as usize) } as *mut c_void,
-            iov_len: take as usize,
-        };
-        n += 1;
-        want -= take;
-        skip = 0;
-    }
-    (want == 0).then_some((ctx.iovs.as_mut_ptr(), n as i32))
-}
-
-/// Completion of a child I/O (SPDK calls this on the channel's thread).
-extern "C" fn child_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_void) {
-    guard("child completion", (), || {
-        let ctx = arg as *mut ChildCtx;
-        // SAFETY: `arg` is the context we passed at submit; it stays ours until freed.
-        let (channel, info) = unsafe { ((*ctx).channel, (*ctx).info) };
-        let status = if success {
-            ChildStatus::Success
-        } else {
-            ChildStatus::Error
-        };
-        // The engine first: parents parked on this leg's pool resume now and, finding no
-        // spdk_bdev_io, queue their wait at the head (dep_unblock). Only then is this child's
-        // spdk_bdev_io freed, and SPDK hands it to them. Freed first, it would go to whoever
-        // waited longest (the app above, submitting one more parent) and, with tiny leg pools,
-        // parents end up holding every spdk_bdev_io (a deadlock the pressure tests caught).
-        // SAFETY: the channel outlives every child it issued; `ctx` is non-null.
-        unsafe { (*channel).child_done(NonNull::new_unchecked(ctx), info, status) };
-        // SAFETY: SPDK hands us the completed child bdev_io exactly once; nothing uses it after.
-        unsafe { sys::spdk_bdev_free_io(bdev_io) };
-    })
-}
-
-/// SPDK's `spdk_bdev_queue_io_wait` callback: an `spdk_bdev_io` was freed on this thread.
-extern "C" fn io_wait_done(arg: *mut c_void) {
-    guard("io wait", (), || {
-        let wait = arg as *const IoWait;
-        // SAFETY: `arg` is the boxed IoWait we queued; its channel is live.
-        unsafe {
-            (*wait).queued.set(false);
-            (*(*wait).channel).signal_io();
-        }
-    })
-}
-
 impl IoWait {
-    pub fn new(channel: *const Channel) -> Box<Self> {
+    pub fn new(channel: *const c_void) -> Box<Self> {
         Box::new(IoWait {
             entry: sys::spdk_bdev_io_wait_entry::default(),
             channel,
@@ -296,7 +204,7 @@ impl IoWait {
 }
 
 impl LegIo {
-    pub fn absent(channel: *const Channel) -> Self {
+    pub fn absent(channel: *const c_void) -> Self {
         LegIo {
             bdev: ptr::null_mut(),
             desc: ptr::null_mut(),

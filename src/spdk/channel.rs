@@ -15,11 +15,12 @@ use std::sync::atomic::Ordering;
 use crossbeam_queue::ArrayQueue;
 use spdk_sys as sys;
 
-use super::backend::{ChildCtx, IoWait, LegIo, SpdkBackend};
+use super::backend::{IoWait, LegIo, SpdkBackend};
+use super::child_ctx::{ChannelCalls, ChildCtx};
 use super::ctx_cache::CtxCache;
 use super::ffi::{errlog, guard, warnlog};
+use super::intent::ChannelIntent;
 use super::mirror::Mirror;
-use super::persist::ChannelIntent;
 use crate::engine::{Backend, ChildInfo, ChildStatus, Engine, EngineConfig, HostStatus, IoRequest, LegStats, Strategy};
 
 /// How often the channel's poller looks for parked I/O (whose pool may have been refilled by
@@ -43,8 +44,6 @@ pub struct Channel {
     /// Something above was queued while the engine was busy.
     deferred: Cell<bool>,
     poller: Cell<*mut sys::spdk_poller>,
-    /// The thread this channel belongs to.
-    thread: *mut sys::spdk_thread,
     seen_gen: Cell<u64>,
     releases: RefCell<Vec<PendingRelease>>,
     /// Host completions held until a leg failure is recorded on disk.
@@ -74,8 +73,6 @@ impl Channel {
             io_signal: Cell::new(false),
             deferred: Cell::new(false),
             poller: Cell::new(ptr::null_mut()),
-            // SAFETY: plain query; channels are created on SPDK threads.
-            thread: unsafe { sys::spdk_get_thread() },
             seen_gen: Cell::new(u64::MAX),
             releases: RefCell::new(Vec::new()),
             held: RefCell::new(VecDeque::with_capacity(mirror.opts.max_parents as usize)),
@@ -116,6 +113,7 @@ impl Channel {
             block_size: geo.block_size() as u64,
             failed_legs: 0,
             channel: ptr::null(),
+            calls: &CALLS,
             data_offset: mirror.data_offset,
             persist: mirror.persist.as_deref().map_or(ptr::null(), |p| p as *const _),
             rescue_busy: false,
@@ -130,7 +128,7 @@ impl Channel {
     /// reshape cannot be half undone; the failure is recorded like any other).
     fn open_legs(&self, engine: &mut Engine<SpdkBackend, ChannelIntent>, strict: bool) -> Result<(), String> {
         let mirror = self.mirror();
-        let me: *const Channel = self;
+        let me = self as *const Channel as *const c_void;
         engine.backend_mut().channel = me;
         for i in 0..=mirror.num_legs() {
             let leg = mirror.slot(i);
@@ -190,7 +188,7 @@ impl Channel {
             match new_legs.get_mut(i) {
                 Some(new) => std::mem::swap(&mut new.wait, &mut old.wait),
                 None if old.wait.queued.get() => {
-                    let queued = std::mem::replace(&mut old.wait, IoWait::new(self));
+                    let queued = std::mem::replace(&mut old.wait, IoWait::new(self as *const Channel as *const c_void));
                     Box::leak(queued);
                 }
                 None => {}
@@ -218,10 +216,6 @@ impl Channel {
                 leg.ch = ptr::null_mut();
             }
         }
-    }
-
-    pub fn thread(&self) -> *mut sys::spdk_thread {
-        self.thread
     }
 
     pub fn mirror(&self) -> &Mirror {
@@ -682,7 +676,7 @@ extern "C" fn poll(arg: *mut c_void) -> c_int {
         if !chan.held.borrow().is_empty() {
             if chan.mirror().failure_unrecorded() {
                 // Make sure a metadata write is on its way (a no-op when one is queued).
-                super::persist::kick(chan.mirror());
+                chan.mirror().request_metadata_write();
             } else {
                 chan.release_held();
                 busy = true;
@@ -694,4 +688,55 @@ extern "C" fn poll(arg: *mut c_void) -> c_int {
             sys::SPDK_POLLER_IDLE as c_int
         }
     })
+}
+
+/// What the backend and the reserve call this channel back through.
+static CALLS: ChannelCalls = ChannelCalls {
+    child_done: Some(child_done),
+    io_wait_done: Some(io_wait_done),
+    rescue_back,
+};
+
+/// Completion of a child I/O (SPDK calls this on the channel's thread).
+extern "C" fn child_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_void) {
+    guard("child completion", (), || {
+        let ctx = arg as *mut ChildCtx;
+        // SAFETY: `arg` is the context we passed at submit; it stays ours until freed.
+        let (channel, info) = unsafe { ((*ctx).channel as *const Channel, (*ctx).info) };
+        let status = if success {
+            ChildStatus::Success
+        } else {
+            ChildStatus::Error
+        };
+        // The engine first: parents parked on this leg's pool resume now and, finding no
+        // spdk_bdev_io, queue their wait at the head (dep_unblock). Only then is this child's
+        // spdk_bdev_io freed, and SPDK hands it to them. Freed first, it would go to whoever
+        // waited longest (the app above, submitting one more parent) and, with tiny leg pools,
+        // parents end up holding every spdk_bdev_io (a deadlock the pressure tests caught).
+        // SAFETY: the channel outlives every child it issued; `ctx` is non-null.
+        unsafe { (*channel).child_done(NonNull::new_unchecked(ctx), info, status) };
+        // SAFETY: SPDK hands us the completed child bdev_io exactly once; nothing uses it after.
+        unsafe { sys::spdk_bdev_free_io(bdev_io) };
+    })
+}
+
+/// SPDK's `spdk_bdev_queue_io_wait` callback: an `spdk_bdev_io` was freed on this thread.
+extern "C" fn io_wait_done(arg: *mut c_void) {
+    guard("io wait", (), || {
+        let wait = arg as *const IoWait;
+        // SAFETY: `arg` is the boxed IoWait we queued; its channel is live.
+        unsafe {
+            (*wait).queued.set(false);
+            (*((*wait).channel as *const Channel)).signal_io();
+        }
+    })
+}
+
+/// A child sent through the reserve is back on this channel's thread.
+fn rescue_back(ctx: NonNull<ChildCtx>, status: ChildStatus) {
+    // SAFETY: the context is live and its channel with it.
+    unsafe {
+        let info = (*ctx.as_ptr()).info;
+        (*((*ctx.as_ptr()).channel as *const Channel)).rescue_done(ctx, info, status);
+    }
 }

@@ -12,7 +12,7 @@ use std::ptr::{self, NonNull};
 
 use spdk_sys as sys;
 
-use super::backend::ChildCtx;
+use super::child_ctx::ChildCtx;
 
 /// The most contexts one channel keeps per leg.
 pub const MAX_CACHED: usize = 64;

@@ -15,11 +15,14 @@ use std::sync::Mutex;
 
 use spdk_sys as sys;
 
+use super::create::{self, CreateSpec, PersistSpec};
 use super::ffi::{bdev_name, errlog, guard, noticelog, warnlog};
-use super::mirror::{self, CreateSpec, Mirror, MirrorOpts, PersistSpec, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
+use super::join;
+use super::mirror::{self, Mirror, MirrorOpts, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
 use super::module::module_ptr;
 use super::options;
 use super::process::{self, Kind};
+use super::uuid;
 use crate::bitmap::{resync_plan, Bits};
 use crate::engine::ReadPolicy;
 use crate::superblock::{
@@ -448,7 +451,7 @@ fn describe_pending(p: &Pending) -> Option<serde_json::Value> {
     };
     Some(serde_json::json!({
         "name": sb.name,
-        "uuid": mirror::uuid_text(&mirror::uuid_of(&p.uuid)),
+        "uuid": uuid::uuid_text(&uuid::uuid_of(&p.uuid)),
         "state": "configuring",
         "level": sb.level.as_str(),
         "num_legs": sb.legs.len(),
@@ -490,7 +493,7 @@ fn assemble(found: Vec<Found>, a: Assembly) {
     }
     let rest: Vec<Found> = a.stale().filter_map(|(_, i)| found[i].take()).collect();
     let (geo, layout) = (a.geometry, a.layout);
-    let uuid = mirror::uuid_of(&newest.mirror_uuid);
+    let uuid = uuid::uuid_of(&newest.mirror_uuid);
     let name = newest.name.clone();
     let spec = CreateSpec {
         name: name.clone(),
@@ -510,7 +513,7 @@ fn assemble(found: Vec<Found>, a: Assembly) {
         }),
         rebuild_max_mb: restored.tunables.rebuild_max_mb_per_s,
     };
-    mirror::create(
+    create::create(
         spec,
         Box::new(move |r| match r {
             Err(e) => errlog!("mirror {name}: cannot assemble: {}", e.1),
@@ -678,7 +681,7 @@ fn returning(m: &'static Mirror, f: Found) {
         kind.name()
     );
     let (name, bdev) = (m.name().to_string(), f.bdev.clone());
-    mirror::join_leg(
+    join::join_leg(
         m,
         slot,
         &f.bdev,

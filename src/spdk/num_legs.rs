@@ -10,9 +10,12 @@
 
 use std::sync::atomic::Ordering;
 
-use super::mirror::{self, Fail, Mirror};
+use super::error::Fail;
+use super::legs;
+use super::mirror::Mirror;
 use super::process::Kind;
 use super::reshape;
+use super::{join, uuid};
 use crate::engine::ReadPolicy;
 use crate::placement::{Geometry, GeometrySpec, Level, MAX_LEGS};
 use crate::superblock::{LegEntry, LegRole};
@@ -72,7 +75,7 @@ pub fn set_num_legs(m: &'static Mirror, num_legs: u32, base_bdevs: Vec<String>, 
         }
         // (The RPC refuses a name listed twice.)
         for b in &base_bdevs {
-            mirror::check_new_leg(m, b, "base_bdevs")?;
+            legs::check_new_leg(m, b, "base_bdevs")?;
         }
         let present = m.legs().iter().filter(|l| l.present()).count() as u32;
         if num_legs < cur && present > num_legs {
@@ -105,7 +108,7 @@ pub fn set_num_legs(m: &'static Mirror, num_legs: u32, base_bdevs: Vec<String>, 
             // Into the new slots, rebuilt one after the other (queued behind the first).
             for (slot, name) in (cur..).zip(base_bdevs) {
                 let bdev = name.clone();
-                mirror::join_leg(
+                join::join_leg(
                     m,
                     slot,
                     &bdev,
@@ -139,10 +142,10 @@ fn apply(m: &'static Mirror, num_legs: u32) -> Result<(), Fail> {
     debug_assert_eq!(geo.data_blocks(), old.data_blocks(), "raid1 keeps its size");
     if num_legs > cur {
         for s in cur..num_legs {
-            m.ensure_pool(s)?;
+            super::legs::ensure_pool(m, s)?;
         }
         for s in cur..num_legs {
-            mirror::clear_slot(m.slot(s));
+            legs::clear_slot(m.slot(s));
         }
     } else {
         // md's raid1_reshape: the legs that stay move into the slots that stay (checked
@@ -154,7 +157,7 @@ fn apply(m: &'static Mirror, num_legs: u32) -> Result<(), Fail> {
         }
         let mut policy = m.read_policy();
         for (&from, &to) in movers.iter().zip(&free) {
-            mirror::move_leg(m, from, to);
+            legs::move_leg(m, from, to);
             if policy == ReadPolicy::Preferred(from) {
                 policy = ReadPolicy::Preferred(to);
             }
@@ -181,7 +184,7 @@ fn apply(m: &'static Mirror, num_legs: u32) -> Result<(), Fail> {
             },
         );
         for e in sb.legs.iter_mut().skip(cur as usize) {
-            e.uuid = mirror::random_uuid();
+            e.uuid = uuid::random_uuid();
         }
         sb.layout = geo.layout();
         sb.events += 1;
@@ -189,7 +192,7 @@ fn apply(m: &'static Mirror, num_legs: u32) -> Result<(), Fail> {
     m.set_geo(geo);
     m.set_num_legs(num_legs);
     for s in num_legs..cur {
-        mirror::clear_slot(m.slot(s));
+        legs::clear_slot(m.slot(s));
     }
     m.leg_gen.fetch_add(1, Ordering::AcqRel);
     Ok(())

@@ -13,10 +13,14 @@
 
 use std::sync::atomic::Ordering;
 
+use super::error::Fail;
 use super::ffi::{errlog, noticelog};
-use super::mirror::{self, Fail, Mirror, NO_REPLACEMENT};
+use super::leg_events;
+use super::legs;
+use super::mirror::{Mirror, NO_REPLACEMENT};
 use super::process::{self, Kind};
 use super::reshape;
+use super::uuid;
 
 pub type Done = Box<dyn FnOnce(Result<(), Fail>)>;
 
@@ -39,7 +43,7 @@ pub fn replace(m: &'static Mirror, leg: u32, new_name: String, done: Done) {
             "name: a mirror of the most legs has no slot for a replacement".into(),
         )));
     }
-    if let Err(e) = mirror::check_new_leg(m, &new_name, "new_base_bdev") {
+    if let Err(e) = legs::check_new_leg(m, &new_name, "new_base_bdev") {
         return done(Err(e));
     }
     let name2 = new_name.clone();
@@ -79,11 +83,11 @@ fn attach(m: &'static Mirror, leg: u32, name: &str) -> Result<(), Fail> {
         ));
     }
     let r = m.replacement_slot();
-    m.ensure_pool(r)?;
+    super::legs::ensure_pool(m, r)?;
     let slot = m.slot(r);
-    let (bdev, desc) = mirror::open_leg(slot, name)
+    let (bdev, desc) = leg_events::open_leg(slot, name)
         .map_err(|Fail(rc, msg)| Fail(rc, msg.replacen("base_bdevs:", "new_base_bdev:", 1)))?;
-    mirror::fill_slot(slot, name, bdev, desc);
+    legs::fill_slot(slot, name, bdev, desc);
     m.replacing.store(leg, Ordering::Release);
     noticelog!(
         "mirror {}: replacing leg {leg} ({}) with {name}",
@@ -119,16 +123,16 @@ fn swap(m: &'static Mirror, leg: u32) -> Result<(), Fail> {
     }
     let old_name = m.slot(leg).name();
     if m.slot(leg).present() {
-        mirror::drop_slot(m, leg);
+        legs::drop_slot(m, leg);
     }
-    mirror::move_leg(m, r, leg);
+    legs::move_leg(m, r, leg);
     let l = m.slot(leg);
     l.write_only.store(false, Ordering::Release);
     l.failed.store(false, Ordering::Release);
     if let Some(p) = &m.persist {
         // A new member: a new identity, so the old bdev's superblock can never pass for it.
         let mut sb = p.superblock();
-        sb.legs[leg as usize].uuid = mirror::random_uuid();
+        sb.legs[leg as usize].uuid = uuid::random_uuid();
         sb.legs[leg as usize].role = crate::superblock::LegRole::Active;
         sb.legs[leg as usize].failed_at_events = 0;
         sb.events += 1;
@@ -150,9 +154,9 @@ fn cancel(m: &'static Mirror, why: &str) {
         Box::new(|m| {
             let r = m.replacement_slot();
             if m.slot(r).present() {
-                mirror::drop_slot(m, r);
+                legs::drop_slot(m, r);
             }
-            mirror::clear_slot(m.slot(r));
+            legs::clear_slot(m.slot(r));
             m.replacing.store(NO_REPLACEMENT, Ordering::Release);
             Ok(())
         }),

@@ -11,14 +11,29 @@ use std::ptr::NonNull;
 
 use spdk_sys as sys;
 
-use super::backend::{slice_parent_iovs, ChildCtx};
+use super::child_ctx::{slice_parent_iovs, ChildCtx, RescueBack};
 use super::ffi::{errlog, guard};
+use super::mirror::Mirror;
 use crate::engine::{ChildStatus, IoOp};
 
-/// Sends child `ctx` (its fields set, its leg's `inflight` counted) to the mirror's thread.
-pub fn send(ctx: *mut ChildCtx) {
-    // SAFETY: a live context; its channel and mirror outlive it.
-    let thread = unsafe { (*(*ctx).channel).mirror().thread };
+/// The mirror a child context works for: its parent's bdev's.
+///
+/// # Safety
+/// `ctx` must be a live child context whose parent is set.
+unsafe fn mirror_of<'a>(ctx: *mut ChildCtx) -> &'a Mirror {
+    // SAFETY: the parent is a live host I/O of the mirror's bdev, whose context is the mirror.
+    unsafe { &*((*(*(*ctx).parent).bdev).ctxt as *const Mirror) }
+}
+
+/// Sends child `ctx` (its fields set, its leg's `inflight` counted) from its channel's thread
+/// to the mirror's; it comes back through `back`, on this thread.
+pub fn send(ctx: *mut ChildCtx, to: RescueBack) {
+    // SAFETY: a live context of ours; its mirror outlives it.
+    let thread = unsafe {
+        (*ctx).home = sys::spdk_get_thread();
+        (*ctx).rescue_back = Some(to);
+        mirror_of(ctx).thread
+    };
     // SAFETY: the message carries the context, which stays ours until `back` delivers it.
     let rc = unsafe { sys::spdk_thread_send_msg(thread, Some(on_mirror_thread), ctx as *mut c_void) };
     if rc != 0 {
@@ -32,8 +47,8 @@ extern "C" fn on_mirror_thread(arg: *mut c_void) {
 }
 
 fn submit(ctx: *mut ChildCtx) {
-    // SAFETY: ours until `back`; the channel outlives its children.
-    let (m, info, parent) = unsafe { ((*(*ctx).channel).mirror(), (*ctx).info, (*ctx).parent) };
+    // SAFETY: ours until `back`; the mirror outlives its children.
+    let (m, info, parent) = unsafe { (mirror_of(ctx), (*ctx).info, (*ctx).parent) };
     let leg = m.slot(info.leg);
     let ch = leg.app_channel();
     if ch.is_null() || !leg.present() {
@@ -86,8 +101,8 @@ extern "C" fn done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
         // SAFETY: completed I/O of ours; freed here so it goes back to this thread's cache.
         unsafe { sys::spdk_bdev_free_io(bdev_io) };
         let ctx = arg as *mut ChildCtx;
-        // SAFETY: the context is live; its channel and mirror with it.
-        unsafe { (*(*ctx).channel).mirror().slot((*ctx).info.leg).app_io_done() };
+        // SAFETY: the context is live; its mirror with it.
+        unsafe { mirror_of(ctx).slot((*ctx).info.leg).app_io_done() };
         back(
             arg as *mut ChildCtx,
             if success {
@@ -109,15 +124,15 @@ fn back(ctx: *mut ChildCtx, status: ChildStatus) {
         guard("mirror reserve return", (), || {
             // SAFETY: boxed below; last use.
             let b = unsafe { Box::from_raw(arg as *mut Back) };
-            // SAFETY: the context is live and its channel with it.
-            unsafe {
-                let info = (*b.ctx).info;
-                (*(*b.ctx).channel).rescue_done(NonNull::new_unchecked(b.ctx), info, b.status);
+            // SAFETY: the context is live, `rescue_back` set in `send`.
+            if let Some(back) = unsafe { (*b.ctx).rescue_back } {
+                // SAFETY: boxed contexts are non-null.
+                back(unsafe { NonNull::new_unchecked(b.ctx) }, b.status);
             }
         })
     }
-    // SAFETY: the context's channel is live.
-    let thread = unsafe { (*(*ctx).channel).thread() };
+    // SAFETY: set in `send`, on the channel's thread.
+    let thread = unsafe { (*ctx).home };
     let b = Box::into_raw(Box::new(Back { ctx, status }));
     // SAFETY: `b` is reclaimed by the message.
     if unsafe { sys::spdk_thread_send_msg(thread, Some(on_channel_thread), b as *mut c_void) } != 0 {

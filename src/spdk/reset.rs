@@ -7,7 +7,8 @@ use spdk_sys as sys;
 
 use super::ffi::guard;
 use super::host_io::driver_ctx;
-use super::mirror::{Leg, Mirror};
+use super::leg::Leg;
+use super::mirror::Mirror;
 
 /// Per host I/O context (`get_ctx_size`): a reset's outstanding leg resets.
 #[repr(C)]

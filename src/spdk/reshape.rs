@@ -15,10 +15,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use spdk_sys as sys;
 
+use super::error::Fail;
 use super::ffi::{errlog, guard, noticelog};
-use super::mirror::{self, channel_of, Fail, Mirror, Pin};
+use super::mirror::Mirror;
 use super::module::module_ptr;
 use super::persist;
+use super::submit::channel_of;
+use super::teardown::Pin;
 
 /// The change itself, applied on the mirror's thread with the mirror quiesced. An error
 /// must leave the mirror as it was.
@@ -262,6 +265,6 @@ fn finish(r: *mut Reshape) {
         done(result);
     }
     // Queued legs join now, or a delete that waited goes on (the pin still holds the mirror).
-    mirror::process_finished(m);
+    m.process_finished();
     drop(rs);
 }

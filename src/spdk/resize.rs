@@ -13,8 +13,9 @@ use std::sync::atomic::Ordering;
 
 use spdk_sys as sys;
 
+use super::error::Fail;
 use super::ffi::{errlog, noticelog, warnlog};
-use super::mirror::{Fail, Mirror};
+use super::mirror::Mirror;
 use super::process::{self, Kind};
 use super::reshape;
 use crate::placement::Geometry;

@@ -8,11 +8,14 @@ use std::ptr;
 use serde_json::{json, Map, Value};
 use spdk_sys as sys;
 
+use super::create::{self, CreateSpec, PersistSpec};
+use super::error::Fail;
 use super::ffi::{guard, noticelog};
 use super::json;
-use super::mirror::{self, CreateSpec, Fail, MirrorOpts, PersistSpec, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
+use super::mirror::{self, MirrorOpts, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
 use super::options;
 use super::process::{self, Kind};
+use super::{join, legs, removal, stats, teardown};
 use crate::engine::ReadPolicy;
 use crate::placement::{Geometry, GeometrySpec, Level, Raid10Layout, MAX_LEGS};
 use crate::superblock::{MetaLayout, Superblock, MAGIC, SUPERBLOCK_BYTES};
@@ -379,7 +382,7 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
 unsafe extern "C" fn rpc_create(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| match create_spec(&p) {
         Err(e) => req.reply(Err(e)),
-        Ok(spec) => mirror::create(spec, Box::new(move |r| req.reply(r.map(|m| json!(m.name()))))),
+        Ok(spec) => create::create(spec, Box::new(move |r| req.reply(r.map(|m| json!(m.name()))))),
     })
 }
 
@@ -395,7 +398,7 @@ unsafe extern "C" fn rpc_delete(request: *mut sys::spdk_jsonrpc_request, params:
                 -libc::EBUSY,
                 format!("name: mirror '{}' is already being deleted", m.name()),
             ))),
-            Ok(m) => mirror::delete(
+            Ok(m) => teardown::delete(
                 m,
                 Box::new(move |rc| {
                     req.reply(if rc == 0 {
@@ -454,7 +457,7 @@ unsafe extern "C" fn rpc_get_bdevs(request: *mut sys::spdk_jsonrpc_request, para
         Err(e) => req.reply(Err(e)),
         Ok((mirrors, waiting)) => gather(
             req,
-            mirrors.into_iter().map(mirror::Pin::new).collect(),
+            mirrors.into_iter().map(teardown::Pin::new).collect(),
             Vec::new(),
             waiting,
         ),
@@ -486,13 +489,13 @@ fn select(p: &Params) -> Result<(Vec<&'static mirror::Mirror>, Vec<Value>), Fail
 /// Collects each mirror's counters from its channels, one mirror after the other. Each is
 /// pinned until its turn is over, so a delete meanwhile cannot free it under us. `waiting`
 /// (mirrors not registered yet, already described) comes last.
-fn gather(req: Request, mut rest: std::collections::VecDeque<mirror::Pin>, mut out: Vec<Value>, waiting: Vec<Value>) {
+fn gather(req: Request, mut rest: std::collections::VecDeque<teardown::Pin>, mut out: Vec<Value>, waiting: Vec<Value>) {
     let Some(pin) = rest.pop_front() else {
         out.extend(waiting);
         return req.reply(Ok(Value::Array(out)));
     };
     let m = pin.mirror();
-    mirror::collect_stats(
+    stats::collect_stats(
         m,
         Box::new(move |stats| {
             out.push(m.info(Some(&stats)));
@@ -856,7 +859,7 @@ unsafe extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_reques
                 ),
             )));
         }
-        mirror::remove_leg(
+        removal::remove_leg(
             m,
             leg,
             "removed over RPC",
@@ -890,7 +893,7 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
                     format!("name: mirror '{name}' has no in-sync leg to rebuild from"),
                 ));
             }
-            mirror::check_new_leg(m, &base, "base_bdev")?;
+            legs::check_new_leg(m, &base, "base_bdev")?;
             Ok((m, base))
         })();
         let (m, base) = match checked {
@@ -898,7 +901,7 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
             Err(e) => return req.reply(Err(e)),
         };
         let join = move |m: &'static mirror::Mirror, slot: u32, kind: Kind| {
-            mirror::join_leg(
+            join::join_leg(
                 m,
                 slot,
                 &base.clone(),
@@ -914,7 +917,7 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
         // A leg that carries this mirror's superblock goes back to its slot, recovered from
         // the bitmap if it can be (md's re-add); any other bdev is rebuilt in full.
         let base2 = p.string("base_bdev").ok().flatten().unwrap_or_default();
-        let pin = mirror::Pin::new(m);
+        let pin = teardown::Pin::new(m);
         super::examine::read_superblock(
             &base2,
             Box::new(move |r| {

@@ -1,0 +1,101 @@
+//! The engine's `WriteIntent` over the mirror's bitmap, one per channel: a write to a region
+//! already dirty on disk raises this core's counter and reads one shared bit; any other write
+//! parks until the mirror's thread has written the metadata (see `metadata`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::metadata::{ChanCounts, Persist, MAX_CHANNELS, PARENT_BITS};
+use super::mirror::Mirror;
+use crate::engine::{Gate, ParentId, WriteIntent};
+
+/// One channel's view of the bitmap: the engine's `WriteIntent`.
+pub struct ChannelIntent {
+    mirror: *const Mirror,
+    chan: u32,
+    counts: Option<Arc<ChanCounts>>,
+}
+
+impl ChannelIntent {
+    pub fn new(m: &Mirror) -> Result<ChannelIntent, String> {
+        let (chan, counts) = match &m.persist {
+            Some(p) => {
+                let (c, counts) = p.join();
+                (c, Some(counts))
+            }
+            None => (0, None),
+        };
+        if chan as usize >= MAX_CHANNELS {
+            if let Some(p) = &m.persist {
+                p.leave(chan);
+            }
+            return Err(format!("more than {MAX_CHANNELS} channels"));
+        }
+        Ok(ChannelIntent {
+            mirror: m,
+            chan,
+            counts,
+        })
+    }
+
+    fn persist(&self) -> Option<&Persist> {
+        // SAFETY: a mirror outlives its channels' engines.
+        unsafe { (*self.mirror).persist.as_deref() }
+    }
+
+    pub fn chan(&self) -> u32 {
+        self.chan
+    }
+}
+
+impl Drop for ChannelIntent {
+    fn drop(&mut self) {
+        if let Some(p) = self.persist() {
+            p.leave(self.chan);
+        }
+    }
+}
+
+impl WriteIntent for ChannelIntent {
+    fn start_write(&mut self, parent: ParentId, lba: u64, blocks: u64) -> Gate {
+        let (Some(p), Some(c)) = (self.persist(), self.counts.as_deref()) else {
+            return Gate::Ready;
+        };
+        let mut fast = true;
+        for r in p.regions_of(lba, blocks) {
+            // Counted first, then the bit read: see the module comment.
+            c.counts[r].fetch_add(1, Ordering::SeqCst);
+            let (w, bit) = (&c.touched[r / 64], 1u64 << (r % 64));
+            if w.load(Ordering::Relaxed) & bit == 0 {
+                w.fetch_or(bit, Ordering::Relaxed);
+            }
+            fast &= p.fast(r);
+        }
+        if fast {
+            return Gate::Ready;
+        }
+        let gate = p.bitmap().mark_wanted(self.chan << PARENT_BITS | parent, lba, blocks);
+        if gate == Gate::Pending {
+            // SAFETY: as in `persist`.
+            unsafe { &*self.mirror }.request_metadata_write();
+        }
+        gate
+    }
+
+    fn end_write(&mut self, lba: u64, blocks: u64, all_copies: bool) {
+        let (Some(p), Some(c)) = (self.persist(), self.counts.as_deref()) else {
+            return;
+        };
+        if !all_copies {
+            // Before the count drops, so the region cannot be cleared in between.
+            p.bitmap().mark_missed(lba, blocks);
+        }
+        for r in p.regions_of(lba, blocks) {
+            // Only this channel's thread writes its counters, so no locked read-modify-write
+            // is needed to drop one; Release keeps the write's end (and `mark_missed`) before it.
+            // (Raising one is a SeqCst RMW: the Dekker half that must precede the bit read.)
+            let n = &c.counts[r];
+            n.store(n.load(Ordering::Relaxed) - 1, Ordering::Release);
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! A mirror's leg slots changing hands: closing a leg, filling, moving and emptying slots,
+//! checking a new leg, attaching one to every core, and the slots' child context pools.
+
+use std::ffi::CString;
+use std::os::raw::{c_int, c_void};
+use std::ptr;
+use std::sync::atomic::Ordering;
+
+use spdk_sys as sys;
+
+use super::child_ctx::ChildCtx;
+use super::error::Fail;
+use super::ffi::guard;
+use super::leg::Leg;
+use super::mirror::{find_leg, reaches, Mirror};
+use super::submit::channel_of;
+use crate::superblock::LegRole;
+
+/// Makes slot `i`'s child context pool if it has none yet (app thread).
+pub fn ensure_pool(m: &Mirror, i: u32) -> Result<(), Fail> {
+    let leg = m.slot(i);
+    if !leg.pool().is_null() {
+        return Ok(());
+    }
+    let pname = CString::new(format!("mirror{}_{i}", m.id)).expect("no NUL");
+    // SAFETY: valid name; element size is our context's.
+    let pool = unsafe {
+        sys::spdk_mempool_create(
+            pname.as_ptr(),
+            m.opts.pool_size as usize,
+            std::mem::size_of::<ChildCtx>(),
+            0,
+            sys::SPDK_ENV_NUMA_ID_ANY,
+        )
+    };
+    if pool.is_null() {
+        return Err(Fail(
+            -libc::ENOMEM,
+            format!("pool_size: cannot allocate {} child contexts per leg", m.opts.pool_size),
+        ));
+    }
+    leg.pool.store(pool, Ordering::Release);
+    Ok(())
+}
+
+/// Releases and closes a leg's bdev.
+pub fn close_leg(leg: &Leg) {
+    let ch = leg.app_ch.swap(ptr::null_mut(), Ordering::SeqCst);
+    let desc = leg.desc.swap(ptr::null_mut(), Ordering::SeqCst);
+    let bdev = leg.bdev.swap(ptr::null_mut(), Ordering::SeqCst);
+    let c = Closing {
+        leg,
+        ch,
+        desc,
+        bdev,
+        poller: ptr::null_mut(),
+    };
+    // Read after the descriptor was cleared: see `Leg::hold_desc`.
+    if leg.app_io.load(Ordering::SeqCst) == 0 {
+        return c.close();
+    }
+    // Metadata or process I/O is still on its way back through this channel: close after it.
+    extern "C" fn retry(arg: *mut c_void) -> c_int {
+        guard("mirror leg close", 0, || {
+            // SAFETY: boxed below, freed once the close happened.
+            let c = unsafe { &mut *(arg as *mut Closing) };
+            // SAFETY: the leg lives as long as its mirror, which waits for its legs' closes.
+            if unsafe { (*c.leg).app_io.load(Ordering::Acquire) } == 0 {
+                // SAFETY: our poller, on its thread; the box's last use.
+                unsafe {
+                    sys::spdk_poller_unregister(&mut c.poller);
+                    Box::from_raw(arg as *mut Closing).close();
+                }
+            }
+            sys::SPDK_POLLER_BUSY as c_int
+        })
+    }
+    let c = Box::into_raw(Box::new(c));
+    // SAFETY: `c` lives until the poller closes it.
+    unsafe { (*c).poller = sys::spdk_poller_register(Some(retry), c as *mut c_void, 1000) };
+}
+
+/// A leg's channel and descriptor, being let go.
+struct Closing {
+    leg: *const Leg,
+    ch: *mut sys::spdk_io_channel,
+    desc: *mut sys::spdk_bdev_desc,
+    bdev: *mut sys::spdk_bdev,
+    poller: *mut sys::spdk_poller,
+}
+
+impl Closing {
+    fn close(self) {
+        // SAFETY: taken and opened on this (the mirror's) thread; no I/O of ours uses them now.
+        unsafe {
+            if !self.ch.is_null() {
+                sys::spdk_put_io_channel(self.ch);
+            }
+            if !self.desc.is_null() {
+                sys::spdk_bdev_module_release_bdev(self.bdev);
+                sys::spdk_bdev_close(self.desc);
+            }
+        }
+    }
+}
+
+pub fn free_legs(m: &mut Mirror) {
+    for leg in &m.slots {
+        close_leg(leg);
+        let pool = leg.pool.swap(ptr::null_mut(), Ordering::AcqRel);
+        if !pool.is_null() {
+            // SAFETY: no channel exists any more (or none was made), so no context is in use.
+            unsafe { sys::spdk_mempool_free(pool) };
+        }
+    }
+}
+
+/// Why a bdev cannot be a leg of this mirror, if it cannot.
+pub fn unfit_leg(bdev: *mut sys::spdk_bdev, name: &str, block_size: u32, blocks_needed: u64) -> Option<String> {
+    // SAFETY: an open bdev; queries only.
+    let (bl, md, n) = unsafe {
+        (
+            sys::spdk_bdev_get_block_size(bdev),
+            sys::spdk_bdev_get_md_size(bdev),
+            sys::spdk_bdev_get_num_blocks(bdev),
+        )
+    };
+    if md != 0 {
+        Some(format!("'{name}' has {md} bytes of metadata per block; not supported"))
+    } else if bl != block_size {
+        Some(format!("block sizes differ ('{name}' has {bl}, expected {block_size})"))
+    } else if n < blocks_needed {
+        Some(format!("'{name}' has {n} blocks, the mirror needs {blocks_needed}"))
+    } else {
+        None
+    }
+}
+
+/// Puts an opened, claimed bdev into an empty slot, written but not read until it is in sync.
+pub fn fill_slot(l: &Leg, name: &str, bdev: *mut sys::spdk_bdev, desc: *mut sys::spdk_bdev_desc) {
+    if let Ok(mut n) = l.name.lock() {
+        *n = name.to_string();
+    }
+    l.write_only.store(true, Ordering::Release);
+    l.failed.store(false, Ordering::Release);
+    l.bdev.store(bdev, Ordering::Release);
+    l.desc.store(desc, Ordering::Release);
+}
+
+/// Empties a slot that holds no open bdev (reshape, with the mirror quiesced).
+pub fn clear_slot(l: &Leg) {
+    debug_assert!(!l.present());
+    if let Ok(mut n) = l.name.lock() {
+        n.clear();
+    }
+    l.failed.store(true, Ordering::Release);
+    l.write_only.store(false, Ordering::Release);
+    l.removing.store(false, Ordering::Release);
+}
+
+/// Moves the leg in slot `from` into the empty slot `to`, superblock entry included. Only in
+/// a reshape: the mirror is quiesced and no I/O of the mirror's thread is outstanding, so no
+/// one holds the slot's descriptor or channel. SPDK's events for the bdev still carry the old
+/// slot as context; `leg_event` finds the bdev wherever it is.
+pub fn move_leg(m: &Mirror, from: u32, to: u32) {
+    let (a, b) = (m.slot(from), m.slot(to));
+    debug_assert!(!b.present() && a.app_io_idle());
+    let name = a.name();
+    if let Ok(mut n) = b.name.lock() {
+        *n = name;
+    }
+    b.bdev
+        .store(a.bdev.swap(ptr::null_mut(), Ordering::AcqRel), Ordering::Release);
+    b.app_ch
+        .store(a.app_ch.swap(ptr::null_mut(), Ordering::AcqRel), Ordering::Release);
+    b.failed.store(a.failed.load(Ordering::Acquire), Ordering::Release);
+    b.write_only
+        .store(a.write_only.load(Ordering::Acquire), Ordering::Release);
+    b.desc
+        .store(a.desc.swap(ptr::null_mut(), Ordering::AcqRel), Ordering::Release);
+    clear_slot(a);
+    if let Some(p) = &m.persist {
+        let mut sb = p.superblock();
+        if (from as usize) < sb.legs.len() && (to as usize) < sb.legs.len() {
+            sb.legs.swap(from as usize, to as usize);
+            let events = sb.events;
+            sb.legs[from as usize].role = LegRole::Removed;
+            sb.legs[from as usize].failed_at_events = events;
+        }
+    }
+}
+
+/// Closes the bdev in slot `i` (reshape, with the mirror quiesced and every channel about to
+/// be rebuilt, so none keeps an I/O channel on it) and empties the slot.
+pub fn drop_slot(m: &Mirror, i: u32) {
+    let l = m.slot(i);
+    l.failed.store(true, Ordering::Release);
+    close_leg(l);
+    clear_slot(l);
+}
+
+/// Why bdev `name` cannot become a new leg of `m` (a missing, claimed, too small or
+/// self-referencing bdev), named after the RPC's `field`. Checked before anything changes.
+pub fn check_new_leg(m: &Mirror, name: &str, field: &str) -> Result<(), Fail> {
+    let cname = CString::new(name).map_err(|_| Fail(-libc::EINVAL, format!("{field}: name has a NUL")))?;
+    // SAFETY: NUL-terminated name; lookup only (app thread).
+    let bdev = unsafe { sys::spdk_bdev_get_by_name(cname.as_ptr()) };
+    if bdev.is_null() {
+        return Err(Fail(-libc::ENODEV, format!("{field}: no bdev named '{name}'")));
+    }
+    if reaches(name, m.name()) {
+        return Err(Fail(
+            -libc::EINVAL,
+            format!(
+                "{field}: '{name}' is the mirror '{}' itself or is built on it",
+                m.name()
+            ),
+        ));
+    }
+    if find_leg(name).is_some() {
+        return Err(Fail(
+            -libc::EBUSY,
+            format!("{field}: '{name}' is already a leg of a mirror"),
+        ));
+    }
+    // SAFETY: a registered bdev, read on the app thread where claims change.
+    if unsafe { (*bdev).internal.claim_type } != sys::SPDK_BDEV_CLAIM_NONE {
+        return Err(Fail(-libc::EBUSY, format!("{field}: '{name}' is already claimed")));
+    }
+    let geo = m.geo();
+    if let Some(msg) = unfit_leg(bdev, name, geo.block_size(), m.data_offset + geo.used_leg_blocks()) {
+        return Err(Fail(-libc::EINVAL, format!("{field}: {msg}")));
+    }
+    Ok(())
+}
+
+/// Puts a newly opened bdev into slot `leg` and gives every channel an I/O channel on it.
+pub fn attach_leg(
+    m: &'static Mirror,
+    leg: u32,
+    bdev: *mut sys::spdk_bdev,
+    desc: *mut sys::spdk_bdev_desc,
+    name: &str,
+    done: Box<dyn FnOnce(i32)>,
+) {
+    fill_slot(m.slot(leg), name, bdev, desc);
+    m.leg_gen.fetch_add(1, Ordering::AcqRel);
+    struct Attach {
+        leg: u32,
+        done: Box<dyn FnOnce(i32)>,
+    }
+    extern "C" fn on_channel(i: *mut sys::spdk_io_channel_iter) {
+        let rc = guard("mirror leg attach", -libc::EIO, || {
+            // SAFETY: our iteration and channel.
+            unsafe {
+                let a = &*(sys::spdk_io_channel_iter_get_ctx(i) as *const Attach);
+                channel_of(sys::spdk_io_channel_iter_get_channel(i)).attach_leg(a.leg)
+            }
+        });
+        // SAFETY: live iteration.
+        unsafe { sys::spdk_for_each_channel_continue(i, rc) };
+    }
+    extern "C" fn all_done(i: *mut sys::spdk_io_channel_iter, status: c_int) {
+        guard("mirror leg attach done", (), || {
+            // SAFETY: boxed below; last use.
+            let a = unsafe { Box::from_raw(sys::spdk_io_channel_iter_get_ctx(i) as *mut Attach) };
+            (a.done)(status);
+        })
+    }
+    let a = Box::into_raw(Box::new(Attach { leg, done }));
+    // SAFETY: our io_device; `a` reclaimed in `all_done`.
+    unsafe { sys::spdk_for_each_channel(m.as_io_device(), Some(on_channel), a as *mut c_void, Some(all_done)) };
+}

@@ -1,0 +1,86 @@
+//! The host I/O entry: SPDK's `submit_request` hands each host I/O to this core's channel
+//! (reads first get a buffer from the bdev layer when the caller gave none).
+
+use std::ptr::NonNull;
+
+use spdk_sys as sys;
+
+use super::channel::Channel;
+use super::ffi::guard;
+use super::host_io;
+use crate::engine::{IoOp, IoRequest};
+
+/// The channel stored in an io_channel's context.
+///
+/// # Safety
+/// `ch` must be one of our mirror's io_channels.
+pub unsafe fn channel_of<'a>(ch: *mut sys::spdk_io_channel) -> &'a Channel {
+    // SAFETY: our channel context holds the boxed channel pointer (see `channel_create`).
+    unsafe { &**(sys::spdk_mirror_shim_io_channel_get_ctx(ch) as *mut *mut Channel) }
+}
+
+fn fail_io(io: *mut sys::spdk_bdev_io) {
+    // SAFETY: `io` is a live host I/O we have not completed.
+    unsafe { sys::spdk_bdev_io_complete(io, sys::SPDK_BDEV_IO_STATUS_FAILED) };
+}
+
+pub extern "C" fn submit_request(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io) {
+    let handled = guard("mirror submit", false, || {
+        // SAFETY: SPDK hands us a live bdev_io.
+        let view = unsafe { host_io::view(io) };
+        let op = match view.ty {
+            sys::SPDK_BDEV_IO_TYPE_READ => {
+                // SAFETY: the channel is ours; the mirror is its bdev's context.
+                let bl = unsafe { (*(*io).bdev).blocklen } as u64;
+                // Reads need a buffer; the bdev layer gives one if the caller did not.
+                // SAFETY: live bdev_io of ours.
+                unsafe { sys::spdk_bdev_io_get_buf(io, Some(read_buf_ready), view.num_blocks * bl) };
+                return true;
+            }
+            sys::SPDK_BDEV_IO_TYPE_WRITE => IoOp::Write,
+            sys::SPDK_BDEV_IO_TYPE_UNMAP => IoOp::Unmap,
+            sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES => IoOp::WriteZeroes,
+            sys::SPDK_BDEV_IO_TYPE_FLUSH => IoOp::Flush,
+            sys::SPDK_BDEV_IO_TYPE_RESET => {
+                super::reset::reset(io);
+                return true;
+            }
+            _ => {
+                fail_io(io);
+                return true;
+            }
+        };
+        submit_host(ch, io, op, &view);
+        true
+    });
+    if !handled {
+        fail_io(io);
+    }
+}
+
+/// Hands a host I/O to this core's engine.
+fn submit_host(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, op: IoOp, view: &host_io::IoView) {
+    let req = IoRequest {
+        op,
+        lba: view.offset_blocks,
+        blocks: view.num_blocks,
+    };
+    // SAFETY: `ch` is our channel; SPDK's `io` is non-null.
+    unsafe { channel_of(ch).submit(NonNull::new_unchecked(io), req) };
+}
+
+extern "C" fn read_buf_ready(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, success: bool) {
+    let handled = guard("mirror read", false, || {
+        if !success {
+            fail_io(io);
+            return true;
+        }
+        // SAFETY: live bdev_io.
+        let view = unsafe { host_io::view(io) };
+        submit_host(ch, io, IoOp::Read, &view);
+        true
+    });
+    if !handled {
+        fail_io(io);
+    }
+}
