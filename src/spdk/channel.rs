@@ -18,6 +18,7 @@ use spdk_sys as sys;
 use super::backend::{IoWait, LegIo, SpdkBackend};
 use super::child_ctx::{ChannelCalls, ChildCtx};
 use super::ctx_cache::CtxCache;
+use super::error::Fail;
 use super::ffi::{errlog, guard, warnlog};
 use super::intent::ChannelIntent;
 use super::mirror::Mirror;
@@ -62,7 +63,7 @@ pub struct Channel {
 
 impl Channel {
     /// Builds the channel for the calling thread: a channel on every working leg.
-    pub fn new(mirror: &Mirror) -> Result<Box<Channel>, String> {
+    pub fn new(mirror: &Mirror) -> Result<Box<Channel>, Fail> {
         let engine = Self::engine_for(mirror)?;
         let chan = Box::new(Channel {
             mirror,
@@ -100,7 +101,7 @@ impl Channel {
     }
 
     /// An engine for the mirror as it is now, its legs not opened yet (`open_legs`).
-    fn engine_for(mirror: &Mirror) -> Result<Engine<SpdkBackend, ChannelIntent>, String> {
+    fn engine_for(mirror: &Mirror) -> Result<Engine<SpdkBackend, ChannelIntent>, Fail> {
         let cfg = EngineConfig {
             max_parents: mirror.opts.max_parents,
             strategy: Strategy::Immediate,
@@ -126,7 +127,7 @@ impl Channel {
     /// leg, and on the replacement being copied if there is one. A leg whose channel cannot be
     /// had fails the whole call when `strict`, else that leg is failed for the mirror (a
     /// reshape cannot be half undone; the failure is recorded like any other).
-    fn open_legs(&self, engine: &mut Engine<SpdkBackend, ChannelIntent>, strict: bool) -> Result<(), String> {
+    fn open_legs(&self, engine: &mut Engine<SpdkBackend, ChannelIntent>, strict: bool) -> Result<(), Fail> {
         let mirror = self.mirror();
         let me = self as *const Channel as *const c_void;
         engine.backend_mut().channel = me;
@@ -139,7 +140,10 @@ impl Channel {
                 let ch = unsafe { sys::spdk_bdev_get_io_channel(leg.desc()) };
                 if ch.is_null() && strict {
                     Self::put_leg_channels(engine);
-                    return Err(format!("no I/O channel for leg {}", leg.name()));
+                    return Err(Fail::plain(
+                        -libc::ENOMEM,
+                        format!("no I/O channel for leg {}", leg.name()),
+                    ));
                 }
                 if ch.is_null() {
                     mirror.fail_leg(i, "no I/O channel for it on a core");

@@ -75,9 +75,9 @@ pub fn create(spec: CreateSpec, done: CreateDone) {
                 done(r)
             }
             Err(e) => {
-                let msg = format!("base_bdevs: cannot write the superblock: {e}");
+                let err = Fail::new(-libc::EIO, "base_bdevs", format!("cannot write the superblock: {e}"));
                 abandon(m);
-                done(Err(Fail(-libc::EIO, msg)))
+                done(Err(err))
             }
         })),
     );
@@ -86,7 +86,7 @@ pub fn create(spec: CreateSpec, done: CreateDone) {
 /// Opens the legs, makes the pools and fills in the bdev; nothing is registered yet.
 fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let name = CString::new(spec.name.clone()).map_err(|_| Fail(-libc::EINVAL, "name: has a NUL".into()))?;
+    let name = CString::new(spec.name.clone()).map_err(|_| Fail::invalid("name", "has a NUL"))?;
     let data_offset = spec.persist.as_ref().map(|p| p.layout.data_offset_blocks).unwrap_or(0);
     let mut mirror = Box::new(Mirror {
         bdev: sys::spdk_bdev::default(),
@@ -161,7 +161,7 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
                 mirror.slots[i].desc.store(desc, Ordering::Release);
                 if let Some(msg) = unfit_leg(bdev, &leg_name, spec.geo.block_size(), needed) {
                     undo(&mut mirror);
-                    return Err(Fail(-libc::EINVAL, format!("base_bdevs: {msg}")));
+                    return Err(Fail::invalid("base_bdevs", msg));
                 }
             }
             Err(e) => {
@@ -301,15 +301,17 @@ fn register(mirror: &'static Mirror) -> Result<&'static Mirror, Fail> {
                 unsafe { sys::spdk_io_device_unregister(dev as *mut c_void, Some(free_unregistered)) };
             }),
         );
-        let msg = if rc == -libc::EEXIST {
-            format!("name: a bdev named '{name}' already exists")
+        return Err(if rc == -libc::EEXIST {
+            Fail::new(rc, "name", format!("a bdev named '{name}' already exists"))
         } else {
-            format!(
-                "cannot register bdev '{name}': {}",
-                std::io::Error::from_raw_os_error(-rc)
+            Fail::plain(
+                rc,
+                format!(
+                    "cannot register bdev '{name}': {}",
+                    std::io::Error::from_raw_os_error(-rc)
+                ),
             )
-        };
-        return Err(Fail(rc, msg));
+        });
     }
     mirror.registered.store(true, Ordering::Release);
     // Created: from now on only a delete zeroes the superblocks (a stop keeps them).

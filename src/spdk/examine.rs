@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use spdk_sys as sys;
 
 use super::create::{self, CreateSpec, PersistSpec};
+use super::error::Fail;
 use super::ffi::{bdev_name, errlog, guard, noticelog, warnlog};
 use super::join;
 use super::mirror::{self, Mirror, MirrorOpts, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
@@ -42,7 +43,7 @@ pub struct Found {
     pub tunables: TunablesRead,
 }
 
-pub type ReadDone = Box<dyn FnOnce(Result<Option<Found>, String>)>;
+pub type ReadDone = Box<dyn FnOnce(Result<Option<Found>, Fail>)>;
 
 struct Reader {
     name: String,
@@ -66,7 +67,10 @@ pub fn read_superblock(name: &str, done: ReadDone) {
     // SAFETY: NUL-terminated name; read-only open, closed in `read_finished`.
     let rc = unsafe { sys::spdk_bdev_open_ext(cname.as_ptr(), false, Some(ignore_event), ptr::null_mut(), &mut desc) };
     if rc != 0 {
-        return done(Err(format!("cannot open: {}", std::io::Error::from_raw_os_error(-rc))));
+        return done(Err(Fail::plain(
+            rc,
+            format!("cannot open: {}", std::io::Error::from_raw_os_error(-rc)),
+        )));
     }
     // SAFETY: open desc.
     let (bdev, ch) = unsafe { (sys::spdk_bdev_desc_get_bdev(desc), sys::spdk_bdev_get_io_channel(desc)) };
@@ -86,7 +90,7 @@ pub fn read_superblock(name: &str, done: ReadDone) {
         done: Some(done),
     }));
     if ch.is_null() || buf.is_null() {
-        return read_finished(r, Err("no memory to read the superblock".into()));
+        return read_finished(r, Err(Fail::plain(-libc::EIO, "no memory to read the superblock")));
     }
     // SAFETY: the bdev has at least one block; fewer blocks than the reserved area only lack
     // a superblock.
@@ -106,7 +110,10 @@ fn read_blocks(r: *mut Reader, blocks: u64) {
     if rc != 0 {
         read_finished(
             r,
-            Err(format!("cannot read: {}", std::io::Error::from_raw_os_error(-rc))),
+            Err(Fail::plain(
+                rc,
+                format!("cannot read: {}", std::io::Error::from_raw_os_error(-rc)),
+            )),
         );
     }
 }
@@ -117,7 +124,7 @@ extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
         unsafe { sys::spdk_bdev_free_io(io) };
         let r = arg as *mut Reader;
         if !success {
-            return read_finished(r, Err("read error".into()));
+            return read_finished(r, Err(Fail::plain(-libc::EIO, "read error")));
         }
         // SAFETY: ours until `read_finished`.
         let rd = unsafe { &mut *r };
@@ -142,24 +149,32 @@ extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
         let sb = match Superblock::decode(head) {
             Ok(sb) => sb,
             Err(SuperblockError::Magic) => return read_finished(r, Ok(None)),
-            Err(e) => return read_finished(r, Err(e.to_string())),
+            Err(e) => return read_finished(r, Err(Fail::named(-libc::EINVAL, e))),
         };
         // SAFETY: open desc.
         let n = unsafe { sys::spdk_bdev_get_num_blocks(sys::spdk_bdev_desc_get_bdev(rd.desc)) };
-        let checked = sb.geometry().map_err(|e| e.to_string()).and_then(|(_, layout)| {
-            // `geometry` refused a sum that overflows.
-            let need = sb.data_offset_blocks.saturating_add(sb.leg_data_blocks);
-            if sb.block_size as u64 != rd.bs {
-                Err(format!(
-                    "superblock: records {}-byte blocks, the bdev has {}",
-                    sb.block_size, rd.bs
-                ))
-            } else if n < need {
-                Err(format!("superblock: records {need} blocks per leg, the bdev has {n}"))
-            } else {
-                Ok(layout)
-            }
-        });
+        let checked = sb
+            .geometry()
+            .map_err(|e| Fail::named(-libc::EINVAL, e))
+            .and_then(|(_, layout)| {
+                // `geometry` refused a sum that overflows.
+                let need = sb.data_offset_blocks.saturating_add(sb.leg_data_blocks);
+                if sb.block_size as u64 != rd.bs {
+                    Err(Fail::new(
+                        -libc::EINVAL,
+                        "superblock",
+                        format!("records {}-byte blocks, the bdev has {}", sb.block_size, rd.bs),
+                    ))
+                } else if n < need {
+                    Err(Fail::new(
+                        -libc::EINVAL,
+                        "superblock",
+                        format!("records {need} blocks per leg, the bdev has {n}"),
+                    ))
+                } else {
+                    Ok(layout)
+                }
+            });
         match checked {
             Ok(layout) => {
                 // A mirror leg: now the superblock and bitmap together.
@@ -171,7 +186,7 @@ extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
                     rd.buf = sys::spdk_dma_zmalloc(bytes, 0x1000, ptr::null_mut());
                 }
                 if rd.buf.is_null() {
-                    return read_finished(r, Err("no memory to read the bitmap".into()));
+                    return read_finished(r, Err(Fail::plain(-libc::EIO, "no memory to read the bitmap")));
                 }
                 rd.sb = Some(sb);
                 read_blocks(r, layout.meta_blocks());
@@ -181,7 +196,7 @@ extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
     })
 }
 
-fn read_finished(r: *mut Reader, result: Result<Option<Found>, String>) {
+fn read_finished(r: *mut Reader, result: Result<Option<Found>, Fail>) {
     // SAFETY: the last use of the reader.
     let mut rd = unsafe { Box::from_raw(r) };
     // SAFETY: opened, taken and allocated in `read_superblock` on this thread.
@@ -516,7 +531,7 @@ fn assemble(found: Vec<Found>, a: Assembly) {
     create::create(
         spec,
         Box::new(move |r| match r {
-            Err(e) => errlog!("mirror {name}: cannot assemble: {}", e.1),
+            Err(e) => errlog!("mirror {name}: cannot assemble: {e}"),
             Ok(m) => {
                 noticelog!(
                     "mirror {name}: assembled from its superblocks; the mirror is {}",
@@ -689,7 +704,7 @@ fn returning(m: &'static Mirror, f: Found) {
         true,
         Box::new(move |r| {
             if let Err(e) = r {
-                errlog!("mirror {name}: leg {bdev} cannot rejoin: {}", e.1);
+                errlog!("mirror {name}: leg {bdev} cannot rejoin: {e}");
             }
         }),
     );

@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::error::Fail;
 use super::metadata::{ChanCounts, Persist, MAX_CHANNELS, PARENT_BITS};
 use super::mirror::Mirror;
 use crate::engine::{Gate, ParentId, WriteIntent};
@@ -17,7 +18,7 @@ pub struct ChannelIntent {
 }
 
 impl ChannelIntent {
-    pub fn new(m: &Mirror) -> Result<ChannelIntent, String> {
+    pub fn new(m: &Mirror) -> Result<ChannelIntent, Fail> {
         let (chan, counts) = match &m.persist {
             Some(p) => {
                 let (c, counts) = p.join();
@@ -29,7 +30,7 @@ impl ChannelIntent {
             if let Some(p) = &m.persist {
                 p.leave(chan);
             }
-            return Err(format!("more than {MAX_CHANNELS} channels"));
+            return Err(Fail::plain(-libc::ENOSPC, format!("more than {MAX_CHANNELS} channels")));
         }
         Ok(ChannelIntent {
             mirror: m,

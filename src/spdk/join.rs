@@ -62,28 +62,26 @@ pub fn join_leg(
         return done(Ok(()));
     }
     if reaches(name, m.name()) {
-        return done(Err(Fail(
-            -libc::EINVAL,
-            format!(
-                "base_bdev: '{name}' is the mirror '{}' itself or is built on it",
-                m.name()
-            ),
+        return done(Err(Fail::invalid(
+            "base_bdev",
+            format!("'{name}' is the mirror '{}' itself or is built on it", m.name()),
         )));
     }
     if m.slot(slot).present() {
-        return done(Err(Fail(
+        return done(Err(Fail::new(
             -libc::EBUSY,
-            format!("base_bdev: slot {slot} of {} was filled meanwhile", m.name()),
+            "base_bdev",
+            format!("slot {slot} of {} was filled meanwhile", m.name()),
         )));
     }
     let reserved = match process::reserve(m, kind, Some(slot)) {
         Ok(r) => r,
-        Err(e) => return done(Err(Fail(-libc::EBUSY, format!("name: {}: {e}", m.name())))),
+        Err(e) => return done(Err(Fail::new(-libc::EBUSY, "name", format!("{}: {e}", m.name())))),
     };
     let leg: *const Leg = m.slot(slot);
     let (bdev, desc) = match open_leg(leg, name) {
         Ok(x) => x,
-        Err(Fail(rc, msg)) => return done(Err(Fail(rc, msg.replacen("base_bdevs:", "base_bdev:", 1)))),
+        Err(e) => return done(Err(e.in_field("base_bdev"))),
     };
     if let Some(msg) = unfit_leg(
         bdev,
@@ -96,7 +94,7 @@ pub fn join_leg(
             sys::spdk_bdev_module_release_bdev(bdev);
             sys::spdk_bdev_close(desc);
         }
-        return done(Err(Fail(-libc::EINVAL, format!("base_bdev: {msg}"))));
+        return done(Err(Fail::invalid("base_bdev", msg)));
     }
     let old_name = m.slot(slot).name();
     let old_uuid = m.persist.as_ref().map(|p| p.superblock().legs[slot as usize].uuid);
@@ -126,9 +124,10 @@ pub fn join_leg(
                             *n = old_name;
                         }
                         drop(reserved);
-                        done(Err(Fail(
+                        done(Err(Fail::new(
                             rc,
-                            "base_bdev: could not attach the leg on every core".into(),
+                            "base_bdev",
+                            "could not attach the leg on every core",
                         )))
                     }),
                 );

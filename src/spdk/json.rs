@@ -3,11 +3,13 @@
 use serde_json::{Map, Number, Value};
 use spdk_sys as sys;
 
+use super::error::Fail;
+
 /// Converts SPDK's parsed JSON (a flat array of values) into a `serde_json::Value`.
 ///
 /// # Safety
 /// `vals` must point at a valid, complete `spdk_json_val` sequence as handed to an RPC handler.
-pub unsafe fn to_value(vals: *const sys::spdk_json_val) -> Result<Value, String> {
+pub unsafe fn to_value(vals: *const sys::spdk_json_val) -> Result<Value, Fail> {
     if vals.is_null() {
         return Ok(Value::Null);
     }
@@ -18,7 +20,7 @@ pub unsafe fn to_value(vals: *const sys::spdk_json_val) -> Result<Value, String>
 
 /// # Safety
 /// As `to_value`; `*i` indexes a value inside the sequence.
-unsafe fn parse(vals: *const sys::spdk_json_val, i: &mut usize) -> Result<Value, String> {
+unsafe fn parse(vals: *const sys::spdk_json_val, i: &mut usize) -> Result<Value, Fail> {
     // SAFETY: the sequence is complete, so every index reached by walking it is in bounds.
     let v = unsafe { &*vals.add(*i) };
     *i += 1;
@@ -30,7 +32,7 @@ unsafe fn parse(vals: *const sys::spdk_json_val, i: &mut usize) -> Result<Value,
         sys::SPDK_JSON_VAL_FALSE => Value::Bool(false),
         sys::SPDK_JSON_VAL_STRING => Value::String(String::from_utf8_lossy(text()).into_owned()),
         sys::SPDK_JSON_VAL_NUMBER => {
-            let s = std::str::from_utf8(text()).map_err(|_| "bad number")?;
+            let s = std::str::from_utf8(text()).map_err(|_| Fail::invalid("params", "bad number"))?;
             match serde_json::from_str::<Number>(s) {
                 Ok(n) => Value::Number(n),
                 // Valid JSON serde cannot hold (1e400): kept as a value no field accepts, so
@@ -62,7 +64,7 @@ unsafe fn parse(vals: *const sys::spdk_json_val, i: &mut usize) -> Result<Value,
                     break;
                 }
                 if name.type_ != sys::SPDK_JSON_VAL_NAME {
-                    return Err("malformed object".into());
+                    return Err(Fail::plain(-libc::EINVAL, "malformed object"));
                 }
                 // SAFETY: a name points at `len` bytes of the request buffer.
                 let key = unsafe { std::slice::from_raw_parts(name.start as *const u8, name.len as usize) };
@@ -74,7 +76,7 @@ unsafe fn parse(vals: *const sys::spdk_json_val, i: &mut usize) -> Result<Value,
             }
             Value::Object(out)
         }
-        other => return Err(format!("unexpected JSON token {other}")),
+        other => return Err(Fail::invalid("params", format!("unexpected JSON token {other}"))),
     })
 }
 

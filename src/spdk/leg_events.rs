@@ -16,26 +16,21 @@ use super::removal::remove_leg;
 
 /// Opens and claims `name` for `leg` (its hot-remove events go to that leg). Returns (bdev, desc).
 pub fn open_leg(leg: *const Leg, name: &str) -> Result<(*mut sys::spdk_bdev, *mut sys::spdk_bdev_desc), Fail> {
-    let cname = CString::new(name).map_err(|_| Fail(-libc::EINVAL, "base_bdevs: name has a NUL".into()))?;
+    let cname = CString::new(name).map_err(|_| Fail::invalid("base_bdevs", "name has a NUL"))?;
     let mut desc = ptr::null_mut();
     // SAFETY: the event context is the leg, which lives as long as its mirror, which outlives
     // the descriptor (closed in `close_leg`).
     let rc = unsafe { sys::spdk_bdev_open_ext(cname.as_ptr(), true, Some(leg_event), leg as *mut c_void, &mut desc) };
     if rc != 0 {
-        let msg = if rc == -libc::ENODEV {
-            format!("base_bdevs: no bdev named '{name}'")
-        } else if rc == -libc::EPERM {
-            return Err(Fail(
-                -libc::EBUSY,
-                format!("base_bdevs: '{name}' is already claimed by another module"),
-            ));
-        } else {
-            format!(
-                "base_bdevs: cannot open '{name}': {}",
-                std::io::Error::from_raw_os_error(-rc)
-            )
+        let (rc, msg) = match rc {
+            rc if rc == -libc::ENODEV => (rc, format!("no bdev named '{name}'")),
+            rc if rc == -libc::EPERM => (-libc::EBUSY, format!("'{name}' is already claimed by another module")),
+            rc => (
+                rc,
+                format!("cannot open '{name}': {}", std::io::Error::from_raw_os_error(-rc)),
+            ),
         };
-        return Err(Fail(rc, msg));
+        return Err(Fail::new(rc, "base_bdevs", msg));
     }
     // SAFETY: desc is open.
     let bdev = unsafe { sys::spdk_bdev_desc_get_bdev(desc) };
@@ -44,9 +39,10 @@ pub fn open_leg(leg: *const Leg, name: &str) -> Result<(*mut sys::spdk_bdev, *mu
     if rc != 0 {
         // SAFETY: opened above on this thread.
         unsafe { sys::spdk_bdev_close(desc) };
-        return Err(Fail(
+        return Err(Fail::new(
             -libc::EBUSY,
-            format!("base_bdevs: '{name}' is already claimed by another module"),
+            "base_bdevs",
+            format!("'{name}' is already claimed by another module"),
         ));
     }
     Ok((bdev, desc))

@@ -34,9 +34,10 @@ pub fn ensure_pool(m: &Mirror, i: u32) -> Result<(), Fail> {
         )
     };
     if pool.is_null() {
-        return Err(Fail(
+        return Err(Fail::new(
             -libc::ENOMEM,
-            format!("pool_size: cannot allocate {} child contexts per leg", m.opts.pool_size),
+            "pool_size",
+            format!("cannot allocate {} child contexts per leg", m.opts.pool_size),
         ));
     }
     leg.pool.store(pool, Ordering::Release);
@@ -202,34 +203,40 @@ pub fn drop_slot(m: &Mirror, i: u32) {
 /// Why bdev `name` cannot become a new leg of `m` (a missing, claimed, too small or
 /// self-referencing bdev), named after the RPC's `field`. Checked before anything changes.
 pub fn check_new_leg(m: &Mirror, name: &str, field: &str) -> Result<(), Fail> {
-    let cname = CString::new(name).map_err(|_| Fail(-libc::EINVAL, format!("{field}: name has a NUL")))?;
+    let cname = CString::new(name).map_err(|_| Fail::invalid(field.to_string(), "name has a NUL"))?;
     // SAFETY: NUL-terminated name; lookup only (app thread).
     let bdev = unsafe { sys::spdk_bdev_get_by_name(cname.as_ptr()) };
     if bdev.is_null() {
-        return Err(Fail(-libc::ENODEV, format!("{field}: no bdev named '{name}'")));
+        return Err(Fail::new(
+            -libc::ENODEV,
+            field.to_string(),
+            format!("no bdev named '{name}'"),
+        ));
     }
     if reaches(name, m.name()) {
-        return Err(Fail(
-            -libc::EINVAL,
-            format!(
-                "{field}: '{name}' is the mirror '{}' itself or is built on it",
-                m.name()
-            ),
+        return Err(Fail::invalid(
+            field.to_string(),
+            format!("'{name}' is the mirror '{}' itself or is built on it", m.name()),
         ));
     }
     if find_leg(name).is_some() {
-        return Err(Fail(
+        return Err(Fail::new(
             -libc::EBUSY,
-            format!("{field}: '{name}' is already a leg of a mirror"),
+            field.to_string(),
+            format!("'{name}' is already a leg of a mirror"),
         ));
     }
     // SAFETY: a registered bdev, read on the app thread where claims change.
     if unsafe { (*bdev).internal.claim_type } != sys::SPDK_BDEV_CLAIM_NONE {
-        return Err(Fail(-libc::EBUSY, format!("{field}: '{name}' is already claimed")));
+        return Err(Fail::new(
+            -libc::EBUSY,
+            field.to_string(),
+            format!("'{name}' is already claimed"),
+        ));
     }
     let geo = m.geo();
     if let Some(msg) = unfit_leg(bdev, name, geo.block_size(), m.data_offset + geo.used_leg_blocks()) {
-        return Err(Fail(-libc::EINVAL, format!("{field}: {msg}")));
+        return Err(Fail::invalid(field.to_string(), msg));
     }
     Ok(())
 }

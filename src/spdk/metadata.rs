@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use spdk_sys as sys;
 
+use super::error::Fail;
 use crate::bitmap::{Bits, WriteIntentBitmap};
 use crate::engine::ParentId;
 use crate::superblock::{MetaLayout, Superblock};
@@ -31,7 +32,7 @@ pub const IDLE_CLEAR_MS: u64 = 5000;
 pub(super) const PARENT_BITS: u32 = 20;
 pub(super) const MAX_CHANNELS: usize = 1 << (32 - PARENT_BITS);
 
-pub type MetaDone = Box<dyn FnOnce(Result<(), String>)>;
+pub type MetaDone = Box<dyn FnOnce(Result<(), Fail>)>;
 
 /// What the last metadata write of a mirror's life does.
 pub(super) struct Closing {

@@ -30,32 +30,29 @@ pub fn set_num_legs(m: &'static Mirror, num_legs: u32, base_bdevs: Vec<String>, 
     let cur = m.num_legs();
     let checked = (|| {
         if geo.level() != Level::Raid1 {
-            return Err(Fail(
-                -libc::EINVAL,
+            return Err(Fail::invalid(
+                "num_legs",
                 format!(
-                    "num_legs: mirror '{}' is {}: only raid1 changes its number of legs in place",
+                    "mirror '{}' is {}: only raid1 changes its number of legs in place",
                     m.name(),
                     geo.level()
                 ),
             ));
         }
         if !(2..=MAX_LEGS as u32).contains(&num_legs) {
-            return Err(Fail(
-                -libc::EINVAL,
-                format!("num_legs: must be from 2 to {MAX_LEGS}, got {num_legs}"),
+            return Err(Fail::invalid(
+                "num_legs",
+                format!("must be from 2 to {MAX_LEGS}, got {num_legs}"),
             ));
         }
         if num_legs < cur && !base_bdevs.is_empty() {
-            return Err(Fail(
-                -libc::EINVAL,
-                "base_bdevs: only a growing mirror takes new bdevs".into(),
-            ));
+            return Err(Fail::invalid("base_bdevs", "only a growing mirror takes new bdevs"));
         }
         if base_bdevs.len() as u32 > num_legs.saturating_sub(cur) {
-            return Err(Fail(
-                -libc::EINVAL,
+            return Err(Fail::invalid(
+                "base_bdevs",
                 format!(
-                    "base_bdevs: {} bdevs for {} new slots",
+                    "{} bdevs for {} new slots",
                     base_bdevs.len(),
                     num_legs.saturating_sub(cur)
                 ),
@@ -63,10 +60,10 @@ pub fn set_num_legs(m: &'static Mirror, num_legs: u32, base_bdevs: Vec<String>, 
         }
         if num_legs > cur && m.persist.is_none() && (base_bdevs.len() as u32) < num_legs - cur {
             // Such a mirror lives on in save_config's create call, which names every leg.
-            return Err(Fail(
-                -libc::EINVAL,
+            return Err(Fail::invalid(
+                "base_bdevs",
                 format!(
-                    "base_bdevs: mirror '{}' has no superblock, so every new slot needs a bdev ({} given for {})",
+                    "mirror '{}' has no superblock, so every new slot needs a bdev ({} given for {})",
                     m.name(),
                     base_bdevs.len(),
                     num_legs - cur
@@ -79,10 +76,11 @@ pub fn set_num_legs(m: &'static Mirror, num_legs: u32, base_bdevs: Vec<String>, 
         }
         let present = m.legs().iter().filter(|l| l.present()).count() as u32;
         if num_legs < cur && present > num_legs {
-            return Err(Fail(
+            return Err(Fail::new(
                 -libc::EBUSY,
+                "num_legs",
                 format!(
-                    "num_legs: {present} legs of '{}' are present; remove {} of them first",
+                    "{present} legs of '{}' are present; remove {} of them first",
                     m.name(),
                     present - num_legs
                 ),
@@ -115,7 +113,7 @@ pub fn set_num_legs(m: &'static Mirror, num_legs: u32, base_bdevs: Vec<String>, 
                     Kind::Rebuild,
                     true,
                     Box::new(move |r| {
-                        if let Err(Fail(_, why)) = r {
+                        if let Err(why) = r {
                             super::ffi::errlog!("mirror: new leg '{name}' could not join: {why}");
                         }
                     }),
@@ -138,7 +136,7 @@ fn apply(m: &'static Mirror, num_legs: u32) -> Result<(), Fail> {
         block_size: old.block_size(),
         leg_blocks: old.leg_blocks(),
     })
-    .map_err(|e| Fail(-libc::EINVAL, e.to_string()))?;
+    .map_err(|e| Fail::named(-libc::EINVAL, e))?;
     debug_assert_eq!(geo.data_blocks(), old.data_blocks(), "raid1 keeps its size");
     if num_legs > cur {
         for s in cur..num_legs {
@@ -153,7 +151,7 @@ fn apply(m: &'static Mirror, num_legs: u32) -> Result<(), Fail> {
         let movers: Vec<u32> = (num_legs..cur).filter(|&s| m.slot(s).present()).collect();
         let free: Vec<u32> = (0..num_legs).filter(|&s| !m.slot(s).present()).collect();
         if movers.len() > free.len() {
-            return Err(Fail(-libc::EBUSY, "num_legs: no empty slot to move a leg into".into()));
+            return Err(Fail::new(-libc::EBUSY, "num_legs", "no empty slot to move a leg into"));
         }
         let mut policy = m.read_policy();
         for (&from, &to) in movers.iter().zip(&free) {

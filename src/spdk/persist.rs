@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 
 use spdk_sys as sys;
 
+use super::error::Fail;
 use super::ffi::{errlog, guard};
 use super::metadata::{lock, Closing, MetaDone, Persist};
 use super::mirror::Mirror;
@@ -73,7 +74,7 @@ pub fn write(m: &'static Mirror, done: Option<MetaDone>) {
     if w.closed {
         drop(w);
         if let Some(d) = done {
-            d(Err("the mirror is closing".into()));
+            d(Err(Fail::plain(-libc::ENODEV, "the mirror is closing")));
         }
         return;
     }
@@ -423,9 +424,9 @@ fn op_put(op: *mut MetaOp) {
         }
     }
     let result = if o.targets == 0 {
-        Err("no working leg to write the metadata to".to_string())
+        Err(Fail::plain(-libc::ENODEV, "no working leg to write the metadata to"))
     } else if o.failed == o.targets {
-        Err("the metadata write failed on every leg".to_string())
+        Err(Fail::plain(-libc::EIO, "the metadata write failed on every leg"))
     } else {
         Ok(())
     };

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use spdk_sys as sys;
 
+use super::error::Fail;
 use super::ffi::{errlog, guard, noticelog};
 use super::mirror::Mirror;
 use super::module::module_ptr;
@@ -82,9 +83,9 @@ pub struct Reserved {
 }
 
 /// Takes the mirror's one process slot for `kind` and allocates its buffer.
-pub fn reserve(m: &'static Mirror, kind: Kind, target: Option<u32>) -> Result<Reserved, String> {
+pub fn reserve(m: &'static Mirror, kind: Kind, target: Option<u32>) -> Result<Reserved, Fail> {
     if m.process_active.swap(true, Ordering::AcqRel) {
-        return Err("another process is running".into());
+        return Err(Fail::plain(-libc::EBUSY, "another process is running"));
     }
     let bs = m.geo().block_size() as u64;
     // At most 1 MiB per window (a RAID10 chunk may be far larger): windows never cross a
@@ -100,7 +101,10 @@ pub fn reserve(m: &'static Mirror, kind: Kind, target: Option<u32>) -> Result<Re
     let buf = unsafe { sys::spdk_dma_malloc((window * bs * copies) as usize, 0x1000, ptr::null_mut()) };
     if buf.is_null() {
         m.process_active.store(false, Ordering::Release);
-        return Err(format!("cannot allocate a {} KiB buffer", window * bs * copies / 1024));
+        return Err(Fail::plain(
+            -libc::ENOMEM,
+            format!("cannot allocate a {} KiB buffer", window * bs * copies / 1024),
+        ));
     }
     Ok(Reserved {
         m,
@@ -132,7 +136,7 @@ pub fn start(
     target: Option<u32>,
     ranges: Vec<(u64, u64)>,
     done: Option<ProcessDone>,
-) -> Result<(), String> {
+) -> Result<(), Fail> {
     reserve(m, kind, target)?.start(ranges, done);
     Ok(())
 }
@@ -212,12 +216,18 @@ fn step(j: *mut Job) {
     let m = jb.mirror;
     loop {
         if m.deleting.load(Ordering::Acquire) {
-            return finish(j, Err("cancelled: the mirror is going away".into()));
+            return finish(
+                j,
+                Err(Fail::plain(-libc::ECANCELED, "cancelled: the mirror is going away")),
+            );
         }
         if let Some(t) = jb.target {
             let t = m.slot(t);
             if !t.present() || t.failed.load(Ordering::Acquire) {
-                return finish(j, Err("cancelled: the target leg went away".into()));
+                return finish(
+                    j,
+                    Err(Fail::plain(-libc::ECANCELED, "cancelled: the target leg went away")),
+                );
             }
         }
         let Some(&(start, blocks)) = jb.ranges.get(jb.range) else {
@@ -283,7 +293,10 @@ fn quiesce(j: *mut Job) {
     let jb = unsafe { &mut *j };
     // The cap's delay may end after a delete or shutdown began: never quiesce then.
     if jb.mirror.deleting.load(Ordering::Acquire) {
-        return finish(j, Err("cancelled: the mirror is going away".into()));
+        return finish(
+            j,
+            Err(Fail::plain(-libc::ECANCELED, "cancelled: the mirror is going away")),
+        );
     }
     let b = jb.mirror.bdev_ptr();
     // SAFETY: our registered bdev; `j` lives until the callback.
@@ -291,11 +304,14 @@ fn quiesce(j: *mut Job) {
     if rc != 0 {
         finish(
             j,
-            Err(format!(
-                "cannot quiesce blocks {}+{}: {}",
-                jb.pos,
-                jb.len,
-                std::io::Error::from_raw_os_error(-rc)
+            Err(Fail::plain(
+                rc,
+                format!(
+                    "cannot quiesce blocks {}+{}: {}",
+                    jb.pos,
+                    jb.len,
+                    std::io::Error::from_raw_os_error(-rc)
+                ),
             )),
         );
     }
@@ -314,9 +330,9 @@ fn quiesce_all(j: *mut Job) {
     if rc != 0 {
         finish(
             j,
-            Err(format!(
-                "cannot quiesce the mirror: {}",
-                std::io::Error::from_raw_os_error(-rc)
+            Err(Fail::plain(
+                rc,
+                format!("cannot quiesce the mirror: {}", std::io::Error::from_raw_os_error(-rc)),
             )),
         );
     }
@@ -326,7 +342,7 @@ extern "C" fn all_quiesced(arg: *mut c_void, status: c_int) {
     guard("mirror process", (), || {
         let j = arg as *mut Job;
         if status != 0 {
-            return finish(j, Err(format!("quiesce failed: {status}")));
+            return finish(j, Err(Fail::plain(status, format!("quiesce failed: {status}"))));
         }
         // SAFETY: ours until `finish`.
         let jb = unsafe { &mut *j };
@@ -364,7 +380,7 @@ extern "C" fn all_quiesced(arg: *mut c_void, status: c_int) {
                 match (done, status) {
                     (true, _) => finish(j, Ok(())),
                     (false, 0) => step(j),
-                    (false, rc) => finish(j, Err(format!("cannot unquiesce the mirror: {rc}"))),
+                    (false, rc) => finish(j, Err(Fail::plain(rc, format!("cannot unquiesce the mirror: {rc}")))),
                 }
             })
         }
@@ -372,7 +388,7 @@ extern "C" fn all_quiesced(arg: *mut c_void, status: c_int) {
         // SAFETY: the bdev we quiesced; `j` lives until the callback.
         let rc = unsafe { sys::spdk_bdev_unquiesce(b, module_ptr(), Some(unquiesced_all), j as *mut c_void) };
         if rc != 0 {
-            finish(j, Err("cannot unquiesce the mirror".into()));
+            finish(j, Err(Fail::plain(-libc::EIO, "cannot unquiesce the mirror")));
         }
     })
 }
@@ -395,7 +411,7 @@ extern "C" fn quiesced(arg: *mut c_void, status: c_int) {
     guard("mirror process", (), || {
         let j = arg as *mut Job;
         if status != 0 {
-            return finish(j, Err(format!("quiesce failed: {status}")));
+            return finish(j, Err(Fail::plain(status, format!("quiesce failed: {status}"))));
         }
         // SAFETY: ours until `finish`.
         unsafe { (*j).tried = 0 };
@@ -599,7 +615,7 @@ fn next_io(j: *mut Job) {
     let rc =
         unsafe { sys::spdk_bdev_unquiesce_range(b, module_ptr(), jb.pos, jb.len, Some(unquiesced), j as *mut c_void) };
     if rc != 0 {
-        finish(j, Err("cannot unquiesce".into()));
+        finish(j, Err(Fail::plain(-libc::EIO, "cannot unquiesce")));
     }
 }
 
@@ -647,7 +663,9 @@ fn unquiesce_then_finish(j: *mut Job, why: &'static str) {
     // SAFETY: ours until `finish`.
     let jb = unsafe { &mut *j };
     extern "C" fn after_unquiesce(arg: *mut c_void, _status: c_int) {
-        guard("mirror process", (), || finish(arg as *mut Job, Err("aborted".into())))
+        guard("mirror process", (), || {
+            finish(arg as *mut Job, Err(Fail::plain(-libc::EIO, "aborted")))
+        })
     }
     errlog!("mirror {}: {}: {why}", jb.mirror.name(), jb.kind.name());
     let b = jb.mirror.bdev_ptr();
@@ -656,11 +674,11 @@ fn unquiesce_then_finish(j: *mut Job, why: &'static str) {
         sys::spdk_bdev_unquiesce_range(b, module_ptr(), jb.pos, jb.len, Some(after_unquiesce), j as *mut c_void)
     };
     if rc != 0 {
-        finish(j, Err(why.into()));
+        finish(j, Err(Fail::plain(-libc::EIO, why)));
     }
 }
 
-fn finish(j: *mut Job, result: Result<(), String>) {
+fn finish(j: *mut Job, result: Result<(), Fail>) {
     // SAFETY: the last use of the job.
     let mut jb = unsafe { Box::from_raw(j) };
     let m = jb.mirror;

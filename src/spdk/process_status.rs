@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use super::error::Fail;
+
 pub const MIB: f64 = 1024.0 * 1024.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,7 @@ pub struct Outcome {
     pub repaired_blocks: u64,
 }
 
-pub type ProcessDone = Box<dyn FnOnce(Result<Outcome, String>)>;
+pub type ProcessDone = Box<dyn FnOnce(Result<Outcome, Fail>)>;
 
 /// A running process, as `bdev_mirror_get_bdevs` shows it.
 #[derive(Debug, Clone)]
@@ -74,11 +76,11 @@ impl ProcessStatus {
         })
     }
 
-    pub(super) fn ended(&self, result: &Result<Outcome, String>) -> Value {
+    pub(super) fn ended(&self, result: &Result<Outcome, Fail>) -> Value {
         json!({
             "type": self.kind.name(),
             "target": self.target_name,
-            "result": match result { Ok(_) => "done".to_string(), Err(e) => e.clone() },
+            "result": match result { Ok(_) => "done".to_string(), Err(e) => e.to_string() },
             "blocks": self.blocks_done,
             "bytes_copied": self.bytes_copied,
             "seconds": (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,

@@ -28,15 +28,17 @@ struct Removal {
 pub fn remove_leg(m: &'static Mirror, leg: u32, why: &str, done: RemoveDone) {
     let l = m.slot(leg);
     if !l.present() {
-        return done(Err(Fail(
+        return done(Err(Fail::new(
             -libc::ENODEV,
-            format!("base_bdev: leg {leg} of {} is not present", m.name()),
+            "base_bdev",
+            format!("leg {leg} of {} is not present", m.name()),
         )));
     }
     if l.removing.swap(true, Ordering::AcqRel) {
-        return done(Err(Fail(
+        return done(Err(Fail::new(
             -libc::EBUSY,
-            format!("base_bdev: '{}' is already being removed", l.name()),
+            "base_bdev",
+            format!("'{}' is already being removed", l.name()),
         )));
     }
     m.fail_leg(leg, why);
@@ -87,7 +89,7 @@ extern "C" fn removal_done(i: *mut sys::spdk_io_channel_iter, status: c_int) {
         done(if status == 0 {
             Ok(())
         } else {
-            Err(Fail(status, "leg removal failed".into()))
+            Err(Fail::plain(status, "leg removal failed"))
         });
         drop(mirror);
     })

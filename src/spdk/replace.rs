@@ -28,19 +28,20 @@ pub type Done = Box<dyn FnOnce(Result<(), Fail>)>;
 pub fn replace(m: &'static Mirror, leg: u32, new_name: String, done: Done) {
     let l = m.slot(leg);
     if !l.in_sync() {
-        return done(Err(Fail(
-            -libc::EINVAL,
+        return done(Err(Fail::invalid(
+            "base_bdev",
             format!(
-                "base_bdev: '{}' is {}; only an in-sync leg is replaced (remove it and add the new bdev instead)",
+                "'{}' is {}; only an in-sync leg is replaced (remove it and add the new bdev instead)",
                 l.name(),
                 l.state()
             ),
         )));
     }
     if m.num_legs() as usize >= crate::placement::MAX_LEGS {
-        return done(Err(Fail(
+        return done(Err(Fail::new(
             -libc::ENOSPC,
-            "name: a mirror of the most legs has no slot for a replacement".into(),
+            "name",
+            "a mirror of the most legs has no slot for a replacement",
         )));
     }
     if let Err(e) = legs::check_new_leg(m, &new_name, "new_base_bdev") {
@@ -66,8 +67,8 @@ pub fn replace(m: &'static Mirror, leg: u32, new_name: String, done: Done) {
             match started {
                 Ok(()) => done(Ok(())),
                 Err(why) => {
-                    cancel(m, &why);
-                    done(Err(Fail(-libc::EBUSY, format!("name: {why}"))))
+                    cancel(m, &why.to_string());
+                    done(Err(why.in_field("name")))
                 }
             }
         }),
@@ -77,16 +78,12 @@ pub fn replace(m: &'static Mirror, leg: u32, new_name: String, done: Done) {
 /// Opens the new bdev into the replacement slot (mirror quiesced).
 fn attach(m: &'static Mirror, leg: u32, name: &str) -> Result<(), Fail> {
     if !m.slot(leg).in_sync() {
-        return Err(Fail(
-            -libc::EINVAL,
-            "base_bdev: the leg left the mirror meanwhile".into(),
-        ));
+        return Err(Fail::invalid("base_bdev", "the leg left the mirror meanwhile"));
     }
     let r = m.replacement_slot();
     super::legs::ensure_pool(m, r)?;
     let slot = m.slot(r);
-    let (bdev, desc) = leg_events::open_leg(slot, name)
-        .map_err(|Fail(rc, msg)| Fail(rc, msg.replacen("base_bdevs:", "new_base_bdev:", 1)))?;
+    let (bdev, desc) = leg_events::open_leg(slot, name).map_err(|e| e.in_field("new_base_bdev"))?;
     legs::fill_slot(slot, name, bdev, desc);
     m.replacing.store(leg, Ordering::Release);
     noticelog!(
@@ -98,17 +95,17 @@ fn attach(m: &'static Mirror, leg: u32, name: &str) -> Result<(), Fail> {
 }
 
 /// The copy ended: swap on success, else drop the replacement.
-fn copied(m: &'static Mirror, leg: u32, res: Result<(), String>) {
+fn copied(m: &'static Mirror, leg: u32, res: Result<(), Fail>) {
     if let Err(why) = res {
-        return cancel(m, &why);
+        return cancel(m, &why.to_string());
     }
     reshape::reshape(
         m,
         "replacement",
         Box::new(move |m| swap(m, leg)),
         Box::new(move |r| {
-            if let Err(Fail(_, why)) = r {
-                cancel(m, &why);
+            if let Err(why) = r {
+                cancel(m, &why.to_string());
             }
         }),
     );
@@ -119,7 +116,7 @@ fn swap(m: &'static Mirror, leg: u32) -> Result<(), Fail> {
     let r = m.replacement_slot();
     let new = m.slot(r);
     if !new.present() || new.failed.load(Ordering::Acquire) {
-        return Err(Fail(-libc::EIO, "new_base_bdev: the replacement failed".into()));
+        return Err(Fail::new(-libc::EIO, "new_base_bdev", "the replacement failed"));
     }
     let old_name = m.slot(leg).name();
     if m.slot(leg).present() {
@@ -161,7 +158,7 @@ fn cancel(m: &'static Mirror, why: &str) {
             Ok(())
         }),
         Box::new(move |r| {
-            if let Err(Fail(_, why)) = r {
+            if let Err(why) = r {
                 // Deleting: the slot is closed with the mirror.
                 errlog!("mirror {}: could not drop the replacement: {why}", m.name());
             }

@@ -49,13 +49,14 @@ const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Reshapes `m` with `apply` (see the module comment); `what` names the change in logs.
 pub fn reshape(m: &'static Mirror, what: &'static str, apply: Apply, done: Done) {
     if m.deleting.load(Ordering::Acquire) {
-        return done(Err(Fail(-libc::ENODEV, "name: the mirror is being deleted".into())));
+        return done(Err(Fail::new(-libc::ENODEV, "name", "the mirror is being deleted")));
     }
     if m.process_active.swap(true, Ordering::AcqRel) {
-        return done(Err(Fail(
+        return done(Err(Fail::new(
             -libc::EBUSY,
+            "name",
             format!(
-                "name: mirror '{}' is running a background process or another change",
+                "mirror '{}' is running a background process or another change",
                 m.name()
             ),
         )));
@@ -81,7 +82,7 @@ pub fn reshape(m: &'static Mirror, what: &'static str, apply: Apply, done: Done)
     if rc != 0 {
         fail(
             r,
-            Fail(
+            Fail::plain(
                 rc,
                 format!("cannot quiesce the mirror: {}", std::io::Error::from_raw_os_error(-rc)),
             ),
@@ -94,7 +95,7 @@ extern "C" fn quiesced(arg: *mut c_void, status: c_int) {
     guard("mirror reshape", (), || {
         let r = arg as *mut Reshape;
         if status != 0 {
-            fail(r, Fail(status, format!("cannot quiesce the mirror: {status}")));
+            fail(r, Fail::plain(status, format!("cannot quiesce the mirror: {status}")));
             return finish(r);
         }
         // Metadata I/O still in flight (a bitmap clear, say) uses legs by slot: wait for it.
@@ -112,10 +113,7 @@ extern "C" fn quiesced(arg: *mut c_void, status: c_int) {
                 if !idle {
                     fail(
                         r,
-                        Fail(
-                            -libc::EBUSY,
-                            "metadata I/O to the legs did not finish; try again".into(),
-                        ),
+                        Fail::plain(-libc::EBUSY, "metadata I/O to the legs did not finish; try again"),
                     );
                     unquiesce(r);
                 } else {
@@ -150,7 +148,7 @@ fn apply(r: *mut Reshape) {
     if (0..=m.num_legs()).any(|i| m.slot(i).removing()) {
         fail(
             r,
-            Fail(-libc::EBUSY, "base_bdev: a leg is being removed; try again".into()),
+            Fail::new(-libc::EBUSY, "base_bdev", "a leg is being removed; try again"),
         );
         return unquiesce(r);
     }
@@ -197,7 +195,7 @@ extern "C" fn channels_done(i: *mut sys::spdk_io_channel_iter, status: c_int) {
             // A core kept its old engine. This is a bug: a channel reshapes only when idle,
             // which the quiesce guarantees.
             errlog!("mirror {}: {failed} core(s) could not take the new shape", m.name());
-            fail(r, Fail(-libc::EIO, "a core could not take the new shape".into()));
+            fail(r, Fail::plain(-libc::EIO, "a core could not take the new shape"));
         }
         let blocks = m.geo().data_blocks();
         if blocks != rs.blocks_before {
@@ -257,7 +255,7 @@ fn finish(r: *mut Reshape) {
     let m = rs.mirror.mirror();
     match &rs.result {
         Ok(()) => noticelog!("mirror {}: {} done; the mirror is {}", m.name(), rs.what, m.state()),
-        Err(Fail(_, why)) => errlog!("mirror {}: {} refused: {why}", m.name(), rs.what),
+        Err(why) => errlog!("mirror {}: {} refused: {why}", m.name(), rs.what),
     }
     m.process_active.store(false, Ordering::Release);
     let result = std::mem::replace(&mut rs.result, Ok(()));

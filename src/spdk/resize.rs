@@ -57,7 +57,7 @@ pub fn leg_resized(m: &'static Mirror) {
         "resize",
         Box::new(move |m| apply(m, grown)),
         Box::new(move |r| {
-            if let Err(Fail(_, why)) = r {
+            if let Err(why) = r {
                 errlog!("mirror {}: cannot grow: {why}", m.name());
                 return;
             }
@@ -90,7 +90,7 @@ fn apply(m: &'static Mirror, grown: Geometry) -> Result<(), Fail> {
     if let Some(p) = &m.persist {
         let region_kb = p.superblock().bitmap_region_kb;
         let (layout, region_kb) = MetaLayout::resized(grown.block_size(), grown.data_blocks(), region_kb)
-            .map_err(|e| Fail(-libc::ENOSPC, e.to_string()))?;
+            .map_err(|e| Fail::named(-libc::ENOSPC, e))?;
         // SAFETY: a reshape: quiesced, no process, no metadata write in flight, on the
         // mirror's thread; every channel rejoins before I/O resumes.
         unsafe { p.resize(layout, grown.data_blocks(), old.data_blocks()) };

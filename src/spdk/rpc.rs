@@ -29,7 +29,7 @@ const SB_NAME_MAX: usize = 64;
 /// Largest bandwidth cap accepted, MiB/s.
 const MAX_RATE_MB: u64 = 1 << 30;
 
-type Handler = unsafe extern "C" fn(*mut sys::spdk_jsonrpc_request, *const sys::spdk_json_val);
+type Handler = extern "C" fn(*mut sys::spdk_jsonrpc_request, *const sys::spdk_json_val);
 
 /// Methods that work once the bdev layer is up.
 const RUNTIME: u32 = sys::SPDK_RPC_RUNTIME;
@@ -77,10 +77,10 @@ impl Request {
                     }
                 }
             }
-            Err(Fail(code, msg)) => {
-                let msg = CString::new(msg.replace('\0', " ")).expect("NULs replaced");
+            Err(e) => {
+                let msg = CString::new(e.to_string().replace('\0', " ")).expect("NULs replaced");
                 // SAFETY: as above; the message is NUL-terminated.
-                unsafe { sys::spdk_jsonrpc_send_error_response(self.0, code, msg.as_ptr() as *const c_char) };
+                unsafe { sys::spdk_jsonrpc_send_error_response(self.0, e.errno, msg.as_ptr() as *const c_char) };
             }
         }
     }
@@ -94,15 +94,15 @@ fn handle(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json
         match unsafe { json::to_value(params) } {
             Ok(Value::Object(map)) => f(req, Params(map)),
             Ok(Value::Null) => f(req, Params(Map::new())),
-            Ok(_) => req.reply(Err(Fail(-libc::EINVAL, "params: expected an object".into()))),
-            Err(e) => req.reply(Err(Fail(-libc::EINVAL, format!("params: {e}")))),
+            Ok(_) => req.reply(Err(Fail::invalid("params", "expected an object"))),
+            Err(e) => req.reply(Err(e.in_field("params"))),
         }
         true
     });
     if !ok {
-        req.reply(Err(Fail(
+        req.reply(Err(Fail::plain(
             sys::SPDK_JSONRPC_ERROR_INTERNAL_ERROR,
-            "internal error".into(),
+            "internal error",
         )));
     }
 }
@@ -111,7 +111,7 @@ fn handle(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json
 struct Params(Map<String, Value>);
 
 fn bad(field: &str, what: &str) -> Fail {
-    Fail(-libc::EINVAL, format!("{field}: {what}"))
+    Fail::invalid(field.to_string(), what)
 }
 
 impl Params {
@@ -180,7 +180,7 @@ impl Params {
 
 /// The mirror called `name`, or an error naming the field.
 fn mirror_named(name: &str) -> Result<&'static mirror::Mirror, Fail> {
-    mirror::find(name).ok_or_else(|| Fail(-libc::ENODEV, format!("name: no mirror named '{name}'")))
+    mirror::find(name).ok_or_else(|| Fail::new(-libc::ENODEV, "name", format!("no mirror named '{name}'")))
 }
 
 fn bdev_exists(name: &str) -> bool {
@@ -198,7 +198,7 @@ fn read_policy(p: &Params) -> Result<ReadPolicy, Fail> {
     match (name, leg) {
         (None, None) => Ok(ReadPolicy::default()),
         (None, Some(_)) => Err(bad("preferred_leg", "only applies to read_policy preferred")),
-        (Some(n), leg) => ReadPolicy::parse(&n, leg).map_err(|e| Fail(-libc::EINVAL, e)),
+        (Some(n), leg) => ReadPolicy::parse(&n, leg).map_err(|e| Fail::named(-libc::EINVAL, e)),
     }
 }
 
@@ -223,11 +223,11 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
     if name.len() > 200 {
         return Err(bad("name", "longer than 200 bytes"));
     }
-    let level = Level::parse(&p.required_string("level")?).map_err(|e| bad("level", &e.to_string()))?;
+    let level = Level::parse(&p.required_string("level")?).map_err(|e| Fail::named(-libc::EINVAL, e))?;
     let layout = match (p.string("layout")?, level) {
         (None, _) => None,
         (Some(_), Level::Raid1) => return Err(bad("layout", "applies to raid10 only")),
-        (Some(l), Level::Raid10) => Some(Raid10Layout::parse(&l).map_err(|e| Fail(-libc::EINVAL, e.to_string()))?),
+        (Some(l), Level::Raid10) => Some(Raid10Layout::parse(&l).map_err(|e| Fail::named(-libc::EINVAL, e))?),
     };
     let chunk_kb = match (p.uint("chunk_kb", 1, 1 << 20)?, level) {
         (Some(_), Level::Raid1) => return Err(bad("chunk_kb", "applies to raid10 only")),
@@ -278,16 +278,18 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
     }
     if let Some(u) = p.string("uuid")? {
         if bdev_exists(&u) {
-            return Err(Fail(
+            return Err(Fail::new(
                 -libc::EEXIST,
-                format!("uuid: {u} is already used by another bdev"),
+                "uuid",
+                format!("{u} is already used by another bdev"),
             ));
         }
     }
     if bdev_exists(&name) {
-        return Err(Fail(
+        return Err(Fail::new(
             -libc::EEXIST,
-            format!("name: a bdev named '{name}' already exists"),
+            "name",
+            format!("a bdev named '{name}' already exists"),
         ));
     }
     for b in &base_bdevs {
@@ -298,7 +300,7 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
             ));
         }
         if !bdev_exists(b) {
-            return Err(Fail(-libc::ENODEV, format!("base_bdevs: no bdev named '{b}'")));
+            return Err(Fail::new(-libc::ENODEV, "base_bdevs", format!("no bdev named '{b}'")));
         }
     }
     // The smallest leg decides; geometry errors name their field.
@@ -348,16 +350,16 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         },
     })
     .map_err(|e| {
-        let msg = e.to_string();
-        Fail(
-            -libc::EINVAL,
-            msg.replacen("legs:", "base_bdevs:", 1)
-                .replacen("leg_blocks:", "base_bdevs:", 1),
-        )
+        // The legs are the base bdevs here: their count and their size.
+        let e = Fail::named(-libc::EINVAL, e);
+        match &*e.field {
+            "legs" | "leg_blocks" => e.in_field("base_bdevs"),
+            _ => e,
+        }
     })?;
     let persist = if superblock {
-        let layout = MetaLayout::new(block_size, geo.data_blocks(), region_kb)
-            .map_err(|e| Fail(-libc::EINVAL, e.to_string()))?;
+        let layout =
+            MetaLayout::new(block_size, geo.data_blocks(), region_kb).map_err(|e| Fail::named(-libc::EINVAL, e))?;
         Some(PersistSpec {
             region_kb,
             layout,
@@ -379,14 +381,14 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
     })
 }
 
-unsafe extern "C" fn rpc_create(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+extern "C" fn rpc_create(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| match create_spec(&p) {
         Err(e) => req.reply(Err(e)),
         Ok(spec) => create::create(spec, Box::new(move |r| req.reply(r.map(|m| json!(m.name()))))),
     })
 }
 
-unsafe extern "C" fn rpc_delete(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+extern "C" fn rpc_delete(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
         let found = p
             .only(&["name"])
@@ -394,9 +396,10 @@ unsafe extern "C" fn rpc_delete(request: *mut sys::spdk_jsonrpc_request, params:
             .and_then(|name| mirror_named(&name));
         match found {
             Err(e) => req.reply(Err(e)),
-            Ok(m) if m.deleting.load(std::sync::atomic::Ordering::Acquire) => req.reply(Err(Fail(
+            Ok(m) if m.deleting.load(std::sync::atomic::Ordering::Acquire) => req.reply(Err(Fail::new(
                 -libc::EBUSY,
-                format!("name: mirror '{}' is already being deleted", m.name()),
+                "name",
+                format!("mirror '{}' is already being deleted", m.name()),
             ))),
             Ok(m) => teardown::delete(
                 m,
@@ -404,7 +407,7 @@ unsafe extern "C" fn rpc_delete(request: *mut sys::spdk_jsonrpc_request, params:
                     req.reply(if rc == 0 {
                         Ok(json!(true))
                     } else {
-                        Err(Fail(rc, "delete failed".into()))
+                        Err(Fail::plain(rc, "delete failed"))
                     })
                 }),
             ),
@@ -452,7 +455,7 @@ impl Category {
     }
 }
 
-unsafe extern "C" fn rpc_get_bdevs(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+extern "C" fn rpc_get_bdevs(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| match select(&p) {
         Err(e) => req.reply(Err(e)),
         Ok((mirrors, waiting)) => gather(
@@ -478,7 +481,7 @@ fn select(p: &Params) -> Result<(Vec<&'static mirror::Mirror>, Vec<Value>), Fail
         .collect();
     if let Some(n) = &name {
         if mirrors.is_empty() && waiting.is_empty() {
-            return Err(Fail(-libc::ENODEV, format!("name: no mirror named '{n}'")));
+            return Err(Fail::new(-libc::ENODEV, "name", format!("no mirror named '{n}'")));
         }
     }
     let mirrors = mirrors.into_iter().filter(|m| category.lists(m.state())).collect();
@@ -505,10 +508,7 @@ fn gather(req: Request, mut rest: std::collections::VecDeque<teardown::Pin>, mut
     );
 }
 
-unsafe extern "C" fn rpc_set_module_options(
-    request: *mut sys::spdk_jsonrpc_request,
-    params: *const sys::spdk_json_val,
-) {
+extern "C" fn rpc_set_module_options(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
         let result = (|| {
             p.only(&["degraded_grace_ms", "degraded_assembly"])?;
@@ -531,16 +531,13 @@ unsafe extern "C" fn rpc_set_module_options(
     })
 }
 
-unsafe extern "C" fn rpc_get_module_options(
-    request: *mut sys::spdk_jsonrpc_request,
-    params: *const sys::spdk_json_val,
-) {
+extern "C" fn rpc_get_module_options(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
         req.reply(p.only(&[]).map(|_| options::get().to_json()));
     })
 }
 
-unsafe extern "C" fn rpc_wipe_superblock(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+extern "C" fn rpc_wipe_superblock(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
         let checked = (|| {
             p.only(&["base_bdev"])?;
@@ -549,7 +546,7 @@ unsafe extern "C" fn rpc_wipe_superblock(request: *mut sys::spdk_jsonrpc_request
             // SAFETY: NUL-terminated name; lookup only.
             let bdev = unsafe { sys::spdk_bdev_get_by_name(c.as_ptr()) };
             if bdev.is_null() {
-                return Err(Fail(-libc::ENODEV, format!("base_bdev: no bdev named '{name}'")));
+                return Err(Fail::new(-libc::ENODEV, "base_bdev", format!("no bdev named '{name}'")));
             }
             unclaimed(bdev, &name)?;
             Ok(name)
@@ -566,9 +563,10 @@ unsafe extern "C" fn rpc_wipe_superblock(request: *mut sys::spdk_jsonrpc_request
 fn unclaimed(bdev: *mut sys::spdk_bdev, name: &str) -> Result<(), Fail> {
     match claimed_by(bdev) {
         None => Ok(()),
-        Some(module) => Err(Fail(
+        Some(module) => Err(Fail::new(
             -libc::EBUSY,
-            format!("base_bdev: '{name}' is claimed by module '{module}'; release it first"),
+            "base_bdev",
+            format!("'{name}' is claimed by module '{module}'; release it first"),
         )),
     }
 }
@@ -638,15 +636,17 @@ impl Wipe {
         let rc =
             unsafe { sys::spdk_bdev_open_ext(cname.as_ptr(), true, Some(ignore_event), ptr::null_mut(), &mut desc) };
         if rc == -libc::EPERM {
-            return done(Err(Fail(
+            return done(Err(Fail::new(
                 -libc::EBUSY,
-                format!("base_bdev: '{name}' is claimed; release it first"),
+                "base_bdev",
+                format!("'{name}' is claimed; release it first"),
             )));
         }
         if rc != 0 {
-            return done(Err(Fail(
+            return done(Err(Fail::new(
                 rc,
-                format!("base_bdev: cannot open '{name}': {}", errno_text(rc)),
+                "base_bdev",
+                format!("cannot open '{name}': {}", errno_text(rc)),
             )));
         }
         // SAFETY: open descriptor.
@@ -669,9 +669,10 @@ impl Wipe {
         if ch.is_null() || buf.is_null() {
             return finish(
                 w,
-                Err(Fail(
+                Err(Fail::new(
                     -libc::ENOMEM,
-                    "base_bdev: no memory to read the superblock".into(),
+                    "base_bdev",
+                    "no memory to read the superblock",
                 )),
             );
         }
@@ -726,7 +727,7 @@ fn wipe_failed(w: *mut Wipe, why: &str) -> Fail {
         WipeStep::Zero => "zeroing its superblock (it may still carry one)",
         WipeStep::Flush => "flushing the zeroed superblock",
     };
-    Fail(-libc::EIO, format!("base_bdev: '{}': {what}: {why}", wp.name))
+    Fail::new(-libc::EIO, "base_bdev", format!("'{}': {what}: {why}", wp.name))
 }
 
 extern "C" fn wipe_io_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut std::os::raw::c_void) {
@@ -817,14 +818,14 @@ fn finish(w: *mut Wipe, result: Result<(), Fail>) {
     }
 }
 
-unsafe extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
         let target = p
             .only(&["base_bdev"])
             .and_then(|_| p.required_string("base_bdev"))
             .and_then(|b| {
                 mirror::find_leg(&b)
-                    .ok_or_else(|| Fail(-libc::ENODEV, format!("base_bdev: '{b}' is not a leg of any mirror")))
+                    .ok_or_else(|| Fail::new(-libc::ENODEV, "base_bdev", format!("'{b}' is not a leg of any mirror")))
             });
         let (m, leg) = match target {
             Ok(t) => t,
@@ -834,10 +835,11 @@ unsafe extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_reques
         // its source.
         let target = m.process.lock().ok().and_then(|p| p.as_ref().and_then(|p| p.target));
         if m.process_active.load(std::sync::atomic::Ordering::Acquire) && target != Some(leg) {
-            return req.reply(Err(Fail(
+            return req.reply(Err(Fail::new(
                 -libc::EBUSY,
+                "base_bdev",
                 format!(
-                    "base_bdev: '{}' is running a {}; remove legs once it is done",
+                    "'{}' is running a {}; remove legs once it is done",
                     m.name(),
                     m.process
                         .lock()
@@ -850,10 +852,11 @@ unsafe extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_reques
         // Never take the last good copy of any block (mdadm's "faillast" rule, per block).
         let left = m.in_sync_mask() & !(1 << leg);
         if !m.every_block_covered(left) {
-            return req.reply(Err(Fail(
+            return req.reply(Err(Fail::new(
                 -libc::EBUSY,
+                "base_bdev",
                 format!(
-                    "base_bdev: '{}' holds the last in-sync copy of some blocks of '{}'",
+                    "'{}' holds the last in-sync copy of some blocks of '{}'",
                     m.slot(leg).name(),
                     m.name()
                 ),
@@ -868,7 +871,7 @@ unsafe extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_reques
     })
 }
 
-unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
         let checked = (|| {
             p.only(&["name", "base_bdev"])?;
@@ -876,21 +879,24 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
             let base = p.required_string("base_bdev")?;
             let m = mirror_named(&name)?;
             if m.process_active.load(std::sync::atomic::Ordering::Acquire) {
-                return Err(Fail(
+                return Err(Fail::new(
                     -libc::EBUSY,
-                    format!("name: mirror '{name}' is already running a background process"),
+                    "name",
+                    format!("mirror '{name}' is already running a background process"),
                 ));
             }
             if !m.legs().iter().any(|l| !l.present()) {
-                return Err(Fail(
+                return Err(Fail::new(
                     -libc::ENOSPC,
-                    format!("name: mirror '{name}' has no free slot (remove a leg first)"),
+                    "name",
+                    format!("mirror '{name}' has no free slot (remove a leg first)"),
                 ));
             }
             if m.in_sync_mask() == 0 {
-                return Err(Fail(
+                return Err(Fail::new(
                     -libc::ENODEV,
-                    format!("name: mirror '{name}' has no in-sync leg to rebuild from"),
+                    "name",
+                    format!("mirror '{name}' has no in-sync leg to rebuild from"),
                 ));
             }
             legs::check_new_leg(m, &base, "base_bdev")?;
@@ -925,9 +931,10 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
                 // keeps it from being freed until this is over).
                 let _pin = pin;
                 if m.deleting.load(std::sync::atomic::Ordering::Acquire) {
-                    return req.reply(Err(Fail(
+                    return req.reply(Err(Fail::new(
                         -libc::ENODEV,
-                        "name: the mirror was deleted meanwhile".into(),
+                        "name",
+                        "the mirror was deleted meanwhile",
                     )));
                 }
                 let mine = m.persist.as_ref().map(|p| p.superblock().mirror_uuid);
@@ -948,20 +955,25 @@ unsafe extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
 
 /// md's `--replace`: `base_bdev` keeps serving while `new_base_bdev` is copied, then the new
 /// one takes its place. Answers once the copy has started.
-unsafe extern "C" fn rpc_replace_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+extern "C" fn rpc_replace_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
         let checked = (|| {
             p.only(&["name", "base_bdev", "new_base_bdev"])?;
             let name = p.string("name")?;
             let base = p.required_string("base_bdev")?;
             let new = p.required_string("new_base_bdev")?;
-            let (m, leg) = mirror::find_leg(&base)
-                .ok_or_else(|| Fail(-libc::ENODEV, format!("base_bdev: '{base}' is not a leg of any mirror")))?;
+            let (m, leg) = mirror::find_leg(&base).ok_or_else(|| {
+                Fail::new(
+                    -libc::ENODEV,
+                    "base_bdev",
+                    format!("'{base}' is not a leg of any mirror"),
+                )
+            })?;
             if name.as_deref().is_some_and(|n| n != m.name()) {
-                return Err(Fail(
-                    -libc::EINVAL,
+                return Err(Fail::invalid(
+                    "base_bdev",
                     format!(
-                        "base_bdev: '{base}' is a leg of '{}', not of '{}'",
+                        "'{base}' is a leg of '{}', not of '{}'",
                         m.name(),
                         name.unwrap_or_default()
                     ),
@@ -979,7 +991,7 @@ unsafe extern "C" fn rpc_replace_base_bdev(request: *mut sys::spdk_jsonrpc_reque
 }
 
 /// md's `--grow --raid-devices`: RAID1 gains or loses copies; new slots take `base_bdevs`.
-unsafe extern "C" fn rpc_set_num_legs(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+extern "C" fn rpc_set_num_legs(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
         let checked = (|| {
             p.only(&["name", "num_legs", "base_bdevs"])?;
@@ -1002,7 +1014,7 @@ unsafe extern "C" fn rpc_set_num_legs(request: *mut sys::spdk_jsonrpc_request, p
     })
 }
 
-unsafe extern "C" fn rpc_set_options(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+extern "C" fn rpc_set_options(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
         let checked = (|| {
             p.only(&["name", "rebuild_max_mb_per_s"])?;
@@ -1021,9 +1033,10 @@ unsafe extern "C" fn rpc_set_options(request: *mut sys::spdk_jsonrpc_request, pa
             m,
             Box::new(move |r| {
                 req.reply(r.map(|_| json!(true)).map_err(|e| {
-                    Fail(
+                    Fail::new(
                         -libc::EIO,
-                        format!("rebuild_max_mb_per_s: in effect, but not recorded on the legs: {e}"),
+                        "rebuild_max_mb_per_s",
+                        format!("in effect, but not recorded on the legs: {e}"),
                     )
                 }))
             }),
@@ -1031,7 +1044,7 @@ unsafe extern "C" fn rpc_set_options(request: *mut sys::spdk_jsonrpc_request, pa
     })
 }
 
-unsafe extern "C" fn rpc_check(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+extern "C" fn rpc_check(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
         let checked = (|| {
             p.only(&["name", "repair"])?;
@@ -1039,9 +1052,10 @@ unsafe extern "C" fn rpc_check(request: *mut sys::spdk_jsonrpc_request, params: 
             let repair = p.boolean("repair")?.unwrap_or(false);
             let m = mirror_named(&name)?;
             if m.in_sync_mask().count_ones() < 2 {
-                return Err(Fail(
+                return Err(Fail::new(
                     -libc::ENODEV,
-                    format!("name: mirror '{name}' has fewer than two in-sync legs to compare"),
+                    "name",
+                    format!("mirror '{name}' has fewer than two in-sync legs to compare"),
                 ));
             }
             Ok((m, repair))
@@ -1064,17 +1078,17 @@ unsafe extern "C" fn rpc_check(request: *mut sys::spdk_jsonrpc_request, params: 
                             "repaired_blocks": o.repaired_blocks,
                         })
                     })
-                    .map_err(|e| Fail(-libc::EIO, format!("check stopped: {e}"))),
+                    .map_err(|e| Fail::plain(-libc::EIO, format!("check stopped: {e}"))),
                 )
             })),
         );
         if let Err(e) = started {
-            req.reply(Err(Fail(-libc::EBUSY, format!("name: {e}"))));
+            req.reply(Err(e.in_field("name")));
         }
     })
 }
 
-unsafe extern "C" fn rpc_set_read_policy(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+extern "C" fn rpc_set_read_policy(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
         let checked = (|| {
             p.only(&["name", "read_policy", "preferred_leg"])?;
@@ -1102,9 +1116,10 @@ unsafe extern "C" fn rpc_set_read_policy(request: *mut sys::spdk_jsonrpc_request
             m,
             Box::new(move |r| {
                 req.reply(r.map(|_| json!(true)).map_err(|e| {
-                    Fail(
+                    Fail::new(
                         -libc::EIO,
-                        format!("read_policy: in effect, but not recorded on the legs: {e}"),
+                        "read_policy",
+                        format!("in effect, but not recorded on the legs: {e}"),
                     )
                 }))
             }),
