@@ -57,7 +57,12 @@ mod resize;
 mod stats;
 mod teardown;
 
-// layer 5, top: JSON-RPC methods, examine (assembly from superblocks), module registration.
+// layer 5, top: JSON-RPC (the plumbing, then the methods), examine (assembly from
+// superblocks), module registration.
 mod examine;
 mod register;
 mod rpc;
+mod rpc_legs;
+mod rpc_mirror;
+mod rpc_module;
+mod rpc_wipe;

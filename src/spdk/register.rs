@@ -8,6 +8,8 @@ use spdk_sys as sys;
 
 use super::ffi::guard;
 use super::module::set_module;
+use super::rpc::{Handler, RUNTIME, STARTUP_TOO};
+use super::{rpc_legs, rpc_mirror, rpc_module, rpc_wipe};
 
 /// Runs when the shared library is loaded (LD_PRELOAD into spdk_tgt, bdevperf, nvmf_tgt…),
 /// before the app initialises its subsystems.
@@ -31,7 +33,7 @@ extern "C" fn register() {
         set_module(m);
         // SAFETY: `m` is a complete module description with a 'static lifetime.
         unsafe { sys::spdk_bdev_module_list_add(m) };
-        super::rpc::register();
+        register_rpcs();
     })
 }
 
@@ -44,4 +46,40 @@ extern "C" fn module_fini() {}
 /// Per host I/O context SPDK reserves for us (used by resets).
 extern "C" fn ctx_size() -> c_int {
     std::mem::size_of::<super::reset::HostCtx>() as c_int
+}
+
+/// The `bdev_mirror_*` JSON-RPC methods.
+fn register_rpcs() {
+    let methods: [(&std::ffi::CStr, Handler, u32); 13] = [
+        (c"bdev_mirror_set_options", rpc_mirror::rpc_set_options, RUNTIME),
+        (c"bdev_mirror_check", rpc_mirror::rpc_check, RUNTIME),
+        (c"bdev_mirror_set_read_policy", rpc_mirror::rpc_set_read_policy, RUNTIME),
+        (c"bdev_mirror_create", rpc_mirror::rpc_create, RUNTIME),
+        (c"bdev_mirror_delete", rpc_mirror::rpc_delete, RUNTIME),
+        (c"bdev_mirror_get_bdevs", rpc_mirror::rpc_get_bdevs, RUNTIME),
+        (c"bdev_mirror_add_base_bdev", rpc_legs::rpc_add_base_bdev, RUNTIME),
+        (c"bdev_mirror_remove_base_bdev", rpc_legs::rpc_remove_base_bdev, RUNTIME),
+        (c"bdev_mirror_wipe_superblock", rpc_wipe::rpc_wipe_superblock, RUNTIME),
+        (
+            c"bdev_mirror_replace_base_bdev",
+            rpc_legs::rpc_replace_base_bdev,
+            RUNTIME,
+        ),
+        (c"bdev_mirror_set_num_legs", rpc_legs::rpc_set_num_legs, RUNTIME),
+        (
+            c"bdev_mirror_set_module_options",
+            rpc_module::rpc_set_module_options,
+            STARTUP_TOO,
+        ),
+        (
+            c"bdev_mirror_get_module_options",
+            rpc_module::rpc_get_module_options,
+            STARTUP_TOO,
+        ),
+    ];
+    for (name, f, states) in methods {
+        // SAFETY: static name; the handler is a valid extern "C" function for the life of
+        // the process.
+        unsafe { sys::spdk_rpc_register_method(name.as_ptr(), Some(f), states) };
+    }
 }

@@ -1,0 +1,459 @@
+//! The RPC methods on whole mirrors: `bdev_mirror_create`, `_delete`, `_get_bdevs`,
+//! `_set_options`, `_set_read_policy` and `_check`.
+
+use std::ffi::CString;
+
+use serde_json::{json, Value};
+use spdk_sys as sys;
+
+use super::create::{self, CreateSpec, PersistSpec};
+use super::error::Fail;
+use super::mirror::{self, MirrorOpts, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
+use super::process::{self, Kind};
+use super::rpc::{bad, bdev_exists, handle, mirror_named, Params, Request};
+use super::{stats, teardown};
+use crate::engine::ReadPolicy;
+use crate::placement::{Geometry, GeometrySpec, Level, Raid10Layout, MAX_LEGS};
+use crate::superblock::MetaLayout;
+
+/// Default RAID10 chunk for mirrors created over RPC.
+pub const DEFAULT_CHUNK_KB: u64 = 64;
+
+/// Default write-intent bitmap region (md's default for large arrays).
+pub const DEFAULT_REGION_KB: u64 = 65536;
+
+/// Superblocks hold names up to this long.
+const SB_NAME_MAX: usize = 64;
+
+/// Largest bandwidth cap accepted, MiB/s.
+const MAX_RATE_MB: u64 = 1 << 30;
+
+/// `read_policy` and `preferred_leg`, if given.
+fn read_policy(p: &Params) -> Result<ReadPolicy, Fail> {
+    let name = p.string("read_policy")?;
+    let leg = p.uint("preferred_leg", 0, MAX_LEGS as u64 - 1)?.map(|l| l as u32);
+    match (name, leg) {
+        (None, None) => Ok(ReadPolicy::default()),
+        (None, Some(_)) => Err(bad("preferred_leg", "only applies to read_policy preferred")),
+        (Some(n), leg) => ReadPolicy::parse(&n, leg).map_err(|e| Fail::named(-libc::EINVAL, e)),
+    }
+}
+
+/// Validates everything that does not need the base bdevs opened.
+fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
+    p.only(&[
+        "name",
+        "level",
+        "layout",
+        "chunk_kb",
+        "base_bdevs",
+        "uuid",
+        "pool_size",
+        "max_parents",
+        "read_policy",
+        "preferred_leg",
+        "superblock",
+        "bitmap_region_kb",
+        "rebuild_max_mb_per_s",
+    ])?;
+    let name = p.required_string("name")?;
+    if name.len() > 200 {
+        return Err(bad("name", "longer than 200 bytes"));
+    }
+    let level = Level::parse(&p.required_string("level")?).map_err(|e| Fail::named(-libc::EINVAL, e))?;
+    let layout = match (p.string("layout")?, level) {
+        (None, _) => None,
+        (Some(_), Level::Raid1) => return Err(bad("layout", "applies to raid10 only")),
+        (Some(l), Level::Raid10) => Some(Raid10Layout::parse(&l).map_err(|e| Fail::named(-libc::EINVAL, e))?),
+    };
+    let chunk_kb = match (p.uint("chunk_kb", 1, 1 << 20)?, level) {
+        (Some(_), Level::Raid1) => return Err(bad("chunk_kb", "applies to raid10 only")),
+        (Some(c), Level::Raid10) => c,
+        (None, _) => DEFAULT_CHUNK_KB,
+    };
+    let base_bdevs = p.strings("base_bdevs")?;
+    let uuid = match p.string("uuid")? {
+        None => None,
+        Some(s) => {
+            let mut u = sys::spdk_uuid::default();
+            let c = CString::new(s.clone()).map_err(|_| bad("uuid", "has a NUL"))?;
+            // SAFETY: NUL-terminated input, output struct on our stack.
+            if unsafe { sys::spdk_uuid_parse(&mut u, c.as_ptr()) } != 0 {
+                return Err(bad("uuid", &format!("'{s}' is not a UUID")));
+            }
+            Some(u)
+        }
+    };
+    let opts = MirrorOpts {
+        pool_size: p.uint("pool_size", 1, 1 << 20)?.unwrap_or(DEFAULT_POOL_SIZE as u64) as u32,
+        max_parents: p.uint("max_parents", 1, 1 << 16)?.unwrap_or(DEFAULT_MAX_PARENTS as u64) as u32,
+    };
+    let read_policy = read_policy(p)?;
+    let superblock = p.boolean("superblock")?.unwrap_or(true);
+    let region_kb = p.uint("bitmap_region_kb", 1, 1 << 30)?;
+    if !superblock && region_kb.is_some() {
+        return Err(bad(
+            "bitmap_region_kb",
+            "needs superblock: true (the bitmap lives on the legs)",
+        ));
+    }
+    let region_kb = region_kb.unwrap_or(DEFAULT_REGION_KB) as u32;
+    let rebuild_max_mb = p.uint("rebuild_max_mb_per_s", 0, MAX_RATE_MB)?.unwrap_or(0);
+    if superblock && name.len() > SB_NAME_MAX {
+        return Err(bad(
+            "name",
+            &format!("longer than the {SB_NAME_MAX} bytes a superblock holds"),
+        ));
+    }
+    if let ReadPolicy::Preferred(leg) = read_policy {
+        if leg as usize >= base_bdevs.len() {
+            return Err(bad(
+                "preferred_leg",
+                &format!("leg {leg} does not exist (legs are 0..{})", base_bdevs.len()),
+            ));
+        }
+    }
+    if let Some(u) = p.string("uuid")? {
+        if bdev_exists(&u) {
+            return Err(Fail::new(
+                -libc::EEXIST,
+                "uuid",
+                format!("{u} is already used by another bdev"),
+            ));
+        }
+    }
+    if bdev_exists(&name) {
+        return Err(Fail::new(
+            -libc::EEXIST,
+            "name",
+            format!("a bdev named '{name}' already exists"),
+        ));
+    }
+    for b in &base_bdevs {
+        if mirror::reaches(b, &name) {
+            return Err(bad(
+                "base_bdevs",
+                &format!("'{b}' is the mirror '{name}' itself or is built on it"),
+            ));
+        }
+        if !bdev_exists(b) {
+            return Err(Fail::new(-libc::ENODEV, "base_bdevs", format!("no bdev named '{b}'")));
+        }
+    }
+    // The smallest leg decides; geometry errors name their field.
+    let mut leg_blocks = u64::MAX;
+    let mut block_size = None;
+    for b in &base_bdevs {
+        let c = CString::new(b.as_str()).expect("checked for NUL");
+        // SAFETY: the bdev exists (checked above); lookups only.
+        let (bs, n) = unsafe {
+            let bdev = sys::spdk_bdev_get_by_name(c.as_ptr());
+            (sys::spdk_bdev_get_block_size(bdev), sys::spdk_bdev_get_num_blocks(bdev))
+        };
+        match block_size {
+            None => block_size = Some(bs),
+            Some(first) if first != bs => {
+                return Err(bad(
+                    "base_bdevs",
+                    &format!("block sizes differ ('{}' has {first}, '{b}' has {bs})", base_bdevs[0]),
+                ))
+            }
+            _ => {}
+        }
+        leg_blocks = leg_blocks.min(n);
+    }
+    let block_size = block_size.unwrap_or(512);
+    let reserved = if superblock {
+        MetaLayout::data_offset_blocks(block_size)
+    } else {
+        0
+    };
+    if !base_bdevs.is_empty() && leg_blocks <= reserved {
+        return Err(bad(
+            "base_bdevs",
+            &format!("legs of {leg_blocks} blocks leave no room after the {reserved}-block superblock area"),
+        ));
+    }
+    let geo = Geometry::new(&GeometrySpec {
+        level,
+        layout,
+        legs: base_bdevs.len() as u32,
+        chunk_bytes: Some(chunk_kb * 1024),
+        block_size,
+        leg_blocks: if base_bdevs.is_empty() {
+            0
+        } else {
+            leg_blocks - reserved
+        },
+    })
+    .map_err(|e| {
+        // The legs are the base bdevs here: their count and their size.
+        let e = Fail::named(-libc::EINVAL, e);
+        match &*e.field {
+            "legs" | "leg_blocks" => e.in_field("base_bdevs"),
+            _ => e,
+        }
+    })?;
+    let persist = if superblock {
+        let layout =
+            MetaLayout::new(block_size, geo.data_blocks(), region_kb).map_err(|e| Fail::named(-libc::EINVAL, e))?;
+        Some(PersistSpec {
+            region_kb,
+            layout,
+            found: None,
+        })
+    } else {
+        None
+    };
+    Ok(CreateSpec {
+        name,
+        geo,
+        chunk_kb,
+        uuid,
+        base_bdevs: base_bdevs.into_iter().map(Some).collect(),
+        opts,
+        read_policy,
+        persist,
+        rebuild_max_mb,
+    })
+}
+
+pub extern "C" fn rpc_create(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+    handle(request, params, |req, p| match create_spec(&p) {
+        Err(e) => req.reply(Err(e)),
+        Ok(spec) => create::create(spec, Box::new(move |r| req.reply(r.map(|m| json!(m.name()))))),
+    })
+}
+
+pub extern "C" fn rpc_delete(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+    handle(request, params, |req, p| {
+        let found = p
+            .only(&["name"])
+            .and_then(|_| p.required_string("name"))
+            .and_then(|name| mirror_named(&name));
+        match found {
+            Err(e) => req.reply(Err(e)),
+            Ok(m) if m.deleting.load(std::sync::atomic::Ordering::Acquire) => req.reply(Err(Fail::new(
+                -libc::EBUSY,
+                "name",
+                format!("mirror '{}' is already being deleted", m.name()),
+            ))),
+            Ok(m) => teardown::delete(
+                m,
+                Box::new(move |rc| {
+                    req.reply(if rc == 0 {
+                        Ok(json!(true))
+                    } else {
+                        Err(Fail::plain(rc, "delete failed"))
+                    })
+                }),
+            ),
+        }
+    })
+}
+
+/// `bdev_mirror_get_bdevs`'s `category`, as SPDK raid's `bdev_raid_get_bdevs`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Category {
+    All,
+    Online,
+    Configuring,
+    Offline,
+}
+
+impl Category {
+    fn parse(p: &Params) -> Result<Category, Fail> {
+        match p.string("category")?.as_deref() {
+            None | Some("all") => Ok(Category::All),
+            Some("online") => Ok(Category::Online),
+            Some("configuring") => Ok(Category::Configuring),
+            Some("offline") => Ok(Category::Offline),
+            Some(other) => Err(bad(
+                "category",
+                &format!("'{other}' is not one of all, online, configuring, offline"),
+            )),
+        }
+    }
+
+    /// Whether a registered mirror in `state` is listed. A degraded mirror serves every block,
+    /// so it is `online`, as SPDK raid lists a degraded raid1.
+    fn lists(self, state: &str) -> bool {
+        match self {
+            Category::All => true,
+            Category::Online => state != "offline",
+            Category::Offline => state == "offline",
+            Category::Configuring => false,
+        }
+    }
+
+    /// Whether mirrors still waiting for legs (not registered yet) are listed.
+    fn lists_waiting(self) -> bool {
+        matches!(self, Category::All | Category::Configuring)
+    }
+}
+
+pub extern "C" fn rpc_get_bdevs(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+    handle(request, params, |req, p| match select(&p) {
+        Err(e) => req.reply(Err(e)),
+        Ok((mirrors, waiting)) => gather(
+            req,
+            mirrors.into_iter().map(teardown::Pin::new).collect(),
+            Vec::new(),
+            waiting,
+        ),
+    })
+}
+
+/// The registered mirrors and the waiting ones (as JSON) that `name` and `category` select.
+/// A name that matches no mirror at all is an error; one in another category lists nothing.
+fn select(p: &Params) -> Result<(Vec<&'static mirror::Mirror>, Vec<Value>), Fail> {
+    p.only(&["name", "category"])?;
+    let name = p.string("name")?;
+    let category = Category::parse(p)?;
+    let named = |n: &str| name.as_deref().is_none_or(|want| want == n);
+    let mirrors: Vec<_> = mirror::all().into_iter().filter(|m| named(m.name())).collect();
+    let waiting: Vec<Value> = super::examine::pending_mirrors()
+        .into_iter()
+        .filter(|w| named(w["name"].as_str().unwrap_or_default()))
+        .collect();
+    if let Some(n) = &name {
+        if mirrors.is_empty() && waiting.is_empty() {
+            return Err(Fail::new(-libc::ENODEV, "name", format!("no mirror named '{n}'")));
+        }
+    }
+    let mirrors = mirrors.into_iter().filter(|m| category.lists(m.state())).collect();
+    let waiting = if category.lists_waiting() { waiting } else { Vec::new() };
+    Ok((mirrors, waiting))
+}
+
+/// Collects each mirror's counters from its channels, one mirror after the other. Each is
+/// pinned until its turn is over, so a delete meanwhile cannot free it under us. `waiting`
+/// (mirrors not registered yet, already described) comes last.
+fn gather(req: Request, mut rest: std::collections::VecDeque<teardown::Pin>, mut out: Vec<Value>, waiting: Vec<Value>) {
+    let Some(pin) = rest.pop_front() else {
+        out.extend(waiting);
+        return req.reply(Ok(Value::Array(out)));
+    };
+    let m = pin.mirror();
+    stats::collect_stats(
+        m,
+        Box::new(move |stats| {
+            out.push(m.info(Some(&stats)));
+            drop(pin);
+            gather(req, rest, out, waiting);
+        }),
+    );
+}
+
+pub extern "C" fn rpc_set_options(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+    handle(request, params, |req, p| {
+        let checked = (|| {
+            p.only(&["name", "rebuild_max_mb_per_s"])?;
+            let name = p.required_string("name")?;
+            let m = mirror_named(&name)?;
+            Ok((m, p.uint("rebuild_max_mb_per_s", 0, MAX_RATE_MB)?))
+        })();
+        let (m, rate) = match checked {
+            Ok((m, Some(rate))) => (m, rate),
+            Ok((_, None)) => return req.reply(Ok(json!(true))),
+            Err(e) => return req.reply(Err(e)),
+        };
+        m.rebuild_max_mb.store(rate, std::sync::atomic::Ordering::Release);
+        // The answer waits until the superblocks hold the new cap, so it survives a crash.
+        super::persist::record_tunables(
+            m,
+            Box::new(move |r| {
+                req.reply(r.map(|_| json!(true)).map_err(|e| {
+                    Fail::new(
+                        -libc::EIO,
+                        "rebuild_max_mb_per_s",
+                        format!("in effect, but not recorded on the legs: {e}"),
+                    )
+                }))
+            }),
+        );
+    })
+}
+
+pub extern "C" fn rpc_check(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+    handle(request, params, |req, p| {
+        let checked = (|| {
+            p.only(&["name", "repair"])?;
+            let name = p.required_string("name")?;
+            let repair = p.boolean("repair")?.unwrap_or(false);
+            let m = mirror_named(&name)?;
+            if m.in_sync_mask().count_ones() < 2 {
+                return Err(Fail::new(
+                    -libc::ENODEV,
+                    "name",
+                    format!("mirror '{name}' has fewer than two in-sync legs to compare"),
+                ));
+            }
+            Ok((m, repair))
+        })();
+        let (m, repair) = match checked {
+            Ok(c) => c,
+            Err(e) => return req.reply(Err(e)),
+        };
+        let started = process::start(
+            m,
+            Kind::Check { repair },
+            None,
+            vec![(0, m.geo().data_blocks())],
+            Some(Box::new(move |r| {
+                req.reply(
+                    r.map(|o| {
+                        json!({
+                            "mismatch_blocks": o.mismatch_blocks,
+                            "blocks_checked": o.blocks_checked,
+                            "repaired_blocks": o.repaired_blocks,
+                        })
+                    })
+                    .map_err(|e| Fail::plain(-libc::EIO, format!("check stopped: {e}"))),
+                )
+            })),
+        );
+        if let Err(e) = started {
+            req.reply(Err(e.in_field("name")));
+        }
+    })
+}
+
+pub extern "C" fn rpc_set_read_policy(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
+    handle(request, params, |req, p| {
+        let checked = (|| {
+            p.only(&["name", "read_policy", "preferred_leg"])?;
+            let name = p.required_string("name")?;
+            let m = mirror_named(&name)?;
+            p.required_string("read_policy")?;
+            let policy = read_policy(&p)?;
+            if let ReadPolicy::Preferred(leg) = policy {
+                if leg >= m.geo().legs() {
+                    return Err(bad(
+                        "preferred_leg",
+                        &format!("leg {leg} does not exist (legs are 0..{})", m.geo().legs()),
+                    ));
+                }
+            }
+            Ok((m, policy))
+        })();
+        let (m, policy) = match checked {
+            Ok(c) => c,
+            Err(e) => return req.reply(Err(e)),
+        };
+        m.set_read_policy(policy);
+        // The answer waits until the superblocks hold the new policy, so it survives a crash.
+        super::persist::record_tunables(
+            m,
+            Box::new(move |r| {
+                req.reply(r.map(|_| json!(true)).map_err(|e| {
+                    Fail::new(
+                        -libc::EIO,
+                        "read_policy",
+                        format!("in effect, but not recorded on the legs: {e}"),
+                    )
+                }))
+            }),
+        );
+    })
+}
