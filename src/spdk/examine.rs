@@ -15,6 +15,7 @@ use std::sync::Mutex;
 
 use spdk_sys as sys;
 
+use super::callback::{into_arg, take_arg};
 use super::create::{self, CreateSpec, PersistSpec};
 use super::error::Fail;
 use super::ffi::{bdev_name, errlog, guard, noticelog, warnlog};
@@ -247,7 +248,8 @@ struct Pending {
     found: Vec<Found>,
     timer: *mut sys::spdk_poller,
     /// The timer's argument (the uuid, boxed), freed with the timer.
-    timer_arg: *mut [u8; 16],
+    /// The grace timer's argument (`into_arg` of the mirror's uuid).
+    timer_arg: *mut c_void,
     /// Rejections already logged (bdev and reason), so each is logged once.
     reported: Vec<(String, String)>,
 }
@@ -355,15 +357,15 @@ fn evaluate(uuid: [u8; 16], grace_over: bool) {
                     }
                 }
                 // SAFETY: boxed in `evaluate`; freed once, here (the entry forgot it above).
-                drop(unsafe { Box::from_raw(arg as *mut [u8; 16]) });
+                drop(unsafe { take_arg::<[u8; 16]>(arg) });
                 evaluate(uuid, true);
                 0
             })
         }
-        let arg = Box::into_raw(Box::new(uuid));
+        let arg = into_arg(uuid);
         let grace_us = options::degraded_grace_us();
         // SAFETY: the argument lives until the poller fires or is unregistered (freed there).
-        list.0[idx].timer = unsafe { sys::spdk_poller_register(Some(fire), arg as *mut c_void, grace_us) };
+        list.0[idx].timer = unsafe { sys::spdk_poller_register(Some(fire), arg, grace_us) };
         list.0[idx].timer_arg = arg;
         noticelog!(
             "mirror {}: waiting {} ms for its missing legs before assembling degraded",
@@ -383,7 +385,7 @@ fn cancel_timer(p: &mut Pending) {
     // freed once, here, now that the poller cannot fire.
     unsafe {
         sys::spdk_poller_unregister(&mut timer);
-        drop(Box::from_raw(p.timer_arg));
+        drop(take_arg::<[u8; 16]>(p.timer_arg));
     }
     p.timer_arg = ptr::null_mut();
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 
 use spdk_sys as sys;
 
+use super::callback::{arg_mut, for_each_channel, into_arg, take_arg, PerChannel, Visit};
 use super::child_ctx::ChildCtx;
 use super::error::Fail;
 use super::ffi::guard;
@@ -64,21 +65,21 @@ pub fn close_leg(leg: &Leg) {
     extern "C" fn retry(arg: *mut c_void) -> c_int {
         guard("mirror leg close", 0, || {
             // SAFETY: boxed below, freed once the close happened.
-            let c = unsafe { &mut *(arg as *mut Closing) };
+            let c = unsafe { arg_mut::<Closing>(arg) };
             // SAFETY: the leg lives as long as its mirror, which waits for its legs' closes.
             if unsafe { (*c.leg).app_io.load(Ordering::Acquire) } == 0 {
                 // SAFETY: our poller, on its thread; the box's last use.
                 unsafe {
                     sys::spdk_poller_unregister(&mut c.poller);
-                    Box::from_raw(arg as *mut Closing).close();
+                    take_arg::<Closing>(arg).close();
                 }
             }
             sys::SPDK_POLLER_BUSY as c_int
         })
     }
-    let c = Box::into_raw(Box::new(c));
-    // SAFETY: `c` lives until the poller closes it.
-    unsafe { (*c).poller = sys::spdk_poller_register(Some(retry), c as *mut c_void, 1000) };
+    let arg = into_arg(c);
+    // SAFETY: `arg` lives until the poller closes it; nothing else refers to it yet.
+    unsafe { arg_mut::<Closing>(arg).poller = sys::spdk_poller_register(Some(retry), arg, 1000) };
 }
 
 /// A leg's channel and descriptor, being let go.
@@ -252,29 +253,29 @@ pub fn attach_leg(
 ) {
     fill_slot(m.slot(leg), name, bdev, desc);
     m.leg_gen.fetch_add(1, Ordering::AcqRel);
-    struct Attach {
-        leg: u32,
-        done: Box<dyn FnOnce(i32)>,
+    for_each_channel(m.as_io_device(), Attach { leg, done });
+}
+
+/// Opens an I/O channel on a new leg in every channel.
+struct Attach {
+    leg: u32,
+    done: Box<dyn FnOnce(i32)>,
+}
+
+impl PerChannel for Attach {
+    const WHAT: &'static str = "mirror leg attach";
+
+    fn on_channel(&mut self, ch: *mut sys::spdk_io_channel, _: *mut sys::spdk_io_channel_iter) -> Visit {
+        // SAFETY: a channel of the mirror's io_device.
+        Visit::Next(unsafe { channel_of(ch) }.attach_leg(self.leg))
     }
-    extern "C" fn on_channel(i: *mut sys::spdk_io_channel_iter) {
-        let rc = guard("mirror leg attach", -libc::EIO, || {
-            // SAFETY: our iteration and channel.
-            unsafe {
-                let a = &*(sys::spdk_io_channel_iter_get_ctx(i) as *const Attach);
-                channel_of(sys::spdk_io_channel_iter_get_channel(i)).attach_leg(a.leg)
-            }
-        });
-        // SAFETY: live iteration.
-        unsafe { sys::spdk_for_each_channel_continue(i, rc) };
+
+    fn on_panic(&mut self) -> Visit {
+        // The attach fails, and the caller takes the leg out again.
+        Visit::Next(-libc::EIO)
     }
-    extern "C" fn all_done(i: *mut sys::spdk_io_channel_iter, status: c_int) {
-        guard("mirror leg attach done", (), || {
-            // SAFETY: boxed below; last use.
-            let a = unsafe { Box::from_raw(sys::spdk_io_channel_iter_get_ctx(i) as *mut Attach) };
-            (a.done)(status);
-        })
+
+    fn done(self: Box<Self>, status: c_int) {
+        (self.done)(status)
     }
-    let a = Box::into_raw(Box::new(Attach { leg, done }));
-    // SAFETY: our io_device; `a` reclaimed in `all_done`.
-    unsafe { sys::spdk_for_each_channel(m.as_io_device(), Some(on_channel), a as *mut c_void, Some(all_done)) };
 }

@@ -10,8 +10,9 @@
 //! (`tests/layers.rs` checks both from the `layer` lines below). What runs above reaches what
 //! runs below through calls it hands down: a mirror's `Hooks`, a channel's `ChannelCalls`.
 
-// layer 0, leaves: logging and panic guards, JSON, the error type, the module pointer, UUIDs,
-// a host I/O's fields.
+// layer 0, leaves: logging and panic guards, typed callback contexts, JSON, the error type,
+// the module pointer, UUIDs, a host I/O's fields.
+mod callback;
 mod error;
 mod ffi;
 mod host_io;

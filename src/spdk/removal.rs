@@ -1,13 +1,14 @@
 //! Taking a leg out of a mirror (hot-remove or RPC): failed at once for new I/O, released by
 //! every core once its children there are back, then closed.
 
-use std::os::raw::{c_int, c_void};
+use std::os::raw::c_int;
 use std::sync::atomic::Ordering;
 
 use spdk_sys as sys;
 
+use super::callback::{for_each_channel, PerChannel, Visit};
 use super::error::Fail;
-use super::ffi::{guard, noticelog};
+use super::ffi::noticelog;
 use super::legs::close_leg;
 use super::mirror::Mirror;
 use super::submit::channel_of;
@@ -42,55 +43,57 @@ pub fn remove_leg(m: &'static Mirror, leg: u32, why: &str, done: RemoveDone) {
         )));
     }
     m.fail_leg(leg, why);
-    let r = Box::into_raw(Box::new(Removal {
-        mirror: Pin::new(m),
-        leg,
-        done,
-    }));
-    // SAFETY: our io_device; `r` is reclaimed in `removal_done`.
-    unsafe {
-        sys::spdk_for_each_channel(
-            m.as_io_device(),
-            Some(removal_on_channel),
-            r as *mut c_void,
-            Some(removal_done),
-        )
-    };
+    for_each_channel(
+        m.as_io_device(),
+        Removal {
+            mirror: Pin::new(m),
+            leg,
+            done,
+        },
+    );
 }
 
-extern "C" fn removal_on_channel(i: *mut sys::spdk_io_channel_iter) {
-    guard("mirror leg removal", (), || {
-        // SAFETY: the iteration's context is our Removal; its channel is ours.
-        unsafe {
-            let r = &*(sys::spdk_io_channel_iter_get_ctx(i) as *const Removal);
-            channel_of(sys::spdk_io_channel_iter_get_channel(i)).release_leg(r.leg, i);
-        }
-    })
+impl PerChannel for Removal {
+    const WHAT: &'static str = "mirror leg removal";
+
+    fn on_channel(&mut self, ch: *mut sys::spdk_io_channel, iter: *mut sys::spdk_io_channel_iter) -> Visit {
+        // SAFETY: a channel of the mirror's io_device; it continues `iter` once its children
+        // on the leg are back.
+        unsafe { channel_of(ch) }.release_leg(self.leg, iter);
+        Visit::Held
+    }
+
+    fn on_panic(&mut self) -> Visit {
+        // The iteration stops here for good: closing a leg that a core may still use would be
+        // worse than a removal that never ends.
+        Visit::Held
+    }
+
+    fn done(self: Box<Self>, status: c_int) {
+        removal_done(*self, status)
+    }
 }
 
-extern "C" fn removal_done(i: *mut sys::spdk_io_channel_iter, status: c_int) {
-    guard("mirror leg removal done", (), || {
-        // SAFETY: boxed in `remove_leg`; this is the last use.
-        let r = unsafe { Box::from_raw(sys::spdk_io_channel_iter_get_ctx(i) as *mut Removal) };
-        let m = r.mirror.mirror();
-        let l = m.slot(r.leg);
-        close_leg(l);
-        l.write_only.store(false, Ordering::Release);
-        l.removing.store(false, Ordering::Release);
-        m.leg_gen.fetch_add(1, Ordering::AcqRel);
-        noticelog!(
-            "mirror {}: leg {} ({}) removed; the mirror is {}",
-            m.name(),
-            r.leg,
-            l.name(),
-            m.state()
-        );
-        let Removal { mirror, done, .. } = *r;
-        done(if status == 0 {
-            Ok(())
-        } else {
-            Err(Fail::plain(status, "leg removal failed"))
-        });
-        drop(mirror);
-    })
+/// Every core has let go of the leg: close it.
+fn removal_done(r: Removal, status: c_int) {
+    let m = r.mirror.mirror();
+    let l = m.slot(r.leg);
+    close_leg(l);
+    l.write_only.store(false, Ordering::Release);
+    l.removing.store(false, Ordering::Release);
+    m.leg_gen.fetch_add(1, Ordering::AcqRel);
+    noticelog!(
+        "mirror {}: leg {} ({}) removed; the mirror is {}",
+        m.name(),
+        r.leg,
+        l.name(),
+        m.state()
+    );
+    let Removal { mirror, done, .. } = r;
+    done(if status == 0 {
+        Ok(())
+    } else {
+        Err(Fail::plain(status, "leg removal failed"))
+    });
+    drop(mirror);
 }

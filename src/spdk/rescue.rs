@@ -11,6 +11,7 @@ use std::ptr::NonNull;
 
 use spdk_sys as sys;
 
+use super::callback::send_msg;
 use super::child_ctx::{slice_parent_iovs, ChildCtx, RescueBack};
 use super::ffi::{errlog, guard};
 use super::mirror::Mirror;
@@ -116,26 +117,12 @@ extern "C" fn done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
 
 /// Hands the child back to its channel's thread.
 fn back(ctx: *mut ChildCtx, status: ChildStatus) {
-    struct Back {
-        ctx: *mut ChildCtx,
-        status: ChildStatus,
-    }
-    extern "C" fn on_channel_thread(arg: *mut c_void) {
-        guard("mirror reserve return", (), || {
-            // SAFETY: boxed below; last use.
-            let b = unsafe { Box::from_raw(arg as *mut Back) };
-            // SAFETY: the context is live, `rescue_back` set in `send`.
-            if let Some(back) = unsafe { (*b.ctx).rescue_back } {
-                // SAFETY: boxed contexts are non-null.
-                back(unsafe { NonNull::new_unchecked(b.ctx) }, b.status);
-            }
-        })
-    }
-    // SAFETY: set in `send`, on the channel's thread.
-    let thread = unsafe { (*ctx).home };
-    let b = Box::into_raw(Box::new(Back { ctx, status }));
-    // SAFETY: `b` is reclaimed by the message.
-    if unsafe { sys::spdk_thread_send_msg(thread, Some(on_channel_thread), b as *mut c_void) } != 0 {
+    // SAFETY: both set in `send`, on the channel's thread; the context is ours.
+    let (thread, to) = unsafe { ((*ctx).home, (*ctx).rescue_back) };
+    let Some((to, ctx)) = to.zip(NonNull::new(ctx)) else {
+        return errlog!("BUG: a reserve I/O without its way back");
+    };
+    if send_msg(thread, move || to(ctx, status)).is_err() {
         errlog!("mirror: cannot return a reserve I/O to its channel");
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use spdk_sys as sys;
 
+use super::callback::{into_arg, take_arg};
 use super::ffi::guard;
 use super::host_io::driver_ctx;
 use super::leg::Leg;
@@ -44,10 +45,10 @@ pub fn reset(io: *mut sys::spdk_bdev_io) {
                 (*ctx).failed = true;
                 continue;
             }
-            let child = Box::into_raw(Box::new(ResetChild { parent: io, leg, ch }));
+            let child = into_arg(ResetChild { parent: io, leg, ch });
             (*ctx).remaining += 1;
-            if sys::spdk_bdev_reset(desc, ch, Some(reset_done), child as *mut c_void) != 0 {
-                drop(Box::from_raw(child));
+            if sys::spdk_bdev_reset(desc, ch, Some(reset_done), child) != 0 {
+                drop(take_arg::<ResetChild>(child));
                 sys::spdk_put_io_channel(ch);
                 leg.app_io_done();
                 (*ctx).remaining -= 1;
@@ -79,7 +80,7 @@ extern "C" fn reset_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *m
         // SAFETY: our boxed child, handed back once; the child bdev_io is ours to free.
         unsafe {
             sys::spdk_bdev_free_io(bdev_io);
-            let child = Box::from_raw(arg as *mut ResetChild);
+            let child = take_arg::<ResetChild>(arg);
             sys::spdk_put_io_channel(child.ch);
             // The leg lives as long as its mirror, which outlives its host I/O.
             (*child.leg).app_io_done();

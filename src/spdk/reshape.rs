@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use spdk_sys as sys;
 
+use super::callback::{for_each_channel, PerChannel, Visit};
 use super::error::Fail;
 use super::ffi::{errlog, guard, noticelog};
 use super::mirror::Mirror;
@@ -157,65 +158,66 @@ fn apply(r: *mut Reshape) {
         return unquiesce(r);
     }
     m.leg_gen.fetch_add(1, Ordering::AcqRel);
-    // SAFETY: our io_device; `r` lives until `finish`.
-    unsafe {
-        sys::spdk_for_each_channel(
-            m.as_io_device(),
-            Some(on_channel),
-            r as *mut c_void,
-            Some(channels_done),
-        )
-    };
+    for_each_channel(m.as_io_device(), NewShape(r));
 }
 
-extern "C" fn on_channel(i: *mut sys::spdk_io_channel_iter) {
-    let rc = guard("mirror reshape", -libc::EIO, || {
-        // SAFETY: our iteration and channel.
-        unsafe { channel_of(sys::spdk_io_channel_iter_get_channel(i)).reshape() }
-    });
-    if rc != 0 {
-        // SAFETY: the iteration's context is the live Reshape; only this counter is shared.
-        let r = unsafe { &*(sys::spdk_io_channel_iter_get_ctx(i) as *const Reshape) };
-        r.failed_cores.fetch_add(1, Ordering::AcqRel);
+/// Every channel takes the new shape; the reshape (`r`, live until `finish`) goes on after.
+struct NewShape(*mut Reshape);
+
+impl PerChannel for NewShape {
+    const WHAT: &'static str = "mirror reshape";
+
+    fn on_channel(&mut self, ch: *mut sys::spdk_io_channel, _: *mut sys::spdk_io_channel_iter) -> Visit {
+        // SAFETY: a channel of the mirror's io_device.
+        if unsafe { channel_of(ch) }.reshape() != 0 {
+            // SAFETY: the reshape lives until `finish`; only this counter is shared.
+            unsafe { (*self.0).failed_cores.fetch_add(1, Ordering::AcqRel) };
+        }
+        // Every other core still takes the new shape: an error would stop the iteration here.
+        Visit::Next(0)
     }
-    // Every other core still takes the new shape: an error would stop the iteration here.
-    // SAFETY: live iteration.
-    unsafe { sys::spdk_for_each_channel_continue(i, 0) };
+
+    fn on_panic(&mut self) -> Visit {
+        // As a refusal: counted, and the other cores still take the new shape.
+        // SAFETY: as in `on_channel`.
+        unsafe { (*self.0).failed_cores.fetch_add(1, Ordering::AcqRel) };
+        Visit::Next(0)
+    }
+
+    fn done(self: Box<Self>, status: c_int) {
+        channels_done(self.0, status)
+    }
 }
 
-extern "C" fn channels_done(i: *mut sys::spdk_io_channel_iter, status: c_int) {
-    guard("mirror reshape", (), || {
-        // SAFETY: the context passed to `spdk_for_each_channel`.
-        let r = unsafe { sys::spdk_io_channel_iter_get_ctx(i) } as *mut Reshape;
-        // SAFETY: ours until `finish`.
-        let rs = unsafe { &mut *r };
-        let m = rs.mirror.mirror();
-        let failed = rs.failed_cores.load(Ordering::Acquire);
-        if status != 0 || failed != 0 {
-            // A core kept its old engine. This is a bug: a channel reshapes only when idle,
-            // which the quiesce guarantees.
-            errlog!("mirror {}: {failed} core(s) could not take the new shape", m.name());
-            fail(r, Fail::plain(-libc::EIO, "a core could not take the new shape"));
+fn channels_done(r: *mut Reshape, status: c_int) {
+    // SAFETY: ours until `finish`.
+    let rs = unsafe { &mut *r };
+    let m = rs.mirror.mirror();
+    let failed = rs.failed_cores.load(Ordering::Acquire);
+    if status != 0 || failed != 0 {
+        // A core kept its old engine. This is a bug: a channel reshapes only when idle,
+        // which the quiesce guarantees.
+        errlog!("mirror {}: {failed} core(s) could not take the new shape", m.name());
+        fail(r, Fail::plain(-libc::EIO, "a core could not take the new shape"));
+    }
+    let blocks = m.geo().data_blocks();
+    if blocks != rs.blocks_before {
+        // SAFETY: our registered bdev; the layer tells every open descriptor.
+        let rc = unsafe { sys::spdk_bdev_notify_blockcnt_change(m.bdev_ptr(), blocks) };
+        if rc != 0 {
+            errlog!("mirror {}: cannot announce the new size: {rc}", m.name());
         }
-        let blocks = m.geo().data_blocks();
-        if blocks != rs.blocks_before {
-            // SAFETY: our registered bdev; the layer tells every open descriptor.
-            let rc = unsafe { sys::spdk_bdev_notify_blockcnt_change(m.bdev_ptr(), blocks) };
-            if rc != 0 {
-                errlog!("mirror {}: cannot announce the new size: {rc}", m.name());
+    }
+    // I/O resumes only once the legs record the new shape.
+    persist::write(
+        m,
+        Some(Box::new(move |w| {
+            if let Err(e) = w {
+                errlog!("mirror {}: metadata write after a change failed: {e}", m.name());
             }
-        }
-        // I/O resumes only once the legs record the new shape.
-        persist::write(
-            m,
-            Some(Box::new(move |w| {
-                if let Err(e) = w {
-                    errlog!("mirror {}: metadata write after a change failed: {e}", m.name());
-                }
-                unquiesce(r);
-            })),
-        );
-    })
+            unquiesce(r);
+        })),
+    );
 }
 
 fn unquiesce(r: *mut Reshape) {

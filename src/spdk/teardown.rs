@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use spdk_sys as sys;
 
+use super::callback::{into_arg, take_arg};
 use super::ffi::{guard, noticelog};
 use super::legs::free_legs;
 use super::mirror::{all, registry_remove, DeleteDone, Mirror};
@@ -28,7 +29,7 @@ pub fn delete(mirror: &'static Mirror, done: DeleteDone) {
 }
 
 pub fn unregister(mirror: &'static Mirror, done: DeleteDone) {
-    let arg = Box::into_raw(Box::new(done)) as *mut c_void;
+    let arg = into_arg(done);
     let b = mirror.bdev_ptr();
     // SAFETY: the bdev is registered; `arg` is reclaimed in the callback.
     unsafe { sys::spdk_bdev_unregister(b, Some(unregistered), arg) };
@@ -37,7 +38,7 @@ pub fn unregister(mirror: &'static Mirror, done: DeleteDone) {
 extern "C" fn unregistered(arg: *mut c_void, rc: c_int) {
     guard("mirror delete", (), || {
         // SAFETY: boxed in `delete`.
-        let done = unsafe { Box::from_raw(arg as *mut DeleteDone) };
+        let done = unsafe { take_arg::<DeleteDone>(arg) };
         done(rc);
     })
 }
