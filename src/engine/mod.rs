@@ -19,9 +19,11 @@
 pub mod backend;
 pub mod intent;
 pub mod plan;
+mod planning;
 mod read_policy;
 mod stats;
 mod straight;
+mod wakeups;
 
 use std::collections::VecDeque;
 
@@ -157,16 +159,6 @@ struct Recovery {
     tried: [u32; MAX_SEGMENTS as usize],
     /// Per segment in `Slot::repair_segs`: the legs to rewrite.
     repair: [u32; MAX_SEGMENTS as usize],
-}
-
-/// What the next child of a plan is.
-enum Planned {
-    Child(ChildInfo),
-    /// The copy is on a failed leg: the array runs degraded.
-    SkipFailedLeg,
-    /// Nothing to issue and no copy missed: no working copy is left to read this segment from,
-    /// or a replacement child whose leg holds no copy of the segment, or the replacement failed.
-    NoCopy,
 }
 
 /// Result of running a parent as far as it can go.
@@ -364,49 +356,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             .count()
     }
 
-    /// Whether any wake-up is waiting to be run.
-    #[inline]
-    fn pending(&self) -> bool {
-        !self.ready.is_empty()
-            || self.pool_freed != 0
-            || self.io_signal
-            || (!self.admit_queue.is_empty() && !self.free_slots.is_empty())
-    }
-
-    /// Shared I/O may be available again (answers `Backend::wait_for_io`).
-    pub fn io_available(&mut self) {
-        self.io_signal = true;
-        self.drain();
-    }
-
-    /// The write-intent bitmap made parent `id`'s intent durable (answers `Gate::Pending`).
-    pub fn write_intent_ready(&mut self, id: ParentId) {
-        let slot = &mut self.slots[id as usize];
-        if slot.phase == Phase::Abandoned {
-            slot.phase = Phase::Free;
-            self.free_slots.push(id);
-        } else if slot.phase == Phase::Intent && slot.wait == Some(Wait::Intent) {
-            slot.wait = None;
-            slot.phase = Phase::Issue;
-            self.push_ready(id);
-        }
-        self.drain();
-    }
-
-    /// Retries every parked parent: for resources freed where the engine cannot see it (an SPDK
-    /// mempool shared with other cores). The SPDK glue calls this from a poller.
-    pub fn poll(&mut self) {
-        for (leg, waiters) in self.pool_waiters.iter().enumerate() {
-            if !waiters.is_empty() {
-                self.pool_freed |= 1 << leg;
-            }
-        }
-        if !self.io_waiters.is_empty() {
-            self.io_signal = true;
-        }
-        self.drain();
-    }
-
     /// Where every unfinished parent stands (for stall reports).
     pub fn describe_parked(&self) -> String {
         let mut out = Vec::new();
@@ -488,11 +437,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         hosts
     }
 
-    /// Whether anything is parked (the SPDK poller runs only then).
-    pub fn has_parked(&self) -> bool {
-        !self.io_waiters.is_empty() || self.pool_waiters.iter().any(|w| !w.is_empty())
-    }
-
     /// Fails a leg: it gets no more writes (the mirror runs degraded) and is never read.
     pub fn fail_leg(&mut self, leg: u32) {
         let l = &mut self.legs[leg as usize];
@@ -535,111 +479,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     // ----- the state machine -----
-
-    fn push_ready(&mut self, id: ParentId) {
-        let slot = &mut self.slots[id as usize];
-        if !slot.in_ready {
-            slot.in_ready = true;
-            self.ready.push_back(id);
-        }
-    }
-
-    /// Runs every queued wake-up until nothing more can move. Never re-entered.
-    #[inline]
-    fn drain(&mut self) {
-        if !self.draining && self.pending() {
-            self.drain_pending();
-        }
-    }
-
-    #[inline(never)]
-    fn drain_pending(&mut self) {
-        self.draining = true;
-        loop {
-            let mut moved = false;
-            while let Some(id) = self.ready.pop_front() {
-                let slot = &mut self.slots[id as usize];
-                // A stale entry (the parent finished, or the slot was reused) or a parent that
-                // parked since: its own wake-up will run it.
-                if !std::mem::take(&mut slot.in_ready) || slot.wait.is_some() || slot.phase == Phase::Free {
-                    continue;
-                }
-                let step = self.run(id);
-                self.park_after(id, step, false);
-                moved = true;
-            }
-            while self.pool_freed != 0 {
-                let leg = self.pool_freed.trailing_zeros();
-                self.pool_freed &= !(1 << leg);
-                while let Some(id) = self.pool_waiters[leg as usize].pop_front() {
-                    self.slots[id as usize].wait = None;
-                    let step = self.run(id);
-                    moved = true;
-                    if let Step::Parked(Wait::Pool(l)) = step {
-                        if l == leg {
-                            // Still empty: keep its place at the head of the line.
-                            self.slots[id as usize].wait = Some(Wait::Pool(l));
-                            self.pool_waiters[leg as usize].push_front(id);
-                            break;
-                        }
-                    }
-                    self.park_after(id, step, false);
-                }
-            }
-            if std::mem::take(&mut self.io_signal) {
-                while let Some(id) = self.io_waiters.pop_front() {
-                    self.slots[id as usize].wait = None;
-                    let step = self.run(id);
-                    moved = true;
-                    if let Step::Parked(Wait::Io(leg)) = step {
-                        self.slots[id as usize].wait = Some(Wait::Io(leg));
-                        self.io_waiters.push_front(id);
-                        self.backend.wait_for_io(leg);
-                        break;
-                    }
-                    self.park_after(id, step, false);
-                }
-            }
-            while !self.admit_queue.is_empty() && !self.free_slots.is_empty() {
-                let (host, req) = self.admit_queue.pop_front().expect("checked non-empty");
-                let id = self.free_slots.pop().expect("checked non-empty");
-                self.start(id, host, req);
-                let step = self.run(id);
-                self.park_after(id, step, false);
-                moved = true;
-            }
-            if !moved {
-                break;
-            }
-        }
-        self.draining = false;
-    }
-
-    fn park_after(&mut self, id: ParentId, step: Step, front: bool) {
-        let Step::Parked(wait) = step else { return };
-        self.slots[id as usize].wait = Some(wait);
-        match wait {
-            Wait::Pool(leg) => {
-                self.stats.pool_waits += 1;
-                let q = &mut self.pool_waiters[leg as usize];
-                if front {
-                    q.push_front(id)
-                } else {
-                    q.push_back(id)
-                }
-            }
-            Wait::Io(leg) => {
-                self.stats.io_waits += 1;
-                if front {
-                    self.io_waiters.push_front(id)
-                } else {
-                    self.io_waiters.push_back(id)
-                }
-                self.backend.wait_for_io(leg);
-            }
-            Wait::Intent => {}
-        }
-    }
 
     fn start(&mut self, id: ParentId, host: B::Host, req: IoRequest) {
         let nsegs = if req.op == IoOp::Flush {
@@ -905,134 +744,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             }
         }
         None
-    }
-
-    /// The next child of the main plan still to issue (`next` stays on it), skipping copies on
-    /// failed legs and segments with no readable copy; `None` once the plan is done.
-    fn next_planned(&mut self, id: ParentId) -> Option<ChildInfo> {
-        let idx = id as usize;
-        while self.slots[idx].next < self.slots[idx].total {
-            match self.plan(id, self.slots[idx].next) {
-                Planned::Child(info) => return Some(info),
-                Planned::SkipFailedLeg => self.slots[idx].missed_copy = true,
-                Planned::NoCopy => {}
-            }
-            self.slots[idx].next += 1;
-        }
-        None
-    }
-
-    /// Child `k` of the parent's main plan.
-    fn plan(&self, id: ParentId, k: u32) -> Planned {
-        let slot = &self.slots[id as usize];
-        let req = slot.req;
-        match req.op {
-            IoOp::Read => match self.plan_read(id, k) {
-                Some(info) => Planned::Child(info),
-                None => Planned::NoCopy,
-            },
-            IoOp::Flush => {
-                // Child `legs()` (planned only with a replacement) flushes the replacement leg.
-                if self.legs[k as usize].failed {
-                    return Planned::SkipFailedLeg;
-                }
-                Planned::Child(ChildInfo {
-                    parent: id,
-                    op: IoOp::Flush,
-                    leg: k,
-                    leg_lba: 0,
-                    blocks: self.geo.used_leg_blocks(),
-                    buf_offset: 0,
-                    segment: 0,
-                })
-            }
-            op => {
-                // Each segment: its copies in slot order, then (with a replacement) one more.
-                let copies = self.geo.copies();
-                let per_seg = copies + slot.rep.is_some() as u32;
-                let (seg, copy_slot) = (k / per_seg, k % per_seg);
-                let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
-                let (leg, leg_lba) = if copy_slot < copies {
-                    let copy = self.geo.copy(start, copy_slot);
-                    if self.legs[copy.leg as usize].failed {
-                        return Planned::SkipFailedLeg;
-                    }
-                    (copy.leg, copy.lba)
-                } else {
-                    // The replacement gets what the replaced leg gets, where it gets it (even
-                    // if that leg failed meanwhile: the replacement is to take its place).
-                    let rep_leg = self.replacement_leg();
-                    let replaced = slot.rep.expect("a replacement child is planned only with one");
-                    let on_replaced = (0..copies).map(|s| self.geo.copy(start, s)).find(|c| c.leg == replaced);
-                    match on_replaced {
-                        Some(c) if !self.legs[rep_leg as usize].failed => (rep_leg, c.lba),
-                        _ => return Planned::NoCopy,
-                    }
-                };
-                Planned::Child(ChildInfo {
-                    parent: id,
-                    op,
-                    leg,
-                    leg_lba,
-                    blocks: len,
-                    buf_offset: start - req.lba,
-                    segment: seg,
-                })
-            }
-        }
-    }
-
-    /// A read of segment `seg` from a readable, untried copy chosen by the read policy.
-    #[inline]
-    fn plan_read(&self, id: ParentId, seg: u32) -> Option<ChildInfo> {
-        let req = self.slots[id as usize].req;
-        let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
-        let tried = self.tried(id, seg);
-        let usable = |leg: u32| self.leg_readable(leg) && tried & (1 << leg) == 0;
-        let row = self.geo.row(start);
-        let copies = (0..self.geo.copies()).map(|s| self.geo.copy_in(&row, s));
-        let copy = if self.backend.read_pinned(start, len) {
-            copies.clone().find(|c| usable(c.leg))?
-        } else if self.cfg.read_policy == ReadPolicy::LeastOutstanding {
-            // The default policy in one pass, without the general chooser (the read path's
-            // largest cost when it went through it): the first of the least busy copies.
-            let mut best = None;
-            for c in copies.clone().filter(|c| usable(c.leg)) {
-                let out = self.legs[c.leg as usize].outstanding_blocks;
-                if best.is_none_or(|(_, o)| out < o) {
-                    best = Some((c, out));
-                }
-            }
-            best?.0
-        } else {
-            let candidates = copies
-                .clone()
-                .filter(|c| usable(c.leg))
-                .map(|c| (c.leg, self.legs[c.leg as usize].outstanding_blocks));
-            let turn = self.read_turn.get();
-            self.read_turn.set(turn.wrapping_add(1));
-            let leg = self.cfg.read_policy.choose(candidates, turn)?;
-            copies.clone().find(|c| c.leg == leg)?
-        };
-        Some(ChildInfo {
-            parent: id,
-            op: IoOp::Read,
-            leg: copy.leg,
-            leg_lba: copy.lba,
-            blocks: len,
-            buf_offset: start - req.lba,
-            segment: seg,
-        })
-    }
-
-    /// The legs a read of segment `seg` of parent `id` has failed on.
-    #[inline]
-    fn tried(&self, id: ParentId, seg: u32) -> u32 {
-        if self.slots[id as usize].tried_segs & (1 << seg) == 0 {
-            0
-        } else {
-            self.recovery[id as usize].tried[seg as usize]
-        }
     }
 
     #[inline]
