@@ -21,6 +21,7 @@ pub mod intent;
 pub mod plan;
 mod planning;
 mod read_policy;
+mod recovery;
 mod stats;
 mod straight;
 mod wakeups;
@@ -33,7 +34,8 @@ pub use read_policy::ReadPolicy;
 pub use stats::{EngineStats, LegStats};
 
 use crate::placement::{Geometry, MAX_LEGS};
-use plan::{segment, segment_count, MAX_SEGMENTS};
+use plan::{segment_count, MAX_SEGMENTS};
+use recovery::Recovery;
 
 /// How a parent's children are allocated and submitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -151,16 +153,6 @@ impl<B: Backend> Slot<B> {
     }
 }
 
-/// A parent's read-recovery state, apart from its slot: touched only after a read error, so
-/// the slots the common path walks stay a few cache lines each.
-#[derive(Clone, Copy)]
-struct Recovery {
-    /// Per segment: the legs a read of it has failed on (valid where `Slot::tried_segs` says).
-    tried: [u32; MAX_SEGMENTS as usize],
-    /// Per segment in `Slot::repair_segs`: the legs to rewrite.
-    repair: [u32; MAX_SEGMENTS as usize],
-}
-
 /// Result of running a parent as far as it can go.
 enum Step {
     Running,
@@ -227,13 +219,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         Engine {
             legs,
             slots: (0..max_parents).map(|_| Slot::new(held_capacity)).collect(),
-            recovery: vec![
-                Recovery {
-                    tried: [0; MAX_SEGMENTS as usize],
-                    repair: [0; MAX_SEGMENTS as usize],
-                };
-                max_parents as usize
-            ],
+            recovery: vec![Recovery::NONE; max_parents as usize],
             free_slots: (0..max_parents).rev().collect(),
             admit_queue: VecDeque::with_capacity(1024),
             pool_waiters: (0..=geo.legs())
@@ -627,46 +613,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         self.issue_repairs(id)
     }
 
-    /// Rewrites copies that failed a read with the data a retry read from another copy. The
-    /// successful read's reference is held until every rewrite is issued.
-    fn issue_repairs(&mut self, id: ParentId) -> Option<Wait> {
-        let idx = id as usize;
-        while self.slots[idx].repair_segs != 0 {
-            let seg = self.slots[idx].repair_segs.trailing_zeros();
-            while self.recovery[idx].repair[seg as usize] != 0 {
-                let leg = self.recovery[idx].repair[seg as usize].trailing_zeros();
-                let req = self.slots[idx].req;
-                let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
-                let copy = self.geo.map_unchecked(start).on_leg(leg);
-                let Some(copy) = copy.filter(|_| !self.legs[leg as usize].failed) else {
-                    self.recovery[idx].repair[seg as usize] &= !(1 << leg);
-                    continue;
-                };
-                let info = ChildInfo {
-                    parent: id,
-                    op: IoOp::Write,
-                    leg,
-                    leg_lba: copy.lba,
-                    blocks: len,
-                    buf_offset: start - req.lba,
-                    segment: seg,
-                };
-                let Some(child) = self.alloc(leg) else {
-                    return Some(Wait::Pool(leg));
-                };
-                if let Err((child, info)) = self.submit_child(child, info, false) {
-                    self.slots[idx].parked = Some((child, info, ChildKind::Repair));
-                    return Some(Wait::Io(Some(leg)));
-                }
-                self.recovery[idx].repair[seg as usize] &= !(1 << leg);
-            }
-            self.slots[idx].repair_segs &= !(1 << seg);
-            let finished = self.put(id);
-            debug_assert!(!finished, "issue() holds its own reference");
-        }
-        None
-    }
-
     fn issue_main_immediate(&mut self, id: ParentId) -> Option<Wait> {
         let idx = id as usize;
         while let Some(info) = self.next_planned(id) {
@@ -713,33 +659,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             let (child, info) = self.slots[idx].held.remove(0);
             if let Err((child, info)) = self.submit_child(child, info, false) {
                 self.slots[idx].held.insert(0, (child, info));
-                return Some(Wait::Io(Some(info.leg)));
-            }
-        }
-        None
-    }
-
-    fn issue_retries(&mut self, id: ParentId) -> Option<Wait> {
-        let idx = id as usize;
-        while self.slots[idx].retry != 0 {
-            let seg = self.slots[idx].retry.trailing_zeros();
-            let info = self.plan_read(id, seg);
-            let Some(info) = info else {
-                // Every copy has been tried: this segment fails; release the retry's reference.
-                self.slots[idx].retry &= !(1 << seg);
-                let finished = self.put(id);
-                debug_assert!(!finished, "issue() holds its own reference");
-                continue;
-            };
-            let Some(child) = self.alloc(info.leg) else {
-                return Some(Wait::Pool(info.leg));
-            };
-            self.stats.read_retries += 1;
-            // Cleared before submitting: a retry failing inside submit sets it again.
-            self.slots[idx].retry &= !(1 << seg);
-            if let Err((child, info)) = self.submit_child(child, info, true) {
-                self.slots[idx].retry |= 1 << seg;
-                self.slots[idx].parked = Some((child, info, ChildKind::Retry));
                 return Some(Wait::Io(Some(info.leg)));
             }
         }
