@@ -31,6 +31,8 @@ impl Recovery {
 }
 
 impl<B: Backend, W: WriteIntent> Engine<B, W> {
+    /// Reads each segment awaiting a retry from a copy it has not failed on; a segment with no
+    /// such copy left fails. Each retry carries the failed read's reference.
     pub(super) fn issue_retries(&mut self, id: ParentId) -> Option<Wait> {
         let idx = id as usize;
         while self.slots[idx].retry != 0 {
