@@ -28,12 +28,22 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             _ => nsegs * (self.geo.copies() + extra),
         };
         self.fill_slot(id, host, req, total, nsegs, rep);
+        // Here, not in `fill_slot`: Batch parents never take the straight path, which need not pay.
+        self.batch_start(id);
     }
 
     /// Admits `host` into the free slot `id`: `total` children in its main plan over `nsegs`
     /// segments, `rep` the replacement it copies to. Holds the bias.
     #[inline]
-    pub(super) fn fill_slot(&mut self, id: ParentId, host: B::Host, req: IoRequest, total: u32, nsegs: u32, rep: Option<u32>) {
+    pub(super) fn fill_slot(
+        &mut self,
+        id: ParentId,
+        host: B::Host,
+        req: IoRequest,
+        total: u32,
+        nsegs: u32,
+        rep: Option<u32>,
+    ) {
         let slot = &mut self.slots[id as usize];
         debug_assert_eq!(slot.phase, Phase::Free);
         slot.host = Some(host);
@@ -46,7 +56,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         slot.nsegs = nsegs;
         slot.seg_ok = 0;
         slot.missed_copy = false;
-        slot.batch_submitting = false;
         slot.retry = 0;
         slot.tried_segs = 0;
         slot.repair_segs = 0;
@@ -98,9 +107,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     fn issue(&mut self, id: ParentId) -> Option<Wait> {
         let idx = id as usize;
         // In batch's allocation phase a parked child still needs its reservation, not a submit.
-        let batch_allocating = self.cfg.strategy == Strategy::Batch
-            && self.slots[idx].phase == Phase::Issue
-            && !self.slots[idx].batch_submitting;
+        let batch_allocating = self.batch_allocating(id) && self.slots[idx].phase == Phase::Issue;
         let parked = if batch_allocating {
             None
         } else {

@@ -17,10 +17,10 @@
 //! writes never decide a host I/O's status, and a failing replacement is just dropped.
 
 pub mod backend;
-pub mod intent;
-pub mod plan;
 mod batch;
+pub mod intent;
 mod machine;
+pub mod plan;
 mod planning;
 mod read_policy;
 mod recovery;
@@ -36,7 +36,8 @@ pub use read_policy::ReadPolicy;
 pub use stats::{EngineStats, LegStats};
 
 use crate::placement::{Geometry, MAX_LEGS};
-use plan::{segment_count, MAX_SEGMENTS};
+use batch::BatchSlot;
+use plan::segment_count;
 use recovery::Recovery;
 
 /// How a parent's children are allocated and submitted.
@@ -112,9 +113,6 @@ struct Slot<B: Backend> {
     missed_copy: bool,
     /// A child handed back by `NoMem`, resubmitted first on resume.
     parked: Option<(B::Child, ChildInfo, ChildKind)>,
-    /// Batch strategy: children allocated but not yet submitted.
-    held: Vec<(B::Child, ChildInfo)>,
-    batch_submitting: bool,
     /// Read retries: segments awaiting another copy.
     retry: u64,
     /// Segments whose entry in `Recovery::tried` is valid (a read of it failed somewhere).
@@ -127,7 +125,7 @@ struct Slot<B: Backend> {
 }
 
 impl<B: Backend> Slot<B> {
-    fn new(held_capacity: usize) -> Self {
+    fn new() -> Self {
         Slot {
             host: None,
             req: IoRequest {
@@ -145,8 +143,6 @@ impl<B: Backend> Slot<B> {
             seg_ok: 0,
             missed_copy: false,
             parked: None,
-            held: Vec::with_capacity(held_capacity),
-            batch_submitting: false,
             retry: 0,
             tried_segs: 0,
             repair_segs: 0,
@@ -183,6 +179,8 @@ pub struct Engine<B: Backend, W: WriteIntent = NoBitmap> {
     slots: Vec<Slot<B>>,
     /// One per slot.
     recovery: Vec<Recovery>,
+    /// One per slot under `Strategy::Batch`, else `None`.
+    batch: Option<Vec<BatchSlot<B>>>,
     free_slots: Vec<ParentId>,
     admit_queue: VecDeque<(B::Host, IoRequest)>,
     pool_waiters: Vec<VecDeque<ParentId>>,
@@ -205,11 +203,6 @@ impl<B: Backend> Engine<B, NoBitmap> {
 impl<B: Backend, W: WriteIntent> Engine<B, W> {
     pub fn with_intent(geo: Geometry, cfg: EngineConfig, backend: B, intent: W) -> Self {
         let max_parents = cfg.max_parents.max(1);
-        // One more child per segment (per flush) for the replacement.
-        let held_capacity = match cfg.strategy {
-            Strategy::Immediate => 0,
-            Strategy::Batch => (MAX_SEGMENTS as usize) * (geo.copies().max(geo.legs()) as usize + 1),
-        };
         let legs = (0..=geo.legs())
             .map(|leg| LegState {
                 failed: false,
@@ -220,8 +213,9 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             .collect();
         Engine {
             legs,
-            slots: (0..max_parents).map(|_| Slot::new(held_capacity)).collect(),
+            slots: (0..max_parents).map(|_| Slot::new()).collect(),
             recovery: vec![Recovery::NONE; max_parents as usize],
+            batch: BatchSlot::for_strategy(cfg.strategy, &geo, max_parents),
             free_slots: (0..max_parents).rev().collect(),
             admit_queue: VecDeque::with_capacity(1024),
             pool_waiters: (0..=geo.legs())
@@ -388,12 +382,12 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 continue;
             }
             let parked = slot.parked.take();
-            let held: Vec<_> = slot.held.drain(..).collect();
             hosts.extend(slot.host.take());
             slot.wait = None;
             slot.in_ready = false;
             slot.remaining = 0;
-            for (child, info) in held.into_iter().chain(parked.map(|(c, i, _)| (c, i))) {
+            self.batch_free_held(id as ParentId);
+            if let Some((child, info, _)) = parked {
                 self.backend.free_child(info.leg, child);
             }
             if phase != Phase::Admit {
