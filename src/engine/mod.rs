@@ -15,6 +15,17 @@
 //! `geo.legs()`), gets a copy of every write to that leg at the same leg LBA, so that a background
 //! copy plus these writes make it an exact copy. It is never read, and it is not a copy yet: its
 //! writes never decide a host I/O's status, and a failing replacement is just dropped.
+//!
+//! Where things are. This file: the types the others share, the `Engine` struct, its
+//! constructor and public API. Then, in the order an I/O meets them:
+//! - `straight.rs`: the common path in call order (submit, child submission, completion, put);
+//! - `machine.rs`: the general state machine, for every parent the straight path cannot finish;
+//! - `wakeups.rs`: the queues parked parents wait in, and the loop that runs them again;
+//! - `planning.rs`: which leg each child goes to (`plan.rs`: the segment arithmetic under it);
+//! - `recovery.rs`: read retries and repairs, with their side table;
+//! - `batch.rs`: the Batch strategy, md's pre-fix behaviour kept as a test oracle, and its state;
+//! - `backend.rs`, `intent.rs`: what the engine asks of the world below and of the bitmap;
+//!   `read_policy.rs`, `stats.rs`: the read policies and the counters.
 
 pub mod backend;
 mod batch;
@@ -460,8 +471,9 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         l.readable && !l.failed
     }
 
-    // ----- the state machine -----
+    // ----- child contexts and leg failure, shared by every path -----
 
+    /// A child context from `leg`'s pool; an empty pool is counted.
     #[inline]
     fn alloc(&mut self, leg: u32) -> Option<B::Child> {
         let child = self.backend.alloc_child(leg);
@@ -471,6 +483,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         child
     }
 
+    /// Gives a child context back and wakes the parents waiting on its pool.
     #[inline]
     fn release_child(&mut self, leg: u32, child: B::Child) {
         self.backend.free_child(leg, child);
@@ -479,6 +492,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         }
     }
 
+    /// `fail_leg` without the drain, for inside the engine (a write error), where the caller's
+    /// own drain runs the wake-ups.
     fn fail_leg_quietly(&mut self, leg: u32) {
         let l = &mut self.legs[leg as usize];
         if !l.failed {
@@ -492,6 +507,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 }
 
+/// Segments `req` spans: none when it is empty (`segment_count` wants at least a block).
 fn segment_count_or_max(geo: &Geometry, req: &IoRequest) -> u64 {
     if req.blocks == 0 {
         0
