@@ -15,13 +15,29 @@
 //! `geo.legs()`), gets a copy of every write to that leg at the same leg LBA, so that a background
 //! copy plus these writes make it an exact copy. It is never read, and it is not a copy yet: its
 //! writes never decide a host I/O's status, and a failing replacement is just dropped.
+//!
+//! Where things are. This file: the types the others share, the `Engine` struct, its
+//! constructor and public API. Then, in the order an I/O meets them:
+//! - `straight.rs`: the common path in call order (submit, child submission, completion, put);
+//! - `machine.rs`: the general state machine, for every parent the straight path cannot finish;
+//! - `wakeups.rs`: the queues parked parents wait in, and the loop that runs them again;
+//! - `planning.rs`: which leg each child goes to (`plan.rs`: the segment arithmetic under it);
+//! - `recovery.rs`: read retries and repairs, with their side table;
+//! - `batch.rs`: the Batch strategy, md's pre-fix behaviour kept as a test oracle, and its state;
+//! - `backend.rs`, `intent.rs`: what the engine asks of the world below and of the bitmap;
+//!   `read_policy.rs`, `stats.rs`: the read policies and the counters.
 
 pub mod backend;
+mod batch;
 pub mod intent;
+mod machine;
 pub mod plan;
+mod planning;
 mod read_policy;
+mod recovery;
 mod stats;
 mod straight;
+mod wakeups;
 
 use std::collections::VecDeque;
 
@@ -31,7 +47,9 @@ pub use read_policy::ReadPolicy;
 pub use stats::{EngineStats, LegStats};
 
 use crate::placement::{Geometry, MAX_LEGS};
-use plan::{segment, segment_count, MAX_SEGMENTS};
+use batch::BatchSlot;
+use plan::segment_count;
+use recovery::Recovery;
 
 /// How a parent's children are allocated and submitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,9 +124,6 @@ struct Slot<B: Backend> {
     missed_copy: bool,
     /// A child handed back by `NoMem`, resubmitted first on resume.
     parked: Option<(B::Child, ChildInfo, ChildKind)>,
-    /// Batch strategy: children allocated but not yet submitted.
-    held: Vec<(B::Child, ChildInfo)>,
-    batch_submitting: bool,
     /// Read retries: segments awaiting another copy.
     retry: u64,
     /// Segments whose entry in `Recovery::tried` is valid (a read of it failed somewhere).
@@ -121,7 +136,7 @@ struct Slot<B: Backend> {
 }
 
 impl<B: Backend> Slot<B> {
-    fn new(held_capacity: usize) -> Self {
+    fn new() -> Self {
         Slot {
             host: None,
             req: IoRequest {
@@ -139,34 +154,12 @@ impl<B: Backend> Slot<B> {
             seg_ok: 0,
             missed_copy: false,
             parked: None,
-            held: Vec::with_capacity(held_capacity),
-            batch_submitting: false,
             retry: 0,
             tried_segs: 0,
             repair_segs: 0,
             rep: None,
         }
     }
-}
-
-/// A parent's read-recovery state, apart from its slot: touched only after a read error, so
-/// the slots the common path walks stay a few cache lines each.
-#[derive(Clone, Copy)]
-struct Recovery {
-    /// Per segment: the legs a read of it has failed on (valid where `Slot::tried_segs` says).
-    tried: [u32; MAX_SEGMENTS as usize],
-    /// Per segment in `Slot::repair_segs`: the legs to rewrite.
-    repair: [u32; MAX_SEGMENTS as usize],
-}
-
-/// What the next child of a plan is.
-enum Planned {
-    Child(ChildInfo),
-    /// The copy is on a failed leg: the array runs degraded.
-    SkipFailedLeg,
-    /// Nothing to issue and no copy missed: no working copy is left to read this segment from,
-    /// or a replacement child whose leg holds no copy of the segment, or the replacement failed.
-    NoCopy,
 }
 
 /// Result of running a parent as far as it can go.
@@ -197,6 +190,8 @@ pub struct Engine<B: Backend, W: WriteIntent = NoBitmap> {
     slots: Vec<Slot<B>>,
     /// One per slot.
     recovery: Vec<Recovery>,
+    /// One per slot under `Strategy::Batch`, else `None`.
+    batch: Option<Vec<BatchSlot<B>>>,
     free_slots: Vec<ParentId>,
     admit_queue: VecDeque<(B::Host, IoRequest)>,
     pool_waiters: Vec<VecDeque<ParentId>>,
@@ -219,11 +214,6 @@ impl<B: Backend> Engine<B, NoBitmap> {
 impl<B: Backend, W: WriteIntent> Engine<B, W> {
     pub fn with_intent(geo: Geometry, cfg: EngineConfig, backend: B, intent: W) -> Self {
         let max_parents = cfg.max_parents.max(1);
-        // One more child per segment (per flush) for the replacement.
-        let held_capacity = match cfg.strategy {
-            Strategy::Immediate => 0,
-            Strategy::Batch => (MAX_SEGMENTS as usize) * (geo.copies().max(geo.legs()) as usize + 1),
-        };
         let legs = (0..=geo.legs())
             .map(|leg| LegState {
                 failed: false,
@@ -234,14 +224,9 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             .collect();
         Engine {
             legs,
-            slots: (0..max_parents).map(|_| Slot::new(held_capacity)).collect(),
-            recovery: vec![
-                Recovery {
-                    tried: [0; MAX_SEGMENTS as usize],
-                    repair: [0; MAX_SEGMENTS as usize],
-                };
-                max_parents as usize
-            ],
+            slots: (0..max_parents).map(|_| Slot::new()).collect(),
+            recovery: vec![Recovery::NONE; max_parents as usize],
+            batch: BatchSlot::for_strategy(cfg.strategy, &geo, max_parents),
             free_slots: (0..max_parents).rev().collect(),
             admit_queue: VecDeque::with_capacity(1024),
             pool_waiters: (0..=geo.legs())
@@ -364,49 +349,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             .count()
     }
 
-    /// Whether any wake-up is waiting to be run.
-    #[inline]
-    fn pending(&self) -> bool {
-        !self.ready.is_empty()
-            || self.pool_freed != 0
-            || self.io_signal
-            || (!self.admit_queue.is_empty() && !self.free_slots.is_empty())
-    }
-
-    /// Shared I/O may be available again (answers `Backend::wait_for_io`).
-    pub fn io_available(&mut self) {
-        self.io_signal = true;
-        self.drain();
-    }
-
-    /// The write-intent bitmap made parent `id`'s intent durable (answers `Gate::Pending`).
-    pub fn write_intent_ready(&mut self, id: ParentId) {
-        let slot = &mut self.slots[id as usize];
-        if slot.phase == Phase::Abandoned {
-            slot.phase = Phase::Free;
-            self.free_slots.push(id);
-        } else if slot.phase == Phase::Intent && slot.wait == Some(Wait::Intent) {
-            slot.wait = None;
-            slot.phase = Phase::Issue;
-            self.push_ready(id);
-        }
-        self.drain();
-    }
-
-    /// Retries every parked parent: for resources freed where the engine cannot see it (an SPDK
-    /// mempool shared with other cores). The SPDK glue calls this from a poller.
-    pub fn poll(&mut self) {
-        for (leg, waiters) in self.pool_waiters.iter().enumerate() {
-            if !waiters.is_empty() {
-                self.pool_freed |= 1 << leg;
-            }
-        }
-        if !self.io_waiters.is_empty() {
-            self.io_signal = true;
-        }
-        self.drain();
-    }
-
     /// Where every unfinished parent stands (for stall reports).
     pub fn describe_parked(&self) -> String {
         let mut out = Vec::new();
@@ -451,12 +393,12 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 continue;
             }
             let parked = slot.parked.take();
-            let held: Vec<_> = slot.held.drain(..).collect();
             hosts.extend(slot.host.take());
             slot.wait = None;
             slot.in_ready = false;
             slot.remaining = 0;
-            for (child, info) in held.into_iter().chain(parked.map(|(c, i, _)| (c, i))) {
+            self.batch_free_held(id as ParentId);
+            if let Some((child, info, _)) = parked {
                 self.backend.free_child(info.leg, child);
             }
             if phase != Phase::Admit {
@@ -486,11 +428,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         self.stats.parents_failed += hosts.len() as u64;
         self.stats.parents_completed += hosts.len() as u64;
         hosts
-    }
-
-    /// Whether anything is parked (the SPDK poller runs only then).
-    pub fn has_parked(&self) -> bool {
-        !self.io_waiters.is_empty() || self.pool_waiters.iter().any(|w| !w.is_empty())
     }
 
     /// Fails a leg: it gets no more writes (the mirror runs degraded) and is never read.
@@ -534,507 +471,9 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         l.readable && !l.failed
     }
 
-    // ----- the state machine -----
+    // ----- child contexts and leg failure, shared by every path -----
 
-    fn push_ready(&mut self, id: ParentId) {
-        let slot = &mut self.slots[id as usize];
-        if !slot.in_ready {
-            slot.in_ready = true;
-            self.ready.push_back(id);
-        }
-    }
-
-    /// Runs every queued wake-up until nothing more can move. Never re-entered.
-    #[inline]
-    fn drain(&mut self) {
-        if !self.draining && self.pending() {
-            self.drain_pending();
-        }
-    }
-
-    #[inline(never)]
-    fn drain_pending(&mut self) {
-        self.draining = true;
-        loop {
-            let mut moved = false;
-            while let Some(id) = self.ready.pop_front() {
-                let slot = &mut self.slots[id as usize];
-                // A stale entry (the parent finished, or the slot was reused) or a parent that
-                // parked since: its own wake-up will run it.
-                if !std::mem::take(&mut slot.in_ready) || slot.wait.is_some() || slot.phase == Phase::Free {
-                    continue;
-                }
-                let step = self.run(id);
-                self.park_after(id, step, false);
-                moved = true;
-            }
-            while self.pool_freed != 0 {
-                let leg = self.pool_freed.trailing_zeros();
-                self.pool_freed &= !(1 << leg);
-                while let Some(id) = self.pool_waiters[leg as usize].pop_front() {
-                    self.slots[id as usize].wait = None;
-                    let step = self.run(id);
-                    moved = true;
-                    if let Step::Parked(Wait::Pool(l)) = step {
-                        if l == leg {
-                            // Still empty: keep its place at the head of the line.
-                            self.slots[id as usize].wait = Some(Wait::Pool(l));
-                            self.pool_waiters[leg as usize].push_front(id);
-                            break;
-                        }
-                    }
-                    self.park_after(id, step, false);
-                }
-            }
-            if std::mem::take(&mut self.io_signal) {
-                while let Some(id) = self.io_waiters.pop_front() {
-                    self.slots[id as usize].wait = None;
-                    let step = self.run(id);
-                    moved = true;
-                    if let Step::Parked(Wait::Io(leg)) = step {
-                        self.slots[id as usize].wait = Some(Wait::Io(leg));
-                        self.io_waiters.push_front(id);
-                        self.backend.wait_for_io(leg);
-                        break;
-                    }
-                    self.park_after(id, step, false);
-                }
-            }
-            while !self.admit_queue.is_empty() && !self.free_slots.is_empty() {
-                let (host, req) = self.admit_queue.pop_front().expect("checked non-empty");
-                let id = self.free_slots.pop().expect("checked non-empty");
-                self.start(id, host, req);
-                let step = self.run(id);
-                self.park_after(id, step, false);
-                moved = true;
-            }
-            if !moved {
-                break;
-            }
-        }
-        self.draining = false;
-    }
-
-    fn park_after(&mut self, id: ParentId, step: Step, front: bool) {
-        let Step::Parked(wait) = step else { return };
-        self.slots[id as usize].wait = Some(wait);
-        match wait {
-            Wait::Pool(leg) => {
-                self.stats.pool_waits += 1;
-                let q = &mut self.pool_waiters[leg as usize];
-                if front {
-                    q.push_front(id)
-                } else {
-                    q.push_back(id)
-                }
-            }
-            Wait::Io(leg) => {
-                self.stats.io_waits += 1;
-                if front {
-                    self.io_waiters.push_front(id)
-                } else {
-                    self.io_waiters.push_back(id)
-                }
-                self.backend.wait_for_io(leg);
-            }
-            Wait::Intent => {}
-        }
-    }
-
-    fn start(&mut self, id: ParentId, host: B::Host, req: IoRequest) {
-        let nsegs = if req.op == IoOp::Flush {
-            1
-        } else {
-            segment_count(&self.geo, req.lba, req.blocks) as u32
-        };
-        // Writes and flushes take the replacement now, and one more child per segment (flush)
-        // for it: the plan stays the same whatever `set_replacement` does meanwhile.
-        let rep = if req.op == IoOp::Read { None } else { self.replacement };
-        let extra = rep.is_some() as u32;
-        let total = match req.op {
-            IoOp::Read => nsegs,
-            IoOp::Flush => self.geo.legs() + extra,
-            _ => nsegs * (self.geo.copies() + extra),
-        };
-        self.fill_slot(id, host, req, total, nsegs, rep);
-    }
-
-    /// Admits `host` into the free slot `id`: `total` children in its main plan over `nsegs`
-    /// segments, `rep` the replacement it copies to. Holds the bias.
-    #[inline]
-    fn fill_slot(&mut self, id: ParentId, host: B::Host, req: IoRequest, total: u32, nsegs: u32, rep: Option<u32>) {
-        let slot = &mut self.slots[id as usize];
-        debug_assert_eq!(slot.phase, Phase::Free);
-        slot.host = Some(host);
-        slot.req = req;
-        slot.phase = Phase::Admit;
-        slot.wait = None;
-        slot.remaining = 1; // the bias: dropped once the main plan is issued
-        slot.next = 0;
-        slot.total = total;
-        slot.nsegs = nsegs;
-        slot.seg_ok = 0;
-        slot.missed_copy = false;
-        slot.batch_submitting = false;
-        slot.retry = 0;
-        slot.tried_segs = 0;
-        slot.repair_segs = 0;
-        slot.rep = rep;
-        self.stats.parents_admitted += 1;
-    }
-
-    /// Moves a parent as far as it can go. The caller must not touch the slot after `Finished`.
-    fn run(&mut self, id: ParentId) -> Step {
-        let idx = id as usize;
-        if self.slots[idx].phase == Phase::Admit {
-            let slot = &self.slots[idx];
-            if !self
-                .backend
-                .admit_parent(slot.host.as_ref().expect("admitted parent has a host"))
-            {
-                return Step::Parked(Wait::Io(None));
-            }
-            let req = slot.req;
-            self.slots[idx].phase = Phase::Intent;
-            if req.op.is_write() {
-                self.stats.intent_starts += 1;
-                if self.intent.start_write(id, req.lba, req.blocks) == Gate::Pending {
-                    return Step::Parked(Wait::Intent);
-                }
-            }
-            self.slots[idx].phase = Phase::Issue;
-        }
-        if self.slots[idx].phase == Phase::Intent {
-            return Step::Parked(Wait::Intent);
-        }
-        // Hold a reference while issuing so a child completing inside submit cannot complete
-        // the parent under our feet; the main bias is separate and dropped after the main plan.
-        self.slots[idx].remaining += 1;
-        let parked = self.issue(id);
-        let finished = self.put(id);
-        match parked {
-            Some(wait) => {
-                debug_assert!(!finished, "a parked parent holds its bias or a retry");
-                Step::Parked(wait)
-            }
-            None if finished => Step::Finished,
-            None => Step::Running,
-        }
-    }
-
-    /// Issues what the parent still owes: a parked child first, then the main plan, then read
-    /// retries. Returns what it parked on, if anything.
-    fn issue(&mut self, id: ParentId) -> Option<Wait> {
-        let idx = id as usize;
-        // In batch's allocation phase a parked child still needs its reservation, not a submit.
-        let batch_allocating = self.cfg.strategy == Strategy::Batch
-            && self.slots[idx].phase == Phase::Issue
-            && !self.slots[idx].batch_submitting;
-        let parked = if batch_allocating {
-            None
-        } else {
-            self.slots[idx].parked.take()
-        };
-        if let Some((child, info, kind)) = parked {
-            if self.legs[info.leg as usize].failed {
-                // The leg failed while we waited: give the context back and re-plan this child.
-                self.release_child(info.leg, child);
-                match kind {
-                    ChildKind::Main if info.op != IoOp::Read => {
-                        // A replacement that failed is dropped; it is no copy the array misses.
-                        if info.leg != self.replacement_leg() {
-                            self.slots[idx].missed_copy = true;
-                        }
-                        self.slots[idx].next += 1;
-                    }
-                    ChildKind::Repair => self.recovery[idx].repair[info.segment as usize] &= !(1 << info.leg),
-                    _ => {}
-                }
-            } else {
-                let counted = kind == ChildKind::Retry;
-                // Cleared before submitting: a retry failing inside submit sets it again.
-                if counted {
-                    self.slots[idx].retry &= !(1 << info.segment);
-                }
-                if let Err(back) = self.submit_child(child, info, counted) {
-                    if counted {
-                        self.slots[idx].retry |= 1 << info.segment;
-                    }
-                    self.slots[idx].parked = Some((back.0, back.1, kind));
-                    return Some(Wait::Io(Some(info.leg)));
-                }
-                match kind {
-                    ChildKind::Main => self.slots[idx].next += 1,
-                    ChildKind::Retry => {}
-                    ChildKind::Repair => self.recovery[idx].repair[info.segment as usize] &= !(1 << info.leg),
-                }
-            }
-        }
-        if self.slots[idx].phase == Phase::Issue {
-            let parked = match self.cfg.strategy {
-                Strategy::Immediate => self.issue_main_immediate(id),
-                Strategy::Batch => self.issue_main_batch(id),
-            };
-            if parked.is_some() {
-                return parked;
-            }
-            self.slots[idx].phase = Phase::Tail;
-            let dropped_to_zero = self.put(id);
-            debug_assert!(!dropped_to_zero, "issue() holds its own reference");
-        }
-        if let Some(wait) = self.issue_retries(id) {
-            return Some(wait);
-        }
-        self.issue_repairs(id)
-    }
-
-    /// Rewrites copies that failed a read with the data a retry read from another copy. The
-    /// successful read's reference is held until every rewrite is issued.
-    fn issue_repairs(&mut self, id: ParentId) -> Option<Wait> {
-        let idx = id as usize;
-        while self.slots[idx].repair_segs != 0 {
-            let seg = self.slots[idx].repair_segs.trailing_zeros();
-            while self.recovery[idx].repair[seg as usize] != 0 {
-                let leg = self.recovery[idx].repair[seg as usize].trailing_zeros();
-                let req = self.slots[idx].req;
-                let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
-                let copy = self.geo.map_unchecked(start).on_leg(leg);
-                let Some(copy) = copy.filter(|_| !self.legs[leg as usize].failed) else {
-                    self.recovery[idx].repair[seg as usize] &= !(1 << leg);
-                    continue;
-                };
-                let info = ChildInfo {
-                    parent: id,
-                    op: IoOp::Write,
-                    leg,
-                    leg_lba: copy.lba,
-                    blocks: len,
-                    buf_offset: start - req.lba,
-                    segment: seg,
-                };
-                let Some(child) = self.alloc(leg) else {
-                    return Some(Wait::Pool(leg));
-                };
-                if let Err((child, info)) = self.submit_child(child, info, false) {
-                    self.slots[idx].parked = Some((child, info, ChildKind::Repair));
-                    return Some(Wait::Io(Some(leg)));
-                }
-                self.recovery[idx].repair[seg as usize] &= !(1 << leg);
-            }
-            self.slots[idx].repair_segs &= !(1 << seg);
-            let finished = self.put(id);
-            debug_assert!(!finished, "issue() holds its own reference");
-        }
-        None
-    }
-
-    fn issue_main_immediate(&mut self, id: ParentId) -> Option<Wait> {
-        let idx = id as usize;
-        while let Some(info) = self.next_planned(id) {
-            let Some(child) = self.alloc(info.leg) else {
-                return Some(Wait::Pool(info.leg));
-            };
-            if let Err((child, info)) = self.submit_child(child, info, false) {
-                self.slots[idx].parked = Some((child, info, ChildKind::Main));
-                return Some(Wait::Io(Some(info.leg)));
-            }
-            self.slots[idx].next += 1;
-        }
-        None
-    }
-
-    /// md's pre-fix behaviour: every child of the parent is allocated (context and shared I/O)
-    /// and held before any is submitted.
-    fn issue_main_batch(&mut self, id: ParentId) -> Option<Wait> {
-        let idx = id as usize;
-        if !self.slots[idx].batch_submitting {
-            if let Some((mut child, info, kind)) = self.slots[idx].parked.take() {
-                if !self.backend.reserve_io(&mut child) {
-                    self.slots[idx].parked = Some((child, info, kind));
-                    return Some(Wait::Io(Some(info.leg)));
-                }
-                self.slots[idx].held.push((child, info));
-            }
-            while let Some(info) = self.next_planned(id) {
-                let Some(mut child) = self.alloc(info.leg) else {
-                    return Some(Wait::Pool(info.leg));
-                };
-                if !self.backend.reserve_io(&mut child) {
-                    // Keep the context, as md kept its bios, and wait for the rest.
-                    self.slots[idx].parked = Some((child, info, ChildKind::Main));
-                    self.slots[idx].next += 1;
-                    return Some(Wait::Io(Some(info.leg)));
-                }
-                self.slots[idx].held.push((child, info));
-                self.slots[idx].next += 1;
-            }
-            self.slots[idx].batch_submitting = true;
-        }
-        while !self.slots[idx].held.is_empty() {
-            let (child, info) = self.slots[idx].held.remove(0);
-            if let Err((child, info)) = self.submit_child(child, info, false) {
-                self.slots[idx].held.insert(0, (child, info));
-                return Some(Wait::Io(Some(info.leg)));
-            }
-        }
-        None
-    }
-
-    fn issue_retries(&mut self, id: ParentId) -> Option<Wait> {
-        let idx = id as usize;
-        while self.slots[idx].retry != 0 {
-            let seg = self.slots[idx].retry.trailing_zeros();
-            let info = self.plan_read(id, seg);
-            let Some(info) = info else {
-                // Every copy has been tried: this segment fails; release the retry's reference.
-                self.slots[idx].retry &= !(1 << seg);
-                let finished = self.put(id);
-                debug_assert!(!finished, "issue() holds its own reference");
-                continue;
-            };
-            let Some(child) = self.alloc(info.leg) else {
-                return Some(Wait::Pool(info.leg));
-            };
-            self.stats.read_retries += 1;
-            // Cleared before submitting: a retry failing inside submit sets it again.
-            self.slots[idx].retry &= !(1 << seg);
-            if let Err((child, info)) = self.submit_child(child, info, true) {
-                self.slots[idx].retry |= 1 << seg;
-                self.slots[idx].parked = Some((child, info, ChildKind::Retry));
-                return Some(Wait::Io(Some(info.leg)));
-            }
-        }
-        None
-    }
-
-    /// The next child of the main plan still to issue (`next` stays on it), skipping copies on
-    /// failed legs and segments with no readable copy; `None` once the plan is done.
-    fn next_planned(&mut self, id: ParentId) -> Option<ChildInfo> {
-        let idx = id as usize;
-        while self.slots[idx].next < self.slots[idx].total {
-            match self.plan(id, self.slots[idx].next) {
-                Planned::Child(info) => return Some(info),
-                Planned::SkipFailedLeg => self.slots[idx].missed_copy = true,
-                Planned::NoCopy => {}
-            }
-            self.slots[idx].next += 1;
-        }
-        None
-    }
-
-    /// Child `k` of the parent's main plan.
-    fn plan(&self, id: ParentId, k: u32) -> Planned {
-        let slot = &self.slots[id as usize];
-        let req = slot.req;
-        match req.op {
-            IoOp::Read => match self.plan_read(id, k) {
-                Some(info) => Planned::Child(info),
-                None => Planned::NoCopy,
-            },
-            IoOp::Flush => {
-                // Child `legs()` (planned only with a replacement) flushes the replacement leg.
-                if self.legs[k as usize].failed {
-                    return Planned::SkipFailedLeg;
-                }
-                Planned::Child(ChildInfo {
-                    parent: id,
-                    op: IoOp::Flush,
-                    leg: k,
-                    leg_lba: 0,
-                    blocks: self.geo.used_leg_blocks(),
-                    buf_offset: 0,
-                    segment: 0,
-                })
-            }
-            op => {
-                // Each segment: its copies in slot order, then (with a replacement) one more.
-                let copies = self.geo.copies();
-                let per_seg = copies + slot.rep.is_some() as u32;
-                let (seg, copy_slot) = (k / per_seg, k % per_seg);
-                let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
-                let (leg, leg_lba) = if copy_slot < copies {
-                    let copy = self.geo.copy(start, copy_slot);
-                    if self.legs[copy.leg as usize].failed {
-                        return Planned::SkipFailedLeg;
-                    }
-                    (copy.leg, copy.lba)
-                } else {
-                    // The replacement gets what the replaced leg gets, where it gets it (even
-                    // if that leg failed meanwhile: the replacement is to take its place).
-                    let rep_leg = self.replacement_leg();
-                    let replaced = slot.rep.expect("a replacement child is planned only with one");
-                    let on_replaced = (0..copies).map(|s| self.geo.copy(start, s)).find(|c| c.leg == replaced);
-                    match on_replaced {
-                        Some(c) if !self.legs[rep_leg as usize].failed => (rep_leg, c.lba),
-                        _ => return Planned::NoCopy,
-                    }
-                };
-                Planned::Child(ChildInfo {
-                    parent: id,
-                    op,
-                    leg,
-                    leg_lba,
-                    blocks: len,
-                    buf_offset: start - req.lba,
-                    segment: seg,
-                })
-            }
-        }
-    }
-
-    /// A read of segment `seg` from a readable, untried copy chosen by the read policy.
-    #[inline]
-    fn plan_read(&self, id: ParentId, seg: u32) -> Option<ChildInfo> {
-        let req = self.slots[id as usize].req;
-        let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
-        let tried = self.tried(id, seg);
-        let usable = |leg: u32| self.leg_readable(leg) && tried & (1 << leg) == 0;
-        let row = self.geo.row(start);
-        let copies = (0..self.geo.copies()).map(|s| self.geo.copy_in(&row, s));
-        let copy = if self.backend.read_pinned(start, len) {
-            copies.clone().find(|c| usable(c.leg))?
-        } else if self.cfg.read_policy == ReadPolicy::LeastOutstanding {
-            // The default policy in one pass, without the general chooser (the read path's
-            // largest cost when it went through it): the first of the least busy copies.
-            let mut best = None;
-            for c in copies.clone().filter(|c| usable(c.leg)) {
-                let out = self.legs[c.leg as usize].outstanding_blocks;
-                if best.is_none_or(|(_, o)| out < o) {
-                    best = Some((c, out));
-                }
-            }
-            best?.0
-        } else {
-            let candidates = copies
-                .clone()
-                .filter(|c| usable(c.leg))
-                .map(|c| (c.leg, self.legs[c.leg as usize].outstanding_blocks));
-            let turn = self.read_turn.get();
-            self.read_turn.set(turn.wrapping_add(1));
-            let leg = self.cfg.read_policy.choose(candidates, turn)?;
-            copies.clone().find(|c| c.leg == leg)?
-        };
-        Some(ChildInfo {
-            parent: id,
-            op: IoOp::Read,
-            leg: copy.leg,
-            leg_lba: copy.lba,
-            blocks: len,
-            buf_offset: start - req.lba,
-            segment: seg,
-        })
-    }
-
-    /// The legs a read of segment `seg` of parent `id` has failed on.
-    #[inline]
-    fn tried(&self, id: ParentId, seg: u32) -> u32 {
-        if self.slots[id as usize].tried_segs & (1 << seg) == 0 {
-            0
-        } else {
-            self.recovery[id as usize].tried[seg as usize]
-        }
-    }
-
+    /// A child context from `leg`'s pool; an empty pool is counted.
     #[inline]
     fn alloc(&mut self, leg: u32) -> Option<B::Child> {
         let child = self.backend.alloc_child(leg);
@@ -1044,6 +483,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         child
     }
 
+    /// Gives a child context back and wakes the parents waiting on its pool.
     #[inline]
     fn release_child(&mut self, leg: u32, child: B::Child) {
         self.backend.free_child(leg, child);
@@ -1052,6 +492,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         }
     }
 
+    /// `fail_leg` without the drain, for inside the engine (a write error), where the caller's
+    /// own drain runs the wake-ups.
     fn fail_leg_quietly(&mut self, leg: u32) {
         let l = &mut self.legs[leg as usize];
         if !l.failed {
@@ -1065,6 +507,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 }
 
+/// Segments `req` spans: none when it is empty (`segment_count` wants at least a block).
 fn segment_count_or_max(geo: &Geometry, req: &IoRequest) -> u64 {
     if req.blocks == 0 {
         0

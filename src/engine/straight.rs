@@ -12,8 +12,9 @@
 //!
 //! In call order: `submit` -> `submit_straight` -> `submit_child` (each child) -> `child_done`
 //! -> `child_finished` -> `put` (the host completes on the last reference). The general
-//! machine (`mod.rs`: admission queue, wake-ups, `run`/`issue`, retries and repairs) uses the
-//! same child submission and completion, and takes over through the last two functions here.
+//! machine (`machine.rs`: `run`/`issue`; `wakeups.rs`: the queues and the drain; `recovery.rs`:
+//! retries and repairs) uses the same child submission and completion, and takes over through
+//! the last two functions here.
 
 use super::backend::{Backend, ChildInfo, ChildStatus, HostStatus, IoOp, IoRequest, ParentId, Submitted};
 use super::intent::{Gate, WriteIntent};

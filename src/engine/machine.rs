@@ -1,0 +1,183 @@
+//! The general state machine: every parent the straight path (`straight.rs`) does not take
+//! from start to finish, and every parent it parks, moves through `run`.
+//!
+//! A parent goes Admit (its own shared I/O) -> Intent (the write-intent bitmap) -> Issue (the
+//! main plan, bias held) -> Tail (children and read recovery outstanding). `run` takes it as far
+//! as it can and says what it parked on; `wakeups.rs` runs it again when that is freed, and it
+//! resumes exactly where it stopped (a parked child first, then `next` in the plan).
+
+use super::backend::{Backend, IoOp, IoRequest, ParentId};
+use super::intent::{Gate, WriteIntent};
+use super::plan::segment_count;
+use super::{ChildKind, Engine, Phase, Step, Strategy, Wait};
+
+impl<B: Backend, W: WriteIntent> Engine<B, W> {
+    pub(super) fn start(&mut self, id: ParentId, host: B::Host, req: IoRequest) {
+        let nsegs = if req.op == IoOp::Flush {
+            1
+        } else {
+            segment_count(&self.geo, req.lba, req.blocks) as u32
+        };
+        // Writes and flushes take the replacement now, and one more child per segment (flush)
+        // for it: the plan stays the same whatever `set_replacement` does meanwhile.
+        let rep = if req.op == IoOp::Read { None } else { self.replacement };
+        let extra = rep.is_some() as u32;
+        let total = match req.op {
+            IoOp::Read => nsegs,
+            IoOp::Flush => self.geo.legs() + extra,
+            _ => nsegs * (self.geo.copies() + extra),
+        };
+        self.fill_slot(id, host, req, total, nsegs, rep);
+        // Here, not in `fill_slot`: Batch parents never take the straight path, which need not pay.
+        self.batch_start(id);
+    }
+
+    /// Admits `host` into the free slot `id`: `total` children in its main plan over `nsegs`
+    /// segments, `rep` the replacement it copies to. Holds the bias.
+    #[inline]
+    pub(super) fn fill_slot(
+        &mut self,
+        id: ParentId,
+        host: B::Host,
+        req: IoRequest,
+        total: u32,
+        nsegs: u32,
+        rep: Option<u32>,
+    ) {
+        let slot = &mut self.slots[id as usize];
+        debug_assert_eq!(slot.phase, Phase::Free);
+        slot.host = Some(host);
+        slot.req = req;
+        slot.phase = Phase::Admit;
+        slot.wait = None;
+        slot.remaining = 1; // the bias: dropped once the main plan is issued
+        slot.next = 0;
+        slot.total = total;
+        slot.nsegs = nsegs;
+        slot.seg_ok = 0;
+        slot.missed_copy = false;
+        slot.retry = 0;
+        slot.tried_segs = 0;
+        slot.repair_segs = 0;
+        slot.rep = rep;
+        self.stats.parents_admitted += 1;
+    }
+
+    /// Moves a parent as far as it can go. The caller must not touch the slot after `Finished`.
+    pub(super) fn run(&mut self, id: ParentId) -> Step {
+        let idx = id as usize;
+        if self.slots[idx].phase == Phase::Admit {
+            let slot = &self.slots[idx];
+            if !self
+                .backend
+                .admit_parent(slot.host.as_ref().expect("admitted parent has a host"))
+            {
+                return Step::Parked(Wait::Io(None));
+            }
+            let req = slot.req;
+            self.slots[idx].phase = Phase::Intent;
+            if req.op.is_write() {
+                self.stats.intent_starts += 1;
+                if self.intent.start_write(id, req.lba, req.blocks) == Gate::Pending {
+                    return Step::Parked(Wait::Intent);
+                }
+            }
+            self.slots[idx].phase = Phase::Issue;
+        }
+        if self.slots[idx].phase == Phase::Intent {
+            return Step::Parked(Wait::Intent);
+        }
+        // Hold a reference while issuing so a child completing inside submit cannot complete
+        // the parent under our feet; the main bias is separate and dropped after the main plan.
+        self.slots[idx].remaining += 1;
+        let parked = self.issue(id);
+        let finished = self.put(id);
+        match parked {
+            Some(wait) => {
+                debug_assert!(!finished, "a parked parent holds its bias or a retry");
+                Step::Parked(wait)
+            }
+            None if finished => Step::Finished,
+            None => Step::Running,
+        }
+    }
+
+    /// Issues what the parent still owes: a parked child first, then the main plan, then read
+    /// retries. Returns what it parked on, if anything.
+    fn issue(&mut self, id: ParentId) -> Option<Wait> {
+        let idx = id as usize;
+        // In batch's allocation phase a parked child still needs its reservation, not a submit.
+        let batch_allocating = self.batch_allocating(id) && self.slots[idx].phase == Phase::Issue;
+        let parked = if batch_allocating {
+            None
+        } else {
+            self.slots[idx].parked.take()
+        };
+        if let Some((child, info, kind)) = parked {
+            if self.legs[info.leg as usize].failed {
+                // The leg failed while we waited: give the context back and re-plan this child.
+                self.release_child(info.leg, child);
+                match kind {
+                    ChildKind::Main if info.op != IoOp::Read => {
+                        // A replacement that failed is dropped; it is no copy the array misses.
+                        if info.leg != self.replacement_leg() {
+                            self.slots[idx].missed_copy = true;
+                        }
+                        self.slots[idx].next += 1;
+                    }
+                    ChildKind::Repair => self.recovery[idx].repair[info.segment as usize] &= !(1 << info.leg),
+                    _ => {}
+                }
+            } else {
+                let counted = kind == ChildKind::Retry;
+                // Cleared before submitting: a retry failing inside submit sets it again.
+                if counted {
+                    self.slots[idx].retry &= !(1 << info.segment);
+                }
+                if let Err(back) = self.submit_child(child, info, counted) {
+                    if counted {
+                        self.slots[idx].retry |= 1 << info.segment;
+                    }
+                    self.slots[idx].parked = Some((back.0, back.1, kind));
+                    return Some(Wait::Io(Some(info.leg)));
+                }
+                match kind {
+                    ChildKind::Main => self.slots[idx].next += 1,
+                    ChildKind::Retry => {}
+                    ChildKind::Repair => self.recovery[idx].repair[info.segment as usize] &= !(1 << info.leg),
+                }
+            }
+        }
+        if self.slots[idx].phase == Phase::Issue {
+            let parked = match self.cfg.strategy {
+                Strategy::Immediate => self.issue_main_immediate(id),
+                Strategy::Batch => self.issue_main_batch(id),
+            };
+            if parked.is_some() {
+                return parked;
+            }
+            self.slots[idx].phase = Phase::Tail;
+            let dropped_to_zero = self.put(id);
+            debug_assert!(!dropped_to_zero, "issue() holds its own reference");
+        }
+        if let Some(wait) = self.issue_retries(id) {
+            return Some(wait);
+        }
+        self.issue_repairs(id)
+    }
+
+    fn issue_main_immediate(&mut self, id: ParentId) -> Option<Wait> {
+        let idx = id as usize;
+        while let Some(info) = self.next_planned(id) {
+            let Some(child) = self.alloc(info.leg) else {
+                return Some(Wait::Pool(info.leg));
+            };
+            if let Err((child, info)) = self.submit_child(child, info, false) {
+                self.slots[idx].parked = Some((child, info, ChildKind::Main));
+                return Some(Wait::Io(Some(info.leg)));
+            }
+            self.slots[idx].next += 1;
+        }
+        None
+    }
+}

@@ -1,0 +1,151 @@
+//! Planning: which leg and LBA each child of a parent goes to, given the legs' state now.
+//!
+//! `plan.rs` cuts a parent into segments (pure arithmetic); this decides each child against the
+//! engine's state: copies on failed legs are skipped (the array runs degraded), the replacement
+//! gets a copy of what the replaced leg gets, and a read goes to a readable copy it has not
+//! failed on yet, chosen by the read policy.
+
+use super::backend::{Backend, ChildInfo, IoOp, ParentId};
+use super::intent::WriteIntent;
+use super::plan::segment;
+use super::{Engine, ReadPolicy};
+
+/// What the next child of a plan is.
+enum Planned {
+    Child(ChildInfo),
+    /// The copy is on a failed leg: the array runs degraded.
+    SkipFailedLeg,
+    /// Nothing to issue and no copy missed: no working copy is left to read this segment from,
+    /// or a replacement child whose leg holds no copy of the segment, or the replacement failed.
+    NoCopy,
+}
+
+impl<B: Backend, W: WriteIntent> Engine<B, W> {
+    /// The next child of the main plan still to issue (`next` stays on it), skipping copies on
+    /// failed legs and segments with no readable copy; `None` once the plan is done.
+    pub(super) fn next_planned(&mut self, id: ParentId) -> Option<ChildInfo> {
+        let idx = id as usize;
+        while self.slots[idx].next < self.slots[idx].total {
+            match self.plan(id, self.slots[idx].next) {
+                Planned::Child(info) => return Some(info),
+                Planned::SkipFailedLeg => self.slots[idx].missed_copy = true,
+                Planned::NoCopy => {}
+            }
+            self.slots[idx].next += 1;
+        }
+        None
+    }
+
+    /// Child `k` of the parent's main plan.
+    fn plan(&self, id: ParentId, k: u32) -> Planned {
+        let slot = &self.slots[id as usize];
+        let req = slot.req;
+        match req.op {
+            IoOp::Read => match self.plan_read(id, k) {
+                Some(info) => Planned::Child(info),
+                None => Planned::NoCopy,
+            },
+            IoOp::Flush => {
+                // Child `legs()` (planned only with a replacement) flushes the replacement leg.
+                if self.legs[k as usize].failed {
+                    return Planned::SkipFailedLeg;
+                }
+                Planned::Child(ChildInfo {
+                    parent: id,
+                    op: IoOp::Flush,
+                    leg: k,
+                    leg_lba: 0,
+                    blocks: self.geo.used_leg_blocks(),
+                    buf_offset: 0,
+                    segment: 0,
+                })
+            }
+            op => {
+                // Each segment: its copies in slot order, then (with a replacement) one more.
+                let copies = self.geo.copies();
+                let per_seg = copies + slot.rep.is_some() as u32;
+                let (seg, copy_slot) = (k / per_seg, k % per_seg);
+                let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
+                let (leg, leg_lba) = if copy_slot < copies {
+                    let copy = self.geo.copy(start, copy_slot);
+                    if self.legs[copy.leg as usize].failed {
+                        return Planned::SkipFailedLeg;
+                    }
+                    (copy.leg, copy.lba)
+                } else {
+                    // The replacement gets what the replaced leg gets, where it gets it (even
+                    // if that leg failed meanwhile: the replacement is to take its place).
+                    let rep_leg = self.replacement_leg();
+                    let replaced = slot.rep.expect("a replacement child is planned only with one");
+                    let on_replaced = (0..copies).map(|s| self.geo.copy(start, s)).find(|c| c.leg == replaced);
+                    match on_replaced {
+                        Some(c) if !self.legs[rep_leg as usize].failed => (rep_leg, c.lba),
+                        _ => return Planned::NoCopy,
+                    }
+                };
+                Planned::Child(ChildInfo {
+                    parent: id,
+                    op,
+                    leg,
+                    leg_lba,
+                    blocks: len,
+                    buf_offset: start - req.lba,
+                    segment: seg,
+                })
+            }
+        }
+    }
+
+    /// A read of segment `seg` from a readable, untried copy chosen by the read policy.
+    #[inline]
+    pub(super) fn plan_read(&self, id: ParentId, seg: u32) -> Option<ChildInfo> {
+        let req = self.slots[id as usize].req;
+        let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
+        let tried = self.tried(id, seg);
+        let usable = |leg: u32| self.leg_readable(leg) && tried & (1 << leg) == 0;
+        let row = self.geo.row(start);
+        let copies = (0..self.geo.copies()).map(|s| self.geo.copy_in(&row, s));
+        let copy = if self.backend.read_pinned(start, len) {
+            copies.clone().find(|c| usable(c.leg))?
+        } else if self.cfg.read_policy == ReadPolicy::LeastOutstanding {
+            // The default policy in one pass, without the general chooser (the read path's
+            // largest cost when it went through it): the first of the least busy copies.
+            let mut best = None;
+            for c in copies.clone().filter(|c| usable(c.leg)) {
+                let out = self.legs[c.leg as usize].outstanding_blocks;
+                if best.is_none_or(|(_, o)| out < o) {
+                    best = Some((c, out));
+                }
+            }
+            best?.0
+        } else {
+            let candidates = copies
+                .clone()
+                .filter(|c| usable(c.leg))
+                .map(|c| (c.leg, self.legs[c.leg as usize].outstanding_blocks));
+            let turn = self.read_turn.get();
+            self.read_turn.set(turn.wrapping_add(1));
+            let leg = self.cfg.read_policy.choose(candidates, turn)?;
+            copies.clone().find(|c| c.leg == leg)?
+        };
+        Some(ChildInfo {
+            parent: id,
+            op: IoOp::Read,
+            leg: copy.leg,
+            leg_lba: copy.lba,
+            blocks: len,
+            buf_offset: start - req.lba,
+            segment: seg,
+        })
+    }
+
+    /// The legs a read of segment `seg` of parent `id` has failed on.
+    #[inline]
+    pub(super) fn tried(&self, id: ParentId, seg: u32) -> u32 {
+        if self.slots[id as usize].tried_segs & (1 << seg) == 0 {
+            0
+        } else {
+            self.recovery[id as usize].tried[seg as usize]
+        }
+    }
+}

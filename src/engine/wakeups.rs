@@ -1,0 +1,165 @@
+//! Wake-ups: the queues parked parents wait in, and the one loop that runs them again.
+//!
+//! A parent parks on what it ran out of (a leg's child pool, shared I/O, the write-intent
+//! bitmap). Whatever frees that (a child completing, `io_available`, `write_intent_ready`,
+//! `poll`) only marks it here; `drain` then runs every woken parent in one loop, so the engine
+//! never calls itself recursively and parents resume in the order they parked.
+
+use super::backend::{Backend, ParentId};
+use super::intent::WriteIntent;
+use super::{Engine, Phase, Step, Wait};
+
+impl<B: Backend, W: WriteIntent> Engine<B, W> {
+    /// Whether any wake-up is waiting to be run.
+    #[inline]
+    pub(super) fn pending(&self) -> bool {
+        !self.ready.is_empty()
+            || self.pool_freed != 0
+            || self.io_signal
+            || (!self.admit_queue.is_empty() && !self.free_slots.is_empty())
+    }
+
+    /// Shared I/O may be available again (answers `Backend::wait_for_io`).
+    pub fn io_available(&mut self) {
+        self.io_signal = true;
+        self.drain();
+    }
+
+    /// The write-intent bitmap made parent `id`'s intent durable (answers `Gate::Pending`).
+    pub fn write_intent_ready(&mut self, id: ParentId) {
+        let slot = &mut self.slots[id as usize];
+        if slot.phase == Phase::Abandoned {
+            slot.phase = Phase::Free;
+            self.free_slots.push(id);
+        } else if slot.phase == Phase::Intent && slot.wait == Some(Wait::Intent) {
+            slot.wait = None;
+            slot.phase = Phase::Issue;
+            self.push_ready(id);
+        }
+        self.drain();
+    }
+
+    /// Retries every parked parent: for resources freed where the engine cannot see it (an SPDK
+    /// mempool shared with other cores). The SPDK glue calls this from a poller.
+    pub fn poll(&mut self) {
+        for (leg, waiters) in self.pool_waiters.iter().enumerate() {
+            if !waiters.is_empty() {
+                self.pool_freed |= 1 << leg;
+            }
+        }
+        if !self.io_waiters.is_empty() {
+            self.io_signal = true;
+        }
+        self.drain();
+    }
+
+    /// Whether anything is parked (the SPDK poller runs only then).
+    pub fn has_parked(&self) -> bool {
+        !self.io_waiters.is_empty() || self.pool_waiters.iter().any(|w| !w.is_empty())
+    }
+
+    pub(super) fn push_ready(&mut self, id: ParentId) {
+        let slot = &mut self.slots[id as usize];
+        if !slot.in_ready {
+            slot.in_ready = true;
+            self.ready.push_back(id);
+        }
+    }
+
+    /// Runs every queued wake-up until nothing more can move. Never re-entered.
+    #[inline]
+    pub(super) fn drain(&mut self) {
+        if !self.draining && self.pending() {
+            self.drain_pending();
+        }
+    }
+
+    #[inline(never)]
+    fn drain_pending(&mut self) {
+        self.draining = true;
+        loop {
+            let mut moved = false;
+            while let Some(id) = self.ready.pop_front() {
+                let slot = &mut self.slots[id as usize];
+                // A stale entry (the parent finished, or the slot was reused) or a parent that
+                // parked since: its own wake-up will run it.
+                if !std::mem::take(&mut slot.in_ready) || slot.wait.is_some() || slot.phase == Phase::Free {
+                    continue;
+                }
+                let step = self.run(id);
+                self.park_after(id, step, false);
+                moved = true;
+            }
+            while self.pool_freed != 0 {
+                let leg = self.pool_freed.trailing_zeros();
+                self.pool_freed &= !(1 << leg);
+                while let Some(id) = self.pool_waiters[leg as usize].pop_front() {
+                    self.slots[id as usize].wait = None;
+                    let step = self.run(id);
+                    moved = true;
+                    if let Step::Parked(Wait::Pool(l)) = step {
+                        if l == leg {
+                            // Still empty: keep its place at the head of the line.
+                            self.slots[id as usize].wait = Some(Wait::Pool(l));
+                            self.pool_waiters[leg as usize].push_front(id);
+                            break;
+                        }
+                    }
+                    self.park_after(id, step, false);
+                }
+            }
+            if std::mem::take(&mut self.io_signal) {
+                while let Some(id) = self.io_waiters.pop_front() {
+                    self.slots[id as usize].wait = None;
+                    let step = self.run(id);
+                    moved = true;
+                    if let Step::Parked(Wait::Io(leg)) = step {
+                        self.slots[id as usize].wait = Some(Wait::Io(leg));
+                        self.io_waiters.push_front(id);
+                        self.backend.wait_for_io(leg);
+                        break;
+                    }
+                    self.park_after(id, step, false);
+                }
+            }
+            while !self.admit_queue.is_empty() && !self.free_slots.is_empty() {
+                let (host, req) = self.admit_queue.pop_front().expect("checked non-empty");
+                let id = self.free_slots.pop().expect("checked non-empty");
+                self.start(id, host, req);
+                let step = self.run(id);
+                self.park_after(id, step, false);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        self.draining = false;
+    }
+
+    pub(super) fn park_after(&mut self, id: ParentId, step: Step, front: bool) {
+        let Step::Parked(wait) = step else { return };
+        self.slots[id as usize].wait = Some(wait);
+        match wait {
+            Wait::Pool(leg) => {
+                self.stats.pool_waits += 1;
+                let q = &mut self.pool_waiters[leg as usize];
+                if front {
+                    q.push_front(id)
+                } else {
+                    q.push_back(id)
+                }
+            }
+            Wait::Io(leg) => {
+                self.stats.io_waits += 1;
+                if front {
+                    self.io_waiters.push_front(id)
+                } else {
+                    self.io_waiters.push_back(id)
+                }
+                self.backend.wait_for_io(leg);
+            }
+            Wait::Intent => {}
+        }
+    }
+}
