@@ -1,5 +1,7 @@
 """Running bdevperf, and the bench's one parser of its output (`parse_bdevperf`), used by the
-benchmark and the pressure sweep alike."""
+benchmark and the pressure sweep alike. `bench/test_bdevperf.py` checks it against real captured
+outputs in `bench/fixtures/bdevperf/`; see bench/README.md for how it relates to the tests'
+parser (tests/support, Rust)."""
 
 from __future__ import annotations
 
