@@ -30,7 +30,7 @@ def cases():
 class ParseBdevperf(unittest.TestCase):
     def test_fixtures_exist(self):
         names = [n for n, _, _ in cases()]
-        self.assertGreaterEqual(len(names), 4, names)
+        self.assertGreaterEqual(len(names), 5, names)
         for _, log, _ in cases():
             self.assertTrue(log.is_file(), log)
 

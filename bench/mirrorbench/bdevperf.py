@@ -36,11 +36,15 @@ def parse_bdevperf(text: str) -> dict:
     count reaches 99 %, as bdevperf's own summary does for one job); when there is no
     histogram, the per-job summary's 99 % line is used (the worst job); when neither is
     there, p99 is None.
+
+    With `-S` the table is printed periodically; as in the tests' parser (tests/support), the
+    last block wins: the job rows since the previous Total, up to the last Total.
     """
     lines = text.replace("\r", "\n").splitlines()
     res: dict = {"total": None, "jobs": [], "p99_us": None, "p99_source": None,
                  "job_p99_us": [], "failures": 0}
     section = None
+    block: list[dict] = []  # job rows since the last Total
     buckets: dict[tuple[float, float], int] = {}
     for line in lines:
         s = line.strip()
@@ -59,12 +63,13 @@ def parse_bdevperf(text: str) -> dict:
                 n = [float(x) for x in m.group(1).split()]
                 res["total"] = {"iops": n[0], "mib_s": n[1], "fail_s": n[2], "to_s": n[3],
                                 "avg_us": n[4], "min_us": n[5], "max_us": n[6]}
+                res["jobs"], block = block, []
                 continue
             m = JOB_ROW_RE.match(line)
             if m:
                 n = [float(x) for x in m.group(2).split()]
-                res["jobs"].append({"name": m.group(1), "runtime_s": n[0], "iops": n[1],
-                                    "mib_s": n[2], "avg_us": n[5]})
+                block.append({"name": m.group(1), "runtime_s": n[0], "iops": n[1],
+                              "mib_s": n[2], "avg_us": n[5]})
         elif section == "summary":
             m = SUMMARY_RE.match(line)
             if m and abs(float(m.group(1)) - P99) < 1e-9:
@@ -74,6 +79,8 @@ def parse_bdevperf(text: str) -> dict:
             if m:
                 k = (float(m.group(1)), float(m.group(2)))
                 buckets[k] = buckets.get(k, 0) + int(m.group(4))
+    if res["total"] is None:
+        res["jobs"] = block  # the partial table of an interrupted run
     if buckets:
         total = sum(buckets.values())
         cum = 0
