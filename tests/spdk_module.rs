@@ -360,8 +360,6 @@ fn bdevperf_clean(env: &SpdkEnv, core: &CoreLease, name: &str, config: Value, wo
         BdevperfOpts {
             name,
             config,
-            queue_depth: 32,
-            io_size: 4096,
             workload,
             time_s: 2,
             cores_mask: core.mask(),
@@ -1788,9 +1786,6 @@ fn leg_removed_case(
         BdevperfOpts {
             name: case,
             config: bdev_subsystem(cfg),
-            queue_depth: 32,
-            io_size: 4096,
-            workload: "verify",
             time_s: 6,
             cores_mask: core.mask(),
             extra_args: vec!["-T".into(), mirror.clone()],
