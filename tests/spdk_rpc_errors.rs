@@ -102,6 +102,7 @@ fn r10(over: Value) -> Value {
 
 /// Every bad call the fixture's target must refuse ([`fixture`] says what the names are).
 /// `good_uuid` is the uuid of the mirror `good`.
+#[rustfmt::skip] // one row per line: the table reads down the columns
 fn bad_calls(good_uuid: &str) -> Vec<Bad> {
     let long_name = "n".repeat(300);
     vec![
@@ -120,100 +121,25 @@ fn bad_calls(good_uuid: &str) -> Vec<Bad> {
         bad(CREATE, create(json!({"level": ""})), EINVAL, &["level:"]),
         bad(CREATE, create(json!({"level": 10})), EINVAL, &["level:"]),
         // base_bdevs
-        bad(
-            CREATE,
-            create(json!({"base_bdevs": "<absent>"})),
-            EINVAL,
-            &["base_bdevs:"],
-        ),
-        bad(
-            CREATE,
-            create(json!({"base_bdevs": ["f0", "nope"]})),
-            ENODEV,
-            &["base_bdevs:"],
-        ),
-        bad(
-            CREATE,
-            create(json!({"base_bdevs": ["nope", "f0"]})),
-            ENODEV,
-            &["base_bdevs:"],
-        ),
-        bad(
-            CREATE,
-            create(json!({"base_bdevs": ["f0", "f0"]})),
-            EINVAL,
-            &["base_bdevs:"],
-        ),
-        bad(
-            CREATE,
-            create(json!({"base_bdevs": ["f0", "f1", "f0"]})),
-            EINVAL,
-            &["base_bdevs:"],
-        ),
-        bad(
-            CREATE,
-            create(json!({"base_bdevs": ["f0", "c0"]})),
-            EBUSY,
-            &["base_bdevs:"],
-        ),
-        bad(
-            CREATE,
-            create(json!({"base_bdevs": ["c1", "f0"]})),
-            EBUSY,
-            &["base_bdevs:"],
-        ),
-        bad(
-            CREATE,
-            create(json!({"base_bdevs": ["f0", "f1", "g1"]})),
-            EBUSY,
-            &["base_bdevs:"],
-        ),
-        bad(
-            CREATE,
-            create(json!({"base_bdevs": ["f0", "d0"]})),
-            EBUSY,
-            &["base_bdevs:"],
-        ),
-        bad(
-            CREATE,
-            create(json!({"base_bdevs": ["f0", "big0"]})),
-            EINVAL,
-            &["base_bdevs:"],
-        ),
-        bad(
-            CREATE,
-            create(json!({"base_bdevs": ["big0", "f0"]})),
-            EINVAL,
-            &["base_bdevs:"],
-        ),
+        bad(CREATE, create(json!({"base_bdevs": "<absent>"})), EINVAL, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": ["f0", "nope"]})), ENODEV, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": ["nope", "f0"]})), ENODEV, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": ["f0", "f0"]})), EINVAL, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": ["f0", "f1", "f0"]})), EINVAL, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": ["f0", "c0"]})), EBUSY, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": ["c1", "f0"]})), EBUSY, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": ["f0", "f1", "g1"]})), EBUSY, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": ["f0", "d0"]})), EBUSY, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": ["f0", "big0"]})), EINVAL, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": ["big0", "f0"]})), EINVAL, &["base_bdevs:"]),
         bad(CREATE, create(json!({"base_bdevs": ["f0"]})), EINVAL, &["base_bdevs:"]),
         bad(CREATE, create(json!({"base_bdevs": []})), EINVAL, &["base_bdevs:"]),
         bad(CREATE, create(json!({"base_bdevs": "f0"})), EINVAL, &["base_bdevs:"]),
-        bad(
-            CREATE,
-            create(json!({"base_bdevs": ["f0", 1]})),
-            EINVAL,
-            &["base_bdevs:"],
-        ),
-        bad(
-            CREATE,
-            create(json!({"base_bdevs": ["f0", ""]})),
-            EINVAL,
-            &["base_bdevs:"],
-        ),
-        bad(
-            CREATE,
-            create(json!({"base_bdevs": {"f0": 1}})),
-            EINVAL,
-            &["base_bdevs:"],
-        ),
+        bad(CREATE, create(json!({"base_bdevs": ["f0", 1]})), EINVAL, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": ["f0", ""]})), EINVAL, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": {"f0": 1}})), EINVAL, &["base_bdevs:"]),
         bad(CREATE, r10(json!({"layout": "n3"})), EINVAL, &["base_bdevs:"]),
-        bad(
-            CREATE,
-            r10(json!({"layout": "f3", "base_bdevs": ["f0", "f1"]})),
-            EINVAL,
-            &["base_bdevs:"],
-        ),
+        bad(CREATE, r10(json!({"layout": "f3", "base_bdevs": ["f0", "f1"]})), EINVAL, &["base_bdevs:"]),
         bad(CREATE, r10(json!({"base_bdevs": ["f0"]})), EINVAL, &["base_bdevs:"]),
         // layout
         bad(CREATE, create(json!({"layout": "n2"})), EINVAL, &["layout:"]),
@@ -233,19 +159,9 @@ fn bad_calls(good_uuid: &str) -> Vec<Bad> {
         bad(CREATE, r10(json!({"chunk_kb": 1u64 << 21})), EINVAL, &["chunk_kb:"]),
         bad(CREATE, r10(json!({"chunk_kb": u64::MAX})), EINVAL, &["chunk_kb:"]),
         // A 1 KiB chunk on 4 KiB blocks.
-        bad(
-            CREATE,
-            r10(json!({"chunk_kb": 1, "base_bdevs": ["big0", "big1"]})),
-            EINVAL,
-            &["chunk_kb:"],
-        ),
+        bad(CREATE, r10(json!({"chunk_kb": 1, "base_bdevs": ["big0", "big1"]})), EINVAL, &["chunk_kb:"]),
         // A 1 GiB chunk on 16 MiB legs: the chunk or the legs are at fault.
-        bad(
-            CREATE,
-            r10(json!({"chunk_kb": 1u64 << 20})),
-            EINVAL,
-            &["chunk_kb:", "base_bdevs:"],
-        ),
+        bad(CREATE, r10(json!({"chunk_kb": 1u64 << 20})), EINVAL, &["chunk_kb:", "base_bdevs:"]),
         // uuid
         bad(CREATE, create(json!({"uuid": "nope"})), EINVAL, &["uuid:"]),
         bad(CREATE, create(json!({"uuid": ""})), EINVAL, &["uuid:"]),
@@ -258,28 +174,13 @@ fn bad_calls(good_uuid: &str) -> Vec<Bad> {
         bad(CREATE, create(json!({"pool_size": -1})), EINVAL, &["pool_size:"]),
         bad(CREATE, create(json!({"pool_size": 2.5})), EINVAL, &["pool_size:"]),
         bad(CREATE, create(json!({"pool_size": "4096"})), EINVAL, &["pool_size:"]),
-        bad(
-            CREATE,
-            create(json!({"pool_size": 1u64 << 40})),
-            EINVAL,
-            &["pool_size:"],
-        ),
+        bad(CREATE, create(json!({"pool_size": 1u64 << 40})), EINVAL, &["pool_size:"]),
         bad(CREATE, create(json!({"pool_size": u64::MAX})), EINVAL, &["pool_size:"]),
         bad(CREATE, create(json!({"pool_size": 1e30})), EINVAL, &["pool_size:"]),
         bad(CREATE, create(json!({"max_parents": 0})), EINVAL, &["max_parents:"]),
-        bad(
-            CREATE,
-            create(json!({"max_parents": 1u64 << 17})),
-            EINVAL,
-            &["max_parents:"],
-        ),
+        bad(CREATE, create(json!({"max_parents": 1u64 << 17})), EINVAL, &["max_parents:"]),
         bad(CREATE, create(json!({"max_parents": true})), EINVAL, &["max_parents:"]),
-        bad(
-            CREATE,
-            create(json!({"max_parents": i64::MIN})),
-            EINVAL,
-            &["max_parents:"],
-        ),
+        bad(CREATE, create(json!({"max_parents": i64::MIN})), EINVAL, &["max_parents:"]),
         // unknown parameters
         bad(CREATE, create(json!({"bogus": 1})), EINVAL, &["bogus:"]),
         bad(CREATE, create(json!({"Name": "y"})), EINVAL, &["Name:"]),
@@ -311,24 +212,9 @@ fn bad_calls(good_uuid: &str) -> Vec<Bad> {
         // add_base_bdev
         bad(ADD, json!({"name": "good", "base_bdev": "f0"}), ENOSPC, &["name:"]),
         bad(ADD, json!({"name": "nope", "base_bdev": "f0"}), ENODEV, &["name:"]),
-        bad(
-            ADD,
-            json!({"name": "deg", "base_bdev": "nope"}),
-            ENODEV,
-            &["base_bdev:"],
-        ),
-        bad(
-            ADD,
-            json!({"name": "deg", "base_bdev": "big0"}),
-            EINVAL,
-            &["base_bdev:"],
-        ),
-        bad(
-            ADD,
-            json!({"name": "deg", "base_bdev": "small"}),
-            EINVAL,
-            &["base_bdev:"],
-        ),
+        bad(ADD, json!({"name": "deg", "base_bdev": "nope"}), ENODEV, &["base_bdev:"]),
+        bad(ADD, json!({"name": "deg", "base_bdev": "big0"}), EINVAL, &["base_bdev:"]),
+        bad(ADD, json!({"name": "deg", "base_bdev": "small"}), EINVAL, &["base_bdev:"]),
         bad(ADD, json!({"name": "deg", "base_bdev": "c0"}), EBUSY, &["base_bdev:"]),
         bad(ADD, json!({"name": "deg", "base_bdev": "g0"}), EBUSY, &["base_bdev:"]),
         bad(ADD, json!({"name": "deg", "base_bdev": "d0"}), EBUSY, &["base_bdev:"]),
@@ -336,12 +222,7 @@ fn bad_calls(good_uuid: &str) -> Vec<Bad> {
         bad(ADD, json!({"base_bdev": "f0"}), EINVAL, &["name:"]),
         bad(ADD, json!({"name": "deg", "base_bdev": ""}), EINVAL, &["base_bdev:"]),
         bad(ADD, json!({"name": "deg", "base_bdev": 3}), EINVAL, &["base_bdev:"]),
-        bad(
-            ADD,
-            json!({"name": "deg", "base_bdev": "f0", "slot": 2}),
-            EINVAL,
-            &["slot:"],
-        ),
+        bad(ADD, json!({"name": "deg", "base_bdev": "f0", "slot": 2}), EINVAL, &["slot:"]),
     ]
 }
 
