@@ -186,3 +186,46 @@ fn the_search_roots_of_this_build() {
         "cfg(spdk) is set, so SPDK_DIR or pkg-config's spdk_bdev found SPDK"
     );
 }
+
+/// Every SPDK test is skipped alike when the build found no SPDK: after each `#[test]` of
+/// `tests/spdk_*.rs` comes `#[cfg_attr(not(spdk), ignore = <support::SKIP_NO_SPDK>)]`. The
+/// attribute takes only a literal, so each test spells the reason out and this keeps the copies
+/// equal.
+#[test]
+fn every_spdk_test_is_skipped_alike() {
+    let want: String = format!("#[cfg_attr(not(spdk), ignore = {:?})]", support::SKIP_NO_SPDK)
+        .split_whitespace()
+        .collect();
+    let tests_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for entry in fs::read_dir(&tests_dir).expect("tests/ is readable") {
+        let path = entry.expect("a directory entry").path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if !(name.starts_with("spdk_") && name.ends_with(".rs")) {
+            continue;
+        }
+        let text = fs::read_to_string(&path).expect("a test file is readable");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.trim() == "#[test]") {
+            // The attributes between `#[test]` and the `fn`, whitespace dropped (rustfmt may
+            // spread the attribute over several lines).
+            let attrs: String = lines[i + 1..]
+                .iter()
+                .take_while(|l| !l.trim_start().starts_with("fn ") && !l.trim_start().starts_with("async fn "))
+                .flat_map(|l| l.split_whitespace())
+                .collect();
+            checked += 1;
+            if attrs != want {
+                wrong.push(format!("{name}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(checked > 0, "no #[test] found in {}/spdk_*.rs", tests_dir.display());
+    assert!(
+        wrong.is_empty(),
+        "these SPDK tests are not followed by exactly `#[cfg_attr(not(spdk), ignore = \"{}\")]`:\n{}",
+        support::SKIP_NO_SPDK,
+        wrong.join("\n")
+    );
+}

@@ -22,6 +22,7 @@ fn two_cores_share_tiny_pools_and_verify_clean() {
         json!({"name": "mir", "level": "raid10", "layout": "f2", "chunk_kb": 16,
                "base_bdevs": ["m0", "m1", "m2", "m3"], "pool_size": 8, "max_parents": 4}),
     ));
+    let cores = support::lease_cores(2);
     let r = support::bdevperf(
         &env,
         BdevperfOpts {
@@ -29,9 +30,7 @@ fn two_cores_share_tiny_pools_and_verify_clean() {
             config: bdev_subsystem(cfg),
             queue_depth: 64,
             io_size: 8192,
-            workload: "verify",
-            time_s: 3,
-            cores_mask: "0x3",
+            cores_mask: cores.mask(),
             extra_args: vec!["-C".into()],
             ..Default::default()
         },

@@ -23,9 +23,6 @@ fn server(name: &str, legs: usize, mirror: Value) -> Target {
         BdevperfOpts {
             name,
             config: bdev_subsystem(cfg),
-            queue_depth: 32,
-            io_size: 4096,
-            workload: "verify",
             time_s: 2,
             ..Default::default()
         },

@@ -11,8 +11,6 @@ use serde_json::{json, Map, Value};
 use spdk_mirror::sim::rng::Rng;
 use support::{RpcError, Target, TargetOpts};
 
-const SKIP: &str = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped";
-
 const METHODS: [&str; 9] = [
     "bdev_mirror_create",
     "bdev_mirror_set_options",
@@ -278,7 +276,6 @@ fn delete_all(t: &Target) {
     ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
 )]
 fn thousands_of_random_rpcs_never_crash_and_keep_state_consistent() {
-    let _ = SKIP;
     let env = support::require_spdk();
     let t = Target::start(
         &env,

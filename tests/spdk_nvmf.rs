@@ -78,7 +78,6 @@ fn a_mirror_served_over_nvme_tcp_survives_a_failed_leg() {
         &env,
         TargetOpts {
             name: "nvmf_target",
-            cores_mask: "0x1",
             ..Default::default()
         },
     )
@@ -99,13 +98,14 @@ fn a_mirror_served_over_nvme_tcp_survives_a_failed_leg() {
     export(&tgt, "mir", p);
 
     // spdk_nvme_perf over NVMe/TCP.
+    let perf_core = support::lease_core();
     let out = Command::new(&perf)
         .args([
             "--no-huge",
             "-s",
             "1024",
             "-c",
-            "0x2",
+            perf_core.mask(),
             "-q",
             "32",
             "-o",
@@ -123,6 +123,7 @@ fn a_mirror_served_over_nvme_tcp_survives_a_failed_leg() {
         ))
         .output()
         .expect("spdk_nvme_perf runs");
+    drop(perf_core);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -150,11 +151,7 @@ fn a_mirror_served_over_nvme_tcp_survives_a_failed_leg() {
         BdevperfOpts {
             name: "nvmf_initiator",
             config: bdev_subsystem(vec![attach("nv", p)]),
-            queue_depth: 32,
-            io_size: 4096,
-            workload: "verify",
             time_s: 6,
-            cores_mask: "0x2",
             preload: false,
             ..Default::default()
         },
@@ -184,7 +181,6 @@ fn a_replica_on_another_node_is_lost_and_recovered() {
             &env,
             TargetOpts {
                 name: "replica_node",
-                cores_mask: "0x2",
                 preload: false,
                 ..Default::default()
             },
@@ -214,10 +210,7 @@ fn a_replica_on_another_node_is_lost_and_recovered() {
                 ),
             ]),
             queue_depth: 16,
-            io_size: 4096,
-            workload: "verify",
             time_s: 6,
-            cores_mask: "0x1",
             ..Default::default()
         },
     )

@@ -25,15 +25,13 @@ const EINVAL: i64 = -(libc::EINVAL as i64);
 const ENODEV: i64 = -(libc::ENODEV as i64);
 const EBUSY: i64 = -(libc::EBUSY as i64);
 
-use support::{core_mask, create_aio, leg_files, rpc_ok, serial};
+use support::{create_aio, leg_files, rpc_ok, serial};
 
 fn start_tgt(env: &SpdkEnv, name: &str, wait_for_rpc: bool) -> Target {
-    let mask = core_mask();
     Target::start(
         env,
         TargetOpts {
             name,
-            cores_mask: &mask,
             wait_for_rpc,
             ..Default::default()
         },

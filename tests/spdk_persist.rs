@@ -27,7 +27,7 @@ const BS: u32 = 512;
 const REGION_KB: u64 = 1024;
 const REGION: u64 = REGION_KB * 1024;
 
-use support::{core_mask, create_aio, leg_files, registered_mirror, rpc_ok, serial};
+use support::{create_aio, lease_core, leg_files, registered_mirror, rpc_ok, serial};
 
 fn start_tgt(env: &SpdkEnv, name: &str, mask: &str) -> Target {
     Target::start(
@@ -206,7 +206,8 @@ fn finished_job(what: &str, res: Result<Value, support::RpcError>, server: &Targ
 fn kill9_mid_write_then_restart_resyncs_to_identical_legs() {
     let _turn = serial();
     let env = require_spdk();
-    let mask = core_mask();
+    let core = lease_core();
+    let mask = core.mask();
     let dir = test_dir("persist_kill9");
     let files = leg_files(&dir, 2, 64 * MIB);
     // Writes go to the first 2 MiB only: two bitmap regions.
@@ -224,10 +225,9 @@ fn kill9_mid_write_then_restart_resyncs_to_identical_legs() {
                 wait_for_examine_config(),
             ]),
             queue_depth: 4,
-            io_size: 4096,
             workload: "write",
             time_s: 1,
-            cores_mask: &mask,
+            cores_mask: mask,
             extra_args: vec!["-j".into(), jobs.to_string_lossy().into_owned(), "-U".into()],
             ..Default::default()
         },
@@ -284,7 +284,7 @@ fn kill9_mid_write_then_restart_resyncs_to_identical_legs() {
 
     // Restart with plain aio bdevs, in the other order: the mirror must assemble by itself and
     // resync the dirty regions.
-    let t = start_tgt(&env, "persist_kill9_restart", &mask);
+    let t = start_tgt(&env, "persist_kill9_restart", mask);
     create_aio(&t, "aio1", &files[1], BS);
     create_aio(&t, "aio0", &files[0], BS);
     let m = wait_mirror(&t, 20, "the mirror to assemble", |_| true);
@@ -315,14 +315,15 @@ fn kill9_mid_write_then_restart_resyncs_to_identical_legs() {
 fn readd_copies_only_what_changed() {
     let _turn = serial();
     let env = require_spdk();
-    let mask = core_mask();
+    let core = lease_core();
+    let mask = core.mask();
     let dir = test_dir("persist_readd");
     let files = leg_files(&dir, 2, 64 * MIB);
     // 4 MiB from 8 MiB into the mirror: exactly four 1 MiB regions.
     let (offset, length) = (8 * MIB / BS as u64, 4 * MIB / BS as u64);
     let jobs = job_file(&dir, "mir", offset, length);
     let jobs = vec!["-j".into(), jobs.to_string_lossy().into_owned()];
-    let server = writer_server(&env, "persist_readd", &mask, &files, jobs);
+    let server = writer_server(&env, "persist_readd", mask, &files, jobs);
     let m = wait_idle(&server, "the new mirror to be idle");
     let region = data_region(&m);
     assert_eq!(m["superblock"], json!(true), "{m}");
@@ -388,7 +389,8 @@ fn readd_copies_only_what_changed() {
 fn rebuild_reports_progress_and_honours_its_cap_under_load() {
     let _turn = serial();
     let env = require_spdk();
-    let mask = core_mask();
+    let core = lease_core();
+    let mask = core.mask();
     let dir = test_dir("persist_rebuild_cap");
     let files = leg_files(&dir, 4, 128 * MIB);
     // Low enough to be reachable under verify load on a busy 2-core runner.
@@ -410,10 +412,8 @@ fn rebuild_reports_progress_and_honours_its_cap_under_load() {
                 wait_for_examine_config(),
             ]),
             queue_depth: 8,
-            io_size: 4096,
-            workload: "verify",
             time_s: 15,
-            cores_mask: &mask,
+            cores_mask: mask,
             extra_args: vec!["-T".into(), "mir".into()],
             ..Default::default()
         },
@@ -529,10 +529,11 @@ fn rebuild_reports_progress_and_honours_its_cap_under_load() {
 fn corrupt_superblock_leg_is_rejected_and_the_rest_assembles() {
     let _turn = serial();
     let env = require_spdk();
-    let mask = core_mask();
+    let core = lease_core();
+    let mask = core.mask();
     let dir = test_dir("persist_badsb");
     let files = leg_files(&dir, 3, 64 * MIB);
-    let t = start_tgt(&env, "persist_badsb", &mask);
+    let t = start_tgt(&env, "persist_badsb", mask);
     for (i, f) in files.iter().enumerate() {
         create_aio(&t, &format!("aio{i}"), f, BS);
     }
@@ -550,7 +551,7 @@ fn corrupt_superblock_leg_is_rejected_and_the_rest_assembles() {
     byte[0] ^= 0x5a;
     patch_file(&files[1], 3000, &byte);
 
-    let t = start_tgt(&env, "persist_badsb_restart", &mask);
+    let t = start_tgt(&env, "persist_badsb_restart", mask);
     for (i, f) in files.iter().enumerate() {
         create_aio(&t, &format!("aio{i}"), f, BS);
     }
@@ -582,10 +583,11 @@ fn corrupt_superblock_leg_is_rejected_and_the_rest_assembles() {
 fn check_finds_and_repairs_mismatches() {
     let _turn = serial();
     let env = require_spdk();
-    let mask = core_mask();
+    let core = lease_core();
+    let mask = core.mask();
     let dir = test_dir("persist_check");
     let files = leg_files(&dir, 2, 64 * MIB);
-    let t = start_tgt(&env, "persist_check", &mask);
+    let t = start_tgt(&env, "persist_check", mask);
     create_aio(&t, "aio0", &files[0], BS);
     create_aio(&t, "aio1", &files[1], BS);
     let create = mirror_create("mir", &["aio0", "aio1"], json!({}));
@@ -604,7 +606,7 @@ fn check_finds_and_repairs_mismatches() {
     patch_file(&files[1], at(data_blocks - 1, BS as u64 - 1), &[0x01]);
     let bad = 4;
 
-    let t = start_tgt(&env, "persist_check_restart", &mask);
+    let t = start_tgt(&env, "persist_check_restart", mask);
     create_aio(&t, "aio1", &files[1], BS);
     create_aio(&t, "aio0", &files[0], BS);
     let m = wait_mirror(&t, 20, "the mirror to assemble", idle);
@@ -654,10 +656,11 @@ fn check_finds_and_repairs_mismatches() {
 fn restart_after_clean_shutdown_assembles_without_resync() {
     let _turn = serial();
     let env = require_spdk();
-    let mask = core_mask();
+    let core = lease_core();
+    let mask = core.mask();
     let dir = test_dir("persist_clean");
     let files = leg_files(&dir, 2, 64 * MIB);
-    let server = writer_server(&env, "persist_clean", &mask, &files, vec!["-T".into(), "mir".into()]);
+    let server = writer_server(&env, "persist_clean", mask, &files, vec!["-T".into(), "mir".into()]);
     let m = wait_idle(&server, "the new mirror to be idle");
     let uuid = m["uuid"].clone();
     let region = data_region(&m);
@@ -676,7 +679,7 @@ fn restart_after_clean_shutdown_assembles_without_resync() {
     server.shutdown(Duration::from_secs(20)).expect("clean shutdown");
     drop(server);
 
-    let t = start_tgt(&env, "persist_clean_restart", &mask);
+    let t = start_tgt(&env, "persist_clean_restart", mask);
     create_aio(&t, "aio0", &files[0], BS);
     create_aio(&t, "aio1", &files[1], BS);
     let m = wait_mirror(&t, 20, "the mirror to assemble", |_| true);
@@ -707,14 +710,15 @@ fn restart_after_clean_shutdown_assembles_without_resync() {
 fn stale_leg_found_at_restart_is_recovered_from_the_bitmap() {
     let _turn = serial();
     let env = require_spdk();
-    let mask = core_mask();
+    let core = lease_core();
+    let mask = core.mask();
     let dir = test_dir("persist_stale");
     let files = leg_files(&dir, 2, 64 * MIB);
     // 2 MiB from 16 MiB into the mirror: two 1 MiB regions, written while aio1 is away.
     let (offset, length) = (16 * MIB / BS as u64, 2 * MIB / BS as u64);
     let jobs = job_file(&dir, "mir", offset, length);
     let jobs = vec!["-j".into(), jobs.to_string_lossy().into_owned()];
-    let server = writer_server(&env, "persist_stale", &mask, &files, jobs);
+    let server = writer_server(&env, "persist_stale", mask, &files, jobs);
     let m = wait_idle(&server, "the new mirror to be idle");
     let (uuid, region, events) = (m["uuid"].clone(), data_region(&m), m["events"].as_u64().unwrap());
     rpc_ok(&server, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "aio1"}));
@@ -729,7 +733,7 @@ fn stale_leg_found_at_restart_is_recovered_from_the_bitmap() {
     drop(server);
 
     // Both legs come back; aio1's superblock is older: it must not be read, only recovered.
-    let t = start_tgt(&env, "persist_stale_restart", &mask);
+    let t = start_tgt(&env, "persist_stale_restart", mask);
     create_aio(&t, "aio0", &files[0], BS);
     create_aio(&t, "aio1", &files[1], BS);
     let m = wait_mirror(&t, 30, "the stale leg's recovery to finish", |m| {

@@ -413,7 +413,6 @@ fn run(env: &SpdkEnv, case: &Case) -> Run {
         io_size: BLOCK_SIZE as u64,
         workload: case.workload,
         time_s: case.secs,
-        cores_mask: "0x1",
         preload: case.stack.is_mirror(),
         timeout: Duration::from_secs(60),
         mem_mb: 1024,

@@ -46,9 +46,6 @@ fn verify_server(name: &str, names: &[&str], create: Value) -> Target {
         BdevperfOpts {
             name,
             config: bdev_subsystem(cfg),
-            queue_depth: 32,
-            io_size: 4096,
-            workload: "verify",
             time_s: 6,
             extra_args: vec!["-T".into(), "mir".into()],
             ..Default::default()
@@ -249,14 +246,12 @@ fn raid1_grows_and_shrinks_its_number_of_legs_under_verify() {
     copies_agree(&t);
 }
 
-/// An spdk_tgt on the first CPU we may use, with aio bdevs `a0`.. over `files`.
+/// An spdk_tgt (on a leased core), with aio bdevs `a0`.. over `files`.
 fn aio_target(env: &support::SpdkEnv, name: &str, files: &[std::path::PathBuf]) -> Target {
-    let mask = support::core_mask();
     let t = Target::start(
         env,
         TargetOpts {
             name,
-            cores_mask: &mask,
             ..Default::default()
         },
     )
@@ -425,9 +420,6 @@ fn a_failing_replacement_is_dropped_and_the_mirror_keeps_its_legs() {
         BdevperfOpts {
             name: "reshape_replace_fail",
             config: bdev_subsystem(cfg),
-            queue_depth: 32,
-            io_size: 4096,
-            workload: "verify",
             time_s: 4,
             extra_args: vec!["-T".into(), "mir".into()],
             ..Default::default()

@@ -309,9 +309,6 @@ fn verify_server(name: &str, write_us: u64, env: Vec<(String, String)>, extra: &
         BdevperfOpts {
             name,
             config: bdev_subsystem(cfg),
-            queue_depth: 32,
-            io_size: 4096,
-            workload: "verify",
             time_s,
             env,
             extra_args: ["-T", "mir"].iter().chain(extra).map(|a| a.to_string()).collect(),

@@ -24,7 +24,7 @@ use support::{
 const MIB: u64 = 1024 * 1024;
 const BS: u32 = 512;
 
-use support::{core_mask, rpc_ok};
+use support::{lease_core, rpc_ok};
 
 /// A bdevperf server (random 4 KiB reads at QD8 for a second per `perform_tests`) over aio
 /// `aio0`, `aio1` on `files`, plus `extra` config entries (the mirror's create, if any).
@@ -41,7 +41,6 @@ fn server(env: &SpdkEnv, name: &str, mask: &str, files: &[PathBuf], extra: Vec<V
             name,
             config: bdev_subsystem(config),
             queue_depth: 8,
-            io_size: 4096,
             workload: "randread",
             time_s: 1,
             cores_mask: mask,
@@ -162,7 +161,8 @@ fn record_of(path: &Path) -> Vec<u8> {
 )]
 fn tunables_survive_kill9_and_reads_stay_on_the_preferred_leg() {
     let env = require_spdk();
-    let mask = core_mask();
+    let core = lease_core();
+    let mask = core.mask();
     let dir = test_dir("tunables");
     let files: Vec<PathBuf> = (0..2)
         .map(|i| {
@@ -179,7 +179,7 @@ fn tunables_survive_kill9_and_reads_stay_on_the_preferred_leg() {
                "read_policy": "preferred", "preferred_leg": 1, "rebuild_max_mb_per_s": 7,
                "pool_size": 512, "max_parents": 64}),
     );
-    let t = server(&env, "tunables_create", &mask, &files, vec![create]);
+    let t = server(&env, "tunables_create", mask, &files, vec![create]);
     let m = t.mirror_info("mir");
     assert_eq!(tunables(&m), expect("preferred", Some(1), 7, 512, 64), "{m}");
     let events = m["events"].clone();
@@ -198,7 +198,7 @@ fn tunables_survive_kill9_and_reads_stay_on_the_preferred_leg() {
     drop(t);
 
     // 2. Restarted: the runtime values are back; change them again, crash again.
-    let t = server(&env, "tunables_restart1", &mask, &files, vec![]);
+    let t = server(&env, "tunables_restart1", mask, &files, vec![]);
     let m = wait_assembled(&t, "first restart");
     assert_eq!(tunables(&m), expect("round_robin", None, 9, 512, 64), "{m}");
     assert_eq!(m["state"], json!("online"), "{m}");
@@ -215,7 +215,7 @@ fn tunables_survive_kill9_and_reads_stay_on_the_preferred_leg() {
     drop(t);
 
     // 3. Restarted: preferred leg 1, and the reads go there.
-    let t = server(&env, "tunables_restart2", &mask, &files, vec![]);
+    let t = server(&env, "tunables_restart2", mask, &files, vec![]);
     let m = wait_assembled(&t, "second restart");
     assert_eq!(tunables(&m), expect("preferred", Some(1), 7, 512, 64), "{m}");
     let reads = read_pass(&t);
@@ -235,7 +235,7 @@ fn tunables_survive_kill9_and_reads_stay_on_the_preferred_leg() {
         let crc = crc32c(&r[..TUNABLES_BYTES - 4]);
         r[TUNABLES_BYTES - 4..].copy_from_slice(&crc.to_le_bytes());
     });
-    let t = server(&env, "tunables_damaged", &mask, &files, vec![]);
+    let t = server(&env, "tunables_damaged", mask, &files, vec![]);
     let m = wait_assembled(&t, "restart with a damaged record");
     assert_eq!(tunables(&m), expect("preferred", Some(1), 7, 512, 64), "{m}");
     let log = t.log();
@@ -253,7 +253,7 @@ fn tunables_survive_kill9_and_reads_stay_on_the_preferred_leg() {
     for f in &files {
         patch_record(f, |r| r.fill(0));
     }
-    let t = server(&env, "tunables_legacy", &mask, &files, vec![]);
+    let t = server(&env, "tunables_legacy", mask, &files, vec![]);
     let m = wait_assembled(&t, "restart without records");
     let defaults = default_tunables(&t);
     assert_eq!(defaults["read_policy"], json!("least_outstanding"), "{defaults}");
@@ -276,7 +276,8 @@ fn tunables_survive_kill9_and_reads_stay_on_the_preferred_leg() {
 )]
 fn mirrors_without_a_superblock_answer_at_once() {
     let env = require_spdk();
-    let mask = core_mask();
+    let core = lease_core();
+    let mask = core.mask();
     let dir = test_dir("tunables_nosb");
     let files: Vec<PathBuf> = (0..2)
         .map(|i| {
@@ -289,7 +290,7 @@ fn mirrors_without_a_superblock_answer_at_once() {
         "bdev_mirror_create",
         json!({"name": "mir", "level": "raid1", "base_bdevs": ["aio0", "aio1"], "superblock": false}),
     );
-    let t = server(&env, "tunables_nosb", &mask, &files, vec![create]);
+    let t = server(&env, "tunables_nosb", mask, &files, vec![create]);
     let set_policy = json!({"name": "mir", "read_policy": "preferred", "preferred_leg": 0});
     assert_eq!(rpc_ok(&t, "bdev_mirror_set_read_policy", set_policy), json!(true));
     assert_eq!(

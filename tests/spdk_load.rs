@@ -1,0 +1,289 @@
+//! The module loads into SPDK's stock `spdk_tgt`: with `libspdk_mirror.so` preloaded its RPC
+//! methods are there, without it they are not; and what `save_config` writes of its mirrors
+//! loads again into the same mirrors.
+//!
+//! Only meaningful when SPDK was found at build time (`cfg(spdk)`); otherwise every test here is
+//! reported as ignored, with the reason. Run with `cargo build --release && cargo test --release
+//! --test spdk_load`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use support::{
+    geometry, names, require_spdk, rpc_ok, start_target, test_dir, write_json, RpcError, Target, TargetOpts,
+};
+
+const MIB: u64 = 1024 * 1024;
+const BS: u32 = 512;
+
+/// The five JSON-RPC methods the module registers.
+const MIRROR_METHODS: [&str; 5] = [
+    "bdev_mirror_create",
+    "bdev_mirror_delete",
+    "bdev_mirror_get_bdevs",
+    "bdev_mirror_add_base_bdev",
+    "bdev_mirror_remove_base_bdev",
+];
+
+// ------------------------------------------------------------------------------------------------
+// the module loads, and only with the preload
+// ------------------------------------------------------------------------------------------------
+
+fn rpc_methods(t: &Target) -> BTreeSet<String> {
+    rpc_ok(t, "rpc_get_methods", Value::Null)
+        .as_array()
+        .expect("rpc_get_methods returns an array")
+        .iter()
+        .filter_map(|m| m.as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn the_preloaded_module_registers_its_methods() {
+    let env = require_spdk();
+    assert!(
+        env.module_lib.is_file(),
+        "module library {} missing",
+        env.module_lib.display()
+    );
+    let started = Instant::now();
+    let t = start_target(&env, "module_loads", None);
+    let methods = rpc_methods(&t);
+    for m in MIRROR_METHODS {
+        assert!(
+            methods.contains(m),
+            "rpc_get_methods lacks {m} with the module preloaded"
+        );
+    }
+    assert_eq!(rpc_ok(&t, "bdev_mirror_get_bdevs", Value::Null), json!([]));
+    t.shutdown(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("the_preloaded_module_registers_its_methods: {:?}", started.elapsed());
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn without_the_preload_the_methods_are_absent() {
+    let env = require_spdk();
+    let started = Instant::now();
+    // Without the preload the methods are not there: it is the library that brings them.
+    let plain = Target::start(
+        &env,
+        TargetOpts {
+            name: "module_absent",
+            preload: false,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let methods = rpc_methods(&plain);
+    for m in MIRROR_METHODS {
+        assert!(!methods.contains(m), "{m} is registered without the module preloaded");
+    }
+    match plain.rpc("bdev_mirror_get_bdevs", Value::Null) {
+        Err(e) => assert_eq!(e.code, RpcError::METHOD_NOT_FOUND, "{e}"),
+        Ok(v) => panic!("bdev_mirror_get_bdevs answered without the module: {v}"),
+    }
+    plain
+        .shutdown(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("without_the_preload_the_methods_are_absent: {:?}", started.elapsed());
+}
+
+// ------------------------------------------------------------------------------------------------
+// save_config replays
+// ------------------------------------------------------------------------------------------------
+
+/// The parts of a mirror's description that must survive save_config + reload.
+fn durable_view(m: &Value) -> Value {
+    json!({
+        "name": m["name"],
+        "uuid": m["uuid"],
+        "level": m["level"],
+        "layout": m["layout"],
+        "chunk_kb": m["chunk_kb"],
+        "block_size": m["block_size"],
+        "data_blocks": m["data_blocks"],
+        "num_legs": m["num_legs"],
+        "pool_size": m["pool_size"],
+        "max_parents": m["max_parents"],
+        "state": m["state"],
+        "legs": m["legs"].as_array().unwrap().iter()
+            .map(|l| json!({"slot": l["slot"], "bdev": l["bdev"], "state": l["state"]}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// What `rpc.py save_config` writes: every subsystem's `framework_get_config`, in the order of
+/// `framework_get_subsystems` (batches, if any, flattened).
+fn save_config(t: &Target) -> Value {
+    let subsystems = rpc_ok(t, "framework_get_subsystems", Value::Null);
+    let list: Vec<Value> = subsystems
+        .as_array()
+        .expect("framework_get_subsystems returns an array")
+        .iter()
+        .map(|s| {
+            let name = s["subsystem"].as_str().expect("subsystem name");
+            let cfg = rpc_ok(t, "framework_get_config", json!({ "name": name }));
+            let flat: Vec<Value> = cfg
+                .as_array()
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .flat_map(|e| match e {
+                            Value::Array(batch) => batch.clone(),
+                            one => vec![one.clone()],
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!({"subsystem": name, "config": flat})
+        })
+        .collect();
+    json!({ "subsystems": list })
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn save_config_replays() {
+    let env = require_spdk();
+    let uuid = "1b4e28ba-2fa1-41d2-883f-0016d3cca427";
+    let blocks = 16 * MIB / BS as u64;
+
+    let a = start_target(&env, "save_config_a", None);
+    for b in names("a", 3).iter().chain(&names("b", 4)).chain(&names("c", 2)) {
+        rpc_ok(
+            &a,
+            "bdev_malloc_create",
+            json!({"name": b, "num_blocks": blocks, "block_size": BS}),
+        );
+    }
+    rpc_ok(
+        &a,
+        "bdev_mirror_create",
+        json!({"name": "r1", "level": "raid1", "base_bdevs": ["a0", "a1", "a2"], "uuid": uuid,
+               "pool_size": 256, "max_parents": 64, "superblock": false}),
+    );
+    rpc_ok(
+        &a,
+        "bdev_mirror_create",
+        json!({"name": "r10", "level": "raid10", "layout": "o2", "chunk_kb": 32,
+               "base_bdevs": ["b0", "b1", "b2", "b3"], "superblock": false}),
+    );
+    // A mirror with a superblock is described by its legs, not by the config: left out.
+    rpc_ok(
+        &a,
+        "bdev_mirror_create",
+        json!({"name": "sb", "level": "raid1", "base_bdevs": ["c0", "c1"]}),
+    );
+    rpc_ok(&a, "bdev_wait_for_examine", Value::Null);
+    let r1_a = a.mirror_info("r1");
+    let r10_a = a.mirror_info("r10");
+    assert_eq!(r1_a["uuid"], json!(uuid), "the given uuid is used: {r1_a}");
+    assert_eq!(r10_a["layout"], json!("o2"));
+    assert_eq!(r10_a["chunk_kb"], json!(32));
+    assert_eq!(
+        r10_a["data_blocks"],
+        json!(geometry("raid10", Some("o2"), 4, 32, blocks).data_blocks())
+    );
+
+    let saved = save_config(&a);
+    // The bdev subsystem holds one bdev_mirror_create per mirror, after the legs' creation.
+    let bdev_cfg = saved["subsystems"]
+        .as_array()
+        .expect("save_config has subsystems")
+        .iter()
+        .find(|s| s["subsystem"] == json!("bdev"))
+        .expect("save_config has a bdev subsystem")["config"]
+        .as_array()
+        .expect("bdev config is an array")
+        .clone();
+    let pos = |method: &str, name: &str| -> Option<usize> {
+        bdev_cfg
+            .iter()
+            .position(|e| e["method"] == json!(method) && e["params"]["name"] == json!(name))
+    };
+    let creates: Vec<&Value> = bdev_cfg
+        .iter()
+        .filter(|e| e["method"] == json!("bdev_mirror_create"))
+        .collect();
+    assert_eq!(
+        creates.len(),
+        2,
+        "save_config: {}",
+        serde_json::to_string_pretty(&bdev_cfg).unwrap()
+    );
+    for (mirror, legs) in [("r1", names("a", 3)), ("r10", names("b", 4))] {
+        let at = pos("bdev_mirror_create", mirror)
+            .unwrap_or_else(|| panic!("save_config has no bdev_mirror_create for {mirror}"));
+        for l in &legs {
+            let leg_at =
+                pos("bdev_malloc_create", l).unwrap_or_else(|| panic!("save_config has no bdev_malloc_create for {l}"));
+            assert!(leg_at < at, "{mirror} is created before its leg {l} in save_config");
+        }
+        assert_eq!(bdev_cfg[at]["params"]["base_bdevs"], json!(legs));
+    }
+    let p1 = &bdev_cfg[pos("bdev_mirror_create", "r1").unwrap()]["params"];
+    assert_eq!(p1["level"], json!("raid1"), "{p1}");
+    assert_eq!(p1["uuid"], json!(uuid), "{p1}");
+    assert_eq!(p1["pool_size"], json!(256), "{p1}");
+    assert_eq!(p1["max_parents"], json!(64), "{p1}");
+    let p10 = &bdev_cfg[pos("bdev_mirror_create", "r10").unwrap()]["params"];
+    assert_eq!(p10["level"], json!("raid10"), "{p10}");
+    assert_eq!(p10["layout"], json!("o2"), "{p10}");
+    assert_eq!(p10["chunk_kb"], json!(32), "{p10}");
+    assert_eq!(p10["uuid"], r10_a["uuid"], "{p10}");
+    assert_eq!(p10["pool_size"], json!(256), "{p10}");
+    assert_eq!(p10["max_parents"], json!(1024), "{p10}");
+
+    // Kept in a dir of our own: target a's dir goes when it is dropped.
+    let dir = test_dir("save_config");
+    let saved_path = write_json(dir.path(), "saved.json", &saved);
+    let st = a.shutdown(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(st.success(), "spdk_tgt with mirrors exited with {st}");
+    drop(a);
+
+    let b = start_target(&env, "save_config_b", Some(&saved_path));
+    rpc_ok(&b, "bdev_wait_for_examine", Value::Null);
+    let all_b = rpc_ok(&b, "bdev_mirror_get_bdevs", Value::Null);
+    assert_eq!(all_b.as_array().map(Vec::len), Some(2), "after replay: {all_b}");
+    for before in [&r1_a, &r10_a] {
+        let name = before["name"].as_str().unwrap();
+        let after = b.mirror_info(name);
+        assert_eq!(
+            durable_view(&after),
+            durable_view(before),
+            "mirror {name} differs after save_config + reload"
+        );
+        assert_eq!(after["state"], json!("online"));
+        let bdev = rpc_ok(&b, "bdev_get_bdevs", json!({ "name": name }));
+        assert_eq!(bdev[0]["uuid"], before["uuid"], "bdev uuid of {name}");
+    }
+    // The replayed config saves to the same mirror entries.
+    let saved_b = save_config(&b);
+    let mirrors_of = |cfg: &Value| -> Vec<Value> {
+        cfg["subsystems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["subsystem"] == json!("bdev"))
+            .flat_map(|s| s["config"].as_array().unwrap().clone())
+            .filter(|e| e["method"] == json!("bdev_mirror_create"))
+            .collect()
+    };
+    assert_eq!(mirrors_of(&saved_b), mirrors_of(&saved));
+    b.shutdown(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+}
