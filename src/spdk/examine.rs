@@ -24,6 +24,7 @@ use super::mirror::{self, Mirror, MirrorOpts, DEFAULT_MAX_PARENTS, DEFAULT_POOL_
 use super::module::module_ptr;
 use super::options;
 use super::process::{self, Kind};
+use super::scratch::ScratchBdev;
 use super::uuid;
 use crate::bitmap::{resync_plan, Bits};
 use crate::engine::ReadPolicy;
@@ -48,15 +49,10 @@ pub type ReadDone = Box<dyn FnOnce(Result<Option<Found>, Fail>)>;
 
 struct Reader {
     name: String,
-    desc: *mut sys::spdk_bdev_desc,
-    ch: *mut sys::spdk_io_channel,
-    buf: *mut c_void,
-    bs: u64,
+    io: ScratchBdev,
     sb: Option<Superblock>,
     done: Option<ReadDone>,
 }
-
-extern "C" fn ignore_event(_: sys::spdk_bdev_event_type, _: *mut sys::spdk_bdev, _: *mut c_void) {}
 
 /// Reads bdev `name`'s superblock and bitmap: `Ok(None)` when it carries no mirror superblock,
 /// `Err` when it carries a bad one (the message says what is wrong).
@@ -64,38 +60,28 @@ pub fn read_superblock(name: &str, done: ReadDone) {
     let Ok(cname) = std::ffi::CString::new(name) else {
         return done(Ok(None));
     };
-    let mut desc = ptr::null_mut();
-    // SAFETY: NUL-terminated name; read-only open, closed in `read_finished`.
-    let rc = unsafe { sys::spdk_bdev_open_ext(cname.as_ptr(), false, Some(ignore_event), ptr::null_mut(), &mut desc) };
-    if rc != 0 {
-        return done(Err(Fail::plain(
-            rc,
-            format!("cannot open: {}", std::io::Error::from_raw_os_error(-rc)),
-        )));
-    }
-    // SAFETY: open desc.
-    let (bdev, ch) = unsafe { (sys::spdk_bdev_desc_get_bdev(desc), sys::spdk_bdev_get_io_channel(desc)) };
-    // SAFETY: open bdev.
-    let bs = unsafe { sys::spdk_bdev_get_block_size(bdev) } as u64;
     // Every bdev is examined: read only the superblock's blocks at first.
-    let blocks = (SUPERBLOCK_BYTES as u64).div_ceil(bs);
-    // SAFETY: plain DMA allocation, freed in `read_finished` (or replaced in `read_done`).
-    let buf = unsafe { sys::spdk_dma_zmalloc((blocks * bs) as usize, 0x1000, ptr::null_mut()) };
+    let blocks = |bs: u64| (SUPERBLOCK_BYTES as u64).div_ceil(bs);
+    let io = match ScratchBdev::open(&cname, false, blocks) {
+        Ok(io) => io,
+        Err(rc) => {
+            return done(Err(Fail::plain(
+                rc,
+                format!("cannot open: {}", std::io::Error::from_raw_os_error(-rc)),
+            )))
+        }
+    };
+    let (ready, n, blocks) = (io.ready(), io.num_blocks(), blocks(io.bs));
     let r = Box::into_raw(Box::new(Reader {
         name: name.to_string(),
-        desc,
-        ch,
-        buf,
-        bs,
+        io,
         sb: None,
         done: Some(done),
     }));
-    if ch.is_null() || buf.is_null() {
+    if !ready {
         return read_finished(r, Err(Fail::plain(-libc::EIO, "no memory to read the superblock")));
     }
-    // SAFETY: the bdev has at least one block; fewer blocks than the reserved area only lack
-    // a superblock.
-    let n = unsafe { sys::spdk_bdev_get_num_blocks(bdev) };
+    // Fewer blocks than the reserved area only lack a superblock.
     if n < blocks {
         return read_finished(r, Ok(None));
     }
@@ -106,8 +92,17 @@ fn read_blocks(r: *mut Reader, blocks: u64) {
     // SAFETY: ours until `read_finished`.
     let rd = unsafe { &mut *r };
     // SAFETY: open desc, this thread's channel, a buffer of at least `blocks` blocks.
-    let rc =
-        unsafe { sys::spdk_bdev_read_blocks(rd.desc, rd.ch, rd.buf, 0, blocks, Some(read_done), r as *mut c_void) };
+    let rc = unsafe {
+        sys::spdk_bdev_read_blocks(
+            rd.io.desc,
+            rd.io.ch,
+            rd.io.buf,
+            0,
+            blocks,
+            Some(read_done),
+            r as *mut c_void,
+        )
+    };
     if rc != 0 {
         read_finished(
             r,
@@ -131,12 +126,12 @@ extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
         let rd = unsafe { &mut *r };
         if let Some(sb) = rd.sb.take() {
             // The bitmap is in.
-            let at = (sb.bitmap_offset_blocks * rd.bs) as usize;
-            let len = (sb.bitmap_blocks * rd.bs) as usize;
+            let at = (sb.bitmap_offset_blocks * rd.io.bs) as usize;
+            let len = (sb.bitmap_blocks * rd.io.bs) as usize;
             // SAFETY: the buffer holds the metadata blocks just read.
-            let bytes = unsafe { std::slice::from_raw_parts((rd.buf as *const u8).add(at), len) };
+            let bytes = unsafe { std::slice::from_raw_parts((rd.io.buf as *const u8).add(at), len) };
             // SAFETY: as above; the superblock's bytes come first.
-            let head = unsafe { std::slice::from_raw_parts(rd.buf as *const u8, SUPERBLOCK_BYTES) };
+            let head = unsafe { std::slice::from_raw_parts(rd.io.buf as *const u8, SUPERBLOCK_BYTES) };
             let found = Found {
                 bdev: rd.name.clone(),
                 tunables: TunablesRecord::read(head, sb.legs.len()),
@@ -146,25 +141,25 @@ extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
             return read_finished(r, Ok(Some(found)));
         }
         // SAFETY: the buffer holds at least the superblock's bytes.
-        let head = unsafe { std::slice::from_raw_parts(rd.buf as *const u8, SUPERBLOCK_BYTES) };
+        let head = unsafe { std::slice::from_raw_parts(rd.io.buf as *const u8, SUPERBLOCK_BYTES) };
         let sb = match Superblock::decode(head) {
             Ok(sb) => sb,
             Err(SuperblockError::Magic) => return read_finished(r, Ok(None)),
             Err(e) => return read_finished(r, Err(Fail::named(-libc::EINVAL, e))),
         };
         // SAFETY: open desc.
-        let n = unsafe { sys::spdk_bdev_get_num_blocks(sys::spdk_bdev_desc_get_bdev(rd.desc)) };
+        let n = rd.io.num_blocks();
         let checked = sb
             .geometry()
             .map_err(|e| Fail::named(-libc::EINVAL, e))
             .and_then(|(_, layout)| {
                 // `geometry` refused a sum that overflows.
                 let need = sb.data_offset_blocks.saturating_add(sb.leg_data_blocks);
-                if sb.block_size as u64 != rd.bs {
+                if sb.block_size as u64 != rd.io.bs {
                     Err(Fail::new(
                         -libc::EINVAL,
                         "superblock",
-                        format!("records {}-byte blocks, the bdev has {}", sb.block_size, rd.bs),
+                        format!("records {}-byte blocks, the bdev has {}", sb.block_size, rd.io.bs),
                     ))
                 } else if n < need {
                     Err(Fail::new(
@@ -179,14 +174,8 @@ extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
         match checked {
             Ok(layout) => {
                 // A mirror leg: now the superblock and bitmap together.
-                let bytes = (layout.meta_blocks() * rd.bs) as usize;
-                // SAFETY: ours; the read into it is complete. The new one is freed in
-                // `read_finished`.
-                unsafe {
-                    sys::spdk_dma_free(rd.buf);
-                    rd.buf = sys::spdk_dma_zmalloc(bytes, 0x1000, ptr::null_mut());
-                }
-                if rd.buf.is_null() {
+                // (The read into the old buffer is complete.)
+                if !rd.io.regrow(layout.meta_blocks()) {
                     return read_finished(r, Err(Fail::plain(-libc::EIO, "no memory to read the bitmap")));
                 }
                 rd.sb = Some(sb);
@@ -200,15 +189,10 @@ extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
 fn read_finished(r: *mut Reader, result: Result<Option<Found>, Fail>) {
     // SAFETY: the last use of the reader.
     let mut rd = unsafe { Box::from_raw(r) };
-    // SAFETY: opened, taken and allocated in `read_superblock` on this thread.
-    unsafe {
-        if !rd.ch.is_null() {
-            sys::spdk_put_io_channel(rd.ch);
-        }
-        sys::spdk_dma_free(rd.buf);
-        sys::spdk_bdev_close(rd.desc);
-    }
-    if let Some(done) = rd.done.take() {
+    let done = rd.done.take();
+    // The bdev is let go of before the answer.
+    drop(rd);
+    if let Some(done) = done {
         done(result);
     }
 }

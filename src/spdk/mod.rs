@@ -11,13 +11,14 @@
 //! runs below through calls it hands down: a mirror's `Hooks`, a channel's `ChannelCalls`.
 
 // layer 0, leaves: logging and panic guards, typed callback contexts, JSON, the error type,
-// the module pointer, UUIDs, a host I/O's fields.
+// the module pointer, UUIDs, a host I/O's fields, a bdev opened for a one-off read or write.
 mod callback;
 mod error;
 mod ffi;
 mod host_io;
 mod json;
 mod module;
+mod scratch;
 mod uuid;
 
 // layer 1, state: a mirror, its legs, its metadata in memory, a process's status, the module

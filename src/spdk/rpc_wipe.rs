@@ -10,6 +10,7 @@ use spdk_sys as sys;
 use super::error::Fail;
 use super::ffi::{guard, noticelog};
 use super::rpc::{bad, handle};
+use super::scratch::ScratchBdev;
 use crate::superblock::{Superblock, MAGIC, SUPERBLOCK_BYTES};
 
 pub extern "C" fn rpc_wipe_superblock(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
@@ -86,10 +87,7 @@ enum WipeStep {
 /// that it never brings that mirror back.
 struct Wipe {
     name: String,
-    desc: *mut sys::spdk_bdev_desc,
-    ch: *mut sys::spdk_io_channel,
-    buf: *mut std::os::raw::c_void,
-    bs: u64,
+    io: ScratchBdev,
     /// Blocks zeroed: the superblock's metadata area (superblock and bitmap) when it is
     /// readable, else just the superblock's blocks.
     blocks: u64,
@@ -97,51 +95,39 @@ struct Wipe {
     done: Option<WipeDone>,
 }
 
-extern "C" fn ignore_event(_: sys::spdk_bdev_event_type, _: *mut sys::spdk_bdev, _: *mut std::os::raw::c_void) {}
-
 impl Wipe {
     /// Opens `name` read-write and reads its superblock's blocks.
     fn start(name: String, done: WipeDone) {
         let Ok(cname) = CString::new(name.as_str()) else {
             return done(Err(bad("base_bdev", "must not contain NUL")));
         };
-        let mut desc = ptr::null_mut();
-        // SAFETY: NUL-terminated name; the descriptor is closed in `finish`. A hot-remove
-        // meanwhile fails our I/O, which ends the wipe and closes it.
-        let rc =
-            unsafe { sys::spdk_bdev_open_ext(cname.as_ptr(), true, Some(ignore_event), ptr::null_mut(), &mut desc) };
-        if rc == -libc::EPERM {
-            return done(Err(Fail::new(
-                -libc::EBUSY,
-                "base_bdev",
-                format!("'{name}' is claimed; release it first"),
-            )));
-        }
-        if rc != 0 {
-            return done(Err(Fail::new(
-                rc,
-                "base_bdev",
-                format!("cannot open '{name}': {}", errno_text(rc)),
-            )));
-        }
-        // SAFETY: open descriptor.
-        let (bdev, ch) = unsafe { (sys::spdk_bdev_desc_get_bdev(desc), sys::spdk_bdev_get_io_channel(desc)) };
-        // SAFETY: open bdev.
-        let bs = unsafe { sys::spdk_bdev_get_block_size(bdev) } as u64;
-        let sb_blocks = (SUPERBLOCK_BYTES as u64).div_ceil(bs);
-        // SAFETY: a plain DMA allocation, freed in `finish` (or replaced in `zero`).
-        let buf = unsafe { sys::spdk_dma_zmalloc((sb_blocks * bs) as usize, 0x1000, ptr::null_mut()) };
+        let sb_blocks = |bs: u64| (SUPERBLOCK_BYTES as u64).div_ceil(bs);
+        let io = match ScratchBdev::open(&cname, true, sb_blocks) {
+            Ok(io) => io,
+            Err(rc) if rc == -libc::EPERM => {
+                return done(Err(Fail::new(
+                    -libc::EBUSY,
+                    "base_bdev",
+                    format!("'{name}' is claimed; release it first"),
+                )))
+            }
+            Err(rc) => {
+                return done(Err(Fail::new(
+                    rc,
+                    "base_bdev",
+                    format!("cannot open '{name}': {}", errno_text(rc)),
+                )))
+            }
+        };
+        let (ready, n, blocks) = (io.ready(), io.num_blocks(), sb_blocks(io.bs));
         let w = Box::into_raw(Box::new(Wipe {
             name,
-            desc,
-            ch,
-            buf,
-            bs,
-            blocks: sb_blocks,
+            io,
+            blocks,
             step: WipeStep::Read,
             done: Some(done),
         }));
-        if ch.is_null() || buf.is_null() {
+        if !ready {
             return finish(
                 w,
                 Err(Fail::new(
@@ -151,8 +137,7 @@ impl Wipe {
                 )),
             );
         }
-        // SAFETY: open bdev.
-        if unsafe { sys::spdk_bdev_get_num_blocks(bdev) } < sb_blocks {
+        if n < blocks {
             return finish(w, Err(no_superblock(w)));
         }
         submit_wipe(w);
@@ -180,11 +165,13 @@ fn submit_wipe(w: *mut Wipe) {
     // SAFETY: open descriptor, this thread's channel, a buffer of `blocks` blocks.
     let rc = unsafe {
         match wp.step {
-            WipeStep::Read => sys::spdk_bdev_read_blocks(wp.desc, wp.ch, wp.buf, 0, wp.blocks, Some(wipe_io_done), arg),
-            WipeStep::Zero => {
-                sys::spdk_bdev_write_blocks(wp.desc, wp.ch, wp.buf, 0, wp.blocks, Some(wipe_io_done), arg)
+            WipeStep::Read => {
+                sys::spdk_bdev_read_blocks(wp.io.desc, wp.io.ch, wp.io.buf, 0, wp.blocks, Some(wipe_io_done), arg)
             }
-            WipeStep::Flush => sys::spdk_bdev_flush_blocks(wp.desc, wp.ch, 0, wp.blocks, Some(wipe_io_done), arg),
+            WipeStep::Zero => {
+                sys::spdk_bdev_write_blocks(wp.io.desc, wp.io.ch, wp.io.buf, 0, wp.blocks, Some(wipe_io_done), arg)
+            }
+            WipeStep::Flush => sys::spdk_bdev_flush_blocks(wp.io.desc, wp.io.ch, 0, wp.blocks, Some(wipe_io_done), arg),
         }
     };
     if rc != 0 {
@@ -219,7 +206,7 @@ extern "C" fn wipe_io_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut 
         match wp.step {
             WipeStep::Read => zero(w),
             // SAFETY: open descriptor's bdev.
-            WipeStep::Zero if unsafe { sys::spdk_bdev_has_write_cache(sys::spdk_bdev_desc_get_bdev(wp.desc)) } => {
+            WipeStep::Zero if unsafe { sys::spdk_bdev_has_write_cache(wp.io.bdev()) } => {
                 // A volatile cache must not keep the superblock alive across a power loss.
                 wp.step = WipeStep::Flush;
                 submit_wipe(w);
@@ -234,15 +221,11 @@ fn zero(w: *mut Wipe) {
     // SAFETY: ours until `finish`.
     let wp = unsafe { &mut *w };
     // SAFETY: the buffer holds at least the superblock's bytes, just read.
-    let head = unsafe { std::slice::from_raw_parts(wp.buf as *const u8, SUPERBLOCK_BYTES) };
+    let head = unsafe { std::slice::from_raw_parts(wp.io.buf as *const u8, SUPERBLOCK_BYTES) };
     if head[..MAGIC.len()] != MAGIC {
         return finish(w, Err(no_superblock(w)));
     }
-    // SAFETY: open descriptor's bdev.
-    let (bdev, n) = unsafe {
-        let b = sys::spdk_bdev_desc_get_bdev(wp.desc);
-        (b, sys::spdk_bdev_get_num_blocks(b))
-    };
+    let (bdev, n) = (wp.io.bdev(), wp.io.num_blocks());
     // Claimed while we read (a mirror assembled with it): its owner's superblock now; leave it.
     if let Err(e) = unclaimed(bdev, &wp.name) {
         return finish(w, Err(e));
@@ -251,7 +234,7 @@ fn zero(w: *mut Wipe) {
     // reads; a readable one also loses its bitmap, as a delete leaves its legs.
     let meta = Superblock::decode(head)
         .ok()
-        .filter(|sb| sb.block_size as u64 == wp.bs)
+        .filter(|sb| sb.block_size as u64 == wp.io.bs)
         .and_then(|sb| sb.geometry().ok().map(|(_, layout)| layout.meta_blocks()))
         .filter(|&m| m <= n);
     wp.blocks = meta.unwrap_or(wp.blocks).max(wp.blocks);
@@ -263,12 +246,8 @@ fn zero(w: *mut Wipe) {
     // From here on no waiting mirror may take it: a half-assembled mirror would otherwise
     // assemble from a leg that is about to lose its superblock.
     super::examine::forget(&wp.name);
-    // SAFETY: the read is complete; the zeroed replacement is freed in `finish`.
-    unsafe {
-        sys::spdk_dma_free(wp.buf);
-        wp.buf = sys::spdk_dma_zmalloc((wp.blocks * wp.bs) as usize, 0x1000, ptr::null_mut());
-    }
-    if wp.buf.is_null() {
+    // (The read is complete.) A zeroed buffer of the blocks to wipe.
+    if !wp.io.regrow(wp.blocks) {
         let e = wipe_failed(w, "no memory");
         return finish(w, Err(e));
     }
@@ -280,15 +259,10 @@ fn zero(w: *mut Wipe) {
 fn finish(w: *mut Wipe, result: Result<(), Fail>) {
     // SAFETY: the last use of the wipe.
     let mut wp = unsafe { Box::from_raw(w) };
-    // SAFETY: taken, allocated and opened in `Wipe::start` on this thread.
-    unsafe {
-        if !wp.ch.is_null() {
-            sys::spdk_put_io_channel(wp.ch);
-        }
-        sys::spdk_dma_free(wp.buf);
-        sys::spdk_bdev_close(wp.desc);
-    }
-    if let Some(done) = wp.done.take() {
+    let done = wp.done.take();
+    // The bdev is let go of before the answer.
+    drop(wp);
+    if let Some(done) = done {
         done(result);
     }
 }
