@@ -4,10 +4,10 @@
 //! holds it, with `arg_mut`). Two common chains get whole trampolines: a visit of every channel
 //! of an io_device (`for_each_channel`) and a message to another thread (`send_msg`).
 //!
-//! Not through here: the long-running state machines (a process's `Job`, a metadata write's
-//! `MetaOp`/`MetaIo`, a `Reshape`, a superblock wipe or read) are owned through one typed
-//! pointer from their start to their `finish`, which frees them; a mirror and a channel are
-//! owned by SPDK objects (`create`/`teardown`, `fn_table`).
+//! The longer chains (a process's `Job`, a metadata write's `MetaOp`/`MetaIo`, a `Reshape`, a
+//! superblock wipe or read) carry one typed pointer from step to step: `start_chain` makes it,
+//! `end_chain` takes it back in the chain's last step. (A mirror and a channel are owned by SPDK
+//! objects instead: `create`/`teardown`, `fn_table`.)
 
 use std::os::raw::{c_int, c_void};
 
@@ -37,6 +37,21 @@ pub unsafe fn take_arg<T>(arg: *mut c_void) -> Box<T> {
 pub unsafe fn arg_mut<'a, T>(arg: *mut c_void) -> &'a mut T {
     // SAFETY: the caller's contract.
     unsafe { &mut *(arg as *mut T) }
+}
+
+/// Starts an asynchronous chain whose state `v` SPDK's callbacks carry from step to step (as
+/// their `void *`, cast back to `*mut T`).
+pub fn start_chain<T>(v: T) -> *mut T {
+    Box::into_raw(Box::new(v))
+}
+
+/// Ends a chain: its state, taken back for good.
+///
+/// # Safety
+/// `p` came from `start_chain` and was not ended before; no callback of the chain is pending.
+pub unsafe fn end_chain<T>(p: *mut T) -> Box<T> {
+    // SAFETY: the caller's contract.
+    unsafe { Box::from_raw(p) }
 }
 
 /// What a visit of one channel leaves to do.

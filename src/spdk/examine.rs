@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use spdk_sys as sys;
 
-use super::callback::{into_arg, take_arg};
+use super::callback::{end_chain, into_arg, start_chain, take_arg};
 use super::create::{self, CreateSpec, PersistSpec};
 use super::error::Fail;
 use super::ffi::{bdev_name, errlog, guard, noticelog, warnlog};
@@ -72,12 +72,12 @@ pub fn read_superblock(name: &str, done: ReadDone) {
         }
     };
     let (ready, n, blocks) = (io.ready(), io.num_blocks(), blocks(io.bs));
-    let r = Box::into_raw(Box::new(Reader {
+    let r = start_chain(Reader {
         name: name.to_string(),
         io,
         sb: None,
         done: Some(done),
-    }));
+    });
     if !ready {
         return read_finished(r, Err(Fail::plain(-libc::EIO, "no memory to read the superblock")));
     }
@@ -188,7 +188,7 @@ extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
 
 fn read_finished(r: *mut Reader, result: Result<Option<Found>, Fail>) {
     // SAFETY: the last use of the reader.
-    let mut rd = unsafe { Box::from_raw(r) };
+    let mut rd = unsafe { end_chain(r) };
     let done = rd.done.take();
     // The bdev is let go of before the answer.
     drop(rd);

@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 
 use spdk_sys as sys;
 
+use super::callback::{end_chain, start_chain};
 use super::error::Fail;
 use super::ffi::{errlog, guard};
 use super::metadata::{lock, Closing, MetaDone, Persist};
@@ -273,7 +274,7 @@ fn start(m: &'static Mirror) {
     };
     // Read after the writer took the waiters: a change whose caller waits is in this write.
     let tunables = tunables_record(m, p);
-    let op = Box::into_raw(Box::new(MetaOp {
+    let op = start_chain(MetaOp {
         m,
         fail_gen,
         remaining: 1,
@@ -282,7 +283,7 @@ fn start(m: &'static Mirror) {
         took_flush,
         waiters,
         closing,
-    }));
+    });
     let bs = m.geo().block_size() as usize;
     let layout = p.layout();
     let blocks = layout.meta_blocks();
@@ -323,7 +324,7 @@ fn start(m: &'static Mirror) {
             }
         }
         o.remaining += 1;
-        let io = Box::into_raw(Box::new(MetaIo {
+        let io = start_chain(MetaIo {
             op,
             leg: leg.index,
             ch,
@@ -331,7 +332,7 @@ fn start(m: &'static Mirror) {
             blocks,
             flushing: false,
             wait: sys::spdk_bdev_io_wait_entry::default(),
-        }));
+        });
         submit(io);
     }
     op_put(op);
@@ -387,7 +388,7 @@ extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut 
 
 fn io_finished(io: *mut MetaIo, success: bool) {
     // SAFETY: the last use of this leg's part.
-    let mi = unsafe { Box::from_raw(io) };
+    let mi = unsafe { end_chain(io) };
     // SAFETY: allocated in `start`.
     unsafe { sys::spdk_dma_free(mi.buf) };
     if !success {
@@ -407,7 +408,7 @@ fn op_put(op: *mut MetaOp) {
         return;
     }
     // SAFETY: last reference.
-    let o = unsafe { Box::from_raw(op) };
+    let o = unsafe { end_chain(op) };
     let m = o.m;
     let p = m.persist.as_ref().expect("metadata op of a mirror with metadata");
     if o.took_flush {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use spdk_sys as sys;
 
+use super::callback::{end_chain, start_chain};
 use super::error::Fail;
 use super::ffi::{errlog, guard, noticelog};
 use super::mirror::Mirror;
@@ -168,7 +169,7 @@ impl Reserved {
             total
         );
         let pos = ranges.first().map(|r| r.0).unwrap_or(0);
-        let j = Box::into_raw(Box::new(Job {
+        let j = start_chain(Job {
             mirror: m,
             kind,
             target,
@@ -195,7 +196,7 @@ impl Reserved {
                 .filter(|_| kind == Kind::Recovery)
                 .map(|p| Bits::new(p.layout().regions as usize)),
             done,
-        }));
+        });
         step(j);
     }
 }
@@ -680,7 +681,7 @@ fn unquiesce_then_finish(j: *mut Job, why: &'static str) {
 
 fn finish(j: *mut Job, result: Result<(), Fail>) {
     // SAFETY: the last use of the job.
-    let mut jb = unsafe { Box::from_raw(j) };
+    let mut jb = unsafe { end_chain(j) };
     let m = jb.mirror;
     // SAFETY: allocated in `start`.
     unsafe { sys::spdk_dma_free(jb.buf) };

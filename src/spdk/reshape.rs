@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use spdk_sys as sys;
 
-use super::callback::{for_each_channel, PerChannel, Visit};
+use super::callback::{end_chain, for_each_channel, start_chain, PerChannel, Visit};
 use super::error::Fail;
 use super::ffi::{errlog, guard, noticelog};
 use super::mirror::Mirror;
@@ -62,7 +62,7 @@ pub fn reshape(m: &'static Mirror, what: &'static str, apply: Apply, done: Done)
             ),
         )));
     }
-    let r = Box::into_raw(Box::new(Reshape {
+    let r = start_chain(Reshape {
         mirror: Pin::new(m),
         what,
         apply: Some(apply),
@@ -72,7 +72,7 @@ pub fn reshape(m: &'static Mirror, what: &'static str, apply: Apply, done: Done)
         poller: ptr::null_mut(),
         waiting_since: std::time::Instant::now(),
         failed_cores: AtomicU32::new(0),
-    }));
+    });
     // The whole bdev as it is now, by range: a resize changes its size before the unquiesce,
     // which must name the same range.
     let b = m.bdev_ptr();
@@ -253,7 +253,7 @@ fn fail(r: *mut Reshape, e: Fail) {
 
 fn finish(r: *mut Reshape) {
     // SAFETY: the last use of the box made in `reshape`.
-    let mut rs = unsafe { Box::from_raw(r) };
+    let mut rs = unsafe { end_chain(r) };
     let m = rs.mirror.mirror();
     match &rs.result {
         Ok(()) => noticelog!("mirror {}: {} done; the mirror is {}", m.name(), rs.what, m.state()),

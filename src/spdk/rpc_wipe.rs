@@ -7,6 +7,7 @@ use std::ptr;
 use serde_json::json;
 use spdk_sys as sys;
 
+use super::callback::{end_chain, start_chain};
 use super::error::Fail;
 use super::ffi::{guard, noticelog};
 use super::rpc::{bad, handle};
@@ -120,13 +121,13 @@ impl Wipe {
             }
         };
         let (ready, n, blocks) = (io.ready(), io.num_blocks(), sb_blocks(io.bs));
-        let w = Box::into_raw(Box::new(Wipe {
+        let w = start_chain(Wipe {
             name,
             io,
             blocks,
             step: WipeStep::Read,
             done: Some(done),
-        }));
+        });
         if !ready {
             return finish(
                 w,
@@ -258,7 +259,7 @@ fn zero(w: *mut Wipe) {
 /// Releases everything the wipe holds, then answers.
 fn finish(w: *mut Wipe, result: Result<(), Fail>) {
     // SAFETY: the last use of the wipe.
-    let mut wp = unsafe { Box::from_raw(w) };
+    let mut wp = unsafe { end_chain(w) };
     let done = wp.done.take();
     // The bdev is let go of before the answer.
     drop(wp);
