@@ -28,6 +28,24 @@ pub const STARTUP_TOO: u32 = sys::SPDK_RPC_STARTUP | sys::SPDK_RPC_RUNTIME;
 pub struct Request(*mut sys::spdk_jsonrpc_request);
 
 impl Request {
+    /// The answer of a method whose work answers `true` once it is done.
+    pub fn answer_true(self) -> Box<dyn FnOnce(Result<(), Fail>)> {
+        Box::new(move |r| self.reply(r.map(|_| serde_json::json!(true))))
+    }
+
+    /// The answer of a tunable's change, which is in effect at once but answered only once the
+    /// superblocks hold it, so that it survives a crash.
+    pub fn answer_recorded(self, field: &'static str) -> Box<dyn FnOnce(Result<(), Fail>)> {
+        Box::new(move |r| {
+            self.reply(r.map(|_| serde_json::json!(true)).map_err(|e| {
+                Fail::new(
+                    -libc::EIO,
+                    field,
+                    format!("in effect, but not recorded on the legs: {e}"),
+                )
+            }))
+        })
+    }
     pub fn reply(self, result: Result<Value, Fail>) {
         match result {
             Ok(v) => {
@@ -49,8 +67,27 @@ impl Request {
     }
 }
 
+/// A method in SPDK's two steps: `check` looks at every param (and whatever else it needs)
+/// and changes nothing, and a refusal is answered at once; only then does `start` act on what
+/// was checked, answering now or once its asynchronous work is over.
+pub fn handle_checked<T>(
+    request: *mut sys::spdk_jsonrpc_request,
+    params: *const sys::spdk_json_val,
+    check: fn(&Params) -> Result<T, Fail>,
+    start: fn(Request, T),
+) {
+    handle(request, params, move |req, p| match check(&p) {
+        Ok(checked) => start(req, checked),
+        Err(e) => req.reply(Err(e)),
+    })
+}
+
 /// Runs a handler body with params decoded, answering with an internal error if it panics.
-pub fn handle(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val, f: fn(Request, Params)) {
+pub fn handle(
+    request: *mut sys::spdk_jsonrpc_request,
+    params: *const sys::spdk_json_val,
+    f: impl FnOnce(Request, Params),
+) {
     let req = Request(request);
     let ok = guard("mirror RPC", false, || {
         // SAFETY: SPDK hands us the request's parsed params (or NULL).

@@ -1,71 +1,67 @@
 //! The RPC methods on a mirror's legs: `bdev_mirror_add_base_bdev`, `_remove_base_bdev`,
 //! `_replace_base_bdev` and `_set_num_legs`.
 
-use serde_json::json;
 use spdk_sys as sys;
 
 use super::error::Fail;
 use super::mirror::{self};
 use super::process::Kind;
-use super::rpc::{bad, handle, mirror_named};
+use super::rpc::{bad, handle_checked, mirror_named};
 use super::{join, legs, removal, teardown};
 
 pub extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
-    handle(request, params, |req, p| {
-        let target = p
-            .only(&["base_bdev"])
-            .and_then(|_| p.required_string("base_bdev"))
-            .and_then(|b| {
-                mirror::find_leg(&b)
-                    .ok_or_else(|| Fail::new(-libc::ENODEV, "base_bdev", format!("'{b}' is not a leg of any mirror")))
-            });
-        let (m, leg) = match target {
-            Ok(t) => t,
-            Err(e) => return req.reply(Err(e)),
-        };
-        // The leg a rebuild or recovery writes may go (that cancels it); any other leg could be
-        // its source.
-        let target = m.process.lock().ok().and_then(|p| p.as_ref().and_then(|p| p.target));
-        if m.process_active.load(std::sync::atomic::Ordering::Acquire) && target != Some(leg) {
-            return req.reply(Err(Fail::new(
-                -libc::EBUSY,
-                "base_bdev",
-                format!(
-                    "'{}' is running a {}; remove legs once it is done",
-                    m.name(),
-                    m.process
-                        .lock()
-                        .ok()
-                        .and_then(|p| p.as_ref().map(|p| p.kind.name()))
-                        .unwrap_or("process")
-                ),
-            )));
-        }
-        // Never take the last good copy of any block (mdadm's "faillast" rule, per block).
-        let left = m.in_sync_mask() & !(1 << leg);
-        if !m.every_block_covered(left) {
-            return req.reply(Err(Fail::new(
-                -libc::EBUSY,
-                "base_bdev",
-                format!(
-                    "'{}' holds the last in-sync copy of some blocks of '{}'",
-                    m.slot(leg).name(),
-                    m.name()
-                ),
-            )));
-        }
-        removal::remove_leg(
-            m,
-            leg,
-            "removed over RPC",
-            Box::new(move |r| req.reply(r.map(|_| json!(true)))),
-        );
-    })
+    handle_checked(
+        request,
+        params,
+        |p| {
+            p.only(&["base_bdev"])?;
+            let b = p.required_string("base_bdev")?;
+            let (m, leg) = mirror::find_leg(&b)
+                .ok_or_else(|| Fail::new(-libc::ENODEV, "base_bdev", format!("'{b}' is not a leg of any mirror")))?;
+            // The leg a rebuild or recovery writes may go (that cancels it); any other leg could
+            // be its source.
+            let running = m
+                .process
+                .lock()
+                .ok()
+                .and_then(|p| p.as_ref().map(|p| (p.kind.name(), p.target)));
+            if m.process_active.load(std::sync::atomic::Ordering::Acquire)
+                && running.and_then(|(_, target)| target) != Some(leg)
+            {
+                return Err(Fail::new(
+                    -libc::EBUSY,
+                    "base_bdev",
+                    format!(
+                        "'{}' is running a {}; remove legs once it is done",
+                        m.name(),
+                        running.map_or("process", |(kind, _)| kind)
+                    ),
+                ));
+            }
+            // Never take the last good copy of any block (mdadm's "faillast" rule, per block).
+            let left = m.in_sync_mask() & !(1 << leg);
+            if !m.every_block_covered(left) {
+                return Err(Fail::new(
+                    -libc::EBUSY,
+                    "base_bdev",
+                    format!(
+                        "'{}' holds the last in-sync copy of some blocks of '{}'",
+                        m.slot(leg).name(),
+                        m.name()
+                    ),
+                ));
+            }
+            Ok((m, leg))
+        },
+        |req, (m, leg)| removal::remove_leg(m, leg, "removed over RPC", req.answer_true()),
+    )
 }
 
 pub extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
-    handle(request, params, |req, p| {
-        let checked = (|| {
+    handle_checked(
+        request,
+        params,
+        |p| {
             p.only(&["name", "base_bdev"])?;
             let name = p.required_string("name")?;
             let base = p.required_string("base_bdev")?;
@@ -93,63 +89,56 @@ pub extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, par
             }
             legs::check_new_leg(m, &base, "base_bdev")?;
             Ok((m, base))
-        })();
-        let (m, base) = match checked {
-            Ok(c) => c,
-            Err(e) => return req.reply(Err(e)),
-        };
-        let join = move |m: &'static mirror::Mirror, slot: u32, kind: Kind| {
-            join::join_leg(
-                m,
-                slot,
-                &base.clone(),
-                kind,
-                false,
-                Box::new(move |r| req.reply(r.map(|_| json!(true)))),
-            );
-        };
-        let first_free = m.legs().iter().find(|l| !l.present()).map(|l| l.index).unwrap_or(0);
-        if m.persist.is_none() {
-            return join(m, first_free, Kind::Rebuild);
-        }
-        // A leg that carries this mirror's superblock goes back to its slot, recovered from
-        // the bitmap if it can be (md's re-add); any other bdev is rebuilt in full.
-        let base2 = p.string("base_bdev").ok().flatten().unwrap_or_default();
-        let pin = teardown::Pin::new(m);
-        super::examine::read_superblock(
-            &base2,
-            Box::new(move |r| {
-                // The mirror may have been deleted while the superblock was read (the pin
-                // keeps it from being freed until this is over).
-                let _pin = pin;
-                if m.deleting.load(std::sync::atomic::Ordering::Acquire) {
-                    return req.reply(Err(Fail::new(
-                        -libc::ENODEV,
-                        "name",
-                        "the mirror was deleted meanwhile",
-                    )));
-                }
-                let mine = m.persist.as_ref().map(|p| p.superblock().mirror_uuid);
-                let (slot, kind) = match r {
-                    Ok(Some(f))
-                        if Some(f.sb.mirror_uuid) == mine
-                            && m.legs().get(f.sb.this_slot as usize).is_some_and(|l| !l.present()) =>
-                    {
-                        (f.sb.this_slot, super::examine::rejoin_kind(m, &f))
+        },
+        |req, (m, base)| {
+            let base2 = base.clone();
+            let join = move |m: &'static mirror::Mirror, slot: u32, kind: Kind| {
+                join::join_leg(m, slot, &base, kind, false, req.answer_true());
+            };
+            let first_free = m.legs().iter().find(|l| !l.present()).map(|l| l.index).unwrap_or(0);
+            if m.persist.is_none() {
+                return join(m, first_free, Kind::Rebuild);
+            }
+            // A leg that carries this mirror's superblock goes back to its slot, recovered from
+            // the bitmap if it can be (md's re-add); any other bdev is rebuilt in full.
+            let pin = teardown::Pin::new(m);
+            super::examine::read_superblock(
+                &base2,
+                Box::new(move |r| {
+                    // The mirror may have been deleted while the superblock was read (the pin
+                    // keeps it from being freed until this is over).
+                    let _pin = pin;
+                    if m.deleting.load(std::sync::atomic::Ordering::Acquire) {
+                        return req.reply(Err(Fail::new(
+                            -libc::ENODEV,
+                            "name",
+                            "the mirror was deleted meanwhile",
+                        )));
                     }
-                    _ => (first_free, Kind::Rebuild),
-                };
-                join(m, slot, kind);
-            }),
-        );
-    })
+                    let mine = m.persist.as_ref().map(|p| p.superblock().mirror_uuid);
+                    let (slot, kind) = match r {
+                        Ok(Some(f))
+                            if Some(f.sb.mirror_uuid) == mine
+                                && m.legs().get(f.sb.this_slot as usize).is_some_and(|l| !l.present()) =>
+                        {
+                            (f.sb.this_slot, super::examine::rejoin_kind(m, &f))
+                        }
+                        _ => (first_free, Kind::Rebuild),
+                    };
+                    join(m, slot, kind);
+                }),
+            );
+        },
+    )
 }
 
 /// md's `--replace`: `base_bdev` keeps serving while `new_base_bdev` is copied, then the new
 /// one takes its place. Answers once the copy has started.
 pub extern "C" fn rpc_replace_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
-    handle(request, params, |req, p| {
-        let checked = (|| {
+    handle_checked(
+        request,
+        params,
+        |p| {
             p.only(&["name", "base_bdev", "new_base_bdev"])?;
             let name = p.string("name")?;
             let base = p.required_string("base_bdev")?;
@@ -173,19 +162,19 @@ pub extern "C" fn rpc_replace_base_bdev(request: *mut sys::spdk_jsonrpc_request,
             }
             // A running process is refused by the reshape that starts the replacement.
             Ok((m, leg, new))
-        })();
-        let (m, leg, new) = match checked {
-            Ok(c) => c,
-            Err(e) => return req.reply(Err(e)),
-        };
-        super::replace::replace(m, leg, new, Box::new(move |r| req.reply(r.map(|_| json!(true)))));
-    })
+        },
+        |req, (m, leg, new)| {
+            super::replace::replace(m, leg, new, req.answer_true());
+        },
+    )
 }
 
 /// md's `--grow --raid-devices`: RAID1 gains or loses copies; new slots take `base_bdevs`.
 pub extern "C" fn rpc_set_num_legs(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
-    handle(request, params, |req, p| {
-        let checked = (|| {
+    handle_checked(
+        request,
+        params,
+        |p| {
             p.only(&["name", "num_legs", "base_bdevs"])?;
             let name = p.required_string("name")?;
             let n = p
@@ -197,11 +186,9 @@ pub extern "C" fn rpc_set_num_legs(request: *mut sys::spdk_jsonrpc_request, para
                 Vec::new()
             };
             Ok((mirror_named(&name)?, n as u32, bases))
-        })();
-        let (m, n, bases) = match checked {
-            Ok(c) => c,
-            Err(e) => return req.reply(Err(e)),
-        };
-        super::num_legs::set_num_legs(m, n, bases, Box::new(move |r| req.reply(r.map(|_| json!(true)))));
-    })
+        },
+        |req, (m, n, bases)| {
+            super::num_legs::set_num_legs(m, n, bases, req.answer_true());
+        },
+    )
 }

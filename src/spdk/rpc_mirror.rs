@@ -10,7 +10,7 @@ use super::create::{self, CreateSpec, PersistSpec};
 use super::error::Fail;
 use super::mirror::{self, MirrorOpts, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
 use super::process::{self, Kind};
-use super::rpc::{bad, bdev_exists, handle, mirror_named, Params, Request};
+use super::rpc::{bad, bdev_exists, handle, handle_checked, mirror_named, Params, Request};
 use super::{stats, teardown};
 use crate::engine::ReadPolicy;
 use crate::placement::{Geometry, GeometrySpec, Level, Raid10Layout, MAX_LEGS};
@@ -219,9 +219,8 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
 }
 
 pub extern "C" fn rpc_create(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
-    handle(request, params, |req, p| match create_spec(&p) {
-        Err(e) => req.reply(Err(e)),
-        Ok(spec) => create::create(spec, Box::new(move |r| req.reply(r.map(|m| json!(m.name()))))),
+    handle_checked(request, params, create_spec, |req, spec| {
+        create::create(spec, Box::new(move |r| req.reply(r.map(|m| json!(m.name())))))
     })
 }
 
@@ -293,14 +292,13 @@ impl Category {
 }
 
 pub extern "C" fn rpc_get_bdevs(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
-    handle(request, params, |req, p| match select(&p) {
-        Err(e) => req.reply(Err(e)),
-        Ok((mirrors, waiting)) => gather(
+    handle_checked(request, params, select, |req, (mirrors, waiting)| {
+        gather(
             req,
             mirrors.into_iter().map(teardown::Pin::new).collect(),
             Vec::new(),
             waiting,
-        ),
+        )
     })
 }
 
@@ -346,38 +344,30 @@ fn gather(req: Request, mut rest: std::collections::VecDeque<teardown::Pin>, mut
 }
 
 pub extern "C" fn rpc_set_options(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
-    handle(request, params, |req, p| {
-        let checked = (|| {
+    handle_checked(
+        request,
+        params,
+        |p| {
             p.only(&["name", "rebuild_max_mb_per_s"])?;
             let name = p.required_string("name")?;
             let m = mirror_named(&name)?;
             Ok((m, p.uint("rebuild_max_mb_per_s", 0, MAX_RATE_MB)?))
-        })();
-        let (m, rate) = match checked {
-            Ok((m, Some(rate))) => (m, rate),
-            Ok((_, None)) => return req.reply(Ok(json!(true))),
-            Err(e) => return req.reply(Err(e)),
-        };
-        m.rebuild_max_mb.store(rate, std::sync::atomic::Ordering::Release);
-        // The answer waits until the superblocks hold the new cap, so it survives a crash.
-        super::persist::record_tunables(
-            m,
-            Box::new(move |r| {
-                req.reply(r.map(|_| json!(true)).map_err(|e| {
-                    Fail::new(
-                        -libc::EIO,
-                        "rebuild_max_mb_per_s",
-                        format!("in effect, but not recorded on the legs: {e}"),
-                    )
-                }))
-            }),
-        );
-    })
+        },
+        |req, (m, rate)| {
+            let Some(rate) = rate else {
+                return req.reply(Ok(json!(true)));
+            };
+            m.rebuild_max_mb.store(rate, std::sync::atomic::Ordering::Release);
+            super::persist::record_tunables(m, req.answer_recorded("rebuild_max_mb_per_s"));
+        },
+    )
 }
 
 pub extern "C" fn rpc_check(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
-    handle(request, params, |req, p| {
-        let checked = (|| {
+    handle_checked(
+        request,
+        params,
+        |p| {
             p.only(&["name", "repair"])?;
             let name = p.required_string("name")?;
             let repair = p.boolean("repair")?.unwrap_or(false);
@@ -390,43 +380,43 @@ pub extern "C" fn rpc_check(request: *mut sys::spdk_jsonrpc_request, params: *co
                 ));
             }
             Ok((m, repair))
-        })();
-        let (m, repair) = match checked {
-            Ok(c) => c,
-            Err(e) => return req.reply(Err(e)),
-        };
-        let started = process::start(
-            m,
-            Kind::Check { repair },
-            None,
-            vec![(0, m.geo().data_blocks())],
-            Some(Box::new(move |r| {
-                req.reply(
-                    r.map(|o| {
-                        json!({
-                            "mismatch_blocks": o.mismatch_blocks,
-                            "blocks_checked": o.blocks_checked,
-                            "repaired_blocks": o.repaired_blocks,
+        },
+        |req, (m, repair)| {
+            let started = process::start(
+                m,
+                Kind::Check { repair },
+                None,
+                vec![(0, m.geo().data_blocks())],
+                Some(Box::new(move |r| {
+                    req.reply(
+                        r.map(|o| {
+                            json!({
+                                "mismatch_blocks": o.mismatch_blocks,
+                                "blocks_checked": o.blocks_checked,
+                                "repaired_blocks": o.repaired_blocks,
+                            })
                         })
-                    })
-                    .map_err(|e| Fail::plain(-libc::EIO, format!("check stopped: {e}"))),
-                )
-            })),
-        );
-        if let Err(e) = started {
-            req.reply(Err(e.in_field("name")));
-        }
-    })
+                        .map_err(|e| Fail::plain(-libc::EIO, format!("check stopped: {e}"))),
+                    )
+                })),
+            );
+            if let Err(e) = started {
+                req.reply(Err(e.in_field("name")));
+            }
+        },
+    )
 }
 
 pub extern "C" fn rpc_set_read_policy(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
-    handle(request, params, |req, p| {
-        let checked = (|| {
+    handle_checked(
+        request,
+        params,
+        |p| {
             p.only(&["name", "read_policy", "preferred_leg"])?;
             let name = p.required_string("name")?;
             let m = mirror_named(&name)?;
             p.required_string("read_policy")?;
-            let policy = read_policy(&p)?;
+            let policy = read_policy(p)?;
             if let ReadPolicy::Preferred(leg) = policy {
                 if leg >= m.geo().legs() {
                     return Err(bad(
@@ -436,24 +426,10 @@ pub extern "C" fn rpc_set_read_policy(request: *mut sys::spdk_jsonrpc_request, p
                 }
             }
             Ok((m, policy))
-        })();
-        let (m, policy) = match checked {
-            Ok(c) => c,
-            Err(e) => return req.reply(Err(e)),
-        };
-        m.set_read_policy(policy);
-        // The answer waits until the superblocks hold the new policy, so it survives a crash.
-        super::persist::record_tunables(
-            m,
-            Box::new(move |r| {
-                req.reply(r.map(|_| json!(true)).map_err(|e| {
-                    Fail::new(
-                        -libc::EIO,
-                        "read_policy",
-                        format!("in effect, but not recorded on the legs: {e}"),
-                    )
-                }))
-            }),
-        );
-    })
+        },
+        |req, (m, policy)| {
+            m.set_read_policy(policy);
+            super::persist::record_tunables(m, req.answer_recorded("read_policy"));
+        },
+    )
 }

@@ -4,19 +4,20 @@
 use std::ffi::CString;
 use std::ptr;
 
-use serde_json::json;
 use spdk_sys as sys;
 
 use super::callback::{end_chain, start_chain};
 use super::error::Fail;
 use super::ffi::{guard, noticelog};
-use super::rpc::{bad, handle};
+use super::rpc::{bad, handle_checked};
 use super::scratch::ScratchBdev;
 use crate::superblock::{Superblock, MAGIC, SUPERBLOCK_BYTES};
 
 pub extern "C" fn rpc_wipe_superblock(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
-    handle(request, params, |req, p| {
-        let checked = (|| {
+    handle_checked(
+        request,
+        params,
+        |p| {
             p.only(&["base_bdev"])?;
             let name = p.required_string("base_bdev")?;
             let c = CString::new(name.as_str()).map_err(|_| bad("base_bdev", "must not contain NUL"))?;
@@ -27,12 +28,9 @@ pub extern "C" fn rpc_wipe_superblock(request: *mut sys::spdk_jsonrpc_request, p
             }
             unclaimed(bdev, &name)?;
             Ok(name)
-        })();
-        match checked {
-            Err(e) => req.reply(Err(e)),
-            Ok(name) => Wipe::start(name, Box::new(move |r| req.reply(r.map(|_| json!(true))))),
-        }
-    })
+        },
+        |req, name| Wipe::start(name, req.answer_true()),
+    )
 }
 
 /// Refuses a bdev some module (this one or another) holds: its owner writes it, and wiping
