@@ -26,7 +26,10 @@ fn the_tests_parser_reads_the_bench_fixtures_as_recorded() {
         let want: Value = serde_json::from_str(&fs::read_to_string(&path).expect("read")).expect("json");
         let got = parse_bdevperf_output(&fs::read_to_string(format!("{stem}.txt")).expect("captured output"));
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
-        let total = got.total.as_ref().unwrap_or_else(|| panic!("{name}: no Total line parsed"));
+        let total = got
+            .total
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no Total line parsed"));
         let t = &want["total"];
         for (field, value) in [
             ("iops", total.iops),
@@ -51,7 +54,11 @@ fn the_tests_parser_reads_the_bench_fixtures_as_recorded() {
                 ("avg_us", g.stats.avg_lat_us),
             ] {
                 let expected = w[field].as_f64().unwrap_or_else(|| panic!("{name}: jobs.{field}"));
-                assert!(close(value, expected), "{name}: job {} {field} {value} != {expected}", g.name);
+                assert!(
+                    close(value, expected),
+                    "{name}: job {} {field} {value} != {expected}",
+                    g.name
+                );
             }
         }
         let failures = want["failures"].as_u64().expect("failures") as usize;
@@ -78,5 +85,8 @@ fn the_bench_parser_passes_its_unittests() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "bench unittests failed:\n{text}");
-    assert!(text.contains("OK") && !text.contains("Ran 0 tests"), "bench unittests ran nothing:\n{text}");
+    assert!(
+        text.contains("OK") && !text.contains("Ran 0 tests"),
+        "bench unittests ran nothing:\n{text}"
+    );
 }
