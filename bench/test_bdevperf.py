@@ -1,4 +1,5 @@
-"""The bench's bdevperf parser against real captured bdevperf outputs.
+"""The project's bdevperf parser (the library's, through `spdk-mirror bdevperf-report`; build it
+with `cargo build --release`, or name it with SPDK_MIRROR_BIN) against real captured outputs.
 
     python3 -m unittest discover bench
 
@@ -6,9 +7,8 @@ Each fixtures/bdevperf/<name>.txt is a bdevperf run's stdout and stderr as captu
 `*.log` is git-ignored); <name>.expected.json says how it was run (`command`, `bdev_config`),
 what the case is for (`why`) and what it must parse to, read off the log by hand. The p99
 values were computed apart from the parser (the histogram's buckets summed with awk and sort)
-and, for one job, equal bdevperf's own 99 % summary line. The same files are meant for the
-tests' Rust parser (tests/support) too, so that the two parsers of the one format are held to
-the same answers (see bench/README.md).
+and, for one job, equal bdevperf's own 99 % summary line. tests/bdevperf_parse.rs reads the same
+files with the same parser from Rust, and runs these tests.
 """
 
 import json
@@ -49,8 +49,8 @@ class ParseBdevperf(unittest.TestCase):
                     self.assertEqual(got["histogram_ios"], exp["histogram_ios"])
 
     def test_one_parser(self):
-        # The issue this package closed: bdevperf's output was parsed twice in bench/. The sweep
-        # must use this parser, and nothing else under bench/ may define one.
+        # bdevperf's output has one parser (the library's): the sweep reads it through the same
+        # function, and nothing under bench/ parses it on its own.
         import mirrorbench.pressure
         self.assertIs(mirrorbench.pressure.parse_bdevperf, parse_bdevperf)
         bench = Path(__file__).resolve().parent

@@ -5,8 +5,10 @@
 //! - [`engine`]: the I/O state machine (submit-at-once children, biased `remaining`, park and
 //!   resume at the exact child). Pure, generic over a [`engine::Backend`].
 //! - [`sim`]: a deterministic discrete-event backend to test the engine without SPDK.
+//! - [`bdevperf`]: SPDK bdevperf's output, parsed (for the tests and the benchmark).
 //! - `spdk` (only when SPDK was found at build time): the FFI glue that makes it a bdev module.
 
+pub mod bdevperf;
 pub mod bitmap;
 pub mod engine;
 pub mod placement;

@@ -1,6 +1,6 @@
-//! The tests' bdevperf parser (`tests/support/bdevperf/parse.rs`) against the captured bdevperf
-//! outputs the bench's parser is tested on (`bench/fixtures/bdevperf`, each with the answers read
-//! off the log by hand): what both parsers read, they must read alike. Needs no SPDK.
+//! The project's one bdevperf parser (`spdk_mirror::bdevperf`, which the tests use directly and
+//! the benchmark through `spdk-mirror bdevperf-report`) against captured bdevperf outputs
+//! (`bench/fixtures/bdevperf`, each with the answers read off the log by hand). Needs no SPDK.
 
 mod support;
 
@@ -63,13 +63,19 @@ fn the_tests_parser_reads_the_bench_fixtures_as_recorded() {
         }
         let failures = want["failures"].as_u64().expect("failures") as usize;
         assert_eq!(got.io_failures, failures, "{name}: failures");
+        assert_eq!(got.p99_us, want["p99_us"].as_f64(), "{name}: p99_us");
+        assert_eq!(got.p99_source, want["p99_source"].as_str(), "{name}: p99_source");
+        if let Some(n) = want.get("histogram_ios") {
+            assert_eq!(got.histogram_ios, n.as_u64(), "{name}: histogram_ios");
+        }
         checked += 1;
     }
     assert!(checked >= 5, "only {checked} fixtures in {}", dir.display());
 }
 
-/// The bench's own tests (its parser on the same fixtures, the pressure sweep using it): run here
-/// so that the README's test command holds both parsers to the fixtures.
+/// The bench's own tests (the parser reached through `spdk-mirror bdevperf-report`, as the bench
+/// does, on the same fixtures; the pressure sweep using it): run here, with the binary this test
+/// run built, so that the README's test command covers the bench's way in too.
 #[test]
 fn the_bench_parser_passes_its_unittests() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -77,6 +83,7 @@ fn the_bench_parser_passes_its_unittests() {
         .args(["-m", "unittest", "discover", "-s", "bench", "-t", "bench"])
         .current_dir(root)
         .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("SPDK_MIRROR_BIN", env!("CARGO_BIN_EXE_spdk-mirror"))
         .output()
         .expect("python3 (CPython 3, which the bench needs) is not on PATH");
     let text = format!(

@@ -1,13 +1,13 @@
-"""Running bdevperf, and the bench's one parser of its output (`parse_bdevperf`), used by the
-benchmark and the pressure sweep alike. `bench/test_bdevperf.py` checks it against real captured
-outputs in `bench/fixtures/bdevperf/`; see bench/README.md for how it relates to the tests'
-parser (tests/support, Rust)."""
+"""Running bdevperf, and reading its output with the project's one parser of it: the library's
+`spdk_mirror::bdevperf`, which the integration tests use directly, reached here through the
+`spdk-mirror bdevperf-report` command (`cargo build --release` builds it beside the module).
+`bench/test_bdevperf.py` and `tests/bdevperf_parse.rs` check it against real captured outputs in
+`bench/fixtures/bdevperf/`."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -17,84 +17,36 @@ from .cpu import io_phase_cpu, supervise
 from .systems import Row, System, cores_of
 
 MEM_MB = 1024  # DPDK memory (-s) per bdevperf process
-P99 = 99.0
+REPO = Path(__file__).resolve().parents[2]
 
-NUM = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
-TOTAL_RE = re.compile(rf"^\s*Total\s*:\s*((?:{NUM}\s+){{6}}{NUM})\s*$")
-JOB_ROW_RE = re.compile(rf"^\s*(\S+)\s*:\s*((?:{NUM}\s+){{7}}{NUM})\s*$")
-BUCKET_RE = re.compile(rf"^\s*({NUM})\s*-\s*({NUM}):\s*({NUM})%\s*\(\s*(\d+)\)\s*$")
-SUMMARY_RE = re.compile(rf"^\s*({NUM})%\s*:\s*({NUM})us\s*$")
+
+def report_command() -> Path:
+    """The `spdk-mirror` executable: SPDK_MIRROR_BIN, else the release build of this repository
+    (under CARGO_TARGET_DIR when set)."""
+    explicit = os.environ.get("SPDK_MIRROR_BIN")
+    if explicit:
+        return Path(explicit)
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+    if not target.is_absolute():
+        target = REPO / target
+    return target / "release" / "spdk-mirror"
 
 
 def parse_bdevperf(text: str) -> dict:
-    """Parses bdevperf's final table and its `-ll` latency summary and histogram.
-
-    The Total row: IOPS, MiB/s, Fail/s, TO/s, Average, min, max (latencies in us). The
-    histogram has one block per job (`Job: <bdev> (Core Mask 0x..)`) of lines
-    `  <start> - <end>:  <cumulative %>  ( <count>)`, bucket bounds in us. p99 of the run is
-    taken from the histograms of all jobs merged (the end of the bucket where the cumulative
-    count reaches 99 %, as bdevperf's own summary does for one job); when there is no
-    histogram, the per-job summary's 99 % line is used (the worst job); when neither is
-    there, p99 is None.
-
-    With `-S` the table is printed periodically; as in the tests' parser (tests/support), the
-    last block wins: the job rows since the previous Total, up to the last Total.
-    """
-    lines = text.replace("\r", "\n").splitlines()
-    res: dict = {"total": None, "jobs": [], "p99_us": None, "p99_source": None,
-                 "job_p99_us": [], "failures": 0}
-    section = None
-    block: list[dict] = []  # job rows since the last Total
-    buckets: dict[tuple[float, float], int] = {}
-    for line in lines:
-        s = line.strip()
-        if s.startswith("Latency summary"):
-            section = "summary"
-            continue
-        if s.startswith("Latency histogram"):
-            section = "histogram"
-            continue
-        if s.startswith("task offset:") and s.endswith("fails"):
-            res["failures"] += 1
-            continue
-        if section is None:
-            m = TOTAL_RE.match(line)
-            if m:
-                n = [float(x) for x in m.group(1).split()]
-                res["total"] = {"iops": n[0], "mib_s": n[1], "fail_s": n[2], "to_s": n[3],
-                                "avg_us": n[4], "min_us": n[5], "max_us": n[6]}
-                res["jobs"], block = block, []
-                continue
-            m = JOB_ROW_RE.match(line)
-            if m:
-                n = [float(x) for x in m.group(2).split()]
-                block.append({"name": m.group(1), "runtime_s": n[0], "iops": n[1],
-                              "mib_s": n[2], "avg_us": n[5]})
-        elif section == "summary":
-            m = SUMMARY_RE.match(line)
-            if m and abs(float(m.group(1)) - P99) < 1e-9:
-                res["job_p99_us"].append(float(m.group(2)))
-        elif section == "histogram":
-            m = BUCKET_RE.match(line)
-            if m:
-                k = (float(m.group(1)), float(m.group(2)))
-                buckets[k] = buckets.get(k, 0) + int(m.group(4))
-    if res["total"] is None:
-        res["jobs"] = block  # the partial table of an interrupted run
-    if buckets:
-        total = sum(buckets.values())
-        cum = 0
-        for (_, end), count in sorted(buckets.items(), key=lambda kv: kv[0][1]):
-            cum += count
-            if cum * 100.0 >= P99 * total:
-                res["p99_us"] = end
-                res["p99_source"] = "merged -ll histogram"
-                break
-        res["histogram_ios"] = total
-    elif res["job_p99_us"]:
-        res["p99_us"] = max(res["job_p99_us"])
-        res["p99_source"] = "worst job's -l summary"
-    return res
+    """What a bdevperf run printed, as the library's parser reads it (`BdevperfResult::report`):
+    `total` (`iops`, `mib_s`, `fail_s`, `to_s`, `avg_us`, `min_us`, `max_us`; None without a
+    Total row), `jobs` (`name`, `runtime_s`, `iops`, `mib_s`, `avg_us`), `failures`, `p99_us`
+    (from the `-ll` histograms of all jobs merged, else the worst job's `-l` summary, else None),
+    `p99_source`, `job_p99_us`, and `histogram_ios` when there was a histogram."""
+    cmd = report_command()
+    if not cmd.is_file():
+        raise RuntimeError(f"{cmd} is missing: build it with `cargo build --release` "
+                           "(or name it with SPDK_MIRROR_BIN)")
+    out = subprocess.run([str(cmd), "bdevperf-report"], input=text.encode(errors="replace"),
+                         capture_output=True, timeout=60)
+    if out.returncode != 0:
+        raise RuntimeError(f"{cmd} bdevperf-report failed: {out.stderr.decode(errors='replace')}")
+    return json.loads(out.stdout)
 
 
 def run_bdevperf(bdevperf: Path, lib: Path, system: System, row: Row, seconds: int,

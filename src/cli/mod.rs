@@ -1,6 +1,7 @@
 //! Command-line front end. Exit codes: 0 success, 1 a run that lost or failed I/O, 2 bad input,
 //! 3 a simulation that stalled.
 
+mod bdevperf_report;
 mod geometry;
 mod map;
 mod simulate;
@@ -24,6 +25,8 @@ enum Cmd {
     Map(map::MapArgs),
     /// Run random I/O through the engine on the deterministic simulator and check every byte.
     Simulate(simulate::SimArgs),
+    /// Parse a bdevperf run's output and print it as JSON (what the benchmark reads).
+    BdevperfReport(bdevperf_report::ReportArgs),
 }
 
 pub const EXIT_BAD_INPUT: i32 = 2;
@@ -45,6 +48,7 @@ pub fn main() -> i32 {
     match cli.cmd {
         Cmd::Map(args) => map::run(args),
         Cmd::Simulate(args) => simulate::run(args),
+        Cmd::BdevperfReport(args) => bdevperf_report::run(args),
     }
 }
 

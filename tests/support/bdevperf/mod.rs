@@ -1,9 +1,8 @@
 //! bdevperf: [`BdevperfOpts`], the one-shot runner [`bdevperf`] and the `-z` server
-//! [`bdevperf_server`]. The output parser and its types are in [`parse`], on their own.
+//! [`bdevperf_server`]. The output parser and its types are the library's (`spdk_mirror::bdevperf`),
+//! the one the benchmark uses too.
 
-mod parse;
-
-pub use parse::{parse_bdevperf_output, BdevperfJob, BdevperfResult, BdevperfStats};
+pub use spdk_mirror::bdevperf::{parse_bdevperf_output, BdevperfJob, BdevperfResult, BdevperfStats};
 
 use std::fs;
 use std::path::Path;

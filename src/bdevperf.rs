@@ -1,8 +1,15 @@
-//! bdevperf's output, parsed: [`parse_bdevperf_output`] and the types it fills
-//! ([`BdevperfResult`], [`BdevperfJob`], [`BdevperfStats`]). Self-contained on purpose (std only),
-//! so that it can move into the library as a unit.
+//! SPDK bdevperf's output, parsed: [`parse_bdevperf_output`] and the types it fills
+//! ([`BdevperfResult`], [`BdevperfJob`], [`BdevperfStats`]). The one parser of that format in
+//! this project: the integration tests use it directly, the benchmark (`bench/`, Python)
+//! through `spdk-mirror bdevperf-report`, which prints [`BdevperfResult::report`] as JSON. Both
+//! are checked against the captured outputs in `bench/fixtures/bdevperf/`.
 
 use std::process::ExitStatus;
+
+use serde_json::{json, Value};
+
+/// The percentile the latency reports give.
+const P99: f64 = 99.0;
 
 /// Throughput and latency numbers of one row of bdevperf's final table. Latencies in µs.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -54,6 +61,16 @@ pub struct BdevperfResult {
     pub output: String,
     /// The command line that was run.
     pub command: String,
+    /// p99 latency, µs: from the `-ll` histograms of all jobs merged (the end of the bucket
+    /// where the cumulative count reaches 99 %, as bdevperf's own summary does for one job),
+    /// else the worst job's 99 % summary line (`-l`), else `None`.
+    pub p99_us: Option<f64>,
+    /// Where `p99_us` came from.
+    pub p99_source: Option<&'static str>,
+    /// Each job's 99 % line of the `-l` latency summary, µs.
+    pub job_p99_us: Vec<f64>,
+    /// I/Os counted in the merged histogram (when there is one).
+    pub histogram_ios: Option<u64>,
 }
 
 impl BdevperfResult {
@@ -117,6 +134,41 @@ impl BdevperfResult {
     pub fn job(&self, name: &str) -> Option<&BdevperfJob> {
         self.jobs.iter().find(|j| j.name == name)
     }
+
+    /// What the benchmark reads of a run, as JSON (`spdk-mirror bdevperf-report`): `total`
+    /// (`iops`, `mib_s`, `fail_s`, `to_s`, `avg_us`, `min_us`, `max_us`, or null), `jobs`
+    /// (`name`, `runtime_s`, `iops`, `mib_s`, `avg_us`), `failures`, `p99_us`, `p99_source`,
+    /// `job_p99_us`, and `histogram_ios` when there was a histogram.
+    pub fn report(&self) -> Value {
+        let total = self.total.map(|t| {
+            json!({
+                "iops": t.iops, "mib_s": t.mib_s, "fail_s": t.fail_per_s, "to_s": t.timeout_per_s,
+                "avg_us": t.avg_lat_us, "min_us": t.min_lat_us, "max_us": t.max_lat_us,
+            })
+        });
+        let jobs: Vec<Value> = self
+            .jobs
+            .iter()
+            .map(|j| {
+                json!({
+                    "name": j.name, "runtime_s": j.runtime_s, "iops": j.stats.iops,
+                    "mib_s": j.stats.mib_s, "avg_us": j.stats.avg_lat_us,
+                })
+            })
+            .collect();
+        let mut v = json!({
+            "total": total,
+            "jobs": jobs,
+            "failures": self.io_failures,
+            "p99_us": self.p99_us,
+            "p99_source": self.p99_source,
+            "job_p99_us": self.job_p99_us,
+        });
+        if let Some(n) = self.histogram_ios {
+            v["histogram_ios"] = json!(n);
+        }
+        v
+    }
 }
 
 /// Parses the numbers after the colon of a table row; `None` unless all are numbers.
@@ -178,10 +230,41 @@ pub fn parse_bdevperf_output(output: &str) -> BdevperfResult {
     };
     let mut pending: Option<BdevperfJob> = None; // header seen, row not yet
     let mut block: Vec<BdevperfJob> = Vec::new(); // rows since the last Total
+    let mut section = Section::Table;
+    // Histogram buckets of every job, merged: (start, end) in µs -> I/Os.
+    let mut buckets: Vec<((f64, f64), u64)> = Vec::new();
     for raw in output.split(['\n', '\r']) {
         let line = raw.trim();
         if line.is_empty() {
             continue;
+        }
+        if line.starts_with("Latency summary") {
+            section = Section::Summary;
+            continue;
+        }
+        if line.starts_with("Latency histogram") {
+            section = Section::Histogram;
+            continue;
+        }
+        match section {
+            Section::Table => {}
+            Section::Summary => {
+                // `99.00000% :     4.232us`
+                if let Some((pct, us)) = summary_line(line) {
+                    if (pct - P99).abs() < 1e-9 {
+                        res.job_p99_us.push(us);
+                    }
+                }
+            }
+            Section::Histogram => {
+                // `    2.378 -     2.392:    0.0010%  (      114)`
+                if let Some((range, n)) = bucket_line(line) {
+                    match buckets.iter_mut().find(|(r, _)| *r == range) {
+                        Some((_, count)) => *count += n,
+                        None => buckets.push((range, n)),
+                    }
+                }
+            }
         }
         if line.starts_with("Buffer mismatch!") {
             res.miscompares += 1;
@@ -242,7 +325,52 @@ pub fn parse_bdevperf_output(output: &str) -> BdevperfResult {
     if res.total.is_none() {
         res.jobs = block; // partial table of an interrupted run
     }
+    if !buckets.is_empty() {
+        let total: u64 = buckets.iter().map(|(_, n)| n).sum();
+        buckets.sort_by(|a, b| a.0 .1.total_cmp(&b.0 .1));
+        let mut cum = 0u64;
+        for ((_, end), n) in &buckets {
+            cum += n;
+            if cum as f64 * 100.0 >= P99 * total as f64 {
+                res.p99_us = Some(*end);
+                res.p99_source = Some("merged -ll histogram");
+                break;
+            }
+        }
+        res.histogram_ios = Some(total);
+    } else if let Some(worst) = res.job_p99_us.iter().copied().reduce(f64::max) {
+        res.p99_us = Some(worst);
+        res.p99_source = Some("worst job's -l summary");
+    }
     res
+}
+
+/// Where in bdevperf's output a line is: its table, or the `-l`/`-ll` latency reports after it.
+#[derive(Clone, Copy)]
+enum Section {
+    Table,
+    Summary,
+    Histogram,
+}
+
+/// A `-l` summary line, `99.00000% :     4.232us`: (percent, µs).
+fn summary_line(line: &str) -> Option<(f64, f64)> {
+    let (pct, us) = line.split_once(':')?;
+    let pct = pct.trim().strip_suffix('%')?.trim().parse().ok()?;
+    let us = us.trim().strip_suffix("us")?.trim().parse().ok()?;
+    Some((pct, us))
+}
+
+/// A `-ll` histogram line, `2.378 -     2.392:    0.0010%  (      114)`: ((start, end) µs,
+/// I/Os in the bucket).
+fn bucket_line(line: &str) -> Option<((f64, f64), u64)> {
+    let (range, rest) = line.split_once(':')?;
+    let (start, end) = range.split_once(" - ")?;
+    let (start, end) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
+    let (pct, count) = rest.split_once('(')?;
+    pct.trim().strip_suffix('%')?.trim().parse::<f64>().ok()?;
+    let count = count.trim().strip_suffix(')')?.trim().parse().ok()?;
+    Some(((start, end), count))
 }
 
 /// The last `n` lines of `s`.
