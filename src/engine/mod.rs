@@ -474,7 +474,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     // ----- child contexts and leg failure, shared by every path -----
 
     /// A child context from `leg`'s pool; an empty pool is counted.
-    #[inline]
+    #[inline(always)]
     fn alloc(&mut self, leg: u32) -> Option<B::Child> {
         let child = self.backend.alloc_child(leg);
         if child.is_none() {
@@ -484,7 +484,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     /// Gives a child context back and wakes the parents waiting on its pool.
-    #[inline]
+    #[inline(always)]
     fn release_child(&mut self, leg: u32, child: B::Child) {
         self.backend.free_child(leg, child);
         if !self.pool_waiters[leg as usize].is_empty() {

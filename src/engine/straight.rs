@@ -120,7 +120,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
 
     /// Submits one child. `counted`: its reference on the parent is already held (a read retry
     /// inherits the failed child's). On `NoMem` the child is handed back and nothing changed.
-    #[inline]
+    #[inline(always)]
     pub(super) fn submit_child(
         &mut self,
         child: B::Child,
@@ -156,15 +156,16 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     /// A child submitted earlier has completed (SPDK: its completion callback fired).
+    #[inline(always)]
     pub fn child_done(&mut self, child: B::Child, info: ChildInfo, status: ChildStatus) {
         self.child_finished(child, info, status);
         self.drain();
     }
 
     /// Accounts a finished child. Completes the parent when it was the last reference.
+    #[inline(always)]
     pub(super) fn child_finished(&mut self, child: B::Child, info: ChildInfo, status: ChildStatus) {
-        let id = info.parent;
-        let idx = id as usize;
+        let idx = info.parent as usize;
         let leg = &mut self.legs[info.leg as usize];
         leg.outstanding_blocks -= info.blocks;
         self.stats.children_completed += 1;
@@ -173,6 +174,30 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             _ => leg.stats.writes += 1,
         }
         self.release_child(info.leg, child);
+        let bit = 1u64 << info.segment;
+        let slot = &mut self.slots[idx];
+        // The common case: a copy written, or a read served by a copy no earlier try of this
+        // segment failed on (nothing to repair), and not the replacement's copy.
+        let plain = status == ChildStatus::Success
+            && info.leg != self.geo.legs()
+            && match info.op {
+                IoOp::Read => slot.tried_segs & bit == 0,
+                _ => slot.req.op != IoOp::Read,
+            };
+        if plain {
+            slot.seg_ok |= bit;
+            self.put(info.parent);
+        } else {
+            self.child_finished_slow(info, status);
+        }
+    }
+
+    /// `child_finished` for a failed child, a read after a failed try (repairs), a repair write
+    /// or the replacement's copy.
+    #[inline(never)]
+    fn child_finished_slow(&mut self, info: ChildInfo, status: ChildStatus) {
+        let id = info.parent;
+        let idx = id as usize;
         let repair = info.op == IoOp::Write && self.slots[idx].req.op == IoOp::Read;
         // The replacement is not a copy yet: it never decides the host's status.
         let replacement = info.leg == self.replacement_leg();
@@ -232,7 +257,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     /// Drops one reference; completes the parent on the last. Returns whether it completed.
-    #[inline]
+    #[inline(always)]
     pub(super) fn put(&mut self, id: ParentId) -> bool {
         let slot = &mut self.slots[id as usize];
         debug_assert!(slot.remaining > 0);
@@ -240,6 +265,14 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         if slot.remaining > 0 {
             return false;
         }
+        self.finish(id);
+        true
+    }
+
+    /// The parent's last reference is gone: its write intent ends and the host I/O completes.
+    #[inline(never)]
+    fn finish(&mut self, id: ParentId) {
+        let slot = &mut self.slots[id as usize];
         debug_assert_eq!(slot.phase, Phase::Tail, "a parent completed before its plan was issued");
         let req = slot.req;
         let ok = slot.seg_ok == full_mask(slot.nsegs);
@@ -260,7 +293,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         self.stats.parents_completed += 1;
         self.backend.release_parent();
         self.backend.complete(host, status);
-        true
     }
 
     // ----- where the straight path hands over -----

@@ -12,6 +12,7 @@ use spdk_sys as sys;
 use super::child_ctx::{slice_parent_iovs, ChannelCalls, ChildCtx, MAX_CHILD_IOVS};
 use super::ctx_cache::CtxCache;
 use super::ffi::errlog;
+use super::host_io;
 use crate::engine::{Backend, ChildInfo, ChildStatus, HostStatus, IoOp, Submitted};
 
 /// A leg's wait for shared `spdk_bdev_io`s; boxed so SPDK can hold its address.
@@ -55,26 +56,23 @@ pub struct SpdkBackend {
     pub rescue_busy: bool,
 }
 
-impl SpdkBackend {
-    fn children_in_flight(&self) -> bool {
-        self.legs.iter().any(|l| l.inflight > 0)
-    }
-}
-
 impl Backend for SpdkBackend {
     type Host = NonNull<sys::spdk_bdev_io>;
     type Child = NonNull<ChildCtx>;
 
-    #[inline]
+    #[inline(always)]
     fn alloc_child(&mut self, leg: u32) -> Option<NonNull<ChildCtx>> {
         self.legs[leg as usize].ctxs.get()
     }
 
-    #[inline]
+    #[inline(always)]
     fn free_child(&mut self, leg: u32, child: NonNull<ChildCtx>) {
         self.legs[leg as usize].ctxs.put(child)
     }
 
+    /// Reads and writes over the parent's own iovecs go straight to the bdev layer; the rest
+    /// (other types, a partial buffer, an absent leg, a refusal) is `submit_other`/`refused`.
+    #[inline(always)]
     fn submit(
         &mut self,
         host: &NonNull<sys::spdk_bdev_io>,
@@ -82,8 +80,11 @@ impl Backend for SpdkBackend {
         info: ChildInfo,
     ) -> Submitted<NonNull<ChildCtx>> {
         let leg = &mut self.legs[info.leg as usize];
-        if leg.ch.is_null() {
-            return Submitted::Completed(child, info, ChildStatus::Error);
+        // SAFETY: `host` is a live parent.
+        let parent = unsafe { host_io::view(host.as_ptr()) };
+        let whole = info.buf_offset == 0 && info.blocks == parent.num_blocks;
+        if leg.ch.is_null() || !matches!(info.op, IoOp::Read | IoOp::Write) || !whole {
+            return self.submit_other(host, child, info);
         }
         let ctx = child.as_ptr();
         // SAFETY: `ctx` is a context we own until its completion; `host` is a live parent.
@@ -92,60 +93,38 @@ impl Backend for SpdkBackend {
             (*ctx).parent = host.as_ptr();
             (*ctx).info = info;
         }
-        let arg = ctx as *mut c_void;
-        let cb = self.calls.child_done;
+        let (arg, cb) = (ctx as *mut c_void, self.calls.child_done);
         let lba = info.leg_lba + self.data_offset;
-        // SAFETY: desc and ch belong to this leg on this thread; the context outlives the I/O.
+        let iovs = parent.iovs as *mut sys::iovec;
+        // SAFETY: desc and ch belong to this leg on this thread; the context and the parent's
+        // iovecs outlive the I/O.
         let rc = unsafe {
-            match info.op {
-                IoOp::Read | IoOp::Write => {
-                    let Some((iovs, iovcnt)) = slice_parent_iovs(ctx, self.block_size) else {
-                        errlog!("child I/O needs more than {MAX_CHILD_IOVS} iovecs");
-                        return Submitted::Completed(child, info, ChildStatus::Error);
-                    };
-                    sys::spdk_mirror_shim_rw(
-                        leg.desc,
-                        leg.ch,
-                        host.as_ptr(),
-                        info.op == IoOp::Write,
-                        iovs as *mut sys::iovec,
-                        iovcnt,
-                        lba,
-                        info.blocks,
-                        cb,
-                        arg,
-                    )
-                }
-                IoOp::Unmap => sys::spdk_bdev_unmap_blocks(leg.desc, leg.ch, lba, info.blocks, cb, arg),
-                IoOp::WriteZeroes => sys::spdk_bdev_write_zeroes_blocks(leg.desc, leg.ch, lba, info.blocks, cb, arg),
-                IoOp::Flush => sys::spdk_bdev_flush_blocks(leg.desc, leg.ch, lba, info.blocks, cb, arg),
+            if !(*host.as_ptr()).u.bdev.memory_domain.is_null() {
+                let write = info.op == IoOp::Write;
+                sys::spdk_mirror_shim_rw(
+                    leg.desc,
+                    leg.ch,
+                    host.as_ptr(),
+                    write,
+                    iovs,
+                    parent.iovcnt,
+                    lba,
+                    info.blocks,
+                    cb,
+                    arg,
+                )
+            } else if info.op == IoOp::Write {
+                // Nothing for ext options to carry: the plain call, without building them.
+                sys::spdk_bdev_writev_blocks(leg.desc, leg.ch, iovs, parent.iovcnt, lba, info.blocks, cb, arg)
+            } else {
+                sys::spdk_bdev_readv_blocks(leg.desc, leg.ch, iovs, parent.iovcnt, lba, info.blocks, cb, arg)
             }
         };
-        match rc {
-            0 => {
-                leg.inflight += 1;
-                Submitted::InFlight
-            }
-            rc if rc == -libc::ENOMEM && !self.rescue_busy && !self.children_in_flight() => {
-                // Nothing of ours is in flight, so no completion here will free an
-                // spdk_bdev_io: every one may be held by parents waiting on us (after a bitmap
-                // write, say). Send this child through the mirror thread's own cache, a reserve
-                // no parent can take (md's mempool reserve); its completion frees the way.
-                self.rescue_busy = true;
-                self.legs[info.leg as usize].inflight += 1;
-                super::rescue::send(ctx, self.calls.rescue_back);
-                Submitted::InFlight
-            }
-            rc if rc == -libc::ENOMEM => Submitted::NoMem(child, info),
-            rc => {
-                errlog!(
-                    "leg {} refused a child I/O: {}",
-                    info.leg,
-                    std::io::Error::from_raw_os_error(-rc)
-                );
-                Submitted::Completed(child, info, ChildStatus::Error)
-            }
+        if rc == 0 {
+            leg.inflight += 1;
+            return Submitted::InFlight;
         }
+        self.refused(child, info, rc)
     }
 
     fn read_pinned(&self, lba: u64, blocks: u64) -> bool {
@@ -190,6 +169,94 @@ impl Backend for SpdkBackend {
 
     fn leg_failed(&mut self, leg: u32) {
         self.failed_legs |= 1 << leg;
+    }
+}
+
+impl SpdkBackend {
+    fn children_in_flight(&self) -> bool {
+        self.legs.iter().any(|l| l.inflight > 0)
+    }
+
+    /// `submit` for everything but a read or write of the parent's whole buffer on a present
+    /// leg: unmap, write-zeroes, flush, a child covering part of its parent, an absent leg.
+    #[inline(never)]
+    fn submit_other(
+        &mut self,
+        host: &NonNull<sys::spdk_bdev_io>,
+        child: NonNull<ChildCtx>,
+        info: ChildInfo,
+    ) -> Submitted<NonNull<ChildCtx>> {
+        let leg = &mut self.legs[info.leg as usize];
+        if leg.ch.is_null() {
+            return Submitted::Completed(child, info, ChildStatus::Error);
+        }
+        let ctx = child.as_ptr();
+        // SAFETY: `ctx` is a context we own until its completion; `host` is a live parent.
+        unsafe {
+            (*ctx).channel = self.channel;
+            (*ctx).parent = host.as_ptr();
+            (*ctx).info = info;
+        }
+        let (arg, cb) = (ctx as *mut c_void, self.calls.child_done);
+        let lba = info.leg_lba + self.data_offset;
+        // SAFETY: desc and ch belong to this leg on this thread; the context outlives the I/O.
+        let rc = unsafe {
+            match info.op {
+                IoOp::Read | IoOp::Write => {
+                    let Some((iovs, iovcnt)) = slice_parent_iovs(ctx, self.block_size) else {
+                        errlog!("child I/O needs more than {MAX_CHILD_IOVS} iovecs");
+                        return Submitted::Completed(child, info, ChildStatus::Error);
+                    };
+                    let write = info.op == IoOp::Write;
+                    let iovs = iovs as *mut sys::iovec;
+                    sys::spdk_mirror_shim_rw(
+                        leg.desc,
+                        leg.ch,
+                        host.as_ptr(),
+                        write,
+                        iovs,
+                        iovcnt,
+                        lba,
+                        info.blocks,
+                        cb,
+                        arg,
+                    )
+                }
+                IoOp::Unmap => sys::spdk_bdev_unmap_blocks(leg.desc, leg.ch, lba, info.blocks, cb, arg),
+                IoOp::WriteZeroes => sys::spdk_bdev_write_zeroes_blocks(leg.desc, leg.ch, lba, info.blocks, cb, arg),
+                IoOp::Flush => sys::spdk_bdev_flush_blocks(leg.desc, leg.ch, lba, info.blocks, cb, arg),
+            }
+        };
+        if rc == 0 {
+            leg.inflight += 1;
+            return Submitted::InFlight;
+        }
+        self.refused(child, info, rc)
+    }
+
+    /// The bdev layer refused a child: no `spdk_bdev_io` (`-ENOMEM`), or an error.
+    #[cold]
+    #[inline(never)]
+    fn refused(&mut self, child: NonNull<ChildCtx>, info: ChildInfo, rc: i32) -> Submitted<NonNull<ChildCtx>> {
+        if rc == -libc::ENOMEM && !self.rescue_busy && !self.children_in_flight() {
+            // Nothing of ours is in flight, so no completion here will free an spdk_bdev_io:
+            // every one may be held by parents waiting on us (after a bitmap write, say). Send
+            // this child through the mirror thread's own cache, a reserve no parent can take
+            // (md's mempool reserve); its completion frees the way.
+            self.rescue_busy = true;
+            self.legs[info.leg as usize].inflight += 1;
+            super::rescue::send(child.as_ptr(), self.calls.rescue_back);
+            return Submitted::InFlight;
+        }
+        if rc == -libc::ENOMEM {
+            return Submitted::NoMem(child, info);
+        }
+        errlog!(
+            "leg {} refused a child I/O: {}",
+            info.leg,
+            std::io::Error::from_raw_os_error(-rc)
+        );
+        Submitted::Completed(child, info, ChildStatus::Error)
     }
 }
 

@@ -228,19 +228,24 @@ impl Channel {
         unsafe { &*self.mirror }
     }
 
-    /// A host I/O for this channel.
+    /// A host I/O for this channel. As for `child_done`, the common way (the engine idle and
+    /// sound) cannot panic outside `run`'s own guard.
+    #[inline(always)]
     pub fn submit(&self, io: NonNull<sys::spdk_bdev_io>, req: IoRequest) {
-        if self.busy.get() {
-            self.deferred_parents.borrow_mut().push_back((io, req));
-            self.deferred.set(true);
-        } else if self.poisoned() {
-            complete_host(io, HostStatus::Failed);
-        } else {
-            self.run(|e| {
+        if !self.busy.get() && !self.poisoned() {
+            return self.run(|e| {
                 e.submit(io, req);
                 self.inject_fault();
             });
         }
+        guard("mirror submit", (), || {
+            if self.busy.get() {
+                self.deferred_parents.borrow_mut().push_back((io, req));
+                self.deferred.set(true);
+            } else {
+                complete_host(io, HostStatus::Failed);
+            }
+        });
     }
 
     /// Test fault injection (`SPDK_MIRROR_FAULT_PANIC_EVERY`), after a parent entered the engine.
@@ -258,7 +263,19 @@ impl Channel {
         self.poisoned.get()
     }
 
+    /// A child of this channel is back. The common case, the engine idle and sound, runs it
+    /// at once; nothing outside `run`'s own guard can panic on that way.
+    #[inline(always)]
     pub fn child_done(&self, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {
+        if !self.busy.get() && !self.poisoned() {
+            return self.run(|e| Self::deliver(e, ctx, info, status));
+        }
+        guard("child completion", (), || self.child_done_aside(ctx, info, status));
+    }
+
+    /// A child back while the engine runs (queued for it) or after it panicked (see `recover`).
+    #[cold]
+    fn child_done_aside(&self, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {
         if self.poisoned() && !self.busy.get() {
             return self.orphan_child_done(ctx, info);
         }
@@ -366,6 +383,7 @@ impl Channel {
         });
     }
 
+    #[inline(always)]
     fn deliver(
         e: &mut Engine<SpdkBackend, ChannelIntent>,
         ctx: NonNull<ChildCtx>,
@@ -392,6 +410,7 @@ impl Channel {
 
     /// Runs `f` on the engine, then everything that queued up meanwhile, then completes the
     /// host I/Os that finished, until nothing is left.
+    #[inline(always)]
     pub fn run(&self, f: impl FnOnce(&mut Engine<SpdkBackend, ChannelIntent>)) {
         debug_assert!(!self.busy.get());
         if self.poisoned() {
@@ -407,11 +426,12 @@ impl Channel {
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_engine(e, f)));
         self.busy.set(false);
         if ran.is_err() {
-            return self.poison(e);
+            return guard("mirror engine recovery", (), || self.poison(e));
         }
         self.complete_finished();
     }
 
+    #[inline(always)]
     fn run_engine(
         &self,
         e: &mut Engine<SpdkBackend, ChannelIntent>,
@@ -452,12 +472,16 @@ impl Channel {
     /// note it, and SPDK would hand the `spdk_bdev_io` to the next waiter in line, the layer
     /// above: under pool pressure parents would keep taking what their children need (md's
     /// trap again) and the mirror would crawl.
-    #[inline]
+    #[inline(always)]
     fn complete_finished(&self) {
         // SAFETY: not busy; a quick look.
-        if unsafe { (*self.engine.get()).backend().completions.is_empty() } {
-            return;
+        if unsafe { !(*self.engine.get()).backend().completions.is_empty() } {
+            self.complete_all();
         }
+    }
+
+    #[inline(never)]
+    fn complete_all(&self) {
         loop {
             // SAFETY: not busy; the reference ends before the completion below may re-enter.
             let next = unsafe { (*self.engine.get()).backend_mut().completions.pop_front() };
@@ -466,7 +490,9 @@ impl Channel {
             // a write that missed the failed leg must not be acked before the metadata says
             // the leg is stale, or a crash now could let that leg be trusted again.
             if self.mirror().failure_unrecorded() {
-                self.held.borrow_mut().push_back((io, status));
+                guard("mirror completion", (), || {
+                    self.held.borrow_mut().push_back((io, status))
+                });
                 continue;
             }
             // The engine completes each host I/O exactly once.
@@ -702,26 +728,29 @@ static CALLS: ChannelCalls = ChannelCalls {
 };
 
 /// Completion of a child I/O (SPDK calls this on the channel's thread).
+///
+/// Not wrapped in `guard`, unlike the module's other entries: its common path is reads of our
+/// own context and flags, the engine's run (under `Channel::run`'s `catch_unwind`, which
+/// recovers from a panic in the engine) and completing host I/Os; its slow paths guard
+/// themselves (`Channel::child_done`). One `catch_unwind` per completion instead of two.
 extern "C" fn child_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_void) {
-    guard("child completion", (), || {
-        let ctx = arg as *mut ChildCtx;
-        // SAFETY: `arg` is the context we passed at submit; it stays ours until freed.
-        let (channel, info) = unsafe { ((*ctx).channel as *const Channel, (*ctx).info) };
-        let status = if success {
-            ChildStatus::Success
-        } else {
-            ChildStatus::Error
-        };
-        // The engine first: parents parked on this leg's pool resume now and, finding no
-        // spdk_bdev_io, queue their wait at the head (dep_unblock). Only then is this child's
-        // spdk_bdev_io freed, and SPDK hands it to them. Freed first, it would go to whoever
-        // waited longest (the app above, submitting one more parent) and, with tiny leg pools,
-        // parents end up holding every spdk_bdev_io (a deadlock the pressure tests caught).
-        // SAFETY: the channel outlives every child it issued; `ctx` is non-null.
-        unsafe { (*channel).child_done(NonNull::new_unchecked(ctx), info, status) };
-        // SAFETY: SPDK hands us the completed child bdev_io exactly once; nothing uses it after.
-        unsafe { sys::spdk_bdev_free_io(bdev_io) };
-    })
+    let ctx = arg as *mut ChildCtx;
+    // SAFETY: `arg` is the context we passed at submit; it stays ours until freed.
+    let (channel, info) = unsafe { ((*ctx).channel as *const Channel, (*ctx).info) };
+    let status = if success {
+        ChildStatus::Success
+    } else {
+        ChildStatus::Error
+    };
+    // The engine first: parents parked on this leg's pool resume now and, finding no
+    // spdk_bdev_io, queue their wait at the head (dep_unblock). Only then is this child's
+    // spdk_bdev_io freed, and SPDK hands it to them. Freed first, it would go to whoever
+    // waited longest (the app above, submitting one more parent) and, with tiny leg pools,
+    // parents end up holding every spdk_bdev_io (a deadlock the pressure tests caught).
+    // SAFETY: the channel outlives every child it issued; `ctx` is non-null.
+    unsafe { (*channel).child_done(NonNull::new_unchecked(ctx), info, status) };
+    // SAFETY: SPDK hands us the completed child bdev_io exactly once; nothing uses it after.
+    unsafe { sys::spdk_bdev_free_io(bdev_io) };
 }
 
 /// SPDK's `spdk_bdev_queue_io_wait` callback: an `spdk_bdev_io` was freed on this thread.

@@ -34,11 +34,26 @@ impl CtxCache {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn get(&mut self) -> Option<NonNull<ChildCtx>> {
         if let Some(c) = self.stack.pop() {
             return Some(c);
         }
+        self.get_from_pool()
+    }
+
+    #[inline(always)]
+    pub fn put(&mut self, ctx: NonNull<ChildCtx>) {
+        if self.stack.len() < self.max {
+            return self.stack.push(ctx);
+        }
+        self.put_to_pool(ctx)
+    }
+
+    /// The cache is empty: half a cache from the pool, or one context.
+    #[cold]
+    #[inline(never)]
+    fn get_from_pool(&mut self) -> Option<NonNull<ChildCtx>> {
         if self.pool.is_null() {
             return None;
         }
@@ -49,8 +64,10 @@ impl CtxCache {
         NonNull::new(unsafe { sys::spdk_mempool_get(self.pool) } as *mut ChildCtx)
     }
 
-    #[inline]
-    pub fn put(&mut self, ctx: NonNull<ChildCtx>) {
+    /// The cache is full: half of it goes back to the pool first.
+    #[cold]
+    #[inline(never)]
+    fn put_to_pool(&mut self, ctx: NonNull<ChildCtx>) {
         if self.stack.len() == self.max {
             self.spill(self.max / 2);
         }

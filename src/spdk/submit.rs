@@ -24,20 +24,30 @@ fn fail_io(io: *mut sys::spdk_bdev_io) {
     unsafe { sys::spdk_bdev_io_complete(io, sys::SPDK_BDEV_IO_STATUS_FAILED) };
 }
 
+/// SPDK's `submit_request`. Reads and writes, the common path, are not wrapped in `guard`:
+/// what they do here cannot panic (field reads, the buffer request) and the engine runs under
+/// `Channel::run`'s `catch_unwind`. Every other type goes through `guard`.
 pub extern "C" fn submit_request(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io) {
+    // SAFETY: SPDK hands us a live bdev_io.
+    let view = unsafe { host_io::view(io) };
+    match view.ty {
+        sys::SPDK_BDEV_IO_TYPE_READ => {
+            // SAFETY: a live bdev_io of ours, so its bdev is live.
+            let bl = unsafe { (*(*io).bdev).blocklen } as u64;
+            // Reads need a buffer; the bdev layer gives one if the caller did not.
+            // SAFETY: live bdev_io of ours.
+            unsafe { sys::spdk_bdev_io_get_buf(io, Some(read_buf_ready), view.num_blocks * bl) };
+        }
+        sys::SPDK_BDEV_IO_TYPE_WRITE => submit_host(ch, io, IoOp::Write, &view),
+        _ => submit_other(ch, io, &view),
+    }
+}
+
+/// Every type but read and write.
+#[cold]
+fn submit_other(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, view: &host_io::IoView) {
     let handled = guard("mirror submit", false, || {
-        // SAFETY: SPDK hands us a live bdev_io.
-        let view = unsafe { host_io::view(io) };
         let op = match view.ty {
-            sys::SPDK_BDEV_IO_TYPE_READ => {
-                // SAFETY: the channel is ours; the mirror is its bdev's context.
-                let bl = unsafe { (*(*io).bdev).blocklen } as u64;
-                // Reads need a buffer; the bdev layer gives one if the caller did not.
-                // SAFETY: live bdev_io of ours.
-                unsafe { sys::spdk_bdev_io_get_buf(io, Some(read_buf_ready), view.num_blocks * bl) };
-                return true;
-            }
-            sys::SPDK_BDEV_IO_TYPE_WRITE => IoOp::Write,
             sys::SPDK_BDEV_IO_TYPE_UNMAP => IoOp::Unmap,
             sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES => IoOp::WriteZeroes,
             sys::SPDK_BDEV_IO_TYPE_FLUSH => IoOp::Flush,
@@ -50,7 +60,7 @@ pub extern "C" fn submit_request(ch: *mut sys::spdk_io_channel, io: *mut sys::sp
                 return true;
             }
         };
-        submit_host(ch, io, op, &view);
+        submit_host(ch, io, op, view);
         true
     });
     if !handled {
@@ -59,6 +69,7 @@ pub extern "C" fn submit_request(ch: *mut sys::spdk_io_channel, io: *mut sys::sp
 }
 
 /// Hands a host I/O to this core's engine.
+#[inline(always)]
 fn submit_host(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, op: IoOp, view: &host_io::IoView) {
     let req = IoRequest {
         op,
@@ -69,18 +80,12 @@ fn submit_host(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, op: Io
     unsafe { channel_of(ch).submit(NonNull::new_unchecked(io), req) };
 }
 
+/// The read's buffer is ready. Not wrapped in `guard`, as `submit_request`'s reads.
 extern "C" fn read_buf_ready(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, success: bool) {
-    let handled = guard("mirror read", false, || {
-        if !success {
-            fail_io(io);
-            return true;
-        }
-        // SAFETY: live bdev_io.
-        let view = unsafe { host_io::view(io) };
-        submit_host(ch, io, IoOp::Read, &view);
-        true
-    });
-    if !handled {
-        fail_io(io);
+    if !success {
+        return fail_io(io);
     }
+    // SAFETY: live bdev_io.
+    let view = unsafe { host_io::view(io) };
+    submit_host(ch, io, IoOp::Read, &view);
 }
