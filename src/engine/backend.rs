@@ -7,6 +7,7 @@
 
 /// Kind of a host I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
 pub enum IoOp {
     Read,
     Write,

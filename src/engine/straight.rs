@@ -23,6 +23,7 @@ use super::{segment_count_or_max, ChildKind, Engine, Phase, Step, Strategy, Wait
 
 impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// Takes a host I/O. It completes through `Backend::complete`, possibly before this returns.
+    #[inline(always)]
     pub fn submit(&mut self, host: B::Host, req: IoRequest) {
         self.stats.parents_submitted += 1;
         if self.straight(&req) {
@@ -54,6 +55,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
 
     /// Starts parent `id` and issues its children one by one. Leaves the slot as `run` would:
     /// parked at the child it stopped on, or issued with the bias dropped.
+    #[inline(always)]
     fn submit_straight(&mut self, id: ParentId, host: B::Host, req: IoRequest) {
         let idx = id as usize;
         let write = req.op == IoOp::Write;

@@ -20,9 +20,12 @@ use super::child_ctx::{ChannelCalls, ChildCtx};
 use super::ctx_cache::CtxCache;
 use super::error::Fail;
 use super::ffi::{errlog, guard, warnlog};
+use super::host_io;
 use super::intent::ChannelIntent;
 use super::mirror::Mirror;
-use crate::engine::{Backend, ChildInfo, ChildStatus, Engine, EngineConfig, HostStatus, IoRequest, LegStats, Strategy};
+use crate::engine::{
+    Backend, ChildInfo, ChildStatus, Engine, EngineConfig, HostStatus, IoOp, IoRequest, LegStats, Strategy,
+};
 
 /// How often the channel's poller looks for parked I/O (whose pool may have been refilled by
 /// another core) and for legs whose channel can be released.
@@ -230,14 +233,19 @@ impl Channel {
 
     /// A host I/O for this channel. As for `child_done`, the common way (the engine idle and
     /// sound) cannot panic outside `run`'s own guard.
+    ///
+    /// The request is read off the `spdk_bdev_io` here, inside the engine's run, rather than
+    /// handed in: built by the caller and copied through the stack, it was read back with wide
+    /// loads spanning narrower stores, which stall the CPU until its store buffer drains.
     #[inline(always)]
-    pub fn submit(&self, io: NonNull<sys::spdk_bdev_io>, req: IoRequest) {
+    pub fn submit(&self, io: NonNull<sys::spdk_bdev_io>, op: IoOp) {
         if !self.busy.get() && !self.poisoned() {
             return self.run(|e| {
-                e.submit(io, req);
+                e.submit(io, request(io, op));
                 self.inject_fault();
             });
         }
+        let req = request(io, op);
         guard("mirror submit", (), || {
             if self.busy.get() {
                 self.deferred_parents.borrow_mut().push_back((io, req));
@@ -264,18 +272,22 @@ impl Channel {
     }
 
     /// A child of this channel is back. The common case, the engine idle and sound, runs it
-    /// at once; nothing outside `run`'s own guard can panic on that way.
+    /// at once; nothing outside `run`'s own guard can panic on that way. Its `info` is read
+    /// from the context inside the run, not copied in through the stack (see `submit`).
     #[inline(always)]
-    pub fn child_done(&self, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {
+    pub fn child_done(&self, ctx: NonNull<ChildCtx>, status: ChildStatus) {
         if !self.busy.get() && !self.poisoned() {
-            return self.run(|e| Self::deliver(e, ctx, info, status));
+            // SAFETY: a context of ours, live until it is given back.
+            return self.run(|e| Self::deliver(e, ctx, unsafe { (*ctx.as_ptr()).info }, status));
         }
-        guard("child completion", (), || self.child_done_aside(ctx, info, status));
+        guard("child completion", (), || self.child_done_aside(ctx, status));
     }
 
     /// A child back while the engine runs (queued for it) or after it panicked (see `recover`).
     #[cold]
-    fn child_done_aside(&self, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {
+    fn child_done_aside(&self, ctx: NonNull<ChildCtx>, status: ChildStatus) {
+        // SAFETY: a context of ours, live until it is given back.
+        let info = unsafe { (*ctx.as_ptr()).info };
         if self.poisoned() && !self.busy.get() {
             return self.orphan_child_done(ctx, info);
         }
@@ -375,7 +387,7 @@ impl Channel {
             // Cannot be: messages run between pollers, never inside the engine. Deliver it
             // anyway; this channel just stops using the reserve.
             errlog!("BUG: reserve completion while the engine runs");
-            return self.child_done(ctx, info, status);
+            return self.child_done(ctx, status);
         }
         self.run(|e| {
             e.backend_mut().rescue_busy = false;
@@ -396,6 +408,7 @@ impl Channel {
     }
 
     /// An `spdk_bdev_io` may be free again.
+    #[inline(always)]
     pub fn signal_io(&self) {
         if self.poisoned() {
             return;
@@ -654,6 +667,18 @@ impl Drop for Channel {
     }
 }
 
+/// What the engine is asked to do by host I/O `io`.
+#[inline(always)]
+fn request(io: NonNull<sys::spdk_bdev_io>, op: IoOp) -> IoRequest {
+    // SAFETY: `io` is a live host I/O of ours.
+    let v = unsafe { host_io::view(io.as_ptr()) };
+    IoRequest {
+        op,
+        lba: v.offset_blocks,
+        blocks: v.num_blocks,
+    }
+}
+
 /// Completes a host I/O to SPDK.
 fn complete_host(io: NonNull<sys::spdk_bdev_io>, status: HostStatus) {
     let status = match status {
@@ -736,7 +761,7 @@ static CALLS: ChannelCalls = ChannelCalls {
 extern "C" fn child_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_void) {
     let ctx = arg as *mut ChildCtx;
     // SAFETY: `arg` is the context we passed at submit; it stays ours until freed.
-    let (channel, info) = unsafe { ((*ctx).channel as *const Channel, (*ctx).info) };
+    let channel = unsafe { (*ctx).channel as *const Channel };
     let status = if success {
         ChildStatus::Success
     } else {
@@ -748,21 +773,22 @@ extern "C" fn child_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *m
     // waited longest (the app above, submitting one more parent) and, with tiny leg pools,
     // parents end up holding every spdk_bdev_io (a deadlock the pressure tests caught).
     // SAFETY: the channel outlives every child it issued; `ctx` is non-null.
-    unsafe { (*channel).child_done(NonNull::new_unchecked(ctx), info, status) };
+    unsafe { (*channel).child_done(NonNull::new_unchecked(ctx), status) };
     // SAFETY: SPDK hands us the completed child bdev_io exactly once; nothing uses it after.
     unsafe { sys::spdk_bdev_free_io(bdev_io) };
 }
 
 /// SPDK's `spdk_bdev_queue_io_wait` callback: an `spdk_bdev_io` was freed on this thread.
+///
+/// On the I/O path under pool pressure, so like `child_done` not wrapped in `guard`: outside
+/// the engine's run (under `Channel::run`'s `catch_unwind`) it only sets flags.
 extern "C" fn io_wait_done(arg: *mut c_void) {
-    guard("io wait", (), || {
-        let wait = arg as *const IoWait;
-        // SAFETY: `arg` is the boxed IoWait we queued; its channel is live.
-        unsafe {
-            (*wait).queued.set(false);
-            (*((*wait).channel as *const Channel)).signal_io();
-        }
-    })
+    let wait = arg as *const IoWait;
+    // SAFETY: `arg` is the boxed IoWait we queued; its channel is live.
+    unsafe {
+        (*wait).queued.set(false);
+        (*((*wait).channel as *const Channel)).signal_io();
+    }
 }
 
 /// A child sent through the reserve is back on this channel's thread.

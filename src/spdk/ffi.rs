@@ -1,4 +1,5 @@
-//! Small FFI helpers: logging through SPDK's log, panic guards for every `extern "C"` entry.
+//! Small FFI helpers: logging through SPDK's log, the panic guard for `extern "C"` entries (the
+//! I/O path's entries rely on `Channel::run`'s instead: one `catch_unwind` per callback).
 
 use std::ffi::{CStr, CString};
 

@@ -8,7 +8,7 @@ use spdk_sys as sys;
 use super::channel::Channel;
 use super::ffi::guard;
 use super::host_io;
-use crate::engine::{IoOp, IoRequest};
+use crate::engine::IoOp;
 
 /// The channel stored in an io_channel's context.
 ///
@@ -38,7 +38,7 @@ pub extern "C" fn submit_request(ch: *mut sys::spdk_io_channel, io: *mut sys::sp
             // SAFETY: live bdev_io of ours.
             unsafe { sys::spdk_bdev_io_get_buf(io, Some(read_buf_ready), view.num_blocks * bl) };
         }
-        sys::SPDK_BDEV_IO_TYPE_WRITE => submit_host(ch, io, IoOp::Write, &view),
+        sys::SPDK_BDEV_IO_TYPE_WRITE => submit_host(ch, io, IoOp::Write),
         _ => submit_other(ch, io, &view),
     }
 }
@@ -60,7 +60,7 @@ fn submit_other(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, view:
                 return true;
             }
         };
-        submit_host(ch, io, op, view);
+        submit_host(ch, io, op);
         true
     });
     if !handled {
@@ -70,14 +70,9 @@ fn submit_other(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, view:
 
 /// Hands a host I/O to this core's engine.
 #[inline(always)]
-fn submit_host(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, op: IoOp, view: &host_io::IoView) {
-    let req = IoRequest {
-        op,
-        lba: view.offset_blocks,
-        blocks: view.num_blocks,
-    };
+fn submit_host(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, op: IoOp) {
     // SAFETY: `ch` is our channel; SPDK's `io` is non-null.
-    unsafe { channel_of(ch).submit(NonNull::new_unchecked(io), req) };
+    unsafe { channel_of(ch).submit(NonNull::new_unchecked(io), op) };
 }
 
 /// The read's buffer is ready. Not wrapped in `guard`, as `submit_request`'s reads.
@@ -85,7 +80,5 @@ extern "C" fn read_buf_ready(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_b
     if !success {
         return fail_io(io);
     }
-    // SAFETY: live bdev_io.
-    let view = unsafe { host_io::view(io) };
-    submit_host(ch, io, IoOp::Read, &view);
+    submit_host(ch, io, IoOp::Read);
 }
