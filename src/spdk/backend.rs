@@ -87,14 +87,8 @@ impl Backend for SpdkBackend {
             return self.submit_other(host, child, info);
         }
         let ctx = child.as_ptr();
-        // SAFETY: `ctx` is a context we own until its completion; `host` is a live parent.
-        unsafe {
-            (*ctx).channel = self.channel;
-            (*ctx).parent = host.as_ptr();
-            write_info(ctx, &info);
-        }
-        let (arg, cb) = (ctx as *mut c_void, self.calls.child_done);
-        let lba = info.leg_lba + self.data_offset;
+        let (arg, cb, lba) = self.prepare(ctx, host, &info);
+        let leg = &mut self.legs[info.leg as usize];
         let iovs = parent.iovs as *mut sys::iovec;
         // SAFETY: desc and ch belong to this leg on this thread; the context and the parent's
         // iovecs outlive the I/O.
@@ -196,6 +190,28 @@ unsafe fn write_info(ctx: *mut ChildCtx, info: &ChildInfo) {
 }
 
 impl SpdkBackend {
+    /// Fills a child's context for its submission: the callback argument, the callback and
+    /// the leg LBA (past the metadata) to submit it with.
+    #[inline(always)]
+    fn prepare(
+        &self,
+        ctx: *mut ChildCtx,
+        host: &NonNull<sys::spdk_bdev_io>,
+        info: &ChildInfo,
+    ) -> (*mut c_void, sys::spdk_bdev_io_completion_cb, u64) {
+        // SAFETY: `ctx` is a context we own until its completion; `host` is a live parent.
+        unsafe {
+            (*ctx).channel = self.channel;
+            (*ctx).parent = host.as_ptr();
+            write_info(ctx, info);
+        }
+        (
+            ctx as *mut c_void,
+            self.calls.child_done,
+            info.leg_lba + self.data_offset,
+        )
+    }
+
     fn children_in_flight(&self) -> bool {
         self.legs.iter().any(|l| l.inflight > 0)
     }
@@ -214,14 +230,8 @@ impl SpdkBackend {
             return Submitted::Completed(child, info, ChildStatus::Error);
         }
         let ctx = child.as_ptr();
-        // SAFETY: `ctx` is a context we own until its completion; `host` is a live parent.
-        unsafe {
-            (*ctx).channel = self.channel;
-            (*ctx).parent = host.as_ptr();
-            (*ctx).info = info;
-        }
-        let (arg, cb) = (ctx as *mut c_void, self.calls.child_done);
-        let lba = info.leg_lba + self.data_offset;
+        let (arg, cb, lba) = self.prepare(ctx, host, &info);
+        let leg = &mut self.legs[info.leg as usize];
         // SAFETY: desc and ch belong to this leg on this thread; the context outlives the I/O.
         let rc = unsafe {
             match info.op {
