@@ -177,11 +177,12 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         }
         self.release_child(info.leg, child);
         let bit = 1u64 << info.segment;
+        let replacement = info.leg == self.replacement_leg();
         let slot = &mut self.slots[idx];
         // The common case: a copy written, or a read served by a copy no earlier try of this
         // segment failed on (nothing to repair), and not the replacement's copy.
         let plain = status == ChildStatus::Success
-            && info.leg != self.geo.legs()
+            && !replacement
             && match info.op {
                 IoOp::Read => slot.tried_segs & bit == 0,
                 _ => slot.req.op != IoOp::Read,
