@@ -365,6 +365,13 @@ impl WriteIntent for WriteIntentBitmap {
 /// divisions.
 #[inline]
 pub fn region_span(lba: u64, blocks: u64, region_blocks: u64, regions: usize) -> std::ops::RangeInclusive<usize> {
+    let (first, last) = region_bounds(lba, blocks, region_blocks, regions);
+    first..=last
+}
+
+/// `region_span` as its first and last region.
+#[inline(always)]
+pub fn region_bounds(lba: u64, blocks: u64, region_blocks: u64, regions: usize) -> (usize, usize) {
     let end = lba + blocks.max(1) - 1;
     let (first, last) = if region_blocks.is_power_of_two() {
         let shift = region_blocks.trailing_zeros();
@@ -372,7 +379,7 @@ pub fn region_span(lba: u64, blocks: u64, region_blocks: u64, regions: usize) ->
     } else {
         (lba / region_blocks, end / region_blocks)
     };
-    first as usize..=(last as usize).min(regions - 1)
+    (first as usize, (last as usize).min(regions - 1))
 }
 
 /// Ranges of mirror blocks to resync: every dirty region, merged where adjacent.

@@ -57,24 +57,34 @@ impl Drop for ChannelIntent {
     }
 }
 
-impl WriteIntent for ChannelIntent {
-    fn start_write(&mut self, parent: ParentId, lba: u64, blocks: u64) -> Gate {
-        let (Some(p), Some(c)) = (self.persist(), self.counts.as_deref()) else {
-            return Gate::Ready;
-        };
-        let mut fast = true;
-        for r in p.regions_of(lba, blocks) {
-            // Counted first, then the bit read: see the module comment.
-            c.counts[r].fetch_add(1, Ordering::SeqCst);
-            let (w, bit) = (&c.touched[r / 64], 1u64 << (r % 64));
-            if w.load(Ordering::Relaxed) & bit == 0 {
-                w.fetch_or(bit, Ordering::Relaxed);
-            }
-            fast &= p.fast(r);
+impl ChannelIntent {
+    /// This core enters region `r` for one write: counted first, then the fast bit read (the
+    /// Dekker half, see `metadata`'s module comment). Returns whether the region takes writes
+    /// without the mutex.
+    #[inline(always)]
+    fn enter(p: &Persist, c: &ChanCounts, r: usize) -> bool {
+        c.counts[r].fetch_add(1, Ordering::SeqCst);
+        let (w, bit) = (&c.touched[r / 64], 1u64 << (r % 64));
+        if w.load(Ordering::Relaxed) & bit == 0 {
+            w.fetch_or(bit, Ordering::Relaxed);
         }
-        if fast {
-            return Gate::Ready;
-        }
+        p.fast(r)
+    }
+
+    /// This core leaves region `r`. Only this channel's thread writes its counters, so no
+    /// locked read-modify-write is needed to drop one; Release keeps the write's end (and
+    /// `mark_missed`) before it. (Raising one is a SeqCst RMW: the Dekker half that must
+    /// precede the bit read.)
+    #[inline(always)]
+    fn leave(c: &ChanCounts, r: usize) {
+        let n = &c.counts[r];
+        n.store(n.load(Ordering::Relaxed) - 1, Ordering::Release);
+    }
+
+    /// A write some of whose regions are not durable yet: it waits for a metadata write.
+    #[cold]
+    #[inline(never)]
+    fn start_slow(&self, p: &Persist, parent: ParentId, lba: u64, blocks: u64) -> Gate {
         let gate = p.bitmap().mark_wanted(self.chan << PARENT_BITS | parent, lba, blocks);
         if gate == Gate::Pending {
             // SAFETY: as in `persist`.
@@ -82,21 +92,43 @@ impl WriteIntent for ChannelIntent {
         }
         gate
     }
+}
 
+impl WriteIntent for ChannelIntent {
+    /// Inline on the write path: a write inside one region already dirty on disk (the common
+    /// case) costs the count, the touched bit and the fast bit, with no call.
+    #[inline(always)]
+    fn start_write(&mut self, parent: ParentId, lba: u64, blocks: u64) -> Gate {
+        let (Some(p), Some(c)) = (self.persist(), self.counts.as_deref()) else {
+            return Gate::Ready;
+        };
+        let (mut r, last) = p.region_bounds(lba, blocks);
+        let mut fast = true;
+        // Every region is counted, even after one is found slow: `end_write` drops them all.
+        // (A plain loop: a range's iterator costs more than the one region usually entered.)
+        while r <= last {
+            fast &= Self::enter(p, c, r);
+            r += 1;
+        }
+        if fast {
+            return Gate::Ready;
+        }
+        self.start_slow(p, parent, lba, blocks)
+    }
+
+    #[inline]
     fn end_write(&mut self, lba: u64, blocks: u64, all_copies: bool) {
         let (Some(p), Some(c)) = (self.persist(), self.counts.as_deref()) else {
             return;
         };
         if !all_copies {
             // Before the count drops, so the region cannot be cleared in between.
-            p.bitmap().mark_missed(lba, blocks);
+            p.mark_missed(lba, blocks);
         }
-        for r in p.regions_of(lba, blocks) {
-            // Only this channel's thread writes its counters, so no locked read-modify-write
-            // is needed to drop one; Release keeps the write's end (and `mark_missed`) before it.
-            // (Raising one is a SeqCst RMW: the Dekker half that must precede the bit read.)
-            let n = &c.counts[r];
-            n.store(n.load(Ordering::Relaxed) - 1, Ordering::Release);
+        let (mut r, last) = p.region_bounds(lba, blocks);
+        while r <= last {
+            Self::leave(c, r);
+            r += 1;
         }
     }
 }

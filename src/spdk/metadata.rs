@@ -216,8 +216,22 @@ impl Persist {
     /// The bitmap regions `[lba, lba + blocks)` touches (runs twice per write).
     #[inline]
     pub(super) fn regions_of(&self, lba: u64, blocks: u64) -> std::ops::RangeInclusive<usize> {
+        let (first, last) = self.region_bounds(lba, blocks);
+        first..=last
+    }
+
+    /// `regions_of` as its first and last region (on every write's start and end).
+    #[inline(always)]
+    pub(super) fn region_bounds(&self, lba: u64, blocks: u64) -> (usize, usize) {
         let layout = &self.r().layout;
-        crate::bitmap::region_span(lba, blocks, layout.region_blocks, layout.regions as usize)
+        crate::bitmap::region_bounds(lba, blocks, layout.region_blocks, layout.regions as usize)
+    }
+
+    /// A write ended without reaching every copy: its regions stay dirty until recovery.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn mark_missed(&self, lba: u64, blocks: u64) {
+        self.bitmap().mark_missed(lba, blocks);
     }
 
     /// The lazy clear (md's daemon): regions idle for `IDLE_CLEAR_MS` with no write in flight
