@@ -106,6 +106,29 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// retries. Returns what it parked on, if anything.
     fn issue(&mut self, id: ParentId) -> Option<Wait> {
         let idx = id as usize;
+        if self.straight_shaped(id) {
+            // A one-chunk read or write, as the straight path parks them: its loop resumes it
+            // (cheaper than the general plan, and this is every wake-up under pool pressure).
+            if let Some(wait) = self.issue_straight(id) {
+                return Some(wait);
+            }
+        } else if let Some(wait) = self.issue_general(id) {
+            return Some(wait);
+        }
+        if self.slots[idx].phase == Phase::Issue {
+            self.slots[idx].phase = Phase::Tail;
+            let dropped_to_zero = self.put(id);
+            debug_assert!(!dropped_to_zero, "issue() holds its own reference");
+        }
+        if let Some(wait) = self.issue_retries(id) {
+            return Some(wait);
+        }
+        self.issue_repairs(id)
+    }
+
+    /// `issue`'s first part for any parent: a parked child, then the main plan.
+    fn issue_general(&mut self, id: ParentId) -> Option<Wait> {
+        let idx = id as usize;
         // In batch's allocation phase a parked child still needs its reservation, not a submit.
         let batch_allocating = self.batch_allocating(id) && self.slots[idx].phase == Phase::Issue;
         let parked = if batch_allocating {
@@ -149,21 +172,12 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             }
         }
         if self.slots[idx].phase == Phase::Issue {
-            let parked = match self.cfg.strategy {
+            return match self.cfg.strategy {
                 Strategy::Immediate => self.issue_main_immediate(id),
                 Strategy::Batch => self.issue_main_batch(id),
             };
-            if parked.is_some() {
-                return parked;
-            }
-            self.slots[idx].phase = Phase::Tail;
-            let dropped_to_zero = self.put(id);
-            debug_assert!(!dropped_to_zero, "issue() holds its own reference");
         }
-        if let Some(wait) = self.issue_retries(id) {
-            return Some(wait);
-        }
-        self.issue_repairs(id)
+        None
     }
 
     fn issue_main_immediate(&mut self, id: ParentId) -> Option<Wait> {

@@ -6,12 +6,14 @@
 //! (the bias held), and the bias is dropped after it. The moment anything intervenes (an empty
 //! pool, "no memory", a pending bitmap write, a parent's own admission) the parent is parked
 //! exactly where the loop stopped, in the same slot state the general state machine
-//! (`Engine::run`) keeps, and that machine resumes it there. Everything else (flushes, unmaps,
-//! I/O spanning chunks, replacement writes, parents queued for admission) goes through the
-//! general machine from the start.
+//! (`Engine::run`) keeps, and that machine resumes it there, through the same loop
+//! (`issue_straight`: under pool pressure every child waits once, so the resume is as common
+//! as the first pass). Everything else (flushes, unmaps, I/O spanning chunks, replacement
+//! writes, parents queued for admission) goes through the general machine from the start.
 //!
-//! In call order: `submit` -> `submit_straight` -> `submit_child` (each child) -> `child_done`
-//! -> `child_finished` -> `put` (the host completes on the last reference). The general
+//! In call order: `submit` -> `submit_straight` -> `issue_straight` -> `submit_child` (each
+//! child) -> `child_done` -> `child_finished` -> `put` (the host completes on the last
+//! reference). The general
 //! machine (`machine.rs`: `run`/`issue`; `wakeups.rs`: the queues and the drain; `recovery.rs`:
 //! retries and repairs) uses the same child submission and completion, and takes over through
 //! the last two functions here.
@@ -73,13 +75,56 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             }
         }
         self.slots[idx].phase = Phase::Issue;
+        if let Some(wait) = self.issue_straight(id) {
+            return self.park_straight(id, wait);
+        }
+        let slot = &mut self.slots[idx];
+        slot.phase = Phase::Tail;
+        // A child that failed inside its submit left a retry or repair behind, holding its own
+        // reference: the general machine issues it.
+        if slot.retry != 0 || slot.repair_segs != 0 {
+            self.push_ready(id);
+        }
+        self.put(id);
+        self.drain();
+    }
+
+    /// Issues a one-chunk read's or write's children from `next` on, a child parked on shared
+    /// I/O first: the straight path's loop, for its first pass and for every resume of a
+    /// parent it parked (`issue` calls it for those; see `straight_shaped`). Returns what it
+    /// parked on: `next` is then the child it stopped on (held in `parked` after "no memory").
+    #[inline(always)]
+    pub(super) fn issue_straight(&mut self, id: ParentId) -> Option<Wait> {
+        let idx = id as usize;
+        let req = self.slots[idx].req;
+        let write = req.op == IoOp::Write;
+        if let Some((child, info, kind)) = self.slots[idx].parked.take() {
+            debug_assert_eq!(kind, ChildKind::Main, "straight-shaped parents park only main children");
+            if self.legs[info.leg as usize].failed {
+                // The leg failed while this child waited: a write's copy is missed; a read is
+                // planned again below, on another copy.
+                self.release_child(info.leg, child);
+                if write {
+                    self.slots[idx].missed_copy = true;
+                    self.slots[idx].next += 1;
+                }
+            } else if let Err((child, info)) = self.submit_child(child, info, false) {
+                self.slots[idx].parked = Some((child, info, ChildKind::Main));
+                return Some(Wait::Io(Some(info.leg)));
+            } else {
+                self.slots[idx].next += 1;
+            }
+        }
+        let total = self.slots[idx].total;
         let row = self.geo.row(req.lba);
-        for k in 0..total {
+        let mut k = self.slots[idx].next;
+        while k < total {
             let info = if write {
                 let copy = self.geo.copy_in(&row, k);
                 if self.legs[copy.leg as usize].failed {
                     // The array runs degraded: the region stays dirty.
                     self.slots[idx].missed_copy = true;
+                    k += 1;
                     continue;
                 }
                 ChildInfo {
@@ -95,29 +140,43 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 match self.plan_read(id, 0) {
                     Some(info) => info,
                     // No readable copy: the segment is never marked done, so the read fails.
-                    None => continue,
+                    None => {
+                        k += 1;
+                        continue;
+                    }
                 }
             };
             let Some(child) = self.alloc(info.leg) else {
                 self.slots[idx].next = k;
-                return self.park_straight(id, Wait::Pool(info.leg));
+                return Some(Wait::Pool(info.leg));
             };
             if let Err((child, info)) = self.submit_child(child, info, false) {
                 self.slots[idx].next = k;
                 self.slots[idx].parked = Some((child, info, ChildKind::Main));
-                return self.park_straight(id, Wait::Io(Some(info.leg)));
+                return Some(Wait::Io(Some(info.leg)));
             }
+            k += 1;
         }
-        let slot = &mut self.slots[idx];
-        slot.next = total;
-        slot.phase = Phase::Tail;
-        // A child that failed inside its submit left a retry or repair behind, holding its own
-        // reference: the general machine issues it.
-        if slot.retry != 0 || slot.repair_segs != 0 {
-            self.push_ready(id);
-        }
-        self.put(id);
-        self.drain();
+        self.slots[idx].next = total;
+        None
+    }
+
+    /// Whether parent `id` is one the straight path could have started and `issue_straight`
+    /// can go on with: a read or write of one segment with no replacement, still issuing its
+    /// main plan under the immediate strategy, with no read retry, repair or failed try and
+    /// no parked child but a main one. Its plan is then exactly the straight loop's.
+    #[inline]
+    pub(super) fn straight_shaped(&self, id: ParentId) -> bool {
+        let slot = &self.slots[id as usize];
+        slot.phase == Phase::Issue
+            && matches!(slot.req.op, IoOp::Read | IoOp::Write)
+            && slot.nsegs == 1
+            && slot.rep.is_none()
+            && slot.retry == 0
+            && slot.repair_segs == 0
+            && slot.tried_segs == 0
+            && self.cfg.strategy == Strategy::Immediate
+            && matches!(slot.parked, None | Some((_, _, ChildKind::Main)))
     }
 
     /// Submits one child. `counted`: its reference on the parent is already held (a read retry
