@@ -13,10 +13,9 @@
 //!
 //! In call order: `submit` -> `submit_straight` -> `issue_straight` -> `submit_child` (each
 //! child) -> `child_done` -> `child_finished` -> `put` (the host completes on the last
-//! reference). The general
-//! machine (`machine.rs`: `run`/`issue`; `wakeups.rs`: the queues and the drain; `recovery.rs`:
-//! retries and repairs) uses the same child submission and completion, and takes over through
-//! the last two functions here.
+//! reference). The general machine (`machine.rs`: `run`/`issue`; `wakeups.rs`: the queues and
+//! the drain; `recovery.rs`: retries and repairs) uses the same child submission and
+//! completion, and takes over through the last two functions here.
 
 use super::backend::{Backend, ChildInfo, ChildStatus, HostStatus, IoOp, IoRequest, ParentId, Submitted};
 use super::intent::{Gate, WriteIntent};

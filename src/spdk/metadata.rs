@@ -213,7 +213,7 @@ impl Persist {
         }
     }
 
-    /// The bitmap regions `[lba, lba + blocks)` touches (runs twice per write).
+    /// The bitmap regions `[lba, lba + blocks)` touches.
     #[inline]
     pub(super) fn regions_of(&self, lba: u64, blocks: u64) -> std::ops::RangeInclusive<usize> {
         let (first, last) = self.region_bounds(lba, blocks);
