@@ -6,7 +6,7 @@
 //! as it can and says what it parked on; `wakeups.rs` runs it again when that is freed, and it
 //! resumes exactly where it stopped (a parked child first, then `next` in the plan).
 
-use super::backend::{Backend, IoOp, IoRequest, ParentId};
+use super::backend::{Backend, ChildInfo, IoOp, IoRequest, ParentId};
 use super::intent::{Gate, WriteIntent};
 use super::plan::segment_count;
 use super::{ChildKind, Engine, Phase, Step, Strategy, Wait};
@@ -136,39 +136,9 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         } else {
             self.slots[idx].parked.take()
         };
-        if let Some((child, info, kind)) = parked {
-            if self.legs[info.leg as usize].failed {
-                // The leg failed while we waited: give the context back and re-plan this child.
-                self.release_child(info.leg, child);
-                match kind {
-                    ChildKind::Main if info.op != IoOp::Read => {
-                        // A replacement that failed is dropped; it is no copy the array misses.
-                        if info.leg != self.replacement_leg() {
-                            self.slots[idx].missed_copy = true;
-                        }
-                        self.slots[idx].next += 1;
-                    }
-                    ChildKind::Repair => self.recovery[idx].repair[info.segment as usize] &= !(1 << info.leg),
-                    _ => {}
-                }
-            } else {
-                let counted = kind == ChildKind::Retry;
-                // Cleared before submitting: a retry failing inside submit sets it again.
-                if counted {
-                    self.slots[idx].retry &= !(1 << info.segment);
-                }
-                if let Err(back) = self.submit_child(child, info, counted) {
-                    if counted {
-                        self.slots[idx].retry |= 1 << info.segment;
-                    }
-                    self.slots[idx].parked = Some((back.0, back.1, kind));
-                    return Some(Wait::Io(Some(info.leg)));
-                }
-                match kind {
-                    ChildKind::Main => self.slots[idx].next += 1,
-                    ChildKind::Retry => {}
-                    ChildKind::Repair => self.recovery[idx].repair[info.segment as usize] &= !(1 << info.leg),
-                }
+        if let Some(parked) = parked {
+            if let Some(wait) = self.issue_parked(id, parked) {
+                return Some(wait);
             }
         }
         if self.slots[idx].phase == Phase::Issue {
@@ -176,6 +146,49 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 Strategy::Immediate => self.issue_main_immediate(id),
                 Strategy::Batch => self.issue_main_batch(id),
             };
+        }
+        None
+    }
+
+    /// Submits the child a parent parked on "no memory" (its context given back instead when
+    /// its leg failed meanwhile: a write's copy is then missed, a read or retry planned again).
+    /// Returns the wait when it is refused again. Inline: every resume under pool pressure.
+    #[inline(always)]
+    pub(super) fn issue_parked(&mut self, id: ParentId, parked: (B::Child, ChildInfo, ChildKind)) -> Option<Wait> {
+        let idx = id as usize;
+        let (child, info, kind) = parked;
+        if self.legs[info.leg as usize].failed {
+            // The leg failed while we waited: give the context back and re-plan this child.
+            self.release_child(info.leg, child);
+            match kind {
+                ChildKind::Main if info.op != IoOp::Read => {
+                    // A replacement that failed is dropped; it is no copy the array misses.
+                    if info.leg != self.replacement_leg() {
+                        self.slots[idx].missed_copy = true;
+                    }
+                    self.slots[idx].next += 1;
+                }
+                ChildKind::Repair => self.recovery[idx].repair[info.segment as usize] &= !(1 << info.leg),
+                _ => {}
+            }
+            return None;
+        }
+        let counted = kind == ChildKind::Retry;
+        // Cleared before submitting: a retry failing inside submit sets it again.
+        if counted {
+            self.slots[idx].retry &= !(1 << info.segment);
+        }
+        if let Err(back) = self.submit_child(child, info, counted) {
+            if counted {
+                self.slots[idx].retry |= 1 << info.segment;
+            }
+            self.slots[idx].parked = Some((back.0, back.1, kind));
+            return Some(Wait::Io(Some(info.leg)));
+        }
+        match kind {
+            ChildKind::Main => self.slots[idx].next += 1,
+            ChildKind::Retry => {}
+            ChildKind::Repair => self.recovery[idx].repair[info.segment as usize] &= !(1 << info.leg),
         }
         None
     }

@@ -97,21 +97,14 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         let idx = id as usize;
         let req = self.slots[idx].req;
         let write = req.op == IoOp::Write;
-        if let Some((child, info, kind)) = self.slots[idx].parked.take() {
-            debug_assert_eq!(kind, ChildKind::Main, "straight-shaped parents park only main children");
-            if self.legs[info.leg as usize].failed {
-                // The leg failed while this child waited: a write's copy is missed; a read is
-                // planned again below, on another copy.
-                self.release_child(info.leg, child);
-                if write {
-                    self.slots[idx].missed_copy = true;
-                    self.slots[idx].next += 1;
-                }
-            } else if let Err((child, info)) = self.submit_child(child, info, false) {
-                self.slots[idx].parked = Some((child, info, ChildKind::Main));
-                return Some(Wait::Io(Some(info.leg)));
-            } else {
-                self.slots[idx].next += 1;
+        if let Some(parked) = self.slots[idx].parked.take() {
+            debug_assert_eq!(
+                parked.2,
+                ChildKind::Main,
+                "straight-shaped parents park only main children"
+            );
+            if let Some(wait) = self.issue_parked(id, parked) {
+                return Some(wait);
             }
         }
         let total = self.slots[idx].total;
