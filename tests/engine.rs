@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use spdk_mirror::engine::{
     Backend, ChildInfo, ChildStatus, Engine, EngineConfig, Gate, HostStatus, IoOp, IoRequest, ParentId, ReadPolicy,
-    Strategy, Submitted, WriteIntent,
+    Strategy, Submitted, WriteIntent, DIRECT,
 };
 use spdk_mirror::placement::{Geometry, GeometrySpec, Level, Raid10Layout};
 use spdk_mirror::sim::backend::{block_value, Notice};
@@ -1260,4 +1260,158 @@ fn check_copies_real(e: &Engine<SimBackend>, expected: &[u64]) {
             );
         }
     }
+}
+
+// ----- direct reads: one-chunk reads with nothing in their way, no slot, no run -----
+
+/// Completes the oldest in-flight child, a direct read's, with its scripted status, as the
+/// caller does (it knows the host: `host` and `req`).
+fn complete_direct(e: &mut Engine<Script, Intent>, host: u32, req: IoRequest) -> Option<u32> {
+    let (child, info) = e.backend_mut().in_flight.pop_front().expect("a child in flight");
+    assert_eq!(info.parent, DIRECT);
+    let status = if e.backend().fail_leg == Some(info.leg) {
+        ChildStatus::Error
+    } else {
+        ChildStatus::Success
+    };
+    e.direct_read_done(host, req, child, info, status)
+}
+
+#[test]
+fn a_direct_read_takes_no_slot_and_its_host_comes_back_to_the_caller() {
+    // One slot, held by a write in flight: a direct read still goes (it needs no slot).
+    let (mut e, log) = engine(raid1(2), 4, 1);
+    e.submit(1, write(0, 1));
+    assert_eq!(e.active_parents(), 1);
+    assert_eq!(e.try_direct_read(2, &read(8, 2)), Ok(()));
+    assert_eq!(e.direct_reads(), 1);
+    assert_eq!(e.active_parents(), 1);
+    // The least busy copy: leg 0 has the write's block, so does leg 1; the first wins.
+    assert_eq!(submits(&log), vec![(1, 0), (1, 1), (2, 0)]);
+    assert_eq!(e.leg_outstanding_blocks(0), 3);
+    complete_one(&mut e);
+    complete_one(&mut e);
+    assert!(!e.is_idle(), "a direct read is still out");
+    assert_eq!(complete_direct(&mut e, 2, read(8, 2)), Some(2));
+    // The engine completes only the write: the read's host was the caller's to complete.
+    assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
+    assert!(e.is_idle());
+    assert_eq!(e.leg_stats(0).reads, 1);
+    assert_eq!(e.leg_outstanding_blocks(0), 0);
+    assert_eq!(e.stats().parents_submitted, 2);
+    assert_eq!(e.stats().parents_completed, 2);
+    assert_eq!(e.backend().pools, vec![4, 4, 4]);
+}
+
+#[test]
+fn a_read_goes_direct_only_when_nothing_waits_and_otherwise_takes_nothing() {
+    let (mut e, log) = engine(raid1(2), 1, 4);
+    // One context per leg: the first write takes both, the second parks on leg 0's pool.
+    e.submit(1, write(0, 1));
+    e.submit(2, write(1, 1));
+    assert_eq!(e.backend().pools, vec![0, 0, 1]);
+    // Both pools are empty (and a parent waits on leg 0's): not direct, nothing taken.
+    assert_eq!(e.try_direct_read(3, &read(5, 1)), Err(3));
+    assert_eq!(e.direct_reads(), 0);
+    assert_eq!(e.backend().pools, vec![0, 0, 1]);
+    drain_children(&mut e);
+    assert!(e.is_idle());
+    // A child refused for shared I/O parks its parent: no read goes direct past it.
+    e.backend_mut().nomem = 1;
+    e.submit(4, write(0, 1));
+    assert_eq!(e.try_direct_read(5, &read(5, 1)), Err(5));
+    assert_eq!(
+        e.backend().pools,
+        vec![0, 1, 1],
+        "the parked child holds leg 0's context"
+    );
+    e.io_available();
+    drain_children(&mut e);
+    assert!(e.is_idle());
+    // Anything but a one-chunk read inside the mirror is not direct either.
+    let (mut e10, _) = engine(n2_on_3_legs(), 4, 4);
+    let chunk = e10.geometry().chunk_blocks();
+    assert_eq!(e10.try_direct_read(6, &read(chunk - 1, 2)), Err(6));
+    assert_eq!(e.try_direct_read(7, &write(0, 1)), Err(7));
+    let end = e.geometry().data_blocks();
+    assert_eq!(e.try_direct_read(8, &read(end - 1, 2)), Err(8));
+    assert_eq!(e.try_direct_read(9, &read(0, 0)), Err(9));
+    // With nothing in the way it goes.
+    assert_eq!(e.try_direct_read(10, &read(0, 1)), Ok(()));
+    assert!(submits(&log).ends_with(&[(10, 0)]));
+}
+
+#[test]
+fn a_direct_read_refused_for_shared_io_gives_its_context_back() {
+    let (mut e, log) = engine(raid1(2), 1, 4);
+    e.backend_mut().nomem = 1;
+    assert_eq!(e.try_direct_read(1, &read(0, 1)), Err(1));
+    assert_eq!(e.backend().pools, vec![1, 1, 1]);
+    assert_eq!(e.direct_reads(), 0);
+    // The caller then submits it the general way, which parks it and resumes it.
+    e.backend_mut().nomem = 1;
+    e.submit(1, read(0, 1));
+    e.io_available();
+    complete_one(&mut e);
+    assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
+    assert!(e.is_idle());
+}
+
+#[test]
+fn a_failed_direct_read_is_retried_on_another_copy_and_the_bad_copy_rewritten() {
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    e.backend_mut().fail_leg = Some(0);
+    assert_eq!(e.try_direct_read(1, &read(3, 1)), Ok(()));
+    // Leg 0 fails it: the engine takes the read over.
+    assert_eq!(complete_direct(&mut e, 1, read(3, 1)), None);
+    assert_eq!(e.direct_reads(), 0);
+    assert_eq!(e.active_parents(), 1);
+    e.backend_mut().fail_leg = None;
+    complete_one(&mut e); // read from leg 1: good data, so leg 0 is rewritten with it
+    assert_eq!(submits(&log), vec![(1, 0), (1, 1), (1, 0)]);
+    assert!(
+        completions(&log).is_empty(),
+        "the host buffer is still being written from"
+    );
+    let repair = complete_one(&mut e);
+    assert_eq!((repair.op, repair.leg, repair.leg_lba), (IoOp::Write, 0, 3));
+    assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
+    assert_eq!(e.leg_stats(0).read_errors, 1);
+    assert_eq!(e.leg_stats(0).read_repairs, 1);
+    assert_eq!(e.stats().read_retries, 1);
+    assert!(e.is_idle());
+    assert_eq!(e.backend().pools, vec![4, 4, 4]);
+}
+
+#[test]
+fn a_failed_direct_read_with_no_other_copy_fails_and_one_queued_keeps_what_it_tried() {
+    // Every copy but the one that failed is gone: the read fails.
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    e.backend_mut().fail_leg = Some(0);
+    assert_eq!(e.try_direct_read(1, &read(0, 1)), Ok(()));
+    e.fail_leg(1);
+    assert_eq!(complete_direct(&mut e, 1, read(0, 1)), None);
+    assert_eq!(completions(&log), vec![(1, HostStatus::Failed)]);
+    assert!(e.is_idle());
+    // With every slot taken, the failed read waits in line and still avoids the copy that
+    // failed it once admitted.
+    let (mut e, log) = engine(raid1(2), 4, 1);
+    e.backend_mut().fail_leg = Some(0);
+    assert_eq!(e.try_direct_read(2, &read(0, 1)), Ok(()));
+    e.submit(3, write(9, 1));
+    assert_eq!(complete_direct(&mut e, 2, read(0, 1)), None);
+    assert_eq!(e.queued_parents(), 1);
+    e.backend_mut().fail_leg = None;
+    drain_children(&mut e);
+    assert_eq!(
+        submits(&log),
+        vec![(2, 0), (3, 0), (3, 1), (2, 1), (2, 0)],
+        "retried on leg 1, then leg 0 rewritten"
+    );
+    assert_eq!(
+        completions(&log),
+        vec![(3, HostStatus::Success), (2, HostStatus::Success)]
+    );
+    assert_eq!(e.leg_stats(0).read_repairs, 1);
+    assert!(e.is_idle());
 }

@@ -173,6 +173,28 @@ fn read_errors_are_retried_on_another_copy_and_repaired() {
 }
 
 #[test]
+fn reads_go_direct_when_nothing_waits_and_a_failed_one_is_still_repaired() {
+    for geo in shapes() {
+        let mut c = SimConfig::new(geo.clone());
+        c.read_pct = 70;
+        c.ios = 5000;
+        c.max_io_blocks = 8; // mostly inside one 16-block chunk
+        c.faults = Faults {
+            read_error_leg: Some((0, 20)),
+            ..Faults::default()
+        };
+        let r = run(&c).unwrap();
+        assert_clean(&r, &format!("{geo:?}"));
+        // A read served direct never takes a slot (one that failed does, for its retry).
+        let direct = r.engine.parents_submitted - r.engine.parents_admitted;
+        assert!(direct > c.ios / 4, "{geo:?}: only {direct} reads went direct: {r:?}");
+        assert!(r.engine.read_retries > 50, "{r:?}");
+        assert!(r.engine.read_repairs >= r.engine.read_retries, "{r:?}");
+        assert!(r.legs_failed.is_empty(), "{r:?}");
+    }
+}
+
+#[test]
 fn a_leg_failing_every_io_is_dropped_and_reads_still_succeed() {
     let mut c = SimConfig::new(spec(Level::Raid10, Some("n2"), 4));
     c.read_pct = 50;

@@ -50,6 +50,9 @@ pub enum HostStatus {
 /// Engine slot of a parent I/O (the admission bound is the number of slots).
 pub type ParentId = u32;
 
+/// The `parent` of a direct read's child (`Engine::try_direct_read`): it has no slot.
+pub const DIRECT: ParentId = ParentId::MAX;
+
 /// Everything the engine needs to know about a child when it comes back. The backend keeps it
 /// in the child context and hands it back unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

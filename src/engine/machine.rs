@@ -12,7 +12,9 @@ use super::plan::segment_count;
 use super::{ChildKind, Engine, Phase, Step, Strategy, Wait};
 
 impl<B: Backend, W: WriteIntent> Engine<B, W> {
-    pub(super) fn start(&mut self, id: ParentId, host: B::Host, req: IoRequest) {
+    /// Admits `host` into slot `id`. `tried`: legs a read already failed on (one segment), to be
+    /// retried elsewhere and repaired like any failed read.
+    pub(super) fn start(&mut self, id: ParentId, host: B::Host, req: IoRequest, tried: u32) {
         let nsegs = if req.op == IoOp::Flush {
             1
         } else {
@@ -28,6 +30,11 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             _ => nsegs * (self.geo.copies() + extra),
         };
         self.fill_slot(id, host, req, total, nsegs, rep);
+        if tried != 0 {
+            debug_assert!(req.op == IoOp::Read && nsegs == 1);
+            self.slots[id as usize].tried_segs = 1;
+            self.recovery[id as usize].tried[0] = tried;
+        }
         // Here, not in `fill_slot`: Batch parents never take the straight path, which need not pay.
         self.batch_start(id);
     }

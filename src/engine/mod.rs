@@ -29,6 +29,7 @@
 
 pub mod backend;
 mod batch;
+mod direct;
 pub mod intent;
 mod machine;
 pub mod plan;
@@ -41,7 +42,7 @@ mod wakeups;
 
 use std::collections::VecDeque;
 
-pub use backend::{Backend, ChildInfo, ChildStatus, HostStatus, IoOp, IoRequest, ParentId, Submitted};
+pub use backend::{Backend, ChildInfo, ChildStatus, HostStatus, IoOp, IoRequest, ParentId, Submitted, DIRECT};
 pub use intent::{Gate, NoBitmap, WriteIntent};
 pub use read_policy::ReadPolicy;
 pub use stats::{EngineStats, LegStats};
@@ -193,7 +194,11 @@ pub struct Engine<B: Backend, W: WriteIntent = NoBitmap> {
     /// One per slot under `Strategy::Batch`, else `None`.
     batch: Option<Vec<BatchSlot<B>>>,
     free_slots: Vec<ParentId>,
-    admit_queue: VecDeque<(B::Host, IoRequest)>,
+    /// Parents waiting for a slot, each with the legs it already failed to read from (a direct
+    /// read handed over after an error; 0 for any other).
+    admit_queue: VecDeque<(B::Host, IoRequest, u32)>,
+    /// Direct reads in flight (`direct.rs`): parents with no slot.
+    direct: u32,
     pool_waiters: Vec<VecDeque<ParentId>>,
     pool_freed: u64,
     io_waiters: VecDeque<ParentId>,
@@ -213,7 +218,8 @@ impl<B: Backend> Engine<B, NoBitmap> {
 
 impl<B: Backend, W: WriteIntent> Engine<B, W> {
     pub fn with_intent(geo: Geometry, cfg: EngineConfig, backend: B, intent: W) -> Self {
-        let max_parents = cfg.max_parents.max(1);
+        // Slot ids stay below `DIRECT`.
+        let max_parents = cfg.max_parents.clamp(1, DIRECT);
         let legs = (0..=geo.legs())
             .map(|leg| LegState {
                 failed: false,
@@ -229,6 +235,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             batch: BatchSlot::for_strategy(cfg.strategy, &geo, max_parents),
             free_slots: (0..max_parents).rev().collect(),
             admit_queue: VecDeque::with_capacity(1024),
+            direct: 0,
             pool_waiters: (0..=geo.legs())
                 .map(|_| VecDeque::with_capacity(max_parents as usize))
                 .collect(),
@@ -294,9 +301,14 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         self.admit_queue.len()
     }
 
-    /// Nothing admitted, nothing queued.
+    /// Direct reads in flight (they hold no slot).
+    pub fn direct_reads(&self) -> u32 {
+        self.direct
+    }
+
+    /// Nothing admitted, nothing queued, no direct read in flight.
     pub fn is_idle(&self) -> bool {
-        self.active_parents() == 0 && self.admit_queue.is_empty()
+        self.active_parents() == 0 && self.admit_queue.is_empty() && self.direct == 0
     }
 
     /// Legs that are not failed, as a bit mask (the replacement leg is not one of them).
@@ -372,8 +384,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             ));
         }
         out.push(format!(
-            "pool waiters {:?}, io waiters {:?}, ready {:?}",
-            self.pool_waiters, self.io_waiters, self.ready
+            "pool waiters {:?}, io waiters {:?}, ready {:?}, direct reads {}",
+            self.pool_waiters, self.io_waiters, self.ready, self.direct
         ));
         out.join("; ")
     }
@@ -383,7 +395,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// caller must no longer deliver those to the engine). Parked children's contexts go back
     /// to their pools. Admitted writes end their intent as not written to every copy, so their
     /// regions stay dirty (copies may differ there). Counters are kept; the engine is otherwise
-    /// as new and takes I/O again.
+    /// as new and takes I/O again. Direct reads hold no slot and are not among the hosts: each
+    /// is still the caller's when its child comes back (`direct_read_done` counts it off).
     pub fn abandon(&mut self) -> Vec<B::Host> {
         let mut hosts = Vec::new();
         for id in 0..self.slots.len() {
@@ -415,7 +428,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 self.free_slots.push(id as ParentId);
             }
         }
-        hosts.extend(self.admit_queue.drain(..).map(|(h, _)| h));
+        hosts.extend(self.admit_queue.drain(..).map(|(h, _, _)| h));
         self.pool_waiters.iter_mut().for_each(VecDeque::clear);
         self.io_waiters.clear();
         self.ready.clear();

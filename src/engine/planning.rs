@@ -9,6 +9,7 @@ use super::backend::{Backend, ChildInfo, IoOp, ParentId};
 use super::intent::WriteIntent;
 use super::plan::segment;
 use super::{Engine, ReadPolicy};
+use crate::placement::{Copy, Row};
 
 /// What the next child of a plan is.
 enum Planned {
@@ -101,33 +102,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     pub(super) fn plan_read(&self, id: ParentId, seg: u32) -> Option<ChildInfo> {
         let req = self.slots[id as usize].req;
         let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
-        let tried = self.tried(id, seg);
-        let usable = |leg: u32| self.leg_readable(leg) && tried & (1 << leg) == 0;
-        let row = self.geo.row(start);
-        let copies = (0..self.geo.copies()).map(|s| self.geo.copy_in(&row, s));
-        let copy = if self.backend.read_pinned(start, len) {
-            copies.clone().find(|c| usable(c.leg))?
-        } else if self.cfg.read_policy == ReadPolicy::LeastOutstanding {
-            // The default policy in one pass, without the general chooser (the read path's
-            // largest cost when it went through it): the first of the least busy copies.
-            let mut best = None;
-            for c in copies.clone().filter(|c| usable(c.leg)) {
-                let out = self.legs[c.leg as usize].outstanding_blocks;
-                if best.is_none_or(|(_, o)| out < o) {
-                    best = Some((c, out));
-                }
-            }
-            best?.0
-        } else {
-            let candidates = copies
-                .clone()
-                .filter(|c| usable(c.leg))
-                .map(|c| (c.leg, self.legs[c.leg as usize].outstanding_blocks));
-            let turn = self.read_turn.get();
-            self.read_turn.set(turn.wrapping_add(1));
-            let leg = self.cfg.read_policy.choose(candidates, turn)?;
-            copies.clone().find(|c| c.leg == leg)?
-        };
+        let copy = self.read_copy(start, len, self.tried(id, seg))?;
         Some(ChildInfo {
             parent: id,
             op: IoOp::Read,
@@ -137,6 +112,52 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             buf_offset: start - req.lba,
             segment: seg,
         })
+    }
+
+    /// The copy to read `len` blocks at `start` (within one chunk) from: a readable one not in
+    /// `tried`, chosen by the read policy (the first in placement order while the blocks
+    /// await resync).
+    #[inline(always)]
+    pub(super) fn read_copy(&self, start: u64, len: u64, tried: u32) -> Option<Copy> {
+        let row = self.geo.row(start);
+        if self.cfg.read_policy != ReadPolicy::LeastOutstanding || self.backend.read_pinned(start, len) {
+            return self.read_copy_by_policy(&row, start, len, tried);
+        }
+        // The default policy in one plain pass (the read path's largest cost when it went
+        // through the general chooser): the first of the least busy usable copies.
+        let mut best: Option<(Copy, u64)> = None;
+        for slot in 0..self.geo.copies() {
+            let c = self.geo.copy_in(&row, slot);
+            let Some(l) = self.legs.get(c.leg as usize) else {
+                continue;
+            };
+            if l.failed || !l.readable || tried & (1 << c.leg) != 0 {
+                continue;
+            }
+            if best.is_none_or(|(_, o)| l.outstanding_blocks < o) {
+                best = Some((c, l.outstanding_blocks));
+            }
+        }
+        best.map(|(c, _)| c)
+    }
+
+    /// `read_copy` for blocks awaiting resync (pinned to the first usable copy) and for the
+    /// policies other than the default.
+    #[inline(never)]
+    fn read_copy_by_policy(&self, row: &Row, start: u64, len: u64, tried: u32) -> Option<Copy> {
+        let usable = |leg: u32| self.leg_readable(leg) && tried & (1 << leg) == 0;
+        let copies = (0..self.geo.copies()).map(|s| self.geo.copy_in(row, s));
+        if self.backend.read_pinned(start, len) {
+            return copies.clone().find(|c| usable(c.leg));
+        }
+        let candidates = copies
+            .clone()
+            .filter(|c| usable(c.leg))
+            .map(|c| (c.leg, self.legs[c.leg as usize].outstanding_blocks));
+        let turn = self.read_turn.get();
+        self.read_turn.set(turn.wrapping_add(1));
+        let leg = self.cfg.read_policy.choose(candidates, turn)?;
+        copies.clone().find(|c| c.leg == leg)
     }
 
     /// The legs a read of segment `seg` of parent `id` has failed on.

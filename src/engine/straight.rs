@@ -32,14 +32,14 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 return self.submit_straight(id, host, req);
             }
         }
-        self.submit_general(host, req);
+        self.submit_general(host, req, 0);
     }
 
     /// Whether `req` may take the straight path: a read or write inside one chunk (so one
     /// segment, in range), no replacement to copy it to, and no wake-up waiting that it could
     /// overtake.
-    #[inline]
-    fn straight(&self, req: &IoRequest) -> bool {
+    #[inline(always)]
+    pub(super) fn straight(&self, req: &IoRequest) -> bool {
         matches!(req.op, IoOp::Read | IoOp::Write)
             && req.blocks > 0
             && req
@@ -359,7 +359,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     /// Takes a host I/O the straight path cannot: checks it, then admits it in arrival order.
-    fn submit_general(&mut self, host: B::Host, req: IoRequest) {
+    /// `tried`: legs this read already failed on (see `start`).
+    pub(super) fn submit_general(&mut self, host: B::Host, req: IoRequest, tried: u32) {
         let in_range = req
             .lba
             .checked_add(req.blocks)
@@ -378,14 +379,14 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         if !self.draining && self.admit_queue.is_empty() {
             // A slot is free and nobody is ahead in line.
             if let Some(id) = self.free_slots.pop() {
-                self.start(id, host, req);
+                self.start(id, host, req, tried);
                 let step = self.run(id);
                 self.park_after(id, step, false);
                 self.drain();
                 return;
             }
         }
-        self.admit_queue.push_back((host, req));
+        self.admit_queue.push_back((host, req, tried));
         self.drain();
     }
 }

@@ -123,9 +123,9 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 }
             }
             while !self.admit_queue.is_empty() && !self.free_slots.is_empty() {
-                let (host, req) = self.admit_queue.pop_front().expect("checked non-empty");
+                let (host, req, tried) = self.admit_queue.pop_front().expect("checked non-empty");
                 let id = self.free_slots.pop().expect("checked non-empty");
-                self.start(id, host, req);
+                self.start(id, host, req, tried);
                 let step = self.run(id);
                 self.park_after(id, step, false);
                 moved = true;

@@ -356,6 +356,13 @@ impl SimBackend {
     }
 }
 
+impl SimBackend {
+    /// The host I/O a child serves (a direct read's, which the engine does not keep).
+    pub fn child_host(&self, child: &SimChild) -> u32 {
+        self.ctx_host[child.0 as usize]
+    }
+}
+
 impl Backend for SimBackend {
     type Host = u32;
     type Child = SimChild;

@@ -14,7 +14,9 @@ use super::metadata::{initial_superblock, MetaWriter, OpDone};
 use super::rng::Rng;
 use crate::bitmap::WriteIntentBitmap;
 use crate::engine::NoBitmap;
-use crate::engine::{Engine, EngineConfig, EngineStats, IoOp, IoRequest, ReadPolicy, Strategy};
+use crate::engine::{
+    Backend, Engine, EngineConfig, EngineStats, HostStatus, IoOp, IoRequest, ReadPolicy, Strategy, DIRECT,
+};
 use crate::placement::{Geometry, GeometryError, GeometrySpec};
 use crate::superblock::{LayoutError, MetaLayout};
 
@@ -332,7 +334,10 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
                     *v = block_value(issued, req.lba + i as u64);
                 }
             }
-            engine.submit(slot, req);
+            // Reads go direct when nothing stands in their way, as the SPDK glue sends them.
+            if op != IoOp::Read || engine.try_direct_read(slot, &req).is_err() {
+                engine.submit(slot, req);
+            }
             settle(&mut engine, &mut host, &mut d);
         }
         if host.completed == cfg.ios {
@@ -352,6 +357,13 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
             None => {
                 stalled = true;
                 break;
+            }
+            Some(SimEvent::Engine(Notice::ChildDone(child, info, status))) if info.parent == DIRECT => {
+                let slot = engine.backend().child_host(&child);
+                let req = host.reqs[slot as usize];
+                if let Some(slot) = engine.direct_read_done(slot, req, child, info, status) {
+                    engine.backend_mut().complete(slot, HostStatus::Success);
+                }
             }
             Some(SimEvent::Engine(Notice::ChildDone(child, info, status))) => engine.child_done(child, info, status),
             Some(SimEvent::Engine(Notice::Poll)) => engine.poll(),

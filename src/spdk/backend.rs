@@ -121,6 +121,7 @@ impl Backend for SpdkBackend {
         self.refused(child, info, rc)
     }
 
+    #[inline(always)]
     fn read_pinned(&self, lba: u64, blocks: u64) -> bool {
         // SAFETY: the mirror's metadata outlives its channels' backends.
         !self.persist.is_null() && unsafe { (*self.persist).pinned(lba, blocks) }

@@ -24,7 +24,7 @@ use super::host_io;
 use super::intent::ChannelIntent;
 use super::mirror::Mirror;
 use crate::engine::{
-    Backend, ChildInfo, ChildStatus, Engine, EngineConfig, HostStatus, IoOp, IoRequest, LegStats, Strategy,
+    Backend, ChildInfo, ChildStatus, Engine, EngineConfig, HostStatus, IoOp, IoRequest, LegStats, Strategy, DIRECT,
 };
 
 /// How often the channel's poller looks for parked I/O (whose pool may have been refilled by
@@ -240,6 +240,9 @@ impl Channel {
     #[inline(always)]
     pub fn submit(&self, io: NonNull<sys::spdk_bdev_io>, op: IoOp) {
         if !self.busy.get() && !self.poisoned() {
+            if op == IoOp::Read && self.direct_read(io) {
+                return;
+            }
             return self.run(|e| {
                 e.submit(io, request(io, op));
                 self.inject_fault();
@@ -253,6 +256,88 @@ impl Channel {
             } else {
                 complete_host(io, HostStatus::Failed);
             }
+        });
+    }
+
+    /// Issues a read direct (`Engine::try_direct_read`: no slot, no run of the engine) when it
+    /// can go so. False when it did not, having taken nothing: it goes through `run`.
+    #[inline(always)]
+    fn direct_read(&self, io: NonNull<sys::spdk_bdev_io>) -> bool {
+        // A leg changed: a run brings the engine's view up to date first. Fault injection
+        // counts every host I/O through the engine.
+        if self.mirror().leg_gen.load(Ordering::Acquire) != self.seen_gen.get() || self.panic_every != 0 {
+            return false;
+        }
+        match self.direct(|e| e.try_direct_read(io, &request(io, IoOp::Read)).is_ok()) {
+            Some(issued) => issued,
+            None => {
+                // A panic before the child went out (nothing after its submit can panic).
+                complete_host(io, HostStatus::Failed);
+                true
+            }
+        }
+    }
+
+    /// A direct read's child is back. The common case (it succeeded, the engine is idle and
+    /// sound, nothing waits to be woken) completes the host here, without `run`'s queues;
+    /// anything else goes the way of any child.
+    #[inline(always)]
+    pub fn direct_read_back(&self, ctx: NonNull<ChildCtx>, status: ChildStatus) {
+        if self.busy.get() || self.poisoned() {
+            return guard("child completion", (), || self.child_done_aside(ctx, status));
+        }
+        // SAFETY: a context of ours, live until it is given back; its parent is the live host
+        // read it serves.
+        let (info, host) = unsafe { ((*ctx.as_ptr()).info, NonNull::new_unchecked((*ctx.as_ptr()).parent)) };
+        // SAFETY: not busy: no other reference to the engine is live on this thread; a quick look.
+        if !unsafe { &*self.engine.get() }.direct_read_quick(&info, status) {
+            return self.run(|e| Self::deliver(e, ctx, info, status));
+        }
+        // The read is done whatever happens below: its data is in the host's buffer.
+        let _ = self.direct(|e| {
+            if let Some(leg) = e.backend_mut().legs.get_mut(info.leg as usize) {
+                leg.inflight -= 1;
+            }
+            e.direct_read_ok(ctx, info)
+        });
+        if self.mirror().failure_unrecorded() {
+            return self.hold(host, HostStatus::Success);
+        }
+        complete_host(host, HostStatus::Success);
+    }
+
+    /// Runs `f` on the engine for a direct read, outside `run` (none of its queues, checks or
+    /// completions: `f` completes nothing and nothing it calls calls back into this channel,
+    /// SPDK deferring a completion made inside a submit), under the same guard: a panic (a
+    /// bug) poisons the engine as in `run`, and gives `None`. `busy` is set meanwhile, so
+    /// anything that did call back would only queue (and is run here after).
+    #[inline(always)]
+    fn direct<R>(&self, f: impl FnOnce(&mut Engine<SpdkBackend, ChannelIntent>) -> R) -> Option<R> {
+        self.busy.set(true);
+        // SAFETY: it was not busy: no other reference to the engine is live on this thread,
+        // and `busy` keeps it so until this ends.
+        let e = unsafe { &mut *self.engine.get() };
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(e)));
+        self.busy.set(false);
+        match ran {
+            Ok(r) => {
+                if self.deferred.get() {
+                    self.run(|_| {});
+                }
+                Some(r)
+            }
+            Err(_) => {
+                guard("mirror engine recovery", (), || self.poison(e));
+                None
+            }
+        }
+    }
+
+    /// Holds a finished host I/O until the leg failure being recorded is on disk.
+    #[cold]
+    fn hold(&self, io: NonNull<sys::spdk_bdev_io>, status: HostStatus) {
+        guard("mirror completion", (), || {
+            self.held.borrow_mut().push_back((io, status))
         });
     }
 
@@ -289,7 +374,7 @@ impl Channel {
         // SAFETY: a context of ours, live until it is given back.
         let info = unsafe { (*ctx.as_ptr()).info };
         if self.poisoned() && !self.busy.get() {
-            return self.orphan_child_done(ctx, info);
+            return self.orphan_child_done(ctx, info, status);
         }
         if self.busy.get() {
             if self
@@ -308,14 +393,34 @@ impl Channel {
     }
 
     /// A child of an abandoned parent is back: its context goes home; once none is left in
-    /// flight the orphans are failed and the engine serves again.
-    fn orphan_child_done(&self, ctx: NonNull<ChildCtx>, info: ChildInfo) {
+    /// flight the orphans are failed and the engine serves again. A direct read's host, which
+    /// no engine state held, completes with its child's status.
+    fn orphan_child_done(&self, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {
         // SAFETY: not busy, so no other reference to the engine is live on this thread.
         let e = unsafe { &mut *self.engine.get() };
-        let b = e.backend_mut();
-        b.legs[info.leg as usize].inflight -= 1;
-        b.free_child(info.leg, ctx);
+        let direct = Self::drop_child(e, ctx, info);
+        if let Some(host) = direct {
+            complete_host(host, host_status(status));
+        }
         self.recover();
+    }
+
+    /// Gives a child's context back without the engine (after a panic in it): a direct read's
+    /// host is returned, for the caller to complete.
+    fn drop_child(
+        e: &mut Engine<SpdkBackend, ChannelIntent>,
+        ctx: NonNull<ChildCtx>,
+        info: ChildInfo,
+    ) -> Option<NonNull<sys::spdk_bdev_io>> {
+        e.backend_mut().legs[info.leg as usize].inflight -= 1;
+        if info.parent != DIRECT {
+            e.backend_mut().free_child(info.leg, ctx);
+            return None;
+        }
+        // SAFETY: a context of ours; its parent is the live host read it serves.
+        let host = unsafe { NonNull::new_unchecked((*ctx.as_ptr()).parent) };
+        e.direct_read_dropped(ctx, info);
+        Some(host)
     }
 
     /// Fails the orphans once no child of theirs is in flight, and lifts the poison.
@@ -356,11 +461,11 @@ impl Channel {
         self.io_signal.set(false);
         let queued: Vec<_> = self.deferred_parents.borrow_mut().drain(..).collect();
         let children: Vec<_> = std::iter::from_fn(|| self.deferred_children.borrow().pop()).collect();
-        for (ctx, info, _) in children {
-            let b = e.backend_mut();
-            b.legs[info.leg as usize].inflight -= 1;
+        let mut direct = Vec::new();
+        for (ctx, info, status) in children {
             // SAFETY: the queue holds non-null context pointers.
-            b.free_child(info.leg, unsafe { NonNull::new_unchecked(ctx as *mut ChildCtx) });
+            let ctx = unsafe { NonNull::new_unchecked(ctx as *mut ChildCtx) };
+            direct.extend(Self::drop_child(e, ctx, info).map(|host| (host, host_status(status))));
         }
         for (io, status) in finished {
             // Finished, but an acknowledgement still waits for a leg failure to be recorded.
@@ -373,6 +478,9 @@ impl Channel {
         for (io, _) in queued {
             complete_host(io, HostStatus::Failed);
         }
+        for (io, status) in direct {
+            complete_host(io, status);
+        }
         self.recover();
     }
 
@@ -381,7 +489,7 @@ impl Channel {
         if self.poisoned() && !self.busy.get() {
             // SAFETY: not busy: no other reference to the engine is live.
             unsafe { (*self.engine.get()).backend_mut().rescue_busy = false };
-            return self.orphan_child_done(ctx, info);
+            return self.orphan_child_done(ctx, info, status);
         }
         if self.busy.get() {
             // Cannot be: messages run between pollers, never inside the engine. Deliver it
@@ -404,6 +512,14 @@ impl Channel {
     ) {
         let leg = &mut e.backend_mut().legs[info.leg as usize];
         leg.inflight -= 1;
+        if info.parent == DIRECT {
+            // SAFETY: a context of ours; its parent is the live host read it serves.
+            let host = unsafe { NonNull::new_unchecked((*ctx.as_ptr()).parent) };
+            if let Some(host) = e.direct_read_done(host, request(host, IoOp::Read), ctx, info, status) {
+                e.backend_mut().complete(host, HostStatus::Success);
+            }
+            return;
+        }
         e.child_done(ctx, info, status);
     }
 
@@ -679,6 +795,14 @@ fn request(io: NonNull<sys::spdk_bdev_io>, op: IoOp) -> IoRequest {
     }
 }
 
+/// A direct read's host status after a panic in the engine: its child's, no retry.
+fn host_status(status: ChildStatus) -> HostStatus {
+    match status {
+        ChildStatus::Success => HostStatus::Success,
+        ChildStatus::Error => HostStatus::Failed,
+    }
+}
+
 /// Completes a host I/O to SPDK.
 fn complete_host(io: NonNull<sys::spdk_bdev_io>, status: HostStatus) {
     let status = match status {
@@ -772,8 +896,14 @@ extern "C" fn child_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *m
     // spdk_bdev_io freed, and SPDK hands it to them. Freed first, it would go to whoever
     // waited longest (the app above, submitting one more parent) and, with tiny leg pools,
     // parents end up holding every spdk_bdev_io (a deadlock the pressure tests caught).
-    // SAFETY: the channel outlives every child it issued; `ctx` is non-null.
-    unsafe { (*channel).child_done(NonNull::new_unchecked(ctx), status) };
+    // SAFETY: the channel outlives every child it issued; `ctx` is non-null and ours.
+    unsafe {
+        if (*ctx).info.parent == DIRECT {
+            (*channel).direct_read_back(NonNull::new_unchecked(ctx), status);
+        } else {
+            (*channel).child_done(NonNull::new_unchecked(ctx), status);
+        }
+    }
     // SAFETY: SPDK hands us the completed child bdev_io exactly once; nothing uses it after.
     unsafe { sys::spdk_bdev_free_io(bdev_io) };
 }

@@ -307,10 +307,13 @@ impl Persist {
     }
 
     /// Whether reads of these mirror blocks must go to the resync source (see `read_pinned`).
+    #[inline(always)]
     pub fn pinned(&self, lba: u64, blocks: u64) -> bool {
-        if self.unsynced_count.load(Ordering::Relaxed) == 0 {
-            return false;
-        }
+        self.unsynced_count.load(Ordering::Relaxed) != 0 && self.pinned_regions(lba, blocks)
+    }
+
+    #[inline(never)]
+    fn pinned_regions(&self, lba: u64, blocks: u64) -> bool {
         self.regions_of(lba, blocks).any(|r| self.is_unsynced(r))
     }
 
