@@ -1415,3 +1415,48 @@ fn a_failed_direct_read_with_no_other_copy_fails_and_one_queued_keeps_what_it_tr
     assert_eq!(e.leg_stats(0).read_repairs, 1);
     assert!(e.is_idle());
 }
+
+#[test]
+fn a_plain_completion_is_taken_quick_and_its_last_child_hands_the_host_back() {
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    e.submit(1, write(0, 1));
+    let (c0, i0) = e.backend_mut().in_flight.pop_front().unwrap();
+    let (c1, i1) = e.backend_mut().in_flight.pop_front().unwrap();
+    assert!(
+        !e.child_quick(&i0, ChildStatus::Error),
+        "a failed child needs the machine"
+    );
+    assert!(e.child_quick(&i0, ChildStatus::Success));
+    assert_eq!(e.child_ok(c0, i0), None);
+    assert!(!log.borrow().contains(&Ev::EndWrite {
+        lba: 0,
+        all_copies: true
+    }));
+    assert!(e.child_quick(&i1, ChildStatus::Success));
+    assert_eq!(e.child_ok(c1, i1), Some((1, HostStatus::Success)));
+    // The intent ended after the last copy; the host is the caller's to complete.
+    assert_eq!(
+        log.borrow().last(),
+        Some(&Ev::EndWrite {
+            lba: 0,
+            all_copies: true
+        })
+    );
+    assert!(completions(&log).is_empty());
+    assert!(e.is_idle());
+    assert_eq!(e.backend().pools, vec![4, 4, 4]);
+    assert_eq!((e.leg_stats(0).writes, e.leg_stats(1).writes), (1, 1));
+
+    // A context someone waits for is not quick: giving it back must wake them.
+    let (mut e, _) = engine(raid1(2), 1, 4);
+    e.submit(1, write(0, 1));
+    e.submit(2, write(1, 1)); // parks on leg 0's pool
+    let (c0, i0) = e.backend_mut().in_flight.pop_front().unwrap();
+    let (_, i1) = e.backend().in_flight.front().copied().unwrap();
+    assert_eq!((i0.leg, i1.leg), (0, 1));
+    assert!(!e.child_quick(&i0, ChildStatus::Success));
+    assert!(e.child_quick(&i1, ChildStatus::Success));
+    e.child_done(c0, i0, ChildStatus::Success);
+    drain_children(&mut e);
+    assert!(e.is_idle());
+}

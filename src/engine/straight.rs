@@ -26,13 +26,30 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// Takes a host I/O. It completes through `Backend::complete`, possibly before this returns.
     #[inline(always)]
     pub fn submit(&mut self, host: B::Host, req: IoRequest) {
+        if self.submit_undrained(host, req) {
+            self.drain();
+        }
+    }
+
+    /// `submit` without running the wake-ups the straight path may leave queued: true when
+    /// there are some, for the caller to run (`run_wakeups`) before anything else enters the
+    /// engine. (The SPDK glue takes the common case, nothing queued, without its run.)
+    #[inline(always)]
+    pub fn submit_undrained(&mut self, host: B::Host, req: IoRequest) -> bool {
         self.stats.parents_submitted += 1;
         if self.straight(&req) {
             if let Some(id) = self.free_slots.pop() {
-                return self.submit_straight(id, host, req);
+                self.submit_straight(id, host, req);
+                return self.pending();
             }
         }
         self.submit_general(host, req, 0);
+        false
+    }
+
+    /// Runs the wake-ups left queued (see `submit_undrained`, `child_quick`).
+    pub fn run_wakeups(&mut self) {
+        self.drain();
     }
 
     /// Whether `req` may take the straight path: a read or write inside one chunk (so one
@@ -55,7 +72,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     /// Starts parent `id` and issues its children one by one. Leaves the slot as `run` would:
-    /// parked at the child it stopped on, or issued with the bias dropped.
+    /// parked at the child it stopped on, or issued with the bias dropped. Runs no wake-ups.
     #[inline(always)]
     fn submit_straight(&mut self, id: ParentId, host: B::Host, req: IoRequest) {
         let idx = id as usize;
@@ -85,7 +102,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             self.push_ready(id);
         }
         self.put(id);
-        self.drain();
     }
 
     /// Issues a one-chunk read's or write's children from `next` on, a child parked on shared
@@ -215,10 +231,51 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         self.drain();
     }
 
-    /// Accounts a finished child. Completes the parent when it was the last reference.
+    /// Whether a child's completion may be taken by `child_ok`: the common case (see
+    /// `plain`), with nothing to wake afterwards (nobody waits for its leg's pool, no wake-up
+    /// is queued), so no run of the general machine follows it.
     #[inline(always)]
-    pub(super) fn child_finished(&mut self, child: B::Child, info: ChildInfo, status: ChildStatus) {
-        let idx = info.parent as usize;
+    pub fn child_quick(&self, info: &ChildInfo, status: ChildStatus) -> bool {
+        self.plain(info, status)
+            && self.pool_waiters.get(info.leg as usize).is_some_and(|w| w.is_empty())
+            && !self.pending()
+    }
+
+    /// A child `child_quick` said yes to: accounted, and when it was its parent's last
+    /// reference the parent is finished and its host handed back with its status, for the
+    /// caller to complete (instead of through `Backend::complete`).
+    #[inline(always)]
+    pub fn child_ok(&mut self, child: B::Child, info: ChildInfo) -> Option<(B::Host, HostStatus)> {
+        self.child_back(child, &info);
+        let id = info.parent;
+        let slot = &mut self.slots[id as usize];
+        slot.seg_ok |= 1u64 << info.segment;
+        slot.remaining -= 1;
+        if slot.remaining > 0 {
+            return None;
+        }
+        Some(self.finish_take(id))
+    }
+
+    /// The common completion: a copy written, or a read served by a copy no earlier try of
+    /// this segment failed on (nothing to repair), and not the replacement's copy.
+    #[inline(always)]
+    fn plain(&self, info: &ChildInfo, status: ChildStatus) -> bool {
+        let Some(slot) = self.slots.get(info.parent as usize) else {
+            return false;
+        };
+        status == ChildStatus::Success
+            && info.leg != self.replacement_leg()
+            && match info.op {
+                IoOp::Read => slot.tried_segs & (1u64 << info.segment) == 0,
+                _ => slot.req.op != IoOp::Read,
+            }
+    }
+
+    /// What every finished child undoes: the leg's outstanding blocks, the counters, the
+    /// context (which may wake a parent waiting for its pool).
+    #[inline(always)]
+    fn child_back(&mut self, child: B::Child, info: &ChildInfo) {
         let leg = &mut self.legs[info.leg as usize];
         leg.outstanding_blocks -= info.blocks;
         self.stats.children_completed += 1;
@@ -227,19 +284,15 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             _ => leg.stats.writes += 1,
         }
         self.release_child(info.leg, child);
-        let bit = 1u64 << info.segment;
-        let replacement = info.leg == self.replacement_leg();
-        let slot = &mut self.slots[idx];
-        // The common case: a copy written, or a read served by a copy no earlier try of this
-        // segment failed on (nothing to repair), and not the replacement's copy.
-        let plain = status == ChildStatus::Success
-            && !replacement
-            && match info.op {
-                IoOp::Read => slot.tried_segs & bit == 0,
-                _ => slot.req.op != IoOp::Read,
-            };
+    }
+
+    /// Accounts a finished child. Completes the parent when it was the last reference.
+    #[inline(always)]
+    pub(super) fn child_finished(&mut self, child: B::Child, info: ChildInfo, status: ChildStatus) {
+        let plain = self.plain(&info, status);
+        self.child_back(child, &info);
         if plain {
-            slot.seg_ok |= bit;
+            self.slots[info.parent as usize].seg_ok |= 1u64 << info.segment;
             self.put(info.parent);
         } else {
             self.child_finished_slow(info, status);
@@ -326,6 +379,13 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// The parent's last reference is gone: its write intent ends and the host I/O completes.
     #[inline(never)]
     fn finish(&mut self, id: ParentId) {
+        let (host, status) = self.finish_take(id);
+        self.backend.complete(host, status);
+    }
+
+    /// `finish` up to the host's completion: the host, and how it ended.
+    #[inline(always)]
+    fn finish_take(&mut self, id: ParentId) -> (B::Host, HostStatus) {
         let slot = &mut self.slots[id as usize];
         debug_assert_eq!(slot.phase, Phase::Tail, "a parent completed before its plan was issued");
         let req = slot.req;
@@ -346,7 +406,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         }
         self.stats.parents_completed += 1;
         self.backend.release_parent();
-        self.backend.complete(host, status);
+        (host, status)
     }
 
     // ----- where the straight path hands over -----
@@ -355,7 +415,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// from here (`run` resumes at `next`, or at the parked child).
     fn park_straight(&mut self, id: ParentId, wait: Wait) {
         self.park_after(id, Step::Parked(wait), false);
-        self.drain();
     }
 
     /// Takes a host I/O the straight path cannot: checks it, then admits it in arrival order.

@@ -240,8 +240,15 @@ impl Channel {
     #[inline(always)]
     pub fn submit(&self, io: NonNull<sys::spdk_bdev_io>, op: IoOp) {
         if !self.busy.get() && !self.poisoned() {
-            if op == IoOp::Read && self.direct_read(io) {
-                return;
+            // The common way, when no leg changed since the engine last looked (a run brings
+            // its view up to date first) and no fault is injected (it counts every host I/O
+            // through the engine's run): a read direct if it can go so, else the engine takes
+            // it, and only what that leaves queued is run.
+            if self.mirror().leg_gen.load(Ordering::Acquire) == self.seen_gen.get() && self.panic_every == 0 {
+                if op == IoOp::Read && self.direct_read(io) {
+                    return;
+                }
+                return self.submit_undrained(io, op);
             }
             return self.run(|e| {
                 e.submit(io, request(io, op));
@@ -261,13 +268,8 @@ impl Channel {
 
     /// Issues a read direct (`Engine::try_direct_read`: no slot, no run of the engine) when it
     /// can go so. False when it did not, having taken nothing: it goes through `run`.
-    #[inline(always)]
+    #[inline(never)]
     fn direct_read(&self, io: NonNull<sys::spdk_bdev_io>) -> bool {
-        // A leg changed: a run brings the engine's view up to date first. Fault injection
-        // counts every host I/O through the engine.
-        if self.mirror().leg_gen.load(Ordering::Acquire) != self.seen_gen.get() || self.panic_every != 0 {
-            return false;
-        }
         match self.direct(|e| e.try_direct_read(io, &request(io, IoOp::Read)).is_ok()) {
             Some(issued) => issued,
             None => {
@@ -300,17 +302,15 @@ impl Channel {
             }
             e.direct_read_ok(ctx, info)
         });
-        if self.mirror().failure_unrecorded() {
-            return self.hold(host, HostStatus::Success);
-        }
-        complete_host(host, HostStatus::Success);
+        self.complete_now(host, HostStatus::Success);
     }
 
-    /// Runs `f` on the engine for a direct read, outside `run` (none of its queues, checks or
-    /// completions: `f` completes nothing and nothing it calls calls back into this channel,
-    /// SPDK deferring a completion made inside a submit), under the same guard: a panic (a
-    /// bug) poisons the engine as in `run`, and gives `None`. `busy` is set meanwhile, so
-    /// anything that did call back would only queue (and is run here after).
+    /// Runs `f` on the engine outside `run`, for the common cases (a direct read, a submit,
+    /// a plain completion), without `run`'s checks, wake-ups and completion queue: the caller
+    /// sees to what `f` leaves (`after_direct`). Under the same guard: a panic (a bug) poisons
+    /// the engine as in `run`, and gives `None`. `busy` is set meanwhile, so a call back into
+    /// this channel (SPDK defers a completion made inside a submit, but an `io_wait` entry
+    /// may fire at once) only queues, and is run here after.
     #[inline(always)]
     fn direct<R>(&self, f: impl FnOnce(&mut Engine<SpdkBackend, ChannelIntent>) -> R) -> Option<R> {
         self.busy.set(true);
@@ -361,11 +361,54 @@ impl Channel {
     /// from the context inside the run, not copied in through the stack (see `submit`).
     #[inline(always)]
     pub fn child_done(&self, ctx: NonNull<ChildCtx>, status: ChildStatus) {
-        if !self.busy.get() && !self.poisoned() {
-            // SAFETY: a context of ours, live until it is given back.
-            return self.run(|e| Self::deliver(e, ctx, unsafe { (*ctx.as_ptr()).info }, status));
+        if self.busy.get() || self.poisoned() {
+            return guard("child completion", (), || self.child_done_aside(ctx, status));
         }
-        guard("child completion", (), || self.child_done_aside(ctx, status));
+        // SAFETY: a context of ours, live until it is given back.
+        let info = unsafe { (*ctx.as_ptr()).info };
+        // SAFETY: not busy: no other reference to the engine is live on this thread; a quick look.
+        if !unsafe { &*self.engine.get() }.child_quick(&info, status) {
+            return self.run(|e| Self::deliver(e, ctx, info, status));
+        }
+        // The common completion: counted, and its parent finished if it was the last child.
+        let finished = self.direct(|e| {
+            if let Some(leg) = e.backend_mut().legs.get_mut(info.leg as usize) {
+                leg.inflight -= 1;
+            }
+            e.child_ok(ctx, info)
+        });
+        if let Some(Some((host, status))) = finished {
+            self.complete_now(host, status);
+        }
+    }
+
+    /// The engine takes a host I/O outside `run`; only what it leaves queued is run.
+    #[inline(never)]
+    fn submit_undrained(&self, io: NonNull<sys::spdk_bdev_io>, op: IoOp) {
+        if let Some(queued) = self.direct(|e| e.submit_undrained(io, request(io, op))) {
+            self.after_direct(queued);
+        }
+    }
+
+    /// After a direct step (`direct`) that may have left work behind: runs the wake-ups it
+    /// queued (`queued`) and a leg failure to note, and completes the host I/Os it finished.
+    #[inline(always)]
+    fn after_direct(&self, queued: bool) {
+        // SAFETY: not busy: a quick read-only look.
+        if queued || unsafe { &*self.engine.get() }.backend().failed_legs != 0 {
+            return self.run(|e| e.run_wakeups());
+        }
+        self.complete_finished();
+    }
+
+    /// Completes a host I/O the engine handed back (not through its queue), or holds it while
+    /// a leg failure is being recorded (see `complete_all`).
+    #[inline(always)]
+    fn complete_now(&self, io: NonNull<sys::spdk_bdev_io>, status: HostStatus) {
+        if self.mirror().failure_unrecorded() {
+            return self.hold(io, status);
+        }
+        complete_host(io, status);
     }
 
     /// A child back while the engine runs (queued for it) or after it panicked (see `recover`).
