@@ -1283,7 +1283,7 @@ fn a_direct_read_takes_no_slot_and_its_host_comes_back_to_the_caller() {
     let (mut e, log) = engine(raid1(2), 4, 1);
     e.submit(1, write(0, 1));
     assert_eq!(e.active_parents(), 1);
-    assert_eq!(e.try_direct_read(2, &read(8, 2)), Ok(()));
+    assert_eq!(e.try_direct_read(2, &read(8, 2)), Ok(false));
     assert_eq!(e.direct_reads(), 1);
     assert_eq!(e.active_parents(), 1);
     // The least busy copy: leg 0 has the write's block, so does leg 1; the first wins.
@@ -1337,23 +1337,27 @@ fn a_read_goes_direct_only_when_nothing_waits_and_otherwise_takes_nothing() {
     assert_eq!(e.try_direct_read(8, &read(end - 1, 2)), Err(8));
     assert_eq!(e.try_direct_read(9, &read(0, 0)), Err(9));
     // With nothing in the way it goes.
-    assert_eq!(e.try_direct_read(10, &read(0, 1)), Ok(()));
+    assert_eq!(e.try_direct_read(10, &read(0, 1)), Ok(false));
     assert!(submits(&log).ends_with(&[(10, 0)]));
 }
 
 #[test]
-fn a_direct_read_refused_for_shared_io_gives_its_context_back() {
+fn a_direct_read_refused_for_shared_io_parks_without_its_context_and_resumes() {
     let (mut e, log) = engine(raid1(2), 1, 4);
     e.backend_mut().nomem = 1;
-    assert_eq!(e.try_direct_read(1, &read(0, 1)), Err(1));
-    assert_eq!(e.backend().pools, vec![1, 1, 1]);
+    assert_eq!(e.try_direct_read(1, &read(0, 1)), Ok(true));
+    // Parked for shared I/O in a slot, its context given back, not submitted again.
     assert_eq!(e.direct_reads(), 0);
-    // The caller then submits it the general way, which parks it and resumes it.
-    e.backend_mut().nomem = 1;
-    e.submit(1, read(0, 1));
+    assert_eq!(e.active_parents(), 1);
+    assert_eq!(e.backend().pools, vec![1, 1, 1]);
+    assert_eq!(log.borrow().as_slice(), &[Ev::WaitIo]);
+    // Nothing goes direct past it.
+    assert_eq!(e.try_direct_read(2, &read(5, 1)), Err(2));
     e.io_available();
     complete_one(&mut e);
+    assert_eq!(submits(&log), vec![(1, 0)]);
     assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
+    assert_eq!(e.stats().parents_submitted, 1);
     assert!(e.is_idle());
 }
 
@@ -1361,7 +1365,7 @@ fn a_direct_read_refused_for_shared_io_gives_its_context_back() {
 fn a_failed_direct_read_is_retried_on_another_copy_and_the_bad_copy_rewritten() {
     let (mut e, log) = engine(raid1(2), 4, 4);
     e.backend_mut().fail_leg = Some(0);
-    assert_eq!(e.try_direct_read(1, &read(3, 1)), Ok(()));
+    assert_eq!(e.try_direct_read(1, &read(3, 1)), Ok(false));
     // Leg 0 fails it: the engine takes the read over.
     assert_eq!(complete_direct(&mut e, 1, read(3, 1)), None);
     assert_eq!(e.direct_reads(), 0);
@@ -1388,7 +1392,7 @@ fn a_failed_direct_read_with_no_other_copy_fails_and_one_queued_keeps_what_it_tr
     // Every copy but the one that failed is gone: the read fails.
     let (mut e, log) = engine(raid1(2), 4, 4);
     e.backend_mut().fail_leg = Some(0);
-    assert_eq!(e.try_direct_read(1, &read(0, 1)), Ok(()));
+    assert_eq!(e.try_direct_read(1, &read(0, 1)), Ok(false));
     e.fail_leg(1);
     assert_eq!(complete_direct(&mut e, 1, read(0, 1)), None);
     assert_eq!(completions(&log), vec![(1, HostStatus::Failed)]);
@@ -1397,7 +1401,7 @@ fn a_failed_direct_read_with_no_other_copy_fails_and_one_queued_keeps_what_it_tr
     // failed it once admitted.
     let (mut e, log) = engine(raid1(2), 4, 1);
     e.backend_mut().fail_leg = Some(0);
-    assert_eq!(e.try_direct_read(2, &read(0, 1)), Ok(()));
+    assert_eq!(e.try_direct_read(2, &read(0, 1)), Ok(false));
     e.submit(3, write(9, 1));
     assert_eq!(complete_direct(&mut e, 2, read(0, 1)), None);
     assert_eq!(e.queued_parents(), 1);

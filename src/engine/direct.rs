@@ -3,30 +3,35 @@
 //! Its one child is planned, its context taken and the child submitted in one go, with no slot,
 //! no plan and no run of the state machine; its completion hands the host straight back to the
 //! caller. This is SPDK raid1's read path (one `spdk_bdev_io` per child and nothing else), and
-//! it is why a read over the mirror costs about what one over SPDK raid1 does: taking every read
-//! through the slot table and the general machine cost five times the instructions.
+//! it is why a read over the mirror costs about what one over SPDK raid1 does: through the slot
+//! table and the general machine it cost the module twice the instructions.
 //!
 //! md's rule holds without the machine: a direct read never waits holding anything. If its
-//! context or its shared I/O cannot be had at once, it takes nothing and the caller hands the
-//! read to `submit`, which parks it the usual way. It goes direct only when no wake-up is
-//! pending, no parent waits for shared I/O and none for its leg's pool, so it never overtakes
-//! a parked parent (and needs no admission slot: it cannot hold what a child needs). A direct
-//! read that fails is handed to the general machine as a parent that already failed on that
-//! copy: it is retried on another and the copy that failed is rewritten, as for any read.
+//! context cannot be had at once, it takes nothing and the caller hands the read to `submit`;
+//! refused shared I/O, it gives its context back and parks in a slot for shared I/O, where the
+//! general way would have parked it after the same refusal. It goes direct only when no
+//! wake-up is pending, no parent waits for shared I/O and none for its leg's pool, so it never
+//! overtakes a parked parent (and needs no admission slot: it cannot hold what a child needs).
+//! A direct read that fails is handed to the general machine as a parent that already failed
+//! on that copy: it is retried on another and the copy that failed is rewritten, as for any
+//! read.
 //!
 //! Only the caller knows its host while the child is out (SPDK: the child context's parent
 //! pointer), so it gives it back with the completion (`direct_read_done`).
 
 use super::backend::{Backend, ChildInfo, ChildStatus, IoOp, IoRequest, Submitted, DIRECT};
 use super::intent::WriteIntent;
-use super::Engine;
+use super::{Engine, Phase, Step, Wait};
 
 impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// Issues `req` as a direct read if it can be, and then only. `Err` hands the host back,
     /// nothing taken: it goes through `submit`. A backend that completes the child inside its
     /// submit gets it back as `Err` too (the read is then submitted again the general way).
+    /// One that answers "no memory" gets the read parked in a slot for shared I/O (submitted
+    /// again at once, it would only be refused again): `Ok(true)`, the engine has it (the
+    /// caller then sees to what it finished, as after `submit`). `Ok(false)`: it went direct.
     #[inline(always)]
-    pub fn try_direct_read(&mut self, host: B::Host, req: &IoRequest) -> Result<(), B::Host> {
+    pub fn try_direct_read(&mut self, host: B::Host, req: &IoRequest) -> Result<bool, B::Host> {
         let Some(info) = self.plan_direct_read(req) else {
             return Err(host);
         };
@@ -48,15 +53,42 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                     leg.outstanding_blocks += info.blocks;
                 }
                 self.direct += 1;
-                Ok(())
+                Ok(false)
             }
-            Submitted::NoMem(child, _) | Submitted::Completed(child, _, _) => {
+            Submitted::NoMem(child, _) => {
                 // No waiter on this pool (`plan_direct_read`): nobody to wake.
+                self.backend.free_child(info.leg, child);
+                self.backend.release_parent();
+                self.submit_parked_on_io(host, *req, info.leg);
+                Ok(true)
+            }
+            Submitted::Completed(child, _, _) => {
                 self.backend.free_child(info.leg, child);
                 self.backend.release_parent();
                 Err(host)
             }
         }
+    }
+
+    /// A one-chunk read whose child `leg` just refused for want of shared I/O: admitted into
+    /// a slot and parked for shared I/O before its first child, where the straight path would
+    /// have parked it after the same refusal (resumed, it plans its read again). Without a free
+    /// slot it takes the general way.
+    #[cold]
+    fn submit_parked_on_io(&mut self, host: B::Host, req: IoRequest, leg: u32) {
+        self.stats.parents_submitted += 1;
+        let Some(id) = self.free_slots.pop() else {
+            return self.submit_general(host, req, 0);
+        };
+        self.fill_slot(id, host, req, 1, 1, None);
+        let host = self.slots[id as usize].host.as_ref().expect("just set");
+        let wait = if self.backend.admit_parent(host) {
+            self.slots[id as usize].phase = Phase::Issue;
+            Wait::Io(Some(leg))
+        } else {
+            Wait::Io(None)
+        };
+        self.park_after(id, Step::Parked(wait), false);
     }
 
     /// The child a direct read of `req` would issue, if it may go direct (see the module

@@ -396,7 +396,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// to their pools. Admitted writes end their intent as not written to every copy, so their
     /// regions stay dirty (copies may differ there). Counters are kept; the engine is otherwise
     /// as new and takes I/O again. Direct reads hold no slot and are not among the hosts: each
-    /// is still the caller's when its child comes back (`direct_read_done` counts it off).
+    /// is still the caller's when its child comes back (`direct_read_dropped` counts it off).
     pub fn abandon(&mut self) -> Vec<B::Host> {
         let mut hosts = Vec::new();
         for id in 0..self.slots.len() {

@@ -213,6 +213,14 @@ impl SpdkBackend {
         )
     }
 
+    /// A child of this channel on `leg` is back (or handed back after a panic).
+    #[inline(always)]
+    pub fn child_back(&mut self, leg: u32) {
+        if let Some(leg) = self.legs.get_mut(leg as usize) {
+            leg.inflight -= 1;
+        }
+    }
+
     fn children_in_flight(&self) -> bool {
         self.legs.iter().any(|l| l.inflight > 0)
     }

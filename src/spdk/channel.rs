@@ -270,8 +270,14 @@ impl Channel {
     /// can go so. False when it did not, having taken nothing: it goes through `run`.
     #[inline(never)]
     fn direct_read(&self, io: NonNull<sys::spdk_bdev_io>) -> bool {
-        match self.direct(|e| e.try_direct_read(io, &request(io, IoOp::Read)).is_ok()) {
-            Some(issued) => issued,
+        match self.direct(|e| e.try_direct_read(io, &request(io, IoOp::Read))) {
+            Some(Ok(false)) => true,
+            Some(Ok(true)) => {
+                // Refused for shared I/O, it was parked or took the general way.
+                self.complete_finished();
+                true
+            }
+            Some(Err(_)) => false,
             None => {
                 // A panic before the child went out (nothing after its submit can panic).
                 complete_host(io, HostStatus::Failed);
@@ -297,9 +303,7 @@ impl Channel {
         }
         // The read is done whatever happens below: its data is in the host's buffer.
         let _ = self.direct(|e| {
-            if let Some(leg) = e.backend_mut().legs.get_mut(info.leg as usize) {
-                leg.inflight -= 1;
-            }
+            e.backend_mut().child_back(info.leg);
             e.direct_read_ok(ctx, info)
         });
         self.complete_now(host, HostStatus::Success);
@@ -356,9 +360,10 @@ impl Channel {
         self.poisoned.get()
     }
 
-    /// A child of this channel is back. The common case, the engine idle and sound, runs it
-    /// at once; nothing outside `run`'s own guard can panic on that way. Its `info` is read
-    /// from the context inside the run, not copied in through the stack (see `submit`).
+    /// A child of this channel is back. The common case (the engine idle and sound, the child
+    /// plain: `Engine::child_quick`) is counted at once outside `run`, its host completed if it
+    /// was the last; anything else runs the engine. Nothing outside a guard can panic on
+    /// either way. (Direct reads' children come back through `direct_read_back`.)
     #[inline(always)]
     pub fn child_done(&self, ctx: NonNull<ChildCtx>, status: ChildStatus) {
         if self.busy.get() || self.poisoned() {
@@ -372,9 +377,7 @@ impl Channel {
         }
         // The common completion: counted, and its parent finished if it was the last child.
         let finished = self.direct(|e| {
-            if let Some(leg) = e.backend_mut().legs.get_mut(info.leg as usize) {
-                leg.inflight -= 1;
-            }
+            e.backend_mut().child_back(info.leg);
             e.child_ok(ctx, info)
         });
         if let Some(Some((host, status))) = finished {
@@ -455,7 +458,7 @@ impl Channel {
         ctx: NonNull<ChildCtx>,
         info: ChildInfo,
     ) -> Option<NonNull<sys::spdk_bdev_io>> {
-        e.backend_mut().legs[info.leg as usize].inflight -= 1;
+        e.backend_mut().child_back(info.leg);
         if info.parent != DIRECT {
             e.backend_mut().free_child(info.leg, ctx);
             return None;
@@ -553,8 +556,7 @@ impl Channel {
         info: ChildInfo,
         status: ChildStatus,
     ) {
-        let leg = &mut e.backend_mut().legs[info.leg as usize];
-        leg.inflight -= 1;
+        e.backend_mut().child_back(info.leg);
         if info.parent == DIRECT {
             // SAFETY: a context of ours; its parent is the live host read it serves.
             let host = unsafe { NonNull::new_unchecked((*ctx.as_ptr()).parent) };
