@@ -171,7 +171,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         self.direct -= 1;
         self.stats.children_completed += 1;
         let leg = &mut self.legs[info.leg as usize];
-        // `abandon` zeroes the count while direct reads may still be out.
+        // Saturating: `abandon` zeroes the count. (Direct reads out across it come back through
+        // `direct_read_dropped`, which leaves the count alone; this is only a guard.)
         leg.outstanding_blocks = leg.outstanding_blocks.saturating_sub(info.blocks);
         self.release_child(info.leg, child);
     }
