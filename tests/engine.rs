@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use spdk_mirror::engine::{
-    Backend, ChildInfo, ChildStatus, Engine, EngineConfig, Gate, HostStatus, IoOp, IoRequest, ParentId, ReadPolicy,
-    Strategy, Submitted, WriteIntent, DIRECT,
+    Backend, ChildInfo, ChildStatus, DirectWrite, Engine, EngineConfig, Gate, HostStatus, IoOp, IoRequest, ParentId,
+    ReadPolicy, Strategy, Submitted, WriteIntent, WriteState, DIRECT, DIRECT_WRITE,
 };
 use spdk_mirror::placement::{Geometry, GeometrySpec, Level, Raid10Layout};
 use spdk_mirror::sim::backend::{block_value, Notice};
@@ -36,6 +36,8 @@ struct Script {
     /// Answer "no memory" once, after this many more submissions went through.
     refuse_nth: Option<u32>,
     in_flight: VecDeque<(u32, ChildInfo)>,
+    /// The hosts of direct writes' children in flight, in order (the caller's to know).
+    direct_hosts: VecDeque<u32>,
     /// Status the next completions get, per leg.
     fail_leg: Option<u32>,
     /// Mirror blocks below this are "awaiting resync": reads are pinned to one copy.
@@ -53,6 +55,7 @@ impl Script {
             nomem: 0,
             refuse_nth: None,
             in_flight: VecDeque::new(),
+            direct_hosts: VecDeque::new(),
             fail_leg: None,
             pinned_below: 0,
             failed: 0,
@@ -102,6 +105,9 @@ impl Backend for Script {
         };
         if self.inline {
             return Submitted::Completed(child, info, status);
+        }
+        if info.parent == DIRECT_WRITE {
+            self.direct_hosts.push_back(*host);
         }
         self.in_flight.push_back((child, info));
         Submitted::InFlight
@@ -1462,5 +1468,319 @@ fn a_plain_completion_is_taken_quick_and_its_last_child_hands_the_host_back() {
     assert!(e.child_quick(&i1, ChildStatus::Success));
     e.child_done(c0, i0, ChildStatus::Success);
     drain_children(&mut e);
+    assert!(e.is_idle());
+}
+
+// ----- direct writes: their state with the caller, a slot only when something intervenes -----
+
+/// Each test host's direct-write state (SPDK keeps it in the `spdk_bdev_io`).
+fn states() -> Vec<WriteState> {
+    vec![WriteState::default(); 16]
+}
+
+/// Completes the oldest in-flight child, a direct write's or any other, as the SPDK glue does:
+/// a direct write's host done is completed here (logged like the engine's completions).
+fn complete_w(e: &mut Engine<Script, Intent>, ws: &mut [WriteState], log: &Log) -> ChildInfo {
+    let (child, info) = e.backend_mut().in_flight.pop_front().expect("a child in flight");
+    let status = if e.backend().fail_leg == Some(info.leg) {
+        ChildStatus::Error
+    } else {
+        ChildStatus::Success
+    };
+    if info.parent != DIRECT_WRITE {
+        e.child_done(child, info, status);
+        return info;
+    }
+    let host = e.backend_mut().direct_hosts.pop_front().expect("its host");
+    let st = &mut ws[host as usize];
+    let done = if e.direct_write_quick(&info, status, st) {
+        e.direct_write_ok(child, info, st)
+    } else {
+        e.direct_write_back(child, info, status, st)
+    };
+    if let Some(status) = done {
+        log.borrow_mut().push(Ev::Complete { host, status });
+    }
+    info
+}
+
+fn drain_w(e: &mut Engine<Script, Intent>, ws: &mut [WriteState], log: &Log) {
+    while !e.backend().in_flight.is_empty() {
+        complete_w(e, ws, log);
+    }
+}
+
+fn end_writes(log: &Log) -> Vec<(u64, bool)> {
+    log.borrow()
+        .iter()
+        .filter_map(|e| match e {
+            Ev::EndWrite { lba, all_copies } => Some((*lba, *all_copies)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_direct_write_keeps_its_state_with_the_caller_and_ends_its_intent_after_the_last_copy() {
+    let (mut e, log) = engine(raid1(2), 4, 2);
+    let mut ws = states();
+    assert!(matches!(
+        e.try_direct_write(1, &write(5, 2), &mut ws[1]),
+        Ok(DirectWrite::InFlight)
+    ));
+    // The intent first, then every copy at once; a slot id is its admission ticket.
+    assert_eq!(log.borrow()[0], Ev::StartWrite { lba: 5 });
+    assert_eq!(submits(&log), vec![(1, 0), (1, 1)]);
+    assert_eq!((e.active_parents(), e.direct_writes()), (1, 1));
+    assert_eq!(e.stats().parents_admitted, 0, "no slot was filled");
+    complete_w(&mut e, &mut ws, &log);
+    assert!(end_writes(&log).is_empty(), "ended before the last copy");
+    assert!(completions(&log).is_empty());
+    complete_w(&mut e, &mut ws, &log);
+    assert_eq!(end_writes(&log), vec![(5, true)]);
+    assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
+    assert!(e.is_idle());
+    assert_eq!(e.direct_writes(), 0);
+    assert_eq!(e.backend().pools, vec![4, 4, 4]);
+    assert_eq!((e.leg_stats(0).writes, e.leg_stats(1).writes), (1, 1));
+    assert_eq!(e.leg_outstanding_blocks(0), 0);
+    let s = e.stats();
+    assert_eq!((s.direct_writes, s.direct_handovers, s.parents_completed), (1, 0, 1));
+    assert_eq!((s.children_submitted, s.children_completed), (2, 2));
+}
+
+#[test]
+fn direct_writes_count_in_the_admission_bound() {
+    let (mut e, log) = engine(raid1(2), 8, 2);
+    let mut ws = states();
+    assert!(e.try_direct_write(1, &write(0, 1), &mut ws[1]).is_ok());
+    assert!(e.try_direct_write(2, &write(1, 1), &mut ws[2]).is_ok());
+    // Both slots are held: the third takes nothing and waits for admission.
+    assert_eq!(e.try_direct_write(3, &write(2, 1), &mut ws[3]).unwrap_err(), 3);
+    e.submit(3, write(2, 1));
+    assert_eq!(e.queued_parents(), 1);
+    assert_eq!(submits(&log).len(), 4);
+    // Nothing goes direct past a parent waiting for admission.
+    assert_eq!(e.try_direct_write(4, &write(3, 1), &mut ws[4]).unwrap_err(), 4);
+    drain_w(&mut e, &mut ws, &log);
+    assert_eq!(
+        completions(&log),
+        vec![
+            (1, HostStatus::Success),
+            (2, HostStatus::Success),
+            (3, HostStatus::Success)
+        ]
+    );
+    assert!(e.is_idle());
+    assert_eq!(e.backend().pools, vec![8, 8, 8]);
+}
+
+#[test]
+fn a_direct_write_waiting_for_the_bitmap_is_handed_to_its_slot_before_any_child() {
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    let mut ws = states();
+    e.intent_mut().pending = true;
+    assert!(matches!(
+        e.try_direct_write(1, &write(7, 1), &mut ws[1]),
+        Ok(DirectWrite::Handed)
+    ));
+    assert!(submits(&log).is_empty(), "a child before the bitmap");
+    assert_eq!(e.direct_writes(), 0);
+    assert_eq!(e.active_parents(), 1);
+    // The slot it reserved (the first free one) is the parent the bitmap answers.
+    e.intent_mut().pending = false;
+    e.write_intent_ready(0);
+    assert_eq!(submits(&log), vec![(1, 0), (1, 1)]);
+    drain_w(&mut e, &mut ws, &log);
+    assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
+    assert_eq!(end_writes(&log), vec![(7, true)]);
+    assert_eq!(e.stats().direct_handovers, 1);
+    assert!(e.is_idle());
+}
+
+#[test]
+fn a_direct_write_short_of_a_context_hands_over_where_it_stopped_and_its_first_copy_follows() {
+    let (mut e, log) = engine(raid1(3), 4, 4);
+    let mut ws = states();
+    e.backend_mut().pools[1] = 0;
+    assert!(matches!(
+        e.try_direct_write(1, &write(3, 1), &mut ws[1]),
+        Ok(DirectWrite::Handed)
+    ));
+    // Copy 0 went; copy 1 waits for leg 1's pool; copy 2 not yet (one at a time, in order).
+    assert_eq!(submits(&log), vec![(1, 0)]);
+    assert_eq!(e.leg_stats(1).pool_empty, 1);
+    // The copy already out comes back to the slot, not to the caller.
+    let info = complete_w(&mut e, &mut ws, &log);
+    assert_eq!(info.parent, DIRECT_WRITE);
+    assert!(completions(&log).is_empty());
+    // Nothing goes direct past a parent waiting for a pool it needs.
+    assert!(matches!(
+        e.try_direct_write(2, &write(9, 1), &mut ws[2]),
+        Ok(DirectWrite::Handed)
+    ));
+    assert_eq!(submits(&log), vec![(1, 0), (2, 0)]);
+    e.backend_mut().pools[1] = 2;
+    e.poll();
+    drain_w(&mut e, &mut ws, &log);
+    assert_eq!(submits(&log), vec![(1, 0), (2, 0), (1, 1), (1, 2), (2, 1), (2, 2)]);
+    assert_eq!(
+        completions(&log),
+        vec![(1, HostStatus::Success), (2, HostStatus::Success)]
+    );
+    assert_eq!(end_writes(&log), vec![(3, true), (9, true)]);
+    assert_eq!(e.stats().direct_handovers, 2);
+    assert!(e.is_idle());
+    assert_eq!(e.backend().pools, vec![4, 2, 4, 4]);
+}
+
+#[test]
+fn a_direct_write_refused_for_shared_io_parks_at_that_copy_and_resumes_there() {
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    let mut ws = states();
+    e.backend_mut().refuse_nth = Some(1);
+    assert!(matches!(
+        e.try_direct_write(1, &write(4, 1), &mut ws[1]),
+        Ok(DirectWrite::Handed)
+    ));
+    assert_eq!(submits(&log), vec![(1, 0)]);
+    assert!(log.borrow().contains(&Ev::WaitIo));
+    // Parked holding the refused copy's context (resubmitted first on resume).
+    assert_eq!(e.backend().pools, vec![3, 3, 4]);
+    assert_eq!(e.leg_stats(1).nomem, 1);
+    e.io_available();
+    assert_eq!(submits(&log), vec![(1, 0), (1, 1)]);
+    drain_w(&mut e, &mut ws, &log);
+    assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
+    assert_eq!(end_writes(&log), vec![(4, true)]);
+    assert!(e.is_idle());
+    assert_eq!(e.backend().pools, vec![4, 4, 4]);
+    // Refused at its first copy: nothing out, it parks all the same.
+    e.backend_mut().nomem = 1;
+    assert!(matches!(
+        e.try_direct_write(2, &write(4, 1), &mut ws[2]),
+        Ok(DirectWrite::Handed)
+    ));
+    // Nothing goes direct past it while it waits for shared I/O.
+    assert_eq!(e.try_direct_write(3, &write(8, 1), &mut ws[3]).unwrap_err(), 3);
+    e.io_available();
+    drain_w(&mut e, &mut ws, &log);
+    assert_eq!(completions(&log)[1..], [(2, HostStatus::Success)]);
+    assert!(e.is_idle());
+}
+
+#[test]
+fn a_direct_write_missing_a_copy_leaves_its_region_dirty_and_fails_only_with_no_copy() {
+    // A copy fails: the leg is failed, the write succeeds on the other, the region stays dirty.
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    let mut ws = states();
+    e.backend_mut().fail_leg = Some(1);
+    assert!(e.try_direct_write(1, &write(2, 1), &mut ws[1]).is_ok());
+    drain_w(&mut e, &mut ws, &log);
+    assert_eq!(completions(&log), vec![(1, HostStatus::Success)]);
+    assert_eq!(end_writes(&log), vec![(2, false)]);
+    assert!(e.leg_failed(1));
+    assert_eq!(e.backend().failed, 1 << 1);
+    assert_eq!(e.leg_stats(1).write_errors, 1);
+    // Degraded: only leg 0 gets the next write, which still leaves the region dirty.
+    assert!(e.try_direct_write(2, &write(3, 1), &mut ws[2]).is_ok());
+    assert_eq!(submits(&log).last(), Some(&(2, 0)));
+    assert_eq!(submits(&log).len(), 3);
+    e.backend_mut().fail_leg = Some(0);
+    drain_w(&mut e, &mut ws, &log);
+    // Its only copy failed: the host write fails.
+    assert_eq!(completions(&log)[1], (2, HostStatus::Failed));
+    assert_eq!(end_writes(&log)[1], (3, false));
+    assert_eq!(e.stats().parents_failed, 1);
+    assert!(e.is_idle());
+    assert_eq!(e.backend().pools, vec![4, 4, 4]);
+}
+
+#[test]
+fn a_direct_write_whose_copies_complete_inside_their_submit_is_done_at_once() {
+    let (mut e, log) = engine(raid1(3), 4, 4);
+    let mut ws = states();
+    e.backend_mut().inline = true;
+    match e.try_direct_write(1, &write(6, 3), &mut ws[1]) {
+        Ok(DirectWrite::Done(1, HostStatus::Success)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(submits(&log), vec![(1, 0), (1, 1), (1, 2)]);
+    assert_eq!(end_writes(&log), vec![(6, true)]);
+    assert_eq!(e.stats().inline_completions, 3);
+    assert!(e.is_idle());
+    assert_eq!(e.backend().pools, vec![4, 4, 4, 4]);
+}
+
+#[test]
+fn only_a_write_inside_one_chunk_goes_direct_and_raid10_sends_it_to_its_copies() {
+    let (mut e, log) = engine(n2_on_3_legs(), 4, 4);
+    let mut ws = states();
+    let chunk = e.geometry().chunk_blocks();
+    assert_eq!(e.try_direct_write(1, &write(chunk - 1, 2), &mut ws[1]).unwrap_err(), 1);
+    assert_eq!(e.try_direct_write(2, &read(0, 1), &mut ws[2]).unwrap_err(), 2);
+    assert_eq!(e.try_direct_write(3, &write(0, 0), &mut ws[3]).unwrap_err(), 3);
+    let end = e.geometry().data_blocks();
+    assert_eq!(e.try_direct_write(4, &write(end - 1, 2), &mut ws[4]).unwrap_err(), 4);
+    assert!(log.borrow().is_empty(), "a declined write took something");
+    assert_eq!(e.active_parents(), 0);
+    // The second chunk of n2 on 3 legs: legs 2 and 0.
+    assert!(e.try_direct_write(5, &write(chunk, 1), &mut ws[5]).is_ok());
+    let copies: Vec<_> = e
+        .geometry()
+        .map_unchecked(chunk)
+        .as_slice()
+        .iter()
+        .map(|c| c.leg)
+        .collect();
+    assert_eq!(submits(&log).iter().map(|s| s.1).collect::<Vec<_>>(), copies);
+    // With a replacement being copied, writes go the general way (one more child).
+    e.set_replacement(Some(0));
+    assert_eq!(e.try_direct_write(6, &write(0, 1), &mut ws[6]).unwrap_err(), 6);
+    drain_w(&mut e, &mut ws, &log);
+    assert!(e.is_idle());
+}
+
+#[test]
+fn direct_writes_out_when_the_engine_is_abandoned_are_the_callers_and_leave_their_region_dirty() {
+    let (mut e, log) = engine(raid1(2), 4, 4);
+    let mut ws = states();
+    assert!(e.try_direct_write(1, &write(0, 1), &mut ws[1]).is_ok());
+    e.submit(2, write(1, 1));
+    // A handed-over one belongs to its slot: abandoned with it.
+    e.backend_mut().refuse_nth = Some(1);
+    assert!(matches!(
+        e.try_direct_write(3, &write(2, 1), &mut ws[3]),
+        Ok(DirectWrite::Handed)
+    ));
+    let hosts = e.abandon();
+    assert_eq!(hosts, vec![2, 3], "only the slots' hosts");
+    assert_eq!(
+        e.direct_writes(),
+        1,
+        "its slot stays reserved until its children are back"
+    );
+    let mut last = Vec::new();
+    while let Some((child, info)) = e.backend_mut().in_flight.pop_front() {
+        if info.parent == DIRECT_WRITE {
+            let host = e.backend_mut().direct_hosts.pop_front().unwrap();
+            if e.direct_write_dropped(child, info, &mut ws[host as usize]) {
+                last.push(host);
+            }
+        } else {
+            e.backend_mut().free_child(info.leg, child);
+        }
+    }
+    assert_eq!(last, vec![1], "its last child hands the direct write's host back, once");
+    assert!(end_writes(&log).contains(&(0, false)));
+    assert!(e.is_idle());
+    assert_eq!(e.backend().pools, vec![4, 4, 4]);
+    // A write that never started has nothing to undo; one finished, nothing either.
+    let mut st = WriteState::default();
+    assert_eq!(e.try_direct_write(4, &read(0, 1), &mut st).unwrap_err(), 4);
+    assert!(e.direct_write_unwound(&mut st), "not started: the caller fails it");
+    assert!(e.try_direct_write(5, &write(0, 1), &mut ws[5]).is_ok());
+    assert!(!e.direct_write_unwound(&mut ws[5]), "issued: its children finish it");
+    drain_w(&mut e, &mut ws, &log);
     assert!(e.is_idle());
 }

@@ -194,6 +194,58 @@ fn reads_go_direct_when_nothing_waits_and_a_failed_one_is_still_repaired() {
     }
 }
 
+/// Writes inside one chunk go direct (their state kept beside the host I/O, not in a slot);
+/// whatever intervenes while one issues (an empty leg pool, "no memory", the bitmap) hands it
+/// over to its slot where it stopped. Every byte is still checked, every leg compared, every
+/// context and shared I/O back in its pool.
+#[test]
+fn writes_go_direct_and_hand_over_to_a_slot_when_something_intervenes() {
+    let mut handovers = 0;
+    for geo in shapes() {
+        for seed in 1..=3 {
+            // Plenty of everything: nearly every one-chunk write goes direct and stays so.
+            let mut c = SimConfig::new(geo.clone());
+            c.seed = seed;
+            c.read_pct = 30;
+            c.ios = 3000;
+            c.max_io_blocks = 8;
+            let r = run(&c).unwrap();
+            let what = format!("{geo:?} seed {seed}");
+            assert_clean(&r, &what);
+            assert!(r.engine.direct_writes > 3000 / 4, "{what}: {r:?}");
+            assert_eq!(r.engine.direct_handovers, 0, "{what}: {r:?}");
+            // Tiny pools, refusals, inline completions, a leg failing some writes, the bitmap.
+            let mut c = tight(geo.clone(), Strategy::Immediate, seed, 1, 16);
+            c.read_pct = 30;
+            c.max_io_blocks = 8;
+            c.faults = Faults {
+                nomem_pct: 20,
+                inline_pct: 20,
+                ..Faults::default()
+            };
+            let r = run(&c).unwrap();
+            assert_clean(&r, &format!("{what} tight"));
+            assert!(r.engine.direct_writes > 0, "{what} tight: {r:?}");
+            handovers += r.engine.direct_handovers;
+            let mut c = with_bitmap(geo.clone(), seed);
+            c.max_io_blocks = 8;
+            c.faults.error_leg = Some((1, 2));
+            let r = run(&c).unwrap();
+            assert!(r.mismatches == 0 && !r.stalled, "{what} bitmap: {r:?}");
+            assert_eq!(r.legs_failed, vec![1], "{what} bitmap: {r:?}");
+            assert!(
+                r.engine.direct_handovers > 0,
+                "{what} bitmap: the bitmap never held one: {r:?}"
+            );
+            assert_eq!(r.engine.intent_starts, r.engine.intent_ends, "{what} bitmap: {r:?}");
+        }
+    }
+    assert!(
+        handovers > 100,
+        "pools were never dry under a direct write: {handovers}"
+    );
+}
+
 #[test]
 fn a_leg_failing_every_io_is_dropped_and_reads_still_succeed() {
     let mut c = SimConfig::new(spec(Level::Raid10, Some("n2"), 4));

@@ -53,6 +53,10 @@ pub type ParentId = u32;
 /// The `parent` of a direct read's child (`Engine::try_direct_read`): it has no slot.
 pub const DIRECT: ParentId = ParentId::MAX;
 
+/// The `parent` of a direct write's child (`Engine::try_direct_write`): its state is the
+/// caller's `WriteState`.
+pub const DIRECT_WRITE: ParentId = ParentId::MAX - 1;
+
 /// Everything the engine needs to know about a child when it comes back. The backend keeps it
 /// in the child context and hands it back unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,10 @@
 //!
 //! Where things are. This file: the types the others share, the `Engine` struct, its
 //! constructor and public API. Then, in the order an I/O meets them:
-//! - `straight.rs`: the common path in call order (submit, child submission, completion, put);
+//! - `direct_read.rs`, `direct_write.rs`: the common reads and writes, which keep no state in
+//!   a slot (a direct write's is its caller's), and hand over to one when something intervenes;
+//! - `straight.rs`: the slot-based path in call order (submit, child submission, completion,
+//!   put), for what cannot go direct and for what a direct write hands over;
 //! - `machine.rs`: the general state machine, for every parent the straight path cannot finish;
 //! - `wakeups.rs`: the queues parked parents wait in, and the loop that runs them again;
 //! - `planning.rs`: which leg each child goes to (`plan.rs`: the segment arithmetic under it);
@@ -29,7 +32,8 @@
 
 pub mod backend;
 mod batch;
-mod direct;
+mod direct_read;
+mod direct_write;
 pub mod intent;
 mod machine;
 pub mod plan;
@@ -42,7 +46,10 @@ mod wakeups;
 
 use std::collections::VecDeque;
 
-pub use backend::{Backend, ChildInfo, ChildStatus, HostStatus, IoOp, IoRequest, ParentId, Submitted, DIRECT};
+pub use backend::{
+    Backend, ChildInfo, ChildStatus, HostStatus, IoOp, IoRequest, ParentId, Submitted, DIRECT, DIRECT_WRITE,
+};
+pub use direct_write::{DirectWrite, WriteState};
 pub use intent::{Gate, NoBitmap, WriteIntent};
 pub use read_policy::ReadPolicy;
 pub use stats::{EngineStats, LegStats};
@@ -98,6 +105,9 @@ enum Phase {
     /// Abandoned (`Engine::abandon`) while its write intent was pending: the slot is reused only
     /// once that answer is in, so the answer cannot release another parent early.
     Abandoned,
+    /// Reserved by a direct write (`direct_write.rs`), whose state its caller keeps: nothing else
+    /// in the slot is valid until the write hands itself over to it.
+    Direct,
 }
 
 /// Which queue a parked child belongs to.
@@ -197,7 +207,7 @@ pub struct Engine<B: Backend, W: WriteIntent = NoBitmap> {
     /// Parents waiting for a slot, each with the legs it already failed to read from (a direct
     /// read handed over after an error; 0 for any other).
     admit_queue: VecDeque<(B::Host, IoRequest, u32)>,
-    /// Direct reads in flight (`direct.rs`): parents with no slot.
+    /// Direct reads in flight (`direct_read.rs`): parents with no slot.
     direct: u32,
     pool_waiters: Vec<VecDeque<ParentId>>,
     pool_freed: u64,
@@ -218,8 +228,8 @@ impl<B: Backend> Engine<B, NoBitmap> {
 
 impl<B: Backend, W: WriteIntent> Engine<B, W> {
     pub fn with_intent(geo: Geometry, cfg: EngineConfig, backend: B, intent: W) -> Self {
-        // Slot ids stay below `DIRECT`.
-        let max_parents = cfg.max_parents.clamp(1, DIRECT);
+        // Slot ids stay below `DIRECT_WRITE` (and `DIRECT`).
+        let max_parents = cfg.max_parents.clamp(1, DIRECT_WRITE);
         let legs = (0..=geo.legs())
             .map(|leg| LegState {
                 failed: false,
@@ -306,6 +316,17 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         self.direct
     }
 
+    /// Direct writes in flight (each holds a slot id, but none of its state is in the slot).
+    pub fn direct_writes(&self) -> usize {
+        self.slots.iter().filter(|s| s.phase == Phase::Direct).count()
+    }
+
+    /// Whether wake-ups are queued (for a caller that ran a direct step: `run_wakeups`).
+    #[inline(always)]
+    pub fn wakeups_pending(&self) -> bool {
+        self.pending()
+    }
+
     /// Nothing admitted, nothing queued, no direct read in flight.
     pub fn is_idle(&self) -> bool {
         self.active_parents() == 0 && self.admit_queue.is_empty() && self.direct == 0
@@ -357,14 +378,21 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     pub fn replacement_parents(&self) -> usize {
         self.slots
             .iter()
-            .filter(|s| s.rep.is_some() && !matches!(s.phase, Phase::Free | Phase::Abandoned))
+            .filter(|s| s.rep.is_some() && !matches!(s.phase, Phase::Free | Phase::Abandoned | Phase::Direct))
             .count()
     }
 
     /// Where every unfinished parent stands (for stall reports).
     pub fn describe_parked(&self) -> String {
         let mut out = Vec::new();
-        for (i, s) in self.slots.iter().enumerate().filter(|(_, s)| s.phase != Phase::Free) {
+        let direct = |s: &&Slot<B>| matches!(s.phase, Phase::Direct);
+        let direct_writes = self.slots.iter().filter(direct).count();
+        for (i, s) in self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !matches!(s.phase, Phase::Free | Phase::Direct))
+        {
             out.push(format!(
                 "slot {i}: {:?} {:?} rep {:?} phase {:?} wait {:?} remaining {} next {}/{} retry {:#x} repair {:#x} parked {}",
                 s.req.op,
@@ -384,7 +412,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             ));
         }
         out.push(format!(
-            "pool waiters {:?}, io waiters {:?}, ready {:?}, direct reads {}",
+            "pool waiters {:?}, io waiters {:?}, ready {:?}, direct reads {}, direct writes {direct_writes}",
             self.pool_waiters, self.io_waiters, self.ready, self.direct
         ));
         out.join("; ")
@@ -402,7 +430,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         for id in 0..self.slots.len() {
             let slot = &mut self.slots[id];
             let (phase, req, wait) = (slot.phase, slot.req, slot.wait);
-            if matches!(phase, Phase::Free | Phase::Abandoned) {
+            // A direct write's host is its caller's, as a direct read's (`direct_write_dropped`).
+            if matches!(phase, Phase::Free | Phase::Abandoned | Phase::Direct) {
                 continue;
             }
             let parked = slot.parked.take();

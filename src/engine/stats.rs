@@ -25,6 +25,9 @@ pub struct EngineStats {
     pub legs_failed: u64,
     pub intent_starts: u64,
     pub intent_ends: u64,
+    /// Writes taken direct (`Engine::try_direct_write`), and of those, handed over to a slot.
+    pub direct_writes: u64,
+    pub direct_handovers: u64,
 }
 
 /// Per-leg counters.

@@ -355,7 +355,7 @@ impl SimBackend {
         ChildStatus::Success
     }
 
-    /// The host I/O a child serves (a direct read's, which the engine does not keep).
+    /// The host I/O a child serves (a direct read's or write's, which the engine does not keep).
     pub fn child_host(&self, child: &SimChild) -> u32 {
         self.ctx_host[child.0 as usize]
     }

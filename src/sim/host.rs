@@ -4,7 +4,7 @@
 //! may not acknowledge yet.
 
 use super::backend::{block_value, HostIo};
-use crate::engine::{HostStatus, IoOp, IoRequest};
+use crate::engine::{HostStatus, IoOp, IoRequest, WriteState};
 
 /// Marks a block whose content is unknown (a failed write may or may not have landed).
 pub const UNKNOWN: u64 = u64::MAX;
@@ -16,6 +16,8 @@ pub struct Host {
     /// failed one).
     pub expected: Vec<u64>,
     pub reqs: Vec<IoRequest>,
+    /// Each host I/O's direct-write state (the SPDK glue keeps it in the `spdk_bdev_io`).
+    pub writes: Vec<WriteState>,
     pub free: Vec<u32>,
     pub completed: u64,
     pub failed: u64,
@@ -52,6 +54,7 @@ impl Host {
                 };
                 qd as usize
             ],
+            writes: vec![WriteState::default(); qd as usize],
             free: (0..qd).rev().collect(),
             completed: 0,
             failed: 0,

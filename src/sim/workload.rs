@@ -15,7 +15,8 @@ use super::rng::Rng;
 use crate::bitmap::WriteIntentBitmap;
 use crate::engine::NoBitmap;
 use crate::engine::{
-    Backend, Engine, EngineConfig, EngineStats, HostStatus, IoOp, IoRequest, ReadPolicy, Strategy, DIRECT,
+    Backend, DirectWrite, Engine, EngineConfig, EngineStats, HostStatus, IoOp, IoRequest, ReadPolicy, Strategy, DIRECT,
+    DIRECT_WRITE,
 };
 use crate::placement::{Geometry, GeometryError, GeometrySpec};
 use crate::superblock::{LayoutError, MetaLayout};
@@ -334,9 +335,21 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
                     *v = block_value(issued, req.lba + i as u64);
                 }
             }
-            // Reads go direct when nothing stands in their way, as the SPDK glue sends them.
-            if op != IoOp::Read || engine.try_direct_read(slot, &req).is_err() {
-                engine.submit(slot, req);
+            // Reads and writes go direct when nothing stands in their way, as the SPDK glue
+            // sends them.
+            if op == IoOp::Read {
+                if engine.try_direct_read(slot, &req).is_err() {
+                    engine.submit(slot, req);
+                }
+            } else {
+                match engine.try_direct_write(slot, &req, &mut host.writes[slot as usize]) {
+                    Err(slot) => engine.submit(slot, req),
+                    Ok(DirectWrite::Done(slot, status)) => engine.backend_mut().complete(slot, status),
+                    Ok(DirectWrite::InFlight | DirectWrite::Handed) => {}
+                }
+                if engine.wakeups_pending() {
+                    engine.run_wakeups();
+                }
             }
             settle(&mut engine, &mut host, &mut d);
         }
@@ -363,6 +376,12 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimConfigError> {
                 let req = host.reqs[slot as usize];
                 if let Some(slot) = engine.direct_read_done(slot, req, child, info, status) {
                     engine.backend_mut().complete(slot, HostStatus::Success);
+                }
+            }
+            Some(SimEvent::Engine(Notice::ChildDone(child, info, status))) if info.parent == DIRECT_WRITE => {
+                let slot = engine.backend().child_host(&child);
+                if let Some(status) = engine.direct_write_back(child, info, status, &mut host.writes[slot as usize]) {
+                    engine.backend_mut().complete(slot, status);
                 }
             }
             Some(SimEvent::Engine(Notice::ChildDone(child, info, status))) => engine.child_done(child, info, status),
