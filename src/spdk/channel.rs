@@ -24,7 +24,8 @@ use super::host_io;
 use super::intent::ChannelIntent;
 use super::mirror::Mirror;
 use crate::engine::{
-    Backend, ChildInfo, ChildStatus, Engine, EngineConfig, HostStatus, IoOp, IoRequest, LegStats, Strategy, DIRECT,
+    Backend, ChildInfo, ChildStatus, DirectWrite, Engine, EngineConfig, HostStatus, IoOp, IoRequest, LegStats,
+    Strategy, WriteState, DIRECT, DIRECT_WRITE,
 };
 
 /// How often the channel's poller looks for parked I/O (whose pool may have been refilled by
@@ -245,7 +246,12 @@ impl Channel {
             // through the engine's run): a read direct if it can go so, else the engine takes
             // it, and only what that leaves queued is run.
             if self.mirror().leg_gen.load(Ordering::Acquire) == self.seen_gen.get() && self.panic_every == 0 {
-                if op == IoOp::Read && self.direct_read(io) {
+                let direct = match op {
+                    IoOp::Read => self.direct_read(io),
+                    IoOp::Write => self.direct_write(io),
+                    _ => false,
+                };
+                if direct {
                     return;
                 }
                 return self.submit_undrained(io, op);
@@ -283,6 +289,72 @@ impl Channel {
                 complete_host(io, HostStatus::Failed);
                 true
             }
+        }
+    }
+
+    /// Issues a write direct (`Engine::try_direct_write`: its state in the `spdk_bdev_io`'s
+    /// driver context, no slot filled, no run of the engine) when it can go so. False when it
+    /// did not, having taken nothing: it goes through the engine's `submit`.
+    #[inline(never)]
+    fn direct_write(&self, io: NonNull<sys::spdk_bdev_io>) -> bool {
+        let st = write_state(io);
+        let took = self.direct(|e| {
+            // SAFETY: the driver context is this host I/O's, ours until it completes, and no
+            // other reference to it is live (its children are not out yet).
+            let r = e.try_direct_write(io, &request(io, IoOp::Write), unsafe { &mut *st });
+            (r, e.wakeups_pending())
+        });
+        match took {
+            Some((Err(_), _)) => false,
+            Some((Ok(DirectWrite::InFlight | DirectWrite::Handed), queued)) => {
+                self.after_direct(queued);
+                true
+            }
+            Some((Ok(DirectWrite::Done(host, status)), queued)) => {
+                // A leg failure (a child refused inside its submit) is noted before the host
+                // is acknowledged (`complete_now` holds it until it is on disk).
+                self.after_direct(queued);
+                self.complete_now(host, status);
+                true
+            }
+            None => {
+                // A panic: the engine was abandoned; the write's children out (if any) come
+                // back through `drop_child`, the last failing the host.
+                let fail_now = guard("mirror engine recovery", false, || {
+                    // SAFETY: not busy any more (`direct` returned); the context is the host's.
+                    unsafe { (*self.engine.get()).direct_write_unwound(&mut *st) }
+                });
+                if fail_now {
+                    complete_host(io, HostStatus::Failed);
+                }
+                true
+            }
+        }
+    }
+
+    /// A direct write's child is back. The common case (it succeeded, the engine is idle and
+    /// sound, nothing waits to be woken) counts down the write's state outside `run`, and the
+    /// last completes the host here; anything else goes the way of any child.
+    #[inline(always)]
+    pub fn direct_write_back(&self, ctx: NonNull<ChildCtx>, status: ChildStatus) {
+        if self.busy.get() || self.poisoned() {
+            return guard("child completion", (), || self.child_done_aside(ctx, status));
+        }
+        // SAFETY: a context of ours, live until it is given back; its parent is the live host
+        // write it serves.
+        let (info, host) = unsafe { ((*ctx.as_ptr()).info, NonNull::new_unchecked((*ctx.as_ptr()).parent)) };
+        let st = write_state(host);
+        // SAFETY: not busy: a quick look at the engine; the write's state is its host's.
+        if !unsafe { (*self.engine.get()).direct_write_quick(&info, status, &*st) } {
+            return self.run(|e| Self::deliver(e, ctx, info, status));
+        }
+        let done = self.direct(|e| {
+            e.backend_mut().child_back(info.leg);
+            // SAFETY: as above; nothing else refers to the state meanwhile.
+            e.direct_write_ok(ctx, info, unsafe { &mut *st })
+        });
+        if let Some(Some(status)) = done {
+            self.complete_now(host, status);
         }
     }
 
@@ -444,29 +516,40 @@ impl Channel {
     fn orphan_child_done(&self, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus) {
         // SAFETY: not busy, so no other reference to the engine is live on this thread.
         let e = unsafe { &mut *self.engine.get() };
-        let direct = Self::drop_child(e, ctx, info);
-        if let Some(host) = direct {
-            complete_host(host, host_status(status));
+        if let Some((host, status)) = Self::drop_child(e, ctx, info, status) {
+            complete_host(host, status);
         }
         self.recover();
     }
 
     /// Gives a child's context back without the engine (after a panic in it): a direct read's
-    /// host is returned, for the caller to complete.
+    /// host (with its child's status), or a direct write's when this was its last child (failed:
+    /// its copies may differ), is returned for the caller to complete.
     fn drop_child(
         e: &mut Engine<SpdkBackend, ChannelIntent>,
         ctx: NonNull<ChildCtx>,
         info: ChildInfo,
-    ) -> Option<NonNull<sys::spdk_bdev_io>> {
+        status: ChildStatus,
+    ) -> Option<(NonNull<sys::spdk_bdev_io>, HostStatus)> {
         e.backend_mut().child_back(info.leg);
-        if info.parent != DIRECT {
-            e.backend_mut().free_child(info.leg, ctx);
-            return None;
+        // SAFETY: a context of ours; a direct child's parent is the live host it serves.
+        let host = || unsafe { NonNull::new_unchecked((*ctx.as_ptr()).parent) };
+        match info.parent {
+            DIRECT => {
+                e.direct_read_dropped(ctx, info);
+                Some((host(), host_status(status)))
+            }
+            DIRECT_WRITE => {
+                let host = host();
+                // SAFETY: the write's state is its host's, and nothing else refers to it now.
+                let last = e.direct_write_dropped(ctx, info, unsafe { &mut *write_state(host) });
+                last.then_some((host, HostStatus::Failed))
+            }
+            _ => {
+                e.backend_mut().free_child(info.leg, ctx);
+                None
+            }
         }
-        // SAFETY: a context of ours; its parent is the live host read it serves.
-        let host = unsafe { NonNull::new_unchecked((*ctx.as_ptr()).parent) };
-        e.direct_read_dropped(ctx, info);
-        Some(host)
     }
 
     /// Fails the orphans once no child of theirs is in flight, and lifts the poison.
@@ -511,7 +594,7 @@ impl Channel {
         for (ctx, info, status) in children {
             // SAFETY: the queue holds non-null context pointers.
             let ctx = unsafe { NonNull::new_unchecked(ctx as *mut ChildCtx) };
-            direct.extend(Self::drop_child(e, ctx, info).map(|host| (host, host_status(status))));
+            direct.extend(Self::drop_child(e, ctx, info, status));
         }
         for (io, status) in finished {
             // Finished, but an acknowledgement still waits for a leg failure to be recorded.
@@ -557,15 +640,25 @@ impl Channel {
         status: ChildStatus,
     ) {
         e.backend_mut().child_back(info.leg);
-        if info.parent == DIRECT {
-            // SAFETY: a context of ours; its parent is the live host read it serves.
-            let host = unsafe { NonNull::new_unchecked((*ctx.as_ptr()).parent) };
-            if let Some(host) = e.direct_read_done(host, request(host, IoOp::Read), ctx, info, status) {
-                e.backend_mut().complete(host, HostStatus::Success);
+        match info.parent {
+            DIRECT => {
+                // SAFETY: a context of ours; its parent is the live host read it serves.
+                let host = unsafe { NonNull::new_unchecked((*ctx.as_ptr()).parent) };
+                if let Some(host) = e.direct_read_done(host, request(host, IoOp::Read), ctx, info, status) {
+                    e.backend_mut().complete(host, HostStatus::Success);
+                }
             }
-            return;
+            DIRECT_WRITE => {
+                // SAFETY: a context of ours; its parent is the live host write it serves.
+                let host = unsafe { NonNull::new_unchecked((*ctx.as_ptr()).parent) };
+                // SAFETY: the write's state is its host's, referred to only here meanwhile.
+                let st = unsafe { &mut *write_state(host) };
+                if let Some(status) = e.direct_write_back(ctx, info, status, st) {
+                    e.backend_mut().complete(host, status);
+                }
+            }
+            _ => e.child_done(ctx, info, status),
         }
-        e.child_done(ctx, info, status);
     }
 
     /// An `spdk_bdev_io` may be free again.
@@ -840,6 +933,14 @@ fn request(io: NonNull<sys::spdk_bdev_io>, op: IoOp) -> IoRequest {
     }
 }
 
+/// A direct write's state: in its host `spdk_bdev_io`'s driver context.
+#[inline(always)]
+fn write_state(io: NonNull<sys::spdk_bdev_io>) -> *mut WriteState {
+    // SAFETY: `io` is a live host I/O of ours; its driver context is `get_ctx_size` bytes,
+    // which hold a `WriteState` (see `register::ctx_size`).
+    unsafe { host_io::driver_ctx::<WriteState>(io.as_ptr()) }
+}
+
 /// A direct read's host status after a panic in the engine: its child's, no retry.
 fn host_status(status: ChildStatus) -> HostStatus {
     match status {
@@ -943,10 +1044,10 @@ extern "C" fn child_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *m
     // parents end up holding every spdk_bdev_io (a deadlock the pressure tests caught).
     // SAFETY: the channel outlives every child it issued; `ctx` is non-null and ours.
     unsafe {
-        if (*ctx).info.parent == DIRECT {
-            (*channel).direct_read_back(NonNull::new_unchecked(ctx), status);
-        } else {
-            (*channel).child_done(NonNull::new_unchecked(ctx), status);
+        match (*ctx).info.parent {
+            DIRECT => (*channel).direct_read_back(NonNull::new_unchecked(ctx), status),
+            DIRECT_WRITE => (*channel).direct_write_back(NonNull::new_unchecked(ctx), status),
+            _ => (*channel).child_done(NonNull::new_unchecked(ctx), status),
         }
     }
     // SAFETY: SPDK hands us the completed child bdev_io exactly once; nothing uses it after.

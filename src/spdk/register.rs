@@ -43,9 +43,11 @@ extern "C" fn module_init() -> c_int {
 
 extern "C" fn module_fini() {}
 
-/// Per host I/O context SPDK reserves for us (used by resets).
+/// Per host I/O context SPDK reserves for us: a direct write's state, or a reset's (never
+/// both: they are different I/O types).
 extern "C" fn ctx_size() -> c_int {
-    std::mem::size_of::<super::reset::HostCtx>() as c_int
+    let write = std::mem::size_of::<crate::engine::WriteState>();
+    write.max(std::mem::size_of::<super::reset::HostCtx>()) as c_int
 }
 
 /// The `bdev_mirror_*` JSON-RPC methods.
