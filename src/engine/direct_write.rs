@@ -45,6 +45,8 @@ pub struct WriteState {
     missed: bool,
     /// Handed over to its slot: its children still out belong to the slot's parent.
     handed: bool,
+    /// Its end began (`direct_write_finish`): nothing of it is the engine's any more.
+    finished: bool,
 }
 
 /// What `try_direct_write` did with a write it took.
@@ -93,6 +95,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             written: false,
             missed: false,
             handed: false,
+            finished: false,
         };
         self.slots[id as usize].phase = Phase::Direct;
         self.stats.parents_submitted += 1;
@@ -168,8 +171,10 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// was the last, the host is done with this status, for the caller to complete.
     #[inline(always)]
     pub fn direct_write_ok(&mut self, child: B::Child, info: ChildInfo, st: &mut WriteState) -> Option<HostStatus> {
-        self.write_child_back(child, &info, ChildStatus::Success, st);
+        // First: after a panic below, the caller knows this child's reference is gone
+        // (`direct_write_lost`).
         st.remaining -= 1;
+        self.write_child_back(child, &info, ChildStatus::Success, st);
         if st.remaining > 0 {
             return None;
         }
@@ -224,7 +229,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// The write's last reference is gone: its intent ends (the region clean again only if
     /// every copy was written), its slot goes back, and its status is what a slot's would be.
     #[inline(always)]
-    fn direct_write_finish(&mut self, st: &WriteState) -> HostStatus {
+    fn direct_write_finish(&mut self, st: &mut WriteState) -> HostStatus {
+        st.finished = true;
         let ok = st.written;
         self.stats.intent_ends += 1;
         self.intent.end_write(st.lba, st.blocks, ok && !st.missed);
@@ -301,6 +307,20 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         true
     }
 
+    /// A panic in the engine while it took a direct write's child back (`direct_write_ok` did
+    /// not return; its reference was dropped first). True when that was the write's last
+    /// reference: the caller fails its host (if its end had not begun, it is ended here as
+    /// after any panic: the region stays dirty). Otherwise its other children finish it.
+    pub fn direct_write_lost(&mut self, st: &mut WriteState) -> bool {
+        if st.remaining > 0 || st.handed {
+            return false;
+        }
+        if !st.finished {
+            self.direct_write_dropped_last(st);
+        }
+        true
+    }
+
     /// A direct write's child is back while the engine cannot take it (after a panic in it):
     /// only counted off, its context given back. True: it was its write's last, and the
     /// caller fails its host.
@@ -321,7 +341,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
 
     /// A direct write given up after a panic: its region stays dirty (its copies may differ),
     /// its slot goes back, it counts as failed.
-    fn direct_write_dropped_last(&mut self, st: &WriteState) {
+    fn direct_write_dropped_last(&mut self, st: &mut WriteState) {
+        st.finished = true;
         if st.intent {
             self.stats.intent_ends += 1;
             self.intent.end_write(st.lba, st.blocks, false);

@@ -353,8 +353,19 @@ impl Channel {
             // SAFETY: as above; nothing else refers to the state meanwhile.
             e.direct_write_ok(ctx, info, unsafe { &mut *st })
         });
-        if let Some(Some(status)) = done {
-            self.complete_now(host, status);
+        match done {
+            Some(Some(status)) => self.complete_now(host, status),
+            Some(None) => {}
+            // A panic (the engine was abandoned): if that was the write's last child, its
+            // host fails now, else its other children's returns (`drop_child`) finish it.
+            None => {
+                // SAFETY: not busy any more (`direct` returned); the state is the host's.
+                if guard("mirror engine recovery", false, || unsafe {
+                    (*self.engine.get()).direct_write_lost(&mut *st)
+                }) {
+                    complete_host(host, HostStatus::Failed);
+                }
+            }
         }
     }
 
