@@ -242,19 +242,26 @@ impl Channel {
     pub fn submit(&self, io: NonNull<sys::spdk_bdev_io>, op: IoOp) {
         if !self.busy.get() && !self.poisoned() {
             // The common way, when no leg changed since the engine last looked (a run brings
-            // its view up to date first) and no fault is injected (it counts every host I/O
-            // through the engine's run): a read direct if it can go so, else the engine takes
-            // it, and only what that leaves queued is run.
-            if self.mirror().leg_gen.load(Ordering::Acquire) == self.seen_gen.get() && self.panic_every == 0 {
-                let direct = match op {
-                    IoOp::Read => self.direct_read(io),
-                    IoOp::Write => self.direct_write(io),
-                    _ => false,
-                };
-                if direct {
-                    return;
+            // its view up to date first): a read or write direct if it can go so, else the
+            // engine takes it, and only what that leaves queued is run. With faults injected
+            // (which count every host I/O through the engine's run), only writes go direct,
+            // their own steps injecting (see `direct_write`).
+            if self.mirror().leg_gen.load(Ordering::Acquire) == self.seen_gen.get() {
+                if self.panic_every != 0 {
+                    if op == IoOp::Write && self.direct_write(io) {
+                        return;
+                    }
+                } else {
+                    let direct = match op {
+                        IoOp::Read => self.direct_read(io),
+                        IoOp::Write => self.direct_write(io),
+                        _ => false,
+                    };
+                    if direct {
+                        return;
+                    }
+                    return self.submit_undrained(io, op);
                 }
-                return self.submit_undrained(io, op);
             }
             return self.run(|e| {
                 e.submit(io, request(io, op));
@@ -302,6 +309,10 @@ impl Channel {
             // SAFETY: the driver context is this host I/O's, ours until it completes, and no
             // other reference to it is live (its children are not out yet).
             let r = e.try_direct_write(io, &request(io, IoOp::Write), unsafe { &mut *st });
+            if r.is_ok() {
+                // Tests: a panic once the write's children are out (or it is done).
+                self.inject_fault();
+            }
             (r, e.wakeups_pending())
         });
         match took {
@@ -351,7 +362,13 @@ impl Channel {
         let done = self.direct(|e| {
             e.backend_mut().child_back(info.leg);
             // SAFETY: as above; nothing else refers to the state meanwhile.
-            e.direct_write_ok(ctx, info, unsafe { &mut *st })
+            let done = e.direct_write_ok(ctx, info, unsafe { &mut *st });
+            if done.is_some() {
+                // Tests: a panic once the write's last child was taken back and the write
+                // finished, its host not yet completed.
+                self.inject_fault();
+            }
+            done
         });
         match done {
             Some(Some(status)) => self.complete_now(host, status),
@@ -428,7 +445,8 @@ impl Channel {
         });
     }
 
-    /// Test fault injection (`SPDK_MIRROR_FAULT_PANIC_EVERY`), after a parent entered the engine.
+    /// Test fault injection (`SPDK_MIRROR_FAULT_PANIC_EVERY`), after a parent entered the engine
+    /// (or a direct write's child came back: see `direct_write_back`).
     #[inline]
     fn inject_fault(&self) {
         if self.panic_every != 0 {
