@@ -79,16 +79,16 @@ impl Backend for SpdkBackend {
         child: NonNull<ChildCtx>,
         info: ChildInfo,
     ) -> Submitted<NonNull<ChildCtx>> {
-        let leg = &mut self.legs[info.leg as usize];
         // SAFETY: `host` is a live parent.
         let parent = unsafe { host_io::view(host.as_ptr()) };
         let whole = info.buf_offset == 0 && info.blocks == parent.num_blocks;
+        let ctx = child.as_ptr();
+        let (arg, cb, lba) = self.prepare(ctx, host, &info);
+        // Indexed once (after `prepare`, which borrows all of `self`).
+        let leg = &mut self.legs[info.leg as usize];
         if leg.ch.is_null() || !matches!(info.op, IoOp::Read | IoOp::Write) || !whole {
             return self.submit_other(host, child, info);
         }
-        let ctx = child.as_ptr();
-        let (arg, cb, lba) = self.prepare(ctx, host, &info);
-        let leg = &mut self.legs[info.leg as usize];
         let iovs = parent.iovs as *mut sys::iovec;
         // SAFETY: desc and ch belong to this leg on this thread; the context and the parent's
         // iovecs outlive the I/O.

@@ -313,18 +313,24 @@ impl Channel {
                 // Tests: a panic once the write's children are out (or it is done).
                 self.inject_fault();
             }
-            (r, e.wakeups_pending())
+            r
         });
         match took {
-            Some((Err(_), _)) => false,
-            Some((Ok(DirectWrite::InFlight | DirectWrite::Handed), queued)) => {
-                self.after_direct(queued);
+            Some(Err(_)) => false,
+            // Nothing is queued after a write went out whole (it went direct only with nothing
+            // to wake, and nothing it did can wake anyone): only a leg failure to note.
+            Some(Ok(DirectWrite::InFlight)) => {
+                self.after_direct(false);
                 true
             }
-            Some((Ok(DirectWrite::Done(host, status)), queued)) => {
+            Some(Ok(DirectWrite::Handed)) => {
+                self.after_direct(true);
+                true
+            }
+            Some(Ok(DirectWrite::Done(host, status))) => {
                 // A leg failure (a child refused inside its submit) is noted before the host
                 // is acknowledged (`complete_now` holds it until it is on disk).
-                self.after_direct(queued);
+                self.after_direct(true);
                 self.complete_now(host, status);
                 true
             }
