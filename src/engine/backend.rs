@@ -73,6 +73,22 @@ pub struct ChildInfo {
     pub segment: u32,
 }
 
+impl ChildInfo {
+    /// The write of a one-segment parent's whole buffer to one copy (`leg`, at `leg_lba`).
+    #[inline(always)]
+    pub fn whole_write(parent: ParentId, leg: u32, leg_lba: u64, blocks: u64) -> ChildInfo {
+        ChildInfo {
+            parent,
+            op: IoOp::Write,
+            leg,
+            leg_lba,
+            blocks,
+            buf_offset: 0,
+            segment: 0,
+        }
+    }
+}
+
 /// What `Backend::submit` did with a child.
 pub enum Submitted<C> {
     /// On its way; `Engine::child_done` will be called later.

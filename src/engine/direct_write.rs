@@ -118,15 +118,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 // Behind the parents waiting for this pool, not ahead of them.
                 return Ok(self.hand_over(host, st, k, Wait::Pool(copy.leg), None));
             }
-            let info = ChildInfo {
-                parent: DIRECT_WRITE,
-                op: IoOp::Write,
-                leg: copy.leg,
-                leg_lba: copy.lba,
-                blocks: req.blocks,
-                buf_offset: 0,
-                segment: 0,
-            };
+            let info = ChildInfo::whole_write(DIRECT_WRITE, copy.leg, copy.lba, req.blocks);
             let Some(child) = self.alloc(copy.leg) else {
                 return Ok(self.hand_over(host, st, k, Wait::Pool(copy.leg), None));
             };

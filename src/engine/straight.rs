@@ -135,15 +135,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                     k += 1;
                     continue;
                 }
-                ChildInfo {
-                    parent: id,
-                    op: IoOp::Write,
-                    leg: copy.leg,
-                    leg_lba: copy.lba,
-                    blocks: req.blocks,
-                    buf_offset: 0,
-                    segment: 0,
-                }
+                ChildInfo::whole_write(id, copy.leg, copy.lba, req.blocks)
             } else {
                 match self.plan_read(id, 0) {
                     Some(info) => info,
