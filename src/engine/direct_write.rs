@@ -64,8 +64,10 @@ pub enum DirectWrite<H> {
 
 impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// Issues `req` as a direct write if it can be. `Err` hands the host back with nothing
-    /// taken: it goes through `submit`. The caller runs what is left queued afterwards
-    /// (`wakeups_pending`, `run_wakeups`).
+    /// taken: it goes through `submit`. After `Handed` or `Done` the caller runs what is left
+    /// queued (`wakeups_pending`, `run_wakeups`); after `InFlight` nothing is (it went direct
+    /// with nothing to wake, and wakes no one), though a leg may have failed (an error inside
+    /// a submit) for the caller to note.
     #[inline(always)]
     pub fn try_direct_write(
         &mut self,
