@@ -385,8 +385,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// Where every unfinished parent stands (for stall reports).
     pub fn describe_parked(&self) -> String {
         let mut out = Vec::new();
-        let direct = |s: &&Slot<B>| matches!(s.phase, Phase::Direct);
-        let direct_writes = self.slots.iter().filter(direct).count();
+        let direct_writes = self.direct_writes();
         for (i, s) in self
             .slots
             .iter()

@@ -1,8 +1,10 @@
-//! The common path, top to bottom: a host I/O comes in, its children go out one by one as their
-//! contexts are taken, and their completions finish it.
+//! The slot-based path, top to bottom: a host I/O comes in, its children go out one by one as
+//! their contexts are taken, and their completions finish it.
 //!
-//! A read or write that fits in one chunk, arriving while nothing waits to be woken, takes the
-//! straight path: its slot is filled, each child is planned, allocated and submitted in one loop
+//! Most one-chunk reads and writes go direct (`direct_read.rs`, `direct_write.rs`) and never
+//! come here; a direct write handed over to its slot resumes in this file's loop. One the
+//! direct paths declined (a parent waits for shared I/O or a pool, or the caller did not try
+//! them) that arrives while no wake-up is pending takes the straight path: its slot is filled, each child is planned, allocated and submitted in one loop
 //! (the bias held), and the bias is dropped after it. The moment anything intervenes (an empty
 //! pool, "no memory", a pending bitmap write, a parent's own admission) the parent is parked
 //! exactly where the loop stopped, in the same slot state the general state machine
