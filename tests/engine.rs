@@ -1781,6 +1781,21 @@ fn direct_writes_out_when_the_engine_is_abandoned_are_the_callers_and_leave_thei
     assert!(e.direct_write_unwound(&mut st), "not started: the caller fails it");
     assert!(e.try_direct_write(5, &write(0, 1), &mut ws[5]).is_ok());
     assert!(!e.direct_write_unwound(&mut ws[5]), "issued: its children finish it");
-    drain_w(&mut e, &mut ws, &log);
+    // A panic after its last child was taken back (the write finished, its host not yet
+    // completed): the caller fails the host, and nothing of the write is ended twice.
+    let (c0, i0) = e.backend_mut().in_flight.pop_front().unwrap();
+    e.backend_mut().direct_hosts.pop_front();
+    assert_eq!(e.direct_write_ok(c0, i0, &mut ws[5]), None);
+    assert!(!e.direct_write_lost(&mut ws[5]), "a child is still out");
+    let (c1, i1) = e.backend_mut().in_flight.pop_front().unwrap();
+    e.backend_mut().direct_hosts.pop_front();
+    assert_eq!(e.direct_write_ok(c1, i1, &mut ws[5]), Some(HostStatus::Success));
+    let ends = end_writes(&log).len();
+    assert!(
+        e.direct_write_lost(&mut ws[5]),
+        "its last reference: the caller fails the host"
+    );
+    assert_eq!(end_writes(&log).len(), ends, "its intent was ended once");
     assert!(e.is_idle());
+    assert_eq!(e.backend().pools, vec![4, 4, 4]);
 }
