@@ -87,7 +87,7 @@ impl Backend for SpdkBackend {
         // Indexed once (after `prepare`, which borrows all of `self`).
         let leg = &mut self.legs[info.leg as usize];
         if leg.ch.is_null() || !matches!(info.op, IoOp::Read | IoOp::Write) || !whole {
-            return self.submit_other(host, child, info);
+            return self.submit_other(host, child, info, (arg, cb, lba));
         }
         let iovs = parent.iovs as *mut sys::iovec;
         // SAFETY: desc and ch belong to this leg on this thread; the context and the parent's
@@ -227,20 +227,21 @@ impl SpdkBackend {
 
     /// `submit` for everything but a read or write of the parent's whole buffer on a present
     /// leg: unmap, write-zeroes, flush, a child covering part of its parent, an absent leg.
+    /// `prepared`: what `prepare` gave for the child, its context already filled.
     #[inline(never)]
     fn submit_other(
         &mut self,
         host: &NonNull<sys::spdk_bdev_io>,
         child: NonNull<ChildCtx>,
         info: ChildInfo,
+        prepared: (*mut c_void, sys::spdk_bdev_io_completion_cb, u64),
     ) -> Submitted<NonNull<ChildCtx>> {
         let leg = &mut self.legs[info.leg as usize];
         if leg.ch.is_null() {
             return Submitted::Completed(child, info, ChildStatus::Error);
         }
         let ctx = child.as_ptr();
-        let (arg, cb, lba) = self.prepare(ctx, host, &info);
-        let leg = &mut self.legs[info.leg as usize];
+        let (arg, cb, lba) = prepared;
         // SAFETY: desc and ch belong to this leg on this thread; the context outlives the I/O.
         let rc = unsafe {
             match info.op {
