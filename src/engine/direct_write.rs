@@ -45,7 +45,7 @@ pub struct WriteState {
     missed: bool,
     /// Handed over to its slot: its children still out belong to the slot's parent.
     handed: bool,
-    /// Its end began (`direct_write_finish`): nothing of it is the engine's any more.
+    /// Its end began (`direct_write_end`): nothing of it is the engine's any more.
     finished: bool,
 }
 
@@ -147,7 +147,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         if st.remaining > 0 {
             return Ok(DirectWrite::InFlight);
         }
-        let status = self.direct_write_finish(st);
+        let status = self.direct_write_end(st, st.written);
         Ok(DirectWrite::Done(host, status))
     }
 
@@ -172,7 +172,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         if st.remaining > 0 {
             return None;
         }
-        Some(self.direct_write_finish(st))
+        Some(self.direct_write_end(st, st.written))
     }
 
     /// A direct write's child is back (`info.parent == DIRECT_WRITE`), `st` its write's state,
@@ -193,7 +193,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         } else {
             self.write_child_back(child, &info, status, st);
             st.remaining -= 1;
-            (st.remaining == 0).then(|| self.direct_write_finish(st))
+            (st.remaining == 0).then(|| self.direct_write_end(st, st.written))
         };
         self.drain();
         done
@@ -222,12 +222,16 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
 
     /// The write's last reference is gone: its intent ends (the region clean again only if
     /// every copy was written), its slot goes back, and its status is what a slot's would be.
+    /// `ok`: some copy was written (false for a write given up after a panic, whose region
+    /// then stays dirty: its copies may differ).
     #[inline(always)]
-    fn direct_write_finish(&mut self, st: &mut WriteState) -> HostStatus {
+    fn direct_write_end(&mut self, st: &mut WriteState, ok: bool) -> HostStatus {
         st.finished = true;
-        let ok = st.written;
-        self.stats.intent_ends += 1;
-        self.intent.end_write(st.lba, st.blocks, ok && !st.missed);
+        // (Not started only when a panic came before the bitmap answered.)
+        if st.intent {
+            self.stats.intent_ends += 1;
+            self.intent.end_write(st.lba, st.blocks, ok && !st.missed);
+        }
         self.slots[st.id as usize].phase = Phase::Free;
         self.free_slots.push(st.id);
         self.stats.parents_completed += 1;
@@ -297,7 +301,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         if st.remaining > 0 {
             return false;
         }
-        self.direct_write_dropped_last(st);
+        self.direct_write_end(st, false);
         true
     }
 
@@ -310,7 +314,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             return false;
         }
         if !st.finished {
-            self.direct_write_dropped_last(st);
+            self.direct_write_end(st, false);
         }
         true
     }
@@ -329,22 +333,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         if st.remaining > 0 {
             return false;
         }
-        self.direct_write_dropped_last(st);
+        self.direct_write_end(st, false);
         true
-    }
-
-    /// A direct write given up after a panic: its region stays dirty (its copies may differ),
-    /// its slot goes back, it counts as failed.
-    fn direct_write_dropped_last(&mut self, st: &mut WriteState) {
-        st.finished = true;
-        if st.intent {
-            self.stats.intent_ends += 1;
-            self.intent.end_write(st.lba, st.blocks, false);
-        }
-        self.slots[st.id as usize].phase = Phase::Free;
-        self.free_slots.push(st.id);
-        self.stats.parents_completed += 1;
-        self.stats.parents_failed += 1;
-        self.backend.release_parent();
     }
 }
