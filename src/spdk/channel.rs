@@ -247,19 +247,15 @@ impl Channel {
             // (which count every host I/O through the engine's run), only writes go direct,
             // their own steps injecting (see `direct_write`).
             if self.mirror().leg_gen.load(Ordering::Acquire) == self.seen_gen.get() {
-                if self.panic_every != 0 {
-                    if op == IoOp::Write && self.direct_write(io) {
-                        return;
-                    }
-                } else {
-                    let direct = match op {
-                        IoOp::Read => self.direct_read(io),
-                        IoOp::Write => self.direct_write(io),
-                        _ => false,
-                    };
-                    if direct {
-                        return;
-                    }
+                let direct = match op {
+                    IoOp::Read if self.panic_every == 0 => self.direct_read(io),
+                    IoOp::Write => self.direct_write(io),
+                    _ => false,
+                };
+                if direct {
+                    return;
+                }
+                if self.panic_every == 0 {
                     return self.submit_undrained(io, op);
                 }
             }
