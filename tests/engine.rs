@@ -192,14 +192,19 @@ fn read(lba: u64, blocks: u64) -> IoRequest {
     }
 }
 
-/// Completes the oldest in-flight child with its scripted status.
-fn complete_one(e: &mut Engine<Script, Intent>) -> ChildInfo {
-    let (child, info) = e.backend_mut().in_flight.pop_front().expect("a child in flight");
-    let status = if e.backend().fail_leg == Some(info.leg) {
+/// The status the script gives a child: an error on the leg it fails, else success.
+fn scripted_status(e: &Engine<Script, Intent>, info: &ChildInfo) -> ChildStatus {
+    if e.backend().fail_leg == Some(info.leg) {
         ChildStatus::Error
     } else {
         ChildStatus::Success
-    };
+    }
+}
+
+/// Completes the oldest in-flight child with its scripted status.
+fn complete_one(e: &mut Engine<Script, Intent>) -> ChildInfo {
+    let (child, info) = e.backend_mut().in_flight.pop_front().expect("a child in flight");
+    let status = scripted_status(e, &info);
     e.child_done(child, info, status);
     info
 }
@@ -1275,11 +1280,7 @@ fn check_copies_real(e: &Engine<SimBackend>, expected: &[u64]) {
 fn complete_direct(e: &mut Engine<Script, Intent>, host: u32, req: IoRequest) -> Option<u32> {
     let (child, info) = e.backend_mut().in_flight.pop_front().expect("a child in flight");
     assert_eq!(info.parent, DIRECT);
-    let status = if e.backend().fail_leg == Some(info.leg) {
-        ChildStatus::Error
-    } else {
-        ChildStatus::Success
-    };
+    let status = scripted_status(e, &info);
     e.direct_read_done(host, req, child, info, status)
 }
 
@@ -1482,11 +1483,7 @@ fn states() -> Vec<WriteState> {
 /// a direct write's host done is completed here (logged like the engine's completions).
 fn complete_w(e: &mut Engine<Script, Intent>, ws: &mut [WriteState], log: &Log) -> ChildInfo {
     let (child, info) = e.backend_mut().in_flight.pop_front().expect("a child in flight");
-    let status = if e.backend().fail_leg == Some(info.leg) {
-        ChildStatus::Error
-    } else {
-        ChildStatus::Success
-    };
+    let status = scripted_status(e, &info);
     if info.parent != DIRECT_WRITE {
         e.child_done(child, info, status);
         return info;
