@@ -19,6 +19,14 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             || (!self.admit_queue.is_empty() && !self.free_slots.is_empty())
     }
 
+    /// Whether no parent waits for shared I/O (an `spdk_bdev_io` in SPDK). Only then may a
+    /// completing child's shared I/O be given back before its host completes (the SPDK glue's
+    /// `child_done`): with a parent waiting, it must go to that parent first.
+    #[inline(always)]
+    pub fn nobody_waits_for_io(&self) -> bool {
+        self.io_waiters.is_empty()
+    }
+
     /// Shared I/O may be available again (answers `Backend::wait_for_io`).
     pub fn io_available(&mut self) {
         self.io_signal = true;

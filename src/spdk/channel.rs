@@ -349,9 +349,10 @@ impl Channel {
     /// sound, nothing waits to be woken) counts down the write's state outside `run`, and the
     /// last completes the host here; anything else goes the way of any child.
     #[inline(always)]
-    pub fn direct_write_back(&self, ctx: NonNull<ChildCtx>, status: ChildStatus) {
+    fn direct_write_back(&self, ctx: NonNull<ChildCtx>, status: ChildStatus, io: ChildIo) {
         if self.busy.get() || self.poisoned() {
-            return guard("child completion", (), || self.child_done_aside(ctx, status));
+            guard("child completion", (), || self.child_done_aside(ctx, status));
+            return io.give_back();
         }
         // SAFETY: a context of ours, live until it is given back; its parent is the live host
         // write it serves.
@@ -359,8 +360,10 @@ impl Channel {
         let st = write_state(host);
         // SAFETY: not busy: a quick look at the engine; the write's state is its host's.
         if !unsafe { (*self.engine.get()).direct_write_quick(&info, status, &*st) } {
-            return self.run(|e| Self::deliver(e, ctx, info, status));
+            self.run(|e| Self::deliver(e, ctx, info, status));
+            return io.give_back();
         }
+        let late = self.give_back_early(io);
         let done = self.direct(|e| {
             e.backend_mut().child_back(info.leg);
             // SAFETY: as above; nothing else refers to the state meanwhile.
@@ -386,29 +389,53 @@ impl Channel {
                 }
             }
         }
+        if let Some(io) = late {
+            io.give_back();
+        }
     }
 
     /// A direct read's child is back. The common case (it succeeded, the engine is idle and
     /// sound, nothing waits to be woken) completes the host here, without `run`'s queues;
     /// anything else goes the way of any child.
     #[inline(always)]
-    pub fn direct_read_back(&self, ctx: NonNull<ChildCtx>, status: ChildStatus) {
+    fn direct_read_back(&self, ctx: NonNull<ChildCtx>, status: ChildStatus, io: ChildIo) {
         if self.busy.get() || self.poisoned() {
-            return guard("child completion", (), || self.child_done_aside(ctx, status));
+            guard("child completion", (), || self.child_done_aside(ctx, status));
+            return io.give_back();
         }
         // SAFETY: a context of ours, live until it is given back; its parent is the live host
         // read it serves.
         let (info, host) = unsafe { ((*ctx.as_ptr()).info, NonNull::new_unchecked((*ctx.as_ptr()).parent)) };
         // SAFETY: not busy: no other reference to the engine is live on this thread; a quick look.
         if !unsafe { &*self.engine.get() }.direct_read_quick(&info, status) {
-            return self.run(|e| Self::deliver(e, ctx, info, status));
+            self.run(|e| Self::deliver(e, ctx, info, status));
+            return io.give_back();
         }
+        let late = self.give_back_early(io);
         // The read is done whatever happens below: its data is in the host's buffer.
         let _ = self.direct(|e| {
             e.backend_mut().child_back(info.leg);
             e.direct_read_ok(ctx, info)
         });
         self.complete_now(host, HostStatus::Success);
+        if let Some(io) = late {
+            io.give_back();
+        }
+    }
+
+    /// A direct child's `spdk_bdev_io` on the quick path goes back before its host completes
+    /// when no parent of this engine waits for one: the app's next I/O, submitted from the
+    /// host's completion, then reuses it from the thread's cache while it is still in the CPU
+    /// cache (two cores at QD128: reads +18 %). With a parent waiting (`Wait::Io`) it stays
+    /// until after, as in `child_done`, for that parent. The one not given back is returned.
+    #[inline(always)]
+    fn give_back_early(&self, io: ChildIo) -> Option<ChildIo> {
+        // SAFETY: not busy (checked by the caller): a quick look at the engine.
+        if unsafe { &*self.engine.get() }.nobody_waits_for_io() {
+            io.give_back();
+            return None;
+        }
+        Some(io)
     }
 
     /// Runs `f` on the engine outside `run`, for the common cases (a direct read, a submit,
@@ -1073,16 +1100,31 @@ extern "C" fn child_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *m
     // spdk_bdev_io freed, and SPDK hands it to them. Freed first, it would go to whoever
     // waited longest (the app above, submitting one more parent) and, with tiny leg pools,
     // parents end up holding every spdk_bdev_io (a deadlock the pressure tests caught).
+    // (A direct child with nothing waiting gives its spdk_bdev_io back sooner: `give_back_early`.)
+    let io = ChildIo(bdev_io);
     // SAFETY: the channel outlives every child it issued; `ctx` is non-null and ours.
     unsafe {
         match (*ctx).info.parent {
-            DIRECT => (*channel).direct_read_back(NonNull::new_unchecked(ctx), status),
-            DIRECT_WRITE => (*channel).direct_write_back(NonNull::new_unchecked(ctx), status),
-            _ => (*channel).child_done(NonNull::new_unchecked(ctx), status),
+            DIRECT => (*channel).direct_read_back(NonNull::new_unchecked(ctx), status, io),
+            DIRECT_WRITE => (*channel).direct_write_back(NonNull::new_unchecked(ctx), status, io),
+            _ => {
+                (*channel).child_done(NonNull::new_unchecked(ctx), status);
+                io.give_back();
+            }
         }
     }
-    // SAFETY: SPDK hands us the completed child bdev_io exactly once; nothing uses it after.
-    unsafe { sys::spdk_bdev_free_io(bdev_io) };
+}
+
+/// A completed child's `spdk_bdev_io`, to be given back exactly once (`give_back` takes it).
+struct ChildIo(*mut sys::spdk_bdev_io);
+
+impl ChildIo {
+    #[inline(always)]
+    fn give_back(self) {
+        // SAFETY: SPDK handed us the completed child bdev_io exactly once (`child_done`);
+        // `ChildIo` is neither Copy nor Clone, so this runs once, and nothing uses it after.
+        unsafe { sys::spdk_bdev_free_io(self.0) };
+    }
 }
 
 /// SPDK's `spdk_bdev_queue_io_wait` callback: an `spdk_bdev_io` was freed on this thread.
