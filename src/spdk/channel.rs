@@ -363,7 +363,6 @@ impl Channel {
             self.run(|e| Self::deliver(e, ctx, info, status));
             return io.give_back();
         }
-        let late = self.give_back_early(io);
         let done = self.direct(|e| {
             e.backend_mut().child_back(info.leg);
             // SAFETY: as above; nothing else refers to the state meanwhile.
@@ -375,6 +374,7 @@ impl Channel {
             }
             done
         });
+        let late = self.give_back_early(io);
         match done {
             Some(Some(status)) => self.complete_now(host, status),
             Some(None) => {}
@@ -411,23 +411,24 @@ impl Channel {
             self.run(|e| Self::deliver(e, ctx, info, status));
             return io.give_back();
         }
-        let late = self.give_back_early(io);
         // The read is done whatever happens below: its data is in the host's buffer.
         let _ = self.direct(|e| {
             e.backend_mut().child_back(info.leg);
             e.direct_read_ok(ctx, info)
         });
+        let late = self.give_back_early(io);
         self.complete_now(host, HostStatus::Success);
         if let Some(io) = late {
             io.give_back();
         }
     }
 
-    /// A direct child's `spdk_bdev_io` on the quick path goes back before its host completes
-    /// when no parent of this engine waits for one: the app's next I/O, submitted from the
-    /// host's completion, then reuses it from the thread's cache while it is still in the CPU
-    /// cache (two cores at QD128: reads +18 %). With a parent waiting (`Wait::Io`) it stays
-    /// until after, as in `child_done`, for that parent. The one not given back is returned.
+    /// A child's `spdk_bdev_io` on the quick path, once the engine has counted the child,
+    /// goes back before its host completes when no parent of this engine waits for one (as
+    /// SPDK raid1 frees its children first): the app's next I/O, submitted from the host's
+    /// completion, then reuses it from the thread's cache while it is still in the CPU cache
+    /// (two cores at QD128: reads +18 %). With a parent waiting (`Wait::Io`) it stays until
+    /// after, as off the quick path, for that parent. The one not given back is returned.
     #[inline(always)]
     fn give_back_early(&self, io: ChildIo) -> Option<ChildIo> {
         // SAFETY: not busy (checked by the caller): a quick look at the engine.
@@ -495,23 +496,29 @@ impl Channel {
     /// was the last; anything else runs the engine. Nothing outside a guard can panic on
     /// either way. (Direct reads' children come back through `direct_read_back`.)
     #[inline(always)]
-    pub fn child_done(&self, ctx: NonNull<ChildCtx>, status: ChildStatus) {
+    fn child_done(&self, ctx: NonNull<ChildCtx>, status: ChildStatus, io: ChildIo) {
         if self.busy.get() || self.poisoned() {
-            return guard("child completion", (), || self.child_done_aside(ctx, status));
+            guard("child completion", (), || self.child_done_aside(ctx, status));
+            return io.give_back();
         }
         // SAFETY: a context of ours, live until it is given back.
         let info = unsafe { (*ctx.as_ptr()).info };
         // SAFETY: not busy: no other reference to the engine is live on this thread; a quick look.
         if !unsafe { &*self.engine.get() }.child_quick(&info, status) {
-            return self.run(|e| Self::deliver(e, ctx, info, status));
+            self.run(|e| Self::deliver(e, ctx, info, status));
+            return io.give_back();
         }
         // The common completion: counted, and its parent finished if it was the last child.
         let finished = self.direct(|e| {
             e.backend_mut().child_back(info.leg);
             e.child_ok(ctx, info)
         });
+        let late = self.give_back_early(io);
         if let Some(Some((host, status))) = finished {
             self.complete_now(host, status);
+        }
+        if let Some(io) = late {
+            io.give_back();
         }
     }
 
@@ -682,7 +689,7 @@ impl Channel {
             // Cannot be: messages run between pollers, never inside the engine. Deliver it
             // anyway; this channel just stops using the reserve.
             errlog!("BUG: reserve completion while the engine runs");
-            return self.child_done(ctx, status);
+            return guard("child completion", (), || self.child_done_aside(ctx, status));
         }
         self.run(|e| {
             e.backend_mut().rescue_busy = false;
@@ -1095,22 +1102,20 @@ extern "C" fn child_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *m
     } else {
         ChildStatus::Error
     };
-    // The engine first: parents parked on this leg's pool resume now and, finding no
-    // spdk_bdev_io, queue their wait at the head (dep_unblock). Only then is this child's
-    // spdk_bdev_io freed, and SPDK hands it to them. Freed first, it would go to whoever
-    // waited longest (the app above, submitting one more parent) and, with tiny leg pools,
-    // parents end up holding every spdk_bdev_io (a deadlock the pressure tests caught).
-    // (A direct child with nothing waiting gives its spdk_bdev_io back sooner: `give_back_early`.)
+    // Whoever takes the child gives its spdk_bdev_io back. Off the quick path the engine goes
+    // first: parents parked on this leg's pool resume now and, finding no spdk_bdev_io, queue
+    // their wait at the head (dep_unblock); only then is it freed, and SPDK hands it to them.
+    // Freed first, it would go to whoever waited longest (the app above, submitting one more
+    // parent) and, with tiny leg pools, parents end up holding every spdk_bdev_io (a deadlock
+    // the pressure tests caught). On the quick path nobody of ours waits for the leg's pool,
+    // and when nobody waits for an spdk_bdev_io either it goes back first (`give_back_early`).
     let io = ChildIo(bdev_io);
     // SAFETY: the channel outlives every child it issued; `ctx` is non-null and ours.
     unsafe {
         match (*ctx).info.parent {
             DIRECT => (*channel).direct_read_back(NonNull::new_unchecked(ctx), status, io),
             DIRECT_WRITE => (*channel).direct_write_back(NonNull::new_unchecked(ctx), status, io),
-            _ => {
-                (*channel).child_done(NonNull::new_unchecked(ctx), status);
-                io.give_back();
-            }
+            _ => (*channel).child_done(NonNull::new_unchecked(ctx), status, io),
         }
     }
 }
