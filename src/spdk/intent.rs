@@ -86,8 +86,8 @@ impl ChannelIntent {
 
     /// This core leaves region `r`. Only this channel's thread writes its counters, so no
     /// locked read-modify-write is needed to drop one; Release keeps the write's end (and
-    /// `mark_missed`) before it. (Raising one is a SeqCst RMW: the Dekker half that must
-    /// precede the bit read.)
+    /// `mark_missed`) before it. (Raising one from zero is a SeqCst RMW: the Dekker half that
+    /// must precede the bit read; see `enter`.)
     #[inline(always)]
     fn leave(c: &ChanCounts, r: usize) {
         let n = &c.counts[r];

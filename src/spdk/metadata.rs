@@ -11,7 +11,9 @@
 //! Clearing a region races with writes that take the fast path; it is decided Dekker-style:
 //! the clearer drops the fast bit and then sums the counters, a writer raises its counter and
 //! then reads the fast bit (all sequentially consistent), so either the clearer sees the write
-//! and backs off, or the writer sees the bit gone and takes the mutex.
+//! and backs off, or the writer sees the bit gone and takes the mutex. (A raise above zero is a
+//! plain store: the first raise already decided the race for every write that follows it
+//! while the count stays up; see `intent::ChannelIntent::enter`.)
 
 use std::cell::UnsafeCell;
 use std::ptr;
