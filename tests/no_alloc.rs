@@ -15,9 +15,10 @@ use spdk_mirror::sim::{Faults, LegModel, SimBackend};
 struct Counting;
 
 thread_local! {
-    /// Set on the test's own thread only, around the burst: libtest's main thread may allocate
-    /// meanwhile (it did once, four times, when the machine descheduled it past the warm-up),
-    /// and that is not the I/O path.
+    /// Set on the test's own thread only, around the burst: other threads (libtest's main
+    /// thread) may allocate meanwhile, and that is not the I/O path. (A CI run once counted
+    /// four allocations here that the seeded, single-threaded burst did not repeat in nine
+    /// runs; another thread, descheduled past the warm-up, is the likely source.)
     static COUNTING: Cell<bool> = const { Cell::new(false) };
 }
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
