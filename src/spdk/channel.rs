@@ -356,8 +356,7 @@ impl Channel {
     #[inline(always)]
     fn direct_write_back(&self, ctx: NonNull<ChildCtx>, status: ChildStatus, io: ChildIo) {
         if self.busy.get() || self.poisoned() {
-            guard("child completion", (), || self.child_done_aside(ctx, status));
-            return io.give_back();
+            return self.back_aside(ctx, status, io);
         }
         // SAFETY: a context of ours, live until it is given back; its parent is the live host
         // write it serves.
@@ -365,8 +364,7 @@ impl Channel {
         let st = write_state(host);
         // SAFETY: not busy: a quick look at the engine; the write's state is its host's.
         if !unsafe { (*self.engine.get()).direct_write_quick(&info, status, &*st) } {
-            self.run(|e| Self::deliver(e, ctx, info, status));
-            return io.give_back();
+            return self.back_slow(ctx, info, status, io);
         }
         let done = self.direct(|e| {
             e.backend_mut().child_back(info.leg);
@@ -379,24 +377,23 @@ impl Channel {
             }
             done
         });
-        let late = self.give_back_early(io);
-        match done {
-            Some(Some(status)) => self.complete_now(host, status),
-            Some(None) => {}
+        let Some(done) = done else {
             // A panic (the engine was abandoned): if that was the write's last child, its
             // host fails now, else its other children's returns (`drop_child`) finish it.
-            None => {
-                // SAFETY: not busy any more (`direct` returned); the state is the host's.
-                if guard("mirror engine recovery", false, || unsafe {
-                    (*self.engine.get()).direct_write_lost(&mut *st)
-                }) {
-                    complete_host(host, HostStatus::Failed);
-                }
-            }
-        }
-        if let Some(io) = late {
             io.give_back();
-        }
+            // SAFETY: not busy any more (`direct` returned); the state is the host's.
+            if guard("mirror engine recovery", false, || unsafe {
+                (*self.engine.get()).direct_write_lost(&mut *st)
+            }) {
+                complete_host(host, HostStatus::Failed);
+            }
+            return;
+        };
+        self.then_complete(io, || {
+            if let Some(status) = done {
+                self.complete_now(host, status);
+            }
+        });
     }
 
     /// A direct read's child is back. The common case (it succeeded, the engine is idle and
@@ -405,43 +402,56 @@ impl Channel {
     #[inline(always)]
     fn direct_read_back(&self, ctx: NonNull<ChildCtx>, status: ChildStatus, io: ChildIo) {
         if self.busy.get() || self.poisoned() {
-            guard("child completion", (), || self.child_done_aside(ctx, status));
-            return io.give_back();
+            return self.back_aside(ctx, status, io);
         }
         // SAFETY: a context of ours, live until it is given back; its parent is the live host
         // read it serves.
         let (info, host) = unsafe { ((*ctx.as_ptr()).info, NonNull::new_unchecked((*ctx.as_ptr()).parent)) };
         // SAFETY: not busy: no other reference to the engine is live on this thread; a quick look.
         if !unsafe { &*self.engine.get() }.direct_read_quick(&info, status) {
-            self.run(|e| Self::deliver(e, ctx, info, status));
-            return io.give_back();
+            return self.back_slow(ctx, info, status, io);
         }
         // The read is done whatever happens below: its data is in the host's buffer.
         let _ = self.direct(|e| {
             e.backend_mut().child_back(info.leg);
             e.direct_read_ok(ctx, info)
         });
-        let late = self.give_back_early(io);
-        self.complete_now(host, HostStatus::Success);
-        if let Some(io) = late {
+        self.then_complete(io, || self.complete_now(host, HostStatus::Success));
+    }
+
+    /// The end of a child's quick path, once the engine has counted it: `complete` (its host's
+    /// completion, if any) and the child's `spdk_bdev_io` given back. That goes back first when
+    /// no parent of this engine waits for one (as SPDK raid1 frees its children first): the
+    /// app's next I/O, submitted from the host's completion, then reuses it from the thread's
+    /// cache while it is still in the CPU cache (two cores at QD128: reads +18 %). With a
+    /// parent waiting (`Wait::Io`) it goes back after, as off the quick path, for that parent.
+    #[inline(always)]
+    fn then_complete(&self, io: ChildIo, complete: impl FnOnce()) {
+        // SAFETY: not busy (checked by the caller): a quick look at the engine.
+        if unsafe { &*self.engine.get() }.nobody_waits_for_io() {
+            io.give_back();
+            complete();
+        } else {
+            complete();
             io.give_back();
         }
     }
 
-    /// A child's `spdk_bdev_io` on the quick path, once the engine has counted the child,
-    /// goes back before its host completes when no parent of this engine waits for one (as
-    /// SPDK raid1 frees its children first): the app's next I/O, submitted from the host's
-    /// completion, then reuses it from the thread's cache while it is still in the CPU cache
-    /// (two cores at QD128: reads +18 %). With a parent waiting (`Wait::Io`) it stays until
-    /// after, as off the quick path, for that parent. The one not given back is returned.
-    #[inline(always)]
-    fn give_back_early(&self, io: ChildIo) -> Option<ChildIo> {
-        // SAFETY: not busy (checked by the caller): a quick look at the engine.
-        if unsafe { &*self.engine.get() }.nobody_waits_for_io() {
-            io.give_back();
-            return None;
-        }
-        Some(io)
+    /// A child back while the engine runs (queued for it) or after it panicked: set aside;
+    /// its `spdk_bdev_io` goes back now.
+    #[cold]
+    fn back_aside(&self, ctx: NonNull<ChildCtx>, status: ChildStatus, io: ChildIo) {
+        guard("child completion", (), || self.child_done_aside(ctx, status));
+        io.give_back();
+    }
+
+    /// A child off the quick path: the engine's run takes it first, so the parents it wakes
+    /// can queue for its `spdk_bdev_io` ahead of the layer above (see `child_done`, the
+    /// `extern "C"` one), then that goes back.
+    #[inline(never)]
+    fn back_slow(&self, ctx: NonNull<ChildCtx>, info: ChildInfo, status: ChildStatus, io: ChildIo) {
+        self.run(|e| Self::deliver(e, ctx, info, status));
+        io.give_back();
     }
 
     /// Runs `f` on the engine outside `run`, for the common cases (a direct read, a submit,
@@ -503,28 +513,24 @@ impl Channel {
     #[inline(always)]
     fn child_done(&self, ctx: NonNull<ChildCtx>, status: ChildStatus, io: ChildIo) {
         if self.busy.get() || self.poisoned() {
-            guard("child completion", (), || self.child_done_aside(ctx, status));
-            return io.give_back();
+            return self.back_aside(ctx, status, io);
         }
         // SAFETY: a context of ours, live until it is given back.
         let info = unsafe { (*ctx.as_ptr()).info };
         // SAFETY: not busy: no other reference to the engine is live on this thread; a quick look.
         if !unsafe { &*self.engine.get() }.child_quick(&info, status) {
-            self.run(|e| Self::deliver(e, ctx, info, status));
-            return io.give_back();
+            return self.back_slow(ctx, info, status, io);
         }
         // The common completion: counted, and its parent finished if it was the last child.
         let finished = self.direct(|e| {
             e.backend_mut().child_back(info.leg);
             e.child_ok(ctx, info)
         });
-        let late = self.give_back_early(io);
-        if let Some(Some((host, status))) = finished {
-            self.complete_now(host, status);
-        }
-        if let Some(io) = late {
-            io.give_back();
-        }
+        self.then_complete(io, || {
+            if let Some(Some((host, status))) = finished {
+                self.complete_now(host, status);
+            }
+        });
     }
 
     /// The engine takes a host I/O outside `run`; only what it leaves queued is run.
@@ -1113,7 +1119,7 @@ extern "C" fn child_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *m
     // Freed first, it would go to whoever waited longest (the app above, submitting one more
     // parent) and, with tiny leg pools, parents end up holding every spdk_bdev_io (a deadlock
     // the pressure tests caught). On the quick path nobody of ours waits for the leg's pool,
-    // and when nobody waits for an spdk_bdev_io either it goes back first (`give_back_early`).
+    // and when nobody waits for an spdk_bdev_io either it goes back first (`then_complete`).
     let io = ChildIo(bdev_io);
     // SAFETY: the channel outlives every child it issued; `ctx` is non-null and ours.
     unsafe {
