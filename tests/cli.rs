@@ -206,6 +206,27 @@ fn simulate_bad_parameters_exit_2() {
     assert!(stderr(&o).starts_with("spdk-mirror: io_pool:"), "{}", stderr(&o));
     let o = cli(&["simulate", "--legs", "2", "--fail-leg", "5"]);
     assert_eq!(o.status.code(), Some(2));
+    // RAID10 over 8-block chunks: 63 chunks and a block is the longest request at any offset.
+    let r10 = [
+        "simulate",
+        "--level",
+        "raid10",
+        "--legs",
+        "4",
+        "--chunk-kb",
+        "4",
+        "--ios",
+        "500",
+    ];
+    let o = cli(&[&r10[..], &["--max-io-blocks", "506"]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stderr(&o).starts_with("spdk-mirror: max_io_blocks: 506 blocks") && stderr(&o).contains("at most 505"),
+        "{}",
+        stderr(&o)
+    );
+    let o = cli(&[&r10[..], &["--max-io-blocks", "505"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
 
 #[test]

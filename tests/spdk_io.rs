@@ -30,6 +30,11 @@ const BS: u32 = 512;
 
 /// One bdevperf run; asserts a clean run with one job per mirror in `mirrors`, each with IOPS > 0.
 fn bdevperf_clean(env: &SpdkEnv, name: &str, config: Value, workload: &str, mirrors: &[&str]) {
+    bdevperf_clean_with(env, name, config, workload, mirrors, BdevperfOpts::default());
+}
+
+/// [`bdevperf_clean`] with `opts`' queue depth and I/O size.
+fn bdevperf_clean_with(env: &SpdkEnv, name: &str, config: Value, workload: &str, mirrors: &[&str], opts: BdevperfOpts) {
     let res = bdevperf(
         env,
         BdevperfOpts {
@@ -38,7 +43,7 @@ fn bdevperf_clean(env: &SpdkEnv, name: &str, config: Value, workload: &str, mirr
             workload,
             time_s: 2,
             mem_mb: 2048,
-            ..Default::default()
+            ..opts
         },
     )
     .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -164,6 +169,37 @@ fn randwrite_over_null_legs() {
         "randwrite",
         &["null_r1", "null_f2"],
     );
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn unmap_and_write_zeroes_spanning_hundreds_of_chunks() {
+    let env = require_spdk();
+    // 32 MiB requests over 64 KiB chunks span 512 or 513 chunks, more than the engine takes in
+    // one request: the mirror's unmap and write-zeroes limits have the bdev layer cut them.
+    let leg_blocks = 64 * MIB / BS as u64;
+    let mut cfg = Vec::new();
+    let mut mirrors = Vec::new();
+    for layout in ["n2", "f2", "o2"] {
+        let name = format!("big_{layout}");
+        let legs = names(&format!("{name}_m"), 4);
+        cfg.extend(legs.iter().map(|l| malloc_bdev_config(l, leg_blocks, BS)));
+        cfg.push(mirror_config(&name, "raid10", Some(layout), Some(64), &legs));
+        mirrors.push(name);
+    }
+    cfg.push(wait_for_examine_config());
+    let mirrors: Vec<&str> = mirrors.iter().map(String::as_str).collect();
+    for workload in ["unmap", "write_zeroes"] {
+        let opts = BdevperfOpts {
+            queue_depth: 2,
+            io_size: 32 * MIB,
+            ..Default::default()
+        };
+        bdevperf_clean_with(&env, workload, bdev_subsystem(cfg.clone()), workload, &mirrors, opts);
+    }
 }
 
 // ------------------------------------------------------------------------------------------------

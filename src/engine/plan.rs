@@ -18,6 +18,18 @@ pub fn segment_count(geo: &Geometry, lba: u64, blocks: u64) -> u64 {
     }
 }
 
+/// Longest request (in blocks) that spans at most [`MAX_SEGMENTS`] segments wherever it starts,
+/// `None` when any length does (RAID1: one segment). One block short of `MAX_SEGMENTS` chunks,
+/// as a request not aligned to a chunk touches one chunk more than its length covers. The SPDK
+/// glue gives it to the bdev layer as the unmap and write-zeroes limits, which host I/O of any
+/// size then arrives split to (reads and writes arrive split at every chunk boundary).
+pub fn max_request_blocks(geo: &Geometry) -> Option<u64> {
+    match geo.level() {
+        Level::Raid1 => None,
+        Level::Raid10 => Some((MAX_SEGMENTS - 1) * geo.chunk_blocks() + 1),
+    }
+}
+
 /// Segment `k` of `[lba, lba + blocks)`: its first block and length.
 pub fn segment(geo: &Geometry, lba: u64, blocks: u64, k: u64) -> (u64, u64) {
     if k == 0 {
@@ -41,6 +53,40 @@ pub fn full_mask(n: u32) -> u64 {
 mod tests {
     use super::*;
     use crate::placement::{GeometrySpec, Raid10Layout};
+
+    #[test]
+    fn max_request_blocks_fits_max_segments_at_every_offset() {
+        for (layout, chunk_bytes, legs) in [("n2", 4096, 4), ("f2", 512, 3), ("o2", 65536, 5), ("n3", 1 << 20, 6)] {
+            let layout = Raid10Layout::parse(layout).unwrap();
+            let geo = Geometry::new(&GeometrySpec {
+                level: Level::Raid10,
+                layout: Some(layout),
+                legs,
+                chunk_bytes: Some(chunk_bytes),
+                block_size: 512,
+                leg_blocks: 1 << 22,
+            })
+            .unwrap();
+            let max = max_request_blocks(&geo).unwrap();
+            let chunk = geo.chunk_blocks();
+            // Every offset within a chunk: the longest request fits, one block more does not
+            // where the request starts in a chunk's last block.
+            for lba in 0..chunk {
+                assert!(segment_count(&geo, lba, max) <= MAX_SEGMENTS, "{layout:?} lba {lba}");
+            }
+            assert_eq!(segment_count(&geo, chunk - 1, max + 1), MAX_SEGMENTS + 1, "{layout:?}");
+        }
+        let raid1 = Geometry::new(&GeometrySpec {
+            level: Level::Raid1,
+            layout: None,
+            legs: 2,
+            chunk_bytes: None,
+            block_size: 512,
+            leg_blocks: 1 << 22,
+        })
+        .unwrap();
+        assert_eq!(max_request_blocks(&raid1), None);
+    }
 
     #[test]
     fn segments_cover_the_request_at_chunk_boundaries() {

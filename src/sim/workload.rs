@@ -13,6 +13,7 @@ use super::intent::{BitmapConfig, SimIntent};
 use super::metadata::{initial_superblock, MetaWriter, OpDone};
 use super::rng::Rng;
 use crate::bitmap::WriteIntentBitmap;
+use crate::engine::plan::{max_request_blocks, MAX_SEGMENTS};
 use crate::engine::NoBitmap;
 use crate::engine::{
     Backend, DirectWrite, Engine, EngineConfig, EngineStats, HostStatus, IoOp, IoRequest, ReadPolicy, Strategy, DIRECT,
@@ -124,6 +125,11 @@ pub enum SimConfigError {
     PreferredLeg(u32, u32),
     #[error("max_io_blocks: must be at least 1")]
     MaxIo,
+    #[error(
+        "max_io_blocks: {0} blocks may span more chunks than one request can ({MAX_SEGMENTS}): at most {1} \
+         with this chunk size (SPDK splits longer I/O before the mirror sees it)"
+    )]
+    MaxIoSpan(u64, u64),
     #[error("inline_pct/nomem_pct: must be 0..=100 (nomem_pct below 100)")]
     Percent,
     #[error("superblock: needs the bitmap (they are written together)")]
@@ -196,6 +202,9 @@ pub fn validate(cfg: &SimConfig) -> Result<(Geometry, u32), SimConfigError> {
     }
     if cfg.max_io_blocks == 0 {
         return Err(SimConfigError::MaxIo);
+    }
+    if let Some(max) = max_request_blocks(&geo).filter(|&max| cfg.max_io_blocks > max) {
+        return Err(SimConfigError::MaxIoSpan(cfg.max_io_blocks, max));
     }
     if cfg.faults.inline_pct > 100 || cfg.faults.nomem_pct >= 100 {
         return Err(SimConfigError::Percent);

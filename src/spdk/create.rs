@@ -24,6 +24,7 @@ use super::module::module_ptr;
 use super::persist;
 use super::teardown::free_unregistered;
 use super::uuid::{random_uuid, uuid_bytes, uuid_text};
+use crate::engine::plan::max_request_blocks;
 use crate::engine::{LegStats, ReadPolicy};
 use crate::placement::{Geometry, Level, MAX_LEGS};
 use crate::superblock::{LegEntry, LegRole, MetaLayout, Superblock};
@@ -252,6 +253,14 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         // Children never straddle a chunk: the bdev layer splits host I/O for us.
         b.optimal_io_boundary = spec.geo.chunk_blocks() as u32;
         b.__bindgen_anon_1.set_split_on_optimal_io_boundary(1);
+    }
+    // Unmap and write-zeroes are not split at chunks; the engine takes at most MAX_SEGMENTS
+    // chunks a request, so have the bdev layer cut longer ones (a whole-device discard).
+    if let Some(max) = max_request_blocks(&spec.geo) {
+        let max = max.min(u32::MAX as u64) as u32;
+        b.max_unmap = max;
+        b.max_unmap_segments = 1;
+        b.max_write_zeroes = max;
     }
     b.ctxt = mp as *mut c_void;
     b.fn_table = &FN_TABLE;
