@@ -100,7 +100,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             return None;
         }
         let copy = self.read_copy(req.lba, req.blocks, 0)?;
-        if !self.pool_waiters.get(copy.leg as usize)?.is_empty() {
+        if self.pool_waited(copy.leg) {
             return None;
         }
         Some(ChildInfo {
@@ -119,9 +119,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// anything else).
     #[inline(always)]
     pub fn direct_read_quick(&self, info: &ChildInfo, status: ChildStatus) -> bool {
-        status == ChildStatus::Success
-            && self.pool_waiters.get(info.leg as usize).is_some_and(|w| w.is_empty())
-            && !self.pending()
+        status == ChildStatus::Success && !self.pool_waited(info.leg) && !self.pending()
     }
 
     /// A direct read's child is back, succeeded, and `direct_read_quick` said so: counted, its

@@ -116,7 +116,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 st.missed = true;
                 continue;
             }
-            if !self.pool_waiters[copy.leg as usize].is_empty() {
+            if self.pool_waited(copy.leg) {
                 // Behind the parents waiting for this pool, not ahead of them.
                 return Ok(self.hand_over(host, st, k, Wait::Pool(copy.leg), None));
             }
@@ -155,10 +155,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// write was not handed over, and nothing waits to be woken.
     #[inline(always)]
     pub fn direct_write_quick(&self, info: &ChildInfo, status: ChildStatus, st: &WriteState) -> bool {
-        status == ChildStatus::Success
-            && !st.handed
-            && self.pool_waiters.get(info.leg as usize).is_some_and(|w| w.is_empty())
-            && !self.pending()
+        status == ChildStatus::Success && !st.handed && !self.pool_waited(info.leg) && !self.pending()
     }
 
     /// A child `direct_write_quick` said yes to: counted, its context given back. `Some`: it

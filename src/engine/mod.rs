@@ -210,6 +210,10 @@ pub struct Engine<B: Backend, W: WriteIntent = NoBitmap> {
     /// Direct reads in flight (`direct_read.rs`): parents with no slot.
     direct: u32,
     pool_waiters: Vec<VecDeque<ParentId>>,
+    /// Bit `leg`: `pool_waiters[leg]` may be non-empty. Set with every push, cleared only when
+    /// the queue is seen empty, so it may say "waiting" for an empty queue but never the
+    /// reverse. The hot path tests it instead of the queue: no vector to load and bound.
+    pool_waiting: u64,
     pool_freed: u64,
     io_waiters: VecDeque<ParentId>,
     io_signal: bool,
@@ -249,6 +253,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             pool_waiters: (0..=geo.legs())
                 .map(|_| VecDeque::with_capacity(max_parents as usize))
                 .collect(),
+            pool_waiting: 0,
             pool_freed: 0,
             io_waiters: VecDeque::with_capacity(max_parents as usize),
             io_signal: false,
@@ -458,6 +463,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         }
         hosts.extend(self.admit_queue.drain(..).map(|(h, _, _)| h));
         self.pool_waiters.iter_mut().for_each(VecDeque::clear);
+        self.pool_waiting = 0;
         self.io_waiters.clear();
         self.ready.clear();
         self.pool_freed = 0;
@@ -481,7 +487,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         self.stats.legs_failed += 1;
         self.backend.leg_failed(leg);
         // Parents parked on this leg's pool can now skip it.
-        if !self.pool_waiters[leg as usize].is_empty() {
+        if self.pool_waited(leg) {
             self.pool_freed |= 1 << leg;
         }
         self.drain();
@@ -528,7 +534,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     #[inline(always)]
     fn release_child(&mut self, leg: u32, child: B::Child) {
         self.backend.free_child(leg, child);
-        if !self.pool_waiters[leg as usize].is_empty() {
+        if self.pool_waited(leg) {
             self.pool_freed |= 1 << leg;
         }
     }
@@ -541,7 +547,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             l.failed = true;
             self.stats.legs_failed += 1;
             self.backend.leg_failed(leg);
-            if !self.pool_waiters[leg as usize].is_empty() {
+            if self.pool_waited(leg) {
                 self.pool_freed |= 1 << leg;
             }
         }

@@ -230,9 +230,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// is queued), so no run of the general machine follows it.
     #[inline(always)]
     pub fn child_quick(&self, info: &ChildInfo, status: ChildStatus) -> bool {
-        self.plain(info, status)
-            && self.pool_waiters.get(info.leg as usize).is_some_and(|w| w.is_empty())
-            && !self.pending()
+        self.plain(info, status) && !self.pool_waited(info.leg) && !self.pending()
     }
 
     /// A child `child_quick` said yes to: accounted, and when it was its parent's last

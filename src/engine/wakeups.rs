@@ -66,6 +66,12 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         !self.io_waiters.is_empty() || self.pool_waiters.iter().any(|w| !w.is_empty())
     }
 
+    /// Whether parents may wait for `leg`'s pool (see `pool_waiting`).
+    #[inline(always)]
+    pub(super) fn pool_waited(&self, leg: u32) -> bool {
+        self.pool_waiting & (1u64 << (leg & 63)) != 0
+    }
+
     pub(super) fn push_ready(&mut self, id: ParentId) {
         let slot = &mut self.slots[id as usize];
         if !slot.in_ready {
@@ -115,6 +121,9 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                     }
                     self.park_after(id, step, false);
                 }
+                if self.pool_waiters[leg as usize].is_empty() {
+                    self.pool_waiting &= !(1 << leg);
+                }
             }
             if std::mem::take(&mut self.io_signal) {
                 while let Some(id) = self.io_waiters.pop_front() {
@@ -151,6 +160,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         match wait {
             Wait::Pool(leg) => {
                 self.stats.pool_waits += 1;
+                self.pool_waiting |= 1 << leg;
                 let q = &mut self.pool_waiters[leg as usize];
                 if front {
                     q.push_front(id)
