@@ -19,10 +19,10 @@ pub fn segment_count(geo: &Geometry, lba: u64, blocks: u64) -> u64 {
 }
 
 /// Longest request (in blocks) that spans at most [`MAX_SEGMENTS`] segments wherever it starts,
-/// `None` when any length does (RAID1: one segment). One block short of `MAX_SEGMENTS` chunks,
-/// as a request not aligned to a chunk touches one chunk more than its length covers. The SPDK
-/// glue gives it to the bdev layer as the unmap and write-zeroes limits, which host I/O of any
-/// size then arrives split to (reads and writes arrive split at every chunk boundary).
+/// `None` when any length does (RAID1: one segment). `MAX_SEGMENTS - 1` chunks and one block:
+/// started in a chunk's last block, that is one block there and whole chunks after. The SPDK
+/// glue gives it to the bdev layer as the unmap and write-zeroes limits, so longer ones arrive
+/// cut to it (reads and writes arrive split at every chunk boundary anyway).
 pub fn max_request_blocks(geo: &Geometry) -> Option<u64> {
     match geo.level() {
         Level::Raid1 => None,
