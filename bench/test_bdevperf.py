@@ -58,6 +58,13 @@ class ParseBdevperf(unittest.TestCase):
                 if re.search(r"^\s*def parse_bdevperf", p.read_text(), re.M)]
         self.assertEqual(defs, ["mirrorbench/bdevperf.py"])
 
+    def test_pressure_median_skips_missing_runs(self):
+        # --repeat: a run that gave no figure (None) is left out of its row's median.
+        from mirrorbench.pressure import median
+        self.assertEqual(median([3.0, None, 1.0, 2.0]), 2.0)
+        self.assertEqual(median([5]), 5)
+        self.assertIsNone(median([None, None]))
+
     def test_carriage_returns(self):
         # The live progress line ends in \r, not \n; a table row after it must still be read.
         text = ("Running I/O for 1 seconds...\n  9433120.00 IOPS, 36848.12 MiB/s\r"

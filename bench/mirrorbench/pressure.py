@@ -4,17 +4,20 @@ legs, one core. For each pool size and per-thread cache it prints IOPS of both, 
 the mirror's no-memory counters (children refused an `spdk_bdev_io`, children that found their
 leg's context pool empty), as a markdown table.
 
-    cargo build --release && python3 bench/pressure.py [--time 3] [--pools 16,32,64,128,256] [--caches 1,16]
+    cargo build --release && python3 bench/pressure.py [--time 3] [--pools 16,32,64,128,256] [--caches 1,16] [--repeat 1]
 
 Python standard library only; SPDK's bdevperf is found as the benchmark finds it (spdk_apps). The
 two systems run back to back for each pool size, so compare the ratio, not absolute numbers
-across runs.
+across runs. With `--repeat N` they alternate N times per row: the row shows the medians, their
+ratio, and the lowest and highest ratio of the N back-to-back pairs (on a shared machine one
+pair moves by several per cent).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import os
 import socket
 import subprocess
@@ -119,6 +122,12 @@ def measure(bdevperf: Path, lib: Path, system: str, pool: int, cache: int, secs:
     return out
 
 
+def median(values: list) -> float | None:
+    """The median of the values measured (None where a run gave none); None if none was."""
+    got = [v for v in values if v is not None]
+    return statistics.median(got) if got else None
+
+
 def cell(v, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
@@ -128,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time", type=int, default=3, help="seconds per measurement")
     ap.add_argument("--pools", default="16,32,64,128,256", help="bdev_io_pool_size values")
     ap.add_argument("--caches", default="1,16", help="bdev_io_cache_size values")
+    ap.add_argument("--repeat", type=int, default=1, help="mirror/raid1 pairs per row (medians shown)")
     ap.add_argument("--bdevperf", help="path to SPDK's bdevperf")
     ap.add_argument("--lib", default=str(REPO / "target/release/libspdk_mirror.so"))
     args = ap.parse_args(argv)
@@ -139,20 +149,31 @@ def main(argv: list[str] | None = None) -> int:
     if not lib.is_file():
         print(f"module library {lib} not found: run `cargo build --release`", file=sys.stderr)
         return 2
-    print("| pool | cache | mirror IOPS | SPDK raid1 IOPS | ratio | mirror nomem | mirror pool_empty |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    if args.repeat < 1:
+        print("--repeat: must be at least 1", file=sys.stderr)
+        return 2
+    pairs = args.repeat > 1
+    print("| pool | cache | mirror IOPS | SPDK raid1 IOPS | ratio |" + (" pair ratios |" if pairs else "")
+          + " mirror nomem | mirror pool_empty |")
+    print("| ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if pairs else "") + " ---: | ---: |")
     with tempfile.TemporaryDirectory(prefix="mirror-pressure-") as d:
         work = Path(d)
         for cache in (int(c) for c in args.caches.split(",")):
             for pool in (int(p) for p in args.pools.split(",")):
                 if pool < cache * 3:
                     continue  # SPDK refuses a pool below cache x (threads + 1)
-                m = measure(bdevperf, lib, "mirror", pool, cache, args.time, work)
-                r = measure(bdevperf, lib, "raid1", pool, cache, args.time, work)
-                ratio = m["iops"] / r["iops"] if m["iops"] and r["iops"] else None
-                note = "" if m["finished"] and not m["failed"] else f" (mirror: {m.get('error') or 'failed I/O'})"
-                print(f"| {pool} | {cache} | {cell(m['iops'], ',.0f')} | {cell(r['iops'], ',.0f')} | "
-                      f"{cell(ratio, '.2f')} | {cell(m['nomem'], ',')} | {cell(m['pool_empty'], ',')} |{note}",
+                runs = [(measure(bdevperf, lib, "mirror", pool, cache, args.time, work),
+                         measure(bdevperf, lib, "raid1", pool, cache, args.time, work))
+                        for _ in range(args.repeat)]
+                m = {k: median([mr[0][k] for mr in runs]) for k in ("iops", "nomem", "pool_empty")}
+                r_iops = median([mr[1]["iops"] for mr in runs])
+                ratio = m["iops"] / r_iops if m["iops"] and r_iops else None
+                each = [a["iops"] / b["iops"] for a, b in runs if a["iops"] and b["iops"]]
+                spread = f" {min(each):.2f}-{max(each):.2f} |" if pairs and each else (" — |" if pairs else "")
+                bad = [a for a, _ in runs if not a["finished"] or a["failed"]]
+                note = f" (mirror: {bad[0].get('error') or 'failed I/O'})" if bad else ""
+                print(f"| {pool} | {cache} | {cell(m['iops'], ',.0f')} | {cell(r_iops, ',.0f')} | "
+                      f"{cell(ratio, '.2f')} |{spread} {cell(m['nomem'], ',.0f')} | {cell(m['pool_empty'], ',.0f')} |{note}",
                       flush=True)
     return 0
 
