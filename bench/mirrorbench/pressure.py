@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
