@@ -28,6 +28,21 @@ const BS: u32 = 512;
 // verify on every level
 // ------------------------------------------------------------------------------------------------
 
+/// Config entries for mirror `name` over `legs` malloc bdevs of `leg_blocks` (`<name>_m<i>`).
+fn malloc_mirror(
+    name: &str,
+    level: &str,
+    layout: Option<&str>,
+    chunk_kb: Option<u64>,
+    legs: usize,
+    leg_blocks: u64,
+) -> Vec<Value> {
+    let legs = names(&format!("{name}_m"), legs);
+    let mut cfg: Vec<Value> = legs.iter().map(|l| malloc_bdev_config(l, leg_blocks, BS)).collect();
+    cfg.push(mirror_config(name, level, layout, chunk_kb, &legs));
+    cfg
+}
+
 /// One bdevperf run; asserts a clean run with one job per mirror in `mirrors`, each with IOPS > 0.
 fn bdevperf_clean(env: &SpdkEnv, name: &str, config: Value, workload: &str, mirrors: &[&str]) {
     bdevperf_clean_with(env, name, config, workload, mirrors, BdevperfOpts::default());
@@ -108,9 +123,7 @@ fn verify_on_every_level_and_layout_over_malloc() {
     ];
     let mut cfg = Vec::new();
     for c in &cases {
-        let legs = names(&format!("{}_m", c.name), c.legs);
-        cfg.extend(legs.iter().map(|l| malloc_bdev_config(l, leg_blocks, BS)));
-        cfg.push(mirror_config(c.name, c.level, c.layout, c.chunk_kb, &legs));
+        cfg.extend(malloc_mirror(c.name, c.level, c.layout, c.chunk_kb, c.legs, leg_blocks));
     }
     cfg.push(wait_for_examine_config());
     let mirrors: Vec<&str> = cases.iter().map(|c| c.name).collect();
@@ -185,9 +198,7 @@ fn unmap_and_write_zeroes_spanning_hundreds_of_chunks() {
     let mut mirrors = Vec::new();
     for layout in ["n2", "f2", "o2"] {
         let name = format!("big_{layout}");
-        let legs = names(&format!("{name}_m"), 4);
-        cfg.extend(legs.iter().map(|l| malloc_bdev_config(l, leg_blocks, BS)));
-        cfg.push(mirror_config(&name, "raid10", Some(layout), Some(64), &legs));
+        cfg.extend(malloc_mirror(&name, "raid10", Some(layout), Some(64), 4, leg_blocks));
         mirrors.push(name);
     }
     cfg.push(wait_for_examine_config());
