@@ -49,9 +49,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 // before the child went out.
                 self.stats.parents_submitted += 1;
                 self.stats.children_submitted += 1;
-                if let Some(leg) = self.legs.get_mut(info.leg as usize) {
-                    leg.outstanding_blocks += info.blocks;
-                }
+                // (A masked index: it cannot panic.)
+                self.legs[info.leg].outstanding_blocks += info.blocks;
                 self.direct += 1;
                 Ok(false)
             }
@@ -127,7 +126,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     #[inline(always)]
     pub fn direct_read_ok(&mut self, child: B::Child, info: ChildInfo) {
         self.direct_child_back(child, &info);
-        self.legs[info.leg as usize].stats.reads += 1;
+        self.legs[info.leg].stats.reads += 1;
         self.stats.parents_completed += 1;
         self.backend.release_parent();
     }
@@ -149,7 +148,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             Some(host)
         } else {
             self.direct_child_back(child, &info);
-            self.legs[info.leg as usize].stats.read_errors += 1;
+            self.legs[info.leg].stats.read_errors += 1;
             // Its first read in the general machine is this read's retry.
             self.stats.read_retries += 1;
             // Admitted again there, like any parent.
@@ -168,7 +167,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         debug_assert_eq!(info.parent, DIRECT);
         self.direct -= 1;
         self.stats.children_completed += 1;
-        let leg = &mut self.legs[info.leg as usize];
+        let leg = &mut self.legs[info.leg];
         // Saturating: `abandon` zeroes the count. (Direct reads out across it come back through
         // `direct_read_dropped`, which leaves the count alone; this is only a guard.)
         leg.outstanding_blocks = leg.outstanding_blocks.saturating_sub(info.blocks);

@@ -110,7 +110,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         let row = self.geo.row(req.lba);
         for k in 0..self.geo.copies() {
             let copy = self.geo.copy_in(&row, k);
-            let leg = &self.legs[copy.leg as usize];
+            let leg = &self.legs[copy.leg];
             if leg.failed {
                 // The array runs degraded: the region stays dirty.
                 st.missed = true;
@@ -124,7 +124,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             let Some(child) = self.alloc(copy.leg) else {
                 return Ok(self.hand_over(host, st, k, Wait::Pool(copy.leg), None));
             };
-            self.legs[copy.leg as usize].outstanding_blocks += req.blocks;
+            self.legs[copy.leg].outstanding_blocks += req.blocks;
             match self.backend.submit(&host, child, info) {
                 Submitted::InFlight => {
                     self.stats.children_submitted += 1;
@@ -136,8 +136,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                     self.write_child_back(child, &info, status, st);
                 }
                 Submitted::NoMem(child, info) => {
-                    self.legs[copy.leg as usize].outstanding_blocks -= req.blocks;
-                    self.legs[copy.leg as usize].stats.nomem += 1;
+                    self.legs[copy.leg].outstanding_blocks -= req.blocks;
+                    self.legs[copy.leg].stats.nomem += 1;
                     return Ok(self.hand_over(host, st, k, Wait::Io(Some(copy.leg)), Some((child, info))));
                 }
             }
@@ -203,7 +203,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     fn write_child_back(&mut self, child: B::Child, info: &ChildInfo, status: ChildStatus, st: &mut WriteState) {
         debug_assert_eq!(info.parent, DIRECT_WRITE);
         self.stats.children_completed += 1;
-        let leg = &mut self.legs[info.leg as usize];
+        let leg = &mut self.legs[info.leg];
         // Saturating: `abandon` zeroes the count (a guard; see `direct_child_back`, for reads).
         leg.outstanding_blocks = leg.outstanding_blocks.saturating_sub(info.blocks);
         leg.stats.writes += 1;
@@ -211,7 +211,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         if status == ChildStatus::Success {
             st.written = true;
         } else {
-            self.legs[info.leg as usize].stats.write_errors += 1;
+            self.legs[info.leg].stats.write_errors += 1;
             st.missed = true;
             self.fail_leg_quietly(info.leg);
         }

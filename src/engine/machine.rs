@@ -164,7 +164,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     pub(super) fn issue_parked(&mut self, id: ParentId, parked: (B::Child, ChildInfo, ChildKind)) -> Option<Wait> {
         let idx = id as usize;
         let (child, info, kind) = parked;
-        if self.legs[info.leg as usize].failed {
+        if self.legs[info.leg].failed {
             // The leg failed while we waited: give the context back and re-plan this child.
             self.release_child(info.leg, child);
             match kind {

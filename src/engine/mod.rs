@@ -35,6 +35,7 @@ mod batch;
 mod direct_read;
 mod direct_write;
 pub mod intent;
+mod leg_table;
 mod machine;
 pub mod plan;
 mod planning;
@@ -56,6 +57,7 @@ pub use stats::{EngineStats, LegStats};
 
 use crate::placement::{Geometry, MAX_LEGS};
 use batch::BatchSlot;
+use leg_table::LegTable;
 use plan::segment_count;
 use recovery::Recovery;
 
@@ -180,14 +182,6 @@ enum Step {
     Parked(Wait),
 }
 
-struct LegState {
-    failed: bool,
-    /// False while the leg is being rebuilt: it takes writes but is never read.
-    readable: bool,
-    outstanding_blocks: u64,
-    stats: LegStats,
-}
-
 /// The mirror engine for one channel (one SPDK reactor, or the simulator).
 pub struct Engine<B: Backend, W: WriteIntent = NoBitmap> {
     geo: Geometry,
@@ -195,7 +189,7 @@ pub struct Engine<B: Backend, W: WriteIntent = NoBitmap> {
     backend: B,
     intent: W,
     /// The real legs, then the replacement leg (`geo.legs()`).
-    legs: Vec<LegState>,
+    legs: LegTable,
     /// The leg new writes are mirrored from onto the replacement leg.
     replacement: Option<u32>,
     slots: Vec<Slot<B>>,
@@ -234,14 +228,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     pub fn with_intent(geo: Geometry, cfg: EngineConfig, backend: B, intent: W) -> Self {
         // Slot ids stay below `DIRECT_WRITE` (and `DIRECT`).
         let max_parents = cfg.max_parents.clamp(1, DIRECT_WRITE);
-        let legs = (0..=geo.legs())
-            .map(|leg| LegState {
-                failed: false,
-                readable: leg < geo.legs(),
-                outstanding_blocks: 0,
-                stats: LegStats::default(),
-            })
-            .collect();
+        let legs = LegTable::new(geo.legs());
         Engine {
             legs,
             slots: (0..max_parents).map(|_| Slot::new()).collect(),
@@ -294,16 +281,16 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     pub fn leg_stats(&self, leg: u32) -> &LegStats {
-        &self.legs[leg as usize].stats
+        &self.legs[leg].stats
     }
 
     pub fn leg_failed(&self, leg: u32) -> bool {
-        self.legs[leg as usize].failed
+        self.legs[leg].failed
     }
 
     /// Blocks of I/O outstanding on a leg (the read policy's measure).
     pub fn leg_outstanding_blocks(&self, leg: u32) -> u64 {
-        self.legs[leg as usize].outstanding_blocks
+        self.legs[leg].outstanding_blocks
     }
 
     /// Parents admitted and not yet completed.
@@ -339,11 +326,9 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
 
     /// Legs that are not failed, as a bit mask (the replacement leg is not one of them).
     pub fn working_legs(&self) -> u32 {
-        self.legs[..self.geo.legs() as usize]
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| !l.failed)
-            .fold(0, |m, (i, _)| m | 1 << i)
+        (0..self.geo.legs())
+            .filter(|&leg| !self.legs[leg].failed)
+            .fold(0, |m, leg| m | 1 << leg)
     }
 
     /// The replacement leg's index (one past the real legs): the backend must give it a pool and
@@ -371,7 +356,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 self.geo.legs()
             );
             if self.replacement != slot {
-                let rep = self.replacement_leg() as usize;
+                let rep = self.replacement_leg();
                 self.legs[rep].failed = false;
             }
         }
@@ -469,7 +454,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         self.pool_freed = 0;
         self.io_signal = false;
         self.draining = false;
-        for l in &mut self.legs {
+        for l in self.legs.iter_mut() {
             l.outstanding_blocks = 0;
         }
         self.stats.parents_failed += hosts.len() as u64;
@@ -479,7 +464,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
 
     /// Fails a leg: it gets no more writes (the mirror runs degraded) and is never read.
     pub fn fail_leg(&mut self, leg: u32) {
-        let l = &mut self.legs[leg as usize];
+        let l = &mut self.legs[leg];
         if l.failed {
             return;
         }
@@ -496,12 +481,12 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// Brings a failed leg back into service. Its data must be in sync, or the leg must be made
     /// unreadable until it is (`set_leg_readable`).
     pub fn restore_leg(&mut self, leg: u32) {
-        self.legs[leg as usize].failed = false;
+        self.legs[leg].failed = false;
     }
 
     /// A leg being rebuilt takes writes but must not be read.
     pub fn set_leg_readable(&mut self, leg: u32, readable: bool) {
-        self.legs[leg as usize].readable = readable;
+        self.legs[leg].readable = readable;
     }
 
     /// Changes how reads pick a copy (takes effect for the next read).
@@ -514,7 +499,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     pub fn leg_readable(&self, leg: u32) -> bool {
-        let l = &self.legs[leg as usize];
+        let l = &self.legs[leg];
         l.readable && !l.failed
     }
 
@@ -525,7 +510,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     fn alloc(&mut self, leg: u32) -> Option<B::Child> {
         let child = self.backend.alloc_child(leg);
         if child.is_none() {
-            self.legs[leg as usize].stats.pool_empty += 1;
+            self.legs[leg].stats.pool_empty += 1;
         }
         child
     }
@@ -542,7 +527,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// `fail_leg` without the drain, for inside the engine (a write error), where the caller's
     /// own drain runs the wake-ups.
     fn fail_leg_quietly(&mut self, leg: u32) {
-        let l = &mut self.legs[leg as usize];
+        let l = &mut self.legs[leg];
         if !l.failed {
             l.failed = true;
             self.stats.legs_failed += 1;

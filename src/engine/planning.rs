@@ -48,7 +48,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             },
             IoOp::Flush => {
                 // Child `legs()` (planned only with a replacement) flushes the replacement leg.
-                if self.legs[k as usize].failed {
+                if self.legs[k].failed {
                     return Planned::SkipFailedLeg;
                 }
                 Planned::Child(ChildInfo {
@@ -69,7 +69,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
                 let (leg, leg_lba) = if copy_slot < copies {
                     let copy = self.geo.copy(start, copy_slot);
-                    if self.legs[copy.leg as usize].failed {
+                    if self.legs[copy.leg].failed {
                         return Planned::SkipFailedLeg;
                     }
                     (copy.leg, copy.lba)
@@ -80,7 +80,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                     let replaced = slot.rep.expect("a replacement child is planned only with one");
                     let on_replaced = (0..copies).map(|s| self.geo.copy(start, s)).find(|c| c.leg == replaced);
                     match on_replaced {
-                        Some(c) if !self.legs[rep_leg as usize].failed => (rep_leg, c.lba),
+                        Some(c) if !self.legs[rep_leg].failed => (rep_leg, c.lba),
                         _ => return Planned::NoCopy,
                     }
                 };
@@ -128,9 +128,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         let mut best: Option<(Copy, u64)> = None;
         for slot in 0..self.geo.copies() {
             let c = self.geo.copy_in(&row, slot);
-            let Some(l) = self.legs.get(c.leg as usize) else {
-                continue;
-            };
+            let l = &self.legs[c.leg];
             if l.failed || !l.readable || tried & (1 << c.leg) != 0 {
                 continue;
             }
@@ -153,7 +151,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         let candidates = copies
             .clone()
             .filter(|c| usable(c.leg))
-            .map(|c| (c.leg, self.legs[c.leg as usize].outstanding_blocks));
+            .map(|c| (c.leg, self.legs[c.leg].outstanding_blocks));
         let turn = self.read_turn.get();
         self.read_turn.set(turn.wrapping_add(1));
         let leg = self.cfg.read_policy.choose(candidates, turn)?;

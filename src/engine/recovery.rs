@@ -71,7 +71,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 let req = self.slots[idx].req;
                 let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);
                 let copy = self.geo.map_unchecked(start).on_leg(leg);
-                let Some(copy) = copy.filter(|_| !self.legs[leg as usize].failed) else {
+                let Some(copy) = copy.filter(|_| !self.legs[leg].failed) else {
                     self.recovery[idx].repair[seg as usize] &= !(1 << leg);
                     continue;
                 };

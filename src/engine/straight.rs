@@ -131,7 +131,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         while k < total {
             let info = if write {
                 let copy = self.geo.copy_in(&row, k);
-                if self.legs[copy.leg as usize].failed {
+                if self.legs[copy.leg].failed {
                     // The array runs degraded: the region stays dirty.
                     self.slots[idx].missed_copy = true;
                     k += 1;
@@ -194,7 +194,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         if !counted {
             self.slots[idx].remaining += 1;
         }
-        self.legs[info.leg as usize].outstanding_blocks += info.blocks;
+        self.legs[info.leg].outstanding_blocks += info.blocks;
         let host = self.slots[idx].host.as_ref().expect("issuing parent has a host");
         match self.backend.submit(host, child, info) {
             Submitted::InFlight => {
@@ -208,8 +208,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 Ok(())
             }
             Submitted::NoMem(child, info) => {
-                self.legs[info.leg as usize].outstanding_blocks -= info.blocks;
-                self.legs[info.leg as usize].stats.nomem += 1;
+                self.legs[info.leg].outstanding_blocks -= info.blocks;
+                self.legs[info.leg].stats.nomem += 1;
                 if !counted {
                     self.slots[idx].remaining -= 1;
                 }
@@ -268,7 +268,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// context (which may wake a parent waiting for its pool).
     #[inline(always)]
     fn child_back(&mut self, child: B::Child, info: &ChildInfo) {
-        let leg = &mut self.legs[info.leg as usize];
+        let leg = &mut self.legs[info.leg];
         leg.outstanding_blocks -= info.blocks;
         self.stats.children_completed += 1;
         match info.op {
@@ -322,12 +322,12 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                     self.slots[idx].seg_ok |= 1 << info.segment;
                 }
                 if repair {
-                    self.legs[info.leg as usize].stats.read_repairs += 1;
+                    self.legs[info.leg].stats.read_repairs += 1;
                     self.stats.read_repairs += 1;
                 }
             }
             (IoOp::Read, ChildStatus::Error) => {
-                self.legs[info.leg as usize].stats.read_errors += 1;
+                self.legs[info.leg].stats.read_errors += 1;
                 let (seg, bit) = (info.segment as usize, 1u64 << info.segment);
                 let slot = &mut self.slots[idx];
                 if slot.tried_segs & bit == 0 {
@@ -344,7 +344,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 return;
             }
             (_, ChildStatus::Error) => {
-                self.legs[info.leg as usize].stats.write_errors += 1;
+                self.legs[info.leg].stats.write_errors += 1;
                 // A failing replacement is dropped (later writes skip it); no copy was missed.
                 if !replacement {
                     self.slots[idx].missed_copy = true;
