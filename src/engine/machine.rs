@@ -110,7 +110,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     /// Issues what the parent still owes: a parked child first, then the main plan, then read
-    /// retries. Returns what it parked on, if anything.
+    /// retries. Returns what it parked on, if anything. Inline in `run`, its one caller.
+    #[inline(always)]
     fn issue(&mut self, id: ParentId) -> Option<Wait> {
         let idx = id as usize;
         if self.straight_shaped(id) {

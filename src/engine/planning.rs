@@ -98,7 +98,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     /// A read of segment `seg` from a readable, untried copy chosen by the read policy.
-    #[inline]
+    #[inline(always)]
     pub(super) fn plan_read(&self, id: ParentId, seg: u32) -> Option<ChildInfo> {
         let req = self.slots[id as usize].req;
         let (start, len) = segment(&self.geo, req.lba, req.blocks, seg as u64);

@@ -118,6 +118,11 @@ impl Backend for SpdkBackend {
             leg.inflight += 1;
             return Submitted::InFlight;
         }
+        if rc == -libc::ENOMEM && (self.rescue_busy || self.children_in_flight()) {
+            // The common refusal under a starved pool, handed back here rather than through
+            // `refused`'s call (every resumed child that finds the pool empty again).
+            return Submitted::NoMem(child, info);
+        }
         self.refused(child, info, rc)
     }
 
@@ -221,6 +226,7 @@ impl SpdkBackend {
         }
     }
 
+    #[inline(always)]
     fn children_in_flight(&self) -> bool {
         self.legs.iter().any(|l| l.inflight > 0)
     }
