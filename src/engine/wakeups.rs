@@ -154,6 +154,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         self.draining = false;
     }
 
+    #[inline(always)]
     pub(super) fn park_after(&mut self, id: ParentId, step: Step, front: bool) {
         let Step::Parked(wait) = step else { return };
         self.slots[id as usize].wait = Some(wait);
