@@ -92,7 +92,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     fn drain_pending(&mut self) {
         self.draining = true;
         loop {
-            let mut moved = false;
             while let Some(id) = self.ready.pop_front() {
                 let slot = &mut self.slots[id as usize];
                 // A stale entry (the parent finished, or the slot was reused) or a parent that
@@ -102,7 +101,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 }
                 let step = self.run(id);
                 self.park_after(id, step, false);
-                moved = true;
             }
             while self.pool_freed != 0 {
                 let leg = self.pool_freed.trailing_zeros();
@@ -110,7 +108,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 while let Some(id) = self.pool_waiters[leg as usize].pop_front() {
                     self.slots[id as usize].wait = None;
                     let step = self.run(id);
-                    moved = true;
                     if let Step::Parked(Wait::Pool(l)) = step {
                         if l == leg {
                             // Still empty: keep its place at the head of the line.
@@ -129,7 +126,6 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 while let Some(id) = self.io_waiters.pop_front() {
                     self.slots[id as usize].wait = None;
                     let step = self.run(id);
-                    moved = true;
                     if let Step::Parked(Wait::Io(leg)) = step {
                         self.slots[id as usize].wait = Some(Wait::Io(leg));
                         self.io_waiters.push_front(id);
@@ -145,9 +141,10 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 self.start(id, host, req, tried);
                 let step = self.run(id);
                 self.park_after(id, step, false);
-                moved = true;
             }
-            if !moved {
+            // Anything the runs above queued goes round again; nothing queued, nothing can move
+            // (each loop above runs exactly when its part of `pending` holds).
+            if !self.pending() {
                 break;
             }
         }
