@@ -113,9 +113,10 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     #[inline(always)]
     pub(super) fn issue_straight(&mut self, id: ParentId) -> Option<Wait> {
         let idx = id as usize;
-        let req = self.slots[idx].req;
+        let slot = &mut self.slots[idx];
+        let (req, parked) = (slot.req, slot.parked.take());
         let write = req.op == IoOp::Write;
-        if let Some(parked) = self.slots[idx].parked.take() {
+        if let Some(parked) = parked {
             debug_assert_eq!(
                 parked.2,
                 ChildKind::Main,
@@ -125,9 +126,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 return Some(wait);
             }
         }
-        let total = self.slots[idx].total;
+        let (total, mut k) = (self.slots[idx].total, self.slots[idx].next);
         let row = self.geo.row(req.lba);
-        let mut k = self.slots[idx].next;
         while k < total {
             let info = if write {
                 let copy = self.geo.copy_in(&row, k);
@@ -191,11 +191,13 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         counted: bool,
     ) -> Result<(), (B::Child, ChildInfo)> {
         let idx = info.parent as usize;
+        // The slot indexed once for its count and its host (each index is a bound check).
+        let slot = &mut self.slots[idx];
         if !counted {
-            self.slots[idx].remaining += 1;
+            slot.remaining += 1;
         }
+        let host = slot.host.as_ref().expect("issuing parent has a host");
         self.legs[info.leg].outstanding_blocks += info.blocks;
-        let host = self.slots[idx].host.as_ref().expect("issuing parent has a host");
         match self.backend.submit(host, child, info) {
             Submitted::InFlight => {
                 self.stats.children_submitted += 1;
