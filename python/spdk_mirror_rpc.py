@@ -168,7 +168,8 @@ def spdk_rpc_plugin_initialize(subparsers):
     p.set_defaults(func=bdev_mirror_add_base_bdev)
 
     p = subparsers.add_parser('bdev_mirror_remove_base_bdev',
-                              help='Remove a base bdev from the mirror bdev it belongs to')
+                              help='Remove a base bdev from the mirror bdev it belongs to (the '
+                                   'new bdev of a running replace: the replace stops)')
     p.add_argument('base_bdev', help='base bdev name')
     p.set_defaults(func=bdev_mirror_remove_base_bdev)
 

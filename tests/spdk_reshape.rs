@@ -462,6 +462,65 @@ fn a_failing_replacement_is_dropped_and_the_mirror_keeps_its_legs() {
     copies_agree(&t);
 }
 
+/// `bdev_mirror_remove_base_bdev` with the replacement's name stops a running replace: it
+/// answers once the replacement is dropped and released, the replaced leg stays, no host I/O
+/// fails, and the same bdev can replace the leg again afterwards.
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn removing_the_replacement_over_rpc_stops_the_replace() {
+    let _turn = serial();
+    let t = verify_server(
+        "reshape_replace_stop",
+        &["m0", "m1", "m3"],
+        json!({"name": "mir", "level": "raid1", "base_bdevs": ["m0", "m1"], "rebuild_max_mb_per_s": 4}),
+    );
+    std::thread::scope(|s| {
+        let run = s.spawn(|| t.perform_tests(Value::Null, Duration::from_secs(120)));
+        std::thread::sleep(Duration::from_millis(300));
+        let replace = json!({"base_bdev": "m1", "new_base_bdev": "m3"});
+        rpc_ok(&t, "bdev_mirror_replace_base_bdev", replace.clone());
+        // Capped: the copy of 32 MiB takes seconds; it is stopped in the middle.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(t.mirror_info("mir")["process"]["type"], "replace");
+        assert!(claimed(&t, "m3"), "the replacement is claimed while it is copied onto");
+        assert_eq!(
+            rpc_ok(&t, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "m3"})),
+            json!(true)
+        );
+        // Answered once dropped: nothing is left to wait for.
+        let m = t.mirror_info("mir");
+        assert!(m.get("process").is_none(), "the replace stopped: {m}");
+        assert_eq!(m["state"], "online", "{m}");
+        assert_eq!(legs(&m), vec!["m0", "m1"]);
+        assert!(!claimed(&t, "m3"), "the replacement is released");
+        // Gone, it is nothing of the mirror's any more.
+        refused(
+            &t,
+            "bdev_mirror_remove_base_bdev",
+            json!({"base_bdev": "m3"}),
+            ENODEV,
+            "base_bdev",
+        );
+        // The same bdev replaces the leg again, this time to the end.
+        rpc_ok(
+            &t,
+            "bdev_mirror_set_options",
+            json!({"name": "mir", "rebuild_max_mb_per_s": 0}),
+        );
+        rpc_ok(&t, "bdev_mirror_replace_base_bdev", replace);
+        support::wait_until(Duration::from_secs(60), "the second replace", || {
+            legs(&t.mirror_info("mir")) == vec!["m0", "m3"]
+        })
+        .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 40)));
+        let r = run.join().unwrap().expect("perform_tests answers");
+        assert_eq!(r["results"][0]["io_failed"], 0, "{r}");
+    });
+    copies_agree(&t);
+}
+
 #[test]
 #[cfg_attr(
     not(spdk),

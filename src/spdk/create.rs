@@ -106,6 +106,7 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         slots: Vec::with_capacity(MAX_LEGS + 1),
         num_legs: AtomicU32::new(0),
         replacing: AtomicU32::new(NO_REPLACEMENT),
+        replacement_stopped: Mutex::new(Vec::new()),
         resize_pending: AtomicBool::new(false),
         leg_gen: AtomicU64::new(0),
         process: Mutex::new(None),

@@ -71,6 +71,8 @@ pub struct Mirror {
     pub(super) num_legs: AtomicU32,
     /// The leg a replacement is being copied for (`NO_REPLACEMENT` if none).
     pub replacing: AtomicU32,
+    /// RPCs that stopped the replace (`replace::stop`), answered once it is dropped.
+    pub(super) replacement_stopped: Mutex<Vec<super::replace::Done>>,
     /// A leg grew while a process ran: look again when it ends (`resize`).
     pub resize_pending: AtomicBool,
     /// Bumped whenever a leg changes state; channels resynchronise when it moves.
@@ -166,6 +168,14 @@ pub fn find_leg(name: &str) -> Option<(&'static Mirror, u32)> {
             .iter()
             .find(|l| l.present() && l.name() == name)
             .map(|l| (m, l.index))
+    })
+}
+
+/// The mirror whose running replace copies onto bdev `name` (the replacement: no leg yet).
+pub fn find_replacement(name: &str) -> Option<&'static Mirror> {
+    all().into_iter().find(|m| {
+        let r = m.slot(m.replacement_slot());
+        m.replacing().is_some() && r.present() && r.name() == name
     })
 }
 

@@ -8,8 +8,8 @@
 //! 3. A second reshape swaps: the old bdev is closed and released, the new one takes its slot
 //!    with a new identity in the superblock, written before I/O resumes.
 //!
-//! If the replacement fails, is removed, or the copy stops, the replacement is dropped and the
-//! mirror stays as it was.
+//! If the replacement fails, is removed (hot-removed, or `bdev_mirror_remove_base_bdev` with its
+//! name: `stop`), or the copy stops, the replacement is dropped and the mirror stays as it was.
 
 use std::sync::atomic::Ordering;
 
@@ -139,11 +139,33 @@ fn swap(m: &'static Mirror, leg: u32) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Stops the running replace onto bdev slot `replacement_slot()` (the RPC's removal of the
+/// replacement): it fails, as a hot-removal fails it, so the copy stops and `cancel` drops it;
+/// `done` is answered then, once the bdev is released. The replaced leg stays as it was.
+pub fn stop(m: &'static Mirror, done: Done) {
+    if let Ok(mut w) = m.replacement_stopped.lock() {
+        w.push(done);
+    }
+    m.fail_leg(m.replacement_slot(), "removed over RPC");
+}
+
+/// Answers the RPCs waiting for the replacement to be dropped (`stop`).
+fn answer_stopped(m: &'static Mirror, r: &Result<(), Fail>) {
+    let waiting = m
+        .replacement_stopped
+        .lock()
+        .map(|mut w| std::mem::take(&mut *w))
+        .unwrap_or_default();
+    for done in waiting {
+        done(r.clone());
+    }
+}
+
 /// Drops the replacement (after a failed copy or swap); the mirror keeps its legs.
 fn cancel(m: &'static Mirror, why: &str) {
     errlog!("mirror {}: replacement abandoned: {why}", m.name());
     if m.replacing().is_none() {
-        return;
+        return answer_stopped(m, &Ok(()));
     }
     reshape::reshape(
         m,
@@ -158,10 +180,11 @@ fn cancel(m: &'static Mirror, why: &str) {
             Ok(())
         }),
         Box::new(move |r| {
-            if let Err(why) = r {
+            if let Err(why) = &r {
                 // Deleting: the slot is closed with the mirror.
                 errlog!("mirror {}: could not drop the replacement: {why}", m.name());
             }
+            answer_stopped(m, &r);
         }),
     );
 }

@@ -7,7 +7,7 @@ use super::error::Fail;
 use super::mirror::{self};
 use super::process::Kind;
 use super::rpc::{bad, handle_checked, mirror_named};
-use super::{join, legs, removal, teardown};
+use super::{join, legs, removal, replace, teardown};
 
 pub extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle_checked(
@@ -16,8 +16,12 @@ pub extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
         |p| {
             p.only(&["base_bdev"])?;
             let b = p.required_string("base_bdev")?;
-            let (m, leg) = mirror::find_leg(&b)
-                .ok_or_else(|| Fail::new(-libc::ENODEV, "base_bdev", format!("'{b}' is not a leg of any mirror")))?;
+            let Some((m, leg)) = mirror::find_leg(&b) else {
+                // The replacement of a running replace: removing it stops the replace.
+                return mirror::find_replacement(&b)
+                    .map(Removing::Replacement)
+                    .ok_or_else(|| Fail::new(-libc::ENODEV, "base_bdev", format!("'{b}' is not a leg of any mirror")));
+            };
             // The leg a rebuild or recovery writes may go (that cancels it); any other leg could
             // be its source.
             let running = m
@@ -51,10 +55,21 @@ pub extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
                     ),
                 ));
             }
-            Ok((m, leg))
+            Ok(Removing::Leg(m, leg))
         },
-        |req, (m, leg)| removal::remove_leg(m, leg, "removed over RPC", req.answer_true()),
+        |req, removing| match removing {
+            Removing::Leg(m, leg) => removal::remove_leg(m, leg, "removed over RPC", req.answer_true()),
+            Removing::Replacement(m) => replace::stop(m, req.answer_true()),
+        },
     )
+}
+
+/// What `bdev_mirror_remove_base_bdev` takes out.
+enum Removing {
+    /// A leg (its slot).
+    Leg(&'static mirror::Mirror, u32),
+    /// The replacement of a running replace (it stops).
+    Replacement(&'static mirror::Mirror),
 }
 
 pub extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
