@@ -15,6 +15,7 @@ use std::sync::{Mutex, RwLock};
 use serde_json::{json, Value};
 use spdk_sys as sys;
 
+use super::error::Fail;
 use super::ffi::errlog;
 pub use super::leg::Leg;
 use super::metadata::Persist;
@@ -72,7 +73,7 @@ pub struct Mirror {
     /// The leg a replacement is being copied for (`NO_REPLACEMENT` if none).
     pub replacing: AtomicU32,
     /// RPCs that stopped the replace (`replace::stop`), answered once it is dropped.
-    pub(super) replacement_stopped: Mutex<Vec<super::replace::Done>>,
+    pub(super) replacement_stopped: Mutex<Vec<Answer>>,
     /// A leg grew while a process ran: look again when it ends (`resize`).
     pub resize_pending: AtomicBool,
     /// Bumped whenever a leg changes state; channels resynchronise when it moves.
@@ -221,6 +222,9 @@ pub const NO_REPLACEMENT: u32 = u32::MAX;
 
 /// What a deletion does when it is over, with 0 or a negative errno.
 pub type DeleteDone = Box<dyn FnOnce(i32)>;
+
+/// An RPC's answer, given once what it asked for is done.
+pub type Answer = Box<dyn FnOnce(Result<(), Fail>)>;
 
 impl Mirror {
     /// Asks the mirror's thread for a metadata write, from any thread.
