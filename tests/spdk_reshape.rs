@@ -462,6 +462,29 @@ fn a_failing_replacement_is_dropped_and_the_mirror_keeps_its_legs() {
     copies_agree(&t);
 }
 
+/// A verify server over `m0`, `m1` (the mirror) and `m3` (a spare), its copies capped at
+/// 4 MiB/s so that a replace takes seconds.
+fn capped_raid1_server(name: &str) -> Target {
+    verify_server(
+        name,
+        &["m0", "m1", "m3"],
+        json!({"name": "mir", "level": "raid1", "base_bdevs": ["m0", "m1"], "rebuild_max_mb_per_s": 4}),
+    )
+}
+
+/// Starts replacing `m1` with `m3` (verify running) and waits until its copy is under way.
+fn replace_m1_started(t: &Target) {
+    std::thread::sleep(Duration::from_millis(300));
+    rpc_ok(
+        t,
+        "bdev_mirror_replace_base_bdev",
+        json!({"base_bdev": "m1", "new_base_bdev": "m3"}),
+    );
+    // Capped: the copy of 32 MiB takes seconds; what the test does next happens in the middle.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(t.mirror_info("mir")["process"]["type"], "replace");
+}
+
 /// `bdev_mirror_remove_base_bdev` with the replacement's name stops a running replace: it
 /// answers once the replacement is dropped and released, the replaced leg stays, no host I/O
 /// fails, and the same bdev can replace the leg again afterwards.
@@ -472,19 +495,10 @@ fn a_failing_replacement_is_dropped_and_the_mirror_keeps_its_legs() {
 )]
 fn removing_the_replacement_over_rpc_stops_the_replace() {
     let _turn = serial();
-    let t = verify_server(
-        "reshape_replace_stop",
-        &["m0", "m1", "m3"],
-        json!({"name": "mir", "level": "raid1", "base_bdevs": ["m0", "m1"], "rebuild_max_mb_per_s": 4}),
-    );
+    let t = capped_raid1_server("reshape_replace_stop");
     std::thread::scope(|s| {
         let run = s.spawn(|| t.perform_tests(Value::Null, Duration::from_secs(120)));
-        std::thread::sleep(Duration::from_millis(300));
-        let replace = json!({"base_bdev": "m1", "new_base_bdev": "m3"});
-        rpc_ok(&t, "bdev_mirror_replace_base_bdev", replace.clone());
-        // Capped: the copy of 32 MiB takes seconds; it is stopped in the middle.
-        std::thread::sleep(Duration::from_millis(500));
-        assert_eq!(t.mirror_info("mir")["process"]["type"], "replace");
+        replace_m1_started(&t);
         assert!(claimed(&t, "m3"), "the replacement is claimed while it is copied onto");
         assert_eq!(
             rpc_ok(&t, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "m3"})),
@@ -510,7 +524,11 @@ fn removing_the_replacement_over_rpc_stops_the_replace() {
             "bdev_mirror_set_options",
             json!({"name": "mir", "rebuild_max_mb_per_s": 0}),
         );
-        rpc_ok(&t, "bdev_mirror_replace_base_bdev", replace);
+        rpc_ok(
+            &t,
+            "bdev_mirror_replace_base_bdev",
+            json!({"base_bdev": "m1", "new_base_bdev": "m3"}),
+        );
         support::wait_until(Duration::from_secs(60), "the second replace", || {
             legs(&t.mirror_info("mir")) == vec!["m0", "m3"]
         })
@@ -528,22 +546,10 @@ fn removing_the_replacement_over_rpc_stops_the_replace() {
 )]
 fn a_replacement_hot_removed_during_its_copy_is_dropped() {
     let _turn = serial();
-    let t = verify_server(
-        "reshape_replace_gone",
-        &["m0", "m1", "m3"],
-        json!({"name": "mir", "level": "raid1", "base_bdevs": ["m0", "m1"], "rebuild_max_mb_per_s": 4}),
-    );
+    let t = capped_raid1_server("reshape_replace_gone");
     std::thread::scope(|s| {
         let run = s.spawn(|| t.perform_tests(Value::Null, Duration::from_secs(120)));
-        std::thread::sleep(Duration::from_millis(300));
-        rpc_ok(
-            &t,
-            "bdev_mirror_replace_base_bdev",
-            json!({"base_bdev": "m1", "new_base_bdev": "m3"}),
-        );
-        // Capped: the copy of 32 MiB takes seconds; the replacement goes away in the middle.
-        std::thread::sleep(Duration::from_millis(500));
-        assert_eq!(t.mirror_info("mir")["process"]["type"], "replace");
+        replace_m1_started(&t);
         rpc_ok(&t, "bdev_malloc_delete", json!({"name": "m3"}));
         support::wait_until(Duration::from_secs(30), "the replacement to be dropped", || {
             let m = t.mirror_info("mir");
