@@ -464,17 +464,10 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
 
     /// Fails a leg: it gets no more writes (the mirror runs degraded) and is never read.
     pub fn fail_leg(&mut self, leg: u32) {
-        let l = &mut self.legs[leg];
-        if l.failed {
+        if self.legs[leg].failed {
             return;
         }
-        l.failed = true;
-        self.stats.legs_failed += 1;
-        self.backend.leg_failed(leg);
-        // Parents parked on this leg's pool can now skip it.
-        if self.pool_waited(leg) {
-            self.pool_freed |= 1 << leg;
-        }
+        self.fail_leg_quietly(leg);
         self.drain();
     }
 
@@ -519,22 +512,28 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     #[inline(always)]
     fn release_child(&mut self, leg: u32, child: B::Child) {
         self.backend.free_child(leg, child);
+        self.wake_pool_waiters(leg);
+    }
+
+    /// Parents parked on `leg`'s pool (if any may be) run at the next drain: a context came
+    /// back, or the leg failed and they can skip it.
+    #[inline(always)]
+    fn wake_pool_waiters(&mut self, leg: u32) {
         if self.pool_waited(leg) {
             self.pool_freed |= 1 << leg;
         }
     }
 
-    /// `fail_leg` without the drain, for inside the engine (a write error), where the caller's
-    /// own drain runs the wake-ups.
+    /// Fails a leg without the drain: for inside the engine (a write error), where the caller's
+    /// own drain runs the wake-ups; `fail_leg` is this and the drain.
     fn fail_leg_quietly(&mut self, leg: u32) {
         let l = &mut self.legs[leg];
         if !l.failed {
             l.failed = true;
             self.stats.legs_failed += 1;
             self.backend.leg_failed(leg);
-            if self.pool_waited(leg) {
-                self.pool_freed |= 1 << leg;
-            }
+            // Parents parked on this leg's pool can now skip it.
+            self.wake_pool_waiters(leg);
         }
     }
 }
