@@ -360,9 +360,7 @@ impl WriteIntent for WriteIntentBitmap {
 }
 
 /// The regions of `region_blocks` blocks each (`regions` in all) that `[lba, lba + blocks)`
-/// touches; at least one. Runs on every start and end of a write, so a region that is a power
-/// of two of blocks (always, with power-of-two blocks) is found by shifts, not two 64-bit
-/// divisions.
+/// touches; at least one.
 #[inline]
 pub fn region_span(lba: u64, blocks: u64, region_blocks: u64, regions: usize) -> std::ops::RangeInclusive<usize> {
     let (first, last) = region_bounds(lba, blocks, region_blocks, regions);
@@ -372,14 +370,52 @@ pub fn region_span(lba: u64, blocks: u64, region_blocks: u64, regions: usize) ->
 /// `region_span` as its first and last region.
 #[inline(always)]
 pub fn region_bounds(lba: u64, blocks: u64, region_blocks: u64, regions: usize) -> (usize, usize) {
-    let end = lba + blocks.max(1) - 1;
-    let (first, last) = if region_blocks.is_power_of_two() {
-        let shift = region_blocks.trailing_zeros();
-        (lba >> shift, end >> shift)
-    } else {
-        (lba / region_blocks, end / region_blocks)
-    };
-    (first as usize, (last as usize).min(regions - 1))
+    RegionMap::new(region_blocks, regions).bounds(lba, blocks)
+}
+
+/// Finds the regions a block range touches, the region size's shift worked out once. It runs
+/// on every start and end of a write, so a region that is a power of two of blocks (always,
+/// with power-of-two blocks) is found by shifts, not two 64-bit divisions, and the test for
+/// which is not redone each time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionMap {
+    region_blocks: u64,
+    /// `log2(region_blocks)`, or `NOT_POW2`.
+    shift: u32,
+    /// The last region.
+    last: usize,
+}
+
+const NOT_POW2: u32 = u32::MAX;
+
+impl RegionMap {
+    /// `region_blocks` (at least 1) per region, `regions` (at least 1) in all.
+    #[inline(always)]
+    pub fn new(region_blocks: u64, regions: usize) -> RegionMap {
+        let region_blocks = region_blocks.max(1);
+        RegionMap {
+            region_blocks,
+            shift: if region_blocks.is_power_of_two() {
+                region_blocks.trailing_zeros()
+            } else {
+                NOT_POW2
+            },
+            last: regions.max(1) - 1,
+        }
+    }
+
+    /// The first and last region `[lba, lba + blocks)` touches (a range of no blocks: the
+    /// region of `lba`), the last no further than the map's.
+    #[inline(always)]
+    pub fn bounds(&self, lba: u64, blocks: u64) -> (usize, usize) {
+        let end = lba + blocks.max(1) - 1;
+        let (first, last) = if self.shift != NOT_POW2 {
+            (lba >> self.shift, end >> self.shift)
+        } else {
+            (lba / self.region_blocks, end / self.region_blocks)
+        };
+        (first as usize, (last as usize).min(self.last))
+    }
 }
 
 /// Ranges of mirror blocks to resync: every dirty region, merged where adjacent.
@@ -412,6 +448,34 @@ mod tests {
         }
         assert_eq!(region_span(350, 100, 100, 10), 3..=4);
         assert_eq!(region_span(999, 1, 100, 10), 9..=9);
+    }
+
+    #[test]
+    fn region_map_agrees_with_division_for_every_size() {
+        // Power-of-two and other region sizes, one region and many, ranges past the end.
+        for (region_blocks, regions) in [
+            (1, 1),
+            (1, 7),
+            (2, 5),
+            (3, 4),
+            (64, 33),
+            (100, 10),
+            (128, 32),
+            (4096, 2),
+        ] {
+            let map = RegionMap::new(region_blocks, regions);
+            for lba in [0u64, 1, 2, 63, 64, 99, 100, 127, 128, 999, 4095, 4096, 1 << 20] {
+                for blocks in [0u64, 1, 2, 3, 64, 100, 128, 1000] {
+                    let first = (lba / region_blocks) as usize;
+                    let last = (((lba + blocks.max(1) - 1) / region_blocks) as usize).min(regions - 1);
+                    assert_eq!(
+                        map.bounds(lba, blocks),
+                        (first, last),
+                        "{region_blocks}x{regions}: ({lba}, {blocks})"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

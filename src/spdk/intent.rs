@@ -2,6 +2,7 @@
 //! already dirty on disk raises this core's counter and reads one shared bit; any other write
 //! parks until the mirror's thread has written the metadata (see `metadata`).
 
+use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -14,15 +15,18 @@ use crate::engine::{Gate, ParentId, WriteIntent};
 pub struct ChannelIntent {
     mirror: *const Mirror,
     chan: u32,
-    counts: Option<Arc<ChanCounts>>,
+    /// The mirror's bitmap (set before its first channel, kept for its life) and this
+    /// channel's counters in it; `None` for a mirror without one. One option for both: one
+    /// test on every write's start and end.
+    bitmap: Option<(NonNull<Persist>, Arc<ChanCounts>)>,
 }
 
 impl ChannelIntent {
     pub fn new(m: &Mirror) -> Result<ChannelIntent, Fail> {
-        let (chan, counts) = match &m.persist {
+        let (chan, bitmap) = match &m.persist {
             Some(p) => {
                 let (c, counts) = p.join();
-                (c, Some(counts))
+                (c, Some((NonNull::from(&**p), counts)))
             }
             None => (0, None),
         };
@@ -35,13 +39,16 @@ impl ChannelIntent {
         Ok(ChannelIntent {
             mirror: m,
             chan,
-            counts,
+            bitmap,
         })
     }
 
-    fn persist(&self) -> Option<&Persist> {
-        // SAFETY: a mirror outlives its channels' engines.
-        unsafe { (*self.mirror).persist.as_deref() }
+    /// The bitmap and this channel's counters, if the mirror has a bitmap.
+    #[inline(always)]
+    fn bitmap(&self) -> Option<(&Persist, &ChanCounts)> {
+        let (p, c) = self.bitmap.as_ref()?;
+        // SAFETY: the mirror's boxed `Persist`, never replaced, outlives its channels' engines.
+        Some((unsafe { p.as_ref() }, c))
     }
 
     pub fn chan(&self) -> u32 {
@@ -51,7 +58,7 @@ impl ChannelIntent {
 
 impl Drop for ChannelIntent {
     fn drop(&mut self) {
-        if let Some(p) = self.persist() {
+        if let Some((p, _)) = self.bitmap() {
             p.leave(self.chan);
         }
     }
@@ -112,17 +119,23 @@ impl WriteIntent for ChannelIntent {
     /// case) costs the count, the touched bit and the fast bit, with no call.
     #[inline(always)]
     fn start_write(&mut self, parent: ParentId, lba: u64, blocks: u64) -> Gate {
-        let (Some(p), Some(c)) = (self.persist(), self.counts.as_deref()) else {
+        let Some((p, c)) = self.bitmap() else {
             return Gate::Ready;
         };
         let (mut r, last) = p.region_bounds(lba, blocks);
-        let mut fast = true;
-        // Every region is counted, even after one is found slow: `end_write` drops them all.
-        // (A plain loop: a range's iterator costs more than the one region usually entered.)
-        while r <= last {
-            fast &= Self::enter(p, c, r);
-            r += 1;
-        }
+        // Nearly every write lies in one region: no loop for it.
+        let fast = if r == last {
+            Self::enter(p, c, r)
+        } else {
+            let mut fast = true;
+            // Every region is counted, even after one is found slow: `end_write` drops them
+            // all. (A plain loop: a range's iterator costs more.)
+            while r <= last {
+                fast &= Self::enter(p, c, r);
+                r += 1;
+            }
+            fast
+        };
         if fast {
             return Gate::Ready;
         }
@@ -131,7 +144,7 @@ impl WriteIntent for ChannelIntent {
 
     #[inline]
     fn end_write(&mut self, lba: u64, blocks: u64, all_copies: bool) {
-        let (Some(p), Some(c)) = (self.persist(), self.counts.as_deref()) else {
+        let Some((p, c)) = self.bitmap() else {
             return;
         };
         if !all_copies {
@@ -139,6 +152,9 @@ impl WriteIntent for ChannelIntent {
             p.mark_missed(lba, blocks);
         }
         let (mut r, last) = p.region_bounds(lba, blocks);
+        if r == last {
+            return Self::leave(c, r);
+        }
         while r <= last {
             Self::leave(c, r);
             r += 1;

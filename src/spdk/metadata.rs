@@ -24,7 +24,7 @@ use std::time::Instant;
 use spdk_sys as sys;
 
 use super::error::Fail;
-use crate::bitmap::{Bits, WriteIntentBitmap};
+use crate::bitmap::{Bits, RegionMap, WriteIntentBitmap};
 use crate::engine::ParentId;
 use crate::superblock::{MetaLayout, Superblock};
 
@@ -55,6 +55,8 @@ pub(super) struct Writer {
 /// What depends on the number of bitmap regions: replaced only when the mirror grows.
 pub(super) struct Regions {
     pub(super) layout: MetaLayout,
+    /// The layout's regions, for finding a write's.
+    pub(super) map: RegionMap,
     /// Regions writes may enter without the mutex (dirty on disk, wanted, not being cleared).
     pub(super) fast: Vec<AtomicU64>,
     /// Regions awaiting resync (reads there are pinned to one copy).
@@ -66,6 +68,7 @@ impl Regions {
         let words = (layout.regions as usize).div_ceil(64);
         Regions {
             layout,
+            map: RegionMap::new(layout.region_blocks, layout.regions as usize),
             fast: (0..words).map(|_| AtomicU64::new(0)).collect(),
             unsynced: (0..words).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -225,8 +228,7 @@ impl Persist {
     /// `regions_of` as its first and last region (on every write's start and end).
     #[inline(always)]
     pub(super) fn region_bounds(&self, lba: u64, blocks: u64) -> (usize, usize) {
-        let layout = &self.r().layout;
-        crate::bitmap::region_bounds(lba, blocks, layout.region_blocks, layout.regions as usize)
+        self.r().map.bounds(lba, blocks)
     }
 
     /// A write ended without reaching every copy: its regions stay dirty until recovery.
