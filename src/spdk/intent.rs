@@ -75,18 +75,23 @@ impl ChannelIntent {
     /// SeqCst bit read, later in program order than the raise, sees the bit gone too. A plain
     /// store suffices then, as in `leave` (only this core writes its counters); it saves a
     /// locked instruction on nearly every write, since writes cluster in regions.
+    ///
+    /// The touched bit (when the region was last written, for the lazy clear) is set on the
+    /// way in from zero only: while this core counts in `r` the tick finds the region busy,
+    /// which it takes as written now. It only times the clear; what makes a clear safe is the
+    /// count and the fast bit.
     #[inline(always)]
     fn enter(p: &Persist, c: &ChanCounts, r: usize) -> bool {
         let n = &c.counts[r];
         let held = n.load(Ordering::Relaxed);
         if held == 0 {
             n.fetch_add(1, Ordering::SeqCst);
+            let (w, bit) = (&c.touched[r / 64], 1u64 << (r % 64));
+            if w.load(Ordering::Relaxed) & bit == 0 {
+                w.fetch_or(bit, Ordering::Relaxed);
+            }
         } else {
             n.store(held + 1, Ordering::Relaxed);
-        }
-        let (w, bit) = (&c.touched[r / 64], 1u64 << (r % 64));
-        if w.load(Ordering::Relaxed) & bit == 0 {
-            w.fetch_or(bit, Ordering::Relaxed);
         }
         p.fast(r)
     }
