@@ -472,6 +472,21 @@ impl Geometry {
         }
     }
 
+    /// Whether `[lba, lba + blocks)` lies inside the mirror and inside one run (so each copy is
+    /// one contiguous child): one test on every I/O's fast path, where a RAID1 needs only the
+    /// range.
+    #[inline(always)]
+    pub fn in_one_run(&self, lba: u64, blocks: u64) -> bool {
+        let Some(end) = lba.checked_add(blocks) else {
+            return false;
+        };
+        end <= self.data_blocks
+            && match self.level {
+                Level::Raid1 => true,
+                Level::Raid10 => blocks <= self.run_len(lba),
+            }
+    }
+
     /// Where block `lba` lives; each copy's run continues for [`Geometry::run_len`] blocks.
     pub fn map(&self, lba: u64) -> Result<CopySet, GeometryError> {
         if lba >= self.data_blocks {
@@ -624,6 +639,25 @@ mod tests {
             ]
         );
         assert!(g.map(1000).is_err());
+    }
+
+    #[test]
+    fn in_one_run_is_the_range_and_the_run() {
+        for g in [
+            geo(Level::Raid1, None, 2, 0, 512, 1000),
+            geo(Level::Raid10, Some("n2"), 4, 4, 512, 80),
+            geo(Level::Raid10, Some("f2"), 3, 4, 512, 88),
+            geo(Level::Raid10, Some("o2"), 4, 8, 4096, 64),
+        ] {
+            let n = g.data_blocks();
+            for lba in [0, 1, 7, 8, 15, n / 2, n - 8, n - 1, n, n + 1, u64::MAX - 1, u64::MAX] {
+                for blocks in [0, 1, 2, 7, 8, 9, 16, n, u64::MAX] {
+                    let want =
+                        lba.checked_add(blocks).is_some_and(|end| end <= n) && (lba >= n || blocks <= g.run_len(lba));
+                    assert_eq!(g.in_one_run(lba, blocks), want, "{g:?}: ({lba}, {blocks})");
+                }
+            }
+        }
     }
 
     #[test]

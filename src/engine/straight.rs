@@ -61,11 +61,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     pub(super) fn straight(&self, req: &IoRequest) -> bool {
         matches!(req.op, IoOp::Read | IoOp::Write)
             && req.blocks > 0
-            && req
-                .lba
-                .checked_add(req.blocks)
-                .is_some_and(|end| end <= self.geo.data_blocks())
-            && req.blocks <= self.geo.run_len(req.lba)
+            && self.geo.in_one_run(req.lba, req.blocks)
             && (req.op == IoOp::Read || self.replacement.is_none())
             && self.cfg.strategy == Strategy::Immediate
             && !self.draining
