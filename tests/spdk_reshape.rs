@@ -574,3 +574,76 @@ fn a_replacement_hot_removed_during_its_copy_is_dropped() {
     rpc_ok(&t, "bdev_mirror_set_num_legs", json!({"name": "mir", "num_legs": 3}));
     assert_eq!(t.mirror_info("mir")["state"], "degraded");
 }
+
+/// SPDK's quiesce holds reads and writes but lets flushes through, and a reshape rebuilds every
+/// core's engine, which must be idle then: with host flushes in flight a replace and a change
+/// in the number of legs each wait for them (new ones held meanwhile) instead of leaving a
+/// core on the old shape ("a core could not take the new shape", the replacement stranded).
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn reshapes_wait_for_host_flushes_in_flight() {
+    let _turn = serial();
+    let spdk = support::require_spdk();
+    let names = ["m0", "m1", "m2", "m3"];
+    let mut cfg: Vec<Value> = names.iter().map(|n| malloc_bdev_config(n, 16384, 4096)).collect();
+    cfg.push(config_entry(
+        "bdev_mirror_create",
+        json!({"name": "mir", "level": "raid1", "base_bdevs": ["m0", "m1", "m2"]}),
+    ));
+    let t = support::bdevperf_server(
+        &spdk,
+        BdevperfOpts {
+            name: "reshape_flush",
+            config: bdev_subsystem(cfg),
+            workload: "flush",
+            queue_depth: 32,
+            io_size: 4096,
+            time_s: 6,
+            extra_args: vec!["-T".into(), "mir".into()],
+            ..Default::default()
+        },
+    )
+    .expect("bdevperf starts");
+    std::thread::scope(|s| {
+        let run = s.spawn(|| t.perform_tests(Value::Null, Duration::from_secs(120)));
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            rpc_ok(
+                &t,
+                "bdev_mirror_replace_base_bdev",
+                json!({"base_bdev": "m1", "new_base_bdev": "m3"})
+            ),
+            json!(true)
+        );
+        support::wait_until(Duration::from_secs(30), "the replace", || {
+            let m = t.mirror_info("mir");
+            m.get("process").is_none() && legs(&m) == vec!["m0", "m3", "m2"]
+        })
+        .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 40)));
+        assert!(!claimed(&t, "m1"), "the replaced bdev is released");
+        // A second reshape, flushes still running: one leg fewer.
+        rpc_ok(&t, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "m2"}));
+        assert_eq!(
+            rpc_ok(&t, "bdev_mirror_set_num_legs", json!({"name": "mir", "num_legs": 2})),
+            json!(true)
+        );
+        let m = t.mirror_info("mir");
+        assert_eq!(legs(&m), vec!["m0", "m3"], "{m}");
+        assert_eq!(m["state"], "online", "{m}");
+        let r = run.join().unwrap().expect("perform_tests answers");
+        assert_eq!(r["results"][0]["io_failed"], 0, "{r}");
+        assert!(
+            r["results"][0]["iops"].as_f64().unwrap_or(0.0) > 0.0,
+            "flushes ran: {r}"
+        );
+    });
+    let log = t.log();
+    assert!(
+        !log.contains("could not take the new shape") && !log.contains("refused"),
+        "{}",
+        tail_lines(&log, 40)
+    );
+}

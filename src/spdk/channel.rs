@@ -53,6 +53,9 @@ pub struct Channel {
     releases: RefCell<Vec<PendingRelease>>,
     /// Host completions held until a leg failure is recorded on disk.
     held: RefCell<VecDeque<(NonNull<sys::spdk_bdev_io>, crate::engine::HostStatus)>>,
+    /// Host flushes held while a reshape waits for every engine to be idle
+    /// (`Mirror::hold_flushes`).
+    held_flushes: RefCell<VecDeque<NonNull<sys::spdk_bdev_io>>>,
     /// The engine panicked (a bug): its parents were abandoned and are failed once every child
     /// still in flight is back (their buffers are in use until then); meanwhile new host I/O
     /// fails at once and completions only give their contexts back. See `recover`.
@@ -81,6 +84,7 @@ impl Channel {
             seen_gen: Cell::new(u64::MAX),
             releases: RefCell::new(Vec::new()),
             held: RefCell::new(VecDeque::with_capacity(mirror.opts.max_parents as usize)),
+            held_flushes: RefCell::new(VecDeque::new()),
             orphans: RefCell::new(None),
             poisoned: Cell::new(false),
             panic_every: std::env::var("SPDK_MIRROR_FAULT_PANIC_EVERY")
@@ -170,14 +174,11 @@ impl Channel {
     /// On failure the old engine stays (and the reshape is undone by its caller).
     pub fn reshape(&self) -> c_int {
         // Called from a channel message, between pollers: the engine is not running.
-        if self.busy.get() || self.poisoned() {
+        if !self.idle() {
             return -libc::EBUSY;
         }
-        // SAFETY: not busy: no other reference to the engine is live on this thread.
+        // SAFETY: idle, so not busy: no other reference to the engine is live on this thread.
         let e = unsafe { &mut *self.engine.get() };
-        if !e.is_idle() || !self.held.borrow().is_empty() || !self.releases.borrow().is_empty() {
-            return -libc::EBUSY;
-        }
         let mut fresh = match Self::engine_for(self.mirror()) {
             Ok(f) => f,
             Err(why) => {
@@ -273,6 +274,37 @@ impl Channel {
                 complete_host(io, HostStatus::Failed);
             }
         });
+    }
+
+    /// A host flush: held while a reshape waits for every engine to be idle (SPDK's quiesce
+    /// lets flushes through), else submitted.
+    pub fn submit_flush(&self, io: NonNull<sys::spdk_bdev_io>) {
+        if self.mirror().hold_flushes.load(Ordering::Acquire) {
+            return self.held_flushes.borrow_mut().push_back(io);
+        }
+        self.submit(io, IoOp::Flush)
+    }
+
+    /// The reshape ended: the flushes held meanwhile go on (unless another reshape holds them
+    /// again already; its end releases them).
+    pub fn release_flushes(&self) {
+        while !self.mirror().hold_flushes.load(Ordering::Acquire) {
+            let Some(io) = self.held_flushes.borrow_mut().pop_front() else {
+                return;
+            };
+            self.submit(io, IoOp::Flush);
+        }
+    }
+
+    /// Whether the engine holds no host I/O and nothing of it waits here: a reshape may
+    /// rebuild it now (`reshape`).
+    pub fn idle(&self) -> bool {
+        if self.busy.get() || self.poisoned() {
+            return false;
+        }
+        // SAFETY: not busy: no other reference to the engine is live on this thread.
+        let e = unsafe { &*self.engine.get() };
+        e.is_idle() && self.held.borrow().is_empty() && self.releases.borrow().is_empty()
     }
 
     /// Issues a read direct (`Engine::try_direct_read`: no slot, no run of the engine) when it
@@ -992,6 +1024,10 @@ impl Drop for Channel {
         let e = unsafe { &mut *e };
         if !e.is_idle() {
             warnlog!("mirror channel destroyed with I/O outstanding");
+        }
+        // None can be: each is a host I/O the layer above waits for before it lets go.
+        for io in self.held_flushes.get_mut().drain(..) {
+            complete_host(io, HostStatus::Failed);
         }
         self.retire(e);
     }

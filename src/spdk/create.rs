@@ -108,6 +108,7 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         replacing: AtomicU32::new(NO_REPLACEMENT),
         replacement_stopped: Mutex::new(Vec::new()),
         resize_pending: AtomicBool::new(false),
+        hold_flushes: AtomicBool::new(false),
         leg_gen: AtomicU64::new(0),
         process: Mutex::new(None),
         process_active: AtomicBool::new(false),

@@ -76,6 +76,9 @@ pub struct Mirror {
     pub(super) replacement_stopped: Mutex<Vec<Answer>>,
     /// A leg grew while a process ran: look again when it ends (`resize`).
     pub resize_pending: AtomicBool,
+    /// Host flushes wait in their channel while set (`reshape`): SPDK's quiesce holds reads
+    /// and writes but lets flushes through, and a reshape needs every engine idle.
+    pub hold_flushes: AtomicBool,
     /// Bumped whenever a leg changes state; channels resynchronise when it moves.
     pub leg_gen: AtomicU64,
     pub process: Mutex<Option<ProcessStatus>>,

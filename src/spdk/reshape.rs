@@ -42,6 +42,10 @@ struct Reshape {
     waiting_since: std::time::Instant,
     /// Cores whose channel could not be rebuilt (counted from their threads).
     failed_cores: AtomicU32,
+    /// A look at every core's engine is under way (`check_idle`).
+    checking: bool,
+    /// This reshape set `Mirror::hold_flushes`; its end lifts it.
+    holding_flushes: bool,
 }
 
 /// How long a reshape waits, with I/O held, for metadata I/O to finish before it gives up.
@@ -72,6 +76,8 @@ pub fn reshape(m: &'static Mirror, what: &'static str, apply: Apply, done: Done)
         poller: ptr::null_mut(),
         waiting_since: std::time::Instant::now(),
         failed_cores: AtomicU32::new(0),
+        checking: false,
+        holding_flushes: false,
     });
     // The whole bdev as it is now, by range: a resize changes its size before the unquiesce,
     // which must name the same range.
@@ -99,39 +105,93 @@ extern "C" fn quiesced(arg: *mut c_void, status: c_int) {
             fail(r, Fail::plain(status, format!("cannot quiesce the mirror: {status}")));
             return finish(r);
         }
-        // Metadata I/O still in flight (a bitmap clear, say) uses legs by slot: wait for it.
-        extern "C" fn wait_idle(arg: *mut c_void) -> c_int {
-            guard("mirror reshape", 0, || {
-                let r = arg as *mut Reshape;
-                // SAFETY: ours until `finish`.
-                let rs = unsafe { &mut *r };
-                let idle = idle(rs.mirror.mirror());
-                if !idle && rs.waiting_since.elapsed() < IDLE_WAIT {
-                    return sys::SPDK_POLLER_IDLE as c_int;
-                }
-                // SAFETY: our poller, on its thread.
-                unsafe { sys::spdk_poller_unregister(&mut rs.poller) };
-                if !idle {
-                    fail(
-                        r,
-                        Fail::plain(-libc::EBUSY, "metadata I/O to the legs did not finish; try again"),
-                    );
-                    unquiesce(r);
-                } else {
-                    apply(r);
-                }
-                sys::SPDK_POLLER_BUSY as c_int
-            })
-        }
         // SAFETY: ours until `finish`.
         let rs = unsafe { &mut *r };
+        // The quiesce holds reads and writes, not flushes: they wait in their channels from
+        // now on, and those already in an engine are waited for (`check_idle`).
+        rs.mirror.mirror().hold_flushes.store(true, Ordering::Release);
+        rs.holding_flushes = true;
         rs.waiting_since = std::time::Instant::now();
-        if idle(rs.mirror.mirror()) {
+        check_idle(r);
+    })
+}
+
+/// Looks at every core's engine (a flush the quiesce let through may still be in one) and,
+/// back on the mirror's thread, at its metadata I/O; applies the change once all are idle,
+/// looking again every millisecond meanwhile, for at most `IDLE_WAIT`.
+fn check_idle(r: *mut Reshape) {
+    // SAFETY: ours until `finish`.
+    let rs = unsafe { &mut *r };
+    rs.checking = true;
+    for_each_channel(rs.mirror.mirror().as_io_device(), IdleCheck { r, busy: 0 });
+}
+
+/// Counts the cores whose engine is not idle.
+struct IdleCheck {
+    r: *mut Reshape,
+    busy: u32,
+}
+
+impl PerChannel for IdleCheck {
+    const WHAT: &'static str = "mirror reshape";
+
+    fn on_channel(&mut self, ch: *mut sys::spdk_io_channel, _: *mut sys::spdk_io_channel_iter) -> Visit {
+        // SAFETY: a channel of the mirror's io_device.
+        if !unsafe { channel_of(ch) }.idle() {
+            self.busy += 1;
+        }
+        Visit::Next(0)
+    }
+
+    fn on_panic(&mut self) -> Visit {
+        self.busy += 1;
+        Visit::Next(0)
+    }
+
+    fn done(self: Box<Self>, status: c_int) {
+        let (r, busy) = (self.r, self.busy);
+        // SAFETY: ours until `finish`.
+        let rs = unsafe { &mut *r };
+        rs.checking = false;
+        let meta_idle = idle(rs.mirror.mirror());
+        if status == 0 && busy == 0 && meta_idle {
+            stop_poller(rs);
             return apply(r);
         }
-        // SAFETY: `r` outlives the poller, which is unregistered before `apply`.
-        rs.poller = unsafe { sys::spdk_poller_register(Some(wait_idle), arg, 1000) };
-    })
+        if rs.waiting_since.elapsed() >= IDLE_WAIT {
+            stop_poller(rs);
+            let why = if busy != 0 {
+                format!("host flushes on {busy} core(s) did not finish; try again")
+            } else {
+                "metadata I/O to the legs did not finish; try again".to_string()
+            };
+            fail(r, Fail::plain(-libc::EBUSY, why));
+            return unquiesce(r);
+        }
+        if rs.poller.is_null() {
+            extern "C" fn again(arg: *mut c_void) -> c_int {
+                guard("mirror reshape", 0, || {
+                    let r = arg as *mut Reshape;
+                    // SAFETY: ours until `finish`; the poller goes before.
+                    if unsafe { (*r).checking } {
+                        return sys::SPDK_POLLER_IDLE as c_int;
+                    }
+                    check_idle(r);
+                    sys::SPDK_POLLER_BUSY as c_int
+                })
+            }
+            // SAFETY: `r` outlives the poller, which is unregistered before `apply` or
+            // `unquiesce`.
+            rs.poller = unsafe { sys::spdk_poller_register(Some(again), r as *mut c_void, 1000) };
+        }
+    }
+}
+
+fn stop_poller(rs: &mut Reshape) {
+    if !rs.poller.is_null() {
+        // SAFETY: our poller, on its thread.
+        unsafe { sys::spdk_poller_unregister(&mut rs.poller) };
+    }
 }
 
 /// No metadata write in flight and no leg I/O of the mirror's thread outstanding.
@@ -259,6 +319,10 @@ fn finish(r: *mut Reshape) {
         Ok(()) => noticelog!("mirror {}: {} done; the mirror is {}", m.name(), rs.what, m.state()),
         Err(why) => errlog!("mirror {}: {} refused: {why}", m.name(), rs.what),
     }
+    if rs.holding_flushes {
+        m.hold_flushes.store(false, Ordering::Release);
+        for_each_channel(m.as_io_device(), ReleaseFlushes(Pin::new(m)));
+    }
     m.process_active.store(false, Ordering::Release);
     let result = std::mem::replace(&mut rs.result, Ok(()));
     if let Some(done) = rs.done.take() {
@@ -267,4 +331,24 @@ fn finish(r: *mut Reshape) {
     // Queued legs join now, or a delete that waited goes on (the pin still holds the mirror).
     m.process_finished();
     drop(rs);
+}
+
+/// Every core submits the flushes it held (`Mirror::hold_flushes`); the pin keeps the mirror
+/// meanwhile.
+struct ReleaseFlushes(#[allow(dead_code)] Pin);
+
+impl PerChannel for ReleaseFlushes {
+    const WHAT: &'static str = "mirror flush release";
+
+    fn on_channel(&mut self, ch: *mut sys::spdk_io_channel, _: *mut sys::spdk_io_channel_iter) -> Visit {
+        // SAFETY: a channel of the mirror's io_device.
+        unsafe { channel_of(ch) }.release_flushes();
+        Visit::Next(0)
+    }
+
+    fn on_panic(&mut self) -> Visit {
+        Visit::Next(0)
+    }
+
+    fn done(self: Box<Self>, _: c_int) {}
 }

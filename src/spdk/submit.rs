@@ -50,7 +50,11 @@ fn submit_other(ch: *mut sys::spdk_io_channel, io: *mut sys::spdk_bdev_io, view:
         let op = match view.ty {
             sys::SPDK_BDEV_IO_TYPE_UNMAP => IoOp::Unmap,
             sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES => IoOp::WriteZeroes,
-            sys::SPDK_BDEV_IO_TYPE_FLUSH => IoOp::Flush,
+            sys::SPDK_BDEV_IO_TYPE_FLUSH => {
+                // SAFETY: `ch` is our channel; SPDK's `io` is non-null.
+                unsafe { channel_of(ch).submit_flush(NonNull::new_unchecked(io)) };
+                return true;
+            }
             sys::SPDK_BDEV_IO_TYPE_RESET => {
                 super::reset::reset(io);
                 return true;
