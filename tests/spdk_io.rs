@@ -157,6 +157,67 @@ fn verify_over_aio_legs() {
     bdevperf_clean(&env, "verify_aio", bdev_subsystem(cfg), "verify", &["aio_r1", "aio_n2"]);
 }
 
+/// A flush reaches every leg that takes one. Over an aio leg (a volatile cache, flush) and a
+/// null leg (neither) the mirror takes flushes: asking every leg to take them, it took none,
+/// and an NVMe-oF host's flush then completed at once, the aio leg's cache never flushed. The
+/// null leg's part is done at once; the aio leg's reaches it: a flush error injected there
+/// fails that leg, and the host's flush still succeeds on the leg left.
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn flush_reaches_every_leg_that_takes_one() {
+    let env = require_spdk();
+    let dir = test_dir("flush_legs");
+    let f = dir.join("a0.img");
+    create_sparse_file(&f, 64 * MIB).unwrap();
+    let cfg = vec![
+        aio_bdev_config("a0", &f, BS),
+        support::config_entry("bdev_error_create", json!({"base_name": "a0"})),
+        null_bdev_config("n0", 64 * MIB / BS as u64, BS),
+        mirror_config("mir", "raid1", None, None, &["EE_a0".to_string(), "n0".to_string()]),
+        wait_for_examine_config(),
+    ];
+    let t = support::bdevperf_server(
+        &env,
+        BdevperfOpts {
+            name: "flush_legs",
+            config: bdev_subsystem(cfg),
+            workload: "flush",
+            time_s: 1,
+            extra_args: vec!["-T".into(), "mir".into()],
+            ..Default::default()
+        },
+    )
+    .expect("bdevperf starts");
+    let bdev = &rpc_ok(&t, "bdev_get_bdevs", json!({"name": "mir"}))[0];
+    assert_eq!(bdev["supported_io_types"]["flush"], json!(true), "{bdev}");
+    let flushes = |what: &str| {
+        let r = t
+            .perform_tests(Value::Null, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{what}: {e}: {}", tail_lines(&t.log(), 30)));
+        let job = &r["results"][0];
+        assert_eq!(job["io_failed"], 0, "{what}: {r}");
+        assert!(job["iops"].as_f64().unwrap_or(0.0) > 0.0, "{what}: {r}");
+    };
+    flushes("clean");
+    assert_eq!(support::leg_state(&t.mirror_info("mir"), 1), "online");
+    rpc_ok(
+        &t,
+        "bdev_error_inject_error",
+        json!({"name": "EE_a0", "io_type": "flush", "error_type": "failure", "num": 1}),
+    );
+    flushes("one flush of the aio leg failing");
+    let m = t.mirror_info("mir");
+    assert_eq!(
+        support::leg_state(&m, 0),
+        "failed",
+        "the flush reached the aio leg: {m}"
+    );
+    assert_eq!(support::leg_state(&m, 1), "online", "{m}");
+}
+
 #[test]
 #[cfg_attr(
     not(spdk),

@@ -68,10 +68,16 @@ extern "C" fn io_type_supported(ctx: *mut c_void, io_type: sys::spdk_bdev_io_typ
         let m = unsafe { &*(ctx as *const Mirror) };
         match io_type {
             sys::SPDK_BDEV_IO_TYPE_READ | sys::SPDK_BDEV_IO_TYPE_WRITE => true,
-            sys::SPDK_BDEV_IO_TYPE_FLUSH
-            | sys::SPDK_BDEV_IO_TYPE_UNMAP
-            | sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES
-            | sys::SPDK_BDEV_IO_TYPE_RESET => m
+            // A flush has work wherever a leg takes one (a leg that does not has nothing to
+            // flush, as SPDK's NVMe-oF target assumes of a bdev: its children skip it). Asking
+            // for all would hide a leg's volatile cache whenever one leg lacks flush.
+            sys::SPDK_BDEV_IO_TYPE_FLUSH => m
+                .legs()
+                .iter()
+                .filter(|l| l.present())
+                // SAFETY: present legs have open bdevs.
+                .any(|l| unsafe { sys::spdk_bdev_io_type_supported(l.bdev(), io_type) }),
+            sys::SPDK_BDEV_IO_TYPE_UNMAP | sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES | sys::SPDK_BDEV_IO_TYPE_RESET => m
                 .legs()
                 .iter()
                 .filter(|l| l.present())
