@@ -246,12 +246,13 @@ impl SpdkBackend {
         if leg.ch.is_null() {
             return Submitted::Completed(child, info, ChildStatus::Error);
         }
-        // SAFETY: a present leg's open bdev.
-        if info.op == IoOp::Flush
-            && !unsafe { sys::spdk_bdev_io_type_supported(leg.bdev, sys::SPDK_BDEV_IO_TYPE_FLUSH) }
-        {
-            // Nothing to flush on a leg without the command (see `io_type_supported`).
-            return Submitted::Completed(child, info, ChildStatus::Success);
+        if info.op == IoOp::Flush {
+            // SAFETY: a present leg's open bdev.
+            let takes_flush = unsafe { sys::spdk_bdev_io_type_supported(leg.bdev, sys::SPDK_BDEV_IO_TYPE_FLUSH) };
+            if !takes_flush {
+                // Nothing to flush on a leg without the command (see `io_type_supported`).
+                return Submitted::Completed(child, info, ChildStatus::Success);
+            }
         }
         let ctx = child.as_ptr();
         let (arg, cb, lba) = prepared;
