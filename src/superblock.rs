@@ -657,6 +657,49 @@ pub fn choose_legs<S: Borrow<Superblock>>(found: &[S]) -> Option<Assembly> {
     })
 }
 
+/// How a leg comes back to a running mirror (`Superblock`s: the running mirror's and the
+/// leg's own, for the slot the leg's copy records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejoin {
+    /// From the bitmap (md's re-add): the running mirror dropped it while it was in sync, and
+    /// it has not been written since; every write it missed is in the bitmap.
+    Recovery,
+    /// In full: nothing on it can be trusted to be current.
+    Rebuild,
+    /// It was written (its `events` moved on) after the running mirror dropped it: another
+    /// assembly ran on it without this one's legs while this one ran without it (split brain),
+    /// so each holds acknowledged writes the other lacks. Copying either way loses some; not
+    /// for the module to decide (mdadm refuses a member that thinks the newest has failed).
+    Diverged,
+}
+
+/// [`Rejoin`] for a leg whose own superblock is `theirs`, back to a mirror running with
+/// `running`. The bitmap covers what the leg missed only if the leg was current when the
+/// running mirror marked it failed: its `events` at most `failed_at_events` (what it was
+/// written at last) and at least one below (the metadata write it may have missed, as
+/// [`choose_legs`] allows a fresh leg). Further behind, it missed writes from before its
+/// failure that no bitmap holds; further ahead, it ran apart.
+pub fn rejoin(running: &Superblock, theirs: &Superblock) -> Rejoin {
+    if running.disagreement(theirs).is_some() {
+        // Its data is laid out for another geometry: nothing on it can be kept.
+        return Rejoin::Rebuild;
+    }
+    let slot = theirs.this_slot as usize;
+    let (Some(mine), Some(own)) = (running.legs.get(slot), theirs.legs.get(slot)) else {
+        return Rejoin::Rebuild;
+    };
+    if mine.role != LegRole::Failed || mine.uuid != own.uuid || own.role != LegRole::Active {
+        return Rejoin::Rebuild;
+    }
+    if theirs.events > mine.failed_at_events {
+        Rejoin::Diverged
+    } else if theirs.events.saturating_add(1) >= mine.failed_at_events {
+        Rejoin::Recovery
+    } else {
+        Rejoin::Rebuild
+    }
+}
+
 /// The one slot where `newest` records the leg uuid `older` carries (`None` when it records it
 /// nowhere, or, in a damaged table, more than once).
 pub fn slot_by_uuid(newest: &Superblock, older: &Superblock) -> Option<usize> {
@@ -1274,6 +1317,70 @@ mod tests {
         sb.legs = uuids.iter().map(|&u| leg(u, LegRole::Active)).collect();
         sb.geometry().unwrap();
         sb
+    }
+
+    /// The running mirror's copy after it marked slot 2 failed at `failed_at`.
+    fn running_without_slot_2(failed_at: u64) -> Superblock {
+        let mut sb = raid1(0, failed_at + 1, [1, 2, 3]);
+        sb.legs[2] = LegEntry {
+            failed_at_events: failed_at,
+            ..leg(3, LegRole::Failed)
+        };
+        sb
+    }
+
+    #[test]
+    fn a_leg_current_when_dropped_recovers_from_the_bitmap() {
+        let running = running_without_slot_2(10);
+        // Written last at the events it was dropped at, or one before (it missed that write).
+        assert_eq!(rejoin(&running, &raid1(2, 10, [1, 2, 3])), Rejoin::Recovery);
+        assert_eq!(rejoin(&running, &raid1(2, 9, [1, 2, 3])), Rejoin::Recovery);
+    }
+
+    #[test]
+    fn a_leg_further_behind_than_its_drop_is_rebuilt_in_full() {
+        // It missed writes from before the running mirror dropped it: no bitmap holds them
+        // (an old copy of the leg put back, or a leg that was away across earlier changes).
+        let running = running_without_slot_2(10);
+        for events in [1, 5, 8] {
+            assert_eq!(
+                rejoin(&running, &raid1(2, events, [1, 2, 3])),
+                Rejoin::Rebuild,
+                "{events}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_leg_written_after_its_drop_ran_apart() {
+        // Another assembly ran on it without the others (split brain): its own copy marks
+        // the running mirror's legs failed and its events moved on.
+        let running = running_without_slot_2(1);
+        let mut theirs = raid1(2, 2, [1, 2, 3]);
+        theirs.legs[0] = LegEntry {
+            failed_at_events: 1,
+            ..leg(1, LegRole::Failed)
+        };
+        assert_eq!(rejoin(&running, &theirs), Rejoin::Diverged);
+        assert_eq!(rejoin(&running, &raid1(2, 7, [1, 2, 3])), Rejoin::Diverged);
+    }
+
+    #[test]
+    fn only_a_failed_active_leg_of_the_same_identity_recovers() {
+        let running = running_without_slot_2(10);
+        // Another leg in the slot (replaced meanwhile), a leg that was still being rebuilt, a
+        // slot the running mirror never failed, another geometry: in full.
+        assert_eq!(rejoin(&running, &raid1(2, 10, [1, 2, 9])), Rejoin::Rebuild);
+        let mut rebuilding = raid1(2, 10, [1, 2, 3]);
+        rebuilding.legs[2].role = LegRole::Rebuilding;
+        assert_eq!(rejoin(&running, &rebuilding), Rejoin::Rebuild);
+        assert_eq!(
+            rejoin(&raid1(0, 11, [1, 2, 3]), &raid1(2, 10, [1, 2, 3])),
+            Rejoin::Rebuild
+        );
+        let mut other = raid1(2, 10, [1, 2, 3]);
+        other.bitmap_region_kb *= 2;
+        assert_eq!(rejoin(&running, &other), Rejoin::Rebuild);
     }
 
     #[test]

@@ -752,3 +752,71 @@ fn stale_leg_found_at_restart_is_recovered_from_the_bitmap() {
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
     assert_legs_identical(&[&files[0], &files[1]], region, "after the stale leg's recovery");
 }
+
+/// Starts a target on `mask` with aio legs `aio<i>` for each `(i, file)` in `legs`, waits for
+/// mirror `mir` to be registered and idle, and shuts the target down cleanly; returns the
+/// mirror as it was.
+fn run_with(env: &SpdkEnv, name: &str, mask: &str, legs: &[(usize, &Path)]) -> Value {
+    let t = start_tgt(env, name, mask);
+    for (i, f) in legs {
+        create_aio(&t, &format!("aio{i}"), f, BS);
+    }
+    let m = wait_mirror(&t, 30, "the mirror to assemble and be idle", idle);
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    m
+}
+
+/// Each leg of a two-leg mirror runs alone once (degraded, each marking the other failed),
+/// so each may hold writes the other lacks (split brain). Back together, the one whose
+/// superblock wins assembles and the other is not used, with a log line saying why: neither
+/// recovered from the other's bitmap (which would keep only some of each side's writes and
+/// call the mirror online) nor rebuilt over (an operator decides which writes to keep).
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn legs_that_ran_apart_are_not_merged() {
+    let _turn = serial();
+    let env = require_spdk();
+    let core = lease_core();
+    let mask = core.mask();
+    let dir = test_dir("persist_split");
+    let files = leg_files(&dir, 2, 64 * MIB);
+    let t = start_tgt(&env, "persist_split", mask);
+    create_aio(&t, "aio0", &files[0], BS);
+    create_aio(&t, "aio1", &files[1], BS);
+    rpc_ok(
+        &t,
+        "bdev_mirror_create",
+        mirror_create("mir", &["aio0", "aio1"], json!({}))["params"].clone(),
+    );
+    let m = wait_idle(&t, "the new mirror to be idle");
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(t);
+    let alone0 = run_with(&env, "persist_split_a", mask, &[(0, &files[0])]);
+    assert_eq!(alone0["state"], json!("degraded"), "{alone0}");
+    let alone1 = run_with(&env, "persist_split_b", mask, &[(1, &files[1])]);
+    assert_eq!(alone1["state"], json!("degraded"), "{alone1}");
+    assert!(alone1["events"].as_u64() > m["events"].as_u64(), "{m} then {alone1}");
+
+    let t = start_tgt(&env, "persist_split_both", mask);
+    create_aio(&t, "aio0", &files[0], BS);
+    create_aio(&t, "aio1", &files[1], BS);
+    let m = wait_mirror(&t, 30, "the mirror to assemble", idle);
+    support::wait_until(Duration::from_secs(10), "the other leg to be judged", || {
+        t.log().contains("ran apart")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 30)));
+    // Give a wrong rejoin the time it would take to start.
+    std::thread::sleep(Duration::from_millis(500));
+    let m2 = t.mirror_info("mir");
+    assert_eq!(m2["state"], json!("degraded"), "{m} / {m2}");
+    assert!(m2.get("last_process").is_none_or(Value::is_null), "nothing was copied: {m2}");
+    let used: Vec<&str> = ["aio0", "aio1"]
+        .into_iter()
+        .filter(|b| support::is_claimed(&t, b))
+        .collect();
+    assert_eq!(used.len(), 1, "one side assembles, the other is left as it is: {m2}");
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+}

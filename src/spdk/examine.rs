@@ -29,8 +29,8 @@ use super::uuid;
 use crate::bitmap::{resync_plan, Bits};
 use crate::engine::ReadPolicy;
 use crate::superblock::{
-    choose_legs, restore_tunables, slot_by_uuid, Assembly, LegRole, Rejection, Restored, Superblock, SuperblockError,
-    Tunables, TunablesRead, TunablesRecord, SUPERBLOCK_BYTES,
+    choose_legs, rejoin, restore_tunables, slot_by_uuid, Assembly, LegRole, Rejection, Rejoin, Restored, Superblock,
+    SuperblockError, Tunables, TunablesRead, TunablesRecord, SUPERBLOCK_BYTES,
 };
 
 /// A bdev that carries a mirror superblock.
@@ -593,23 +593,20 @@ fn start_resync(m: &'static Mirror) {
     }
 }
 
-/// How a leg that carries this mirror's superblock for `slot` comes back: from the bitmap if
-/// it left in sync and its slot has been kept for it since (md's re-add), else in full.
+/// How a leg that carries this mirror's superblock comes back when it is added over RPC:
+/// from the bitmap if it left in sync and has not been written since (`superblock::rejoin`),
+/// else in full (the operator asked for it, also for a leg that ran apart).
 pub fn rejoin_kind(m: &Mirror, f: &Found) -> Kind {
-    let Some(p) = &m.persist else { return Kind::Rebuild };
-    let slot = f.sb.this_slot as usize;
-    let sb = p.superblock();
-    if sb.disagreement(&f.sb).is_some() {
-        // Its data is laid out for another geometry: nothing on it can be kept.
-        return Kind::Rebuild;
+    match rejoin_of(m, f) {
+        Rejoin::Recovery => Kind::Recovery,
+        Rejoin::Rebuild | Rejoin::Diverged => Kind::Rebuild,
     }
-    let (Some(mine), Some(theirs)) = (sb.legs.get(slot), f.sb.legs.get(slot)) else {
-        return Kind::Rebuild;
-    };
-    if mine.role == LegRole::Failed && mine.uuid == theirs.uuid && theirs.role == LegRole::Active {
-        Kind::Recovery
-    } else {
-        Kind::Rebuild
+}
+
+fn rejoin_of(m: &Mirror, f: &Found) -> Rejoin {
+    match &m.persist {
+        Some(p) => rejoin(&p.superblock(), &f.sb),
+        None => Rejoin::Rebuild,
     }
 }
 
@@ -672,7 +669,19 @@ fn returning(m: &'static Mirror, f: Found) {
             events
         );
     }
-    let kind = rejoin_kind(m, &f);
+    let kind = match rejoin_of(m, &f) {
+        Rejoin::Recovery => Kind::Recovery,
+        Rejoin::Rebuild => Kind::Rebuild,
+        Rejoin::Diverged => {
+            // Copying over it would lose the writes it took alone.
+            return errlog!(
+                "mirror {}: bdev {} ran apart from the running mirror: written (events {}) after the mirror dropped it, each holds writes the other lacks; not used (to rebuild it from the mirror, losing its own writes: bdev_mirror_add_base_bdev)",
+                m.name(),
+                f.bdev,
+                f.sb.events
+            );
+        }
+    };
     noticelog!(
         "mirror {}: leg {} (slot {}, events {}) rejoins by {}",
         m.name(),
