@@ -812,7 +812,10 @@ fn legs_that_ran_apart_are_not_merged() {
     std::thread::sleep(Duration::from_millis(500));
     let m2 = t.mirror_info("mir");
     assert_eq!(m2["state"], json!("degraded"), "{m} / {m2}");
-    assert!(m2.get("last_process").is_none_or(Value::is_null), "nothing was copied: {m2}");
+    assert!(
+        m2.get("last_process").is_none_or(Value::is_null),
+        "nothing was copied: {m2}"
+    );
     let used: Vec<&str> = ["aio0", "aio1"]
         .into_iter()
         .filter(|b| support::is_claimed(&t, b))
