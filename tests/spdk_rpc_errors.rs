@@ -36,6 +36,8 @@ const DELETE: &str = "bdev_mirror_delete";
 const GET: &str = "bdev_mirror_get_bdevs";
 const ADD: &str = "bdev_mirror_add_base_bdev";
 const REMOVE: &str = "bdev_mirror_remove_base_bdev";
+const REPLACE: &str = "bdev_mirror_replace_base_bdev";
+const NUM_LEGS: &str = "bdev_mirror_set_num_legs";
 
 // ------------------------------------------------------------------------------------------------
 // The table of bad calls
@@ -321,7 +323,9 @@ struct Fixture {
 
 /// Starts a target with: malloc bdevs g0 g1 (legs of the raid1 mirror `good`), d0 d1 d2 (legs
 /// of `deg`, d2 removed: degraded with a free slot), f0..f3 (free), c0 c1 (claimed by SPDK's
-/// raid1 `sr`), big0 big1 (4 KiB blocks), `small` (half the size); all others 16 MiB of 512 B.
+/// raid1 `sr`), big0 big1 (4 KiB blocks), `small` (half the size), n0 (a null bdev: no unmap,
+/// no flush), im0 im1 (4 KiB blocks with 8 bytes of interleaved metadata, so SPDK's block size
+/// is 4104); all others 16 MiB of 512 B.
 fn fixture(env: &SpdkEnv, name: &str) -> Fixture {
     let t = start_target(env, name, None);
 
@@ -345,6 +349,18 @@ fn fixture(env: &SpdkEnv, name: &str) -> Fixture {
         "bdev_malloc_create",
         json!({"name": "small", "num_blocks": blocks / 2, "block_size": BS}),
     );
+    rpc_ok(
+        &t,
+        "bdev_null_create",
+        json!({"name": "n0", "num_blocks": blocks, "block_size": BS}),
+    );
+    for b in ["im0", "im1"] {
+        rpc_ok(
+            &t,
+            "bdev_malloc_create",
+            json!({"name": b, "num_blocks": 16 * MIB / 4096, "block_size": 4096, "md_size": 8, "md_interleave": true}),
+        );
+    }
     // SPDK's own raid1 claims c0 and c1.
     let raid = raid1_bdev_config("sr", &["c0", "c1"]);
     rpc_ok(&t, "bdev_raid_create", raid["params"].clone());
@@ -383,6 +399,8 @@ fn fixture(env: &SpdkEnv, name: &str) -> Fixture {
         ("f0", false),
         ("c0", true),
         ("big0", false),
+        ("n0", false),
+        ("im0", false),
     ] {
         assert_eq!(
             before.claimed.get(b),
@@ -585,4 +603,107 @@ fn delete_goes_once_and_releases_the_legs() {
     }
     f.check_unchanged("create + delete tmp", &mut problems);
     f.finish("delete", problems);
+}
+
+/// Judges one refused call like [`judge`], and also that its message mentions every one of
+/// `must` and none of `must_not`.
+fn judge_text(
+    what: &str,
+    result: Result<Value, RpcError>,
+    want: &Expect,
+    must: &[&str],
+    must_not: &[&str],
+) -> Option<String> {
+    let text = match &result {
+        Err(e) if !e.is_transport() => Some(e.message.clone()),
+        _ => None,
+    };
+    if let Some(p) = judge(what, result, want) {
+        return Some(p);
+    }
+    let text = text.unwrap_or_default();
+    let missing: Vec<&str> = must.iter().copied().filter(|w| !text.contains(w)).collect();
+    let extra: Vec<&str> = must_not.iter().copied().filter(|w| text.contains(w)).collect();
+    (!missing.is_empty() || !extra.is_empty())
+        .then(|| format!("{what}: message {text:?} lacks {missing:?} or names {extra:?}"))
+}
+
+/// A leg that lacks an I/O type the mirror offers because all its legs take it (here unmap,
+/// which the malloc legs take and a null bdev does not) is refused by add, replace and a grow,
+/// naming the field and the type, before anything changes: the null bdev stays unclaimed and
+/// the mirrors' legs as they were. Flush is not asked for (the mirror offers it when any leg
+/// takes it), though the null bdev lacks it too.
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn new_leg_without_an_offered_io_type_is_refused() {
+    let env = require_spdk();
+    let f = fixture(&env, "bad_io_types");
+    let t = &f.t;
+    let mut problems = Vec::new();
+    let calls: [(&str, Value, &'static [&'static str]); 3] = [
+        (ADD, json!({"name": "deg", "base_bdev": "n0"}), &["base_bdev:"]),
+        (
+            REPLACE,
+            json!({"name": "good", "base_bdev": "g0", "new_base_bdev": "n0"}),
+            &["new_base_bdev:"],
+        ),
+        (
+            NUM_LEGS,
+            json!({"name": "good", "num_legs": 3, "base_bdevs": ["n0"]}),
+            &["base_bdevs:"],
+        ),
+    ];
+    for (method, params, prefixes) in calls {
+        let what = format!("{method} {params}");
+        let want = Expect {
+            code: Some(EINVAL),
+            prefixes,
+        };
+        let r = t.rpc(method, params);
+        if let Some(p) = judge_text(&what, r, &want, &["'n0'", "unmap"], &["flush"]) {
+            problems.push(p);
+        }
+        if is_claimed(t, "n0") {
+            problems.push(format!("{what}: n0 was left claimed"));
+        }
+        f.check_unchanged(&what, &mut problems);
+    }
+    f.finish("a new leg lacking an offered I/O type", problems);
+}
+
+/// Legs with interleaved metadata (SPDK's block size then counts the metadata: 4104) are
+/// refused at create naming base_bdevs and the metadata, as separate metadata is, not with an
+/// error about a `block_size` field the RPC does not have; and so is one added to a mirror.
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn interleaved_metadata_legs_are_refused() {
+    let env = require_spdk();
+    let f = fixture(&env, "bad_interleaved_md");
+    let t = &f.t;
+    let mut problems = Vec::new();
+    let calls: [(&str, Value, &'static [&'static str]); 4] = [
+        (CREATE, create(json!({"base_bdevs": ["im0", "im1"]})), &["base_bdevs:"]),
+        (CREATE, create(json!({"base_bdevs": ["f0", "im0"]})), &["base_bdevs:"]),
+        (CREATE, create(json!({"base_bdevs": ["im0", "f0"]})), &["base_bdevs:"]),
+        (ADD, json!({"name": "deg", "base_bdev": "im0"}), &["base_bdev:"]),
+    ];
+    for (method, params, prefixes) in calls {
+        let what = format!("{method} {params}");
+        let want = Expect {
+            code: Some(EINVAL),
+            prefixes,
+        };
+        let r = t.rpc(method, params);
+        if let Some(p) = judge_text(&what, r, &want, &["'im0'", "metadata"], &["block_size"]) {
+            problems.push(p);
+        }
+        f.check_unchanged(&what, &mut problems);
+    }
+    f.finish("legs with interleaved metadata", problems);
 }

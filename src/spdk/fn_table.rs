@@ -65,26 +65,7 @@ extern "C" fn get_io_channel(ctx: *mut c_void) -> *mut sys::spdk_io_channel {
 extern "C" fn io_type_supported(ctx: *mut c_void, io_type: sys::spdk_bdev_io_type) -> bool {
     guard("mirror io_type_supported", false, || {
         // SAFETY: `ctx` is a live mirror.
-        let m = unsafe { &*(ctx as *const Mirror) };
-        match io_type {
-            sys::SPDK_BDEV_IO_TYPE_READ | sys::SPDK_BDEV_IO_TYPE_WRITE => true,
-            // A flush has work wherever a leg takes one (a leg that does not has nothing to
-            // flush, as SPDK's NVMe-oF target assumes of a bdev: its children skip it). Asking
-            // for all would hide a leg's volatile cache whenever one leg lacks flush.
-            sys::SPDK_BDEV_IO_TYPE_FLUSH => m
-                .legs()
-                .iter()
-                .filter(|l| l.present())
-                // SAFETY: present legs have open bdevs.
-                .any(|l| unsafe { sys::spdk_bdev_io_type_supported(l.bdev(), io_type) }),
-            sys::SPDK_BDEV_IO_TYPE_UNMAP | sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES | sys::SPDK_BDEV_IO_TYPE_RESET => m
-                .legs()
-                .iter()
-                .filter(|l| l.present())
-                // SAFETY: present legs have open bdevs.
-                .all(|l| unsafe { sys::spdk_bdev_io_type_supported(l.bdev(), io_type) }),
-            _ => false,
-        }
+        unsafe { &*(ctx as *const Mirror) }.offers(io_type)
     })
 }
 

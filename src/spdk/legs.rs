@@ -117,19 +117,31 @@ pub fn free_legs(m: &mut Mirror) {
     }
 }
 
+/// Why a bdev's metadata keeps it from being a leg, if it has any: the mirror carries none.
+/// Checked before its block size, which for interleaved metadata counts the metadata bytes
+/// too (4104 for 4096 + 8) and would only confuse.
+pub fn unfit_metadata(bdev: *mut sys::spdk_bdev, name: &str) -> Option<String> {
+    // SAFETY: a registered bdev; queries only.
+    let (md, interleaved) = unsafe { (sys::spdk_bdev_get_md_size(bdev), sys::spdk_bdev_is_md_interleaved(bdev)) };
+    if md == 0 {
+        None
+    } else if interleaved {
+        Some(format!(
+            "'{name}' has {md} bytes of metadata per block, interleaved with the data; not supported"
+        ))
+    } else {
+        Some(format!("'{name}' has {md} bytes of metadata per block; not supported"))
+    }
+}
+
 /// Why a bdev cannot be a leg of this mirror, if it cannot.
 pub fn unfit_leg(bdev: *mut sys::spdk_bdev, name: &str, block_size: u32, blocks_needed: u64) -> Option<String> {
+    if let Some(msg) = unfit_metadata(bdev, name) {
+        return Some(msg);
+    }
     // SAFETY: an open bdev; queries only.
-    let (bl, md, n) = unsafe {
-        (
-            sys::spdk_bdev_get_block_size(bdev),
-            sys::spdk_bdev_get_md_size(bdev),
-            sys::spdk_bdev_get_num_blocks(bdev),
-        )
-    };
-    if md != 0 {
-        Some(format!("'{name}' has {md} bytes of metadata per block; not supported"))
-    } else if bl != block_size {
+    let (bl, n) = unsafe { (sys::spdk_bdev_get_block_size(bdev), sys::spdk_bdev_get_num_blocks(bdev)) };
+    if bl != block_size {
         Some(format!("block sizes differ ('{name}' has {bl}, expected {block_size})"))
     } else if n < blocks_needed {
         Some(format!("'{name}' has {n} blocks, the mirror needs {blocks_needed}"))
@@ -239,7 +251,38 @@ pub fn check_new_leg(m: &Mirror, name: &str, field: &str) -> Result<(), Fail> {
     if let Some(msg) = unfit_leg(bdev, name, geo.block_size(), m.data_offset + geo.used_leg_blocks()) {
         return Err(Fail::invalid(field.to_string(), msg));
     }
+    if let Some(msg) = missing_io_types(m, bdev, name) {
+        return Err(Fail::invalid(field.to_string(), msg));
+    }
     Ok(())
+}
+
+/// The I/O types the mirror offers only while every present leg takes them (`Mirror::offers`).
+const ALL_LEGS_TYPES: [(sys::spdk_bdev_io_type, &str); 3] = [
+    (sys::SPDK_BDEV_IO_TYPE_UNMAP, "unmap"),
+    (sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES, "write_zeroes"),
+    (sys::SPDK_BDEV_IO_TYPE_RESET, "reset"),
+];
+
+/// Why bdev `name` cannot join `m` for the I/O it would be sent: a type the mirror offers now
+/// because every present leg takes it, which this bdev does not take (its first such I/O would
+/// fail it). Flush is not asked for: the mirror offers it when any leg takes it, and a leg
+/// without one has nothing to flush.
+fn missing_io_types(m: &Mirror, bdev: *mut sys::spdk_bdev, name: &str) -> Option<String> {
+    let missing: Vec<&str> = ALL_LEGS_TYPES
+        .iter()
+        .filter(|&&(t, _)| {
+            // SAFETY: a registered bdev, queried on the app thread.
+            m.offers(t) && !unsafe { sys::spdk_bdev_io_type_supported(bdev, t) }
+        })
+        .map(|&(_, what)| what)
+        .collect();
+    let list = match missing.as_slice() {
+        [] => return None,
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    };
+    Some(format!("'{name}' does not take {list}, which the mirror offers"))
 }
 
 /// Puts a newly opened bdev into slot `leg` and gives every channel an I/O channel on it.

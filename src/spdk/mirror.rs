@@ -230,6 +230,30 @@ pub type DeleteDone = Box<dyn FnOnce(i32)>;
 pub type Answer = Box<dyn FnOnce(Result<(), Fail>)>;
 
 impl Mirror {
+    /// Whether the mirror offers `io_type` now (its answer to SPDK's `io_type_supported`). A
+    /// new leg must take every all-legs type offered (`legs::check_new_leg`).
+    pub fn offers(&self, io_type: sys::spdk_bdev_io_type) -> bool {
+        match io_type {
+            sys::SPDK_BDEV_IO_TYPE_READ | sys::SPDK_BDEV_IO_TYPE_WRITE => true,
+            // A flush has work wherever a leg takes one (a leg that does not has nothing to
+            // flush, as SPDK's NVMe-oF target assumes of a bdev: its children skip it). Asking
+            // for all would hide a leg's volatile cache whenever one leg lacks flush.
+            sys::SPDK_BDEV_IO_TYPE_FLUSH => self
+                .legs()
+                .iter()
+                .filter(|l| l.present())
+                // SAFETY: present legs have open bdevs.
+                .any(|l| unsafe { sys::spdk_bdev_io_type_supported(l.bdev(), io_type) }),
+            sys::SPDK_BDEV_IO_TYPE_UNMAP | sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES | sys::SPDK_BDEV_IO_TYPE_RESET => self
+                .legs()
+                .iter()
+                .filter(|l| l.present())
+                // SAFETY: present legs have open bdevs.
+                .all(|l| unsafe { sys::spdk_bdev_io_type_supported(l.bdev(), io_type) }),
+            _ => false,
+        }
+    }
+
     /// Asks the mirror's thread for a metadata write, from any thread.
     #[inline]
     pub fn request_metadata_write(&self) {

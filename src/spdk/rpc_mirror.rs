@@ -11,7 +11,7 @@ use super::error::Fail;
 use super::mirror::{self, MirrorOpts, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
 use super::process::{self, Kind};
 use super::rpc::{bad, bdev_exists, handle, handle_checked, mirror_named, Params, Request};
-use super::{stats, teardown};
+use super::{legs, stats, teardown};
 use crate::engine::ReadPolicy;
 use crate::placement::{Geometry, GeometrySpec, Level, Raid10Layout, MAX_LEGS};
 use crate::superblock::MetaLayout;
@@ -145,11 +145,14 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
     let mut block_size = None;
     for b in &base_bdevs {
         let c = CString::new(b.as_str()).expect("checked for NUL");
-        // SAFETY: the bdev exists (checked above); lookups only.
-        let (bs, n) = unsafe {
-            let bdev = sys::spdk_bdev_get_by_name(c.as_ptr());
-            (sys::spdk_bdev_get_block_size(bdev), sys::spdk_bdev_get_num_blocks(bdev))
-        };
+        // SAFETY: the bdev exists (checked above); lookup only.
+        let bdev = unsafe { sys::spdk_bdev_get_by_name(c.as_ptr()) };
+        // Metadata first: an interleaved one's block size counts its bytes.
+        if let Some(msg) = legs::unfit_metadata(bdev, b) {
+            return Err(bad("base_bdevs", &msg));
+        }
+        // SAFETY: a registered bdev; queries only.
+        let (bs, n) = unsafe { (sys::spdk_bdev_get_block_size(bdev), sys::spdk_bdev_get_num_blocks(bdev)) };
         match block_size {
             None => block_size = Some(bs),
             Some(first) if first != bs => {
