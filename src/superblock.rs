@@ -674,7 +674,7 @@ pub enum Rejoin {
 }
 
 /// [`Rejoin`] for a leg whose own superblock is `theirs`, back to a mirror running with
-/// `running`. The bitmap covers what the leg missed only if the leg was current when the
+/// `running` that dropped it (failed, or removed on request). The bitmap covers what the leg missed only if the leg was current when the
 /// running mirror marked it failed: its `events` at most `failed_at_events` (what it was
 /// written at last) and at least one below (the metadata write it may have missed, as
 /// [`choose_legs`] allows a fresh leg). Further behind, it missed writes from before its
@@ -688,7 +688,8 @@ pub fn rejoin(running: &Superblock, theirs: &Superblock) -> Rejoin {
     let (Some(mine), Some(own)) = (running.legs.get(slot), theirs.legs.get(slot)) else {
         return Rejoin::Rebuild;
     };
-    if mine.role != LegRole::Failed || mine.uuid != own.uuid || own.role != LegRole::Active {
+    let dropped = matches!(mine.role, LegRole::Failed | LegRole::Removed);
+    if !dropped || mine.uuid != own.uuid || own.role != LegRole::Active {
         return Rejoin::Rebuild;
     }
     if theirs.events > mine.failed_at_events {
@@ -1363,6 +1364,15 @@ mod tests {
         };
         assert_eq!(rejoin(&running, &theirs), Rejoin::Diverged);
         assert_eq!(rejoin(&running, &raid1(2, 7, [1, 2, 3])), Rejoin::Diverged);
+    }
+
+    #[test]
+    fn a_leg_removed_on_request_is_judged_as_a_failed_one() {
+        let mut running = running_without_slot_2(10);
+        running.legs[2].role = LegRole::Removed;
+        assert_eq!(rejoin(&running, &raid1(2, 10, [1, 2, 3])), Rejoin::Recovery);
+        assert_eq!(rejoin(&running, &raid1(2, 3, [1, 2, 3])), Rejoin::Rebuild);
+        assert_eq!(rejoin(&running, &raid1(2, 11, [1, 2, 3])), Rejoin::Diverged);
     }
 
     #[test]

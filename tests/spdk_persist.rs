@@ -721,7 +721,11 @@ fn stale_leg_found_at_restart_is_recovered_from_the_bitmap() {
     let server = writer_server(&env, "persist_stale", mask, &files, jobs);
     let m = wait_idle(&server, "the new mirror to be idle");
     let (uuid, region, events) = (m["uuid"].clone(), data_region(&m), m["events"].as_u64().unwrap());
-    rpc_ok(&server, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "aio1"}));
+    // Gone from under the mirror (hot-removed): it fails, and rejoins by itself when found.
+    rpc_ok(&server, "bdev_aio_delete", json!({"name": "aio1"}));
+    wait_mirror(&server, 10, "aio1 to be failed", |m| {
+        m["state"] == json!("degraded") && m["events"].as_u64().unwrap() > events
+    });
     finished_job(
         "write while aio1 is away",
         server.perform_tests(Value::Null, Duration::from_secs(60)),
@@ -821,5 +825,56 @@ fn legs_that_ran_apart_are_not_merged() {
         .filter(|b| support::is_claimed(&t, b))
         .collect();
     assert_eq!(used.len(), 1, "one side assembles, the other is left as it is: {m2}");
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+}
+
+/// A leg removed over RPC is recorded as removed, not failed: found again at the next start
+/// it does not rejoin by itself (an operator took it out; it may be in other use), and the
+/// mirror runs without it; `bdev_mirror_add_base_bdev` takes it back, from the bitmap.
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn a_leg_removed_over_rpc_stays_out_until_added() {
+    let _turn = serial();
+    let env = require_spdk();
+    let core = lease_core();
+    let mask = core.mask();
+    let dir = test_dir("persist_removed");
+    let files = leg_files(&dir, 2, 64 * MIB);
+    let t = start_tgt(&env, "persist_removed", mask);
+    create_aio(&t, "aio0", &files[0], BS);
+    create_aio(&t, "aio1", &files[1], BS);
+    rpc_ok(
+        &t,
+        "bdev_mirror_create",
+        mirror_create("mir", &["aio0", "aio1"], json!({}))["params"].clone(),
+    );
+    wait_idle(&t, "the new mirror to be idle");
+    rpc_ok(&t, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "aio1"}));
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(t);
+
+    let t = start_tgt(&env, "persist_removed_restart", mask);
+    create_aio(&t, "aio0", &files[0], BS);
+    create_aio(&t, "aio1", &files[1], BS);
+    wait_mirror(&t, 30, "the mirror to assemble", idle);
+    support::wait_until(Duration::from_secs(10), "aio1 to be judged", || {
+        t.log().contains("removed from slot 1 over RPC")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 30)));
+    std::thread::sleep(Duration::from_millis(500));
+    let m = t.mirror_info("mir");
+    assert_eq!(m["state"], json!("degraded"), "{m}");
+    assert!(!support::is_claimed(&t, "aio1"), "left alone: {m}");
+    rpc_ok(
+        &t,
+        "bdev_mirror_add_base_bdev",
+        json!({"name": "mir", "base_bdev": "aio1"}),
+    );
+    let m = wait_ended(&t, "aio1 to be taken back");
+    assert_eq!(m["last_process"]["type"], json!("recovery"), "from the bitmap: {m}");
+    assert_eq!(m["state"], json!("online"), "{m}");
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
 }

@@ -603,6 +603,18 @@ pub fn rejoin_kind(m: &Mirror, f: &Found) -> Kind {
     }
 }
 
+/// Whether the running mirror records `slot` as removed on request and this copy as the leg
+/// it removed (`Persist::mark_removed`): an operator took it out, so it does not rejoin by
+/// itself.
+fn removed_on_request(m: &Mirror, f: &Found, slot: u32) -> bool {
+    let Some(p) = &m.persist else { return false };
+    let sb = p.superblock();
+    let own = f.sb.legs.get(f.sb.this_slot as usize).map(|l| l.uuid);
+    sb.legs
+        .get(slot as usize)
+        .is_some_and(|e| e.role == LegRole::Removed && Some(e.uuid) == own)
+}
+
 fn rejoin_of(m: &Mirror, f: &Found) -> Rejoin {
     match &m.persist {
         Some(p) => rejoin(&p.superblock(), &f.sb),
@@ -667,6 +679,13 @@ fn returning(m: &'static Mirror, f: Found) {
             f.bdev,
             f.sb.events,
             events
+        );
+    }
+    if removed_on_request(m, &f, slot) {
+        return warnlog!(
+            "mirror {}: bdev {} was removed from slot {slot} over RPC; not used (bdev_mirror_add_base_bdev takes it back)",
+            m.name(),
+            f.bdev
         );
     }
     let kind = match rejoin_of(m, &f) {

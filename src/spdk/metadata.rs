@@ -26,7 +26,7 @@ use spdk_sys as sys;
 use super::error::Fail;
 use crate::bitmap::{Bits, RegionMap, WriteIntentBitmap};
 use crate::engine::ParentId;
-use crate::superblock::{MetaLayout, Superblock};
+use crate::superblock::{LegRole, MetaLayout, Superblock};
 
 /// A region is cleared once no write has touched it for this long (md's daemon_sleep).
 pub const IDLE_CLEAR_MS: u64 = 5000;
@@ -274,6 +274,24 @@ impl Persist {
             }
         }
         bm.needs_flush()
+    }
+
+    /// Records slot `slot` as removed on request (`bdev_mirror_remove_base_bdev`) rather than
+    /// failed: a leg an operator took out does not rejoin by itself when it is found again
+    /// (it may be in other use by then); an add over RPC still takes it back, from the bitmap
+    /// if it can. Written with the removal's own metadata write.
+    pub fn mark_removed(&self, slot: usize) {
+        let mut sb = self.superblock();
+        let events = sb.events;
+        let Some(e) = sb.legs.get_mut(slot) else { return };
+        match e.role {
+            LegRole::Removed => return,
+            // Dropped now: what it was last written at (a failed leg keeps its own).
+            LegRole::Active | LegRole::Rebuilding => e.failed_at_events = events,
+            LegRole::Failed => {}
+        }
+        e.role = LegRole::Removed;
+        sb.events += 1;
     }
 
     pub fn superblock(&self) -> MutexGuard<'_, Superblock> {

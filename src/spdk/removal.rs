@@ -27,6 +27,16 @@ struct Removal {
 /// Takes a leg out of the mirror: failed at once for new I/O, then each channel lets go of it
 /// once its children there are back, then its bdev is released and closed.
 pub fn remove_leg(m: &'static Mirror, leg: u32, why: &str, done: RemoveDone) {
+    remove(m, leg, why, false, done)
+}
+
+/// `remove_leg` for `bdev_mirror_remove_base_bdev`: the slot is recorded as removed, not
+/// failed (`Persist::mark_removed`), so the leg does not rejoin by itself.
+pub fn remove_leg_on_request(m: &'static Mirror, leg: u32, done: RemoveDone) {
+    remove(m, leg, "removed over RPC", true, done)
+}
+
+fn remove(m: &'static Mirror, leg: u32, why: &str, on_request: bool, done: RemoveDone) {
     let l = m.slot(leg);
     if !l.present() {
         return done(Err(Fail::new(
@@ -41,6 +51,11 @@ pub fn remove_leg(m: &'static Mirror, leg: u32, why: &str, done: RemoveDone) {
             "base_bdev",
             format!("'{}' is already being removed", l.name()),
         )));
+    }
+    if on_request {
+        if let Some(p) = &m.persist {
+            p.mark_removed(leg as usize);
+        }
     }
     m.fail_leg(leg, why);
     for_each_channel(

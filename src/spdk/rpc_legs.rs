@@ -58,7 +58,7 @@ pub extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
             Ok(Removing::Leg(m, leg))
         },
         |req, removing| match removing {
-            Removing::Leg(m, leg) => removal::remove_leg(m, leg, "removed over RPC", req.answer_true()),
+            Removing::Leg(m, leg) => removal::remove_leg_on_request(m, leg, req.answer_true()),
             Removing::Replacement(m) => replace::stop(m, req.answer_true()),
         },
     )
