@@ -878,3 +878,117 @@ fn a_leg_removed_over_rpc_stays_out_until_added() {
     assert_eq!(m["state"], json!("online"), "{m}");
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
 }
+
+/// A mirror with a superblock over two mirrors with superblocks comes back after a restart:
+/// the inner ones assemble from their legs, then the outer one from them (a mirror's own bdev
+/// is examined like any other). A superblock mirror over a mirror without one is refused, at
+/// create and at add: its superblock would sit at block 0 of the lower mirror's legs, copies
+/// of one another, and be found there.
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn nested_mirrors_come_back_after_a_restart() {
+    let _turn = serial();
+    let env = require_spdk();
+    let core = lease_core();
+    let mask = core.mask();
+    let dir = test_dir("persist_nested");
+    let files = leg_files(&dir, 4, 64 * MIB);
+    let create = |t: &Target, name: &str, legs: &[&str], extra: Value| {
+        rpc_ok(
+            t,
+            "bdev_mirror_create",
+            mirror_create(name, legs, extra)["params"].clone(),
+        );
+    };
+    let out = |t: &Target, what: &str| -> Value {
+        let mut last = None;
+        support::wait_until(Duration::from_secs(30), what, || {
+            last = registered_mirror(t, "out");
+            last.as_ref().is_some_and(|m| m["state"] == json!("online") && idle(m))
+        })
+        .unwrap_or_else(|e| panic!("{e}: {last:?}: {}", tail_lines(&t.log(), 30)));
+        last.unwrap()
+    };
+    let t = start_tgt(&env, "persist_nested", mask);
+    for (i, f) in files.iter().enumerate() {
+        create_aio(&t, &format!("aio{i}"), f, BS);
+    }
+    create(&t, "in0", &["aio0", "aio1"], json!({}));
+    create(&t, "in1", &["aio2", "aio3"], json!({}));
+    create(&t, "out", &["in0", "in1"], json!({}));
+    let before = out(&t, "the outer mirror to be idle");
+    // Over a mirror without a superblock, only a mirror without one.
+    rpc_ok(
+        &t,
+        "bdev_malloc_create",
+        json!({"name": "p0", "num_blocks": 32768, "block_size": BS}),
+    );
+    rpc_ok(
+        &t,
+        "bdev_malloc_create",
+        json!({"name": "p1", "num_blocks": 32768, "block_size": BS}),
+    );
+    rpc_ok(
+        &t,
+        "bdev_malloc_create",
+        json!({"name": "p2", "num_blocks": 32768, "block_size": BS}),
+    );
+    create(
+        &t,
+        "plain",
+        &["p0", "p1"],
+        json!({"superblock": false, "bitmap_region_kb": null}),
+    );
+    let refused = t
+        .rpc(
+            "bdev_mirror_create",
+            mirror_create("top", &["plain", "p2"], json!({}))["params"].clone(),
+        )
+        .expect_err("a superblock over a mirror without one");
+    assert!(
+        refused.message.starts_with("base_bdevs:") && refused.message.contains("'plain'"),
+        "{refused}"
+    );
+    create(
+        &t,
+        "top",
+        &["plain", "p2"],
+        json!({"superblock": false, "bitmap_region_kb": null}),
+    );
+    rpc_ok(&t, "bdev_mirror_delete", json!({"name": "top"}));
+    rpc_ok(&t, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "in1"}));
+    let refused = t
+        .rpc(
+            "bdev_mirror_add_base_bdev",
+            json!({"name": "out", "base_bdev": "plain"}),
+        )
+        .expect_err("added under a superblock");
+    assert!(
+        refused.message.starts_with("base_bdev:") && refused.message.contains("'plain'"),
+        "{refused}"
+    );
+    rpc_ok(
+        &t,
+        "bdev_mirror_add_base_bdev",
+        json!({"name": "out", "base_bdev": "in1"}),
+    );
+    out(&t, "in1 to be back");
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(t);
+
+    let t = start_tgt(&env, "persist_nested_restart", mask);
+    for (i, f) in files.iter().enumerate() {
+        create_aio(&t, &format!("aio{i}"), f, BS);
+    }
+    let after = out(&t, "the outer mirror to come back");
+    assert_eq!(after["uuid"], before["uuid"], "{after}");
+    assert_eq!(
+        (after["legs"][0]["bdev"].clone(), after["legs"][1]["bdev"].clone()),
+        (json!("in0"), json!("in1")),
+        "{after}"
+    );
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+}

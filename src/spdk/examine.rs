@@ -200,10 +200,8 @@ fn read_finished(r: *mut Reader, result: Result<Option<Found>, Fail>) {
 /// The module's `examine_disk`.
 pub extern "C" fn examine_disk(bdev: *mut sys::spdk_bdev) {
     let started = guard("mirror examine", false, || {
-        // SAFETY: a registering bdev; its module pointer is set.
-        if unsafe { (*bdev).module } == module_ptr() {
-            return false;
-        }
+        // A mirror's own bdev is examined too: a mirror with a superblock over mirrors (each
+        // with one: `superblock_hidden_by`) is found on them.
         let name = bdev_name(bdev);
         let n2 = name.clone();
         read_superblock(

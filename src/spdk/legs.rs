@@ -13,7 +13,7 @@ use super::child_ctx::ChildCtx;
 use super::error::Fail;
 use super::ffi::guard;
 use super::leg::Leg;
-use super::mirror::{find_leg, reaches, Mirror};
+use super::mirror::{find_leg, reaches, superblock_hidden_by, Mirror};
 use super::submit::channel_of;
 use crate::superblock::LegRole;
 
@@ -252,6 +252,9 @@ pub fn check_new_leg(m: &Mirror, name: &str, field: &str) -> Result<(), Fail> {
         return Err(Fail::invalid(field.to_string(), msg));
     }
     if let Some(msg) = missing_io_types(m, bdev, name) {
+        return Err(Fail::invalid(field.to_string(), msg));
+    }
+    if let Some(msg) = superblock_hidden_by(name).filter(|_| m.persist.is_some()) {
         return Err(Fail::invalid(field.to_string(), msg));
     }
     Ok(())

@@ -204,6 +204,18 @@ pub fn reaches(base: &str, mirror: &str) -> bool {
     false
 }
 
+/// Why a mirror with a superblock may not sit on bdev `base`, if it may not: `base` is a
+/// mirror without one. Its legs would then hold the upper mirror's superblock at their block 0,
+/// copies of one another, and at the next start examine would find the upper mirror on them,
+/// beneath the lower one, and take them from it.
+pub fn superblock_hidden_by(base: &str) -> Option<String> {
+    find(base).filter(|m| m.persist.is_none()).map(|_| {
+        format!(
+            "'{base}' is a mirror without a superblock: a superblock over it would be found on its legs at the next start (give '{base}' one, or this mirror superblock: false)"
+        )
+    })
+}
+
 pub(super) fn encode_policy(p: ReadPolicy) -> u64 {
     match p {
         ReadPolicy::LeastOutstanding => 0,

@@ -139,6 +139,9 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         if !bdev_exists(b) {
             return Err(Fail::new(-libc::ENODEV, "base_bdevs", format!("no bdev named '{b}'")));
         }
+        if let Some(msg) = mirror::superblock_hidden_by(b).filter(|_| superblock) {
+            return Err(bad("base_bdevs", &msg));
+        }
     }
     // The smallest leg decides; geometry errors name their field.
     let mut leg_blocks = u64::MAX;
