@@ -916,9 +916,16 @@ impl Channel {
         // for a moment while a reshape reaches each core (the mirror is quiesced then).
         for i in 0..e.backend().legs.len() as u32 {
             let leg = mirror.slot(i);
-            let out = leg.failed.load(Ordering::Acquire) || e.backend().legs[i as usize].ch.is_null();
+            let known = leg.failed.load(Ordering::Acquire);
+            let out = known || e.backend().legs[i as usize].ch.is_null();
             if out && !e.leg_failed(i) {
                 e.fail_leg(i);
+                if known {
+                    // The mirror failed it (or it is absent): nothing to report. Reported, it
+                    // would fail whatever is in the slot when the report is read, such as a
+                    // stale leg attached for its rebuild meanwhile.
+                    e.backend_mut().failed_legs &= !(1 << i);
+                }
             } else if !out && e.leg_failed(i) {
                 e.restore_leg(i);
             }
