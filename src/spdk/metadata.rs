@@ -98,7 +98,17 @@ pub struct Persist {
     pub(super) retry: AtomicPtr<sys::spdk_poller>,
     /// Generation of the tunables on the legs: bumped by each change (`record_tunables`).
     pub(super) tunables_gen: AtomicU64,
+    /// Assembled from superblocks: the first metadata write moves `events` on by
+    /// `ASSEMBLY_EVENTS` (see there).
+    pub(super) assembly_bump: AtomicBool,
 }
+
+/// How far an assembly moves `events` on, once the legs it found absent are recorded failed
+/// at the events they were last written at. Two, past the one-behind a fresh leg may be: a
+/// copy of a leg from before this start (a disk image put back, a snapshot restored while
+/// the mirror was stopped) is then stale and rebuilt, where it used to be taken as fresh and
+/// read (`events` otherwise moves only with the legs, not with writes).
+pub(super) const ASSEMBLY_EVENTS: u64 = 2;
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -116,6 +126,7 @@ impl Persist {
         tunables_gen: u64,
     ) -> Persist {
         let regions = layout.regions as usize;
+        let assembled = dirty.is_some();
         // The real size, not whole regions: a resize treats what lies beyond it as new space.
         let bitmap = WriteIntentBitmap::new(data_blocks, layout.region_blocks, dirty, IDLE_CLEAR_MS);
         let p = Persist {
@@ -133,6 +144,7 @@ impl Persist {
             started: Instant::now(),
             tick: AtomicPtr::new(ptr::null_mut()),
             retry: AtomicPtr::new(ptr::null_mut()),
+            assembly_bump: AtomicBool::new(assembled),
             tunables_gen: AtomicU64::new(tunables_gen),
         };
         // Regions dirty on disk (at assembly) take writes without asking.

@@ -19,7 +19,7 @@ use spdk_sys as sys;
 use super::callback::{end_chain, start_chain};
 use super::error::Fail;
 use super::ffi::{errlog, guard};
-use super::metadata::{lock, Closing, MetaDone, Persist};
+use super::metadata::{lock, Closing, MetaDone, Persist, ASSEMBLY_EVENTS};
 use super::mirror::Mirror;
 use crate::superblock::{LegRole, Superblock, Tunables, TunablesRecord, SUPERBLOCK_BYTES};
 
@@ -270,6 +270,9 @@ fn start(m: &'static Mirror) {
     let sb = {
         let mut sb = p.superblock();
         reconcile(m, &mut sb);
+        if p.assembly_bump.swap(false, Ordering::AcqRel) {
+            sb.events += ASSEMBLY_EVENTS;
+        }
         sb.clone()
     };
     // Read after the writer took the waiters: a change whose caller waits is in this write.
