@@ -757,6 +757,22 @@ fn stale_leg_found_at_restart_is_recovered_from_the_bitmap() {
     assert_legs_identical(&[&files[0], &files[1]], region, "after the stale leg's recovery");
 }
 
+/// A target `name` on `mask` with a new raid1 `mir` over aio `aio0`, `aio1` on two 64 MiB
+/// files in `dir`, idle: the files, the target and the mirror.
+fn new_two_leg_mirror(env: &SpdkEnv, name: &str, mask: &str, dir: &TestDir) -> (Vec<PathBuf>, Target, Value) {
+    let files = leg_files(dir, 2, 64 * MIB);
+    let t = start_tgt(env, name, mask);
+    create_aio(&t, "aio0", &files[0], BS);
+    create_aio(&t, "aio1", &files[1], BS);
+    rpc_ok(
+        &t,
+        "bdev_mirror_create",
+        mirror_create("mir", &["aio0", "aio1"], json!({}))["params"].clone(),
+    );
+    let m = wait_idle(&t, "the new mirror to be idle");
+    (files, t, m)
+}
+
 /// Starts a target on `mask` with aio legs `aio<i>` for each `(i, file)` in `legs`, waits for
 /// mirror `mir` to be registered and idle, and shuts the target down cleanly; returns the
 /// mirror as it was.
@@ -786,16 +802,7 @@ fn legs_that_ran_apart_are_not_merged() {
     let core = lease_core();
     let mask = core.mask();
     let dir = test_dir("persist_split");
-    let files = leg_files(&dir, 2, 64 * MIB);
-    let t = start_tgt(&env, "persist_split", mask);
-    create_aio(&t, "aio0", &files[0], BS);
-    create_aio(&t, "aio1", &files[1], BS);
-    rpc_ok(
-        &t,
-        "bdev_mirror_create",
-        mirror_create("mir", &["aio0", "aio1"], json!({}))["params"].clone(),
-    );
-    let m = wait_idle(&t, "the new mirror to be idle");
+    let (files, t, m) = new_two_leg_mirror(&env, "persist_split", mask, &dir);
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
     drop(t);
     let alone0 = run_with(&env, "persist_split_a", mask, &[(0, &files[0])]);
@@ -842,16 +849,7 @@ fn a_leg_removed_over_rpc_stays_out_until_added() {
     let core = lease_core();
     let mask = core.mask();
     let dir = test_dir("persist_removed");
-    let files = leg_files(&dir, 2, 64 * MIB);
-    let t = start_tgt(&env, "persist_removed", mask);
-    create_aio(&t, "aio0", &files[0], BS);
-    create_aio(&t, "aio1", &files[1], BS);
-    rpc_ok(
-        &t,
-        "bdev_mirror_create",
-        mirror_create("mir", &["aio0", "aio1"], json!({}))["params"].clone(),
-    );
-    wait_idle(&t, "the new mirror to be idle");
+    let (files, t, _) = new_two_leg_mirror(&env, "persist_removed", mask, &dir);
     rpc_ok(&t, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "aio1"}));
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
     drop(t);
@@ -1009,16 +1007,7 @@ fn a_leg_put_back_to_an_old_image_is_rebuilt() {
     let core = lease_core();
     let mask = core.mask();
     let dir = test_dir("persist_rollback");
-    let files = leg_files(&dir, 2, 64 * MIB);
-    let t = start_tgt(&env, "persist_rollback", mask);
-    create_aio(&t, "aio0", &files[0], BS);
-    create_aio(&t, "aio1", &files[1], BS);
-    rpc_ok(
-        &t,
-        "bdev_mirror_create",
-        mirror_create("mir", &["aio0", "aio1"], json!({}))["params"].clone(),
-    );
-    wait_idle(&t, "the new mirror to be idle");
+    let (files, t, _) = new_two_leg_mirror(&env, "persist_rollback", mask, &dir);
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
     drop(t);
     let image = fs::read(&files[1]).expect("aio1's image");

@@ -628,6 +628,29 @@ fn judge_text(
         .then(|| format!("{what}: message {text:?} lacks {missing:?} or names {extra:?}"))
 }
 
+/// Each of `calls` (method, params, the field its error must start with) must be refused
+/// with EINVAL, its message naming every one of `must` and none of `must_not`, and change
+/// nothing (the fixture's mirrors and claims as they were, which covers the bdev offered).
+fn refused_naming(
+    f: &Fixture,
+    calls: &[(&str, Value, &'static [&'static str])],
+    must: &[&str],
+    must_not: &[&str],
+    problems: &mut Vec<String>,
+) {
+    for (method, params, prefixes) in calls {
+        let what = format!("{method} {params}");
+        let want = Expect {
+            code: Some(EINVAL),
+            prefixes,
+        };
+        if let Some(p) = judge_text(&what, f.t.rpc(method, params.clone()), &want, must, must_not) {
+            problems.push(p);
+        }
+        f.check_unchanged(&what, problems);
+    }
+}
+
 /// A leg that lacks an I/O type the mirror offers because all its legs take it (here unmap,
 /// which the malloc legs take and a null bdev does not) is refused by add, replace and a grow,
 /// naming the field and the type, before anything changes: the null bdev stays unclaimed and
@@ -641,7 +664,6 @@ fn judge_text(
 fn new_leg_without_an_offered_io_type_is_refused() {
     let env = require_spdk();
     let f = fixture(&env, "bad_io_types");
-    let t = &f.t;
     let mut problems = Vec::new();
     let calls: [(&str, Value, &'static [&'static str]); 3] = [
         (ADD, json!({"name": "deg", "base_bdev": "n0"}), &["base_bdev:"]),
@@ -656,21 +678,7 @@ fn new_leg_without_an_offered_io_type_is_refused() {
             &["base_bdevs:"],
         ),
     ];
-    for (method, params, prefixes) in calls {
-        let what = format!("{method} {params}");
-        let want = Expect {
-            code: Some(EINVAL),
-            prefixes,
-        };
-        let r = t.rpc(method, params);
-        if let Some(p) = judge_text(&what, r, &want, &["'n0'", "unmap"], &["flush"]) {
-            problems.push(p);
-        }
-        if is_claimed(t, "n0") {
-            problems.push(format!("{what}: n0 was left claimed"));
-        }
-        f.check_unchanged(&what, &mut problems);
-    }
+    refused_naming(&f, &calls, &["'n0'", "unmap"], &["flush"], &mut problems);
     f.finish("a new leg lacking an offered I/O type", problems);
 }
 
@@ -685,7 +693,6 @@ fn new_leg_without_an_offered_io_type_is_refused() {
 fn interleaved_metadata_legs_are_refused() {
     let env = require_spdk();
     let f = fixture(&env, "bad_interleaved_md");
-    let t = &f.t;
     let mut problems = Vec::new();
     let calls: [(&str, Value, &'static [&'static str]); 4] = [
         (CREATE, create(json!({"base_bdevs": ["im0", "im1"]})), &["base_bdevs:"]),
@@ -693,17 +700,6 @@ fn interleaved_metadata_legs_are_refused() {
         (CREATE, create(json!({"base_bdevs": ["im0", "f0"]})), &["base_bdevs:"]),
         (ADD, json!({"name": "deg", "base_bdev": "im0"}), &["base_bdev:"]),
     ];
-    for (method, params, prefixes) in calls {
-        let what = format!("{method} {params}");
-        let want = Expect {
-            code: Some(EINVAL),
-            prefixes,
-        };
-        let r = t.rpc(method, params);
-        if let Some(p) = judge_text(&what, r, &want, &["'im0'", "metadata"], &["block_size"]) {
-            problems.push(p);
-        }
-        f.check_unchanged(&what, &mut problems);
-    }
+    refused_naming(&f, &calls, &["'im0'", "metadata"], &["block_size"], &mut problems);
     f.finish("legs with interleaved metadata", problems);
 }
