@@ -161,7 +161,7 @@ impl PerChannel for IdleCheck {
         if rs.waiting_since.elapsed() >= IDLE_WAIT {
             stop_poller(rs);
             let why = if busy != 0 {
-                format!("host flushes on {busy} core(s) did not finish; try again")
+                format!("host I/O on {busy} core(s) that the quiesce lets through (flushes) did not finish; try again")
             } else {
                 "metadata I/O to the legs did not finish; try again".to_string()
             };
@@ -321,7 +321,7 @@ fn finish(r: *mut Reshape) {
     }
     if rs.holding_flushes {
         m.hold_flushes.store(false, Ordering::Release);
-        for_each_channel(m.as_io_device(), ReleaseFlushes(Pin::new(m)));
+        for_each_channel(m.as_io_device(), ReleaseFlushes { _pin: Pin::new(m) });
     }
     m.process_active.store(false, Ordering::Release);
     let result = std::mem::replace(&mut rs.result, Ok(()));
@@ -333,9 +333,11 @@ fn finish(r: *mut Reshape) {
     drop(rs);
 }
 
-/// Every core submits the flushes it held (`Mirror::hold_flushes`); the pin keeps the mirror
-/// meanwhile.
-struct ReleaseFlushes(#[allow(dead_code)] Pin);
+/// Every core submits the flushes it held (`Mirror::hold_flushes`).
+struct ReleaseFlushes {
+    /// Keeps the mirror (its io_device) until every core was visited.
+    _pin: Pin,
+}
 
 impl PerChannel for ReleaseFlushes {
     const WHAT: &'static str = "mirror flush release";
