@@ -168,8 +168,10 @@ def spdk_rpc_plugin_initialize(subparsers):
     p.set_defaults(func=bdev_mirror_add_base_bdev)
 
     p = subparsers.add_parser('bdev_mirror_remove_base_bdev',
-                              help='Remove a base bdev from the mirror bdev it belongs to (the '
-                                   'new bdev of a running replace: the replace stops)')
+                              help='Remove a base bdev from the mirror bdev it belongs to; it '
+                                   'does not rejoin by itself when found again (add it back with '
+                                   'bdev_mirror_add_base_bdev). The new bdev of a running replace: '
+                                   'the replace stops')
     p.add_argument('base_bdev', help='base bdev name')
     p.set_defaults(func=bdev_mirror_remove_base_bdev)
 
