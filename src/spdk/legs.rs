@@ -13,7 +13,7 @@ use super::child_ctx::ChildCtx;
 use super::error::Fail;
 use super::ffi::guard;
 use super::leg::Leg;
-use super::mirror::{find_leg, reaches, superblock_hidden_by, Mirror};
+use super::mirror::{find_leg, reaches, superblock_hidden_by, Mirror, ALL_LEGS_TYPES};
 use super::submit::channel_of;
 use crate::superblock::LegRole;
 
@@ -259,13 +259,6 @@ pub fn check_new_leg(m: &Mirror, name: &str, field: &str) -> Result<(), Fail> {
     }
     Ok(())
 }
-
-/// The I/O types the mirror offers only while every present leg takes them (`Mirror::offers`).
-const ALL_LEGS_TYPES: [(sys::spdk_bdev_io_type, &str); 3] = [
-    (sys::SPDK_BDEV_IO_TYPE_UNMAP, "unmap"),
-    (sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES, "write_zeroes"),
-    (sys::SPDK_BDEV_IO_TYPE_RESET, "reset"),
-];
 
 /// Why bdev `name` cannot join `m` for the I/O it would be sent: a type the mirror offers now
 /// because every present leg takes it, which this bdev does not take (its first such I/O would

@@ -204,6 +204,15 @@ pub fn reaches(base: &str, mirror: &str) -> bool {
     false
 }
 
+/// The I/O types the mirror offers only while every present leg takes them (every copy must
+/// change), with their names for errors; a new leg must take each one offered
+/// (`legs::check_new_leg`).
+pub const ALL_LEGS_TYPES: [(sys::spdk_bdev_io_type, &str); 3] = [
+    (sys::SPDK_BDEV_IO_TYPE_UNMAP, "unmap"),
+    (sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES, "write_zeroes"),
+    (sys::SPDK_BDEV_IO_TYPE_RESET, "reset"),
+];
+
 /// Why a mirror with a superblock may not sit on bdev `base`, if it may not: `base` is a
 /// mirror without one. Its legs would then hold the upper mirror's superblock at their block 0,
 /// copies of one another, and at the next start examine would find the upper mirror on them,
@@ -245,24 +254,26 @@ impl Mirror {
     /// Whether the mirror offers `io_type` now (its answer to SPDK's `io_type_supported`). A
     /// new leg must take every all-legs type offered (`legs::check_new_leg`).
     pub fn offers(&self, io_type: sys::spdk_bdev_io_type) -> bool {
-        match io_type {
-            sys::SPDK_BDEV_IO_TYPE_READ | sys::SPDK_BDEV_IO_TYPE_WRITE => true,
+        if io_type == sys::SPDK_BDEV_IO_TYPE_READ || io_type == sys::SPDK_BDEV_IO_TYPE_WRITE {
+            return true;
+        }
+        let all_legs = ALL_LEGS_TYPES.iter().any(|&(t, _)| t == io_type);
+        if !all_legs && io_type != sys::SPDK_BDEV_IO_TYPE_FLUSH {
+            return false;
+        }
+        let mut takes = self
+            .legs()
+            .iter()
+            .filter(|l| l.present())
+            // SAFETY: present legs have open bdevs.
+            .map(|l| unsafe { sys::spdk_bdev_io_type_supported(l.bdev(), io_type) });
+        if all_legs {
+            takes.all(|t| t)
+        } else {
             // A flush has work wherever a leg takes one (a leg that does not has nothing to
             // flush, as SPDK's NVMe-oF target assumes of a bdev: its children skip it). Asking
             // for all would hide a leg's volatile cache whenever one leg lacks flush.
-            sys::SPDK_BDEV_IO_TYPE_FLUSH => self
-                .legs()
-                .iter()
-                .filter(|l| l.present())
-                // SAFETY: present legs have open bdevs.
-                .any(|l| unsafe { sys::spdk_bdev_io_type_supported(l.bdev(), io_type) }),
-            sys::SPDK_BDEV_IO_TYPE_UNMAP | sys::SPDK_BDEV_IO_TYPE_WRITE_ZEROES | sys::SPDK_BDEV_IO_TYPE_RESET => self
-                .legs()
-                .iter()
-                .filter(|l| l.present())
-                // SAFETY: present legs have open bdevs.
-                .all(|l| unsafe { sys::spdk_bdev_io_type_supported(l.bdev(), io_type) }),
-            _ => false,
+            takes.any(|t| t)
         }
     }
 
