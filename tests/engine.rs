@@ -1525,7 +1525,7 @@ fn a_direct_write_keeps_its_state_with_the_caller_and_ends_its_intent_after_the_
         e.try_direct_write(1, &write(5, 2), &mut ws[1]),
         Ok(DirectWrite::InFlight)
     ));
-    // The intent first, then every copy at once; a slot id is its admission ticket.
+    // The intent first, then every copy at once; admitted by a counter, no slot taken.
     assert_eq!(log.borrow()[0], Ev::StartWrite { lba: 5 });
     assert_eq!(submits(&log), vec![(1, 0), (1, 1)]);
     assert_eq!((e.active_parents(), e.direct_writes()), (1, 1));
@@ -1573,6 +1573,40 @@ fn direct_writes_count_in_the_admission_bound() {
 }
 
 #[test]
+fn slotted_parents_leave_free_the_slots_direct_writes_may_be_handed_to() {
+    let (mut e, log) = engine(raid1(2), 8, 2);
+    let mut ws = states();
+    assert!(matches!(
+        e.try_direct_write(1, &write(0, 1), &mut ws[1]),
+        Ok(DirectWrite::InFlight)
+    ));
+    // One slot is the direct write's should it hand over: one parent more gets a slot, the
+    // next waits for admission (the bound is 2, the direct write counts).
+    e.submit(2, write(1, 1));
+    e.submit(3, write(2, 1));
+    assert_eq!((e.active_parents(), e.queued_parents(), e.direct_writes()), (2, 1, 1));
+    assert_eq!(submits(&log).len(), 4, "the third parent sent nothing");
+    // A direct write admitted with a slot left free can still hand over into it.
+    drain_w(&mut e, &mut ws, &log);
+    assert!(e.is_idle());
+    e.backend_mut().pools[1] = 0;
+    e.submit(4, write(3, 1));
+    assert_eq!((e.active_parents(), e.direct_writes()), (1, 0));
+    assert!(matches!(
+        e.try_direct_write(5, &write(4, 1), &mut ws[5]),
+        Ok(DirectWrite::Handed)
+    ));
+    assert_eq!((e.active_parents(), e.direct_writes()), (2, 0));
+    e.backend_mut().pools[1] = 8;
+    e.poll();
+    drain_w(&mut e, &mut ws, &log);
+    let mut done = completions(&log);
+    done.sort_by_key(|&(h, _)| h);
+    assert_eq!(done, (1..=5).map(|h| (h, HostStatus::Success)).collect::<Vec<_>>());
+    assert!(e.is_idle());
+}
+
+#[test]
 fn a_direct_write_waiting_for_the_bitmap_is_handed_to_its_slot_before_any_child() {
     let (mut e, log) = engine(raid1(2), 4, 4);
     let mut ws = states();
@@ -1584,7 +1618,8 @@ fn a_direct_write_waiting_for_the_bitmap_is_handed_to_its_slot_before_any_child(
     assert!(submits(&log).is_empty(), "a child before the bitmap");
     assert_eq!(e.direct_writes(), 0);
     assert_eq!(e.active_parents(), 1);
-    // The slot it reserved (the first free one) is the parent the bitmap answers.
+    // The slot kept free for it (the last free one, slot 0 here) is the parent the bitmap
+    // answers.
     e.intent_mut().pending = false;
     e.write_intent_ready(0);
     assert_eq!(submits(&log), vec![(1, 0), (1, 1)]);

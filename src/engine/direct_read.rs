@@ -76,7 +76,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     #[cold]
     fn submit_parked_on_io(&mut self, host: B::Host, req: IoRequest, leg: u32) {
         self.stats.parents_submitted += 1;
-        let Some(id) = self.free_slots.pop() else {
+        let Some(id) = self.take_slot() else {
             return self.submit_general(host, req, 0);
         };
         self.fill_slot(id, host, req, 1, 1, None);

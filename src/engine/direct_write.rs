@@ -3,16 +3,16 @@
 //!
 //! SPDK's own RAID modules keep a parent's state in the `spdk_bdev_io`'s driver context; a
 //! direct write does the same (`WriteState`, which the SPDK glue keeps there and the simulator
-//! beside each host I/O). It reserves a slot id as its admission ticket (admission stays a
-//! bound: direct writes count in `max_parents`), passes the write-intent bitmap, and then, in
-//! one loop, takes each copy's context and submits it at once with `remaining` biased by one,
-//! dropping the bias after the loop: md's fix, with no slot filled and no run of the state
-//! machine. Its children's completions count down the caller's state; the last ends the
-//! intent and hands the host back with its status.
+//! beside each host I/O). It is admitted by a counter (admission stays a bound: direct writes
+//! count in `max_parents`, and each keeps one free slot free for its hand-over), passes the
+//! write-intent bitmap, and then, in one loop, takes each copy's context and submits it at
+//! once with `remaining` biased by one, dropping the bias after the loop: md's fix, with no
+//! slot touched and no run of the state machine. Its children's completions count down the
+//! caller's state; the last ends the intent and hands the host back with its status.
 //!
 //! Anything that intervenes while it issues (the bitmap must be written first, a leg's pool is
-//! empty or has waiters, the bdev layer has no `spdk_bdev_io`) hands the write over to its
-//! reserved slot exactly where it stopped (`hand_over`): the slot gets the same state the
+//! empty or has waiters, the bdev layer has no `spdk_bdev_io`) hands the write over to the
+//! slot kept free for it exactly where it stopped (`hand_over`): the slot gets the same state the
 //! straight path would have left (`next`, the parked child, the references held, what was
 //! written and missed) and the general machine resumes it. Its children already in flight
 //! still come back here, marked `DIRECT_WRITE`, and are passed on to the slot. It goes direct
@@ -33,7 +33,7 @@ pub struct WriteState {
     /// References on the parent: the bias while its children are issued, one per child out.
     /// 0 until the write has started (so a panic before that leaves nothing to undo).
     remaining: u32,
-    /// The slot reserved for it (its admission ticket, and where it is handed over to).
+    /// The slot it was handed over to (set by `hand_over`).
     id: ParentId,
     /// The bias is held: the children are being issued.
     issuing: bool,
@@ -79,19 +79,20 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         if req.op != IoOp::Write || !self.straight(req) || !self.io_waiters.is_empty() {
             return Err(host);
         }
-        let Some(id) = self.free_slots.pop() else {
+        // The slot a hand-over would take (the last free one: nothing pops one meanwhile).
+        let Some(&ticket) = self.free_slots.last() else {
             return Err(host);
         };
         // (SPDK's bdev layer took the parent's own I/O before the module saw it: a no-op there.)
-        if !self.backend.admit_parent(&host) {
-            self.free_slots.push(id);
+        if !self.slot_free() || !self.backend.admit_parent(&host) {
             return Err(host);
         }
+        self.direct_writes += 1;
         *st = WriteState {
             lba: req.lba,
             blocks: req.blocks,
             remaining: 1,
-            id,
+            id: 0,
             issuing: true,
             intent: false,
             written: false,
@@ -99,11 +100,11 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             handed: false,
             finished: false,
         };
-        self.slots[id as usize].phase = Phase::Direct;
         self.stats.parents_submitted += 1;
         self.stats.direct_writes += 1;
         self.stats.intent_starts += 1;
-        if self.intent.start_write(id, req.lba, req.blocks) == Gate::Pending {
+        // Pending: the bitmap answers `ticket`, the slot the hand-over below takes at once.
+        if self.intent.start_write(ticket, req.lba, req.blocks) == Gate::Pending {
             return Ok(self.hand_over(host, st, 0, Wait::Intent, None));
         }
         st.intent = true;
@@ -218,7 +219,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     /// The write's last reference is gone: its intent ends (the region clean again only if
-    /// every copy was written), its slot goes back, and its status is what a slot's would be.
+    /// every copy was written), its admission ends, and its status is what a slot's would be.
     /// `ok`: some copy was written (false for a write given up after a panic, whose region
     /// then stays dirty: its copies may differ).
     #[inline(always)]
@@ -229,8 +230,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             self.stats.intent_ends += 1;
             self.intent.end_write(st.lba, st.blocks, ok && !st.missed);
         }
-        self.slots[st.id as usize].phase = Phase::Free;
-        self.free_slots.push(st.id);
+        self.direct_writes -= 1;
         self.stats.parents_completed += 1;
         self.backend.release_parent();
         if ok {
@@ -244,8 +244,9 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     // ----- where a direct write hands over, and after a panic -----
 
     /// Something intervened at copy `next` (what the write waits for: `wait`; the child the
-    /// bdev layer refused: `parked`): the write moves into its reserved slot as the straight
-    /// path would have left it there, and parks. Its children out hold their references on the
+    /// bdev layer refused: `parked`): the write moves into the slot kept free for it (the last
+    /// free one, the one its intent named) as the straight path would have left it there, and
+    /// parks. Its children out hold their references on the
     /// slot's parent from now on (`direct_write_back` passes them on).
     #[cold]
     #[inline(never)]
@@ -257,13 +258,14 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         wait: Wait,
         parked: Option<(B::Child, ChildInfo)>,
     ) -> DirectWrite<B::Host> {
-        let id = st.id;
+        let id = self.free_slots.pop().expect("a direct write keeps a slot free");
+        self.direct_writes -= 1;
+        st.id = id;
         let req = IoRequest {
             op: IoOp::Write,
             lba: st.lba,
             blocks: st.blocks,
         };
-        self.slots[id as usize].phase = Phase::Free;
         self.fill_slot(id, host, req, self.geo.copies(), 1, None);
         let slot = &mut self.slots[id as usize];
         slot.remaining = st.remaining;

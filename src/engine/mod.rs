@@ -107,9 +107,6 @@ enum Phase {
     /// Abandoned (`Engine::abandon`) while its write intent was pending: the slot is reused only
     /// once that answer is in, so the answer cannot release another parent early.
     Abandoned,
-    /// Reserved by a direct write (`direct_write.rs`), whose state its caller keeps: nothing else
-    /// in the slot is valid until the write hands itself over to it.
-    Direct,
 }
 
 /// Which queue a parked child belongs to.
@@ -203,6 +200,10 @@ pub struct Engine<B: Backend, W: WriteIntent = NoBitmap> {
     admit_queue: VecDeque<(B::Host, IoRequest, u32)>,
     /// Direct reads in flight (`direct_read.rs`): parents with no slot.
     direct: u32,
+    /// Direct writes in flight (`direct_write.rs`): admitted parents with no slot. Each keeps
+    /// one of `free_slots` free for its hand-over (`slot_free`), so admission stays a bound:
+    /// parents in slots plus direct writes never exceed `max_parents`.
+    direct_writes: u32,
     pool_waiters: Vec<VecDeque<ParentId>>,
     /// Bit `leg`: `pool_waiters[leg]` may be non-empty. Set with every push, cleared only when
     /// the queue is seen empty, so it may say "waiting" for an empty queue but never the
@@ -237,6 +238,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             free_slots: (0..max_parents).rev().collect(),
             admit_queue: VecDeque::with_capacity(1024),
             direct: 0,
+            direct_writes: 0,
             pool_waiters: (0..=geo.legs())
                 .map(|_| VecDeque::with_capacity(max_parents as usize))
                 .collect(),
@@ -295,7 +297,24 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
 
     /// Parents admitted and not yet completed.
     pub fn active_parents(&self) -> usize {
-        self.slots.len() - self.free_slots.len()
+        self.slots.len() - self.free_slots.len() + self.direct_writes as usize
+    }
+
+    /// Whether a parent may be admitted into a slot: one is free beyond those the direct
+    /// writes in flight keep for their hand-overs.
+    #[inline(always)]
+    pub(super) fn slot_free(&self) -> bool {
+        self.free_slots.len() > self.direct_writes as usize
+    }
+
+    /// A free slot for a parent to be admitted into (see `slot_free`).
+    #[inline(always)]
+    pub(super) fn take_slot(&mut self) -> Option<ParentId> {
+        if self.slot_free() {
+            self.free_slots.pop()
+        } else {
+            None
+        }
     }
 
     /// Parents waiting for admission.
@@ -308,9 +327,9 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         self.direct
     }
 
-    /// Direct writes in flight (each holds a slot id, but none of its state is in the slot).
+    /// Direct writes in flight (each counts against `max_parents`; none holds a slot).
     pub fn direct_writes(&self) -> usize {
-        self.slots.iter().filter(|s| s.phase == Phase::Direct).count()
+        self.direct_writes as usize
     }
 
     /// Whether wake-ups are queued (for a caller that ran a direct step: `run_wakeups`).
@@ -368,7 +387,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     pub fn replacement_parents(&self) -> usize {
         self.slots
             .iter()
-            .filter(|s| s.rep.is_some() && !matches!(s.phase, Phase::Free | Phase::Abandoned | Phase::Direct))
+            .filter(|s| s.rep.is_some() && !matches!(s.phase, Phase::Free | Phase::Abandoned))
             .count()
     }
 
@@ -376,12 +395,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     pub fn describe_parked(&self) -> String {
         let mut out = Vec::new();
         let direct_writes = self.direct_writes();
-        for (i, s) in self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !matches!(s.phase, Phase::Free | Phase::Direct))
-        {
+        for (i, s) in self.slots.iter().enumerate().filter(|(_, s)| s.phase != Phase::Free) {
             out.push(format!(
                 "slot {i}: {:?} {:?} rep {:?} phase {:?} wait {:?} remaining {} next {}/{} retry {:#x} repair {:#x} parked {}",
                 s.req.op,
@@ -412,15 +426,15 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// caller must no longer deliver those to the engine). Parked children's contexts go back
     /// to their pools. Admitted writes end their intent as not written to every copy, so their
     /// regions stay dirty (copies may differ there). Counters are kept; the engine is otherwise
-    /// as new and takes I/O again. Direct reads hold no slot and are not among the hosts: each
-    /// is still the caller's when its child comes back (`direct_read_dropped` counts it off).
+    /// as new and takes I/O again. Direct reads and writes hold no slot and are not among the
+    /// hosts: each is still its caller's when its children come back (`direct_read_dropped`,
+    /// `direct_write_dropped` count them off).
     pub fn abandon(&mut self) -> Vec<B::Host> {
         let mut hosts = Vec::new();
         for id in 0..self.slots.len() {
             let slot = &mut self.slots[id];
             let (phase, req, wait) = (slot.phase, slot.req, slot.wait);
-            // A direct write's host is its caller's, as a direct read's (`direct_write_dropped`).
-            if matches!(phase, Phase::Free | Phase::Abandoned | Phase::Direct) {
+            if matches!(phase, Phase::Free | Phase::Abandoned) {
                 continue;
             }
             let parked = slot.parked.take();

@@ -40,7 +40,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     pub fn submit_undrained(&mut self, host: B::Host, req: IoRequest) -> bool {
         self.stats.parents_submitted += 1;
         if self.straight(&req) {
-            if let Some(id) = self.free_slots.pop() {
+            if let Some(id) = self.take_slot() {
                 self.submit_straight(id, host, req);
                 return self.pending();
             }
@@ -427,7 +427,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         }
         if !self.draining && self.admit_queue.is_empty() {
             // A slot is free and nobody is ahead in line.
-            if let Some(id) = self.free_slots.pop() {
+            if let Some(id) = self.take_slot() {
                 self.start(id, host, req, tried);
                 let step = self.run(id);
                 self.park_after(id, step, false);

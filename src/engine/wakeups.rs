@@ -16,7 +16,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         !self.ready.is_empty()
             || self.pool_freed != 0
             || self.io_signal
-            || (!self.admit_queue.is_empty() && !self.free_slots.is_empty())
+            || (!self.admit_queue.is_empty() && self.slot_free())
     }
 
     /// Whether no parent waits for shared I/O (an `spdk_bdev_io` in SPDK). Only then may a
@@ -135,9 +135,9 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                     self.park_after(id, step, false);
                 }
             }
-            while !self.admit_queue.is_empty() && !self.free_slots.is_empty() {
+            while !self.admit_queue.is_empty() && self.slot_free() {
                 let (host, req, tried) = self.admit_queue.pop_front().expect("checked non-empty");
-                let id = self.free_slots.pop().expect("checked non-empty");
+                let id = self.take_slot().expect("checked free");
                 self.start(id, host, req, tried);
                 let step = self.run(id);
                 self.park_after(id, step, false);
