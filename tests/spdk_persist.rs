@@ -877,6 +877,73 @@ fn a_leg_removed_over_rpc_stays_out_until_added() {
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
 }
 
+/// A leg removed over RPC and replaced, its replacement still rebuilding at the stop: at the
+/// next start the slot is the replacement's whichever bdev shows up first. The removed leg,
+/// found first, is not taken back (nor rebuilt over: an operator may keep it as a copy); its
+/// replacement resumes its rebuild.
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn a_replaced_leg_found_first_does_not_take_its_slot_back() {
+    let _turn = serial();
+    let env = require_spdk();
+    let core = lease_core();
+    let mask = core.mask();
+    let dir = test_dir("persist_replaced");
+    let (mut files, t, _) = new_two_leg_mirror(&env, "persist_replaced", mask, &dir);
+    files.push(dir.join("leg2.img"));
+    support::create_sparse_file(&files[2], 64 * MIB).expect("a third leg file");
+    create_aio(&t, "aio2", &files[2], BS);
+    // A slow rebuild, so that the stop finds it running.
+    rpc_ok(
+        &t,
+        "bdev_mirror_set_options",
+        json!({"name": "mir", "rebuild_max_mb_per_s": 1}),
+    );
+    rpc_ok(&t, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "aio0"}));
+    rpc_ok(
+        &t,
+        "bdev_mirror_add_base_bdev",
+        json!({"name": "mir", "base_bdev": "aio2"}),
+    );
+    let m = wait_mirror(&t, 10, "aio2 to be rebuilding", |m| !idle(m));
+    assert_eq!(m["process"]["type"], json!("rebuild"), "{m}");
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(t);
+    let removed = fs::read(&files[0]).expect("read the removed leg");
+
+    let t = start_tgt(&env, "persist_replaced_restart", mask);
+    // The removed leg first: the mirror assembles from aio1 alone before aio2 is there.
+    create_aio(&t, "aio0", &files[0], BS);
+    create_aio(&t, "aio1", &files[1], BS);
+    wait_mirror(&t, 30, "the mirror to assemble", |_| true);
+    create_aio(&t, "aio2", &files[2], BS);
+    rpc_ok(
+        &t,
+        "bdev_mirror_set_options",
+        json!({"name": "mir", "rebuild_max_mb_per_s": 0}),
+    );
+    let m = wait_mirror(&t, 30, "aio2's rebuild to end", |m| {
+        idle(m) && m["state"] == json!("online")
+    });
+    let log = t.log();
+    assert!(
+        log.contains("bdev aio0 carries slot 0, which the mirror now records for another leg"),
+        "the removed leg judged: {}",
+        tail_lines(&log, 30)
+    );
+    assert!(!support::is_claimed(&t, "aio0"), "left alone: {m}");
+    assert!(support::is_claimed(&t, "aio2"), "the replacement back: {m}");
+    assert_eq!(m["last_process"]["type"], json!("rebuild"), "{m}");
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    assert!(
+        fs::read(&files[0]).expect("read the removed leg") == removed,
+        "the removed leg was written"
+    );
+}
+
 /// A mirror with a superblock over two mirrors with superblocks comes back after a restart:
 /// the inner ones assemble from their legs, then the outer one from them (a mirror's own bdev
 /// is examined like any other). A superblock mirror over a mirror without one is refused, at

@@ -613,6 +613,17 @@ fn removed_on_request(m: &Mirror, f: &Found, slot: u32) -> bool {
         .is_some_and(|e| e.role == LegRole::Removed && Some(e.uuid) == own)
 }
 
+/// Whether the running mirror records this copy's leg (its identity, the uuid its own
+/// superblock gives its slot) in `slot`: only such a leg comes back by itself.
+fn member_of_slot(m: &Mirror, f: &Found, slot: u32) -> bool {
+    let Some(p) = &m.persist else { return true };
+    let own = f.sb.legs.get(f.sb.this_slot as usize).map(|l| l.uuid);
+    p.superblock()
+        .legs
+        .get(slot as usize)
+        .is_some_and(|e| Some(e.uuid) == own)
+}
+
 fn rejoin_of(m: &Mirror, f: &Found) -> Rejoin {
     match &m.persist {
         Some(p) => rejoin(&p.superblock(), &f.sb),
@@ -677,6 +688,16 @@ fn returning(m: &'static Mirror, f: Found) {
             f.bdev,
             f.sb.events,
             events
+        );
+    }
+    if !member_of_slot(m, &f, slot) {
+        // Replaced while it was away (its slot now holds another leg's identity, perhaps one
+        // still rebuilding, present or not): it is no member, and rebuilding over it would
+        // destroy what an operator took out, whichever bdev showed up first.
+        return warnlog!(
+            "mirror {}: bdev {} carries slot {slot}, which the mirror now records for another leg (replaced while it was away); not used (bdev_mirror_add_base_bdev takes it in, rebuilt in full)",
+            m.name(),
+            f.bdev
         );
     }
     if removed_on_request(m, &f, slot) {
