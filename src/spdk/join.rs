@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use spdk_sys as sys;
 
 use super::error::Fail;
+use super::ffi::errlog;
 use super::leg::Leg;
 use super::leg_events::open_leg;
 use super::legs::{attach_leg, unfit_leg};
@@ -29,7 +30,20 @@ pub fn process_finished(m: &'static Mirror) {
     }
     let next = m.queued.lock().ok().and_then(|mut q| q.pop_front());
     if let Some(q) = next {
-        join_leg(m, q.slot, &q.bdev, q.kind, true, Box::new(|_| {}));
+        let bdev = q.bdev.clone();
+        join_leg(
+            m,
+            q.slot,
+            &q.bdev,
+            q.kind,
+            true,
+            Box::new(move |r| {
+                // Its examine-time caller is long gone: the log is where it is told.
+                if let Err(e) = r {
+                    errlog!("mirror {}: leg {bdev} cannot rejoin: {e}", m.name());
+                }
+            }),
+        );
     }
     if !m.process_active.load(Ordering::Acquire) && m.resize_pending.swap(false, Ordering::AcqRel) {
         super::resize::leg_resized(m);
