@@ -79,12 +79,14 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
         if req.op != IoOp::Write || !self.straight(req) || !self.io_waiters.is_empty() {
             return Err(host);
         }
-        // The slot a hand-over would take (the last free one: nothing pops one meanwhile).
-        let Some(&ticket) = self.free_slots.last() else {
-            return Err(host);
+        // Admitted only with a slot free for its hand-over: the last free one, which nothing
+        // takes before the hand-over could (`ticket`, for the bitmap to answer).
+        let ticket = match self.free_slots.last() {
+            Some(&id) if self.slot_free() => id,
+            _ => return Err(host),
         };
         // (SPDK's bdev layer took the parent's own I/O before the module saw it: a no-op there.)
-        if !self.slot_free() || !self.backend.admit_parent(&host) {
+        if !self.backend.admit_parent(&host) {
             return Err(host);
         }
         self.direct_writes += 1;
@@ -246,8 +248,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// Something intervened at copy `next` (what the write waits for: `wait`; the child the
     /// bdev layer refused: `parked`): the write moves into the slot kept free for it (the last
     /// free one, the one its intent named) as the straight path would have left it there, and
-    /// parks. Its children out hold their references on the
-    /// slot's parent from now on (`direct_write_back` passes them on).
+    /// parks. Its children out hold their references on the slot's parent from now on
+    /// (`direct_write_back` passes them on).
     #[cold]
     #[inline(never)]
     fn hand_over(
