@@ -1485,7 +1485,12 @@ fn complete_w(e: &mut Engine<Script, Intent>, ws: &mut [WriteState], log: &Log) 
     let (child, info) = e.backend_mut().in_flight.pop_front().expect("a child in flight");
     let status = scripted_status(e, &info);
     if info.parent != DIRECT_WRITE {
-        e.child_done(child, info, status);
+        // The glue's quick way when the engine allows it, else the general one.
+        if !e.child_quick(&info, status) {
+            e.child_done(child, info, status);
+        } else if let Some((host, status)) = e.child_ok(child, info) {
+            log.borrow_mut().push(Ev::Complete { host, status });
+        }
         return info;
     }
     let host = e.backend_mut().direct_hosts.pop_front().expect("its host");
@@ -1570,6 +1575,33 @@ fn direct_writes_count_in_the_admission_bound() {
     );
     assert!(e.is_idle());
     assert_eq!(e.backend().pools, vec![8, 8, 8]);
+}
+
+#[test]
+fn a_parent_ending_on_the_quick_path_admits_the_one_waiting_for_admission() {
+    // One parent at a time: the second write waits for admission until the first ends, on
+    // the quick path (a direct write's, then a slotted one's), which must let it in.
+    for direct in [true, false] {
+        let (mut e, log) = engine(raid1(2), 8, 1);
+        let mut ws = states();
+        if direct {
+            assert!(matches!(
+                e.try_direct_write(1, &write(0, 1), &mut ws[1]),
+                Ok(DirectWrite::InFlight)
+            ));
+        } else {
+            e.submit(1, write(0, 1));
+        }
+        e.submit(2, write(1, 1));
+        assert_eq!(e.queued_parents(), 1, "direct {direct}");
+        drain_w(&mut e, &mut ws, &log);
+        assert_eq!(
+            completions(&log),
+            vec![(1, HostStatus::Success), (2, HostStatus::Success)],
+            "direct {direct}"
+        );
+        assert!(e.is_idle(), "direct {direct}");
+    }
 }
 
 #[test]

@@ -224,11 +224,11 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     /// Whether a child's completion may be taken by `child_ok`: the common case (see
-    /// `plain`), with nothing to wake afterwards (nobody waits for its leg's pool, no wake-up
-    /// is queued), so no run of the general machine follows it.
+    /// `plain`), with nothing to wake afterwards (nobody waits for its leg's pool or for
+    /// admission, no wake-up is queued), so no run of the general machine follows it.
     #[inline(always)]
     pub fn child_quick(&self, info: &ChildInfo, status: ChildStatus) -> bool {
-        self.plain(info, status) && !self.pool_waited(info.leg) && !self.pending()
+        self.plain(info, status) && !self.pool_waited(info.leg) && self.quiet()
     }
 
     /// A child `child_quick` said yes to: accounted, and when it was its parent's last

@@ -19,6 +19,15 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             || (!self.admit_queue.is_empty() && self.slot_free())
     }
 
+    /// Whether a parent may end on a quick path (outside the general machine, with no run of
+    /// the wake-ups after it): no wake-up is queued, and no parent waits for admission, which
+    /// the end of a parent frees and only `drain` hands on (`pending` counts those waiters
+    /// only while a slot is free: with every slot taken, the one ending would strand them).
+    #[inline(always)]
+    pub(super) fn quiet(&self) -> bool {
+        self.ready.is_empty() && self.pool_freed == 0 && !self.io_signal && self.admit_queue.is_empty()
+    }
+
     /// Whether no parent waits for shared I/O (an `spdk_bdev_io` in SPDK). Only then may a
     /// completing child's shared I/O be given back before its host completes (the SPDK glue's
     /// `child_done`): with a parent waiting, it must go to that parent first.
