@@ -703,3 +703,50 @@ fn interleaved_metadata_legs_are_refused() {
     refused_naming(&f, &calls, &["'im0'", "metadata"], &["block_size"], &mut problems);
     f.finish("legs with interleaved metadata", problems);
 }
+
+/// A bdev stacked on a mirror through other modules (a passthru on it, an error bdev on that)
+/// is refused as that mirror's new leg by add, replace and a grow, naming the field: the
+/// mirror would write into itself (a rebuild that never moves, a target that cannot stop).
+/// Nothing changes.
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn a_bdev_built_on_the_mirror_is_refused_as_its_leg() {
+    let env = require_spdk();
+    let mut f = fixture(&env, "bad_built_on");
+    rpc_ok(
+        &f.t,
+        "bdev_passthru_create",
+        json!({"base_bdev_name": "deg", "name": "pd"}),
+    );
+    rpc_ok(&f.t, "bdev_error_create", json!({"base_name": "pd"}));
+    rpc_ok(
+        &f.t,
+        "bdev_passthru_create",
+        json!({"base_bdev_name": "good", "name": "pg"}),
+    );
+    f.before = snapshot(&f.t);
+    let mut problems = Vec::new();
+    let calls: [(&str, Value, &'static [&'static str]); 4] = [
+        (ADD, json!({"name": "deg", "base_bdev": "EE_pd"}), &["base_bdev:"]),
+        (
+            REPLACE,
+            json!({"name": "deg", "base_bdev": "d0", "new_base_bdev": "EE_pd"}),
+            &["new_base_bdev:"],
+        ),
+        (
+            NUM_LEGS,
+            json!({"name": "deg", "num_legs": 4, "base_bdevs": ["EE_pd"]}),
+            &["base_bdevs:"],
+        ),
+        (
+            REPLACE,
+            json!({"name": "good", "base_bdev": "g0", "new_base_bdev": "pg"}),
+            &["new_base_bdev:"],
+        ),
+    ];
+    refused_naming(&f, &calls, &["built on it"], &[], &mut problems);
+    f.finish("a bdev built on the mirror as its leg", problems);
+}

@@ -1,9 +1,12 @@
 //! JSON between SPDK and serde: RPC params in, results and config out.
 
+use std::os::raw::{c_int, c_void};
+
 use serde_json::{Map, Number, Value};
 use spdk_sys as sys;
 
 use super::error::Fail;
+use super::ffi::guard;
 
 /// Converts SPDK's parsed JSON (a flat array of values) into a `serde_json::Value`.
 ///
@@ -101,4 +104,35 @@ pub unsafe fn write_named(w: *mut sys::spdk_json_write_ctx, name: &str, value: &
         sys::spdk_json_write_name(w, name.as_ptr());
         write_value(w, value);
     }
+}
+
+/// What bdev `bdev`'s module says of it (`spdk_bdev_dump_info_json`: `bdev_get_bdevs`'s
+/// `driver_specific`), as one JSON object; `None` if that is not valid JSON.
+///
+/// # Safety
+/// `bdev` must be a live bdev, and this runs on the app thread (as `bdev_get_bdevs` does).
+pub unsafe fn bdev_info(bdev: *mut sys::spdk_bdev) -> Option<Value> {
+    unsafe extern "C" fn collect(ctx: *mut c_void, data: *const c_void, size: usize) -> c_int {
+        guard("mirror bdev info", -1, || {
+            // SAFETY: `ctx` is the buffer below, alive while the writer is; `data` holds `size`
+            // bytes for the length of this call.
+            unsafe { (*(ctx as *mut Vec<u8>)).extend_from_slice(std::slice::from_raw_parts(data as *const u8, size)) };
+            0
+        })
+    }
+    let mut out: Vec<u8> = Vec::new();
+    // SAFETY: the callback and its buffer outlive the writer, which ends below.
+    let w = unsafe { sys::spdk_json_write_begin(Some(collect), &mut out as *mut Vec<u8> as *mut c_void, 0) };
+    if w.is_null() {
+        return None;
+    }
+    // SAFETY: `w` is live until `spdk_json_write_end`; the module writes named members, so
+    // they go inside an object of ours.
+    unsafe {
+        sys::spdk_json_write_object_begin(w);
+        sys::spdk_bdev_dump_info_json(bdev, w);
+        sys::spdk_json_write_object_end(w);
+        sys::spdk_json_write_end(w);
+    }
+    serde_json::from_slice(&out).ok()
 }

@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 use spdk_sys as sys;
 
 use super::error::Fail;
-use super::ffi::errlog;
+use super::ffi::{bdev_name, errlog};
+use super::json;
 pub use super::leg::Leg;
 use super::metadata::Persist;
 use super::process_status::{Kind, ProcessStatus};
@@ -183,9 +184,9 @@ pub fn find_replacement(name: &str) -> Option<&'static Mirror> {
     })
 }
 
-/// Whether bdev `base` is the mirror called `mirror`, or a mirror whose legs, followed down
-/// through mirrors, reach it: such a leg would make the mirror write into itself (a rebuild
-/// copying itself forever, every write recursing).
+/// Whether bdev `base` is the mirror called `mirror`, or is built on it through any stack of
+/// bdevs (mirrors, passthru, delay, error, an lvol store, ...): such a leg would make the
+/// mirror write into itself (a rebuild copying itself forever, every write recursing).
 pub fn reaches(base: &str, mirror: &str) -> bool {
     let mut todo = vec![base.to_string()];
     let mut seen = Vec::new();
@@ -196,12 +197,54 @@ pub fn reaches(base: &str, mirror: &str) -> bool {
         if seen.contains(&b) {
             continue;
         }
-        if let Some(m) = find(&b) {
-            todo.extend(m.legs().iter().filter(|l| l.present()).map(|l| l.name()));
-        }
+        todo.extend(bases_of(&b));
         seen.push(b);
     }
     false
+}
+
+/// The bdevs bdev `name` is built on, as far as SPDK lets one see: a mirror's legs; for any
+/// other bdev, every bdev its module's info names (passthru and delay give `base_bdev_name`,
+/// error and lvol `base_bdev`, raid its `base_bdevs_list`, ...: any string naming a bdev
+/// counts, by its canonical name). Reading too much in only refuses a leg, with a message.
+fn bases_of(name: &str) -> Vec<String> {
+    if let Some(m) = find(name) {
+        return m.legs().iter().filter(|l| l.present()).map(|l| l.name()).collect();
+    }
+    let Some(bdev) = bdev_by_name(name) else {
+        return Vec::new();
+    };
+    // SAFETY: a registered bdev, looked up on the app thread, where the RPCs that ask run.
+    let Some(info) = (unsafe { json::bdev_info(bdev) }) else {
+        return Vec::new();
+    };
+    let mut strings = Vec::new();
+    collect_strings(&info, &mut strings);
+    let mut out: Vec<String> = strings
+        .into_iter()
+        .filter_map(bdev_by_name)
+        .filter(|&b| b != bdev)
+        .map(bdev_name)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn bdev_by_name(name: &str) -> Option<*mut sys::spdk_bdev> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: a NUL-terminated name; the lookup only reads the bdev list.
+    let b = unsafe { sys::spdk_bdev_get_by_name(c.as_ptr()) };
+    (!b.is_null()).then_some(b)
+}
+
+fn collect_strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::String(s) => out.push(s),
+        Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        Value::Object(o) => o.values().for_each(|x| collect_strings(x, out)),
+        _ => {}
+    }
 }
 
 /// The I/O types the mirror offers only while every present leg takes them (every copy must
