@@ -191,8 +191,9 @@ def spdk_rpc_plugin_initialize(subparsers):
     p.set_defaults(func=bdev_mirror_set_options)
 
     p = subparsers.add_parser('bdev_mirror_check',
-                              help='Compare every copy of every block (md check); --repair rewrites '
-                                   'mismatches from the first in-sync copy')
+                              help='Compare every copy of every block (md check); copies that '
+                                   'cannot be read are counted (unreadable_blocks) and rewritten; '
+                                   '--repair also rewrites mismatches from the first in-sync copy')
     p.add_argument('name', help='mirror bdev name')
     p.add_argument('--repair', action='store_true', default=None, help='rewrite mismatched copies')
     p.set_defaults(func=bdev_mirror_check)

@@ -165,3 +165,54 @@ fn raid10_with_both_copies_failing_reports_errors_never_silently() {
     );
     assert!(!log.contains("BUG"), "{log}");
 }
+
+/// A check that cannot read a copy does not call it clean: the blocks are counted
+/// unreadable and rewritten from the good copy (md's check rewrites read errors too), so the
+/// leg stays in the mirror; a copy that cannot be rewritten either fails its leg.
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn a_check_counts_and_rewrites_copies_it_cannot_read() {
+    let t = server(
+        "fault_check",
+        2,
+        json!({"name": "mir", "level": "raid1", "base_bdevs": ["EE_m0", "EE_m1"]}),
+    );
+    let check = |t: &Target| {
+        t.rpc("bdev_mirror_check", json!({"name": "mir"}))
+            .expect("check answers")
+    };
+    inject(&t, 1, "read");
+    let r = check(&t);
+    let all = r["blocks_checked"].as_u64().expect("blocks_checked");
+    assert!(all > 0, "{r}");
+    assert_eq!(
+        r["unreadable_blocks"],
+        json!(all),
+        "every copy on leg 1 failed to read: {r}"
+    );
+    assert_eq!(r["repaired_blocks"], json!(all), "and was rewritten: {r}");
+    assert_eq!(r["mismatch_blocks"], json!(0), "{r}");
+    let m = t.mirror_info("mir");
+    assert_eq!(m["legs"][1]["state"], "online", "rewritten, not failed: {m}");
+    t.rpc(
+        "bdev_error_inject_error",
+        json!({"name": "EE_m1", "io_type": "clear", "error_type": "failure"}),
+    )
+    .expect("injection cleared");
+    let r = check(&t);
+    assert_eq!(
+        (&r["unreadable_blocks"], &r["mismatch_blocks"], &r["repaired_blocks"]),
+        (&json!(0), &json!(0), &json!(0)),
+        "{r}"
+    );
+    // Neither read nor rewrite: the leg fails.
+    inject(&t, 1, "all");
+    let r = check(&t);
+    assert!(r["unreadable_blocks"].as_u64().unwrap() > 0, "{r}");
+    let m = t.mirror_info("mir");
+    assert_eq!(m["legs"][1]["state"], "failed", "{m}");
+    assert_eq!(m["state"], "degraded", "{m}");
+}

@@ -57,6 +57,8 @@ struct Job {
     dsts: Vec<Copy>,
     /// Check: how many blocks of each copy in `dsts` differ from the source in this window.
     differ: Vec<u64>,
+    /// Check: which copies in `dsts` could not be read in this window (rewritten whole).
+    unread: Vec<bool>,
     tried: u32,
     stage: Stage,
     /// `copies` windows: the source's data first, then each copy read by a check.
@@ -182,6 +184,7 @@ impl Reserved {
             src: Copy { leg: 0, lba: 0 },
             dsts: Vec::with_capacity(MAX_LEGS),
             differ: Vec::with_capacity(MAX_LEGS),
+            unread: Vec::with_capacity(MAX_LEGS),
             tried: 0,
             stage: Stage::ReadSource,
             buf,
@@ -461,6 +464,8 @@ fn read_source(j: *mut Job) {
     }
     jb.differ.clear();
     jb.differ.resize(jb.dsts.len(), 0);
+    jb.unread.clear();
+    jb.unread.resize(jb.dsts.len(), false);
     jb.stage = Stage::ReadSource;
     submit(j);
 }
@@ -559,12 +564,24 @@ extern "C" fn io_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_voi
     })
 }
 
-/// Check: compares copy `i` with the source, block by block.
+/// Check: compares copy `i` with the source, block by block. A copy that could not be read
+/// is counted unreadable, and its window is rewritten from the source (a failing rewrite fails
+/// the leg, as any write error does).
 fn compare(jb: &mut Job, i: usize, read_ok: bool) {
     let m = jb.mirror;
     let bs = m.geo().block_size() as usize;
     if !read_ok {
-        errlog!("mirror {}: check could not read leg {}", m.name(), jb.dsts[i].leg);
+        errlog!(
+            "mirror {}: check could not read leg {} (blocks {}..{} of the mirror); rewriting them from leg {}",
+            m.name(),
+            jb.dsts[i].leg,
+            jb.pos,
+            jb.pos + jb.len,
+            jb.src.leg
+        );
+        jb.outcome.unreadable_blocks += jb.len;
+        jb.unread[i] = true;
+        jb.differ[i] = jb.len;
         return;
     }
     // SAFETY: both windows hold `len` blocks just read.
@@ -591,7 +608,8 @@ fn next_io(j: *mut Job) {
             }
             Stage::Write(i) if i < jb.dsts.len() => {
                 let skip = match jb.kind {
-                    Kind::Check { repair } => !repair || jb.differ[i] == 0,
+                    // An unreadable copy is rewritten even by a plain check, as md's is.
+                    Kind::Check { repair } => !(jb.unread[i] || (repair && jb.differ[i] != 0)),
                     _ => !jb.mirror.slot(jb.dsts[i].leg).present(),
                 };
                 if !skip {
@@ -701,10 +719,11 @@ fn finish(j: *mut Job, result: Result<(), Fail>) {
         }
         (Ok(o), None) => match jb.kind {
             Kind::Check { .. } => noticelog!(
-                "mirror {}: check complete: {} of {} blocks mismatched, {} repaired",
+                "mirror {}: check complete: {} of {} blocks mismatched, {} unreadable, {} repaired",
                 m.name(),
                 o.mismatch_blocks,
                 o.blocks_checked,
+                o.unreadable_blocks,
                 o.repaired_blocks
             ),
             kind => noticelog!("mirror {}: {} complete", m.name(), kind.name()),

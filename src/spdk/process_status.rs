@@ -33,11 +33,14 @@ impl Kind {
     }
 }
 
-/// What a check found.
+/// What a check found. Blocks of a copy that could not be read are not compared: they are
+/// counted apart and rewritten from the source (md's check rewrites read errors too), which
+/// `repaired_blocks` counts with the mismatches a repair rewrote.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Outcome {
     pub blocks_checked: u64,
     pub mismatch_blocks: u64,
+    pub unreadable_blocks: u64,
     pub repaired_blocks: u64,
 }
 

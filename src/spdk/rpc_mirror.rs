@@ -398,6 +398,7 @@ pub extern "C" fn rpc_check(request: *mut sys::spdk_jsonrpc_request, params: *co
                         r.map(|o| {
                             json!({
                                 "mismatch_blocks": o.mismatch_blocks,
+                                "unreadable_blocks": o.unreadable_blocks,
                                 "blocks_checked": o.blocks_checked,
                                 "repaired_blocks": o.repaired_blocks,
                             })
