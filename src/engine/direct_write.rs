@@ -156,10 +156,10 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
 
     /// Whether a direct write's child may be taken by `direct_write_ok`: it succeeded, its
     /// write was not handed over, and nothing waits to be woken (nor for admission, which its
-    /// end frees: `quiet`).
+    /// end frees: `pending`).
     #[inline(always)]
     pub fn direct_write_quick(&self, info: &ChildInfo, status: ChildStatus, st: &WriteState) -> bool {
-        status == ChildStatus::Success && !st.handed && !self.pool_waited(info.leg) && self.quiet()
+        status == ChildStatus::Success && !st.handed && !self.pool_waited(info.leg) && !self.pending()
     }
 
     /// A child `direct_write_quick` said yes to: counted, its context given back. `Some`: it

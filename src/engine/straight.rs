@@ -228,7 +228,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// admission, no wake-up is queued), so no run of the general machine follows it.
     #[inline(always)]
     pub fn child_quick(&self, info: &ChildInfo, status: ChildStatus) -> bool {
-        self.plain(info, status) && !self.pool_waited(info.leg) && self.quiet()
+        self.plain(info, status) && !self.pool_waited(info.leg) && !self.pending()
     }
 
     /// A child `child_quick` said yes to: accounted, and when it was its parent's last

@@ -10,22 +10,24 @@ use super::intent::WriteIntent;
 use super::{Engine, Phase, Step, Wait};
 
 impl<B: Backend, W: WriteIntent> Engine<B, W> {
-    /// Whether any wake-up is waiting to be run.
+    /// Whether anything waits to be woken: a wake-up queued, or a parent waiting for
+    /// admission, which the end of any parent may let in. The quick paths take a child only
+    /// while this is false: a parent ending there runs no wake-up, so with a parent waiting
+    /// for admission it must end the general way (`drain`), or that parent is stranded (with
+    /// `max_parents` 1 nothing else would ever let it in).
     #[inline]
     pub(super) fn pending(&self) -> bool {
+        !self.ready.is_empty() || self.pool_freed != 0 || self.io_signal || !self.admit_queue.is_empty()
+    }
+
+    /// Whether a wake-up can run now: `pending`, but a parent waiting for admission only while
+    /// a slot is free for it.
+    #[inline]
+    fn runnable(&self) -> bool {
         !self.ready.is_empty()
             || self.pool_freed != 0
             || self.io_signal
             || (!self.admit_queue.is_empty() && self.slot_free())
-    }
-
-    /// Whether a parent may end on a quick path (outside the general machine, with no run of
-    /// the wake-ups after it): no wake-up is queued, and no parent waits for admission, which
-    /// the end of a parent frees and only `drain` hands on (`pending` counts those waiters
-    /// only while a slot is free: with every slot taken, the one ending would strand them).
-    #[inline(always)]
-    pub(super) fn quiet(&self) -> bool {
-        self.ready.is_empty() && self.pool_freed == 0 && !self.io_signal && self.admit_queue.is_empty()
     }
 
     /// Whether no parent waits for shared I/O (an `spdk_bdev_io` in SPDK). Only then may a
@@ -92,7 +94,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// Runs every queued wake-up until nothing more can move. Never re-entered.
     #[inline]
     pub(super) fn drain(&mut self) {
-        if !self.draining && self.pending() {
+        if !self.draining && self.runnable() {
             self.drain_pending();
         }
     }
@@ -152,8 +154,8 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
                 self.park_after(id, step, false);
             }
             // Anything the runs above queued goes round again; nothing queued, nothing can move
-            // (each loop above runs exactly when its part of `pending` holds).
-            if !self.pending() {
+            // (each loop above runs exactly when its part of `runnable` holds).
+            if !self.runnable() {
                 break;
             }
         }
