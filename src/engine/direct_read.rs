@@ -118,7 +118,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// anything else).
     #[inline(always)]
     pub fn direct_read_quick(&self, info: &ChildInfo, status: ChildStatus) -> bool {
-        status == ChildStatus::Success && !self.pool_waited(info.leg) && !self.pending()
+        status == ChildStatus::Success && !self.pool_waited(info.leg) && !self.runnable()
     }
 
     /// A direct read's child is back, succeeded, and `direct_read_quick` said so: counted, its

@@ -21,9 +21,9 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     /// Whether a wake-up can run now: `pending`, but a parent waiting for admission only while
-    /// a slot is free for it.
+    /// a slot is free for it. (What a direct read's quick end asks: it frees no admission.)
     #[inline]
-    fn runnable(&self) -> bool {
+    pub(super) fn runnable(&self) -> bool {
         !self.ready.is_empty()
             || self.pool_freed != 0
             || self.io_signal
