@@ -100,7 +100,10 @@ pub fn run(args: SimArgs) -> i32 {
     };
     for (field, leg) in [("error_leg", args.error_leg), ("read_error_leg", args.read_error_leg)] {
         if let Some(leg) = leg.filter(|&l| l >= spec.legs) {
-            return bad_input(format!("{field}: leg {leg} does not exist (legs are 0..{})", spec.legs));
+            return bad_input(format!(
+                "{field}: leg {leg} does not exist (there are {} legs, numbered from 0)",
+                spec.legs
+            ));
         }
     }
     if args.leg_qd == 0 {

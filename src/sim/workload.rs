@@ -119,9 +119,9 @@ pub enum SimConfigError {
     MaxParents,
     #[error("read_pct: must be 0..=100, got {0}")]
     ReadPct(u32),
-    #[error("fail_leg: leg {0} does not exist (legs are 0..{1})")]
+    #[error("fail_leg: leg {0} does not exist (there are {1} legs, numbered from 0)")]
     FailLeg(u32, u32),
-    #[error("preferred_leg: leg {0} does not exist (legs are 0..{1})")]
+    #[error("preferred_leg: leg {0} does not exist (there are {1} legs, numbered from 0)")]
     PreferredLeg(u32, u32),
     #[error("max_io_blocks: must be at least 1")]
     MaxIo,

@@ -109,7 +109,10 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         if leg as usize >= base_bdevs.len() {
             return Err(bad(
                 "preferred_leg",
-                &format!("leg {leg} does not exist (legs are 0..{})", base_bdevs.len()),
+                &format!(
+                    "leg {leg} does not exist (there are {} legs, numbered from 0)",
+                    base_bdevs.len()
+                ),
             ));
         }
     }
@@ -428,7 +431,10 @@ pub extern "C" fn rpc_set_read_policy(request: *mut sys::spdk_jsonrpc_request, p
                 if leg >= m.geo().legs() {
                     return Err(bad(
                         "preferred_leg",
-                        &format!("leg {leg} does not exist (legs are 0..{})", m.geo().legs()),
+                        &format!(
+                            "leg {leg} does not exist (there are {} legs, numbered from 0)",
+                            m.geo().legs()
+                        ),
                     ));
                 }
             }
