@@ -601,27 +601,20 @@ pub fn rejoin_kind(m: &Mirror, f: &Found) -> Kind {
     }
 }
 
-/// Whether the running mirror records `slot` as removed on request and this copy as the leg
-/// it removed (`Persist::mark_removed`): an operator took it out, so it does not rejoin by
-/// itself.
-fn removed_on_request(m: &Mirror, f: &Found, slot: u32) -> bool {
-    let Some(p) = &m.persist else { return false };
-    let sb = p.superblock();
-    let own = f.sb.legs.get(f.sb.this_slot as usize).map(|l| l.uuid);
-    sb.legs
-        .get(slot as usize)
-        .is_some_and(|e| e.role == LegRole::Removed && Some(e.uuid) == own)
-}
-
-/// Whether the running mirror records this copy's leg (its identity, the uuid its own
-/// superblock gives its slot) in `slot`: only such a leg comes back by itself.
-fn member_of_slot(m: &Mirror, f: &Found, slot: u32) -> bool {
-    let Some(p) = &m.persist else { return true };
-    let own = f.sb.legs.get(f.sb.this_slot as usize).map(|l| l.uuid);
+/// The role the running mirror records for `slot` if it records this copy's leg there (the
+/// uuid its own superblock gives its slot), else `None`: a leg replaced while it was away.
+/// Only a recorded leg comes back by itself, and not one `Removed` on request
+/// (`Persist::mark_removed`). (A mirror without a superblock records no identity to compare.)
+fn recorded_role(m: &Mirror, f: &Found, slot: u32) -> Option<LegRole> {
+    let Some(p) = &m.persist else {
+        return Some(LegRole::Active);
+    };
+    let own = f.sb.own_uuid()?;
     p.superblock()
         .legs
         .get(slot as usize)
-        .is_some_and(|e| Some(e.uuid) == own)
+        .filter(|e| e.uuid == own)
+        .map(|e| e.role)
 }
 
 fn rejoin_of(m: &Mirror, f: &Found) -> Rejoin {
@@ -690,22 +683,22 @@ fn returning(m: &'static Mirror, f: Found) {
             events
         );
     }
-    if !member_of_slot(m, &f, slot) {
+    match recorded_role(m, &f, slot) {
         // Replaced while it was away (its slot now holds another leg's identity, perhaps one
         // still rebuilding, present or not): it is no member, and rebuilding over it would
         // destroy what an operator took out, whichever bdev showed up first.
-        return warnlog!(
+        None => return warnlog!(
             "mirror {}: bdev {} carries slot {slot}, which the mirror now records for another leg (replaced while it was away); not used (bdev_mirror_add_base_bdev takes it in, rebuilt in full)",
             m.name(),
             f.bdev
-        );
-    }
-    if removed_on_request(m, &f, slot) {
-        return warnlog!(
+        ),
+        // An operator took it out: it may be in other use by now.
+        Some(LegRole::Removed) => return warnlog!(
             "mirror {}: bdev {} was removed from slot {slot} over RPC; not used (bdev_mirror_add_base_bdev takes it back)",
             m.name(),
             f.bdev
-        );
+        ),
+        Some(_) => {}
     }
     let kind = match rejoin_of(m, &f) {
         Rejoin::Recovery => Kind::Recovery,
