@@ -13,7 +13,7 @@ use super::child_ctx::ChildCtx;
 use super::error::Fail;
 use super::ffi::guard;
 use super::leg::Leg;
-use super::mirror::{find_leg, reaches, superblock_hidden_by, Mirror, ALL_LEGS_TYPES};
+use super::mirror::{bdev_by_name, find_leg, reaches, superblock_hidden_by, Mirror, ALL_LEGS_TYPES};
 use super::submit::channel_of;
 use crate::superblock::LegRole;
 
@@ -216,16 +216,13 @@ pub fn drop_slot(m: &Mirror, i: u32) {
 /// Why bdev `name` cannot become a new leg of `m` (a missing, claimed, too small or
 /// self-referencing bdev), named after the RPC's `field`. Checked before anything changes.
 pub fn check_new_leg(m: &Mirror, name: &str, field: &str) -> Result<(), Fail> {
-    let cname = CString::new(name).map_err(|_| Fail::invalid(field.to_string(), "name has a NUL"))?;
-    // SAFETY: NUL-terminated name; lookup only (app thread).
-    let bdev = unsafe { sys::spdk_bdev_get_by_name(cname.as_ptr()) };
-    if bdev.is_null() {
+    let Some(bdev) = bdev_by_name(name) else {
         return Err(Fail::new(
             -libc::ENODEV,
             field.to_string(),
             format!("no bdev named '{name}'"),
         ));
-    }
+    };
     if reaches(name, m.name()) {
         return Err(Fail::invalid(
             field.to_string(),

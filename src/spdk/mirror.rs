@@ -231,7 +231,8 @@ fn bases_of(name: &str) -> Vec<String> {
     out
 }
 
-fn bdev_by_name(name: &str) -> Option<*mut sys::spdk_bdev> {
+/// The registered bdev called `name` (None also for a name with a NUL, which none has).
+pub fn bdev_by_name(name: &str) -> Option<*mut sys::spdk_bdev> {
     let c = CString::new(name).ok()?;
     // SAFETY: a NUL-terminated name; the lookup only reads the bdev list.
     let b = unsafe { sys::spdk_bdev_get_by_name(c.as_ptr()) };

@@ -189,9 +189,5 @@ pub fn mirror_named(name: &str) -> Result<&'static mirror::Mirror, Fail> {
 }
 
 pub fn bdev_exists(name: &str) -> bool {
-    let Ok(c) = CString::new(name) else {
-        return false;
-    };
-    // SAFETY: NUL-terminated name; lookup only.
-    !unsafe { sys::spdk_bdev_get_by_name(c.as_ptr()) }.is_null()
+    mirror::bdev_by_name(name).is_some()
 }

@@ -150,9 +150,9 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
     let mut leg_blocks = u64::MAX;
     let mut block_size = None;
     for b in &base_bdevs {
-        let c = CString::new(b.as_str()).expect("checked for NUL");
-        // SAFETY: the bdev exists (checked above); lookup only.
-        let bdev = unsafe { sys::spdk_bdev_get_by_name(c.as_ptr()) };
+        let Some(bdev) = mirror::bdev_by_name(b) else {
+            return Err(Fail::new(-libc::ENODEV, "base_bdevs", format!("no bdev named '{b}'")));
+        };
         // Metadata first: an interleaved one's block size counts its bytes.
         if let Some(msg) = legs::unfit_metadata(bdev, b) {
             return Err(bad("base_bdevs", &msg));

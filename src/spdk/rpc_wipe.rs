@@ -9,6 +9,7 @@ use spdk_sys as sys;
 use super::callback::{end_chain, start_chain};
 use super::error::Fail;
 use super::ffi::{guard, noticelog};
+use super::mirror::bdev_by_name;
 use super::rpc::{bad, handle_checked};
 use super::scratch::ScratchBdev;
 use crate::superblock::{Superblock, MAGIC, SUPERBLOCK_BYTES};
@@ -20,12 +21,9 @@ pub extern "C" fn rpc_wipe_superblock(request: *mut sys::spdk_jsonrpc_request, p
         |p| {
             p.only(&["base_bdev"])?;
             let name = p.required_string("base_bdev")?;
-            let c = CString::new(name.as_str()).map_err(|_| bad("base_bdev", "must not contain NUL"))?;
-            // SAFETY: NUL-terminated name; lookup only.
-            let bdev = unsafe { sys::spdk_bdev_get_by_name(c.as_ptr()) };
-            if bdev.is_null() {
+            let Some(bdev) = bdev_by_name(&name) else {
                 return Err(Fail::new(-libc::ENODEV, "base_bdev", format!("no bdev named '{name}'")));
-            }
+            };
             unclaimed(bdev, &name)?;
             Ok(name)
         },
