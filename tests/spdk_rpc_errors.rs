@@ -117,6 +117,9 @@ fn bad_calls(good_uuid: &str) -> Vec<Bad> {
         bad(CREATE, create(json!({"name": 5})), EINVAL, &["name:"]),
         bad(CREATE, create(json!({"name": ["x"]})), EINVAL, &["name:"]),
         bad(CREATE, create(json!({"name": long_name})), EINVAL, &["name:"]),
+        bad(CREATE, create(json!({"name": "bad\nname"})), EINVAL, &["name:"]),
+        bad(CREATE, create(json!({"name": "tab\there"})), EINVAL, &["name:"]),
+        bad(CREATE, create(json!({"name": "nul\u{0}here"})), EINVAL, &["name:"]),
         // level
         bad(CREATE, create(json!({"level": "<absent>"})), EINVAL, &["level:"]),
         bad(CREATE, create(json!({"level": "raid5"})), EINVAL, &["level:"]),

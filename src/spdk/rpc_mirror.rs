@@ -60,6 +60,11 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
     if name.len() > 200 {
         return Err(bad("name", "longer than 200 bytes"));
     }
+    // Logs, RPC listings and the superblock print it: a newline or escape in it would forge
+    // lines there.
+    if name.chars().any(char::is_control) {
+        return Err(bad("name", "contains a control character"));
+    }
     let level = Level::parse(&p.required_string("level")?).map_err(|e| Fail::named(-libc::EINVAL, e))?;
     let layout = match (p.string("layout")?, level) {
         (None, _) => None,
