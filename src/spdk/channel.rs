@@ -886,13 +886,15 @@ impl Channel {
         }
     }
 
-    /// Legs the engine failed (a write error) become failed for the whole mirror.
+    /// Legs the engine failed (an error on anything that changes data: a write, write-zeroes,
+    /// unmap or flush) become failed for the whole mirror.
     fn note_failed_legs(&self, e: &mut Engine<SpdkBackend, ChannelIntent>) {
         let failed = std::mem::take(&mut e.backend_mut().failed_legs);
         if failed != 0 {
             for leg in 0..32 {
                 if failed & (1 << leg) != 0 {
-                    self.mirror().fail_leg(leg, "write error");
+                    self.mirror()
+                        .fail_leg(leg, "a write, write-zeroes, unmap or flush failed on it");
                 }
             }
         }
