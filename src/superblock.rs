@@ -279,7 +279,8 @@ impl Superblock {
     }
 
     /// The name as the RPC allows it with a superblock: 1 to 64 bytes, no NUL (the on-disk
-    /// name ends at the first one).
+    /// name ends at the first one). The RPC also refuses control characters; a mirror named
+    /// with one before it did still assembles.
     fn check_identity(&self) -> Result<(), SuperblockError> {
         if self.name.is_empty() {
             return Err(SuperblockError::NameEmpty);
