@@ -121,7 +121,7 @@ def bdev_mirror_get_module_options(args):
 def spdk_rpc_plugin_initialize(subparsers):
     p = subparsers.add_parser('bdev_mirror_create',
                               help='Create a mirror bdev (raid1, or md-compatible raid10)')
-    p.add_argument('-n', '--name', required=True, help='mirror bdev name')
+    p.add_argument('-n', '--name', required=True, help='mirror bdev name (up to 64 bytes with a superblock, 200 without; no control characters)')
     p.add_argument('-l', '--level', required=True, choices=['raid1', 'raid10'], help='RAID level')
     p.add_argument('--layout', help='raid10 only: md layout, nN (near), fN (far) or oN (offset) '
                                     'with N copies, e.g. n2, f2, o3 (default n2)')
