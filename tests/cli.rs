@@ -206,6 +206,31 @@ fn simulate_bad_parameters_exit_2() {
     assert!(stderr(&o).starts_with("spdk-mirror: io_pool:"), "{}", stderr(&o));
     let o = cli(&["simulate", "--legs", "2", "--fail-leg", "5"]);
     assert_eq!(o.status.code(), Some(2));
+    // Sizes and times the simulator cannot hold, and a percent above 100, name their field
+    // (they aborted on allocation, wrapped into a false stall, or ran).
+    for (args, field) in [
+        (&["--leg-blocks", "18446744073709551615"][..], "leg_blocks:"),
+        (&["--legs", "32", "--leg-blocks", "100000000"][..], "leg_blocks:"),
+        (&["--leg-pool", "4000000000"][..], "leg_pool:"),
+        (&["--qd", "4000000000", "--io-pool", "4000000001"][..], "qd:"),
+        (&["--max-parents", "70000", "--io-pool", "80000"][..], "max_parents:"),
+        (&["--latency-us", "18446744073709551615"][..], "latency_us:"),
+        (&["--jitter-us", "60000001"][..], "jitter_us:"),
+        (
+            &["--bitmap-region-kb", "64", "--bitmap-flush-us", "18446744073709551615"][..],
+            "bitmap_flush_us:",
+        ),
+        (&["--error-leg", "1", "--error-pct", "101"][..], "error_pct:"),
+        (&["--read-error-leg", "1", "--error-pct", "200"][..], "error_pct:"),
+    ] {
+        let o = cli(&[&["simulate", "--ios", "100"][..], args].concat());
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stdout(&o));
+        assert!(
+            stderr(&o).starts_with(&format!("spdk-mirror: {field}")),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
     // RAID10 over 8-block chunks: 63 chunks and a block is the longest request at any offset.
     let r10 = [
         "simulate",

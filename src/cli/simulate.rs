@@ -126,14 +126,14 @@ pub fn run(args: SimArgs) -> i32 {
     cfg.fail_leg = args.fail_leg;
     cfg.fail_after = args.fail_after;
     if let Some(kb) = args.bitmap_region_kb {
-        let region_blocks = kb * 1024 / spec_block_size as u64;
+        let region_blocks = kb.saturating_mul(1024) / spec_block_size as u64;
         if region_blocks == 0 {
             return bad_input("bitmap_region_kb: a region must hold at least one block");
         }
         cfg.bitmap = Some(BitmapConfig {
             region_blocks,
-            flush_latency_ns: args.bitmap_flush_us * 1000,
-            idle_clear_ns: args.bitmap_idle_us * 1000,
+            flush_latency_ns: args.bitmap_flush_us.saturating_mul(1000),
+            idle_clear_ns: args.bitmap_idle_us.saturating_mul(1000),
         });
     }
     cfg.crash_after = args.crash_after;
@@ -149,8 +149,8 @@ pub fn run(args: SimArgs) -> i32 {
         stall: None,
     };
     cfg.model = LegModel {
-        latency_ns: args.latency_us * 1000,
-        jitter_ns: args.jitter_us * 1000,
+        latency_ns: args.latency_us.saturating_mul(1000),
+        jitter_ns: args.jitter_us.saturating_mul(1000),
         queue_depth: args.leg_qd,
     };
     let report = match run_sim(&cfg) {

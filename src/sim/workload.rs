@@ -132,6 +132,17 @@ pub enum SimConfigError {
     MaxIoSpan(u64, u64),
     #[error("inline_pct/nomem_pct: must be 0..=100 (nomem_pct below 100)")]
     Percent,
+    #[error("error_pct: must be 0..=100, got {0}")]
+    ErrorPct(u32),
+    #[error("{0}: at most {SIM_MAX_QUEUE} in the simulator, got {1}")]
+    TooMany(&'static str, u64),
+    #[error(
+        "leg_blocks: the simulator keeps every block of every leg in memory: {0} legs of {1} blocks are \
+         more than the {SIM_MAX_BLOCKS} blocks it holds"
+    )]
+    TooBig(u32, u64),
+    #[error("{0}: at most {SIM_MAX_US} us (a minute) in the simulator")]
+    TooLong(&'static str),
     #[error("superblock: needs the bitmap (they are written together)")]
     SuperblockNeedsBitmap,
     #[error("bitmap region: {0} bytes is not a whole number of KiB, which the superblock records")]
@@ -189,6 +200,46 @@ impl SimReport {
     }
 }
 
+/// Queues, pools and admission the simulator allocates up front: no more than SPDK's own
+/// bounds (`max_parents` 65536), so a typo cannot ask for gigabytes.
+pub const SIM_MAX_QUEUE: u64 = 1 << 16;
+/// Blocks the simulator keeps (one word each, on every leg and the spare): 512 MiB.
+pub const SIM_MAX_BLOCKS: u64 = 1 << 26;
+/// A leg's latency and jitter, a bitmap write and its idle time (md's daemon_sleep is 5 s):
+/// simulated nanoseconds must not overflow over a run.
+pub const SIM_MAX_US: u64 = 60_000_000;
+
+/// Sizes and times the simulator can hold: each refusal names its field.
+fn check_bounds(cfg: &SimConfig, geo: &Geometry, max_parents: u32) -> Result<(), SimConfigError> {
+    for (field, n) in [
+        ("qd", cfg.qd as u64),
+        ("leg_pool", cfg.leg_pool as u64),
+        ("max_parents", max_parents as u64),
+    ] {
+        if n > SIM_MAX_QUEUE {
+            return Err(SimConfigError::TooMany(field, n));
+        }
+    }
+    let blocks = geo.used_leg_blocks();
+    if (geo.legs() as u64 + 1).saturating_mul(blocks) > SIM_MAX_BLOCKS {
+        return Err(SimConfigError::TooBig(geo.legs(), blocks));
+    }
+    let max_ns = SIM_MAX_US * 1000;
+    let mut times = vec![("latency_us", cfg.model.latency_ns), ("jitter_us", cfg.model.jitter_ns)];
+    if let Some(b) = &cfg.bitmap {
+        times.push(("bitmap_flush_us", b.flush_latency_ns));
+        times.push(("bitmap_idle_us", b.idle_clear_ns));
+    }
+    if let Some((field, _)) = times.into_iter().find(|&(_, ns)| ns > max_ns) {
+        return Err(SimConfigError::TooLong(field));
+    }
+    let pcts = [cfg.faults.error_leg, cfg.faults.read_error_leg];
+    if let Some((_, pct)) = pcts.into_iter().flatten().find(|&(_, pct)| pct > 100) {
+        return Err(SimConfigError::ErrorPct(pct));
+    }
+    Ok(())
+}
+
 pub fn validate(cfg: &SimConfig) -> Result<(Geometry, u32), SimConfigError> {
     let geo = Geometry::new(&cfg.geometry)?;
     if cfg.qd == 0 {
@@ -233,6 +284,7 @@ pub fn validate(cfg: &SimConfig) -> Result<(Geometry, u32), SimConfigError> {
             max_parents,
         });
     }
+    check_bounds(cfg, &geo, max_parents)?;
     Ok((geo, max_parents))
 }
 
