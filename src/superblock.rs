@@ -15,6 +15,11 @@ pub const SUPERBLOCK_BYTES: usize = 4096;
 pub const MAGIC: [u8; 8] = *b"SPDKMIR1";
 pub const VERSION: u32 = 1;
 const NAME_BYTES: usize = 64;
+/// `events` counts membership changes (a few per failure, replacement or start): no real
+/// mirror comes near 2^62. Assembly refuses a newest superblock beyond it (crafted or
+/// corrupted): bumping it could wrap to 0 and make the newest copies look the oldest, and a
+/// stale leg would then win.
+pub const MAX_EVENTS: u64 = 1 << 62;
 const LEG_TABLE_OFFSET: usize = 160;
 const LEG_ENTRY_BYTES: usize = 32;
 const CRC_OFFSET: usize = SUPERBLOCK_BYTES - 4;

@@ -21,6 +21,8 @@ use support::{
     test_dir, wait_for_examine_config, BdevperfOpts, SpdkEnv, Target, TargetOpts, TestDir,
 };
 
+use spdk_mirror::superblock::{Superblock, SUPERBLOCK_BYTES};
+
 const MIB: u64 = 1024 * 1024;
 const BS: u32 = 512;
 /// Bitmap granularity used throughout: small, so that a few MiB of writes touch few regions.
@@ -572,6 +574,45 @@ fn corrupt_superblock_leg_is_rejected_and_the_rest_assembles() {
         "no log line names aio1 and its bad checksum:\n{}",
         tail_lines(&log, 40)
     );
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+}
+
+/// A superblock whose `events` no real mirror reaches (crafted, or damaged under a checksum
+/// that holds) assembles nothing: counting on from it wrapped to 0, the legs written then looked
+/// the oldest, and a stale leg assembled alone at the next start (acknowledged writes lost).
+/// Now a log line names the field, and the legs are left alone, unclaimed.
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn a_superblock_at_the_end_of_its_events_is_refused() {
+    let _turn = serial();
+    let env = require_spdk();
+    let core = lease_core();
+    let mask = core.mask();
+    let dir = test_dir("persist_events_end");
+    let (files, t, _) = new_two_leg_mirror(&env, "persist_events_end", mask, &dir);
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(t);
+    for f in &files {
+        let mut sb = Superblock::decode(&read_range(f, 0, SUPERBLOCK_BYTES as u64)).expect("a superblock");
+        sb.events = u64::MAX - 1;
+        patch_file(f, 0, &sb.encode().expect("encodes"));
+    }
+    let t = start_tgt(&env, "persist_events_end_restart", mask);
+    create_aio(&t, "aio0", &files[0], BS);
+    create_aio(&t, "aio1", &files[1], BS);
+    support::wait_until(Duration::from_secs(10), "the refusal", || {
+        t.log().lines().any(|l| l.contains("not assembled") && l.contains("events"))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 30)));
+    // Past the degraded grace too: nothing assembles later either.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(registered_mirror(&t, "mir").is_none(), "{}", tail_lines(&t.log(), 30));
+    for b in ["aio0", "aio1"] {
+        assert!(!support::is_claimed(&t, b), "{b} is left alone");
+    }
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
 }
 

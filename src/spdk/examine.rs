@@ -30,7 +30,7 @@ use crate::bitmap::{resync_plan, Bits};
 use crate::engine::ReadPolicy;
 use crate::superblock::{
     choose_legs, rejoin, restore_tunables, slot_by_uuid, Assembly, LegRole, Rejection, Rejoin, Restored, Superblock,
-    SuperblockError, Tunables, TunablesRead, TunablesRecord, SUPERBLOCK_BYTES,
+    SuperblockError, Tunables, TunablesRead, TunablesRecord, MAX_EVENTS, SUPERBLOCK_BYTES,
 };
 
 /// A bdev that carries a mirror superblock.
@@ -299,6 +299,25 @@ fn report(p: &mut Pending, a: &Assembly) {
     }
 }
 
+/// Whether the newest superblock's `events` is past [`MAX_EVENTS`]: then nothing assembles
+/// (logged once per bdev; its legs stay untouched and unclaimed for an operator).
+fn refuse_exhausted(p: &mut Pending, a: &Assembly) -> bool {
+    let f = &p.found[a.newest];
+    if f.sb.events < MAX_EVENTS {
+        return false;
+    }
+    let why = format!(
+        "events {} is beyond any real mirror's (below {MAX_EVENTS}): a crafted or corrupted superblock",
+        f.sb.events
+    );
+    if !p.reported.iter().any(|(b, w)| *b == f.bdev && *w == why) {
+        errlog!("mirror {}: not assembled: bdev {}'s {why}", f.sb.name, f.bdev);
+        p.reported.push((f.bdev.clone(), why));
+    }
+    cancel_timer(p);
+    true
+}
+
 /// Assembles the mirror if it can (now, or after the grace period).
 fn evaluate(uuid: [u8; 16], grace_over: bool) {
     let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
@@ -309,6 +328,9 @@ fn evaluate(uuid: [u8; 16], grace_over: bool) {
         return;
     };
     report(&mut list.0[idx], &a);
+    if refuse_exhausted(&mut list.0[idx], &a) {
+        return;
+    }
     let complete = a.complete();
     // Read at every decision, so an option changed while a mirror waits applies to it.
     let degraded_ok = a.covers_every_block() && options::degraded_assembly();

@@ -188,6 +188,7 @@ fn reconcile(m: &Mirror, sb: &mut Superblock) {
         }
     }
     if changed {
+        // Cannot wrap: assembly starts below MAX_EVENTS.
         sb.events += 1;
     }
 }
