@@ -315,3 +315,61 @@ fn mirrors_without_a_superblock_answer_at_once() {
     }
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
 }
+
+/// A record that asks for more child contexts than this process can allocate (written by one
+/// with more memory: here 2^20 per leg, patched in, in a bdevperf of 1 GiB) costs the tunables,
+/// never the mirror: it assembles with the default `pool_size` and `max_parents`, keeps the
+/// rest of the record, and says so. It never assembled before ("cannot assemble: pool_size").
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn a_recorded_pool_too_big_for_this_process_assembles_with_the_defaults() {
+    let env = require_spdk();
+    let core = lease_core();
+    let mask = core.mask();
+    let dir = test_dir("tunables_too_big");
+    let files: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let f = dir.join(format!("leg{i}.img"));
+            create_sparse_file(&f, 64 * MIB).unwrap();
+            f
+        })
+        .collect();
+    let create = config_entry(
+        "bdev_mirror_create",
+        json!({"name": "mir", "level": "raid1", "base_bdevs": ["aio0", "aio1"],
+               "read_policy": "round_robin", "rebuild_max_mb_per_s": 5, "pool_size": 512, "max_parents": 64}),
+    );
+    let t = server(&env, "tunables_too_big", mask, &files, vec![create]);
+    let defaults = default_tunables(&t);
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(t);
+    for f in &files {
+        patch_record(f, |r| {
+            r[40..44].copy_from_slice(&(1u32 << 20).to_le_bytes());
+            let crc = crc32c(&r[..TUNABLES_BYTES - 4]);
+            r[TUNABLES_BYTES - 4..].copy_from_slice(&crc.to_le_bytes());
+        });
+    }
+    let t = server(&env, "tunables_too_big_restart", mask, &files, vec![]);
+    let m = wait_assembled(&t, "restart with a pool that does not fit");
+    let want = expect(
+        "round_robin",
+        None,
+        5,
+        defaults["pool_size"].as_u64().unwrap() as u32,
+        defaults["max_parents"].as_u64().unwrap() as u32,
+    );
+    assert_eq!(tunables(&m), want, "{m}");
+    assert_eq!(m["state"], json!("online"), "{m}");
+    assert!(
+        t.log().lines().any(|l| l.contains("do not fit") && l.contains("1048576")),
+        "no warning names the pool:\n{}",
+        tail_lines(&t.log(), 30)
+    );
+    let reads = read_pass(&t);
+    assert!(reads.iter().all(|&r| r > 0), "round_robin reads both legs: {reads:?}");
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+}

@@ -516,38 +516,62 @@ fn assemble(found: Vec<Found>, a: Assembly) {
     let (geo, layout) = (a.geometry, a.layout);
     let uuid = uuid::uuid_of(&newest.mirror_uuid);
     let name = newest.name.clone();
-    let spec = CreateSpec {
+    let spec = |opts: MirrorOpts| CreateSpec {
         name: name.clone(),
-        geo,
+        geo: geo.clone(),
         chunk_kb: newest.chunk_kb as u64,
         uuid: Some(uuid),
-        base_bdevs,
-        opts: MirrorOpts {
-            pool_size: restored.tunables.pool_size,
-            max_parents: restored.tunables.max_parents,
-        },
+        base_bdevs: base_bdevs.clone(),
+        opts,
         read_policy: restored.tunables.read_policy,
         persist: Some(PersistSpec {
             region_kb: newest.bitmap_region_kb,
             layout,
-            found: Some((newest, bits, restored.generation)),
+            found: Some((newest.clone(), bits.clone(), restored.generation)),
         }),
         rebuild_max_mb: restored.tunables.rebuild_max_mb_per_s,
     };
-    create::create(
-        spec,
-        Box::new(move |r| match r {
-            Err(e) => errlog!("mirror {name}: cannot assemble: {e}"),
-            Ok(m) => {
-                noticelog!(
-                    "mirror {name}: assembled from its superblocks; the mirror is {}",
-                    m.state()
-                );
-                start_resync(m);
-                for f in rest {
-                    returning(m, f);
-                }
+    let recorded = MirrorOpts {
+        pool_size: restored.tunables.pool_size,
+        max_parents: restored.tunables.max_parents,
+    };
+    let defaults = MirrorOpts {
+        pool_size: DEFAULT_POOL_SIZE,
+        max_parents: DEFAULT_MAX_PARENTS,
+    };
+    // The record may ask for more memory than this process has (written by a larger one):
+    // that costs the tunables, never the mirror (`docs/superblock.md`).
+    let fallback = (recorded.pool_size != defaults.pool_size || recorded.max_parents != defaults.max_parents)
+        .then(|| spec(defaults));
+    let first = spec(recorded);
+    let finish = move |r: Result<&'static Mirror, Fail>| match r {
+        Err(e) => errlog!("mirror {name}: cannot assemble: {e}"),
+        Ok(m) => {
+            noticelog!(
+                "mirror {name}: assembled from its superblocks; the mirror is {}",
+                m.state()
+            );
+            start_resync(m);
+            for f in rest {
+                returning(m, f);
             }
+        }
+    };
+    create::create(
+        first,
+        Box::new(move |r| match (r, fallback) {
+            (Err(e), Some(spec)) if e.errno == -libc::ENOMEM => {
+                warnlog!(
+                    "mirror {}: the pool_size {} and max_parents {} its superblock records do not fit ({e}): assembling with the defaults ({}, {}); bdev_mirror_set_options sets others",
+                    spec.name,
+                    recorded.pool_size,
+                    recorded.max_parents,
+                    defaults.pool_size,
+                    defaults.max_parents
+                );
+                create::create(spec, Box::new(finish));
+            }
+            (r, _) => finish(r),
         }),
     );
 }
