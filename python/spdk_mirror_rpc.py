@@ -226,7 +226,7 @@ def spdk_rpc_plugin_initialize(subparsers):
                                    'with --wait-for-rpc)')
     p.add_argument('--degraded-grace-ms', dest='degraded_grace_ms', type=int,
                    help='how long a mirror that could run degraded waits for its missing legs '
-                        'before assembling degraded (default 3000)')
+                        'before assembling degraded (default 30000, as mdadm)')
     da = p.add_mutually_exclusive_group()
     da.add_argument('--degraded-assembly', dest='degraded_assembly', action='store_true',
                     default=None, help='assemble degraded after the grace period (default)')

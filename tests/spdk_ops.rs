@@ -349,7 +349,7 @@ fn wipe_superblock_stops_a_deleted_mirror_from_coming_back() {
 /// Module options, set before `framework_start_init`, decide how a restarted target assembles
 /// a mirror whose second leg is missing: with `degraded_assembly: false` it waits (listed as
 /// `configuring`) past the default grace period and assembles once the leg appears; with
-/// `degraded_grace_ms: 500` it assembles degraded well before the default 3 s.
+/// `degraded_grace_ms: 500` it assembles degraded well before the default 30 s.
 #[test]
 #[cfg_attr(
     not(spdk),
@@ -366,7 +366,7 @@ fn module_options_before_init_govern_assembly() {
     let t = start_tgt(&env, "ops_options_create", true);
     assert_eq!(
         module_options(&t),
-        json!({"degraded_grace_ms": 3000, "degraded_assembly": true})
+        json!({"degraded_grace_ms": 30000, "degraded_assembly": true})
     );
     let set = "bdev_mirror_set_module_options";
     rpc_refused(&t, set, json!({"degraded_grace_ms": -1}), EINVAL, "degraded_grace_ms");
@@ -399,7 +399,7 @@ fn module_options_before_init_govern_assembly() {
     rpc_refused(&t, "bdev_mirror_get_module_options", json!({"x": 1}), EINVAL, "x");
     assert_eq!(
         module_options(&t),
-        json!({"degraded_grace_ms": 3000, "degraded_assembly": true})
+        json!({"degraded_grace_ms": 30000, "degraded_assembly": true})
     );
     rpc_ok(&t, "framework_start_init", Value::Null);
     create_aio(&t, "aio0", &files[0], BS);
@@ -418,7 +418,7 @@ fn module_options_before_init_govern_assembly() {
     assert_eq!(rpc_ok(&t, set, json!({"degraded_assembly": false})), json!(true));
     assert_eq!(
         module_options(&t),
-        json!({"degraded_grace_ms": 3000, "degraded_assembly": false})
+        json!({"degraded_grace_ms": 30000, "degraded_assembly": false})
     );
     rpc_ok(&t, "framework_start_init", Value::Null);
     // save_config (the bdev subsystem's config) has them, so a target started from it comes
@@ -427,9 +427,9 @@ fn module_options_before_init_govern_assembly() {
     let saved = rpc_ok(&t, "framework_get_config", json!({"name": "bdev"})).to_string();
     assert!(
         saved.contains(
-            r#""method":"bdev_mirror_set_module_options","params":{"degraded_assembly":false,"degraded_grace_ms":3000}"#
+            r#""method":"bdev_mirror_set_module_options","params":{"degraded_assembly":false,"degraded_grace_ms":30000}"#
         ) || saved.contains(
-            r#""method":"bdev_mirror_set_module_options","params":{"degraded_grace_ms":3000,"degraded_assembly":false}"#
+            r#""method":"bdev_mirror_set_module_options","params":{"degraded_grace_ms":30000,"degraded_assembly":false}"#
         ),
         "{saved}"
     );
@@ -463,7 +463,7 @@ fn module_options_before_init_govern_assembly() {
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
     drop(t);
 
-    // Run 3: a 500 ms grace. aio0 alone assembles degraded, long before the default 3 s.
+    // Run 3: a 500 ms grace. aio0 alone assembles degraded, long before the default 30 s.
     let t = start_tgt(&env, "ops_options_grace", true);
     assert_eq!(rpc_ok(&t, set, json!({"degraded_grace_ms": 500})), json!(true));
     assert_eq!(
@@ -478,7 +478,7 @@ fn module_options_before_init_govern_assembly() {
     assert_eq!(m["state"], json!("degraded"), "{m}");
     assert!(
         took < Duration::from_millis(2500),
-        "assembled after {took:?}; a 500 ms grace must beat the default 3 s\n{}",
+        "assembled after {took:?}; a 500 ms grace must beat the default 30 s\n{}",
         tail_lines(&t.log(), 20)
     );
     assert!(t.log().contains("waiting 500 ms"), "{}", tail_lines(&t.log(), 20));

@@ -554,6 +554,7 @@ fn corrupt_superblock_leg_is_rejected_and_the_rest_assembles() {
     patch_file(&files[1], 3000, &byte);
 
     let t = start_tgt(&env, "persist_badsb_restart", mask);
+    short_grace(&t);
     for (i, f) in files.iter().enumerate() {
         create_aio(&t, &format!("aio{i}"), f, BS);
     }
@@ -604,7 +605,9 @@ fn a_superblock_at_the_end_of_its_events_is_refused() {
     create_aio(&t, "aio0", &files[0], BS);
     create_aio(&t, "aio1", &files[1], BS);
     support::wait_until(Duration::from_secs(10), "the refusal", || {
-        t.log().lines().any(|l| l.contains("not assembled") && l.contains("events"))
+        t.log()
+            .lines()
+            .any(|l| l.contains("not assembled") && l.contains("events"))
     })
     .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 30)));
     // Past the degraded grace too: nothing assembles later either.
@@ -819,12 +822,59 @@ fn new_two_leg_mirror(env: &SpdkEnv, name: &str, mask: &str, dir: &TestDir) -> (
 /// mirror as it was.
 fn run_with(env: &SpdkEnv, name: &str, mask: &str, legs: &[(usize, &Path)]) -> Value {
     let t = start_tgt(env, name, mask);
+    short_grace(&t);
     for (i, f) in legs {
         create_aio(&t, &format!("aio{i}"), f, BS);
     }
     let m = wait_mirror(&t, 30, "the mirror to assemble and be idle", idle);
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
     m
+}
+
+/// Lets a mirror missing legs assemble degraded after half a second (the default waits 30 s).
+fn short_grace(t: &Target) {
+    rpc_ok(t, "bdev_mirror_set_module_options", json!({"degraded_grace_ms": 500}));
+}
+
+/// A leg that ran on alone (its superblock newer, calling the other failed) and is attached a
+/// few seconds after the stale one is waited for, by default: the stale leg does not assemble
+/// alone meanwhile, and once the newer one is there it wins and takes the stale one back.
+/// With the former 3 s grace the stale leg assembled alone and served its older data, and the
+/// newer leg was refused as "ran apart".
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn a_newer_leg_attached_late_is_waited_for() {
+    let _turn = serial();
+    let env = require_spdk();
+    let core = lease_core();
+    let mask = core.mask();
+    let dir = test_dir("persist_late");
+    let (files, t, _) = new_two_leg_mirror(&env, "persist_late", mask, &dir);
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(t);
+    let alone0 = run_with(&env, "persist_late_alone", mask, &[(0, &files[0])]);
+    assert_eq!(alone0["state"], json!("degraded"), "{alone0}");
+
+    let t = start_tgt(&env, "persist_late_both", mask);
+    create_aio(&t, "aio1", &files[1], BS);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        registered_mirror(&t, "mir").is_none(),
+        "assembled from the stale leg alone:\n{}",
+        tail_lines(&t.log(), 30)
+    );
+    create_aio(&t, "aio0", &files[0], BS);
+    let m = wait_mirror(&t, 30, "the mirror to assemble and take aio1 back", |m| {
+        idle(m) && m["state"] == json!("online")
+    });
+    assert_eq!(m["legs"][0]["bdev"], json!("aio0"), "{m}");
+    assert_eq!(m["legs"][1]["bdev"], json!("aio1"), "{m}");
+    assert!(m["events"].as_u64() > alone0["events"].as_u64(), "{alone0} then {m}");
+    assert!(!t.log().contains("ran apart"), "{}", tail_lines(&t.log(), 30));
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
 }
 
 /// Each leg of a two-leg mirror runs alone once (degraded, each marking the other failed),

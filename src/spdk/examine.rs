@@ -673,6 +673,31 @@ fn rejoin_of(m: &Mirror, f: &Found) -> Rejoin {
 /// A leg of a live mirror appeared (stale at assembly, or back after it went away). One
 /// that was away while the mirror was reshaped goes back to the slot its identity holds now,
 /// and is rebuilt in full.
+/// What to add when a leg refused as newer or diverged had itself dropped legs this mirror
+/// assembled on: the mirror came up without it, on copies it had left behind.
+fn late_hint(m: &Mirror, f: &Found) -> String {
+    let Some(running) = m.persist.as_ref().map(|p| p.superblock()) else {
+        return String::new();
+    };
+    let dropped: Vec<String> =
+        f.sb.legs
+            .iter()
+            .zip(&running.legs)
+            .enumerate()
+            .filter(|(_, (theirs, ours))| {
+                matches!(theirs.role, LegRole::Failed | LegRole::Removed) && ours.role == LegRole::Active
+            })
+            .map(|(s, _)| m.slot(s as u32).name())
+            .collect();
+    if dropped.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; it had dropped {} before this mirror assembled on them without it: this mirror runs on the older copies since its degraded assembly (attach legs within degraded_grace_ms, or set degraded_assembly false)",
+        dropped.join(", ")
+    )
+}
+
 fn returning(m: &'static Mirror, f: Found) {
     let slot = match m.persist.as_ref().map(|p| p.superblock().clone()) {
         None => f.sb.this_slot,
@@ -722,11 +747,12 @@ fn returning(m: &'static Mirror, f: Found) {
         // The running mirror was assembled from legs older than this one (it came too late):
         // copying over it would lose its newer data. An operator must decide.
         return errlog!(
-            "mirror {}: bdev {} has a newer superblock (events {} > {}) than the running mirror; not added",
+            "mirror {}: bdev {} has a newer superblock (events {} > {}) than the running mirror; not added{}",
             m.name(),
             f.bdev,
             f.sb.events,
-            events
+            events,
+            late_hint(m, &f)
         );
     }
     match recorded_role(m, &f, slot) {
@@ -752,10 +778,11 @@ fn returning(m: &'static Mirror, f: Found) {
         Rejoin::Diverged => {
             // Copying over it would lose the writes it took alone.
             return errlog!(
-                "mirror {}: bdev {} ran apart from the running mirror: written (events {}) after the mirror dropped it, each holds writes the other lacks; not used (to rebuild it from the mirror, losing its own writes: bdev_mirror_add_base_bdev)",
+                "mirror {}: bdev {} ran apart from the running mirror: written (events {}) after the mirror dropped it, each holds writes the other lacks; not used (to rebuild it from the mirror, losing its own writes: bdev_mirror_add_base_bdev){}",
                 m.name(),
                 f.bdev,
-                f.sb.events
+                f.sb.events,
+                late_hint(m, &f)
             );
         }
     };

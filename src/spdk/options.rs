@@ -14,8 +14,11 @@ use spdk_sys as sys;
 use super::ffi::guard;
 use super::json;
 
-/// How long a mirror that could run degraded waits for its missing legs, by default.
-pub const DEFAULT_DEGRADED_GRACE_MS: u64 = 3000;
+/// How long a mirror that could run degraded waits for its missing legs, by default: mdadm's
+/// last-resort timer (30 s). A missing leg that its fresh legs call active may hold writes
+/// they lack (it ran on while they were away): assembled without it, the mirror serves their
+/// older data. A short grace made that a matter of one leg attached a few seconds late.
+pub const DEFAULT_DEGRADED_GRACE_MS: u64 = 30_000;
 /// Longest grace accepted: an hour. Longer is "never", which `degraded_assembly: false` says.
 pub const MAX_DEGRADED_GRACE_MS: u64 = 3_600_000;
 
