@@ -578,6 +578,135 @@ fn corrupt_superblock_leg_is_rejected_and_the_rest_assembles() {
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
 }
 
+/// After a crash, a mirror assembled with one copy in sync has nothing to resync (no other
+/// copy can differ from it): it runs none (one only read that copy at the rate cap and made a
+/// returning or added leg wait); the dirty regions stay dirty for the missing leg, which
+/// recovers them when it comes back, and the legs end identical.
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn one_copy_in_sync_after_a_crash_runs_no_resync() {
+    let _turn = serial();
+    let env = require_spdk();
+    let core = lease_core();
+    let mask = core.mask();
+    let dir = test_dir("persist_onecopy");
+    let files = leg_files(&dir, 2, 64 * MIB);
+    let range_blocks = 2 * MIB / BS as u64;
+    let jobs = job_file(&dir, "mir", 0, range_blocks);
+    let server = bdevperf_server(
+        &env,
+        BdevperfOpts {
+            name: "persist_onecopy",
+            config: bdev_subsystem(vec![
+                aio_bdev_config("aio0", &files[0], BS),
+                aio_bdev_config("aio1", &files[1], BS),
+                mirror_create("mir", &["aio0", "aio1"], json!({"rebuild_max_mb_per_s": 1})),
+                wait_for_examine_config(),
+            ]),
+            queue_depth: 4,
+            workload: "write",
+            time_s: 1,
+            cores_mask: mask,
+            extra_args: vec!["-j".into(), jobs.to_string_lossy().into_owned(), "-U".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_idle(&server, "the new mirror to be idle");
+    finished_job(
+        "writes",
+        server.perform_tests(Value::Null, Duration::from_secs(60)),
+        &server,
+    );
+    assert!(
+        dirty_regions(&server.mirror_info("mir")) >= 1,
+        "the writes left no dirty region"
+    );
+    server.kill9();
+    drop(server);
+
+    let t = start_tgt(&env, "persist_onecopy_alone", mask);
+    short_grace(&t);
+    create_aio(&t, "aio0", &files[0], BS);
+    let m = wait_mirror(&t, 20, "the mirror to assemble degraded", |_| true);
+    assert_eq!(m["state"], json!("degraded"), "{m}");
+    // A resync of the dirty 2 MiB at the 1 MiB/s cap would still run.
+    std::thread::sleep(Duration::from_millis(500));
+    let m = t.mirror_info("mir");
+    assert!(
+        idle(&m) && m.get("last_process").is_none_or(Value::is_null),
+        "a resync with one copy in sync: {m}"
+    );
+    assert!(dirty_regions(&m) >= 1, "the regions aio1 lacks are kept: {m}");
+    create_aio(&t, "aio1", &files[1], BS);
+    let m = wait_ended(&t, "aio1 to recover");
+    assert_eq!(m["last_process"]["type"], json!("recovery"), "{m}");
+    assert_eq!(m["last_process"]["result"], json!("done"), "{m}");
+    assert_eq!(m["state"], json!("online"), "{m}");
+    let region = data_region(&m);
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(t);
+    let diff = differing_blocks(
+        &read_range(&files[0], region.0, region.1),
+        &read_range(&files[1], region.0, region.1),
+    );
+    assert!(
+        diff.is_empty(),
+        "copies differ after the recovery: {:?}",
+        &diff[..diff.len().min(8)]
+    );
+}
+
+/// A candidate leg that goes away while its mirror waits for the others is forgotten: a bdev
+/// registered under its name since (here a blank malloc bdev) is another bdev, never assembled
+/// as that leg. Before, the mirror assembled online at once with the blank bdev as an in-sync
+/// copy when the other leg appeared.
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn a_candidate_leg_that_went_away_is_not_assembled_under_its_name() {
+    let _turn = serial();
+    let env = require_spdk();
+    let core = lease_core();
+    let mask = core.mask();
+    let dir = test_dir("persist_impostor");
+    let (files, t, _) = new_two_leg_mirror(&env, "persist_impostor", mask, &dir);
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(t);
+
+    let t = start_tgt(&env, "persist_impostor_restart", mask);
+    create_aio(&t, "aio1", &files[1], BS);
+    support::wait_until(Duration::from_secs(10), "aio1 to be found", || {
+        t.log().contains("found leg aio1")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 30)));
+    rpc_ok(&t, "bdev_aio_delete", json!({"name": "aio1"}));
+    let blocks = 64 * MIB / BS as u64;
+    rpc_ok(
+        &t,
+        "bdev_malloc_create",
+        json!({"name": "aio1", "num_blocks": blocks, "block_size": BS}),
+    );
+    create_aio(&t, "aio0", &files[0], BS);
+    support::wait_until(Duration::from_secs(10), "aio1 to be forgotten", || {
+        t.log().contains("aio1 went away")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 30)));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        registered_mirror(&t, "mir").is_none(),
+        "assembled with the blank bdev as a leg:\n{}",
+        tail_lines(&t.log(), 30)
+    );
+    assert!(!support::is_claimed(&t, "aio1"), "the blank bdev is left alone");
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+}
+
 /// A superblock whose `events` no real mirror reaches (crafted, or damaged under a checksum
 /// that holds) assembles nothing: counting on from it wrapped to 0, the legs written then looked
 /// the oldest, and a stale leg assembled alone at the next start (acknowledged writes lost).

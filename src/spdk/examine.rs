@@ -36,6 +36,9 @@ use crate::superblock::{
 /// A bdev that carries a mirror superblock.
 pub struct Found {
     pub bdev: String,
+    /// The uuid of the bdev it was read from: a bdev of the same name registered after that
+    /// one went away is another bdev (`still_there`).
+    pub bdev_uuid: [u8; 16],
     pub sb: Superblock,
     /// The bitmap as read, sized by this leg's own superblock: it is only turned into bits
     /// against the geometry the mirror is assembled with.
@@ -132,8 +135,11 @@ extern "C" fn read_done(io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_v
             let bytes = unsafe { std::slice::from_raw_parts((rd.io.buf as *const u8).add(at), len) };
             // SAFETY: as above; the superblock's bytes come first.
             let head = unsafe { std::slice::from_raw_parts(rd.io.buf as *const u8, SUPERBLOCK_BYTES) };
+            // SAFETY: an open bdev; its uuid lives as long as it does (copied here).
+            let bdev_uuid = uuid::uuid_bytes(unsafe { &*sys::spdk_bdev_get_uuid(rd.io.bdev()) });
             let found = Found {
                 bdev: rd.name.clone(),
+                bdev_uuid,
                 tunables: TunablesRecord::read(head, sb.legs.len()),
                 sb,
                 bitmap: bytes.to_vec(),
@@ -318,12 +324,44 @@ fn refuse_exhausted(p: &mut Pending, a: &Assembly) -> bool {
     true
 }
 
+/// Whether the bdev `f` was read from is still registered under its name. A waiting mirror
+/// is not told when a candidate leg goes away (examine only reads it), and a bdev registered
+/// under the same name since is another one: assembled as that leg, it would serve as an
+/// in-sync copy data it never held.
+fn still_there(f: &Found) -> bool {
+    mirror::bdev_by_name(&f.bdev).is_some_and(|b| {
+        // SAFETY: a registered bdev, looked up on the app thread.
+        uuid::uuid_bytes(unsafe { &*sys::spdk_bdev_get_uuid(b) }) == f.bdev_uuid
+    })
+}
+
+/// Forgets the candidate legs of `p` that went away (`still_there`), each logged.
+fn prune(p: &mut Pending) {
+    p.found.retain(|f| {
+        let there = still_there(f);
+        if !there {
+            noticelog!(
+                "mirror {}: bdev {} went away since its superblock was read; no longer a candidate leg",
+                f.sb.name,
+                f.bdev
+            );
+        }
+        there
+    });
+}
+
 /// Assembles the mirror if it can (now, or after the grace period).
 fn evaluate(uuid: [u8; 16], grace_over: bool) {
     let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
     let Some(idx) = list.0.iter().position(|p| p.uuid == uuid) else {
         return;
     };
+    prune(&mut list.0[idx]);
+    if list.0[idx].found.is_empty() {
+        let mut p = list.0.remove(idx);
+        cancel_timer(&mut p);
+        return;
+    }
     let Some(a) = choose_legs(&list.0[idx].found.iter().map(|f| &f.sb).collect::<Vec<_>>()) else {
         return;
     };
@@ -436,7 +474,14 @@ pub fn forget(name: &str) {
 /// The mirrors waiting for legs, as `bdev_mirror_get_bdevs` shows them (category
 /// `configuring`).
 pub fn pending_mirrors() -> Vec<serde_json::Value> {
-    let list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    for p in list.0.iter_mut() {
+        prune(p);
+        if p.found.is_empty() {
+            cancel_timer(p);
+        }
+    }
+    list.0.retain(|p| !p.found.is_empty());
     list.0.iter().filter_map(describe_pending).collect()
 }
 
@@ -626,6 +671,18 @@ fn tunables_of(found: &[Found], a: &Assembly) -> Restored {
 fn start_resync(m: &'static Mirror) {
     let Some(p) = &m.persist else { return };
     if !p.resync_pending() {
+        return;
+    }
+    let in_sync = m.legs().iter().filter(|l| l.in_sync()).count();
+    if in_sync < 2 {
+        // Nothing for the one copy to differ from: a resync would only read it (at the cap,
+        // holding off bdev_mirror_add_base_bdev). The regions stay dirty for the legs that are
+        // away (`miss_all_dirty`), and their recovery copies them.
+        p.release_unsynced();
+        noticelog!(
+            "mirror {}: no resync: one copy is in sync; its dirty regions are kept for the missing legs",
+            m.name()
+        );
         return;
     }
     let ranges = {

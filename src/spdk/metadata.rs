@@ -336,6 +336,14 @@ impl Persist {
         }
     }
 
+    /// Every region awaiting resync is released at once (one copy in sync: none to differ).
+    pub fn release_unsynced(&self) {
+        let regions = self.bitmap().regions();
+        for r in (0..regions).filter(|&r| self.is_unsynced(r)) {
+            self.region_synced(r);
+        }
+    }
+
     pub fn resync_pending(&self) -> bool {
         self.unsynced_count.load(Ordering::Acquire) != 0
     }
