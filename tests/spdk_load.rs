@@ -175,7 +175,7 @@ fn save_config_replays() {
         &a,
         "bdev_mirror_create",
         json!({"name": "r1", "level": "raid1", "base_bdevs": ["a0", "a1", "a2"], "uuid": uuid,
-               "pool_size": 256, "max_parents": 64, "superblock": false}),
+               "pool_size": 256, "max_parents": 64, "superblock": false, "rebuild_max_mb_per_s": 7}),
     );
     rpc_ok(
         &a,
@@ -241,6 +241,8 @@ fn save_config_replays() {
     assert_eq!(p1["uuid"], json!(uuid), "{p1}");
     assert_eq!(p1["pool_size"], json!(256), "{p1}");
     assert_eq!(p1["max_parents"], json!(64), "{p1}");
+    // The cap too (it was left out, and came back as none).
+    assert_eq!(p1["rebuild_max_mb_per_s"], json!(7), "{p1}");
     let p10 = &bdev_cfg[pos("bdev_mirror_create", "r10").unwrap()]["params"];
     assert_eq!(p10["level"], json!("raid10"), "{p10}");
     assert_eq!(p10["layout"], json!("o2"), "{p10}");

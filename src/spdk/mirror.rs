@@ -487,6 +487,7 @@ impl Mirror {
             "uuid": self.uuid,
             "pool_size": self.opts.pool_size,
             "max_parents": self.opts.max_parents,
+            "rebuild_max_mb_per_s": self.rebuild_max_mb.load(Ordering::Acquire),
         });
         self.policy_json(&mut p);
         if self.geo().level() == Level::Raid10 {
