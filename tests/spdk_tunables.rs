@@ -365,7 +365,9 @@ fn a_recorded_pool_too_big_for_this_process_assembles_with_the_defaults() {
     assert_eq!(tunables(&m), want, "{m}");
     assert_eq!(m["state"], json!("online"), "{m}");
     assert!(
-        t.log().lines().any(|l| l.contains("do not fit") && l.contains("1048576")),
+        t.log()
+            .lines()
+            .any(|l| l.contains("do not fit") && l.contains("1048576")),
         "no warning names the pool:\n{}",
         tail_lines(&t.log(), 30)
     );
