@@ -479,10 +479,22 @@ impl Mirror {
 
     /// Parameters that recreate this mirror (save_config).
     pub fn create_params(&self) -> Value {
+        // Replayed, the call takes every leg it names as in sync. A RAID1 keeps every block at
+        // the same LBA on each leg, so with two or more legs in sync it is saved with those
+        // only: a failed, removed or rebuilding leg comes back as no copy (add it again) rather
+        // than as a stale one read as current, and a removed leg put to other use does not
+        // fail the replay. (RAID10's placement needs every slot: saved as it is; README.)
+        let legs = self.legs();
+        let in_sync: Vec<String> = legs.iter().filter(|l| l.in_sync()).map(|l| l.name()).collect();
+        let base_bdevs = if self.geo().level() == Level::Raid1 && in_sync.len() >= 2 {
+            in_sync
+        } else {
+            legs.iter().map(|l| l.name()).collect()
+        };
         let mut p = json!({
             "name": self.name(),
             "level": self.geo().level().as_str(),
-            "base_bdevs": self.legs().iter().map(|l| l.name()).collect::<Vec<_>>(),
+            "base_bdevs": base_bdevs,
             "superblock": false,
             "uuid": self.uuid,
             "pool_size": self.opts.pool_size,
