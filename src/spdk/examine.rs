@@ -284,7 +284,10 @@ fn offer(f: Found) {
             f.sb.this_slot,
             f.sb.events
         );
-        p.found.push(f);
+        // Kept in name order: copies that tie in every way (a cloned leg) are then told apart
+        // by name, the same whichever appeared first.
+        let at = p.found.partition_point(|o| o.bdev < f.bdev);
+        p.found.insert(at, f);
     }
     evaluate(uuid, false);
 }
