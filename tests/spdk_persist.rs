@@ -594,27 +594,15 @@ fn one_copy_in_sync_after_a_crash_runs_no_resync() {
     let mask = core.mask();
     let dir = test_dir("persist_onecopy");
     let files = leg_files(&dir, 2, 64 * MIB);
-    let range_blocks = 2 * MIB / BS as u64;
-    let jobs = job_file(&dir, "mir", 0, range_blocks);
-    let server = bdevperf_server(
-        &env,
-        BdevperfOpts {
-            name: "persist_onecopy",
-            config: bdev_subsystem(vec![
-                aio_bdev_config("aio0", &files[0], BS),
-                aio_bdev_config("aio1", &files[1], BS),
-                mirror_create("mir", &["aio0", "aio1"], json!({"rebuild_max_mb_per_s": 1})),
-                wait_for_examine_config(),
-            ]),
-            queue_depth: 4,
-            workload: "write",
-            time_s: 1,
-            cores_mask: mask,
-            extra_args: vec!["-j".into(), jobs.to_string_lossy().into_owned(), "-U".into()],
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let jobs = job_file(&dir, "mir", 0, 2 * MIB / BS as u64);
+    let target = vec!["-j".into(), jobs.to_string_lossy().into_owned()];
+    let server = writer_server(&env, "persist_onecopy", mask, &files, target);
+    // A resync of the dirty regions at this cap would still run when looked at below.
+    rpc_ok(
+        &server,
+        "bdev_mirror_set_options",
+        json!({"name": "mir", "rebuild_max_mb_per_s": 1}),
+    );
     wait_idle(&server, "the new mirror to be idle");
     finished_job(
         "writes",
@@ -633,7 +621,6 @@ fn one_copy_in_sync_after_a_crash_runs_no_resync() {
     create_aio(&t, "aio0", &files[0], BS);
     let m = wait_mirror(&t, 20, "the mirror to assemble degraded", |_| true);
     assert_eq!(m["state"], json!("degraded"), "{m}");
-    // A resync of the dirty 2 MiB at the 1 MiB/s cap would still run.
     std::thread::sleep(Duration::from_millis(500));
     let m = t.mirror_info("mir");
     assert!(
