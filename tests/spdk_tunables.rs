@@ -330,13 +330,7 @@ fn a_recorded_pool_too_big_for_this_process_assembles_with_the_defaults() {
     let core = lease_core();
     let mask = core.mask();
     let dir = test_dir("tunables_too_big");
-    let files: Vec<PathBuf> = (0..2)
-        .map(|i| {
-            let f = dir.join(format!("leg{i}.img"));
-            create_sparse_file(&f, 64 * MIB).unwrap();
-            f
-        })
-        .collect();
+    let files = support::leg_files(&dir, 2, 64 * MIB);
     let create = config_entry(
         "bdev_mirror_create",
         json!({"name": "mir", "level": "raid1", "base_bdevs": ["aio0", "aio1"],
