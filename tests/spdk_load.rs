@@ -292,9 +292,10 @@ fn save_config_replays() {
 
 /// A RAID1 without a superblock saved while a leg is out (removed over RPC, here, and then put
 /// to use in another mirror) is saved with its legs in sync only: replayed, it comes back
-/// online over those, and the replay does not fail on the leg now claimed elsewhere. Before,
-/// the removed leg was saved as a member: taken as in sync (stale reads), or, claimed by the
-/// other mirror, failing the whole config (spdk_tgt exited at start-up).
+/// online over those, its preferred leg still the same bdev, and the replay does not fail on
+/// the leg now claimed elsewhere. Before, the removed leg was saved as a member: taken as in
+/// sync (stale reads), or, claimed by the other mirror, failing the whole config (spdk_tgt
+/// exited at start-up).
 #[test]
 #[cfg_attr(
     not(spdk),
@@ -314,13 +315,14 @@ fn save_config_keeps_only_the_legs_in_sync() {
     rpc_ok(
         &a,
         "bdev_mirror_create",
-        json!({"name": "r1", "level": "raid1", "base_bdevs": ["a0", "a1", "a2"], "superblock": false}),
+        json!({"name": "r1", "level": "raid1", "base_bdevs": ["a0", "a1", "a2"], "superblock": false,
+               "read_policy": "preferred", "preferred_leg": 2}),
     );
-    rpc_ok(&a, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "a2"}));
+    rpc_ok(&a, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "a0"}));
     rpc_ok(
         &a,
         "bdev_mirror_create",
-        json!({"name": "other", "level": "raid1", "base_bdevs": ["a2", "d0"], "superblock": false}),
+        json!({"name": "other", "level": "raid1", "base_bdevs": ["a0", "d0"], "superblock": false}),
     );
     let saved = save_config(&a);
     let dir = test_dir("save_config_out");
@@ -334,7 +336,9 @@ fn save_config_keeps_only_the_legs_in_sync() {
     let r1 = b.mirror_info("r1");
     assert_eq!(r1["state"], json!("online"), "{r1}");
     let legs: Vec<&Value> = r1["legs"].as_array().unwrap().iter().map(|l| &l["bdev"]).collect();
-    assert_eq!(legs, [&json!("a0"), &json!("a1")], "{r1}");
+    assert_eq!(legs, [&json!("a1"), &json!("a2")], "{r1}");
+    assert_eq!(r1["read_policy"], json!("preferred"), "{r1}");
+    assert_eq!(r1["preferred_leg"], json!(1), "still a2: {r1}");
     assert_eq!(b.mirror_info("other")["state"], json!("online"));
     b.shutdown(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
 }

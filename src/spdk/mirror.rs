@@ -485,12 +485,13 @@ impl Mirror {
         // than as a stale one read as current, and a removed leg put to other use does not
         // fail the replay. (RAID10's placement needs every slot: saved as it is; README.)
         let legs = self.legs();
-        let in_sync: Vec<String> = legs.iter().filter(|l| l.in_sync()).map(|l| l.name()).collect();
-        let base_bdevs = if self.geo().level() == Level::Raid1 && in_sync.len() >= 2 {
+        let in_sync: Vec<u32> = legs.iter().filter(|l| l.in_sync()).map(|l| l.index).collect();
+        let kept: Vec<u32> = if self.geo().level() == Level::Raid1 && in_sync.len() >= 2 {
             in_sync
         } else {
-            legs.iter().map(|l| l.name()).collect()
+            legs.iter().map(|l| l.index).collect()
         };
+        let base_bdevs: Vec<String> = kept.iter().map(|&i| self.slot(i).name()).collect();
         let mut p = json!({
             "name": self.name(),
             "level": self.geo().level().as_str(),
@@ -502,6 +503,17 @@ impl Mirror {
             "rebuild_max_mb_per_s": self.rebuild_max_mb.load(Ordering::Acquire),
         });
         self.policy_json(&mut p);
+        // The preferred leg by its place among the legs saved; left out with it, the default.
+        if let ReadPolicy::Preferred(leg) = self.read_policy() {
+            match kept.iter().position(|&i| i == leg) {
+                Some(at) => p["preferred_leg"] = json!(at),
+                None => {
+                    let o = p.as_object_mut().expect("an object");
+                    o.remove("read_policy");
+                    o.remove("preferred_leg");
+                }
+            }
+        }
         if self.geo().level() == Level::Raid10 {
             p["layout"] = json!(self.geo().layout().to_string());
             p["chunk_kb"] = json!(self.chunk_kb);
