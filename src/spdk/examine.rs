@@ -730,11 +730,8 @@ fn rejoin_of(m: &Mirror, f: &Found) -> Rejoin {
     }
 }
 
-/// A leg of a live mirror appeared (stale at assembly, or back after it went away). One
-/// that was away while the mirror was reshaped goes back to the slot its identity holds now,
-/// and is rebuilt in full.
-/// What to add when a leg refused as newer or diverged had itself dropped legs this mirror
-/// assembled on: the mirror came up without it, on copies it had left behind.
+/// What to add when a leg refused as newer or diverged had itself marked failed legs this
+/// mirror runs on: the mirror came up without it, on legs that lack its later writes.
 fn late_hint(m: &Mirror, f: &Found) -> String {
     let Some(running) = m.persist.as_ref().map(|p| p.superblock()) else {
         return String::new();
@@ -753,11 +750,14 @@ fn late_hint(m: &Mirror, f: &Found) -> String {
         return String::new();
     }
     format!(
-        "; it had dropped {} before this mirror assembled on them without it: this mirror runs on the older copies since its degraded assembly (attach legs within degraded_grace_ms, or set degraded_assembly false)",
+        "; it had marked {} failed, and this mirror runs on them without it: it came up without this leg (assembled degraded before this leg appeared? attach legs within degraded_grace_ms, or set degraded_assembly false), so this leg's writes since are not in it",
         dropped.join(", ")
     )
 }
 
+/// A leg of a live mirror appeared (stale at assembly, or back after it went away). One
+/// that was away while the mirror was reshaped goes back to the slot its identity holds now,
+/// and is rebuilt in full.
 fn returning(m: &'static Mirror, f: Found) {
     let slot = match m.persist.as_ref().map(|p| p.superblock().clone()) {
         None => f.sb.this_slot,
