@@ -1291,6 +1291,8 @@ fn a_leg_put_back_to_an_old_image_is_rebuilt() {
     fs::write(&files[1], &image).expect("aio1 put back");
 
     let t = start_tgt(&env, "persist_rollback_back", mask);
+    // aio0 alone is fresh: the mirror assembles degraded, then rebuilds aio1.
+    short_grace(&t);
     create_aio(&t, "aio0", &files[0], BS);
     create_aio(&t, "aio1", &files[1], BS);
     let m = wait_ended(&t, "the old image to be rebuilt");
