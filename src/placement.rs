@@ -18,6 +18,11 @@ use thiserror::Error;
 /// Most legs a mirror may have (leg sets are kept as `u32` bit masks).
 pub const MAX_LEGS: usize = 32;
 
+/// What every caller says of a leg number out of range (a range like `0..2` read as inclusive).
+pub fn no_such_leg(leg: u32, legs: impl fmt::Display) -> String {
+    format!("leg {leg} does not exist (there are {legs} legs, numbered from 0)")
+}
+
 /// md's default RAID10 chunk, used when none is given.
 pub const DEFAULT_CHUNK_KB: u64 = 512;
 

@@ -5,6 +5,7 @@ use clap::{Args, ValueEnum};
 use super::bad_input;
 use crate::cli::geometry::GeometryArgs;
 use spdk_mirror::engine::{ReadPolicy, Strategy};
+use spdk_mirror::placement::no_such_leg;
 use spdk_mirror::sim::{run as run_sim, BitmapConfig, Faults, LegModel, SimConfig, SimReport};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -100,10 +101,7 @@ pub fn run(args: SimArgs) -> i32 {
     };
     for (field, leg) in [("error_leg", args.error_leg), ("read_error_leg", args.read_error_leg)] {
         if let Some(leg) = leg.filter(|&l| l >= spec.legs) {
-            return bad_input(format!(
-                "{field}: leg {leg} does not exist (there are {} legs, numbered from 0)",
-                spec.legs
-            ));
+            return bad_input(format!("{field}: {}", no_such_leg(leg, spec.legs)));
         }
     }
     if args.leg_qd == 0 {

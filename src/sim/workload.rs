@@ -19,7 +19,7 @@ use crate::engine::{
     Backend, DirectWrite, Engine, EngineConfig, EngineStats, HostStatus, IoOp, IoRequest, ReadPolicy, Strategy, DIRECT,
     DIRECT_WRITE,
 };
-use crate::placement::{Geometry, GeometryError, GeometrySpec};
+use crate::placement::{no_such_leg, Geometry, GeometryError, GeometrySpec};
 use crate::superblock::{LayoutError, MetaLayout};
 
 /// Simulated time without a single host completion after which a run counts as stalled.
@@ -119,9 +119,9 @@ pub enum SimConfigError {
     MaxParents,
     #[error("read_pct: must be 0..=100, got {0}")]
     ReadPct(u32),
-    #[error("fail_leg: leg {0} does not exist (there are {1} legs, numbered from 0)")]
+    #[error("fail_leg: {}", no_such_leg(*.0, .1))]
     FailLeg(u32, u32),
-    #[error("preferred_leg: leg {0} does not exist (there are {1} legs, numbered from 0)")]
+    #[error("preferred_leg: {}", no_such_leg(*.0, .1))]
     PreferredLeg(u32, u32),
     #[error("max_io_blocks: must be at least 1")]
     MaxIo,

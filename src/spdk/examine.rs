@@ -243,6 +243,29 @@ struct Pending {
 }
 
 struct PendingList(Vec<Pending>);
+
+impl PendingList {
+    /// Drops the candidate legs `keep` refuses from every waiting mirror; a mirror left with
+    /// none stops waiting (its timer stopped).
+    fn retain_found(&mut self, mut keep: impl FnMut(&Found) -> bool) {
+        for p in self.0.iter_mut() {
+            p.found.retain(&mut keep);
+            if p.found.is_empty() {
+                cancel_timer(p);
+            }
+        }
+        self.0.retain(|p| !p.found.is_empty());
+    }
+}
+
+/// Records that `bdev` was refused for `why`: true the first time, so each is logged once.
+fn first_report(reported: &mut Vec<(String, String)>, bdev: &str, why: &str) -> bool {
+    if reported.iter().any(|(b, w)| b == bdev && w == why) {
+        return false;
+    }
+    reported.push((bdev.to_string(), why.to_string()));
+    true
+}
 // SAFETY: touched on the app thread only; the Mutex is for Rust's sake.
 unsafe impl Send for PendingList {}
 static PENDING: Mutex<PendingList> = Mutex::new(PendingList(Vec::new()));
@@ -296,15 +319,14 @@ fn offer(f: Found) {
 fn report(p: &mut Pending, a: &Assembly) {
     for (i, rejection) in &a.rejected {
         let (f, why) = (&p.found[*i], rejection.to_string());
-        if p.reported.iter().any(|(b, w)| *b == f.bdev && *w == why) {
+        if !first_report(&mut p.reported, &f.bdev, &why) {
             continue;
         }
         let why_named = match rejection {
             Rejection::SlotTaken { winner, .. } => format!("{why} ({})", p.found[*winner].bdev),
-            _ => why.clone(),
+            _ => why,
         };
         errlog!("mirror {}: bdev {} not used: {why_named}", f.sb.name, f.bdev);
-        p.reported.push((f.bdev.clone(), why));
     }
 }
 
@@ -319,9 +341,8 @@ fn refuse_exhausted(p: &mut Pending, a: &Assembly) -> bool {
         "events {} is beyond any real mirror's (below {MAX_EVENTS}): a crafted or corrupted superblock",
         f.sb.events
     );
-    if !p.reported.iter().any(|(b, w)| *b == f.bdev && *w == why) {
+    if first_report(&mut p.reported, &f.bdev, &why) {
         errlog!("mirror {}: not assembled: bdev {}'s {why}", f.sb.name, f.bdev);
-        p.reported.push((f.bdev.clone(), why));
     }
     cancel_timer(p);
     true
@@ -338,33 +359,26 @@ fn still_there(f: &Found) -> bool {
     })
 }
 
-/// Forgets the candidate legs of `p` that went away (`still_there`), each logged.
-fn prune(p: &mut Pending) {
-    p.found.retain(|f| {
-        let there = still_there(f);
-        if !there {
-            noticelog!(
-                "mirror {}: bdev {} went away since its superblock was read; no longer a candidate leg",
-                f.sb.name,
-                f.bdev
-            );
-        }
-        there
-    });
+/// `still_there`, a candidate leg that went away logged as it is forgotten.
+fn kept_if_there(f: &Found) -> bool {
+    let there = still_there(f);
+    if !there {
+        noticelog!(
+            "mirror {}: bdev {} went away since its superblock was read; no longer a candidate leg",
+            f.sb.name,
+            f.bdev
+        );
+    }
+    there
 }
 
 /// Assembles the mirror if it can (now, or after the grace period).
 fn evaluate(uuid: [u8; 16], grace_over: bool) {
     let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    list.retain_found(kept_if_there);
     let Some(idx) = list.0.iter().position(|p| p.uuid == uuid) else {
         return;
     };
-    prune(&mut list.0[idx]);
-    if list.0[idx].found.is_empty() {
-        let mut p = list.0.remove(idx);
-        cancel_timer(&mut p);
-        return;
-    }
     let Some(a) = choose_legs(&list.0[idx].found.iter().map(|f| &f.sb).collect::<Vec<_>>()) else {
         return;
     };
@@ -459,13 +473,7 @@ pub fn forget(name: &str) {
             .filter(|p| p.found.iter().any(|f| f.bdev == name))
             .map(|p| p.uuid)
             .collect();
-        for p in list.0.iter_mut() {
-            p.found.retain(|f| f.bdev != name);
-            if p.found.is_empty() {
-                cancel_timer(p);
-            }
-        }
-        list.0.retain(|p| !p.found.is_empty());
+        list.retain_found(|f| f.bdev != name);
         touched
     };
     for uuid in touched {
@@ -478,13 +486,7 @@ pub fn forget(name: &str) {
 /// `configuring`).
 pub fn pending_mirrors() -> Vec<serde_json::Value> {
     let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    for p in list.0.iter_mut() {
-        prune(p);
-        if p.found.is_empty() {
-            cancel_timer(p);
-        }
-    }
-    list.0.retain(|p| !p.found.is_empty());
+    list.retain_found(kept_if_there);
     list.0.iter().filter_map(describe_pending).collect()
 }
 

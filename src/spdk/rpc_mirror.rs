@@ -13,7 +13,7 @@ use super::process::{self, Kind};
 use super::rpc::{bad, bdev_exists, handle, handle_checked, mirror_named, Params, Request};
 use super::{legs, stats, teardown};
 use crate::engine::ReadPolicy;
-use crate::placement::{Geometry, GeometrySpec, Level, Raid10Layout, MAX_LEGS};
+use crate::placement::{no_such_leg, Geometry, GeometrySpec, Level, Raid10Layout, MAX_LEGS};
 use crate::superblock::MetaLayout;
 
 /// Default RAID10 chunk for mirrors created over RPC.
@@ -112,13 +112,7 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
     }
     if let ReadPolicy::Preferred(leg) = read_policy {
         if leg as usize >= base_bdevs.len() {
-            return Err(bad(
-                "preferred_leg",
-                &format!(
-                    "leg {leg} does not exist (there are {} legs, numbered from 0)",
-                    base_bdevs.len()
-                ),
-            ));
+            return Err(bad("preferred_leg", &no_such_leg(leg, base_bdevs.len())));
         }
     }
     if let Some(u) = p.string("uuid")? {
@@ -434,13 +428,7 @@ pub extern "C" fn rpc_set_read_policy(request: *mut sys::spdk_jsonrpc_request, p
             let policy = read_policy(p)?;
             if let ReadPolicy::Preferred(leg) = policy {
                 if leg >= m.geo().legs() {
-                    return Err(bad(
-                        "preferred_leg",
-                        &format!(
-                            "leg {leg} does not exist (there are {} legs, numbered from 0)",
-                            m.geo().legs()
-                        ),
-                    ));
+                    return Err(bad("preferred_leg", &no_such_leg(leg, m.geo().legs())));
                 }
             }
             Ok((m, policy))
