@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use support::{
-    geometry, names, require_spdk, rpc_ok, start_target, test_dir, write_json, RpcError, Target, TargetOpts,
+    geometry, leg_state, names, require_spdk, rpc_ok, start_target, test_dir, wait_until, write_json, RpcError, Target,
+    TargetOpts,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -290,22 +291,23 @@ fn save_config_replays() {
     b.shutdown(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// A RAID1 without a superblock saved while a leg is out (removed over RPC, here, and then put
-/// to use in another mirror) is saved with its legs in sync only: replayed, it comes back
-/// online over those, its preferred leg still the same bdev, and the replay does not fail on
-/// the leg now claimed elsewhere. Before, the removed leg was saved as a member: taken as in
-/// sync (stale reads), or, claimed by the other mirror, failing the whole config (spdk_tgt
-/// exited at start-up).
+/// A mirror without a superblock saved while a leg is out (removed over RPC here; for the
+/// RAID1, its leg then put to use in another mirror) is saved with that slot missing (`null`):
+/// replayed, it comes back degraded over the legs that were in sync, each in its slot (the
+/// preferred leg still the same bdev), the replay does not fail on a leg now claimed
+/// elsewhere, and a leg added to the empty slot is rebuilt. Before, the removed leg was saved
+/// as a member: taken as in sync (stale reads), or, claimed by the other mirror, failing the
+/// whole config (spdk_tgt exited at start-up). RAID1 and RAID10 alike.
 #[test]
 #[cfg_attr(
     not(spdk),
     ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
 )]
-fn save_config_keeps_only_the_legs_in_sync() {
+fn save_config_saves_a_leg_out_of_sync_as_missing() {
     let env = require_spdk();
     let blocks = 16 * MIB / BS as u64;
     let a = start_target(&env, "save_config_out_a", None);
-    for b in names("a", 3).iter().chain(&names("d", 1)) {
+    for b in names("a", 3).iter().chain(&names("d", 1)).chain(&names("t", 4)) {
         rpc_ok(
             &a,
             "bdev_malloc_create",
@@ -324,7 +326,31 @@ fn save_config_keeps_only_the_legs_in_sync() {
         "bdev_mirror_create",
         json!({"name": "other", "level": "raid1", "base_bdevs": ["a0", "d0"], "superblock": false}),
     );
+    rpc_ok(
+        &a,
+        "bdev_mirror_create",
+        json!({"name": "r10", "level": "raid10", "layout": "n2", "base_bdevs": names("t", 4),
+               "superblock": false}),
+    );
+    rpc_ok(&a, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "t2"}));
     let saved = save_config(&a);
+    let created: Vec<&Value> = saved["subsystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["config"].as_array().into_iter().flatten())
+        .filter(|c| c["method"] == json!("bdev_mirror_create"))
+        .map(|c| &c["params"])
+        .collect();
+    let legs_of = |name: &str| {
+        let c = created
+            .iter()
+            .find(|c| c["name"] == json!(name))
+            .unwrap_or_else(|| panic!("{saved}"));
+        c["base_bdevs"].clone()
+    };
+    assert_eq!(legs_of("r1"), json!([null, "a1", "a2"]), "{saved}");
+    assert_eq!(legs_of("r10"), json!(["t0", "t1", null, "t3"]), "{saved}");
     let dir = test_dir("save_config_out");
     let saved_path = write_json(dir.path(), "saved.json", &saved);
     let st = a.shutdown(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
@@ -333,12 +359,37 @@ fn save_config_keeps_only_the_legs_in_sync() {
 
     let b = start_target(&env, "save_config_out_b", Some(&saved_path));
     rpc_ok(&b, "bdev_wait_for_examine", Value::Null);
+    for (name, out, bdevs) in [
+        ("r1", 0, json!(["", "a1", "a2"])),
+        ("r10", 2, json!(["t0", "t1", "", "t3"])),
+    ] {
+        let m = b.mirror_info(name);
+        assert_eq!(m["state"], json!("degraded"), "{m}");
+        let legs: Vec<Value> = m["legs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["bdev"].clone())
+            .collect();
+        assert_eq!(Value::Array(legs), bdevs, "{m}");
+        assert_eq!(leg_state(&m, out), "removed", "{m}");
+    }
     let r1 = b.mirror_info("r1");
-    assert_eq!(r1["state"], json!("online"), "{r1}");
-    let legs: Vec<&Value> = r1["legs"].as_array().unwrap().iter().map(|l| &l["bdev"]).collect();
-    assert_eq!(legs, [&json!("a1"), &json!("a2")], "{r1}");
     assert_eq!(r1["read_policy"], json!("preferred"), "{r1}");
-    assert_eq!(r1["preferred_leg"], json!(1), "still a2: {r1}");
+    assert_eq!(r1["preferred_leg"], json!(2), "still a2: {r1}");
     assert_eq!(b.mirror_info("other")["state"], json!("online"));
+    // The empty slot takes a leg, rebuilt from the others.
+    rpc_ok(
+        &b,
+        "bdev_mirror_add_base_bdev",
+        json!({"name": "r10", "base_bdev": "t2"}),
+    );
+    let mut last = Value::Null;
+    wait_until(Duration::from_secs(60), "r10's rebuild", || {
+        last = b.mirror_info("r10");
+        last["state"] == json!("online")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {last}"));
+    assert_eq!(last["legs"][2]["bdev"], json!("t2"), "{last}");
     b.shutdown(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
 }

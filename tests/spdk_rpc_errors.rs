@@ -143,6 +143,13 @@ fn bad_calls(good_uuid: &str) -> Vec<Bad> {
         bad(CREATE, create(json!({"base_bdevs": ["f0", 1]})), EINVAL, &["base_bdevs:"]),
         bad(CREATE, create(json!({"base_bdevs": ["f0", ""]})), EINVAL, &["base_bdevs:"]),
         bad(CREATE, create(json!({"base_bdevs": {"f0": 1}})), EINVAL, &["base_bdevs:"]),
+        // A missing leg (null): only without a superblock, never every copy of a block.
+        bad(CREATE, create(json!({"base_bdevs": ["f0", null]})), EINVAL, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": [null, null], "superblock": false})), EINVAL, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": [null, "nope"], "superblock": false})), ENODEV, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": [null, "f0", "f0"], "superblock": false})), EINVAL, &["base_bdevs:"]),
+        bad(CREATE, r10(json!({"base_bdevs": [null, null, "f2", "f3"], "superblock": false})), EINVAL, &["base_bdevs:"]),
+        bad(CREATE, r10(json!({"layout": "f2", "base_bdevs": ["f0", null, null, "f3"], "superblock": false})), EINVAL, &["base_bdevs:"]),
         bad(CREATE, r10(json!({"layout": "n3"})), EINVAL, &["base_bdevs:"]),
         bad(CREATE, r10(json!({"layout": "f3", "base_bdevs": ["f0", "f1"]})), EINVAL, &["base_bdevs:"]),
         bad(CREATE, r10(json!({"base_bdevs": ["f0"]})), EINVAL, &["base_bdevs:"]),

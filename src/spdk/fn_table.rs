@@ -85,7 +85,15 @@ extern "C" fn write_config_json(bdev: *mut sys::spdk_bdev, w: *mut sys::spdk_jso
             // Its superblocks describe it: it assembles itself when its legs appear.
             return;
         }
-        let call = json!({"method": "bdev_mirror_create", "params": m.create_params()});
+        let Some(params) = m.create_params() else {
+            errlog!(
+                "mirror {}: not saved: it is offline and the legs it still has lack a copy of some \
+                 blocks, so no bdev_mirror_create call can bring it back",
+                m.name()
+            );
+            return;
+        };
+        let call = json!({"method": "bdev_mirror_create", "params": params});
         // SAFETY: `w` is live and expects one value.
         unsafe { json::write_value(w, &call) };
     })

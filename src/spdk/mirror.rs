@@ -477,21 +477,32 @@ impl Mirror {
         }
     }
 
-    /// Parameters that recreate this mirror (save_config).
-    pub fn create_params(&self) -> Value {
-        // Replayed, the call takes every leg it names as in sync. A RAID1 keeps every block at
-        // the same LBA on each leg, so with two or more legs in sync it is saved with those
-        // only: a failed, removed or rebuilding leg comes back as no copy (add it again) rather
-        // than as a stale one read as current, and a removed leg put to other use does not
-        // fail the replay. (RAID10's placement needs every slot: saved as it is; README.)
-        let legs = self.legs();
-        let in_sync: Vec<u32> = legs.iter().filter(|l| l.in_sync()).map(|l| l.index).collect();
-        let kept: Vec<u32> = if self.geo().level() == Level::Raid1 && in_sync.len() >= 2 {
-            in_sync
-        } else {
-            legs.iter().map(|l| l.index).collect()
-        };
-        let base_bdevs: Vec<String> = kept.iter().map(|&i| self.slot(i).name()).collect();
+    /// Parameters that recreate this mirror (save_config); `None` when no create call can.
+    pub fn create_params(&self) -> Option<Value> {
+        // Replayed, the call takes every leg it names as in sync, so a failed, removed or
+        // rebuilding leg is saved as missing (null): it comes back as an empty slot to add a
+        // leg to, not as a stale copy read as current, and a removed leg put to other use
+        // does not fail the replay. An offline mirror is saved with every leg it still has
+        // (a create without a copy of some block is refused; README, known limits), or not
+        // at all if those do not hold a copy of every block either.
+        let in_sync = self.in_sync_mask();
+        let present = self
+            .legs()
+            .iter()
+            .filter(|l| l.present())
+            .fold(0, |m, l| m | 1 << l.index);
+        let named = [in_sync, present].into_iter().find(|&m| self.every_block_covered(m))?;
+        let base_bdevs: Vec<Value> = self
+            .legs()
+            .iter()
+            .map(|l| {
+                if named & 1 << l.index != 0 {
+                    json!(l.name())
+                } else {
+                    Value::Null
+                }
+            })
+            .collect();
         let mut p = json!({
             "name": self.name(),
             "level": self.geo().level().as_str(),
@@ -503,22 +514,11 @@ impl Mirror {
             "rebuild_max_mb_per_s": self.rebuild_max_mb.load(Ordering::Acquire),
         });
         self.policy_json(&mut p);
-        // The preferred leg by its place among the legs saved; left out with it, the default.
-        if let ReadPolicy::Preferred(leg) = self.read_policy() {
-            match kept.iter().position(|&i| i == leg) {
-                Some(at) => p["preferred_leg"] = json!(at),
-                None => {
-                    let o = p.as_object_mut().expect("an object");
-                    o.remove("read_policy");
-                    o.remove("preferred_leg");
-                }
-            }
-        }
         if self.geo().level() == Level::Raid10 {
             p["layout"] = json!(self.geo().layout().to_string());
             p["chunk_kb"] = json!(self.chunk_kb);
         }
-        p
+        Some(p)
     }
 
     /// What `bdev_mirror_get_bdevs` and `bdev_get_bdevs` report.

@@ -161,20 +161,29 @@ impl Params {
     }
 
     pub fn strings(&self, field: &str) -> Result<Vec<String>, Fail> {
+        self.names_or_missing(field)?
+            .into_iter()
+            .map(|n| n.ok_or_else(|| bad(field, "must be an array of non-empty bdev names")))
+            .collect()
+    }
+
+    /// A list of bdev names in which `null` stands for a missing member (mdadm's `missing`).
+    pub fn names_or_missing(&self, field: &str) -> Result<Vec<Option<String>>, Fail> {
         let Some(v) = self.0.get(field) else {
             return Err(bad(field, "required"));
         };
         let Value::Array(items) = v else {
             return Err(bad(field, "must be an array of bdev names"));
         };
-        let mut out: Vec<String> = Vec::with_capacity(items.len());
+        let mut out: Vec<Option<String>> = Vec::with_capacity(items.len());
         for item in items {
             match item {
+                Value::Null => out.push(None),
                 Value::String(s) if !s.is_empty() && !s.contains('\0') => {
-                    if out.contains(s) {
+                    if out.iter().flatten().any(|o| o == s) {
                         return Err(bad(field, &format!("'{s}' is listed twice")));
                     }
-                    out.push(s.clone());
+                    out.push(Some(s.clone()));
                 }
                 _ => return Err(bad(field, "must be an array of non-empty bdev names")),
             }

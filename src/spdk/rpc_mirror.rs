@@ -76,7 +76,9 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         (Some(c), Level::Raid10) => c,
         (None, _) => DEFAULT_CHUNK_KB,
     };
-    let base_bdevs = p.strings("base_bdevs")?;
+    // `null` marks a missing leg: its slot starts empty, to be filled by add_base_bdev.
+    let base_bdevs = p.names_or_missing("base_bdevs")?;
+    let present: Vec<&String> = base_bdevs.iter().flatten().collect();
     let uuid = match p.string("uuid")? {
         None => None,
         Some(s) => {
@@ -103,6 +105,15 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         ));
     }
     let region_kb = region_kb.unwrap_or(DEFAULT_REGION_KB) as u32;
+    if present.len() < base_bdevs.len() {
+        if superblock {
+            // The superblocks would name no bdev for the slot; create it whole and remove it.
+            return Err(bad("base_bdevs", "a missing leg (null) needs superblock: false"));
+        }
+        if present.is_empty() {
+            return Err(bad("base_bdevs", "every leg is missing (null)"));
+        }
+    }
     let rebuild_max_mb = p.uint("rebuild_max_mb_per_s", 0, MAX_RATE_MB)?.unwrap_or(0);
     if superblock && name.len() > SB_NAME_MAX {
         return Err(bad(
@@ -131,7 +142,7 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
             format!("a bdev named '{name}' already exists"),
         ));
     }
-    for b in &base_bdevs {
+    for &b in &present {
         if mirror::reaches(b, &name) {
             return Err(bad(
                 "base_bdevs",
@@ -148,7 +159,7 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
     // The smallest leg decides; geometry errors name their field.
     let mut leg_blocks = u64::MAX;
     let mut block_size = None;
-    for b in &base_bdevs {
+    for &b in &present {
         let Some(bdev) = mirror::bdev_by_name(b) else {
             return Err(Fail::new(-libc::ENODEV, "base_bdevs", format!("no bdev named '{b}'")));
         };
@@ -163,7 +174,7 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
             Some(first) if first != bs => {
                 return Err(bad(
                     "base_bdevs",
-                    &format!("block sizes differ ('{}' has {first}, '{b}' has {bs})", base_bdevs[0]),
+                    &format!("block sizes differ ('{}' has {first}, '{b}' has {bs})", present[0]),
                 ))
             }
             _ => {}
@@ -202,6 +213,16 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
             _ => e,
         }
     })?;
+    let given = (0u32..)
+        .zip(&base_bdevs)
+        .filter(|(_, b)| b.is_some())
+        .fold(0, |m, (i, _)| m | 1 << i);
+    if !geo.every_block_covered(given) {
+        return Err(bad(
+            "base_bdevs",
+            "the legs missing (null) hold every copy of some blocks: the mirror would be offline",
+        ));
+    }
     let persist = if superblock {
         let layout =
             MetaLayout::new(block_size, geo.data_blocks(), region_kb).map_err(|e| Fail::named(-libc::EINVAL, e))?;
@@ -218,7 +239,7 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         geo,
         chunk_kb,
         uuid,
-        base_bdevs: base_bdevs.into_iter().map(Some).collect(),
+        base_bdevs,
         opts,
         read_policy,
         persist,
