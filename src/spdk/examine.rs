@@ -482,6 +482,32 @@ pub fn forget(name: &str) {
     }
 }
 
+/// Stops waiting for the mirror called `name` (`bdev_mirror_delete` of one still assembling):
+/// its timer stops and its candidate legs are forgotten, their bdevs returned for the caller
+/// to wipe. `Ok(None)`: no mirror of that name waits; `Err(n)`: `n` of them do.
+pub fn withdraw_pending(name: &str) -> Result<Option<Vec<String>>, usize> {
+    let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    list.retain_found(kept_if_there);
+    let named: Vec<usize> = (0..list.0.len())
+        .filter(|&i| pending_name(&list.0[i]).as_deref() == Some(name))
+        .collect();
+    match named[..] {
+        [] => Ok(None),
+        [i] => {
+            let mut p = list.0.remove(i);
+            cancel_timer(&mut p);
+            Ok(Some(p.found.into_iter().map(|f| f.bdev).collect()))
+        }
+        _ => Err(named.len()),
+    }
+}
+
+/// The name a waiting mirror is listed under: its newest superblock's.
+fn pending_name(p: &Pending) -> Option<String> {
+    let a = choose_legs(&p.found.iter().map(|f| &f.sb).collect::<Vec<_>>());
+    Some(p.found.get(a.as_ref().map_or(0, |a| a.newest))?.sb.name.clone())
+}
+
 /// The mirrors waiting for legs, as `bdev_mirror_get_bdevs` shows them (category
 /// `configuring`).
 pub fn pending_mirrors() -> Vec<serde_json::Value> {

@@ -194,7 +194,11 @@ impl Params {
 
 /// The mirror called `name`, or an error naming the field.
 pub fn mirror_named(name: &str) -> Result<&'static mirror::Mirror, Fail> {
-    mirror::find(name).ok_or_else(|| Fail::new(-libc::ENODEV, "name", format!("no mirror named '{name}'")))
+    mirror::find(name).ok_or_else(|| no_mirror(name))
+}
+
+pub fn no_mirror(name: &str) -> Fail {
+    Fail::new(-libc::ENODEV, "name", format!("no mirror named '{name}'"))
 }
 
 pub fn bdev_exists(name: &str) -> bool {

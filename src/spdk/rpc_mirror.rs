@@ -8,10 +8,11 @@ use spdk_sys as sys;
 
 use super::create::{self, CreateSpec, PersistSpec};
 use super::error::Fail;
+use super::ffi::noticelog;
 use super::mirror::{self, MirrorOpts, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
 use super::process::{self, Kind};
-use super::rpc::{bad, bdev_exists, handle, handle_checked, mirror_named, Params, Request};
-use super::{legs, stats, teardown};
+use super::rpc::{bad, bdev_exists, handle, handle_checked, mirror_named, no_mirror, Params, Request};
+use super::{examine, legs, rpc_wipe, stats, teardown};
 use crate::engine::ReadPolicy;
 use crate::placement::{no_such_leg, Geometry, GeometrySpec, Level, Raid10Layout, MAX_LEGS};
 use crate::superblock::MetaLayout;
@@ -255,29 +256,53 @@ pub extern "C" fn rpc_create(request: *mut sys::spdk_jsonrpc_request, params: *c
 
 pub extern "C" fn rpc_delete(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
     handle(request, params, |req, p| {
-        let found = p
-            .only(&["name"])
-            .and_then(|_| p.required_string("name"))
-            .and_then(|name| mirror_named(&name));
-        match found {
-            Err(e) => req.reply(Err(e)),
-            Ok(m) if m.deleting.load(std::sync::atomic::Ordering::Acquire) => req.reply(Err(Fail::new(
+        let name = match p.only(&["name"]).and_then(|_| p.required_string("name")) {
+            Ok(name) => name,
+            Err(e) => return req.reply(Err(e)),
+        };
+        let Some(m) = mirror::find(&name) else {
+            return delete_pending(req, &name);
+        };
+        if m.deleting.load(std::sync::atomic::Ordering::Acquire) {
+            return req.reply(Err(Fail::new(
                 -libc::EBUSY,
                 "name",
                 format!("mirror '{}' is already being deleted", m.name()),
-            ))),
-            Ok(m) => teardown::delete(
-                m,
-                Box::new(move |rc| {
-                    req.reply(if rc == 0 {
-                        Ok(json!(true))
-                    } else {
-                        Err(Fail::plain(rc, "delete failed"))
-                    })
-                }),
-            ),
+            )));
         }
+        teardown::delete(
+            m,
+            Box::new(move |rc| {
+                req.reply(if rc == 0 {
+                    Ok(json!(true))
+                } else {
+                    Err(Fail::plain(rc, "delete failed"))
+                })
+            }),
+        )
     })
+}
+
+/// `bdev_mirror_delete` of a mirror still waiting for legs (listed as `configuring`): it
+/// stops waiting, and the superblock of each leg found for it is wiped, as a delete wipes a
+/// running mirror's legs, so that it does not assemble again.
+fn delete_pending(req: Request, name: &str) {
+    match examine::withdraw_pending(name) {
+        Ok(None) => req.reply(Err(no_mirror(name))),
+        Err(n) => req.reply(Err(bad(
+            "name",
+            &format!(
+                "{n} mirrors waiting for legs are named '{name}'; wipe their legs' superblocks one by one (bdev_mirror_wipe_superblock)"
+            ),
+        ))),
+        Ok(Some(legs)) => {
+            noticelog!(
+                "mirror {name}: deleted while it waited for legs; wiping the superblocks of {} (a leg not found yet keeps its own: wipe it when it appears, with bdev_mirror_wipe_superblock)",
+                legs.join(", ")
+            );
+            rpc_wipe::wipe_each(legs, None, req.answer_true())
+        }
+    }
 }
 
 /// `bdev_mirror_get_bdevs`'s `category`, as SPDK raid's `bdev_raid_get_bdevs`.

@@ -68,7 +68,7 @@ fn claimed_by(bdev: *mut sys::spdk_bdev) -> Option<String> {
 }
 
 /// What a wipe answers once its bdev is closed again.
-type WipeDone = Box<dyn FnOnce(Result<(), Fail>)>;
+pub type WipeDone = Box<dyn FnOnce(Result<(), Fail>)>;
 
 /// Where a wipe is: the superblock's blocks are read first (only a bdev that carries a mirror
 /// superblock is wiped), then the metadata area is zeroed, then flushed where there is a cache.
@@ -139,6 +139,15 @@ impl Wipe {
         }
         submit_wipe(w);
     }
+}
+
+/// Wipes the superblocks of `names`, one after the other; `done` gets the first failure once
+/// every one was tried.
+pub fn wipe_each(mut names: Vec<String>, failed: Option<Fail>, done: WipeDone) {
+    let Some(name) = names.pop() else {
+        return done(failed.map_or(Ok(()), Err));
+    };
+    Wipe::start(name, Box::new(move |r| wipe_each(names, failed.or(r.err()), done)));
 }
 
 fn errno_text(rc: i32) -> std::io::Error {
