@@ -695,12 +695,19 @@ pub fn rejoin(running: &Superblock, theirs: &Superblock) -> Rejoin {
         return Rejoin::Rebuild;
     };
     let dropped = matches!(mine.role, LegRole::Failed | LegRole::Removed);
-    if !dropped || mine.uuid != own.uuid || own.role != LegRole::Active {
+    if !dropped || mine.uuid != own.uuid {
         return Rejoin::Rebuild;
     }
-    if theirs.events > mine.failed_at_events {
+    // When it was last written as a member: its own `events`, or, for a leg that recorded
+    // its own removal as it was taken out (the SPDK glue's farewell), when it was dropped.
+    let last = match own.role {
+        LegRole::Active => theirs.events,
+        LegRole::Removed => own.failed_at_events,
+        LegRole::Failed | LegRole::Rebuilding => return Rejoin::Rebuild,
+    };
+    if last > mine.failed_at_events {
         Rejoin::Diverged
-    } else if theirs.events.saturating_add(1) >= mine.failed_at_events {
+    } else if last.saturating_add(1) >= mine.failed_at_events {
         Rejoin::Recovery
     } else {
         Rejoin::Rebuild
@@ -1379,6 +1386,26 @@ mod tests {
         assert_eq!(rejoin(&running, &raid1(2, 10, [1, 2, 3])), Rejoin::Recovery);
         assert_eq!(rejoin(&running, &raid1(2, 3, [1, 2, 3])), Rejoin::Rebuild);
         assert_eq!(rejoin(&running, &raid1(2, 11, [1, 2, 3])), Rejoin::Diverged);
+    }
+
+    #[test]
+    fn a_leg_that_recorded_its_own_removal_is_judged_by_when_it_was_dropped() {
+        let mut running = running_without_slot_2(10);
+        running.legs[2].role = LegRole::Removed;
+        // Its farewell: the running mirror's table as it was written after the drop.
+        let farewell = |dropped_at: u64| {
+            let mut sb = running.clone();
+            sb.this_slot = 2;
+            sb.legs[2].failed_at_events = dropped_at;
+            sb
+        };
+        assert_eq!(rejoin(&running, &farewell(10)), Rejoin::Recovery);
+        assert_eq!(rejoin(&running, &farewell(9)), Rejoin::Recovery);
+        assert_eq!(rejoin(&running, &farewell(4)), Rejoin::Rebuild);
+        assert_eq!(rejoin(&running, &farewell(12)), Rejoin::Diverged);
+        // Alone, it assembles nothing: the newest copy (its own) calls no leg found active.
+        let a = choose_legs(&[farewell(10)]).expect("a valid superblock");
+        assert_eq!(a.fresh, 0);
     }
 
     #[test]

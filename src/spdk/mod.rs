@@ -41,6 +41,7 @@ mod reset;
 mod submit;
 
 // layer 3, metadata and background work: the metadata writer, rebuild/recovery/resync/check.
+mod farewell;
 mod persist;
 mod process;
 

@@ -102,7 +102,7 @@ pub fn record_tunables(m: &'static Mirror, done: MetaDone) {
 }
 
 /// The tunables `m` runs with now, as a record of their current generation.
-fn tunables_record(m: &Mirror, p: &Persist) -> TunablesRecord {
+pub fn tunables_record(m: &Mirror, p: &Persist) -> TunablesRecord {
     TunablesRecord {
         generation: p.tunables_gen.load(Ordering::Acquire),
         tunables: Tunables {

@@ -8,11 +8,14 @@ use spdk_sys as sys;
 
 use super::callback::{for_each_channel, PerChannel, Visit};
 use super::error::Fail;
+use super::farewell;
 use super::ffi::noticelog;
 use super::legs::close_leg;
 use super::mirror::Mirror;
+use super::persist;
 use super::submit::channel_of;
 use super::teardown::Pin;
+use crate::superblock::LegRole;
 
 /// What a removal does when it is over.
 type RemoveDone = Box<dyn FnOnce(Result<(), Fail>)>;
@@ -21,6 +24,8 @@ struct Removal {
     /// Held across the channel iteration: a delete meanwhile waits for it.
     mirror: Pin,
     leg: u32,
+    /// The leg's own superblock is to record its removal before it is let go (`farewell`).
+    farewell: bool,
     done: RemoveDone,
 }
 
@@ -52,8 +57,16 @@ fn remove(m: &'static Mirror, leg: u32, why: &str, on_request: bool, done: Remov
             format!("'{}' is already being removed", l.name()),
         )));
     }
+    // A leg taken out while it held the mirror's data (in sync, or failed since) is told so
+    // (`farewell`); one being rebuilt already says so in its own superblock.
+    let mut farewell = false;
     if on_request {
         if let Some(p) = &m.persist {
+            farewell = p
+                .superblock()
+                .legs
+                .get(leg as usize)
+                .is_some_and(|e| matches!(e.role, LegRole::Active | LegRole::Failed));
             p.mark_removed(leg as usize);
         }
     }
@@ -63,6 +76,7 @@ fn remove(m: &'static Mirror, leg: u32, why: &str, on_request: bool, done: Remov
         Removal {
             mirror: Pin::new(m),
             leg,
+            farewell,
             done,
         },
     );
@@ -89,8 +103,23 @@ impl PerChannel for Removal {
     }
 }
 
-/// Every core has let go of the leg: close it.
+/// Every core has let go of the leg: close it, after its farewell if it gets one, which waits
+/// for the other legs to record the removal first (so a crash between the two never leaves
+/// the leg's own superblock the only one that knows).
 fn removal_done(r: Removal, status: c_int) {
+    if !r.farewell || status != 0 {
+        return close_removed(r, status);
+    }
+    let (m, leg) = (r.mirror.mirror(), r.leg);
+    persist::write(
+        m,
+        Some(Box::new(move |_| {
+            farewell::farewell(m, leg, Box::new(move || close_removed(r, status)))
+        })),
+    );
+}
+
+fn close_removed(r: Removal, status: c_int) {
     let m = r.mirror.mirror();
     let l = m.slot(r.leg);
     close_leg(l);
