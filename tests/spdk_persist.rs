@@ -723,6 +723,51 @@ fn a_mirror_waiting_for_legs_can_be_deleted() {
     create_aio(&t, "aio1", &files[1], BS);
     support::wait_until(Duration::from_secs(10), "mir to wait for its legs", waiting)
         .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 30)));
+    // While it waits, its name and the leg it found are its own: a create over either would
+    // overwrite that leg (or its name) and the waiting mirror would later fail to assemble.
+    rpc_ok(
+        &t,
+        "bdev_malloc_create",
+        json!({"name": "other", "num_blocks": 64 * MIB / BS as u64, "block_size": BS}),
+    );
+    let sb_before = read_range(&files[1], 0, SUPERBLOCK_BYTES as u64);
+    for (method, params, code, field) in [
+        (
+            "bdev_mirror_create",
+            json!({"name": "mir", "level": "raid1", "base_bdevs": ["other", null], "superblock": false}),
+            -libc::EEXIST,
+            "name:",
+        ),
+        (
+            "bdev_mirror_create",
+            json!({"name": "m2", "level": "raid1", "base_bdevs": ["other", "aio1"], "superblock": false}),
+            -libc::EBUSY,
+            "base_bdevs:",
+        ),
+        (
+            "bdev_mirror_add_base_bdev",
+            json!({"name": "mir", "base_bdev": "other"}),
+            -libc::EBUSY,
+            "name:",
+        ),
+        (
+            "bdev_mirror_remove_base_bdev",
+            json!({"base_bdev": "aio1"}),
+            -libc::EBUSY,
+            "base_bdev:",
+        ),
+    ] {
+        match t.rpc(method, params.clone()) {
+            Err(e) if e.code == code as i64 && e.message.starts_with(field) => {}
+            other => panic!("{method} {params}: want error {code} naming {field}, got {other:?}"),
+        }
+    }
+    assert!(waiting(), "still waiting");
+    assert_eq!(
+        read_range(&files[1], 0, SUPERBLOCK_BYTES as u64),
+        sb_before,
+        "aio1 untouched"
+    );
     assert_eq!(rpc_ok(&t, "bdev_mirror_delete", json!({"name": "mir"})), json!(true));
     assert!(!waiting(), "still listed:\n{}", tail_lines(&t.log(), 30));
     let again = t.rpc("bdev_mirror_delete", json!({"name": "mir"}));

@@ -502,6 +502,25 @@ pub fn withdraw_pending(name: &str) -> Result<Option<Vec<String>>, usize> {
     }
 }
 
+/// The waiting mirror that found bdev `name` as one of its legs, by the name it is listed
+/// under. Such a bdev must not be made another mirror's leg (or any other use of it written):
+/// that mirror would assemble later with a leg whose data was overwritten, or fail to.
+pub fn waiting_for_leg(name: &str) -> Option<String> {
+    let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    list.retain_found(kept_if_there);
+    list.0
+        .iter()
+        .find(|p| p.found.iter().any(|f| f.bdev == name))
+        .and_then(pending_name)
+}
+
+/// Whether a mirror waiting for its legs is listed as `name`.
+pub fn waiting_named(name: &str) -> bool {
+    let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    list.retain_found(kept_if_there);
+    list.0.iter().any(|p| pending_name(p).as_deref() == Some(name))
+}
+
 /// The name a waiting mirror is listed under: its newest superblock's.
 fn pending_name(p: &Pending) -> Option<String> {
     let a = choose_legs(&p.found.iter().map(|f| &f.sb).collect::<Vec<_>>());

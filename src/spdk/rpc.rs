@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use spdk_sys as sys;
 
 use super::error::Fail;
+use super::examine;
 use super::ffi::guard;
 use super::json;
 use super::mirror::{self};
@@ -198,7 +199,29 @@ pub fn mirror_named(name: &str) -> Result<&'static mirror::Mirror, Fail> {
 }
 
 pub fn no_mirror(name: &str) -> Fail {
+    if examine::waiting_named(name) {
+        return Fail::new(
+            -libc::EBUSY,
+            "name",
+            format!(
+                "mirror '{name}' is still waiting for its legs (configuring): only bdev_mirror_delete applies to it"
+            ),
+        );
+    }
     Fail::new(-libc::ENODEV, "name", format!("no mirror named '{name}'"))
+}
+
+/// Refuses bdev `name` as a new leg when a mirror waiting for its legs found it as one of
+/// its own (`examine::waiting_for_leg`), naming `field`.
+pub fn not_a_waiting_leg(name: &str, field: &str) -> Result<(), Fail> {
+    match examine::waiting_for_leg(name) {
+        None => Ok(()),
+        Some(m) => Err(Fail::new(
+            -libc::EBUSY,
+            field.to_string(),
+            format!("'{name}' is a leg of mirror '{m}', which waits for its other legs: bdev_mirror_delete '{m}' (or bdev_mirror_wipe_superblock '{name}') first"),
+        )),
+    }
 }
 
 pub fn bdev_exists(name: &str) -> bool {

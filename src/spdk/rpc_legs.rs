@@ -6,7 +6,7 @@ use spdk_sys as sys;
 use super::error::Fail;
 use super::mirror::{self};
 use super::process::Kind;
-use super::rpc::{bad, handle_checked, mirror_named};
+use super::rpc::{bad, handle_checked, mirror_named, not_a_waiting_leg};
 use super::{join, legs, removal, replace, teardown};
 
 pub extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
@@ -18,9 +18,16 @@ pub extern "C" fn rpc_remove_base_bdev(request: *mut sys::spdk_jsonrpc_request, 
             let b = p.required_string("base_bdev")?;
             let Some((m, leg)) = mirror::find_leg(&b) else {
                 // The replacement of a running replace: removing it stops the replace.
-                return mirror::find_replacement(&b)
-                    .map(Removing::Replacement)
-                    .ok_or_else(|| Fail::new(-libc::ENODEV, "base_bdev", format!("'{b}' is not a leg of any mirror")));
+                return match mirror::find_replacement(&b) {
+                    Some(m) => Ok(Removing::Replacement(m)),
+                    None => not_a_waiting_leg(&b, "base_bdev").and_then(|()| {
+                        Err(Fail::new(
+                            -libc::ENODEV,
+                            "base_bdev",
+                            format!("'{b}' is not a leg of any mirror"),
+                        ))
+                    }),
+                };
             };
             // The leg a rebuild or recovery writes may go (that cancels it); any other leg could
             // be its source.
@@ -103,6 +110,7 @@ pub extern "C" fn rpc_add_base_bdev(request: *mut sys::spdk_jsonrpc_request, par
                 ));
             }
             legs::check_new_leg(m, &base, "base_bdev")?;
+            not_a_waiting_leg(&base, "base_bdev")?;
             Ok((m, base))
         },
         |req, (m, base)| {
@@ -175,6 +183,7 @@ pub extern "C" fn rpc_replace_base_bdev(request: *mut sys::spdk_jsonrpc_request,
                     ),
                 ));
             }
+            not_a_waiting_leg(&new, "new_base_bdev")?;
             // A running process is refused by the reshape that starts the replacement.
             Ok((m, leg, new))
         },
@@ -200,6 +209,9 @@ pub extern "C" fn rpc_set_num_legs(request: *mut sys::spdk_jsonrpc_request, para
             } else {
                 Vec::new()
             };
+            for b in &bases {
+                not_a_waiting_leg(b, "base_bdevs")?;
+            }
             Ok((mirror_named(&name)?, n as u32, bases))
         },
         |req, (m, n, bases)| {

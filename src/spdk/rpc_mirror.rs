@@ -11,7 +11,9 @@ use super::error::Fail;
 use super::ffi::noticelog;
 use super::mirror::{self, MirrorOpts, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
 use super::process::{self, Kind};
-use super::rpc::{bad, bdev_exists, handle, handle_checked, mirror_named, no_mirror, Params, Request};
+use super::rpc::{
+    bad, bdev_exists, handle, handle_checked, mirror_named, no_mirror, not_a_waiting_leg, Params, Request,
+};
 use super::{examine, legs, rpc_wipe, stats, teardown};
 use crate::engine::ReadPolicy;
 use crate::placement::{no_such_leg, Geometry, GeometrySpec, Level, Raid10Layout, MAX_LEGS};
@@ -143,7 +145,15 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
             format!("a bdev named '{name}' already exists"),
         ));
     }
+    if examine::waiting_named(&name) {
+        return Err(Fail::new(
+            -libc::EEXIST,
+            "name",
+            format!("a mirror named '{name}' waits for its legs (configuring): bdev_mirror_delete it first"),
+        ));
+    }
     for &b in &present {
+        not_a_waiting_leg(b, "base_bdevs")?;
         if mirror::reaches(b, &name) {
             return Err(bad(
                 "base_bdevs",
