@@ -291,6 +291,62 @@ fn save_config_replays() {
     b.shutdown(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// An offline mirror without a superblock is not saved: its legs failed one after the other,
+/// the first one missing writes the second took, and a create call would take both as in
+/// sync (stale blocks served as current). Here an lvol store's writes take it down: one leg
+/// fails them, the store is written to the other, then that one fails too. Before, the
+/// mirror was saved with both legs.
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn save_config_leaves_out_an_offline_mirror() {
+    let env = require_spdk();
+    let a = start_target(&env, "save_config_offline", None);
+    for i in 0..2 {
+        rpc_ok(
+            &a,
+            "bdev_malloc_create",
+            json!({"name": format!("m{i}"), "num_blocks": 16 * MIB / BS as u64, "block_size": BS}),
+        );
+        rpc_ok(&a, "bdev_error_create", json!({"base_name": format!("m{i}")}));
+    }
+    rpc_ok(
+        &a,
+        "bdev_mirror_create",
+        json!({"name": "off", "level": "raid1", "base_bdevs": ["EE_m0", "EE_m1"], "superblock": false}),
+    );
+    let fail_writes = |leg: &str| {
+        rpc_ok(
+            &a,
+            "bdev_error_inject_error",
+            json!({"name": leg, "io_type": "write", "error_type": "failure", "num": 1_000_000}),
+        )
+    };
+    fail_writes("EE_m1");
+    rpc_ok(
+        &a,
+        "bdev_lvol_create_lvstore",
+        json!({"bdev_name": "off", "lvs_name": "lvs", "cluster_sz": 1048576}),
+    );
+    assert_eq!(a.mirror_info("off")["state"], json!("degraded"));
+    fail_writes("EE_m0");
+    let _ = a.rpc(
+        "bdev_lvol_create",
+        json!({"lvs_name": "lvs", "lvol_name": "v", "size_in_mib": 1, "thin_provision": false}),
+    );
+    let m = a.mirror_info("off");
+    assert_eq!(m["state"], json!("offline"), "{m}");
+    let saved = save_config(&a);
+    assert!(
+        !saved.to_string().contains("\"bdev_mirror_create\""),
+        "an offline mirror saved: {saved}"
+    );
+    assert!(a.log().contains("mirror off: not saved"), "{}", a.log());
+    a.shutdown(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A mirror without a superblock saved while a leg is out (removed over RPC here; for the
 /// RAID1, its leg then put to use in another mirror) is saved with that slot missing (`null`):
 /// replayed, it comes back degraded over the legs that were in sync, each in its slot (the

@@ -87,8 +87,8 @@ extern "C" fn write_config_json(bdev: *mut sys::spdk_bdev, w: *mut sys::spdk_jso
         }
         let Some(params) = m.create_params() else {
             errlog!(
-                "mirror {}: not saved: it is offline and the legs it still has lack a copy of some \
-                 blocks, so no bdev_mirror_create call can bring it back",
+                "mirror {}: not saved: it is offline (no leg in sync holds some blocks), and a \
+                 bdev_mirror_create call would take its failed legs, older copies, as in sync",
                 m.name()
             );
             return;

@@ -477,26 +477,23 @@ impl Mirror {
         }
     }
 
-    /// Parameters that recreate this mirror (save_config); `None` when no create call can.
+    /// Parameters that recreate this mirror (save_config); `None` when it is offline.
     pub fn create_params(&self) -> Option<Value> {
         // Replayed, the call takes every leg it names as in sync, so a failed, removed or
         // rebuilding leg is saved as missing (null): it comes back as an empty slot to add a
         // leg to, not as a stale copy read as current, and a removed leg put to other use
-        // does not fail the replay. An offline mirror is saved with every leg it still has
-        // (a create without a copy of some block is refused; README, known limits), or not
-        // at all if those do not hold a copy of every block either.
+        // does not fail the replay. An offline mirror is not saved: the legs it still has
+        // failed at different times, and taken as in sync they would serve older copies of
+        // some blocks (a create without a copy of every block is refused).
         let in_sync = self.in_sync_mask();
-        let present = self
-            .legs()
-            .iter()
-            .filter(|l| l.present())
-            .fold(0, |m, l| m | 1 << l.index);
-        let named = [in_sync, present].into_iter().find(|&m| self.every_block_covered(m))?;
+        if !self.every_block_covered(in_sync) {
+            return None;
+        }
         let base_bdevs: Vec<Value> = self
             .legs()
             .iter()
             .map(|l| {
-                if named & 1 << l.index != 0 {
+                if in_sync & 1 << l.index != 0 {
                     json!(l.name())
                 } else {
                     Value::Null
