@@ -51,6 +51,7 @@ def bdev_mirror_create(args):
         'superblock': args.superblock,
         'bitmap_region_kb': args.bitmap_region_kb,
         'rebuild_max_mb_per_s': args.rebuild_max_mb_per_s,
+        'leg_blocks': args.leg_blocks,
     }))
 
 
@@ -147,6 +148,8 @@ def spdk_rpc_plugin_initialize(subparsers):
                    help='KiB of mirror data one bitmap bit covers (default 65536)')
     p.add_argument('--rebuild-max-mb-per-s', dest='rebuild_max_mb_per_s', type=int,
                    help='bandwidth cap of rebuild, recovery, resync and check in MiB/s (0: none)')
+    p.add_argument('--leg-blocks', dest='leg_blocks', type=int,
+                   help='blocks of each base bdev to hold data in (default: all the smallest offers)')
     p.set_defaults(func=bdev_mirror_create)
 
     p = subparsers.add_parser('bdev_mirror_delete', help='Delete a mirror bdev')

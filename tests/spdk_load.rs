@@ -364,10 +364,12 @@ fn save_config_saves_a_leg_out_of_sync_as_missing() {
     let blocks = 16 * MIB / BS as u64;
     let a = start_target(&env, "save_config_out_a", None);
     for b in names("a", 3).iter().chain(&names("d", 1)).chain(&names("t", 4)) {
+        // t2, the RAID10 leg taken out, is the smallest: it sets the RAID10's size.
+        let n = if b == "t2" { blocks / 2 } else { blocks };
         rpc_ok(
             &a,
             "bdev_malloc_create",
-            json!({"name": b, "num_blocks": blocks, "block_size": BS}),
+            json!({"name": b, "num_blocks": n, "block_size": BS}),
         );
     }
     rpc_ok(
@@ -385,9 +387,10 @@ fn save_config_saves_a_leg_out_of_sync_as_missing() {
     rpc_ok(
         &a,
         "bdev_mirror_create",
-        json!({"name": "r10", "level": "raid10", "layout": "n2", "base_bdevs": names("t", 4),
+        json!({"name": "r10", "level": "raid10", "layout": "f2", "base_bdevs": names("t", 4),
                "superblock": false}),
     );
+    let r10_blocks = a.mirror_info("r10")["data_blocks"].clone();
     rpc_ok(&a, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "t2"}));
     let saved = save_config(&a);
     let created: Vec<&Value> = saved["subsystems"]
@@ -430,6 +433,8 @@ fn save_config_saves_a_leg_out_of_sync_as_missing() {
         assert_eq!(Value::Array(legs), bdevs, "{m}");
         assert_eq!(leg_state(&m, out), "removed", "{m}");
     }
+    // Its size (and so its far copies' place) kept without its smallest leg.
+    assert_eq!(b.mirror_info("r10")["data_blocks"], r10_blocks);
     let r1 = b.mirror_info("r1");
     assert_eq!(r1["read_policy"], json!("preferred"), "{r1}");
     assert_eq!(r1["preferred_leg"], json!(2), "still a2: {r1}");

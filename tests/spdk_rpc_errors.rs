@@ -143,6 +143,11 @@ fn bad_calls(good_uuid: &str) -> Vec<Bad> {
         bad(CREATE, create(json!({"base_bdevs": ["f0", 1]})), EINVAL, &["base_bdevs:"]),
         bad(CREATE, create(json!({"base_bdevs": ["f0", ""]})), EINVAL, &["base_bdevs:"]),
         bad(CREATE, create(json!({"base_bdevs": {"f0": 1}})), EINVAL, &["base_bdevs:"]),
+        // leg_blocks: at most what the smallest leg offers, enough for the geometry.
+        bad(CREATE, create(json!({"leg_blocks": 0})), EINVAL, &["leg_blocks:"]),
+        bad(CREATE, create(json!({"leg_blocks": "1"})), EINVAL, &["leg_blocks:"]),
+        bad(CREATE, create(json!({"leg_blocks": 1u64 << 40})), EINVAL, &["leg_blocks:"]),
+        bad(CREATE, r10(json!({"leg_blocks": 8})), EINVAL, &["leg_blocks:"]),
         // A missing leg (null): only without a superblock, never every copy of a block.
         bad(CREATE, create(json!({"base_bdevs": ["f0", null]})), EINVAL, &["base_bdevs:"]),
         bad(CREATE, create(json!({"base_bdevs": [null, null], "superblock": false})), EINVAL, &["base_bdevs:"]),

@@ -509,6 +509,9 @@ impl Mirror {
             "pool_size": self.opts.pool_size,
             "max_parents": self.opts.max_parents,
             "rebuild_max_mb_per_s": self.rebuild_max_mb.load(Ordering::Acquire),
+            // Else the replay sizes it by the legs it finds: without a smaller leg that was
+            // out, larger (a far or offset layout then places copies elsewhere).
+            "leg_blocks": self.geo().leg_blocks(),
         });
         self.policy_json(&mut p);
         if self.geo().level() == Level::Raid10 {

@@ -58,6 +58,7 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         "superblock",
         "bitmap_region_kb",
         "rebuild_max_mb_per_s",
+        "leg_blocks",
     ])?;
     let name = p.required_string("name")?;
     if name.len() > 200 {
@@ -204,22 +205,33 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
             &format!("legs of {leg_blocks} blocks leave no room after the {reserved}-block superblock area"),
         ));
     }
+    // What each leg holds data in: all the smallest offers, or less (mdadm's --size), which
+    // save_config records so that a replay over other legs keeps the size and placement.
+    let available = if base_bdevs.is_empty() {
+        0
+    } else {
+        leg_blocks - reserved
+    };
+    let wanted = p.uint("leg_blocks", 1, u64::MAX)?;
+    if let Some(n) = wanted.filter(|&n| n > available) {
+        return Err(bad(
+            "leg_blocks",
+            &format!("{n} blocks is more than the smallest leg offers ({available} after the metadata)"),
+        ));
+    }
     let geo = Geometry::new(&GeometrySpec {
         level,
         layout,
         legs: base_bdevs.len() as u32,
         chunk_bytes: Some(chunk_kb * 1024),
         block_size,
-        leg_blocks: if base_bdevs.is_empty() {
-            0
-        } else {
-            leg_blocks - reserved
-        },
+        leg_blocks: wanted.unwrap_or(available),
     })
     .map_err(|e| {
-        // The legs are the base bdevs here: their count and their size.
+        // The legs are the base bdevs here (their count and, unless given, their size).
         let e = Fail::named(-libc::EINVAL, e);
         match &*e.field {
+            "leg_blocks" if wanted.is_some() => e,
             "legs" | "leg_blocks" => e.in_field("base_bdevs"),
             _ => e,
         }
