@@ -1236,6 +1236,67 @@ fn a_leg_removed_over_rpc_never_assembles_the_mirror_alone() {
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
 }
 
+/// The bdev a `bdev_mirror_replace_base_bdev` took out has its superblock zeroed as it is let
+/// go: found alone at a later start it assembles nothing. Before, it still called itself an
+/// active member, and after the degraded grace it came up alone with the data it had when it
+/// was replaced (a probe then saw it win over the current legs at the next start).
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn a_replaced_leg_never_assembles_the_mirror_alone() {
+    let _turn = serial();
+    let env = require_spdk();
+    let core = lease_core();
+    let mask = core.mask();
+    let dir = test_dir("persist_replaced_alone");
+    let (mut files, t, _) = new_two_leg_mirror(&env, "persist_replaced_alone", mask, &dir);
+    files.push(dir.join("leg2.img"));
+    support::create_sparse_file(&files[2], 64 * MIB).expect("a third leg file");
+    create_aio(&t, "aio2", &files[2], BS);
+    rpc_ok(
+        &t,
+        "bdev_mirror_replace_base_bdev",
+        json!({"name": "mir", "base_bdev": "aio1", "new_base_bdev": "aio2"}),
+    );
+    let m = wait_mirror(&t, 30, "the replacement to end", |m| {
+        idle(m) && m["legs"][1]["bdev"] == json!("aio2") && m.get("replacement").is_none()
+    });
+    assert_eq!(m["state"], json!("online"), "{m}");
+    support::wait_until(Duration::from_secs(10), "aio1 to be let go", || {
+        !support::is_claimed(&t, "aio1")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 30)));
+    assert!(
+        read_range(&files[1], 0, SUPERBLOCK_BYTES as u64)
+            .iter()
+            .all(|&b| b == 0),
+        "aio1's superblock is zeroed:\n{}",
+        tail_lines(&t.log(), 30)
+    );
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+    drop(t);
+
+    let t = start_tgt(&env, "persist_replaced_alone_restart", mask);
+    short_grace(&t);
+    create_aio(&t, "aio1", &files[1], BS);
+    rpc_ok(&t, "bdev_wait_for_examine", Value::Null);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        registered_mirror(&t, "mir").is_none(),
+        "assembled from the replaced leg alone:\n{}",
+        tail_lines(&t.log(), 30)
+    );
+    create_aio(&t, "aio0", &files[0], BS);
+    create_aio(&t, "aio2", &files[2], BS);
+    let m = wait_mirror(&t, 30, "the mirror to assemble from aio0 and aio2", |m| {
+        idle(m) && m["state"] == json!("online")
+    });
+    assert!(!support::is_claimed(&t, "aio1"), "aio1 stays out: {m}");
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+}
+
 /// A leg removed over RPC and replaced, its replacement still rebuilding at the stop: at the
 /// next start the slot is the replacement's whichever bdev shows up first. The removed leg,
 /// found first, is not taken back (nor rebuilt over: an operator may keep it as a copy); its

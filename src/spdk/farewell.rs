@@ -1,5 +1,6 @@
 //! A leg's farewell: the superblock written to a leg an operator removes, just before the
-//! removal lets go of it, recording its own slot as removed.
+//! removal lets go of it, recording its own slot as removed (and the superblock of a leg a
+//! replacement took the place of, zeroed).
 //!
 //! Without it the leg keeps the superblock it last had as a member (active, at the events of
 //! that time). Found alone later (the mirror deleted, or its other legs slow to appear at a
@@ -16,6 +17,8 @@ use spdk_sys as sys;
 
 use super::callback::{end_chain, start_chain};
 use super::ffi::{errlog, guard};
+use super::leg::Leg;
+use super::legs::Retired;
 use super::mirror::Mirror;
 use super::persist::tunables_record;
 use crate::superblock::SUPERBLOCK_BYTES;
@@ -23,10 +26,17 @@ use crate::superblock::SUPERBLOCK_BYTES;
 /// What runs when the farewell is over, written or not.
 pub type FarewellDone = Box<dyn FnOnce()>;
 
+/// One farewell write (and its flush) in flight, on the mirror's thread.
 struct Farewell {
-    m: &'static Mirror,
-    slot: u32,
+    /// The mirror's name and the bdev's, for the log.
+    mirror: String,
+    bdev_name: String,
+    desc: *mut sys::spdk_bdev_desc,
     ch: *mut sys::spdk_io_channel,
+    bdev: *mut sys::spdk_bdev,
+    /// The slot whose I/O this is (counted so its close waits for it), or null for a retired
+    /// bdev, which its own `done` closes.
+    leg: *const Leg,
     buf: *mut c_void,
     blocks: u64,
     flushing: bool,
@@ -41,34 +51,84 @@ struct Farewell {
 pub fn farewell(m: &'static Mirror, slot: u32, done: FarewellDone) {
     let Some(p) = &m.persist else { return done() };
     let leg = m.slot(slot);
-    let bs = m.geo().block_size() as u64;
-    let blocks = (SUPERBLOCK_BYTES as u64).div_ceil(bs);
     let bytes = {
         let mut sb = p.superblock().clone();
         sb.this_slot = slot;
         sb.encode_with(&tunables_record(m, p))
     };
-    let Ok(bytes) = bytes else {
-        return failed(m, slot, "it cannot be encoded", done);
-    };
+    let target = (leg.desc(), leg.app_channel(), leg.bdev(), leg as *const Leg);
+    match bytes {
+        Ok(bytes) => write_head(m, &leg.name(), target, &bytes, done),
+        Err(_) => failed(m.name(), &leg.name(), "it cannot be encoded", done),
+    }
+}
+
+/// Zeroes the superblock of `r`, the bdev a replacement took the place of, then lets it go.
+/// Its superblock still called it an active member: found alone later, it would assemble the
+/// mirror by itself with the data it had when it was replaced (a replaced leg never comes
+/// back from the bitmap: the slot's identity is its replacement's now). Its data stays.
+pub fn wipe_retired(m: &'static Mirror, mut r: Retired, done: FarewellDone) {
+    if m.persist.is_none() {
+        r.close();
+        return done();
+    }
+    if r.ch.is_null() {
+        // SAFETY: the descriptor is open, on this (the mirror's) thread; `close` puts it.
+        r.ch = unsafe { sys::spdk_bdev_get_io_channel(r.desc) };
+    }
+    let target = (r.desc, r.ch, r.bdev, ptr::null());
+    let name = r.name.clone();
+    write_head(
+        m,
+        &name,
+        target,
+        &[0; SUPERBLOCK_BYTES],
+        Box::new(move || {
+            r.close();
+            done()
+        }),
+    );
+}
+
+fn failed(mirror: &str, bdev: &str, why: &str, done: FarewellDone) {
+    errlog!(
+        "mirror {mirror}: cannot record on {bdev}, taken out of the mirror, that it is no member ({why}); its superblock still calls it one: bdev_mirror_wipe_superblock it before other use"
+    );
+    done()
+}
+
+/// Writes `bytes` over the superblock's blocks of `target` (descriptor, channel of this
+/// thread, bdev, slot or null), flushed where there is a write cache.
+fn write_head(
+    m: &Mirror,
+    bdev_name: &str,
+    (desc, ch, bdev, leg): (
+        *mut sys::spdk_bdev_desc,
+        *mut sys::spdk_io_channel,
+        *mut sys::spdk_bdev,
+        *const Leg,
+    ),
+    bytes: &[u8],
+    done: FarewellDone,
+) {
+    let bs = m.geo().block_size() as u64;
+    let blocks = (SUPERBLOCK_BYTES as u64).div_ceil(bs);
     // SAFETY: a zeroed DMA buffer of `blocks` blocks, freed in `finished`.
     let buf = unsafe { sys::spdk_dma_zmalloc((blocks * bs) as usize, 0x1000, ptr::null_mut()) };
-    let ch = if buf.is_null() {
-        ptr::null_mut()
-    } else {
-        leg.app_channel()
-    };
-    if ch.is_null() {
+    if buf.is_null() || ch.is_null() || desc.is_null() {
         // SAFETY: null or ours.
         unsafe { sys::spdk_dma_free(buf) };
-        return failed(m, slot, "no memory", done);
+        return failed(m.name(), bdev_name, "no memory", done);
     }
-    // SAFETY: the buffer holds `blocks * bs >= SUPERBLOCK_BYTES` bytes.
-    unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), buf as *mut u8, SUPERBLOCK_BYTES) };
+    // SAFETY: the buffer holds `blocks * bs >= SUPERBLOCK_BYTES >= bytes.len()` bytes.
+    unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), buf as *mut u8, bytes.len().min(SUPERBLOCK_BYTES)) };
     submit(start_chain(Farewell {
-        m,
-        slot,
+        mirror: m.name().to_string(),
+        bdev_name: bdev_name.to_string(),
+        desc,
         ch,
+        bdev,
+        leg,
         buf,
         blocks,
         flushing: false,
@@ -77,37 +137,39 @@ pub fn farewell(m: &'static Mirror, slot: u32, done: FarewellDone) {
     }));
 }
 
-fn failed(m: &Mirror, slot: u32, why: &str, done: FarewellDone) {
-    errlog!(
-        "mirror {}: cannot record on leg {slot} that it was removed ({why}); it keeps its old superblock: bdev_mirror_wipe_superblock it before other use",
-        m.name()
-    );
-    done()
-}
-
 fn submit(f: *mut Farewell) {
     // SAFETY: ours until `finished`.
     let fw = unsafe { &mut *f };
-    let leg = fw.m.slot(fw.slot);
-    if !leg.present() {
-        return finished(f, false);
-    }
     let arg = f as *mut c_void;
-    // SAFETY: the leg's open desc and this thread's channel; the buffer holds `blocks` blocks.
+    // SAFETY: an open descriptor and this thread's channel on it; the buffer holds `blocks`
+    // blocks.
     let rc = unsafe {
         if fw.flushing {
-            sys::spdk_bdev_flush_blocks(leg.desc(), fw.ch, 0, fw.blocks, Some(io_done), arg)
+            sys::spdk_bdev_flush_blocks(fw.desc, fw.ch, 0, fw.blocks, Some(io_done), arg)
         } else {
-            sys::spdk_bdev_write_blocks(leg.desc(), fw.ch, fw.buf, 0, fw.blocks, Some(io_done), arg)
+            sys::spdk_bdev_write_blocks(fw.desc, fw.ch, fw.buf, 0, fw.blocks, Some(io_done), arg)
         }
     };
-    extern "C" fn retry(arg: *mut c_void) {
-        guard("mirror leg farewell retry", (), || submit(arg as *mut Farewell))
+    if rc == 0 {
+        // SAFETY: a slot's leg lives as long as its mirror, which outlives this write.
+        if let Some(leg) = unsafe { fw.leg.as_ref() } {
+            leg.app_io_started();
+        }
+        return;
     }
-    // SAFETY: the wait entry lives in the Farewell, which waits for it.
-    if !unsafe { leg.submitted(rc, fw.ch, &mut fw.wait, retry, arg) } {
-        finished(f, false);
+    if rc == -libc::ENOMEM {
+        extern "C" fn retry(arg: *mut c_void) {
+            guard("mirror leg farewell retry", (), || submit(arg as *mut Farewell))
+        }
+        fw.wait.bdev = fw.bdev;
+        fw.wait.cb_fn = Some(retry);
+        fw.wait.cb_arg = arg;
+        // SAFETY: the wait entry lives in the Farewell, which waits for it.
+        if unsafe { sys::spdk_bdev_queue_io_wait(fw.bdev, fw.ch, &mut fw.wait) } == 0 {
+            return;
+        }
     }
+    finished(f, false);
 }
 
 extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_void) {
@@ -117,11 +179,13 @@ extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut 
         let f = arg as *mut Farewell;
         // SAFETY: ours until `finished`.
         let fw = unsafe { &mut *f };
-        let leg = fw.m.slot(fw.slot);
-        leg.app_io_done();
+        // SAFETY: as in `submit`.
+        if let Some(leg) = unsafe { fw.leg.as_ref() } {
+            leg.app_io_done();
+        }
         // As every metadata write: not left in a volatile write cache.
-        // SAFETY: the leg's bdev is open while it is present.
-        if success && !fw.flushing && leg.present() && unsafe { sys::spdk_bdev_has_write_cache(leg.bdev()) } {
+        // SAFETY: the bdev is open (its descriptor is).
+        if success && !fw.flushing && unsafe { sys::spdk_bdev_has_write_cache(fw.bdev) } {
             fw.flushing = true;
             return submit(f);
         }
@@ -132,11 +196,11 @@ extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut 
 fn finished(f: *mut Farewell, success: bool) {
     // SAFETY: the last use of the chain.
     let fw = unsafe { end_chain(f) };
-    // SAFETY: allocated in `farewell`.
+    // SAFETY: allocated in `write_head`.
     unsafe { sys::spdk_dma_free(fw.buf) };
     if success {
         (fw.done)()
     } else {
-        failed(fw.m, fw.slot, "the write failed", fw.done)
+        failed(&fw.mirror, &fw.bdev_name, "the write failed", fw.done)
     }
 }

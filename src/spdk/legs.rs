@@ -117,6 +117,46 @@ pub fn free_legs(m: &mut Mirror) {
     }
 }
 
+/// A leg's bdev taken out of its slot still open and claimed (the leg a replacement took the
+/// place of), for one last write before it is let go (`close`).
+pub struct Retired {
+    pub name: String,
+    pub desc: *mut sys::spdk_bdev_desc,
+    /// The mirror's thread's channel on it (null if it had none yet).
+    pub ch: *mut sys::spdk_io_channel,
+    pub bdev: *mut sys::spdk_bdev,
+}
+
+impl Retired {
+    /// Lets the bdev go, as `close_leg` does (nothing of ours is in flight on it).
+    pub fn close(self) {
+        Closing {
+            leg: ptr::null(),
+            ch: self.ch,
+            desc: self.desc,
+            bdev: self.bdev,
+            poller: ptr::null_mut(),
+        }
+        .close()
+    }
+}
+
+/// Empties slot `i` as `drop_slot` does (in a reshape, no core keeping a channel on it and no
+/// I/O of the mirror's thread outstanding), but keeps its bdev open: for the caller to write
+/// it once more and then close it.
+pub fn retire_slot(m: &Mirror, i: u32) -> Retired {
+    let l = m.slot(i);
+    l.failed.store(true, Ordering::Release);
+    let r = Retired {
+        name: l.name(),
+        ch: l.app_ch.swap(ptr::null_mut(), Ordering::SeqCst),
+        desc: l.desc.swap(ptr::null_mut(), Ordering::SeqCst),
+        bdev: l.bdev.swap(ptr::null_mut(), Ordering::SeqCst),
+    };
+    clear_slot(l);
+    r
+}
+
 /// Why a bdev's metadata keeps it from being a leg, if it has any: the mirror carries none.
 /// Checked before its block size, which for interleaved metadata counts the metadata bytes
 /// too (4104 for 4096 + 8) and would only confuse.

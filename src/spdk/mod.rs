@@ -41,13 +41,13 @@ mod reset;
 mod submit;
 
 // layer 3, metadata and background work: the metadata writer, rebuild/recovery/resync/check.
-mod farewell;
 mod persist;
 mod process;
 
 // layer 4, lifecycle: create, delete, legs (open, remove, attach, join), the bdev function
 // table, reshapes (resize, replace, leg count), counters.
 mod create;
+mod farewell;
 mod fn_table;
 mod join;
 mod leg_events;

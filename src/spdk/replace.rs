@@ -5,15 +5,19 @@
 //!    every engine to mirror each write of the replaced leg onto it, at the same leg LBA.
 //! 2. A `replace` process copies every block the replaced leg holds onto it, window by window
 //!    under a range quiesce (as rebuilds do), reading any in-sync copy.
-//! 3. A second reshape swaps: the old bdev is closed and released, the new one takes its slot
-//!    with a new identity in the superblock, written before I/O resumes.
+//! 3. A second reshape swaps: the new bdev takes the old one's slot with a new identity in the
+//!    superblock, written before I/O resumes; the old bdev's superblock is zeroed (`farewell`:
+//!    found alone later it would pass for a member), then it is closed and released.
 //!
 //! If the replacement fails, is removed (hot-removed, or `bdev_mirror_remove_base_bdev` with its
 //! name: `stop`), or the copy stops, the replacement is dropped and the mirror stays as it was.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use super::error::Fail;
+use super::farewell;
 use super::ffi::{errlog, noticelog};
 use super::leg_events;
 use super::legs;
@@ -99,11 +103,17 @@ fn copied(m: &'static Mirror, leg: u32, res: Result<(), Fail>) {
     if let Err(why) = res {
         return cancel(m, &why.to_string());
     }
+    // The replaced bdev, taken out by the swap still open, for its superblock to be zeroed.
+    let retired = Rc::new(Cell::new(None));
+    let kept = retired.clone();
     reshape::reshape(
         m,
         "replacement",
-        Box::new(move |m| swap(m, leg)),
+        Box::new(move |m| swap(m, leg, &kept)),
         Box::new(move |r| {
+            if let Some(old) = retired.take() {
+                farewell::wipe_retired(m, old, Box::new(|| {}));
+            }
             if let Err(why) = r {
                 cancel(m, &why.to_string());
             }
@@ -111,8 +121,9 @@ fn copied(m: &'static Mirror, leg: u32, res: Result<(), Fail>) {
     );
 }
 
-/// The replacement takes the replaced leg's slot (mirror quiesced).
-fn swap(m: &'static Mirror, leg: u32) -> Result<(), Fail> {
+/// The replacement takes the replaced leg's slot (mirror quiesced); the replaced bdev goes to
+/// `retired`, still open.
+fn swap(m: &'static Mirror, leg: u32, retired: &Cell<Option<legs::Retired>>) -> Result<(), Fail> {
     let r = m.replacement_slot();
     let new = m.slot(r);
     if !new.present() || new.failed.load(Ordering::Acquire) {
@@ -120,7 +131,7 @@ fn swap(m: &'static Mirror, leg: u32) -> Result<(), Fail> {
     }
     let old_name = m.slot(leg).name();
     if m.slot(leg).present() {
-        legs::drop_slot(m, leg);
+        retired.set(Some(legs::retire_slot(m, leg)));
     }
     legs::move_leg(m, r, leg);
     let l = m.slot(leg);
