@@ -52,6 +52,7 @@ def bdev_mirror_create(args):
         'bitmap_region_kb': args.bitmap_region_kb,
         'rebuild_max_mb_per_s': args.rebuild_max_mb_per_s,
         'leg_blocks': args.leg_blocks,
+        'wait_for_legs': args.wait_for_legs,
     }))
 
 
@@ -150,6 +151,9 @@ def spdk_rpc_plugin_initialize(subparsers):
                    help='bandwidth cap of rebuild, recovery, resync and check in MiB/s (0: none)')
     p.add_argument('--leg-blocks', dest='leg_blocks', type=int,
                    help='blocks of each base bdev to hold data in (default: all the smallest offers)')
+    p.add_argument('--wait-for-legs', dest='wait_for_legs', action='store_true', default=None,
+                   help='base bdevs not registered yet are waited for (the mirror is created '
+                        'once they all are) rather than refused')
     p.set_defaults(func=bdev_mirror_create)
 
     p = subparsers.add_parser('bdev_mirror_delete', help='Delete a mirror bdev')

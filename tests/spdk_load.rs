@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use support::{
-    geometry, leg_state, names, require_spdk, rpc_ok, start_target, test_dir, wait_until, write_json, RpcError, Target,
-    TargetOpts,
+    create_aio, geometry, leg_files, leg_state, names, require_spdk, rpc_ok, start_target, test_dir, wait_until,
+    write_json, RpcError, Target, TargetOpts,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -288,6 +288,97 @@ fn save_config_replays() {
             .collect()
     };
     assert_eq!(mirrors_of(&saved_b), mirrors_of(&saved));
+    b.shutdown(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A mirror without a superblock whose leg was registered after it (added in place of
+/// another) replays: SPDK saves that leg's create after the mirror's, and the mirror's create
+/// (`wait_for_legs`) waits for it, where before the replay stopped spdk_tgt at start-up ("no
+/// bdev named"). A create that waits is listed as configuring, runs when its legs appear, and
+/// can be deleted while it waits.
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn save_config_replays_a_leg_registered_after_its_mirror() {
+    let env = require_spdk();
+    let blocks = 16 * MIB / BS as u64;
+    let malloc = |t: &Target, name: &str| {
+        rpc_ok(
+            t,
+            "bdev_malloc_create",
+            json!({"name": name, "num_blocks": blocks, "block_size": BS}),
+        );
+    };
+    // aio bdevs: each is saved in its place among the bdevs (malloc ones are all saved first).
+    let dir = test_dir("save_config_late_leg");
+    let files = leg_files(&dir, 3, 16 * MIB);
+    let a = start_target(&env, "save_config_late_leg_a", None);
+    create_aio(&a, "g0", &files[0], BS);
+    create_aio(&a, "g1", &files[1], BS);
+    rpc_ok(
+        &a,
+        "bdev_mirror_create",
+        json!({"name": "md", "level": "raid1", "base_bdevs": ["g0", "g1"], "superblock": false}),
+    );
+    create_aio(&a, "g2", &files[2], BS);
+    rpc_ok(&a, "bdev_mirror_remove_base_bdev", json!({"base_bdev": "g1"}));
+    rpc_ok(
+        &a,
+        "bdev_mirror_add_base_bdev",
+        json!({"name": "md", "base_bdev": "g2"}),
+    );
+    let mut last = Value::Null;
+    wait_until(Duration::from_secs(60), "g2's rebuild", || {
+        last = a.mirror_info("md");
+        last["state"] == json!("online")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {last}"));
+    let saved = save_config(&a);
+    let text = saved.to_string();
+    let at = |what: &str| text.find(what).unwrap_or_else(|| panic!("{what} not in {text}"));
+    assert!(
+        at("\"bdev_mirror_create\"") < at("\"name\":\"g2\""),
+        "the order this is about: {text}"
+    );
+    let saved_path = write_json(dir.path(), "saved.json", &saved);
+    a.shutdown(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    drop(a);
+
+    let b = start_target(&env, "save_config_late_leg_b", Some(&saved_path));
+    rpc_ok(&b, "bdev_wait_for_examine", Value::Null);
+    let md = b.mirror_info("md");
+    assert_eq!(md["state"], json!("online"), "{md}");
+    let legs: Vec<&Value> = md["legs"].as_array().unwrap().iter().map(|l| &l["bdev"]).collect();
+    assert_eq!(legs, [&json!("g0"), &json!("g2")], "{md}");
+
+    // Asked for directly: answered at once, listed while it waits, created when its legs are.
+    for name in ["late", "gone"] {
+        let answer = rpc_ok(
+            &b,
+            "bdev_mirror_create",
+            json!({"name": name, "level": "raid1", "base_bdevs": [format!("{name}0"), format!("{name}1")],
+                   "superblock": false, "wait_for_legs": true}),
+        );
+        assert_eq!(answer, json!(name));
+        let listed = rpc_ok(
+            &b,
+            "bdev_mirror_get_bdevs",
+            json!({"name": name, "category": "configuring"}),
+        );
+        assert_eq!(listed[0]["state"], json!("configuring"), "{listed}");
+    }
+    assert_eq!(rpc_ok(&b, "bdev_mirror_delete", json!({"name": "gone"})), json!(true));
+    for leg in ["late0", "late1", "gone0", "gone1"] {
+        malloc(&b, leg);
+    }
+    rpc_ok(&b, "bdev_wait_for_examine", Value::Null);
+    assert_eq!(b.mirror_info("late")["state"], json!("online"));
+    assert!(
+        b.rpc("bdev_mirror_get_bdevs", json!({"name": "gone"})).is_err(),
+        "gone is gone"
+    );
     b.shutdown(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
 }
 

@@ -143,6 +143,9 @@ fn bad_calls(good_uuid: &str) -> Vec<Bad> {
         bad(CREATE, create(json!({"base_bdevs": ["f0", 1]})), EINVAL, &["base_bdevs:"]),
         bad(CREATE, create(json!({"base_bdevs": ["f0", ""]})), EINVAL, &["base_bdevs:"]),
         bad(CREATE, create(json!({"base_bdevs": {"f0": 1}})), EINVAL, &["base_bdevs:"]),
+        // wait_for_legs: a boolean; a create that waits still needs a free name.
+        bad(CREATE, create(json!({"wait_for_legs": 1})), EINVAL, &["wait_for_legs:"]),
+        bad(CREATE, create(json!({"name": "good", "base_bdevs": ["f0", "nope"], "wait_for_legs": true})), EEXIST, &["name:"]),
         // leg_blocks: at most what the smallest leg offers, enough for the geometry.
         bad(CREATE, create(json!({"leg_blocks": 0})), EINVAL, &["leg_blocks:"]),
         bad(CREATE, create(json!({"leg_blocks": "1"})), EINVAL, &["leg_blocks:"]),

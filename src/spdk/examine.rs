@@ -17,6 +17,7 @@ use spdk_sys as sys;
 
 use super::callback::{end_chain, into_arg, start_chain, take_arg};
 use super::create::{self, CreateSpec, PersistSpec};
+use super::deferred;
 use super::error::Fail;
 use super::ffi::{bdev_name, errlog, guard, noticelog, warnlog};
 use super::join;
@@ -206,6 +207,9 @@ fn read_finished(r: *mut Reader, result: Result<Option<Found>, Fail>) {
 /// The module's `examine_disk`.
 pub extern "C" fn examine_disk(bdev: *mut sys::spdk_bdev) {
     let started = guard("mirror examine", false, || {
+        // A create waiting for this bdev runs first, so that it claims the bdev before any
+        // other module's examine can.
+        deferred::bdev_registered();
         // A mirror's own bdev is examined too: a mirror with a superblock over mirrors (each
         // with one: `superblock_hidden_by`) is found on them.
         let name = bdev_name(bdev);

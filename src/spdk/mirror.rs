@@ -512,6 +512,8 @@ impl Mirror {
             // Else the replay sizes it by the legs it finds: without a smaller leg that was
             // out, larger (a far or offset layout then places copies elsewhere).
             "leg_blocks": self.geo().leg_blocks(),
+            // A leg added since the mirror was created is registered (and saved) after it.
+            "wait_for_legs": true,
         });
         self.policy_json(&mut p);
         if self.geo().level() == Level::Raid10 {

@@ -62,6 +62,7 @@ mod teardown;
 
 // layer 5, top: JSON-RPC (the plumbing, then the methods), examine (assembly from
 // superblocks), module registration.
+mod deferred;
 mod examine;
 mod register;
 mod rpc;

@@ -10,10 +10,10 @@ use serde_json::{Map, Value};
 use spdk_sys as sys;
 
 use super::error::Fail;
-use super::examine;
 use super::ffi::guard;
 use super::json;
 use super::mirror::{self};
+use super::{deferred, examine};
 
 pub type Handler = extern "C" fn(*mut sys::spdk_jsonrpc_request, *const sys::spdk_json_val);
 
@@ -199,7 +199,7 @@ pub fn mirror_named(name: &str) -> Result<&'static mirror::Mirror, Fail> {
 }
 
 pub fn no_mirror(name: &str) -> Fail {
-    if examine::waiting_named(name) {
+    if examine::waiting_named(name) || deferred::named(name) {
         return Fail::new(
             -libc::EBUSY,
             "name",

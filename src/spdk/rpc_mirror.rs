@@ -8,13 +8,13 @@ use spdk_sys as sys;
 
 use super::create::{self, CreateSpec, PersistSpec};
 use super::error::Fail;
-use super::ffi::noticelog;
+use super::ffi::{errlog, noticelog};
 use super::mirror::{self, MirrorOpts, DEFAULT_MAX_PARENTS, DEFAULT_POOL_SIZE};
 use super::process::{self, Kind};
 use super::rpc::{
     bad, bdev_exists, handle, handle_checked, mirror_named, no_mirror, not_a_waiting_leg, Params, Request,
 };
-use super::{examine, legs, rpc_wipe, stats, teardown};
+use super::{deferred, examine, legs, rpc_wipe, stats, teardown};
 use crate::engine::ReadPolicy;
 use crate::placement::{no_such_leg, Geometry, GeometrySpec, Level, Raid10Layout, MAX_LEGS};
 use crate::superblock::MetaLayout;
@@ -59,6 +59,7 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         "bitmap_region_kb",
         "rebuild_max_mb_per_s",
         "leg_blocks",
+        "wait_for_legs",
     ])?;
     let name = p.required_string("name")?;
     if name.len() > 200 {
@@ -146,7 +147,8 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
             format!("a bdev named '{name}' already exists"),
         ));
     }
-    if examine::waiting_named(&name) {
+    p.boolean("wait_for_legs")?;
+    if examine::waiting_named(&name) || deferred::named(&name) {
         return Err(Fail::new(
             -libc::EEXIST,
             "name",
@@ -271,9 +273,61 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
 }
 
 pub extern "C" fn rpc_create(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
-    handle_checked(request, params, create_spec, |req, spec| {
-        create::create(spec, Box::new(move |r| req.reply(r.map(|m| json!(m.name())))))
+    handle(request, params, |req, p| match legs_awaited(&p) {
+        Err(e) => req.reply(Err(e)),
+        Ok(Some((name, legs))) => {
+            let level = p.string("level").ok().flatten();
+            let answer = json!(name);
+            let n = name.clone();
+            deferred::defer(name, level, legs, Box::new(move || create_when_ready(n, p)));
+            req.reply(Ok(answer))
+        }
+        Ok(None) => match create_spec(&p) {
+            Err(e) => req.reply(Err(e)),
+            Ok(spec) => create::create(spec, Box::new(move |r| req.reply(r.map(|m| json!(m.name()))))),
+        },
     })
+}
+
+/// A create's name and its legs by slot (`None`: a missing leg).
+type Awaited = (String, Vec<Option<String>>);
+
+/// With `wait_for_legs`, the name and the legs of a create to keep until its legs are all
+/// registered (`deferred`), if one is not. Only what needs no leg is judged now (the name);
+/// the rest when the legs are there, a refusal then logged.
+fn legs_awaited(p: &Params) -> Result<Option<Awaited>, Fail> {
+    if !p.boolean("wait_for_legs").unwrap_or(None).unwrap_or(false) {
+        return Ok(None);
+    }
+    let legs = p.names_or_missing("base_bdevs")?;
+    if !deferred::waits(&legs) {
+        return Ok(None);
+    }
+    let name = p.required_string("name")?;
+    if bdev_exists(&name) || examine::waiting_named(&name) || deferred::named(&name) {
+        return Err(Fail::new(
+            -libc::EEXIST,
+            "name",
+            format!("a bdev or a mirror waiting for its legs is named '{name}' already"),
+        ));
+    }
+    Ok(Some((name, legs)))
+}
+
+/// A create kept for its legs, now that they are registered.
+fn create_when_ready(name: String, p: Params) {
+    let refused = move |e: Fail| errlog!("mirror {name}: not created: {e}");
+    match create_spec(&p) {
+        Err(e) => refused(e),
+        Ok(spec) => create::create(
+            spec,
+            Box::new(move |r| {
+                if let Err(e) = r {
+                    refused(e)
+                }
+            }),
+        ),
+    }
 }
 
 pub extern "C" fn rpc_delete(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
@@ -283,6 +337,10 @@ pub extern "C" fn rpc_delete(request: *mut sys::spdk_jsonrpc_request, params: *c
             Err(e) => return req.reply(Err(e)),
         };
         let Some(m) = mirror::find(&name) else {
+            if deferred::withdraw(&name) {
+                noticelog!("mirror {name}: deleted while its create waited for its legs");
+                return req.reply(Ok(json!(true)));
+            }
             return delete_pending(req, &name);
         };
         if m.deleting.load(std::sync::atomic::Ordering::Acquire) {
@@ -388,6 +446,7 @@ fn select(p: &Params) -> Result<(Vec<&'static mirror::Mirror>, Vec<Value>), Fail
     let mirrors: Vec<_> = mirror::all().into_iter().filter(|m| named(m.name())).collect();
     let waiting: Vec<Value> = super::examine::pending_mirrors()
         .into_iter()
+        .chain(deferred::listing())
         .filter(|w| named(w["name"].as_str().unwrap_or_default()))
         .collect();
     if let Some(n) = &name {
