@@ -668,10 +668,7 @@ fn a_candidate_leg_that_went_away_is_not_assembled_under_its_name() {
 
     let t = start_tgt(&env, "persist_impostor_restart", mask);
     create_aio(&t, "aio1", &files[1], BS);
-    support::wait_until(Duration::from_secs(10), "aio1 to be found", || {
-        t.log().contains("found leg aio1")
-    })
-    .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 30)));
+    wait_logged(&t, "aio1 to be found", "found leg aio1");
     rpc_ok(&t, "bdev_aio_delete", json!({"name": "aio1"}));
     let blocks = 64 * MIB / BS as u64;
     rpc_ok(
@@ -680,17 +677,13 @@ fn a_candidate_leg_that_went_away_is_not_assembled_under_its_name() {
         json!({"name": "aio1", "num_blocks": blocks, "block_size": BS}),
     );
     create_aio(&t, "aio0", &files[0], BS);
-    support::wait_until(Duration::from_secs(10), "aio1 to be forgotten", || {
-        t.log().contains("aio1 went away")
-    })
-    .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 30)));
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        registered_mirror(&t, "mir").is_none(),
-        "assembled with the blank bdev as a leg:\n{}",
-        tail_lines(&t.log(), 30)
+    wait_logged(&t, "aio1 to be forgotten", "aio1 went away");
+    assert_not_assembled(
+        &t,
+        Duration::from_millis(500),
+        &["aio1"],
+        "assembled with the blank bdev as a leg",
     );
-    assert!(!support::is_claimed(&t, "aio1"), "the blank bdev is left alone");
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
 }
 
@@ -821,11 +814,7 @@ fn a_superblock_at_the_end_of_its_events_is_refused() {
     })
     .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 30)));
     // Past the degraded grace too: nothing assembles later either.
-    std::thread::sleep(Duration::from_secs(4));
-    assert!(registered_mirror(&t, "mir").is_none(), "{}", tail_lines(&t.log(), 30));
-    for b in ["aio0", "aio1"] {
-        assert!(!support::is_claimed(&t, b), "{b} is left alone");
-    }
+    assert_not_assembled(&t, Duration::from_secs(4), &["aio0", "aio1"], "assembled");
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
 }
 
@@ -1041,6 +1030,26 @@ fn run_with(env: &SpdkEnv, name: &str, mask: &str, legs: &[(usize, &Path)]) -> V
     m
 }
 
+/// Waits up to 10 s for the target's log to say `text`.
+fn wait_logged(t: &Target, what: &str, text: &str) {
+    support::wait_until(Duration::from_secs(10), what, || t.log().contains(text))
+        .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 30)));
+}
+
+/// After `wait` (a grace or a judgment to pass), mirror `mir` is not registered and the bdevs
+/// `legs` are left alone, unclaimed.
+fn assert_not_assembled(t: &Target, wait: Duration, legs: &[&str], what: &str) {
+    std::thread::sleep(wait);
+    assert!(
+        registered_mirror(t, "mir").is_none(),
+        "{what}:\n{}",
+        tail_lines(&t.log(), 30)
+    );
+    for b in legs {
+        assert!(!support::is_claimed(t, b), "{b} is left alone");
+    }
+}
+
 /// Lets a mirror missing legs assemble degraded after half a second (the default waits 30 s).
 fn short_grace(t: &Target) {
     rpc_ok(t, "bdev_mirror_set_module_options", json!({"degraded_grace_ms": 500}));
@@ -1159,10 +1168,7 @@ fn a_leg_removed_over_rpc_stays_out_until_added() {
     create_aio(&t, "aio0", &files[0], BS);
     create_aio(&t, "aio1", &files[1], BS);
     wait_mirror(&t, 30, "the mirror to assemble", idle);
-    support::wait_until(Duration::from_secs(10), "aio1 to be judged", || {
-        t.log().contains("removed from slot 1 over RPC")
-    })
-    .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 30)));
+    wait_logged(&t, "aio1 to be judged", "removed from slot 1 over RPC");
     std::thread::sleep(Duration::from_millis(500));
     let m = t.mirror_info("mir");
     assert_eq!(m["state"], json!("degraded"), "{m}");
@@ -1183,7 +1189,8 @@ fn a_leg_removed_over_rpc_stays_out_until_added() {
 /// assembles the mirror with its older data, however long it waits. Before, its superblock
 /// still called it active, and after the degraded grace it came up alone, degraded, without
 /// the writes made since its removal (and its partner, newer, was then refused). Its partner
-/// assembles without it, and an add takes it back from the bitmap.
+/// assembles without it; `a_leg_removed_over_rpc_stays_out_until_added` adds it back from the
+/// bitmap.
 #[test]
 #[cfg_attr(
     not(spdk),
@@ -1209,30 +1216,18 @@ fn a_leg_removed_over_rpc_never_assembles_the_mirror_alone() {
     let t = start_tgt(&env, "persist_removed_alone_restart", mask);
     short_grace(&t);
     create_aio(&t, "aio1", &files[1], BS);
-    support::wait_until(Duration::from_secs(10), "aio1 to be found", || {
-        t.log().contains("found leg aio1")
-    })
-    .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 30)));
+    wait_logged(&t, "aio1 to be found", "found leg aio1");
     // Well past the grace.
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        registered_mirror(&t, "mir").is_none(),
-        "assembled from the removed leg alone:\n{}",
-        tail_lines(&t.log(), 30)
+    assert_not_assembled(
+        &t,
+        Duration::from_secs(3),
+        &["aio1"],
+        "assembled from the removed leg alone",
     );
-    assert!(!support::is_claimed(&t, "aio1"), "aio1 is left alone");
     create_aio(&t, "aio0", &files[0], BS);
     let m = wait_mirror(&t, 30, "the mirror to assemble from aio0", idle);
     assert_eq!(m["state"], json!("degraded"), "{m}");
     assert!(!support::is_claimed(&t, "aio1"), "aio1 stays out: {m}");
-    rpc_ok(
-        &t,
-        "bdev_mirror_add_base_bdev",
-        json!({"name": "mir", "base_bdev": "aio1"}),
-    );
-    let m = wait_ended(&t, "aio1 to be taken back");
-    assert_eq!(m["last_process"]["type"], json!("recovery"), "from the bitmap: {m}");
-    assert_eq!(m["state"], json!("online"), "{m}");
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
 }
 
@@ -1282,11 +1277,11 @@ fn a_replaced_leg_never_assembles_the_mirror_alone() {
     short_grace(&t);
     create_aio(&t, "aio1", &files[1], BS);
     rpc_ok(&t, "bdev_wait_for_examine", Value::Null);
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        registered_mirror(&t, "mir").is_none(),
-        "assembled from the replaced leg alone:\n{}",
-        tail_lines(&t.log(), 30)
+    assert_not_assembled(
+        &t,
+        Duration::from_secs(2),
+        &["aio1"],
+        "assembled from the replaced leg alone",
     );
     create_aio(&t, "aio0", &files[0], BS);
     create_aio(&t, "aio2", &files[2], BS);
