@@ -146,6 +146,8 @@ fn bad_calls(good_uuid: &str) -> Vec<Bad> {
         // wait_for_legs: a boolean; a create that waits still needs a free name.
         bad(CREATE, create(json!({"wait_for_legs": 1})), EINVAL, &["wait_for_legs:"]),
         bad(CREATE, create(json!({"name": "good", "base_bdevs": ["f0", "nope"], "wait_for_legs": true})), EEXIST, &["name:"]),
+        bad(CREATE, create(json!({"level": "raid5", "base_bdevs": ["f0", "nope"], "wait_for_legs": true})), EINVAL, &["level:"]),
+        bad(CREATE, create(json!({"base_bdevs": ["f0", null, "nope"], "wait_for_legs": true})), EINVAL, &["base_bdevs:"]),
         // leg_blocks: at most what the smallest leg offers, enough for the geometry.
         bad(CREATE, create(json!({"leg_blocks": 0})), EINVAL, &["leg_blocks:"]),
         bad(CREATE, create(json!({"leg_blocks": "1"})), EINVAL, &["leg_blocks:"]),

@@ -42,8 +42,10 @@ fn read_policy(p: &Params) -> Result<ReadPolicy, Fail> {
     }
 }
 
-/// Validates everything that does not need the base bdevs opened.
-fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
+/// Validates everything that does not need the base bdevs opened. `None`: valid as far as it
+/// can be judged without legs, some of which are not registered yet, and `wait_for_legs`
+/// asks to wait for them (`deferred`).
+fn create_spec(p: &Params) -> Result<Option<CreateSpec>, Fail> {
     p.only(&[
         "name",
         "level",
@@ -147,13 +149,15 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
             format!("a bdev named '{name}' already exists"),
         ));
     }
-    p.boolean("wait_for_legs")?;
     if examine::waiting_named(&name) || deferred::named(&name) {
         return Err(Fail::new(
             -libc::EEXIST,
             "name",
             format!("a mirror named '{name}' waits for its legs (configuring): bdev_mirror_delete it first"),
         ));
+    }
+    if p.boolean("wait_for_legs")?.unwrap_or(false) && deferred::waits(&base_bdevs) {
+        return Ok(None);
     }
     for &b in &present {
         not_a_waiting_leg(b, "base_bdevs")?;
@@ -259,7 +263,7 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
     } else {
         None
     };
-    Ok(CreateSpec {
+    Ok(Some(CreateSpec {
         name,
         geo,
         chunk_kb,
@@ -269,49 +273,26 @@ fn create_spec(p: &Params) -> Result<CreateSpec, Fail> {
         read_policy,
         persist,
         rebuild_max_mb,
-    })
+    }))
 }
 
 pub extern "C" fn rpc_create(request: *mut sys::spdk_jsonrpc_request, params: *const sys::spdk_json_val) {
-    handle(request, params, |req, p| match legs_awaited(&p) {
+    handle(request, params, |req, p| match create_spec(&p) {
         Err(e) => req.reply(Err(e)),
-        Ok(Some((name, legs))) => {
-            let level = p.string("level").ok().flatten();
-            let answer = json!(name);
-            let n = name.clone();
-            deferred::defer(name, level, legs, Box::new(move || create_when_ready(n, p)));
-            req.reply(Ok(answer))
-        }
-        Ok(None) => match create_spec(&p) {
-            Err(e) => req.reply(Err(e)),
-            Ok(spec) => create::create(spec, Box::new(move |r| req.reply(r.map(|m| json!(m.name()))))),
-        },
+        Ok(Some(spec)) => create::create(spec, Box::new(move |r| req.reply(r.map(|m| json!(m.name()))))),
+        Ok(None) => req.reply(Ok(json!(defer(p)))),
     })
 }
 
-/// A create's name and its legs by slot (`None`: a missing leg).
-type Awaited = (String, Vec<Option<String>>);
-
-/// With `wait_for_legs`, the name and the legs of a create to keep until its legs are all
-/// registered (`deferred`), if one is not. Only what needs no leg is judged now (the name);
-/// the rest when the legs are there, a refusal then logged.
-fn legs_awaited(p: &Params) -> Result<Option<Awaited>, Fail> {
-    if !p.boolean("wait_for_legs").unwrap_or(None).unwrap_or(false) {
-        return Ok(None);
-    }
-    let legs = p.names_or_missing("base_bdevs")?;
-    if !deferred::waits(&legs) {
-        return Ok(None);
-    }
-    let name = p.required_string("name")?;
-    if bdev_exists(&name) || examine::waiting_named(&name) || deferred::named(&name) {
-        return Err(Fail::new(
-            -libc::EEXIST,
-            "name",
-            format!("a bdev or a mirror waiting for its legs is named '{name}' already"),
-        ));
-    }
-    Ok(Some((name, legs)))
+/// Keeps a create whose legs are not all registered (`wait_for_legs`) for when they are;
+/// its name.
+fn defer(p: Params) -> String {
+    let name = p.string("name").ok().flatten().unwrap_or_default();
+    let level = p.string("level").ok().flatten();
+    let legs = p.names_or_missing("base_bdevs").unwrap_or_default();
+    let n = name.clone();
+    deferred::defer(name.clone(), level, legs, Box::new(move || create_when_ready(n, p)));
+    name
 }
 
 /// A create kept for its legs, now that they are registered.
@@ -319,7 +300,11 @@ fn create_when_ready(name: String, p: Params) {
     let refused = move |e: Fail| errlog!("mirror {name}: not created: {e}");
     match create_spec(&p) {
         Err(e) => refused(e),
-        Ok(spec) => create::create(
+        // A leg went away again meanwhile.
+        Ok(None) => {
+            defer(p);
+        }
+        Ok(Some(spec)) => create::create(
             spec,
             Box::new(move |r| {
                 if let Err(e) = r {
