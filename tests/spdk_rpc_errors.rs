@@ -148,6 +148,11 @@ fn bad_calls(good_uuid: &str) -> Vec<Bad> {
         bad(CREATE, create(json!({"name": "good", "base_bdevs": ["f0", "nope"], "wait_for_legs": true})), EEXIST, &["name:"]),
         bad(CREATE, create(json!({"level": "raid5", "base_bdevs": ["f0", "nope"], "wait_for_legs": true})), EINVAL, &["level:"]),
         bad(CREATE, create(json!({"base_bdevs": ["f0", null, "nope"], "wait_for_legs": true})), EINVAL, &["base_bdevs:"]),
+        // ... and whatever else needs no missing leg: the geometry, a leg that is there.
+        bad(CREATE, r10(json!({"chunk_kb": 3, "base_bdevs": ["f0", "nope"], "wait_for_legs": true})), EINVAL, &["chunk_kb:"]),
+        bad(CREATE, create(json!({"base_bdevs": ["nope"], "wait_for_legs": true})), EINVAL, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": ["c0", "nope"], "wait_for_legs": true})), EBUSY, &["base_bdevs:"]),
+        bad(CREATE, create(json!({"base_bdevs": ["x", "nope"], "wait_for_legs": true})), EINVAL, &["base_bdevs:"]),
         // leg_blocks: at most what the smallest leg offers, enough for the geometry.
         bad(CREATE, create(json!({"leg_blocks": 0})), EINVAL, &["leg_blocks:"]),
         bad(CREATE, create(json!({"leg_blocks": "1"})), EINVAL, &["leg_blocks:"]),

@@ -166,6 +166,7 @@ pub extern "C" fn rpc_replace_base_bdev(request: *mut sys::spdk_jsonrpc_request,
             let name = p.string("name")?;
             let base = p.required_string("base_bdev")?;
             let new = p.required_string("new_base_bdev")?;
+            not_a_waiting_leg(&base, "base_bdev")?;
             let (m, leg) = mirror::find_leg(&base).ok_or_else(|| {
                 Fail::new(
                     -libc::ENODEV,

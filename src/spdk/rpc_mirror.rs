@@ -156,9 +156,8 @@ fn create_spec(p: &Params) -> Result<Option<CreateSpec>, Fail> {
             format!("a mirror named '{name}' waits for its legs (configuring): bdev_mirror_delete it first"),
         ));
     }
-    if p.boolean("wait_for_legs")?.unwrap_or(false) && deferred::waits(&base_bdevs) {
-        return Ok(None);
-    }
+    // Legs not registered yet, to wait for: everything else is judged now.
+    let wait = p.boolean("wait_for_legs")?.unwrap_or(false) && deferred::waits(&base_bdevs);
     for &b in &present {
         not_a_waiting_leg(b, "base_bdevs")?;
         if mirror::reaches(b, &name) {
@@ -167,8 +166,19 @@ fn create_spec(p: &Params) -> Result<Option<CreateSpec>, Fail> {
                 &format!("'{b}' is the mirror '{name}' itself or is built on it"),
             ));
         }
-        if !bdev_exists(b) {
+        let Some(bdev) = mirror::bdev_by_name(b) else {
+            if wait {
+                continue;
+            }
             return Err(Fail::new(-libc::ENODEV, "base_bdevs", format!("no bdev named '{b}'")));
+        };
+        // SAFETY: a registered bdev, read on the app thread where claims change.
+        if unsafe { (*bdev).internal.claim_type } != sys::SPDK_BDEV_CLAIM_NONE {
+            return Err(Fail::new(
+                -libc::EBUSY,
+                "base_bdevs",
+                format!("'{b}' is already claimed"),
+            ));
         }
         if let Some(msg) = mirror::superblock_hidden_by(b).filter(|_| superblock) {
             return Err(bad("base_bdevs", &msg));
@@ -178,9 +188,8 @@ fn create_spec(p: &Params) -> Result<Option<CreateSpec>, Fail> {
     let mut leg_blocks = u64::MAX;
     let mut block_size = None;
     for &b in &present {
-        let Some(bdev) = mirror::bdev_by_name(b) else {
-            return Err(Fail::new(-libc::ENODEV, "base_bdevs", format!("no bdev named '{b}'")));
-        };
+        // (Checked above: only a leg waited for is not registered.)
+        let Some(bdev) = mirror::bdev_by_name(b) else { continue };
         // Metadata first: an interleaved one's block size counts its bytes.
         if let Some(msg) = legs::unfit_metadata(bdev, b) {
             return Err(bad("base_bdevs", &msg));
@@ -205,7 +214,7 @@ fn create_spec(p: &Params) -> Result<Option<CreateSpec>, Fail> {
     } else {
         0
     };
-    if !base_bdevs.is_empty() && leg_blocks <= reserved {
+    if !base_bdevs.is_empty() && leg_blocks != u64::MAX && leg_blocks <= reserved {
         return Err(bad(
             "base_bdevs",
             &format!("legs of {leg_blocks} blocks leave no room after the {reserved}-block superblock area"),
@@ -215,11 +224,15 @@ fn create_spec(p: &Params) -> Result<Option<CreateSpec>, Fail> {
     // save_config records so that a replay over other legs keeps the size and placement.
     let available = if base_bdevs.is_empty() {
         0
+    } else if leg_blocks == u64::MAX {
+        // No leg registered yet (a create that waits): a size any geometry takes, to judge
+        // the rest by.
+        1 << 30
     } else {
         leg_blocks - reserved
     };
     let wanted = p.uint("leg_blocks", 1, u64::MAX)?;
-    if let Some(n) = wanted.filter(|&n| n > available) {
+    if let Some(n) = wanted.filter(|&n| n > available && leg_blocks != u64::MAX) {
         return Err(bad(
             "leg_blocks",
             &format!("{n} blocks is more than the smallest leg offers ({available} after the metadata)"),
@@ -251,6 +264,9 @@ fn create_spec(p: &Params) -> Result<Option<CreateSpec>, Fail> {
             "base_bdevs",
             "the legs missing (null) hold every copy of some blocks: the mirror would be offline",
         ));
+    }
+    if wait {
+        return Ok(None);
     }
     let persist = if superblock {
         let layout =
