@@ -379,7 +379,23 @@ fn save_config_replays_a_leg_registered_after_its_mirror() {
         b.rpc("bdev_mirror_get_bdevs", json!({"name": "gone"})).is_err(),
         "gone is gone"
     );
+    // A create still waiting is saved too, and waits again when replayed.
+    rpc_ok(
+        &b,
+        "bdev_mirror_create",
+        json!({"name": "kept", "level": "raid1", "base_bdevs": ["kept0", "kept1"],
+               "superblock": false, "wait_for_legs": true}),
+    );
+    let saved = write_json(dir.path(), "saved2.json", &save_config(&b));
     b.shutdown(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    drop(b);
+    let c = start_target(&env, "save_config_late_leg_c", Some(&saved));
+    for leg in ["kept0", "kept1"] {
+        malloc(&c, leg);
+    }
+    rpc_ok(&c, "bdev_wait_for_examine", Value::Null);
+    assert_eq!(c.mirror_info("kept")["state"], json!("online"));
+    c.shutdown(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// An offline mirror without a superblock is not saved: its legs failed one after the other,

@@ -13,7 +13,10 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
+use spdk_sys as sys;
+
 use super::ffi::noticelog;
+use super::json;
 use super::mirror;
 
 /// What creates the mirror once its legs are all registered.
@@ -21,6 +24,8 @@ pub type Go = Box<dyn FnOnce() + Send>;
 
 struct Deferred {
     name: String,
+    /// The call's params, for `save_config` (they ask to wait).
+    params: Value,
     level: Option<String>,
     /// By slot; `None`: a missing leg (none awaited there).
     legs: Vec<Option<String>>,
@@ -47,12 +52,18 @@ pub fn waits(legs: &[Option<String>]) -> bool {
 }
 
 /// Keeps mirror `name`'s create (`go`) until every bdev named in `legs` is registered.
-pub fn defer(name: String, level: Option<String>, legs: Vec<Option<String>>, go: Go) {
+pub fn defer(name: String, params: Value, level: Option<String>, legs: Vec<Option<String>>, go: Go) {
     noticelog!(
         "mirror {name}: waiting for {} to be registered before it is created (wait_for_legs)",
         missing(&legs).join(", ")
     );
-    list().push(Deferred { name, level, legs, go });
+    list().push(Deferred {
+        name,
+        params,
+        level,
+        legs,
+        go,
+    });
 }
 
 /// Whether a create of a mirror called `name` waits for its legs.
@@ -80,6 +91,16 @@ pub fn bdev_registered() {
     for d in ready {
         noticelog!("mirror {}: its legs are registered; creating it", d.name);
         (d.go)()
+    }
+}
+
+/// The waiting creates as calls for `save_config` (written with the module's options, before
+/// any bdev: replayed, they wait for their legs again).
+pub fn write_config(w: *mut sys::spdk_json_write_ctx) {
+    for d in list().iter() {
+        let call = json!({"method": "bdev_mirror_create", "params": d.params});
+        // SAFETY: SPDK hands a live writer with an array open, expecting whole objects.
+        unsafe { json::write_value(w, &call) };
     }
 }
 

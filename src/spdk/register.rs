@@ -27,14 +27,21 @@ extern "C" fn register() {
         m.get_ctx_size = Some(ctx_size);
         m.examine_disk = Some(super::examine::examine_disk);
         m.fini_start = Some(super::teardown::fini_start);
-        // save_config replays the module options before the bdevs.
-        m.config_json = Some(super::options::config_json);
+        // save_config replays the module options, and creates still waiting for their legs,
+        // before the bdevs.
+        m.config_json = Some(config_json);
         m.async_fini_start = true;
         set_module(m);
         // SAFETY: `m` is a complete module description with a 'static lifetime.
         unsafe { sys::spdk_bdev_module_list_add(m) };
         register_rpcs();
     })
+}
+
+extern "C" fn config_json(w: *mut sys::spdk_json_write_ctx) -> c_int {
+    let rc = super::options::config_json(w);
+    guard("mirror config_json", (), || super::deferred::write_config(w));
+    rc
 }
 
 extern "C" fn module_init() -> c_int {

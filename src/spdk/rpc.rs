@@ -111,6 +111,13 @@ pub fn handle(
 /// Params of one call; every accessor names the field in its error.
 pub struct Params(Map<String, Value>);
 
+impl Params {
+    /// The params as they were given.
+    pub fn to_value(&self) -> Value {
+        Value::Object(self.0.clone())
+    }
+}
+
 pub fn bad(field: &str, what: &str) -> Fail {
     Fail::invalid(field.to_string(), what)
 }

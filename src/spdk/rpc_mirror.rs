@@ -307,7 +307,13 @@ fn defer(p: Params) -> String {
     let level = p.string("level").ok().flatten();
     let legs = p.names_or_missing("base_bdevs").unwrap_or_default();
     let n = name.clone();
-    deferred::defer(name.clone(), level, legs, Box::new(move || create_when_ready(n, p)));
+    deferred::defer(
+        name.clone(),
+        p.to_value(),
+        level,
+        legs,
+        Box::new(move || create_when_ready(n, p)),
+    );
     name
 }
 
