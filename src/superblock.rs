@@ -684,7 +684,9 @@ pub enum Rejoin {
 /// running mirror marked it failed: its `events` at most `failed_at_events` (what it was
 /// written at last) and at least one below (the metadata write it may have missed, as
 /// [`choose_legs`] allows a fresh leg). Further behind, it missed writes from before its
-/// failure that no bitmap holds; further ahead, it ran apart.
+/// failure that no bitmap holds; further ahead, it ran apart. A leg that recorded its own
+/// removal as it was taken out is judged by when it was dropped (its own entry's
+/// `failed_at_events`), not by the events of that last write.
 pub fn rejoin(running: &Superblock, theirs: &Superblock) -> Rejoin {
     if running.disagreement(theirs).is_some() {
         // Its data is laid out for another geometry: nothing on it can be kept.

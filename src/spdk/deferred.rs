@@ -24,9 +24,8 @@ pub type Go = Box<dyn FnOnce() + Send>;
 
 struct Deferred {
     name: String,
-    /// The call's params, for `save_config` (they ask to wait).
+    /// The call's params, for `save_config` (they ask to wait) and the listing.
     params: Value,
-    level: Option<String>,
     /// By slot; `None`: a missing leg (none awaited there).
     legs: Vec<Option<String>>,
     go: Go,
@@ -52,18 +51,12 @@ pub fn waits(legs: &[Option<String>]) -> bool {
 }
 
 /// Keeps mirror `name`'s create (`go`) until every bdev named in `legs` is registered.
-pub fn defer(name: String, params: Value, level: Option<String>, legs: Vec<Option<String>>, go: Go) {
+pub fn defer(name: String, params: Value, legs: Vec<Option<String>>, go: Go) {
     noticelog!(
         "mirror {name}: waiting for {} to be registered before it is created (wait_for_legs)",
         missing(&legs).join(", ")
     );
-    list().push(Deferred {
-        name,
-        params,
-        level,
-        legs,
-        go,
-    });
+    list().push(Deferred { name, params, legs, go });
 }
 
 /// Whether a create of a mirror called `name` waits for its legs.
@@ -122,7 +115,7 @@ pub fn listing() -> Vec<Value> {
             json!({
                 "name": d.name,
                 "state": "configuring",
-                "level": d.level,
+                "level": d.params["level"],
                 "num_legs": d.legs.len(),
                 "legs": legs,
                 "waiting_for": missing(&d.legs),

@@ -304,13 +304,11 @@ pub extern "C" fn rpc_create(request: *mut sys::spdk_jsonrpc_request, params: *c
 /// its name.
 fn defer(p: Params) -> String {
     let name = p.string("name").ok().flatten().unwrap_or_default();
-    let level = p.string("level").ok().flatten();
     let legs = p.names_or_missing("base_bdevs").unwrap_or_default();
     let n = name.clone();
     deferred::defer(
         name.clone(),
         p.to_value(),
-        level,
         legs,
         Box::new(move || create_when_ready(n, p)),
     );
