@@ -139,10 +139,11 @@ fn new_methods_are_registered() {
 }
 
 /// A raid1 mirror over `m0`, `m1` and passthru `p2` (over `m2`) loses `p2` (removed), then is
-/// deleted: delete zeroes the superblocks of `m0` and `m1`, but `p2` keeps its own. When `p2`
-/// is registered again, examine finds it and waits for the others (`configuring`), ready to
-/// assemble degraded after the grace period: the mirror the operator deleted would come back.
-/// Wiping `p2` drops it from the waiting mirror, which never assembles.
+/// deleted: delete zeroes the superblocks of `m0` and `m1`, but `p2` keeps its own, which
+/// records its removal. When `p2` is registered again, examine finds it and lists the mirror
+/// as waiting for the others (`configuring`), `p2` stale: it never assembles the mirror by
+/// itself (before the removal was recorded on it, it was found fresh and the mirror the
+/// operator deleted came back after the grace). Wiping `p2` drops the waiting mirror.
 #[test]
 #[cfg_attr(
     not(spdk),
@@ -260,9 +261,9 @@ fn wipe_superblock_stops_a_deleted_mirror_from_coming_back() {
     assert_eq!(waiting["found_bdevs"], json!(["p2"]), "{waiting}");
     assert_eq!(waiting["awaited_slots"], json!([0, 1]), "{waiting}");
     assert_eq!(waiting["legs"][2]["bdev"], json!("p2"), "{waiting}");
-    assert_eq!(waiting["legs"][2]["state"], json!("found"), "{waiting}");
+    assert_eq!(waiting["legs"][2]["state"], json!("stale"), "removed: {waiting}");
     assert_eq!(waiting["legs"][0]["state"], json!("awaited"), "{waiting}");
-    assert_eq!(waiting["degraded_assembly_scheduled"], json!(true), "{waiting}");
+    assert_eq!(waiting["degraded_assembly_scheduled"], json!(false), "{waiting}");
     assert!(waiting["uuid"].as_str().is_some_and(|u| u.len() == 36), "{waiting}");
     // name and category together find it; other categories do not list it.
     assert_eq!(
