@@ -315,9 +315,13 @@ fn grows_with_its_legs(name: &str, shape: Value, legs: usize, gain: u64) {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(bdev_blocks(&t, "mir"), before, "the mirror waits for every leg");
     grow(legs - 1);
+    // Grown first, then resynced: wait for the resync's end, not a look between the two.
     support::wait_until(Duration::from_secs(30), "the mirror to grow and resync", || {
         let m = t.mirror_info("mir");
-        bdev_blocks(&t, "mir") > before && m.get("process").is_none() && m["state"] == "online"
+        bdev_blocks(&t, "mir") > before
+            && m.get("process").is_none()
+            && m["state"] == "online"
+            && m["last_process"]["type"] == "resync"
     })
     .unwrap_or_else(|e| panic!("{e}: {}", tail_lines(&t.log(), 40)));
     let after = bdev_blocks(&t, "mir");
