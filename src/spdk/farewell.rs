@@ -17,7 +17,7 @@ use spdk_sys as sys;
 
 use super::callback::{end_chain, start_chain};
 use super::ffi::{errlog, guard};
-use super::leg::Leg;
+use super::leg::{wait_for_io, Leg};
 use super::legs::Retired;
 use super::mirror::Mirror;
 use super::persist::tunables_record;
@@ -157,19 +157,14 @@ fn submit(f: *mut Farewell) {
         }
         return;
     }
-    if rc == -libc::ENOMEM {
-        extern "C" fn retry(arg: *mut c_void) {
-            guard("mirror leg farewell retry", (), || submit(arg as *mut Farewell))
-        }
-        fw.wait.bdev = fw.bdev;
-        fw.wait.cb_fn = Some(retry);
-        fw.wait.cb_arg = arg;
-        // SAFETY: the wait entry lives in the Farewell, which waits for it.
-        if unsafe { sys::spdk_bdev_queue_io_wait(fw.bdev, fw.ch, &mut fw.wait) } == 0 {
-            return;
-        }
+    extern "C" fn retry(arg: *mut c_void) {
+        guard("mirror leg farewell retry", (), || submit(arg as *mut Farewell))
     }
-    finished(f, false);
+    // SAFETY: this thread's channel on the bdev; the wait entry lives in the Farewell, which
+    // waits for it.
+    if rc != -libc::ENOMEM || !unsafe { wait_for_io(fw.bdev, fw.ch, &mut fw.wait, retry, arg) } {
+        finished(f, false);
+    }
 }
 
 extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_void) {

@@ -114,14 +114,8 @@ impl Leg {
             self.app_io_started();
             return true;
         }
-        if rc != -libc::ENOMEM {
-            return false;
-        }
-        wait.bdev = self.bdev();
-        wait.cb_fn = Some(retry);
-        wait.cb_arg = arg;
-        // SAFETY: the caller keeps `wait` alive until the callback.
-        unsafe { sys::spdk_bdev_queue_io_wait(self.bdev(), ch, wait) == 0 }
+        // SAFETY: the caller's contract.
+        rc == -libc::ENOMEM && unsafe { wait_for_io(self.bdev(), ch, wait, retry, arg) }
     }
 
     pub fn state(&self) -> &'static str {
@@ -135,4 +129,23 @@ impl Leg {
             "online"
         }
     }
+}
+
+/// Queues `wait` to call `retry(arg)` once an `spdk_bdev_io` is free on `ch` (an I/O of the
+/// mirror's thread refused with `-ENOMEM`). False when it could not be queued.
+///
+/// # Safety
+/// `ch` is a channel of this thread on `bdev`; `wait` must stay valid until it is called back.
+pub unsafe fn wait_for_io(
+    bdev: *mut sys::spdk_bdev,
+    ch: *mut sys::spdk_io_channel,
+    wait: &mut sys::spdk_bdev_io_wait_entry,
+    retry: extern "C" fn(*mut c_void),
+    arg: *mut c_void,
+) -> bool {
+    wait.bdev = bdev;
+    wait.cb_fn = Some(retry);
+    wait.cb_arg = arg;
+    // SAFETY: the caller keeps `wait` alive until the callback.
+    unsafe { sys::spdk_bdev_queue_io_wait(bdev, ch, wait) == 0 }
 }
