@@ -274,6 +274,14 @@ fn first_report(reported: &mut Vec<(String, String)>, bdev: &str, why: &str) -> 
 unsafe impl Send for PendingList {}
 static PENDING: Mutex<PendingList> = Mutex::new(PendingList(Vec::new()));
 
+/// The waiting mirrors, each left with only the candidate legs still registered under their
+/// names (`kept_if_there`): what every decision and listing looks at.
+fn pending_now() -> std::sync::MutexGuard<'static, PendingList> {
+    let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    list.retain_found(kept_if_there);
+    list
+}
+
 fn live_mirror(uuid: &[u8; 16]) -> Option<&'static Mirror> {
     mirror::all()
         .into_iter()
@@ -378,8 +386,7 @@ fn kept_if_there(f: &Found) -> bool {
 
 /// Assembles the mirror if it can (now, or after the grace period).
 fn evaluate(uuid: [u8; 16], grace_over: bool) {
-    let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    list.retain_found(kept_if_there);
+    let mut list = pending_now();
     let Some(idx) = list.0.iter().position(|p| p.uuid == uuid) else {
         return;
     };
@@ -490,8 +497,7 @@ pub fn forget(name: &str) {
 /// its timer stops and its candidate legs are forgotten, their bdevs returned for the caller
 /// to wipe. `Ok(None)`: no mirror of that name waits; `Err(n)`: `n` of them do.
 pub fn withdraw_pending(name: &str) -> Result<Option<Vec<String>>, usize> {
-    let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    list.retain_found(kept_if_there);
+    let mut list = pending_now();
     let named: Vec<usize> = (0..list.0.len())
         .filter(|&i| pending_name(&list.0[i]).as_deref() == Some(name))
         .collect();
@@ -510,8 +516,7 @@ pub fn withdraw_pending(name: &str) -> Result<Option<Vec<String>>, usize> {
 /// under. Such a bdev must not be made another mirror's leg (or any other use of it written):
 /// that mirror would assemble later with a leg whose data was overwritten, or fail to.
 pub fn waiting_for_leg(name: &str) -> Option<String> {
-    let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    list.retain_found(kept_if_there);
+    let list = pending_now();
     list.0
         .iter()
         .find(|p| p.found.iter().any(|f| f.bdev == name))
@@ -520,8 +525,7 @@ pub fn waiting_for_leg(name: &str) -> Option<String> {
 
 /// Whether a mirror waiting for its legs is listed as `name`.
 pub fn waiting_named(name: &str) -> bool {
-    let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    list.retain_found(kept_if_there);
+    let list = pending_now();
     list.0.iter().any(|p| pending_name(p).as_deref() == Some(name))
 }
 
@@ -534,8 +538,7 @@ fn pending_name(p: &Pending) -> Option<String> {
 /// The mirrors waiting for legs, as `bdev_mirror_get_bdevs` shows them (category
 /// `configuring`).
 pub fn pending_mirrors() -> Vec<serde_json::Value> {
-    let mut list = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    list.retain_found(kept_if_there);
+    let list = pending_now();
     list.0.iter().filter_map(describe_pending).collect()
 }
 
