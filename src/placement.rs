@@ -23,8 +23,10 @@ pub fn no_such_leg(leg: u32, legs: impl fmt::Display) -> String {
     format!("leg {leg} does not exist (there are {legs} legs, numbered from 0)")
 }
 
-/// md's default RAID10 chunk, used when none is given.
-pub const DEFAULT_CHUNK_KB: u64 = 512;
+/// The RAID10 chunk used when none is given: the create RPC's, so that `map` and `simulate`
+/// without `--chunk-kb` describe a mirror created with defaults (md's own default is 512 KiB;
+/// 64 KiB is SPDK's raid0 strip, which a mirror is compared with).
+pub const DEFAULT_CHUNK_KB: u64 = 64;
 
 /// Largest RAID10 chunk (1 GiB), as the create RPC allows: a superblock may not claim more.
 pub const MAX_CHUNK_KB: u64 = 1 << 20;
@@ -200,7 +202,7 @@ pub struct GeometrySpec {
     /// RAID10 only; `None` means md's default `n2`.
     pub layout: Option<Raid10Layout>,
     pub legs: u32,
-    /// RAID10 only; `None` means md's default 512 KiB.
+    /// RAID10 only; `None` means `DEFAULT_CHUNK_KB`.
     pub chunk_bytes: Option<u64>,
     pub block_size: u32,
     /// Usable blocks on each leg (after any superblock reservation); the smallest leg counts.

@@ -45,6 +45,38 @@ fn map_json_is_one_line_in_md_slot_order() {
     );
 }
 
+/// `map` without `--chunk-kb` uses the chunk `bdev_mirror_create` defaults to (64 KiB), so it
+/// describes a mirror created with defaults (it used md's 512 KiB, and placed blocks wrongly).
+#[test]
+fn map_defaults_to_the_create_rpcs_chunk() {
+    let map = |extra: &[&str]| {
+        let mut args = vec![
+            "map",
+            "--level",
+            "raid10",
+            "--layout",
+            "n2",
+            "--legs",
+            "4",
+            "--leg-blocks",
+            "4096",
+            "--lba",
+            "200",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let o = cli(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    // Block 200 is in the second 64 KiB chunk (128 blocks): legs 2 and 3, row 0.
+    assert_eq!(
+        map(&[]),
+        "{\"data_blocks\":8192,\"copies\":[{\"leg\":2,\"lba\":72},{\"leg\":3,\"lba\":72}]}\n"
+    );
+    assert_eq!(map(&[]), map(&["--chunk-kb", "64"]));
+}
+
 #[test]
 fn map_raid1_lists_every_leg() {
     let o = cli(&[

@@ -15,7 +15,7 @@ pub struct GeometryArgs {
     /// Number of legs.
     #[arg(long, default_value_t = 2)]
     pub legs: u32,
-    /// RAID10 chunk in KiB, a power of two (default 512, md's default).
+    /// RAID10 chunk in KiB, a power of two (default 64, as bdev_mirror_create; md's is 512).
     #[arg(long)]
     pub chunk_kb: Option<u64>,
     /// Block size in bytes.

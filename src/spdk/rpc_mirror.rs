@@ -16,11 +16,8 @@ use super::rpc::{
 };
 use super::{deferred, examine, legs, rpc_wipe, stats, teardown};
 use crate::engine::ReadPolicy;
-use crate::placement::{no_such_leg, Geometry, GeometrySpec, Level, Raid10Layout, MAX_LEGS};
+use crate::placement::{no_such_leg, Geometry, GeometrySpec, Level, Raid10Layout, DEFAULT_CHUNK_KB, MAX_LEGS};
 use crate::superblock::MetaLayout;
-
-/// Default RAID10 chunk for mirrors created over RPC.
-pub const DEFAULT_CHUNK_KB: u64 = 64;
 
 /// Default write-intent bitmap region (md's default for large arrays).
 pub const DEFAULT_REGION_KB: u64 = 65536;
