@@ -11,7 +11,7 @@ use spdk_sys as sys;
 use super::callback::{arg_mut, for_each_channel, into_arg, take_arg, PerChannel, Visit};
 use super::child_ctx::ChildCtx;
 use super::error::Fail;
-use super::ffi::guard;
+use super::ffi::{errlog, guard};
 use super::leg::Leg;
 use super::mirror::{bdev_by_name, find_leg, reaches, superblock_hidden_by, Mirror, ALL_LEGS_TYPES};
 use super::submit::channel_of;
@@ -199,6 +199,21 @@ pub fn fill_slot(l: &Leg, name: &str, bdev: *mut sys::spdk_bdev, desc: *mut sys:
     l.failed.store(false, Ordering::Release);
     l.bdev.store(bdev, Ordering::Release);
     l.desc.store(desc, Ordering::Release);
+    open_app_channel(l);
+}
+
+/// Gets the mirror thread's channel on a leg just opened (mirror thread only). SPDK makes a
+/// thread's first bdev channel with its management channel, which takes `bdev_io_cache_size`
+/// `spdk_bdev_io` from the shared pool; made later, on the first reserve child or metadata
+/// write, it failed whenever the pool was empty, which is exactly when the reserve is needed.
+/// That thread's cache is the reserve. A failure here is not fatal: it is tried again on use.
+pub fn open_app_channel(l: &Leg) {
+    if l.app_channel().is_null() {
+        errlog!(
+            "mirror: no channel on leg {} from the mirror's thread yet (no memory); it is tried again when needed",
+            l.index
+        );
+    }
 }
 
 /// Empties a slot that holds no open bdev (reshape, with the mirror quiesced).

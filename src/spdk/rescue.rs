@@ -6,7 +6,7 @@
 //! of elements back). One child per channel at a time goes this way; its completion frees the
 //! parent's `spdk_bdev_io` and the ordinary path takes over again.
 
-use std::os::raw::c_void;
+use std::os::raw::{c_int, c_void};
 use std::ptr::NonNull;
 
 use spdk_sys as sys;
@@ -51,9 +51,16 @@ fn submit(ctx: *mut ChildCtx) {
     // SAFETY: ours until `back`; the mirror outlives its children.
     let (m, info, parent) = unsafe { (mirror_of(ctx), (*ctx).info, (*ctx).parent) };
     let leg = m.slot(info.leg);
-    let ch = leg.app_channel();
-    if ch.is_null() || !leg.present() {
+    if !leg.present() {
         return back(ctx, ChildStatus::Error);
+    }
+    let ch = leg.app_channel();
+    if ch.is_null() {
+        // No channel to be had now: SPDK makes a thread's first channel with its bdev
+        // management channel, which takes spdk_bdev_io from the shared pool, empty now. That
+        // is no fault of the leg (failing the child failed the leg, and with it the mirror):
+        // try again shortly. (Legs get this channel when they are opened, so this is rare.)
+        return retry_later(ctx);
     }
     let lba = info.leg_lba + m.data_offset;
     let arg = ctx as *mut c_void;
@@ -94,6 +101,27 @@ fn submit(ctx: *mut ChildCtx) {
     // SAFETY: the wait entry lives in the context, which waits for it.
     if !unsafe { leg.submitted(rc, ch, &mut (*ctx).wait, retry, arg) } {
         back(ctx, ChildStatus::Error);
+    }
+}
+
+/// Submits `ctx` again in a millisecond, from the mirror's thread (a one-shot poller).
+fn retry_later(ctx: *mut ChildCtx) {
+    extern "C" fn again(arg: *mut c_void) -> c_int {
+        guard("mirror reserve retry", sys::SPDK_POLLER_BUSY as c_int, || {
+            let ctx = arg as *mut ChildCtx;
+            // SAFETY: the context is ours and waits for this poller, which is its own.
+            unsafe { sys::spdk_poller_unregister(&mut (*ctx).retry) };
+            submit(ctx);
+            sys::SPDK_POLLER_BUSY as c_int
+        })
+    }
+    // SAFETY: the context stays ours until `back`; the poller runs on this (the mirror's) thread.
+    unsafe {
+        (*ctx).retry = sys::spdk_poller_register(Some(again), ctx as *mut c_void, 1000);
+        if (*ctx).retry.is_null() {
+            errlog!("mirror: cannot schedule a reserve I/O again");
+            back(ctx, ChildStatus::Error);
+        }
     }
 }
 
