@@ -17,7 +17,7 @@ use super::fn_table::{channel_create, channel_destroy, FN_TABLE};
 use super::join::process_finished;
 use super::leg::Leg;
 use super::leg_events::open_leg;
-use super::legs::{ensure_pool, free_legs, open_app_channel, unfit_leg};
+use super::legs::{ensure_pool, free_legs, open_channels, unfit_leg};
 use super::metadata::Persist;
 use super::mirror::{encode_policy, registry_add, Hooks, Mirror, MirrorOpts, NEXT_ID, NO_REPLACEMENT};
 use super::module::module_ptr;
@@ -167,7 +167,7 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
                     return Err(Fail::invalid("base_bdevs", msg));
                 }
                 // The reserve's channel, while the shared pool has room (see the function).
-                open_app_channel(&mirror.slots[i]);
+                open_channels(&mirror.slots[i]);
             }
             Err(e) => {
                 undo(&mut mirror);

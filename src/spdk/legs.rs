@@ -14,6 +14,7 @@ use super::error::Fail;
 use super::ffi::{errlog, guard};
 use super::leg::Leg;
 use super::mirror::{bdev_by_name, find_leg, reaches, superblock_hidden_by, Mirror, ALL_LEGS_TYPES};
+use super::reserve;
 use super::submit::channel_of;
 use crate::superblock::LegRole;
 
@@ -93,6 +94,9 @@ struct Closing {
 
 impl Closing {
     fn close(self) {
+        // Before the descriptor is closed (a new one may get its address), with nothing of
+        // ours in flight on it.
+        reserve::release_channel(self.desc);
         // SAFETY: taken and opened on this (the mirror's) thread; no I/O of ours uses them now.
         unsafe {
             if !self.ch.is_null() {
@@ -199,15 +203,16 @@ pub fn fill_slot(l: &Leg, name: &str, bdev: *mut sys::spdk_bdev, desc: *mut sys:
     l.failed.store(false, Ordering::Release);
     l.bdev.store(bdev, Ordering::Release);
     l.desc.store(desc, Ordering::Release);
-    open_app_channel(l);
+    open_channels(l);
 }
 
-/// Gets the mirror thread's channel on a leg just opened (mirror thread only). SPDK makes a
-/// thread's first bdev channel with its management channel, which takes `bdev_io_cache_size`
-/// `spdk_bdev_io` from the shared pool; made later, on the first reserve child or metadata
-/// write, it failed whenever the pool was empty, which is exactly when the reserve is needed.
-/// That thread's cache is the reserve. A failure here is not fatal: it is tried again on use.
-pub fn open_app_channel(l: &Leg) {
+/// Gets the mirror thread's and the reserve thread's channels on a leg just opened (mirror
+/// thread only). SPDK makes a thread's first bdev channel with its management channel, which
+/// takes `bdev_io_cache_size` `spdk_bdev_io` from the shared pool; made later, on the first
+/// reserve child or metadata write, it failed whenever the pool was empty, which is exactly
+/// when those are needed. A failure here is not fatal: it is tried again on use.
+pub fn open_channels(l: &Leg) {
+    reserve::open_channel(l);
     if l.app_channel().is_null() {
         errlog!(
             "mirror: no channel on leg {} from the mirror's thread yet (no memory); it is tried again when needed",
@@ -242,6 +247,7 @@ pub fn move_leg(m: &Mirror, from: u32, to: u32) {
         .store(a.bdev.swap(ptr::null_mut(), Ordering::AcqRel), Ordering::Release);
     b.app_ch
         .store(a.app_ch.swap(ptr::null_mut(), Ordering::AcqRel), Ordering::Release);
+
     b.failed.store(a.failed.load(Ordering::Acquire), Ordering::Release);
     b.write_only
         .store(a.write_only.load(Ordering::Acquire), Ordering::Release);

@@ -22,12 +22,13 @@ mod scratch;
 mod uuid;
 
 // layer 1, state: a mirror, its legs, its metadata in memory, a process's status, the module
-// options. Data and accessors.
+// options, the reserve thread. Data and accessors.
 mod leg;
 mod metadata;
 mod mirror;
 mod options;
 mod process_status;
+mod reserve;
 
 // layer 2, I/O: child contexts and their per-core caches, the reserve, the engine's backend
 // and write intent, the per-core channel, host I/O submission, resets.

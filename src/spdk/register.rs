@@ -48,7 +48,9 @@ extern "C" fn module_init() -> c_int {
     0
 }
 
-extern "C" fn module_fini() {}
+extern "C" fn module_fini() {
+    guard("mirror module fini", (), super::reserve::stop)
+}
 
 /// Per host I/O context SPDK reserves for us: a direct write's state, or a reset's (never
 /// both: they are different I/O types).

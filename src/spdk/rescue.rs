@@ -1,6 +1,6 @@
 //! The reserve: a child that cannot get an `spdk_bdev_io` while its channel has nothing in flight
-//! is submitted from the mirror's thread instead, whose per-thread `spdk_bdev_io` cache only the
-//! mirror's own rare I/O (metadata, background processes, these children) uses. Parents that
+//! is submitted from the reserve thread instead (`reserve`), whose per-thread `spdk_bdev_io`
+//! cache only these children use (the mirror's own thread if SPDK gave no such thread). Parents that
 //! waited for the bitmap may hold every `spdk_bdev_io` of the shared pool; without a reserve none
 //! of them could ever issue a child (md avoids the same trap with mempools that keep a minimum
 //! of elements back). One child per channel at a time goes this way; its completion frees the
@@ -14,7 +14,9 @@ use spdk_sys as sys;
 use super::callback::send_msg;
 use super::child_ctx::{slice_parent_iovs, ChildCtx, RescueBack};
 use super::ffi::{errlog, guard};
+use super::leg::wait_for_io;
 use super::mirror::Mirror;
+use super::reserve;
 use crate::engine::{ChildStatus, IoOp};
 
 /// The mirror a child context works for: its parent's bdev's.
@@ -27,23 +29,27 @@ unsafe fn mirror_of<'a>(ctx: *mut ChildCtx) -> &'a Mirror {
 }
 
 /// Sends child `ctx` (its fields set, its leg's `inflight` counted) from its channel's thread
-/// to the mirror's; it comes back through `back`, on this thread.
+/// to the reserve thread (`reserve`; the mirror's own if there is none); it comes back through
+/// `back`, on this thread.
 pub fn send(ctx: *mut ChildCtx, to: RescueBack) {
     // SAFETY: a live context of ours; its mirror outlives it.
     let thread = unsafe {
         (*ctx).home = sys::spdk_get_thread();
         (*ctx).rescue_back = Some(to);
-        mirror_of(ctx).thread
+        match reserve::thread() {
+            t if t.is_null() => mirror_of(ctx).thread,
+            t => t,
+        }
     };
     // SAFETY: the message carries the context, which stays ours until `back` delivers it.
-    let rc = unsafe { sys::spdk_thread_send_msg(thread, Some(on_mirror_thread), ctx as *mut c_void) };
+    let rc = unsafe { sys::spdk_thread_send_msg(thread, Some(on_reserve_thread), ctx as *mut c_void) };
     if rc != 0 {
-        errlog!("mirror: cannot reach the mirror thread for a reserve I/O");
+        errlog!("mirror: cannot reach the reserve thread for a reserve I/O");
         back(ctx, ChildStatus::Error);
     }
 }
 
-extern "C" fn on_mirror_thread(arg: *mut c_void) {
+extern "C" fn on_reserve_thread(arg: *mut c_void) {
     guard("mirror reserve submit", (), || submit(arg as *mut ChildCtx))
 }
 
@@ -51,15 +57,23 @@ fn submit(ctx: *mut ChildCtx) {
     // SAFETY: ours until `back`; the mirror outlives its children.
     let (m, info, parent) = unsafe { (mirror_of(ctx), (*ctx).info, (*ctx).parent) };
     let leg = m.slot(info.leg);
-    if !leg.present() {
+    // Held while the child is out (`done` lets go): the leg is closed, on the mirror's thread,
+    // only once nothing holds it.
+    let Some(desc) = leg.hold_desc() else {
         return back(ctx, ChildStatus::Error);
-    }
-    let ch = leg.app_channel();
+    };
+    // SAFETY: plain query.
+    let ch = if unsafe { sys::spdk_get_thread() } == reserve::thread() {
+        reserve::channel(desc)
+    } else {
+        leg.app_channel()
+    };
     if ch.is_null() {
         // No channel to be had now: SPDK makes a thread's first channel with its bdev
         // management channel, which takes spdk_bdev_io from the shared pool, empty now. That
         // is no fault of the leg (failing the child failed the leg, and with it the mirror):
         // try again shortly. (Legs get this channel when they are opened, so this is rare.)
+        leg.app_io_done();
         return retry_later(ctx);
     }
     let lba = info.leg_lba + m.data_offset;
@@ -69,7 +83,10 @@ fn submit(ctx: *mut ChildCtx) {
         // SAFETY: a live context with its parent and info set (it was submitted once already).
         match unsafe { slice_parent_iovs(ctx, m.geo().block_size() as u64) } {
             Some(v) => (iovs, iovcnt) = v,
-            None => return back(ctx, ChildStatus::Error),
+            None => {
+                leg.app_io_done();
+                return back(ctx, ChildStatus::Error);
+            }
         }
     }
     // SAFETY: open desc and this thread's channel; the parent and its buffers are live while
@@ -77,7 +94,7 @@ fn submit(ctx: *mut ChildCtx) {
     let rc = unsafe {
         match info.op {
             IoOp::Read | IoOp::Write => sys::spdk_mirror_shim_rw(
-                leg.desc(),
+                desc,
                 ch,
                 parent,
                 info.op == IoOp::Write,
@@ -88,18 +105,22 @@ fn submit(ctx: *mut ChildCtx) {
                 Some(done),
                 arg,
             ),
-            IoOp::Unmap => sys::spdk_bdev_unmap_blocks(leg.desc(), ch, lba, info.blocks, Some(done), arg),
-            IoOp::WriteZeroes => sys::spdk_bdev_write_zeroes_blocks(leg.desc(), ch, lba, info.blocks, Some(done), arg),
-            IoOp::Flush => sys::spdk_bdev_flush_blocks(leg.desc(), ch, lba, info.blocks, Some(done), arg),
+            IoOp::Unmap => sys::spdk_bdev_unmap_blocks(desc, ch, lba, info.blocks, Some(done), arg),
+            IoOp::WriteZeroes => sys::spdk_bdev_write_zeroes_blocks(desc, ch, lba, info.blocks, Some(done), arg),
+            IoOp::Flush => sys::spdk_bdev_flush_blocks(desc, ch, lba, info.blocks, Some(done), arg),
         }
     };
     extern "C" fn retry(arg: *mut c_void) {
         guard("mirror reserve retry", (), || submit(arg as *mut ChildCtx))
     }
-    // On -ENOMEM, only the mirror's own I/O runs on this thread: one of them completes and
-    // wakes us.
+    if rc == 0 {
+        // The hold counts it until `done`.
+        return;
+    }
+    leg.app_io_done();
+    // On -ENOMEM, only reserve I/O runs on this thread: one of them completes and wakes us.
     // SAFETY: the wait entry lives in the context, which waits for it.
-    if !unsafe { leg.submitted(rc, ch, &mut (*ctx).wait, retry, arg) } {
+    if !(rc == -libc::ENOMEM && unsafe { wait_for_io(leg.bdev(), ch, &mut (*ctx).wait, retry, arg) }) {
         back(ctx, ChildStatus::Error);
     }
 }
