@@ -247,7 +247,6 @@ pub fn move_leg(m: &Mirror, from: u32, to: u32) {
         .store(a.bdev.swap(ptr::null_mut(), Ordering::AcqRel), Ordering::Release);
     b.app_ch
         .store(a.app_ch.swap(ptr::null_mut(), Ordering::AcqRel), Ordering::Release);
-
     b.failed.store(a.failed.load(Ordering::Acquire), Ordering::Release);
     b.write_only
         .store(a.write_only.load(Ordering::Acquire), Ordering::Release);

@@ -125,7 +125,7 @@ fn submit(ctx: *mut ChildCtx) {
     }
 }
 
-/// Submits `ctx` again in a millisecond, from the mirror's thread (a one-shot poller).
+/// Submits `ctx` again in a millisecond, from this thread (a one-shot poller).
 fn retry_later(ctx: *mut ChildCtx) {
     extern "C" fn again(arg: *mut c_void) -> c_int {
         guard("mirror reserve retry", sys::SPDK_POLLER_BUSY as c_int, || {
@@ -136,7 +136,7 @@ fn retry_later(ctx: *mut ChildCtx) {
             sys::SPDK_POLLER_BUSY as c_int
         })
     }
-    // SAFETY: the context stays ours until `back`; the poller runs on this (the mirror's) thread.
+    // SAFETY: the context stays ours until `back`; the poller runs on this thread.
     unsafe {
         (*ctx).retry = sys::spdk_poller_register(Some(again), ctx as *mut c_void, 1000);
         if (*ctx).retry.is_null() {
