@@ -166,8 +166,6 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
                     undo(&mut mirror);
                     return Err(Fail::invalid("base_bdevs", msg));
                 }
-                // The reserve's channel, while the shared pool has room (see the function).
-                open_channels(&mirror.slots[i]);
             }
             Err(e) => {
                 undo(&mut mirror);
@@ -185,6 +183,14 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         if let Err(e) = ensure_pool(&mirror, i) {
             undo(&mut mirror);
             return Err(e);
+        }
+    }
+    // The leg channels, while the shared pool has room (see the function). After every step
+    // that can fail and retry: a channel being got holds its leg open a moment, and a retry
+    // (assembly with default tunables) opens the same bdevs again at once.
+    for l in &mirror.slots[..spec.base_bdevs.len()] {
+        if l.present() {
+            open_channels(l);
         }
     }
     // The bdev.
