@@ -27,8 +27,8 @@ pub struct ChildCtx {
     /// A child in the reserve: the thread it comes back to, and what it is handed to there.
     pub home: *mut sys::spdk_thread,
     pub rescue_back: Option<RescueBack>,
-    /// A child in the reserve waiting for the mirror thread's channel on its leg (see
-    /// `rescue::submit`): the one-shot poller that tries again.
+    /// A child in the reserve waiting for a channel on its leg from the thread it is submitted
+    /// from (see `rescue::submit`): the one-shot poller that tries again.
     pub retry: *mut sys::spdk_poller,
     iovs: [libc::iovec; MAX_CHILD_IOVS],
 }
