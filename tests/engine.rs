@@ -1349,6 +1349,26 @@ fn a_read_goes_direct_only_when_nothing_waits_and_otherwise_takes_nothing() {
 }
 
 #[test]
+fn no_more_reads_go_direct_at_once_than_max_parents_and_the_rest_take_the_general_way() {
+    // Two parents admitted: two reads go direct, the third is declined (taking nothing) and
+    // goes through `submit`, where it takes a slot; everything completes.
+    let (mut e, log) = engine(raid1(2), 8, 2);
+    assert_eq!(e.try_direct_read(1, &read(0, 1)), Ok(false));
+    assert_eq!(e.try_direct_read(2, &read(1, 1)), Ok(false));
+    assert_eq!(e.try_direct_read(3, &read(2, 1)), Err(3));
+    assert_eq!(e.direct_reads(), 2);
+    e.submit(3, read(2, 1));
+    assert_eq!(e.active_parents(), 1);
+    assert_eq!(complete_direct(&mut e, 1, read(0, 1)), Some(1));
+    assert_eq!(complete_direct(&mut e, 2, read(1, 1)), Some(2));
+    drain_children(&mut e);
+    assert!(e.is_idle());
+    assert_eq!(completions(&log), vec![(3, HostStatus::Success)]);
+    // With the direct ones back, reads go direct again.
+    assert_eq!(e.try_direct_read(4, &read(3, 1)), Ok(false));
+}
+
+#[test]
 fn a_direct_read_refused_for_shared_io_parks_without_its_context_and_resumes() {
     let (mut e, log) = engine(raid1(2), 1, 4);
     e.backend_mut().nomem = 1;

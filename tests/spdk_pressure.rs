@@ -72,6 +72,11 @@ const LVOL_ON_MIRROR_MIN_POOL: u32 = 105;
 const LVOL_ON_SPDK_RAID1_MIN_POOL: u32 = 105;
 
 const QD: u32 = 128;
+/// The queue depth of each of the two thin-lvol jobs.
+const THIN_QD: u32 = 32;
+/// The pool of the two-thin-lvol runs: two jobs over one plain malloc bdev run there (at 96
+/// they stall, in the lvols).
+const THIN_POOL: u32 = 128;
 const BLOCK_SIZE: u32 = 4096;
 /// 64 MiB malloc bdevs.
 const MALLOC_BLOCKS: u64 = 16384;
@@ -135,6 +140,11 @@ struct Case {
     stack: Stack,
     /// An lvol store and a thick lvol on top; bdevperf drives the lvol.
     lvol: bool,
+    /// With `lvol`: two thin lvols instead (spdk/spdk#3710's), one bdevperf job on each, each
+    /// on its own thread; after the run the first is deleted.
+    thin: bool,
+    /// bdevperf's queue depth (per job).
+    qd: u32,
     /// `bdev_io_pool_size`.
     pool: u32,
     /// The mirror's `pool_size` (child contexts per leg); `None`: its default (4096).
@@ -154,6 +164,8 @@ impl Case {
         Case {
             stack,
             lvol: false,
+            thin: false,
+            qd: QD,
             pool,
             leg_pool: None,
             workload: "randwrite",
@@ -184,6 +196,15 @@ impl Case {
         self
     }
 
+    /// Two thin lvols written sequentially at QD32 each (see `thin`).
+    fn two_thin_lvols(mut self) -> Case {
+        self.lvol = true;
+        self.thin = true;
+        self.qd = THIN_QD;
+        self.workload = "write";
+        self
+    }
+
     fn leg_pool(mut self, leg_pool: Option<u32>) -> Case {
         self.leg_pool = leg_pool;
         self
@@ -201,16 +222,25 @@ impl Case {
 
     fn describe(&self) -> String {
         format!(
-            "{}{}{}, bdev_io pool {} (cache {CACHE}), leg pool {}, max_parents {}, {} QD{QD} 4K {} s",
+            "{}{}{}, bdev_io pool {} (cache {CACHE}), leg pool {}, max_parents {}, {} QD{} 4K {} s",
             self.stack.label(),
             if self.superblock { "" } else { " without superblock" },
-            if self.lvol { " + lvol" } else { "" },
+            self.lvol_label(),
             self.pool,
             self.leg_pool.map_or("default".to_string(), |n| n.to_string()),
             self.max_parents.map_or("default".to_string(), |n| n.to_string()),
             self.workload,
+            self.qd,
             self.secs
         )
+    }
+
+    fn lvol_label(&self) -> &'static str {
+        match (self.lvol, self.thin) {
+            (false, _) => "",
+            (true, false) => " + lvol",
+            (true, true) => " + 2 thin lvols",
+        }
     }
 
     /// The bdevperf JSON config, and the bdev bdevperf drives.
@@ -260,7 +290,20 @@ impl Case {
             }
         };
         c.push(wait_for_examine_config());
-        if self.lvol {
+        if self.thin {
+            // (No clear: unmapping the whole store at its creation only slows the start here.)
+            c.push(config_entry(
+                "bdev_lvol_create_lvstore",
+                json!({"bdev_name": top, "lvs_name": "lvs", "cluster_sz": CLUSTER_SZ, "clear_method": "none"}),
+            ));
+            for lv in ["lv", "lv2"] {
+                c.push(config_entry(
+                    "bdev_lvol_create",
+                    json!({"lvs_name": "lvs", "lvol_name": lv, "size_in_mib": LVOL_MIB / 2, "thin_provision": true}),
+                ));
+            }
+            top = "lvs/lv".to_string();
+        } else if self.lvol {
             c.push(config_entry(
                 "bdev_lvol_create_lvstore",
                 json!({"bdev_name": top, "lvs_name": "lvs", "cluster_sz": CLUSTER_SZ}),
@@ -375,11 +418,7 @@ impl Run {
         };
         format!(
             "| {:<34} | {:>4} | {:>7} | {:<9} | {:<10} | {:>8.0} | {counters} ({:.1} s)",
-            format!(
-                "{}{}",
-                self.case.stack.label(),
-                if self.case.lvol { " + lvol" } else { "" }
-            ),
+            format!("{}{}", self.case.stack.label(), self.case.lvol_label()),
             self.case.pool,
             self.case.leg_pool.map_or("default".to_string(), |n| n.to_string()),
             self.case.workload,
@@ -442,7 +481,7 @@ fn run(env: &SpdkEnv, case: &Case) -> Run {
     let opts = BdevperfOpts {
         name: "pressure",
         config,
-        queue_depth: QD,
+        queue_depth: case.qd,
         io_size: BLOCK_SIZE as u64,
         workload: case.workload,
         time_s: case.secs,
@@ -492,6 +531,12 @@ fn run(env: &SpdkEnv, case: &Case) -> Run {
                 }
             }
         });
+        if case.thin && !r.stalled() {
+            // spdk/spdk#3710: deleting a thin lvol (its clusters unmapped) hung on SPDK raid1.
+            if let Err(e) = target.rpc_timeout("bdev_lvol_delete", json!({"name": "lvs/lv"}), Duration::from_secs(30)) {
+                r.outcome = Outcome::Broken(format!("bdev_lvol_delete lvs/lv after the run: {e}"));
+            }
+        }
         if case.stack.is_mirror() && !r.stalled() {
             match mirror_legs(&target) {
                 Ok(legs) => r.legs = legs,
@@ -924,6 +969,34 @@ fn lvol_on_mirror_verify_qd128_leg_pool_1() {
     assert_all_mirror_runs_pass(&runs);
 }
 
+/// spdk/spdk#3710's scenario: two thin lvols on one store, each written at QD32 by its own
+/// bdevperf job (thread), with a pool of [`THIN_POOL`]; then the first is deleted. Over one
+/// plain malloc bdev this runs (asserted: the bar); over the mirror it must too. It stalled
+/// for good before the mirror's admission was capped by the pool (`engine/admission.rs`): one
+/// job's children took the rest of the pool, and the other job's thread, holding its lvol I/O
+/// with nothing in flight to free, was never woken (SPDK raid1 stalls here; see
+/// [`compare_with_spdk_raid1`]).
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn two_thin_lvols_on_the_mirror_run_where_they_run_on_one_plain_bdev() {
+    let env = require_spdk();
+    let cases: Vec<Case> = [Stack::Malloc, Stack::Mirror1, Stack::Mirror10]
+        .iter()
+        .map(|&s| Case::new(s, THIN_POOL).two_thin_lvols())
+        .collect();
+    let runs = run_all(&env, "two thin lvols, two jobs, then a delete", &cases);
+    if let Err(e) = runs[0].clean() {
+        panic!(
+            "the bar (two thin lvols on one malloc bdev) no longer runs at {THIN_POOL}: {e}\n{}",
+            runs[0].explain()
+        );
+    }
+    assert_all_mirror_runs_pass(&runs[1..]);
+}
+
 /// At the plain-lvol bar the lvol on the mirror stalls (so does the lvol on SPDK's raid1, see
 /// [`compare_with_spdk_raid1`]), but the stuck I/O is the lvol's: the lvol holds the usable
 /// `spdk_bdev_io`s and the mirror and its legs hold none. A clean completion passes too.
@@ -989,6 +1062,7 @@ fn compare_with_spdk_raid1() {
         // the app's and bdevperf's job thread's there is none left for the job thread, and
         // bdevperf cannot start. SPDK raid1 stalls at 2 and 3 alike.)
         Case::new(Stack::Mirror1, 3),
+        Case::new(Stack::SpdkRaid1, THIN_POOL).two_thin_lvols(),
         Case::new(Stack::SpdkRaid1, PLAIN_LVOL_MIN_POOL).lvol(),
         Case::new(Stack::SpdkRaid1, LVOL_ON_SPDK_RAID1_MIN_POOL).lvol(),
         Case::new(Stack::Mirror1, LVOL_ON_SPDK_RAID1_MIN_POOL).lvol(),

@@ -28,8 +28,10 @@
 //! - `recovery.rs`: read retries and repairs, with their side table;
 //! - `batch.rs`: the Batch strategy, md's pre-fix behaviour kept as a test oracle, and its state;
 //! - `backend.rs`, `intent.rs`: what the engine asks of the world below and of the bitmap;
-//!   `read_policy.rs`, `stats.rs`: the read policies and the counters.
+//!   `read_policy.rs`, `stats.rs`: the read policies and the counters; `admission.rs`: how
+//!   many parents an engine admits under a small shared I/O pool.
 
+mod admission;
 pub mod backend;
 mod batch;
 mod direct_read;
@@ -47,6 +49,7 @@ mod wakeups;
 
 use std::collections::VecDeque;
 
+pub use admission::admitted_parents;
 pub use backend::{
     Backend, ChildInfo, ChildStatus, HostStatus, IoOp, IoRequest, ParentId, Submitted, DIRECT, DIRECT_WRITE,
 };
