@@ -8,8 +8,9 @@
 //! of its own in flight, waits for good: two thin lvols written on two threads over the mirror
 //! stalled where over one plain bdev (no children) they ran. Capped, the children of one
 //! channel take at most an eighth of the pool (twice as many already stalled that stack), and
-//! what is left over goes to the layers above as it would over a plain bdev. With SPDK's
-//! default pool the cap is far above the default `max_parents`.
+//! the other seven stay for the layers above, which over a plain bdev would have all. With SPDK's
+//! default pool (65,535) the cap is above the default `max_parents` (1,024) up to seven copies
+//! and 1,023 at eight.
 
 /// Shared I/O a channel's children may hold at most: one part in this many of the pool.
 pub const POOL_SHARE: u32 = 8;
