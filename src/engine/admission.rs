@@ -15,8 +15,8 @@
 /// Shared I/O a channel's children may hold at most: one part in this many of the pool.
 pub const POOL_SHARE: u32 = 8;
 
-/// Parents one engine admits: `max_parents`, at most one whose children fit in
-/// `shared_pool / POOL_SHARE` at `copies` each, and at least one.
+/// Parents one engine admits: `max_parents`, but no more than whose children (`copies` each)
+/// fit in `shared_pool / POOL_SHARE`, and never fewer than one.
 pub fn admitted_parents(max_parents: u32, copies: u32, shared_pool: u32) -> u32 {
     let cap = shared_pool / POOL_SHARE / copies.max(1);
     max_parents.min(cap).max(1)
