@@ -96,6 +96,7 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         persist: None,
         data_offset,
         rebuild_max_mb: AtomicU64::new(spec.rebuild_max_mb),
+        level: AtomicU32::new(0),
         name,
         geo: RwLock::new(spec.geo.clone()),
         uuid: String::new(),

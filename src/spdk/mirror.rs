@@ -20,7 +20,9 @@ use super::ffi::{bdev_name, errlog};
 use super::json;
 pub use super::leg::Leg;
 use super::metadata::Persist;
+use super::module::module_ptr;
 use super::process_status::{Kind, ProcessStatus};
+use super::reserve;
 use crate::engine::{LegStats, ReadPolicy};
 use crate::placement::{Geometry, Level};
 
@@ -56,6 +58,8 @@ pub struct Mirror {
     pub data_offset: u64,
     /// Bandwidth cap of rebuild, recovery, resync and check, MiB/s (0: none).
     pub rebuild_max_mb: AtomicU64,
+    /// How many mirrors are stacked below this one (`level`).
+    pub(super) level: AtomicU32,
     pub(super) name: CString,
     /// Changed only with the whole mirror quiesced (`reshape`); read it with `geo()`.
     pub(super) geo: RwLock<Geometry>,
@@ -369,6 +373,53 @@ impl Mirror {
     /// Any slot, a replacement's included.
     pub fn slot(&self, i: u32) -> &Leg {
         &self.slots[i as usize]
+    }
+
+    /// How many mirrors are stacked below this one (0: no leg is a mirror; else one more than
+    /// its highest leg's), counted up to `reserve::LEVELS - 1`: which reserve thread serves it
+    /// (`reserve`). As last counted (`relevel_all`); a count too high is harmless (a reserve
+    /// above the mirrors below still serves), one too low is not, and only an opened leg can
+    /// raise it.
+    #[inline]
+    pub fn level(&self) -> usize {
+        self.level.load(Ordering::Acquire) as usize
+    }
+
+    /// Counts every mirror's level again, from its legs as they are now: a leg was just opened
+    /// (app thread). A mirror being made (not registered yet) counts its own (`relevel`).
+    pub fn relevel_all() {
+        for m in all() {
+            m.relevel();
+        }
+    }
+
+    pub fn relevel(&self) {
+        self.level
+            .store(self.level_below(reserve::LEVELS - 1) as u32, Ordering::Release);
+    }
+
+    /// Each leg is held open while it is looked into, so a mirror below cannot go meanwhile.
+    fn level_below(&self, most: usize) -> usize {
+        let mut level = 0;
+        for leg in self.slots.iter() {
+            if level == most {
+                break;
+            }
+            let Some(_desc) = leg.hold_desc() else {
+                continue;
+            };
+            let bdev = leg.bdev();
+            // SAFETY: the leg's bdev is open (held above), so it is registered and its fields
+            // are SPDK's to read; a bdev of this module has its `Mirror` as its context.
+            let below = unsafe { !bdev.is_null() && (*bdev).module == module_ptr() }.then(|| {
+                // SAFETY: as above.
+                let m = unsafe { &*((*bdev).ctxt as *const Mirror) };
+                1 + m.level_below(most - 1)
+            });
+            leg.app_io_done();
+            level = level.max(below.unwrap_or(0));
+        }
+        level
     }
 
     /// The slot a replacement goes into: the one after the legs.

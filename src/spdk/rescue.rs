@@ -1,6 +1,7 @@
 //! The reserve: a child that cannot get an `spdk_bdev_io` while its channel has nothing in flight
-//! is submitted from the reserve thread instead (`reserve`), whose per-thread `spdk_bdev_io`
-//! cache only these children use (the mirror's own thread if SPDK gave no such thread). Parents that
+//! is submitted from its mirror's level's reserve thread instead (`reserve`), whose per-thread
+//! `spdk_bdev_io` cache only these children and metadata writes of mirrors of that level use
+//! (the mirror's own thread if SPDK gave no such thread). Parents that
 //! waited for the bitmap may hold every `spdk_bdev_io` of the shared pool; without a reserve none
 //! of them could ever issue a child (md avoids the same trap with mempools that keep a minimum
 //! of elements back). One child per channel at a time goes this way; its completion frees the
@@ -29,15 +30,16 @@ unsafe fn mirror_of<'a>(ctx: *mut ChildCtx) -> &'a Mirror {
 }
 
 /// Sends child `ctx` (its fields set, its leg's `inflight` counted) from its channel's thread
-/// to the reserve thread (`reserve`; the mirror's own if there is none); it comes back through
-/// `back`, on this thread.
+/// to its mirror's level's reserve thread (`reserve`; the mirror's own if there is none); it
+/// comes back through `back`, on this thread.
 pub fn send(ctx: *mut ChildCtx, to: RescueBack) {
     // SAFETY: a live context of ours; its mirror outlives it.
     let thread = unsafe {
         (*ctx).home = sys::spdk_get_thread();
         (*ctx).rescue_back = Some(to);
-        match reserve::thread() {
-            t if t.is_null() => mirror_of(ctx).thread,
+        let m = mirror_of(ctx);
+        match reserve::thread(m.level()) {
+            t if t.is_null() => m.thread,
             t => t,
         }
     };
@@ -62,8 +64,7 @@ fn submit(ctx: *mut ChildCtx) {
     let Some(desc) = leg.hold_desc() else {
         return back(ctx, ChildStatus::Error);
     };
-    // SAFETY: plain query.
-    let ch = if unsafe { sys::spdk_get_thread() } == reserve::thread() {
+    let ch = if reserve::on_reserve_thread() {
         reserve::channel(desc)
     } else {
         leg.app_channel()
