@@ -42,6 +42,7 @@ mod reset;
 mod submit;
 
 // layer 3, metadata and background work: the metadata writer, rebuild/recovery/resync/check.
+mod meta_io;
 mod persist;
 mod process;
 

@@ -1,5 +1,5 @@
-//! The metadata writer: every metadata write happens on the mirror's thread, one at a time, so
-//! they never race; when one is done, the writes parked on it are handed back to their cores,
+//! The metadata writer: every metadata write is made on the mirror's thread, one at a time, so
+//! they never race (its I/O goes from the level's reserve thread, `meta_io`); when one is done, the writes parked on it are handed back to their cores,
 //! whose pollers resume them. Also the lazy clear (md's daemon) and the tunables record.
 //!
 //! Every metadata write also reconciles the superblock's leg table with the legs' live state
@@ -19,8 +19,10 @@ use spdk_sys as sys;
 use super::callback::{end_chain, start_chain};
 use super::error::Fail;
 use super::ffi::{errlog, guard};
+use super::meta_io::write_leg;
 use super::metadata::{lock, Closing, MetaDone, Persist, ASSEMBLY_EVENTS};
 use super::mirror::Mirror;
+use super::reserve;
 use crate::superblock::{LegRole, Superblock, Tunables, TunablesRecord, SUPERBLOCK_BYTES};
 
 /// How often the mirror's thread looks for regions to clear.
@@ -206,25 +208,15 @@ struct MetaOp {
     closing: Option<Closing>,
 }
 
-/// One leg's part of it.
-struct MetaIo {
-    op: *mut MetaOp,
-    leg: u32,
-    ch: *mut sys::spdk_io_channel,
-    buf: *mut c_void,
-    blocks: u64,
-    flushing: bool,
-    wait: sys::spdk_bdev_io_wait_entry,
-}
-
 fn start(m: &'static Mirror) {
     let p = m.persist.as_ref().expect("only mirrors with metadata write it");
-    // A channel may be unobtainable for a moment (the shared spdk_bdev_io pool is empty): that
-    // is no fault of the leg, so try again shortly rather than fail it.
-    let short = m
-        .legs()
-        .iter()
-        .any(|l| l.present() && !l.failed.load(Ordering::Acquire) && l.app_channel().is_null());
+    // Without a reserve thread the legs are written from here (`meta_io`). A channel may be
+    // unobtainable for a moment (the shared spdk_bdev_io pool is empty): that is no fault of
+    // the leg, so try again shortly rather than fail it.
+    let short = reserve::thread(m.level()).is_null()
+        && m.legs()
+            .iter()
+            .any(|l| l.present() && !l.failed.load(Ordering::Acquire) && l.app_channel().is_null());
     if short {
         extern "C" fn again(arg: *mut c_void) -> i32 {
             guard("mirror metadata retry", 0, || {
@@ -299,21 +291,14 @@ fn start(m: &'static Mirror) {
         .iter()
         .filter(|l| l.present() && !l.failed.load(Ordering::Acquire))
     {
-        // SAFETY: a zeroed DMA buffer of `blocks` blocks, freed in `io_finished`.
+        // SAFETY: a zeroed DMA buffer of `blocks` blocks, freed in `leg_written`.
         let buf = unsafe { sys::spdk_dma_zmalloc(blocks as usize * bs, 0x1000, ptr::null_mut()) };
-        let ch = if buf.is_null() {
-            ptr::null_mut()
-        } else {
-            leg.app_channel()
-        };
         // SAFETY: `op` is live until its last leg finishes.
         let o = unsafe { &mut *op };
         o.targets |= 1 << leg.index;
-        if ch.is_null() {
+        if buf.is_null() {
             errlog!("mirror {}: no memory to write leg {}'s metadata", m.name(), leg.index);
             o.failed |= 1 << leg.index;
-            // SAFETY: null or ours.
-            unsafe { sys::spdk_dma_free(buf) };
             continue;
         }
         if !wipe {
@@ -328,80 +313,29 @@ fn start(m: &'static Mirror) {
             }
         }
         o.remaining += 1;
-        let io = start_chain(MetaIo {
-            op,
-            leg: leg.index,
-            ch,
+        let (opp, bufp, index) = (op as usize, buf as usize, leg.index);
+        write_leg(
+            m,
+            index,
             buf,
             blocks,
-            flushing: false,
-            wait: sys::spdk_bdev_io_wait_entry::default(),
-        });
-        submit(io);
+            Box::new(move |ok| leg_written(opp as *mut MetaOp, index, bufp as *mut c_void, ok)),
+        );
     }
     op_put(op);
 }
 
-fn submit(io: *mut MetaIo) {
-    // SAFETY: ours until `io_finished`.
-    let mi = unsafe { &mut *io };
-    // SAFETY: the op outlives its legs' I/O.
-    let m = unsafe { (*mi.op).m };
-    let leg = m.slot(mi.leg);
-    if !leg.present() {
-        return io_finished(io, false);
-    }
-    let arg = io as *mut c_void;
-    // SAFETY: open desc, this thread's channel, a buffer of `blocks` blocks.
-    let rc = unsafe {
-        if mi.flushing {
-            sys::spdk_bdev_flush_blocks(leg.desc(), mi.ch, 0, mi.blocks, Some(io_done), arg)
-        } else {
-            sys::spdk_bdev_write_blocks(leg.desc(), mi.ch, mi.buf, 0, mi.blocks, Some(io_done), arg)
-        }
-    };
-    extern "C" fn retry(arg: *mut c_void) {
-        guard("mirror metadata retry", (), || submit(arg as *mut MetaIo))
-    }
-    // SAFETY: the wait entry lives in the MetaIo, which waits for it.
-    if !unsafe { leg.submitted(rc, mi.ch, &mut mi.wait, retry, arg) } {
-        io_finished(io, false);
-    }
-}
-
-extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_void) {
-    guard("mirror metadata write", (), || {
-        // SAFETY: a completed I/O of ours.
-        unsafe { sys::spdk_bdev_free_io(bdev_io) };
-        let io = arg as *mut MetaIo;
-        // SAFETY: ours until `io_finished`.
-        let mi = unsafe { &mut *io };
-        // SAFETY: as in `submit`.
-        let m = unsafe { (*mi.op).m };
-        let leg = m.slot(mi.leg);
-        leg.app_io_done();
-        // A volatile write cache must not hold the bitmap: flush it where the leg has one.
-        // SAFETY: the leg's bdev is open while it is present.
-        if success && !mi.flushing && leg.present() && unsafe { sys::spdk_bdev_has_write_cache(leg.bdev()) } {
-            mi.flushing = true;
-            return submit(io);
-        }
-        io_finished(io, success);
-    })
-}
-
-fn io_finished(io: *mut MetaIo, success: bool) {
-    // SAFETY: the last use of this leg's part.
-    let mi = unsafe { end_chain(io) };
-    // SAFETY: allocated in `start`.
-    unsafe { sys::spdk_dma_free(mi.buf) };
+/// Leg `leg`'s part of `op` is over (mirror thread).
+fn leg_written(op: *mut MetaOp, leg: u32, buf: *mut c_void, success: bool) {
+    // SAFETY: allocated in `start`; the write is over.
+    unsafe { sys::spdk_dma_free(buf) };
     if !success {
         // SAFETY: the op is live until `op_put` drops its last reference.
-        let o = unsafe { &mut *mi.op };
-        errlog!("mirror {}: metadata write to leg {} failed", o.m.name(), mi.leg);
-        o.failed |= 1 << mi.leg;
+        let o = unsafe { &mut *op };
+        errlog!("mirror {}: metadata write to leg {leg} failed", o.m.name());
+        o.failed |= 1 << leg;
     }
-    op_put(mi.op);
+    op_put(op);
 }
 
 fn op_put(op: *mut MetaOp) {
