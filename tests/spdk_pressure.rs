@@ -387,6 +387,8 @@ struct Run {
     outcome: Outcome,
     /// The mirror's per-leg counters after the run (stalled or not); empty for other stacks.
     legs: Vec<LegCounters>,
+    /// The mirror's `admitted_parents` after a run that did not stall.
+    admitted: Option<u64>,
     /// At a stall: every bdev's sampled queue depth (I/Os outstanding), by name/alias.
     queue_depths: BTreeMap<String, u64>,
     log_tail: String,
@@ -512,6 +514,7 @@ fn run(env: &SpdkEnv, case: &Case) -> Run {
         config: config.clone(),
         outcome: Outcome::Broken("not run".into()),
         legs: Vec::new(),
+        admitted: None,
         queue_depths: BTreeMap::new(),
         log_tail: String::new(),
         seconds: 0.0,
@@ -556,6 +559,10 @@ fn run(env: &SpdkEnv, case: &Case) -> Run {
                 Ok(legs) => r.legs = legs,
                 Err(e) => r.outcome = Outcome::Broken(format!("bdev_mirror_get_bdevs after the run: {e}")),
             }
+            r.admitted = target
+                .rpc_timeout("bdev_mirror_get_bdevs", json!({"name": "mr"}), Duration::from_secs(10))
+                .ok()
+                .and_then(|v| v[0]["admitted_parents"].as_u64());
         }
     }
     // bdevperf's progress line is rewritten in place with '\r': keep whole lines only.
@@ -787,6 +794,17 @@ fn check_mirror_run(r: &Run) -> Result<(), String> {
     if r.nomem() + r.pool_empty() == 0 {
         return Err(format!(
             "nomem and pool_empty are both 0: the pressure never reached the mirror\n{}",
+            r.explain()
+        ));
+    }
+    // Every mirror here keeps two copies: the cap is an eighth of the pool, two per parent.
+    let admitted = (r.case.max_parents.unwrap_or(1024) as u64)
+        .min(r.case.pool as u64 / 8 / 2)
+        .max(1);
+    if r.admitted != Some(admitted) {
+        return Err(format!(
+            "admitted_parents reported {:?}, the rule (engine/admission.rs) gives {admitted}\n{}",
+            r.admitted,
             r.explain()
         ));
     }

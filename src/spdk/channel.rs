@@ -24,8 +24,8 @@ use super::host_io;
 use super::intent::ChannelIntent;
 use super::mirror::Mirror;
 use crate::engine::{
-    admitted_parents, Backend, ChildInfo, ChildStatus, DirectWrite, Engine, EngineConfig, HostStatus, IoOp, IoRequest,
-    LegStats, Strategy, WriteState, DIRECT, DIRECT_WRITE,
+    Backend, ChildInfo, ChildStatus, DirectWrite, Engine, EngineConfig, HostStatus, IoOp, IoRequest, LegStats,
+    Strategy, WriteState, DIRECT, DIRECT_WRITE,
 };
 
 /// How often the channel's poller looks for parked I/O (whose pool may have been refilled by
@@ -112,7 +112,7 @@ impl Channel {
     fn engine_for(mirror: &Mirror) -> Result<Engine<SpdkBackend, ChannelIntent>, Fail> {
         let geo = mirror.geo();
         let cfg = EngineConfig {
-            max_parents: admitted_parents(mirror.opts.max_parents, geo.copies(), shared_io_pool()),
+            max_parents: mirror.admitted_parents(),
             strategy: Strategy::Immediate,
             read_policy: mirror.read_policy(),
         };
@@ -1059,15 +1059,6 @@ fn request(io: NonNull<sys::spdk_bdev_io>, op: IoOp) -> IoRequest {
         lba: v.offset_blocks,
         blocks: v.num_blocks,
     }
-}
-
-/// SPDK's `bdev_io_pool_size`: the pool every bdev's `spdk_bdev_io` comes from.
-fn shared_io_pool() -> u32 {
-    // SAFETY: a plain C struct, for which all zeroes is a valid value.
-    let mut o: sys::spdk_bdev_opts = unsafe { std::mem::zeroed() };
-    // SAFETY: `o` is ours; SPDK fills it up to the size given, which is its own.
-    unsafe { sys::spdk_bdev_get_opts(&mut o, std::mem::size_of::<sys::spdk_bdev_opts>()) };
-    o.bdev_io_pool_size
 }
 
 /// A direct write's state: in its host `spdk_bdev_io`'s driver context.

@@ -64,3 +64,12 @@ pub fn bdev_name(bdev: *mut sys::spdk_bdev) -> String {
     // SAFETY: callers pass a live bdev; its name lives as long as the bdev.
     unsafe { cstr(sys::spdk_bdev_get_name(bdev)) }.into_owned()
 }
+
+/// SPDK's `bdev_io_pool_size`: the pool every bdev's `spdk_bdev_io` comes from.
+pub fn shared_io_pool() -> u32 {
+    // SAFETY: a plain C struct, for which all zeroes is a valid value.
+    let mut o: sys::spdk_bdev_opts = unsafe { std::mem::zeroed() };
+    // SAFETY: `o` is ours; SPDK fills it up to the size given, which is its own.
+    unsafe { sys::spdk_bdev_get_opts(&mut o, std::mem::size_of::<sys::spdk_bdev_opts>()) };
+    o.bdev_io_pool_size
+}

@@ -16,14 +16,14 @@ use serde_json::{json, Value};
 use spdk_sys as sys;
 
 use super::error::Fail;
-use super::ffi::{bdev_name, errlog};
+use super::ffi::{bdev_name, errlog, shared_io_pool};
 use super::json;
 pub use super::leg::Leg;
 use super::metadata::Persist;
 use super::module::module_ptr;
 use super::process_status::{Kind, ProcessStatus};
 use super::reserve;
-use crate::engine::{LegStats, ReadPolicy};
+use crate::engine::{admitted_parents, LegStats, ReadPolicy};
 use crate::placement::{Geometry, Level};
 
 /// Per-mirror tunables (create-time).
@@ -574,6 +574,12 @@ impl Mirror {
         Some(p)
     }
 
+    /// Parents each channel admits at once: `max_parents`, capped by SPDK's `spdk_bdev_io`
+    /// pool (`engine::admission`).
+    pub fn admitted_parents(&self) -> u32 {
+        admitted_parents(self.opts.max_parents, self.geo().copies(), shared_io_pool())
+    }
+
     /// What `bdev_mirror_get_bdevs` and `bdev_get_bdevs` report.
     pub fn info(&self, stats: Option<&[LegStats]>) -> Value {
         let legs: Vec<Value> = self
@@ -604,6 +610,7 @@ impl Mirror {
             "num_legs": self.geo().legs(),
             "pool_size": self.opts.pool_size,
             "max_parents": self.opts.max_parents,
+            "admitted_parents": self.admitted_parents(),
             "legs": legs,
         });
         self.policy_json(&mut v);
