@@ -207,14 +207,14 @@ pub fn fill_slot(l: &Leg, name: &str, bdev: *mut sys::spdk_bdev, desc: *mut sys:
 }
 
 /// Gets the mirror thread's and the reserve thread's channels on a leg just opened (mirror
-/// thread only), after counting the mirrors' levels again (`Mirror::relevel_all`). SPDK makes a thread's first bdev channel with its management channel, which
-/// takes `bdev_io_cache_size` `spdk_bdev_io` from the shared pool; made later, on the first
-/// reserve child or metadata write, it failed whenever the pool was empty, which is exactly
-/// when those are needed. A failure here is not fatal: it is tried again on use.
+/// thread only), after counting the mirror's level again (`Mirror::relevel`). SPDK makes
+/// a thread's first bdev channel with its management channel, which takes
+/// `bdev_io_cache_size` `spdk_bdev_io` from the shared pool; made later, on the first reserve
+/// child or metadata write, it failed whenever the pool was empty, which is exactly when those
+/// are needed. A failure here is not fatal: it is tried again on use.
 pub fn open_channels(l: &Leg) {
     let m = Mirror::of_leg(l);
     m.relevel();
-    Mirror::relevel_all();
     // Every leg: the mirror's level may have risen with this one.
     for leg in m.slots.iter().filter(|leg| leg.present()) {
         reserve::open_channel(leg, m.level());

@@ -20,7 +20,6 @@ use super::ffi::{bdev_name, errlog, shared_io_pool};
 use super::json;
 pub use super::leg::Leg;
 use super::metadata::Persist;
-use super::module::module_ptr;
 use super::process_status::{Kind, ProcessStatus};
 use super::reserve;
 use crate::engine::{admitted_parents, LegStats, ReadPolicy};
@@ -207,6 +206,32 @@ pub fn reaches(base: &str, mirror: &str) -> bool {
     false
 }
 
+/// How many mirrors are stacked at or below bdev `name` (a mirror counts itself), up to `most`.
+/// `hops` bounds the walk through other bdevs (whose info may name bdevs they are not built on).
+fn mirrors_at_or_below(name: &str, most: usize, hops: usize) -> usize {
+    if most == 0 || hops > 16 {
+        return 0;
+    }
+    if let Some(m) = find(name) {
+        let below = m
+            .legs()
+            .iter()
+            .filter(|l| l.present())
+            .map(|l| l.name())
+            .collect::<Vec<_>>();
+        return 1 + below
+            .iter()
+            .map(|b| mirrors_at_or_below(b, most - 1, hops + 1))
+            .max()
+            .unwrap_or(0);
+    }
+    bases_of(name)
+        .iter()
+        .map(|b| mirrors_at_or_below(b, most, hops + 1))
+        .max()
+        .unwrap_or(0)
+}
+
 /// The bdevs bdev `name` is built on, as far as SPDK lets one see: a mirror's legs; for any
 /// other bdev, every bdev its module's info names (passthru and delay give `base_bdev_name`,
 /// error and lvol `base_bdev`, raid its `base_bdevs_list`, ...: any string naming a bdev
@@ -375,51 +400,33 @@ impl Mirror {
         &self.slots[i as usize]
     }
 
-    /// How many mirrors are stacked below this one (0: no leg is a mirror; else one more than
-    /// its highest leg's), counted up to `reserve::LEVELS - 1`: which reserve thread serves it
-    /// (`reserve`). As last counted (`relevel_all`); a count too high is harmless (a reserve
-    /// above the mirrors below still serves), one too low is not, and only an opened leg can
-    /// raise it.
+    /// How many mirrors are stacked below this one, through any stack of bdevs (0: none; else
+    /// one more than the highest below), counted up to `reserve::LEVELS - 1`: which reserve
+    /// thread serves it (`reserve`). As last counted (`relevel`): a count too high is harmless
+    /// (a reserve above the mirrors below still serves), one too low is not, and only an
+    /// opened leg can raise it.
     #[inline]
     pub fn level(&self) -> usize {
         self.level.load(Ordering::Acquire) as usize
     }
 
-    /// Counts every mirror's level again, from its legs as they are now: a leg was just opened
-    /// (app thread). A mirror being made (not registered yet) counts its own (`relevel`).
-    pub fn relevel_all() {
-        for m in all() {
-            m.relevel();
-        }
-    }
-
+    /// Counts this mirror's level again, from its legs as they are now (app thread: it reads
+    /// the bdevs below through their modules' info, as `reaches` does). When it rose, every
+    /// other mirror's too: one may stand on this one.
     pub fn relevel(&self) {
-        self.level
-            .store(self.level_below(reserve::LEVELS - 1) as u32, Ordering::Release);
-    }
-
-    /// Each leg is held open while it is looked into, so a mirror below cannot go meanwhile.
-    fn level_below(&self, most: usize) -> usize {
-        let mut level = 0;
-        for leg in self.slots.iter() {
-            if level == most {
-                break;
+        let most = reserve::LEVELS - 1;
+        let now = self
+            .slots
+            .iter()
+            .filter(|l| l.present())
+            .map(|l| mirrors_at_or_below(&l.name(), most, 0))
+            .max()
+            .unwrap_or(0);
+        if now > self.level.swap(now as u32, Ordering::AcqRel) as usize {
+            for m in all().into_iter().filter(|&m| !std::ptr::eq(m, self)) {
+                m.relevel();
             }
-            let Some(_desc) = leg.hold_desc() else {
-                continue;
-            };
-            let bdev = leg.bdev();
-            // SAFETY: the leg's bdev is open (held above), so it is registered and its fields
-            // are SPDK's to read; a bdev of this module has its `Mirror` as its context.
-            let below = unsafe { !bdev.is_null() && (*bdev).module == module_ptr() }.then(|| {
-                // SAFETY: as above.
-                let m = unsafe { &*((*bdev).ctxt as *const Mirror) };
-                1 + m.level_below(most - 1)
-            });
-            leg.app_io_done();
-            level = level.max(below.unwrap_or(0));
         }
-        level
     }
 
     /// The slot a replacement goes into: the one after the legs.

@@ -1,6 +1,7 @@
 //! The metadata writer: every metadata write is made on the mirror's thread, one at a time, so
-//! they never race (its I/O goes from the level's reserve thread, `meta_io`); when one is done, the writes parked on it are handed back to their cores,
-//! whose pollers resume them. Also the lazy clear (md's daemon) and the tunables record.
+//! they never race (its I/O goes from the level's reserve thread, `meta_io`); when one is
+//! done, the writes parked on it are handed back to their cores, whose pollers resume them.
+//! Also the lazy clear (md's daemon) and the tunables record.
 //!
 //! Every metadata write also reconciles the superblock's leg table with the legs' live state
 //! (a failed or missing leg becomes `Failed`, a leg being rebuilt `Rebuilding`, a leg back in
