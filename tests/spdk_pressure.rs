@@ -387,8 +387,9 @@ struct Run {
     outcome: Outcome,
     /// The mirror's per-leg counters after the run (stalled or not); empty for other stacks.
     legs: Vec<LegCounters>,
-    /// The mirror's `admitted_parents` after a run that did not stall.
+    /// The mirror's `admitted_parents` and `mirrors_below` after a run that did not stall.
     admitted: Option<u64>,
+    mirrors_below: Option<u64>,
     /// At a stall: every bdev's sampled queue depth (I/Os outstanding), by name/alias.
     queue_depths: BTreeMap<String, u64>,
     log_tail: String,
@@ -515,6 +516,7 @@ fn run(env: &SpdkEnv, case: &Case) -> Run {
         outcome: Outcome::Broken("not run".into()),
         legs: Vec::new(),
         admitted: None,
+        mirrors_below: None,
         queue_depths: BTreeMap::new(),
         log_tail: String::new(),
         seconds: 0.0,
@@ -559,10 +561,10 @@ fn run(env: &SpdkEnv, case: &Case) -> Run {
                 Ok(legs) => r.legs = legs,
                 Err(e) => r.outcome = Outcome::Broken(format!("bdev_mirror_get_bdevs after the run: {e}")),
             }
-            r.admitted = target
-                .rpc_timeout("bdev_mirror_get_bdevs", json!({"name": "mr"}), Duration::from_secs(10))
-                .ok()
-                .and_then(|v| v[0]["admitted_parents"].as_u64());
+            if let Ok(v) = target.rpc_timeout("bdev_mirror_get_bdevs", json!({"name": "mr"}), Duration::from_secs(10)) {
+                r.admitted = v[0]["admitted_parents"].as_u64();
+                r.mirrors_below = v[0]["mirrors_below"].as_u64();
+            }
         }
     }
     // bdevperf's progress line is rewritten in place with '\r': keep whole lines only.
@@ -805,6 +807,15 @@ fn check_mirror_run(r: &Run) -> Result<(), String> {
         return Err(format!(
             "admitted_parents reported {:?}, the rule (engine/admission.rs) gives {admitted}\n{}",
             r.admitted,
+            r.explain()
+        ));
+    }
+    // Which reserve thread serves it: one level up over mirrors.
+    let below = u64::from(r.case.stack == Stack::NestedMirror);
+    if r.mirrors_below != Some(below) {
+        return Err(format!(
+            "mirrors_below reported {:?}, not {below}\n{}",
+            r.mirrors_below,
             r.explain()
         ));
     }

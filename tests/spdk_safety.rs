@@ -382,3 +382,60 @@ fn a_panic_in_the_engine_fails_its_io_and_the_core_serves_again() {
     let m = t.mirror_info("mir");
     assert_eq!(m["state"], "online", "{m}");
 }
+
+/// Which reserve thread serves a mirror is its level: the mirrors stacked below it, through any
+/// stack of bdevs, counted again when a mirror below gains a mirror leg (a reserve shared
+/// by two levels stalled a mirror over mirrors for good under a starved pool; see
+/// `spdk_pressure`'s `a_mirror_over_mirrors_...`).
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn a_mirror_counts_the_mirrors_below_it_through_any_stack_and_again_when_one_below_grows() {
+    let t = target("safety_levels");
+    for (name, blocks) in [("k0", 40000), ("k1", 40000), ("k2", 32768), ("k3", 32768)] {
+        malloc(&t, name, blocks);
+    }
+    for name in ["k4", "k5", "k6", "k7"] {
+        malloc(&t, name, 40000);
+    }
+    let mirror = |name: &str, legs: [&str; 2]| {
+        t.rpc(
+            "bdev_mirror_create",
+            json!({"name": name, "level": "raid1", "base_bdevs": legs, "superblock": false}),
+        )
+        .unwrap_or_else(|e| panic!("creating {name}: {e:?}"));
+    };
+    let below = |name: &str| t.mirror_info(name)["mirrors_below"].as_u64();
+    mirror("low", ["k2", "k3"]);
+    mirror("up", ["low", "k4"]);
+    mirror("m", ["k0", "k1"]);
+    t.rpc("bdev_passthru_create", json!({"base_bdev_name": "m", "name": "pt"}))
+        .unwrap();
+    mirror("over_pt", ["pt", "k5"]);
+    assert_eq!(
+        [below("low"), below("up"), below("m"), below("over_pt")],
+        [Some(0), Some(1), Some(0), Some(1)]
+    );
+    // low gains a mirror leg: low is one level up, and up, standing on it, one more.
+    mirror("n", ["k6", "k7"]);
+    t.rpc("bdev_mirror_remove_base_bdev", json!({"base_bdev": "k3"}))
+        .unwrap();
+    t.rpc("bdev_mirror_add_base_bdev", json!({"name": "low", "base_bdev": "n"}))
+        .unwrap();
+    assert_eq!([below("low"), below("up")], [Some(1), Some(2)]);
+    let threads = t.rpc("thread_get_stats", Value::Null).unwrap();
+    let names: Vec<&str> = threads["threads"]
+        .as_array()
+        .expect("threads")
+        .iter()
+        .filter_map(|th| th["name"].as_str())
+        .collect();
+    for level in 0..3 {
+        let reserve = format!("mirror_reserve{level}");
+        assert!(names.contains(&reserve.as_str()), "no {reserve} among {names:?}");
+    }
+    no_bug(&t);
+    t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
+}

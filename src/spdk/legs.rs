@@ -213,12 +213,10 @@ pub fn fill_slot(l: &Leg, name: &str, bdev: *mut sys::spdk_bdev, desc: *mut sys:
 /// child or metadata write, it failed whenever the pool was empty, which is exactly when those
 /// are needed. A failure here is not fatal: it is tried again on use.
 pub fn open_channels(l: &Leg) {
+    // A level that rose with this leg gets its reserve's channels on every leg there.
     let m = Mirror::of_leg(l);
     m.relevel();
-    // Every leg: the mirror's level may have risen with this one.
-    for leg in m.slots.iter().filter(|leg| leg.present()) {
-        reserve::open_channel(leg, m.level());
-    }
+    reserve::open_channel(l, m.level());
     if l.app_channel().is_null() {
         errlog!(
             "mirror: no channel on leg {} from the mirror's thread yet (no memory); it is tried again when needed",

@@ -411,8 +411,9 @@ impl Mirror {
     }
 
     /// Counts this mirror's level again, from its legs as they are now (app thread: it reads
-    /// the bdevs below through their modules' info, as `reaches` does). When it rose, every
-    /// other mirror's too: one may stand on this one.
+    /// the bdevs below through their modules' info, as `reaches` does). When it rose, the new
+    /// level's reserve gets its channels on the legs, and every other mirror is counted again:
+    /// one may stand on this one.
     pub fn relevel(&self) {
         let most = reserve::LEVELS - 1;
         let now = self
@@ -423,6 +424,11 @@ impl Mirror {
             .max()
             .unwrap_or(0);
         if now > self.level.swap(now as u32, Ordering::AcqRel) as usize {
+            // The new level's reserve gets its channels on every leg now, while the pool may
+            // still have what a thread's first channel takes.
+            for leg in self.slots.iter().filter(|l| l.present()) {
+                reserve::open_channel(leg, now);
+            }
             for m in all().into_iter().filter(|&m| !std::ptr::eq(m, self)) {
                 m.relevel();
             }
@@ -618,6 +624,8 @@ impl Mirror {
             "pool_size": self.opts.pool_size,
             "max_parents": self.opts.max_parents,
             "admitted_parents": self.admitted_parents(),
+            // Which reserve thread serves it (`level`).
+            "mirrors_below": self.level(),
             "legs": legs,
         });
         self.policy_json(&mut v);
