@@ -1,10 +1,10 @@
-//! The reserve: a child that cannot get an `spdk_bdev_io` while its channel has nothing in flight
-//! is submitted from its mirror's level's reserve thread instead (`reserve`), whose per-thread
-//! `spdk_bdev_io` cache only these children and metadata writes of mirrors of that level use
-//! (the mirror's own thread if SPDK gave no such thread). Parents that
-//! waited for the bitmap may hold every `spdk_bdev_io` of the shared pool; without a reserve none
-//! of them could ever issue a child (md avoids the same trap with mempools that keep a minimum
-//! of elements back). One child per channel at a time goes this way; its completion frees the
+//! The reserve: a child that cannot get an `spdk_bdev_io` while its channel has nothing in
+//! flight is submitted from its mirror's level's reserve thread instead (`reserve`), whose
+//! per-thread `spdk_bdev_io` cache only these children and the metadata writes of mirrors of
+//! that level use (the mirror's own thread if SPDK gave no such thread). Parents that waited
+//! for the bitmap may hold every `spdk_bdev_io` of the shared pool; without a reserve none of
+//! them could ever issue a child (md avoids the same trap with mempools that keep a minimum of
+//! elements back). One child per channel at a time goes this way; its completion frees the
 //! parent's `spdk_bdev_io` and the ordinary path takes over again.
 
 use std::os::raw::{c_int, c_void};
