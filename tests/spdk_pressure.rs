@@ -165,6 +165,9 @@ struct Case {
     create_during: bool,
     /// After a clean run, idle this long, then run again (the outcome is the second run's).
     again_after: Option<Duration>,
+    /// With `NestedMirror`: a lower mirror's first leg sits on an error bdev, which fails every
+    /// write from shortly after the run starts (the leg must end failed, the host see nothing).
+    fail_during: bool,
 }
 
 impl Case {
@@ -182,7 +185,13 @@ impl Case {
             max_parents: None,
             create_during: false,
             again_after: None,
+            fail_during: false,
         }
+    }
+
+    fn fail_a_lower_leg_during(mut self) -> Case {
+        self.fail_during = true;
+        self
     }
 
     fn again_after(mut self, idle: Duration) -> Case {
@@ -315,7 +324,13 @@ impl Case {
                     }
                     config_entry("bdev_mirror_create", p)
                 };
-                c.push(mirror("ma", ["m0", "m1"]));
+                let first = if self.fail_during {
+                    c.push(config_entry("bdev_error_create", json!({"base_name": "m0"})));
+                    "EE_m0"
+                } else {
+                    "m0"
+                };
+                c.push(mirror("ma", [first, "m1"]));
                 c.push(mirror("mb", ["m2", "m3"]));
                 c.push(mirror("mr", ["ma", "mb"]));
                 "mr".to_string()
@@ -544,10 +559,20 @@ fn run(env: &SpdkEnv, case: &Case) -> Run {
     if let Err(e) = check_pool_applied(&target, case.pool) {
         r.outcome = Outcome::Broken(e);
     } else {
-        r.outcome = perform_watched(&target, case, &top, case.create_during, &mut r);
+        r.outcome = perform_watched(&target, case, &top, true, &mut r);
         if let (Some(idle), Outcome::Completed(_)) = (case.again_after, &r.outcome) {
             std::thread::sleep(idle);
             r.outcome = perform_watched(&target, case, &top, false, &mut r);
+        }
+        if case.fail_during && matches!(r.outcome, Outcome::Completed(_)) {
+            let state = target
+                .rpc_timeout("bdev_mirror_get_bdevs", json!({"name": "ma"}), Duration::from_secs(10))
+                .map(|v| v[0]["legs"][0]["state"].clone());
+            if !matches!(&state, Ok(s) if s == "failed") {
+                r.outcome = Outcome::Broken(format!(
+                    "the failing leg EE_m0 of ma is not failed after the run: {state:?}"
+                ));
+            }
         }
         // Only after a clean run: a delete's error must not hide why the run itself failed.
         if case.thin && matches!(r.outcome, Outcome::Completed(_)) {
@@ -582,8 +607,8 @@ fn run(env: &SpdkEnv, case: &Case) -> Run {
 
 /// `framework_get_config {"name": "bdev"}` must show the pool size the config asked for.
 /// One `perform_tests`, watched for a stall (at a stall: where the I/O is held, the mirror's
-/// counters, and the app killed).
-fn perform_watched(target: &Target, case: &Case, top: &str, create_during: bool, r: &mut Run) -> Outcome {
+/// counters, and the app killed). The case's actions during a run happen in the `first`.
+fn perform_watched(target: &Target, case: &Case, top: &str, first: bool, r: &mut Run) -> Outcome {
     std::thread::scope(|s| {
         let perform = s.spawn(|| {
             target.perform_tests(
@@ -591,10 +616,17 @@ fn perform_watched(target: &Target, case: &Case, top: &str, create_during: bool,
                 Duration::from_secs(case.secs as u64) + RUN_HARD_LIMIT + STALL_WINDOW,
             )
         });
-        if create_during {
+        if first && case.create_during {
             std::thread::sleep(Duration::from_millis(700));
             if let Err(e) = create_second_mirror(target) {
                 eprintln!("creating the second mirror: {e}");
+            }
+        }
+        if first && case.fail_during {
+            std::thread::sleep(Duration::from_millis(700));
+            let inject = json!({"name": "EE_m0", "io_type": "write", "error_type": "failure", "num": 1_000_000});
+            if let Err(e) = target.rpc_timeout("bdev_error_inject_error", inject, Duration::from_secs(10)) {
+                eprintln!("injecting write failures: {e}");
             }
         }
         let stalled = watch(target, top, case.secs, || perform.is_finished());
@@ -1156,6 +1188,11 @@ fn a_mirror_over_mirrors_runs_a_starved_pool_at_more_than_poller_pace() {
             .workload("verify")
             .secs(1)
             .again_after(Duration::from_secs(14)),
+        // A lower mirror's leg fails mid-run: recorded in its superblock (from its reserve),
+        // the host sees no error.
+        Case::new(Stack::NestedMirror, pool)
+            .workload("verify")
+            .fail_a_lower_leg_during(),
     ];
     let runs = run_all(&env, "a mirror over mirrors, pool 16", &cases);
     if let Err(e) = runs[0].clean() {
