@@ -402,7 +402,7 @@ struct Run {
     outcome: Outcome,
     /// The mirror's per-leg counters after the run (stalled or not); empty for other stacks.
     legs: Vec<LegCounters>,
-    /// The mirror's `admitted_parents` and `mirrors_below` after a run that did not stall.
+    /// The mirror's `admitted_parents` and `mirrors_below` (read with `legs`).
     admitted: Option<u64>,
     mirrors_below: Option<u64>,
     /// At a stall: every bdev's sampled queue depth (I/Os outstanding), by name/alias.
@@ -582,13 +582,8 @@ fn run(env: &SpdkEnv, case: &Case) -> Run {
             }
         }
         if case.stack.is_mirror() && !r.stalled() {
-            match mirror_legs(&target) {
-                Ok(legs) => r.legs = legs,
-                Err(e) => r.outcome = Outcome::Broken(format!("bdev_mirror_get_bdevs after the run: {e}")),
-            }
-            if let Ok(v) = target.rpc_timeout("bdev_mirror_get_bdevs", json!({"name": "mr"}), Duration::from_secs(10)) {
-                r.admitted = v[0]["admitted_parents"].as_u64();
-                r.mirrors_below = v[0]["mirrors_below"].as_u64();
+            if let Err(e) = read_mirror(&target, &mut r) {
+                r.outcome = Outcome::Broken(format!("bdev_mirror_get_bdevs after the run: {e}"));
             }
         }
     }
@@ -633,7 +628,7 @@ fn perform_watched(target: &Target, case: &Case, top: &str, first: bool, r: &mut
         if stalled {
             r.queue_depths = queue_depths(target);
             if case.stack.is_mirror() {
-                r.legs = mirror_legs(target).unwrap_or_default();
+                let _ = read_mirror(target, r);
             }
             target.kill9();
             let _ = perform.join();
@@ -766,8 +761,9 @@ fn create_second_mirror(target: &Target) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// The mirror "mr"'s per-leg counters from `bdev_mirror_get_bdevs`.
-fn mirror_legs(target: &Target) -> Result<Vec<LegCounters>, String> {
+/// The mirror "mr"'s per-leg counters, `admitted_parents` and `mirrors_below` from one
+/// `bdev_mirror_get_bdevs`, into `r`.
+fn read_mirror(target: &Target, r: &mut Run) -> Result<(), String> {
     let v = target
         .rpc_timeout("bdev_mirror_get_bdevs", json!({"name": "mr"}), Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
@@ -775,7 +771,9 @@ fn mirror_legs(target: &Target) -> Result<Vec<LegCounters>, String> {
         .get(0)
         .and_then(|m| m["legs"].as_array())
         .ok_or_else(|| format!("no legs in {v}"))?;
-    Ok(legs
+    r.admitted = v[0]["admitted_parents"].as_u64();
+    r.mirrors_below = v[0]["mirrors_below"].as_u64();
+    r.legs = legs
         .iter()
         .map(|l| LegCounters {
             bdev: l["bdev"].as_str().unwrap_or_default().to_string(),
@@ -785,7 +783,8 @@ fn mirror_legs(target: &Target) -> Result<Vec<LegCounters>, String> {
             reads: l["reads"].as_u64().unwrap_or(0),
             writes: l["writes"].as_u64().unwrap_or(0),
         })
-        .collect())
+        .collect();
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -861,6 +860,13 @@ fn check_mirror_run(r: &Run) -> Result<(), String> {
     Ok(())
 }
 
+/// Panics with `what` unless the run a test measures against (a bar, a reference) ran clean.
+fn assert_reference_ran(r: &Run, what: &str) {
+    if let Err(e) = r.clean() {
+        panic!("{what}: {e}\n{}", r.explain());
+    }
+}
+
 /// Panics listing every failed run, or does nothing.
 fn assert_all_mirror_runs_pass(runs: &[Run]) {
     let failures: Vec<String> = runs.iter().filter_map(|r| check_mirror_run(r).err()).collect();
@@ -897,12 +903,10 @@ fn plain_lvol_bar_holds_at_the_minimal_pool_and_stalls_one_below() {
             Case::new(Stack::Malloc, PLAIN_LVOL_MIN_POOL - 1).lvol().secs(BAR_SECS),
         ],
     );
-    if let Err(e) = runs[0].clean() {
-        panic!(
-            "the plain lvol no longer runs at PLAIN_LVOL_MIN_POOL = {PLAIN_LVOL_MIN_POOL}: {e}\n{}",
-            runs[0].explain()
-        );
-    }
+    assert_reference_ran(
+        &runs[0],
+        &format!("the plain lvol no longer runs at PLAIN_LVOL_MIN_POOL = {PLAIN_LVOL_MIN_POOL}"),
+    );
     assert!(
         runs[1].stalled(),
         "the plain lvol now also runs at {}: PLAIN_LVOL_MIN_POOL is no longer the minimum, re-measure it\n{}",
@@ -1098,12 +1102,10 @@ fn two_thin_lvols_on_the_mirror_run_where_they_run_on_one_plain_bdev() {
         .map(|&s| Case::new(s, THIN_POOL).two_thin_lvols())
         .collect();
     let runs = run_all(&env, "two thin lvols, two jobs, then a delete", &cases);
-    if let Err(e) = runs[0].clean() {
-        panic!(
-            "the bar (two thin lvols on one malloc bdev) no longer runs at {THIN_POOL}: {e}\n{}",
-            runs[0].explain()
-        );
-    }
+    assert_reference_ran(
+        &runs[0],
+        &format!("the bar (two thin lvols on one malloc bdev) no longer runs at {THIN_POOL}"),
+    );
     assert_all_mirror_runs_pass(&runs[1..]);
 }
 
@@ -1195,12 +1197,7 @@ fn a_mirror_over_mirrors_runs_a_starved_pool_at_more_than_poller_pace() {
             .fail_a_lower_leg_during(),
     ];
     let runs = run_all(&env, "a mirror over mirrors, pool 16", &cases);
-    if let Err(e) = runs[0].clean() {
-        panic!(
-            "the reference (SPDK raid1 over raid1s) did not run: {e}\n{}",
-            runs[0].explain()
-        );
-    }
+    assert_reference_ran(&runs[0], "the reference (SPDK raid1 over raid1s) did not run");
     assert_all_mirror_runs_pass(&runs[1..]);
     let floor = runs[0].iops() / 4.0;
     for r in &runs[1..3] {

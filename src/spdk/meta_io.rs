@@ -69,11 +69,7 @@ fn issue(w: *mut LegWrite) {
     // SAFETY: ours until `finish` hands it back.
     let lw = unsafe { &mut *w };
     let leg = lw.m.slot(lw.leg);
-    let ch = if reserve::on_reserve_thread() {
-        reserve::channel(lw.desc)
-    } else {
-        leg.app_channel()
-    };
+    let ch = reserve::channel_here(leg, lw.desc);
     if ch.is_null() {
         // The pool is empty and this thread has no channel on the leg yet: no fault of the
         // leg's; try again shortly.

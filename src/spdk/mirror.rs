@@ -212,22 +212,11 @@ fn mirrors_at_or_below(name: &str, most: usize, hops: usize) -> usize {
     if most == 0 || hops > 16 {
         return 0;
     }
-    if let Some(m) = find(name) {
-        let below = m
-            .legs()
-            .iter()
-            .filter(|l| l.present())
-            .map(|l| l.name())
-            .collect::<Vec<_>>();
-        return 1 + below
-            .iter()
-            .map(|b| mirrors_at_or_below(b, most - 1, hops + 1))
-            .max()
-            .unwrap_or(0);
-    }
-    bases_of(name)
+    // A mirror counts itself, and leaves one level fewer to count below it.
+    let own = usize::from(find(name).is_some());
+    own + bases_of(name)
         .iter()
-        .map(|b| mirrors_at_or_below(b, most, hops + 1))
+        .map(|b| mirrors_at_or_below(b, most - own, hops + 1))
         .max()
         .unwrap_or(0)
 }

@@ -64,11 +64,7 @@ fn submit(ctx: *mut ChildCtx) {
     let Some(desc) = leg.hold_desc() else {
         return back(ctx, ChildStatus::Error);
     };
-    let ch = if reserve::on_reserve_thread() {
-        reserve::channel(desc)
-    } else {
-        leg.app_channel()
-    };
+    let ch = reserve::channel_here(leg, desc);
     if ch.is_null() {
         // No channel to be had now: SPDK makes a thread's first channel with its bdev
         // management channel, which takes spdk_bdev_io from the shared pool, empty now. That

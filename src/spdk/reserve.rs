@@ -37,7 +37,7 @@ pub fn thread(level: usize) -> *mut sys::spdk_thread {
 }
 
 /// Whether the calling thread is a reserve thread.
-pub fn on_reserve_thread() -> bool {
+fn on_reserve_thread() -> bool {
     // SAFETY: plain query.
     let me = unsafe { sys::spdk_get_thread() };
     !me.is_null() && THREADS.iter().any(|t| t.load(Ordering::Acquire) == me)
@@ -72,7 +72,7 @@ fn channels() -> std::sync::MutexGuard<'static, Vec<(usize, usize, usize)>> {
 
 /// The calling reserve thread's channel for `desc`, got now if it was not (null if SPDK has
 /// none to give). A reserve thread only, with `desc` held open (`Leg::hold_desc`).
-pub fn channel(desc: *mut sys::spdk_bdev_desc) -> *mut sys::spdk_io_channel {
+fn channel(desc: *mut sys::spdk_bdev_desc) -> *mut sys::spdk_io_channel {
     // SAFETY: plain query.
     let me = unsafe { sys::spdk_get_thread() } as usize;
     let mut l = channels();
@@ -86,6 +86,16 @@ pub fn channel(desc: *mut sys::spdk_bdev_desc) -> *mut sys::spdk_io_channel {
         l.push((me, desc as usize, ch as usize));
     }
     ch
+}
+
+/// This thread's channel on `leg` (whose descriptor `desc` is held): a reserve thread's own
+/// (`channel`), else the mirror thread's (`Leg::app_channel`). Null if none can be had now.
+pub fn channel_here(leg: &Leg, desc: *mut sys::spdk_bdev_desc) -> *mut sys::spdk_io_channel {
+    if on_reserve_thread() {
+        channel(desc)
+    } else {
+        leg.app_channel()
+    }
 }
 
 /// Gets level `level`'s reserve channel on `leg`, just opened, soon: SPDK makes a thread's
