@@ -1369,6 +1369,45 @@ fn no_more_reads_go_direct_at_once_than_max_parents_and_the_rest_take_the_genera
 }
 
 #[test]
+fn a_lowered_admission_bounds_new_parents_and_a_raised_one_lets_the_waiting_in() {
+    // Slots for 8, admission set to 2 (as a second channel on the mirror does): the third and
+    // fourth writes wait without taking anything, and no read goes direct past the bound.
+    let (mut e, log) = engine(raid1(2), 16, 8);
+    e.set_admission(2);
+    assert_eq!(e.admission(), 2);
+    for h in 1..=4 {
+        e.submit(h, write(h as u64 * 8, 1));
+    }
+    assert_eq!(e.active_parents(), 2);
+    assert_eq!(e.queued_parents(), 2);
+    assert_eq!(e.try_direct_read(9, &read(100, 1)), Err(9));
+    // Raised again (the second channel went): the two waiting are let in at the next drain.
+    e.set_admission(8);
+    e.run_wakeups();
+    assert_eq!(e.active_parents(), 4);
+    assert_eq!(e.queued_parents(), 0);
+    drain_children(&mut e);
+    assert!(e.is_idle());
+    assert_eq!(completions(&log).len(), 4);
+    // Lowered below what is admitted: nothing admitted is touched, new parents wait.
+    for h in 11..=14 {
+        e.submit(h, write(h as u64 * 8, 1));
+    }
+    e.set_admission(1);
+    e.submit(15, write(200, 1));
+    assert_eq!(e.active_parents(), 4);
+    assert_eq!(e.queued_parents(), 1);
+    drain_children(&mut e);
+    assert!(e.is_idle());
+    assert_eq!(completions(&log).len(), 9);
+    // Never below one, never above the slots there are.
+    e.set_admission(0);
+    assert_eq!(e.admission(), 1);
+    e.set_admission(100);
+    assert_eq!(e.admission(), 8);
+}
+
+#[test]
 fn a_direct_read_refused_for_shared_io_parks_without_its_context_and_resumes() {
     let (mut e, log) = engine(raid1(2), 1, 4);
     e.backend_mut().nomem = 1;

@@ -44,6 +44,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use spdk_mirror::engine::admitted_parents;
 
 use support::{
     bdev_subsystem, bdevperf_server, config_entry, malloc_bdev_config, raid1_bdev_config, require_spdk, tail_lines,
@@ -402,8 +403,9 @@ struct Run {
     outcome: Outcome,
     /// The mirror's per-leg counters after the run (stalled or not); empty for other stacks.
     legs: Vec<LegCounters>,
-    /// The mirror's `admitted_parents` and `mirrors_below` (read with `legs`).
+    /// The mirror's `admitted_parents`, `io_channels` and `mirrors_below` (read with `legs`).
     admitted: Option<u64>,
+    io_channels: Option<u64>,
     mirrors_below: Option<u64>,
     /// At a stall: every bdev's sampled queue depth (I/Os outstanding), by name/alias.
     queue_depths: BTreeMap<String, u64>,
@@ -531,6 +533,7 @@ fn run(env: &SpdkEnv, case: &Case) -> Run {
         outcome: Outcome::Broken("not run".into()),
         legs: Vec::new(),
         admitted: None,
+        io_channels: None,
         mirrors_below: None,
         queue_depths: BTreeMap::new(),
         log_tail: String::new(),
@@ -772,6 +775,7 @@ fn read_mirror(target: &Target, r: &mut Run) -> Result<(), String> {
         .and_then(|m| m["legs"].as_array())
         .ok_or_else(|| format!("no legs in {v}"))?;
     r.admitted = v[0]["admitted_parents"].as_u64();
+    r.io_channels = v[0]["io_channels"].as_u64();
     r.mirrors_below = v[0]["mirrors_below"].as_u64();
     r.legs = legs
         .iter()
@@ -830,10 +834,9 @@ fn check_mirror_run(r: &Run) -> Result<(), String> {
             r.explain()
         ));
     }
-    // Every mirror here keeps two copies: the cap is an eighth of the pool, two per parent.
-    let admitted = (r.case.max_parents.unwrap_or(1024) as u64)
-        .min(r.case.pool as u64 / 8 / 2)
-        .max(1);
+    // Every mirror here keeps two copies; the rule depends on the channels open when read.
+    let channels = r.io_channels.unwrap_or(u64::MAX) as u32;
+    let admitted = admitted_parents(r.case.max_parents.unwrap_or(1024), 2, r.case.pool, channels) as u64;
     if r.admitted != Some(admitted) {
         return Err(format!(
             "admitted_parents reported {:?}, the rule (engine/admission.rs) gives {admitted}\n{}",

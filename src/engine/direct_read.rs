@@ -12,7 +12,8 @@
 //! general way would have parked it after the same refusal. It goes direct only when no
 //! wake-up is pending, no parent waits for shared I/O and none for its leg's pool, so it never
 //! overtakes a parked parent (and needs no admission slot: it cannot hold what a child needs;
-//! at most `max_parents` go direct at once, so their children's shared I/O stays bounded).
+//! at most as many go direct at once as parents are admitted, so their children's shared I/O
+//! stays bounded).
 //! A direct read that fails is handed to the general machine as a parent that already failed
 //! on that copy: it is retried on another and the copy that failed is rewritten, as for any
 //! read.
@@ -96,13 +97,10 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     /// for the pool of the copy it reads.
     #[inline(always)]
     fn plan_direct_read(&self, req: &IoRequest) -> Option<ChildInfo> {
-        // At most `max_parents` direct reads at once: past that a read takes the general way,
-        // where admission bounds it (the shared I/O its child takes is bounded so:
-        // `admission.rs`).
-        if req.op != IoOp::Read
-            || !self.straight(req)
-            || !self.io_waiters.is_empty()
-            || self.direct >= self.cfg.max_parents
+        // As many direct reads at once as parents are admitted: past that a read takes the
+        // general way, where admission bounds it (the shared I/O its child takes is bounded
+        // so: `admission.rs`).
+        if req.op != IoOp::Read || !self.straight(req) || !self.io_waiters.is_empty() || self.direct >= self.admission()
         {
             return None;
         }

@@ -207,6 +207,9 @@ pub struct Engine<B: Backend, W: WriteIntent = NoBitmap> {
     /// one of `free_slots` free for its hand-over (`slot_free`), so admission stays a bound:
     /// parents in slots plus direct writes never exceed `max_parents`.
     direct_writes: u32,
+    /// Slots kept out of admission: `max_parents` less the bound `set_admission` set (0
+    /// unless one was set lower).
+    held_back: u32,
     pool_waiters: Vec<VecDeque<ParentId>>,
     /// Bit `leg`: `pool_waiters[leg]` may be non-empty. Set with every push, cleared only when
     /// the queue is seen empty, so it may say "waiting" for an empty queue but never the
@@ -242,6 +245,7 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
             admit_queue: VecDeque::with_capacity(1024),
             direct: 0,
             direct_writes: 0,
+            held_back: 0,
             pool_waiters: (0..=geo.legs())
                 .map(|_| VecDeque::with_capacity(max_parents as usize))
                 .collect(),
@@ -304,10 +308,24 @@ impl<B: Backend, W: WriteIntent> Engine<B, W> {
     }
 
     /// Whether a parent may be admitted into a slot: one is free beyond those the direct
-    /// writes in flight keep for their hand-overs.
+    /// writes in flight keep for their hand-overs and those held back (`set_admission`).
     #[inline(always)]
     pub(super) fn slot_free(&self) -> bool {
-        self.free_slots.len() > self.direct_writes as usize
+        self.free_slots.len() > (self.direct_writes + self.held_back) as usize
+    }
+
+    /// Parents admitted at once from now on: `bound`, at least 1 and at most `max_parents`
+    /// (the slots there are). Lowered below what is admitted now, nothing admitted is touched:
+    /// new parents wait until enough have completed. Raised, parents waiting for admission
+    /// are let in at the next drain.
+    pub fn set_admission(&mut self, bound: u32) {
+        let slots = self.slots.len() as u32;
+        self.held_back = slots - bound.clamp(1, slots);
+    }
+
+    /// Parents admitted at once: `max_parents`, or the lower bound `set_admission` set.
+    pub fn admission(&self) -> u32 {
+        self.slots.len() as u32 - self.held_back
     }
 
     /// A free slot for a parent to be admitted into (see `slot_free`).

@@ -112,7 +112,8 @@ impl Channel {
     fn engine_for(mirror: &Mirror) -> Result<Engine<SpdkBackend, ChannelIntent>, Fail> {
         let geo = mirror.geo();
         let cfg = EngineConfig {
-            max_parents: mirror.admitted_parents(),
+            // Slots for every parent it may ever admit; `admitted_parents` bounds them now.
+            max_parents: mirror.opts.max_parents,
             strategy: Strategy::Immediate,
             read_policy: mirror.read_policy(),
         };
@@ -128,7 +129,9 @@ impl Channel {
             rescue_busy: false,
         };
         let intent = ChannelIntent::new(mirror)?;
-        Ok(Engine::with_intent(geo, cfg, backend, intent))
+        let mut engine = Engine::with_intent(geo, cfg, backend, intent);
+        engine.set_admission(mirror.admitted_parents());
+        Ok(engine)
     }
 
     /// Gives `engine` (this channel's, or the one replacing it) an I/O channel on every working
@@ -941,6 +944,7 @@ impl Channel {
             e.set_leg_readable(i, !leg.write_only.load(Ordering::Acquire));
         }
         e.set_read_policy(mirror.read_policy());
+        e.set_admission(mirror.admitted_parents());
     }
 
     /// Takes leg `leg` out of this channel; `iter` continues once its children are back.

@@ -111,6 +111,7 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         resize_pending: AtomicBool::new(false),
         hold_flushes: AtomicBool::new(false),
         leg_gen: AtomicU64::new(0),
+        channels: AtomicU32::new(0),
         process: Mutex::new(None),
         process_active: AtomicBool::new(false),
         last_process: Mutex::new(None),

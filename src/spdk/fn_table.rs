@@ -34,6 +34,7 @@ pub extern "C" fn channel_create(dev: *mut c_void, buf: *mut c_void) -> c_int {
     guard("mirror channel create", -libc::ENOMEM, || {
         // SAFETY: `dev` is a live mirror (the io_device).
         let m = unsafe { &*(dev as *const Mirror) };
+        m.count_channel(1);
         match Channel::new(m) {
             Ok(chan) => {
                 // SAFETY: `buf` has room for one pointer (the context size we registered).
@@ -41,6 +42,7 @@ pub extern "C" fn channel_create(dev: *mut c_void, buf: *mut c_void) -> c_int {
                 0
             }
             Err(e) => {
+                m.count_channel(-1);
                 errlog!("mirror {}: {e}", m.name());
                 -libc::ENOMEM
             }
@@ -48,10 +50,12 @@ pub extern "C" fn channel_create(dev: *mut c_void, buf: *mut c_void) -> c_int {
     })
 }
 
-pub extern "C" fn channel_destroy(_dev: *mut c_void, buf: *mut c_void) {
+pub extern "C" fn channel_destroy(dev: *mut c_void, buf: *mut c_void) {
     guard("mirror channel destroy", (), || {
         // SAFETY: set in `channel_create`; destroyed once, on its thread.
         drop(unsafe { Box::from_raw(*(buf as *mut *mut Channel)) });
+        // SAFETY: the io_device, live until its last channel is gone.
+        unsafe { &*(dev as *const Mirror) }.count_channel(-1);
     })
 }
 

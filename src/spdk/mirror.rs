@@ -83,8 +83,11 @@ pub struct Mirror {
     /// Host flushes wait in their channel while set (`reshape`): SPDK's quiesce holds reads
     /// and writes but lets flushes through, and a reshape needs every engine idle.
     pub hold_flushes: AtomicBool,
-    /// Bumped whenever a leg changes state; channels resynchronise when it moves.
+    /// Bumped whenever a leg changes state (or a channel comes or goes); channels
+    /// resynchronise when it moves.
     pub leg_gen: AtomicU64,
+    /// Its live I/O channels: the threads doing I/O to it (`admitted_parents`).
+    pub channels: AtomicU32,
     pub process: Mutex<Option<ProcessStatus>>,
     /// A process holds leg channels and I/O: the mirror is freed only after it stops.
     pub process_active: AtomicBool,
@@ -577,9 +580,22 @@ impl Mirror {
     }
 
     /// Parents each channel admits at once: `max_parents`, capped by SPDK's `spdk_bdev_io`
-    /// pool (`engine::admission`).
+    /// pool, more tightly while more than one thread does I/O to the mirror
+    /// (`engine::admission`).
     pub fn admitted_parents(&self) -> u32 {
-        admitted_parents(self.opts.max_parents, self.geo().copies(), shared_io_pool())
+        let channels = self.channels.load(Ordering::Acquire);
+        admitted_parents(self.opts.max_parents, self.geo().copies(), shared_io_pool(), channels)
+    }
+
+    /// A channel came or went: every channel takes the admission it now implies at its next
+    /// run (`Channel::resync_legs`).
+    pub fn count_channel(&self, delta: i32) {
+        if delta > 0 {
+            self.channels.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.channels.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.leg_gen.fetch_add(1, Ordering::AcqRel);
     }
 
     /// What `bdev_mirror_get_bdevs` and `bdev_get_bdevs` report.
@@ -613,6 +629,8 @@ impl Mirror {
             "pool_size": self.opts.pool_size,
             "max_parents": self.opts.max_parents,
             "admitted_parents": self.admitted_parents(),
+            // The threads doing I/O to it now (`admitted_parents` depends on them).
+            "io_channels": self.channels.load(Ordering::Acquire),
             // Which reserve thread serves it (`level`).
             "mirrors_below": self.level(),
             "legs": legs,
