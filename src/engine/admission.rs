@@ -22,7 +22,8 @@
 //! the pool's share alone ran at 0.76 of SPDK raid1 at a pool of 16 (one parent admitted) and
 //! 0.87 at 32 to 128; admitting every parent 0.89 to 0.96, and 0.88 to 0.93 at 256, where
 //! parents beyond what the pool can give their children only park and wake again; at least 64,
-//! 0.93 to 0.99 at every size.
+//! 0.87 to 1.04 (medians of five pairs, the 0.87 row 0.95 run again;
+//! `bench/results/2026-12-03-051900-pressure.md`).
 
 /// Shared I/O a channel's children may hold at most: one part in this many of the pool.
 pub const POOL_SHARE: u32 = 8;
