@@ -583,7 +583,11 @@ impl Mirror {
     /// pool, more tightly while more than one thread does I/O to the mirror
     /// (`engine::admission`).
     pub fn admitted_parents(&self) -> u32 {
-        let channels = self.channels.load(Ordering::Acquire);
+        self.admitted_with(self.channels.load(Ordering::Acquire))
+    }
+
+    /// `admitted_parents` with `channels` channels open.
+    fn admitted_with(&self, channels: u32) -> u32 {
         admitted_parents(self.opts.max_parents, self.geo().copies(), shared_io_pool(), channels)
     }
 
@@ -617,6 +621,7 @@ impl Mirror {
                 v
             })
             .collect();
+        let channels = self.channels.load(Ordering::Acquire);
         let mut v = json!({
             "name": self.name(),
             "uuid": self.uuid,
@@ -628,9 +633,10 @@ impl Mirror {
             "num_legs": self.geo().legs(),
             "pool_size": self.opts.pool_size,
             "max_parents": self.opts.max_parents,
-            "admitted_parents": self.admitted_parents(),
-            // The threads doing I/O to it now (`admitted_parents` depends on them).
-            "io_channels": self.channels.load(Ordering::Acquire),
+            "admitted_parents": self.admitted_with(channels),
+            // The threads doing I/O to it now (`admitted_parents` depends on them): one read
+            // for both, so the two always agree.
+            "io_channels": channels,
             // Which reserve thread serves it (`level`).
             "mirrors_below": self.level(),
             "legs": legs,
