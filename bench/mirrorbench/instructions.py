@@ -31,7 +31,8 @@ from .systems import (RANDREAD_4K, RANDWRITE_4K, System, Workload, mirror_raid1,
 
 # (row label, workload, the mirror's stacks first, the reference last)
 ROWS = [
-    ("raid1, 2 null legs", RANDWRITE_4K, [mirror_raid1("null"), mirror_raid1("null", bitmap=False), spdk_raid1("null")]),
+    ("raid1, 2 null legs", RANDWRITE_4K,
+     [mirror_raid1("null"), mirror_raid1("null", bitmap=False), spdk_raid1("null")]),
     ("raid1, 2 null legs", RANDREAD_4K, [mirror_raid1("null"), spdk_raid1("null")]),
     ("raid10 n2, 4 null legs", RANDWRITE_4K, [mirror_raid10(), spdk_raid0_over_raid1()]),
     ("raid10 n2, 4 null legs", RANDREAD_4K, [mirror_raid10(), spdk_raid0_over_raid1()]),
@@ -74,8 +75,9 @@ def per_io(short: tuple[int, int, Counter], long: tuple[int, int, Counter], lib_
         raise RuntimeError(f"the long run completed no more I/Os than the short one ({long[0]} <= {short[0]})")
 
     def share(part: str) -> float:
-        pick = lambda c: sum(v for k, v in c.items() if Path(k).name.startswith(part))  # noqa: E731
-        return (pick(long[2]) - pick(short[2])) / ios
+        def of(objects: Counter) -> int:
+            return sum(v for k, v in objects.items() if Path(k).name.startswith(part))
+        return (of(long[2]) - of(short[2])) / ios
 
     out = {"total": (long[1] - short[1]) / ios, "module": share(lib_name)}
     for label, part in OBJECTS.items():
