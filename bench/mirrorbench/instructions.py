@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from .bdevperf import MEM_MB, parse_bdevperf
-from .spdk_apps import REPO, file_sha256, find_bdevperf, stale_lib_warning
+from .spdk_apps import REPO, file_sha256, find_apps_or_refuse, stale_lib_warning
 from .systems import (RANDREAD_4K, RANDWRITE_4K, System, Workload, mirror_raid1, mirror_raid10,
                       spdk_raid0_over_raid1, spdk_raid1)
 
@@ -123,15 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         print("--long must be longer than --short", file=sys.stderr)
         return 2
     if not shutil.which("valgrind"):
-        print("valgrind is not installed (Debian: apt install valgrind)", file=sys.stderr)
-        return 2
-    bdevperf, why = find_bdevperf(args.bdevperf)
-    if bdevperf is None:
-        print(why, file=sys.stderr)
+        print("instructions.py: refusing to run: valgrind is not installed (Debian: apt install valgrind)",
+              file=sys.stderr)
         return 2
     src = Path(args.lib)
-    if not src.is_file():
-        print(f"the module is not at {src}: run `cargo build --release` (or give --lib)", file=sys.stderr)
+    bdevperf = find_apps_or_refuse("instructions.py", args.bdevperf, src)
+    if bdevperf is None:
         return 2
     if warning := stale_lib_warning(src):
         print(warning, file=sys.stderr)

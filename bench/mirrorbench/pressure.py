@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from .bdevperf import parse_bdevperf
-from .spdk_apps import REPO, find_bdevperf
+from .spdk_apps import REPO, find_apps_or_refuse
 
 LEG_BLOCKS = 65536  # 32 MiB malloc legs of 512-byte blocks
 
@@ -141,13 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bdevperf", help="path to SPDK's bdevperf")
     ap.add_argument("--lib", default=str(REPO / "target/release/libspdk_mirror.so"))
     args = ap.parse_args(argv)
-    bdevperf, why = find_bdevperf(args.bdevperf)
-    if bdevperf is None:
-        print(why, file=sys.stderr)
-        return 2
     lib = Path(args.lib)
-    if not lib.is_file():
-        print(f"module library {lib} not found: run `cargo build --release`", file=sys.stderr)
+    bdevperf = find_apps_or_refuse("pressure.py", args.bdevperf, lib)
+    if bdevperf is None:
         return 2
     if args.repeat < 1:
         print("--repeat: must be at least 1", file=sys.stderr)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .bdevperf import MEM_MB, run_bdevperf
 from .report import CPU_FAIR_PCT, bitmap_cost_lines, fmt, markdown, summarize, text_table
-from .spdk_apps import REPO, file_sha256, find_bdevperf, machine_info, stale_lib_warning
+from .spdk_apps import REPO, file_sha256, find_apps_or_refuse, machine_info, stale_lib_warning
 from .svg import svg_chart
 from .systems import build_rows
 
@@ -209,16 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--core must be in 0..{ncpu - 1}")
 
     lib = Path(args.lib) if args.lib else DEFAULT_LIB
-    bdevperf, why = find_bdevperf(args.bdevperf)
-    missing = []
+    bdevperf = find_apps_or_refuse("bench.py", args.bdevperf, lib)
     if bdevperf is None:
-        missing.append(why + (" (or pass --bdevperf PATH)" if not args.bdevperf else ""))
-    if not lib.is_file():
-        missing.append(f"the mirror module {lib} does not exist "
-                       "(run `cargo build --release` in the repo, or pass --lib PATH)")
-    if missing:
-        for m in missing:
-            print(f"bench.py: refusing to run: {m}", file=sys.stderr)
         return 2
     lib = lib.resolve()
 

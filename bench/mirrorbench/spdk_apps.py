@@ -8,6 +8,7 @@ import hashlib
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,6 +89,21 @@ def find_bdevperf(explicit: str | None) -> tuple[Path | None, str]:
             return p, ""
         return None, f"SPDK's bdevperf was not found at {explicit} (--bdevperf)"
     return find_spdk_app("bdevperf")
+
+
+def find_apps_or_refuse(prog: str, explicit_bdevperf: str | None, lib: Path) -> Path | None:
+    """SPDK's bdevperf (found as `find_bdevperf` finds it), or None after saying on stderr what
+    keeps `prog` from running: no bdevperf, no module at `lib` (both, when both are missing)."""
+    bdevperf, why = find_bdevperf(explicit_bdevperf)
+    missing = []
+    if bdevperf is None:
+        missing.append(why + ("" if explicit_bdevperf else " (or pass --bdevperf PATH)"))
+    if not lib.is_file():
+        missing.append(f"the mirror module {lib} does not exist "
+                       "(run `cargo build --release` in the repo, or pass --lib PATH)")
+    for m in missing:
+        print(f"{prog}: refusing to run: {m}", file=sys.stderr)
+    return None if missing else bdevperf
 
 
 def stale_lib_warning(lib: Path) -> str | None:
