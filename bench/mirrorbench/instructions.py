@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lib", default=str(REPO / "target" / "release" / "libspdk_mirror.so"))
     ap.add_argument("--bdevperf", default=None, help="SPDK's bdevperf (default: found as the bench finds it)")
     args = ap.parse_args(argv)
-    if args.long <= args.short:
-        print("--long must be longer than --short", file=sys.stderr)
+    if args.short < 1 or args.long <= args.short:
+        print("instructions.py: --short must be at least 1 and --long longer than --short", file=sys.stderr)
         return 2
     if not shutil.which("valgrind"):
         print("instructions.py: refusing to run: valgrind is not installed (Debian: apt install valgrind)",
