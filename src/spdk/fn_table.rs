@@ -34,7 +34,7 @@ pub extern "C" fn channel_create(dev: *mut c_void, buf: *mut c_void) -> c_int {
     guard("mirror channel create", -libc::ENOMEM, || {
         // SAFETY: `dev` is a live mirror (the io_device).
         let m = unsafe { &*(dev as *const Mirror) };
-        m.count_channel(1);
+        m.channel_opened();
         match Channel::new(m) {
             Ok(chan) => {
                 // SAFETY: `buf` has room for one pointer (the context size we registered).
@@ -42,7 +42,7 @@ pub extern "C" fn channel_create(dev: *mut c_void, buf: *mut c_void) -> c_int {
                 0
             }
             Err(e) => {
-                m.count_channel(-1);
+                m.channel_closed();
                 errlog!("mirror {}: {e}", m.name());
                 -libc::ENOMEM
             }
@@ -55,7 +55,7 @@ pub extern "C" fn channel_destroy(dev: *mut c_void, buf: *mut c_void) {
         // SAFETY: set in `channel_create`; destroyed once, on its thread.
         drop(unsafe { Box::from_raw(*(buf as *mut *mut Channel)) });
         // SAFETY: the io_device, live until its last channel is gone.
-        unsafe { &*(dev as *const Mirror) }.count_channel(-1);
+        unsafe { &*(dev as *const Mirror) }.channel_closed();
     })
 }
 

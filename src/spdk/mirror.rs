@@ -591,14 +591,16 @@ impl Mirror {
         admitted_parents(self.opts.max_parents, self.geo().copies(), shared_io_pool(), channels)
     }
 
-    /// A channel came or went: every channel takes the admission it now implies at its next
-    /// run (`Channel::resync_legs`).
-    pub fn count_channel(&self, delta: i32) {
-        if delta > 0 {
-            self.channels.fetch_add(1, Ordering::AcqRel);
-        } else {
-            self.channels.fetch_sub(1, Ordering::AcqRel);
-        }
+    /// A channel was opened: counted, and every channel takes the admission that now implies
+    /// at its next run (`Channel::resync_legs`).
+    pub fn channel_opened(&self) {
+        self.channels.fetch_add(1, Ordering::AcqRel);
+        self.leg_gen.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A channel was closed (or failed to open after `channel_opened`): as `channel_opened`.
+    pub fn channel_closed(&self) {
+        self.channels.fetch_sub(1, Ordering::AcqRel);
         self.leg_gen.fetch_add(1, Ordering::AcqRel);
     }
 
