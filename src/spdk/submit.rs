@@ -1,5 +1,6 @@
 //! The host I/O entry: SPDK's `submit_request` hands each host I/O to this core's channel
-//! (reads first get a buffer from the bdev layer when the caller gave none).
+//! (reads first get a buffer from the bdev layer when the caller gave none, or one not aligned
+//! as the mirror requires).
 
 use std::ptr::NonNull;
 
@@ -33,8 +34,14 @@ pub extern "C" fn submit_request(ch: *mut sys::spdk_io_channel, io: *mut sys::sp
     match view.ty {
         sys::SPDK_BDEV_IO_TYPE_READ => {
             // SAFETY: a live bdev_io of ours, so its bdev is live.
-            let bl = unsafe { (*(*io).bdev).blocklen } as u64;
-            // Reads need a buffer; the bdev layer gives one if the caller did not.
+            let (bl, align) = unsafe { ((*(*io).bdev).blocklen as u64, (*(*io).bdev).required_alignment) };
+            // The caller's buffer, there and aligned, is used as it is: what the bdev layer's
+            // `spdk_bdev_io_get_buf` would check and then call back with at once, without its
+            // call (about 40 instructions a read). Else the bdev layer gives one.
+            // SAFETY: the host I/O's iovecs: `iovcnt` entries.
+            if unsafe { host_io::buffer_ready(&view, align) } {
+                return submit_host(ch, io, IoOp::Read);
+            }
             // SAFETY: live bdev_io of ours.
             unsafe { sys::spdk_bdev_io_get_buf(io, Some(read_buf_ready), view.num_blocks * bl) };
         }
