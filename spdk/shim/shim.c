@@ -6,12 +6,6 @@ spdk_mirror_shim_bdev_io_from_ctx(void *ctx)
 	return spdk_bdev_io_from_ctx(ctx);
 }
 
-void *
-spdk_mirror_shim_io_channel_get_ctx(struct spdk_io_channel *ch)
-{
-	return spdk_io_channel_get_ctx(ch);
-}
-
 int
 spdk_mirror_shim_rw(struct spdk_bdev_desc *desc, struct spdk_io_channel *ch,
 		    struct spdk_bdev_io *parent, bool write, struct iovec *iov, int iovcnt,

@@ -7,7 +7,6 @@
 #include <spdk/log.h>
 
 struct spdk_bdev_io *spdk_mirror_shim_bdev_io_from_ctx(void *ctx);
-void *spdk_mirror_shim_io_channel_get_ctx(struct spdk_io_channel *ch);
 /* readv/writev_blocks_ext with the parent's memory domain passed through (the plain calls when
  * it has none: the same I/O, without options to build and check). */
 int spdk_mirror_shim_rw(struct spdk_bdev_desc *desc, struct spdk_io_channel *ch,

@@ -16,8 +16,10 @@ use crate::engine::IoOp;
 /// # Safety
 /// `ch` must be one of our mirror's io_channels.
 pub unsafe fn channel_of<'a>(ch: *mut sys::spdk_io_channel) -> &'a Channel {
-    // SAFETY: our channel context holds the boxed channel pointer (see `channel_create`).
-    unsafe { &**(sys::spdk_mirror_shim_io_channel_get_ctx(ch) as *mut *mut Channel) }
+    // SAFETY: our channel context holds the boxed channel pointer (see `channel_create`). The
+    // context is what SPDK's `spdk_io_channel_get_ctx` (inline in its header) returns: the bytes
+    // after the channel's own struct, of the header's fixed size; computed here, not called.
+    unsafe { &**((ch as *mut u8).add(sys::SPDK_IO_CHANNEL_STRUCT_SIZE as usize) as *mut *mut Channel) }
 }
 
 fn fail_io(io: *mut sys::spdk_bdev_io) {
