@@ -36,16 +36,17 @@ pub extern "C" fn submit_request(ch: *mut sys::spdk_io_channel, io: *mut sys::sp
     match view.ty {
         sys::SPDK_BDEV_IO_TYPE_READ => {
             // SAFETY: a live bdev_io of ours, so its bdev is live.
-            let (bl, align) = unsafe { ((*(*io).bdev).blocklen as u64, (*(*io).bdev).required_alignment) };
+            let bdev = unsafe { &*(*io).bdev };
             // The caller's buffer, there and aligned, is used as it is: what the bdev layer's
             // `spdk_bdev_io_get_buf` would check and then call back with at once, without its
             // call (about 40 instructions a read). Else the bdev layer gives one.
             // SAFETY: the host I/O's iovecs: `iovcnt` entries.
-            if unsafe { host_io::buffer_ready(&view, align) } {
+            if unsafe { host_io::buffer_ready(&view, bdev.required_alignment) } {
                 return submit_host(ch, io, IoOp::Read);
             }
+            let len = view.num_blocks * bdev.blocklen as u64;
             // SAFETY: live bdev_io of ours.
-            unsafe { sys::spdk_bdev_io_get_buf(io, Some(read_buf_ready), view.num_blocks * bl) };
+            unsafe { sys::spdk_bdev_io_get_buf(io, Some(read_buf_ready), len) };
         }
         sys::SPDK_BDEV_IO_TYPE_WRITE => submit_host(ch, io, IoOp::Write),
         _ => submit_other(ch, io, &view),
