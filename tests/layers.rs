@@ -1,11 +1,12 @@
 //! How the source is layered, checked from the source itself (no SPDK needed):
 //! - the crate's top-level modules (`engine`, `placement`, `spdk`, ...) use each other without
 //!   a cycle;
-//! - within a directory module (`src/engine/`, `src/spdk/`, ...) no two files use each other,
-//!   directly or around a loop;
-//! - in `src/spdk/` each file uses only files of its own layer or the ones before it, the layers
-//!   being the `// layer N` groups of `mod` lines in `src/spdk/mod.rs`, and every file there
-//!   belongs to one.
+//! - within a directory module (`src/engine/`, `src/spdk/`, `src/spdk/channel/`, ...) no two
+//!   modules use each other, directly or around a loop (a directory module in it counts as one,
+//!   with all its files);
+//! - in `src/spdk/` each module uses only modules of its own layer or the ones before it, the
+//!   layers being the `// layer N` groups of `mod` lines in `src/spdk/mod.rs`, and every module
+//!   there belongs to one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -103,28 +104,78 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
     None
 }
 
-/// The `.rs` files of directory module `dir` other than `mod.rs`, by module name.
-fn files_of(dir: &Path) -> BTreeMap<String, PathBuf> {
-    fs::read_dir(dir)
+/// The modules of directory module `dir` other than its `mod.rs`, by name: each `name.rs`, and
+/// each `name/` directory module (with every file under it, its `mod.rs` first).
+fn units_of(dir: &Path) -> BTreeMap<String, Vec<PathBuf>> {
+    let mut out = BTreeMap::new();
+    for p in fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "rs") && p.file_stem().is_some_and(|s| s != "mod"))
-        .map(|p| (p.file_stem().expect("stem").to_string_lossy().into_owned(), p))
-        .collect()
+    {
+        let name = p.file_stem().expect("stem").to_string_lossy().into_owned();
+        if p.is_dir() && p.join("mod.rs").exists() {
+            out.insert(name, rs_files_under(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") && name != "mod" {
+            out.insert(name, vec![p]);
+        }
+    }
+    out
 }
 
-/// File -> sibling files it uses (through `super::` or `crate::<module>::`).
+/// Every `.rs` file under `dir`, at any depth, `dir/mod.rs` first.
+fn rs_files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = vec![dir.join("mod.rs")];
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            files.extend(rs_files_under(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") && p.file_name().is_some_and(|n| n != "mod.rs") {
+            files.push(p);
+        }
+    }
+    files.retain(|f| f.exists());
+    files
+}
+
+/// Module -> sibling modules it uses, in directory module `dir` (the crate's module
+/// `module`, as `spdk` or `spdk::channel`): through `crate::<module>::`, or `super::` from a
+/// file beside them (`super::super::` from a file one directory down, and so on).
 fn sibling_graph(module: &str, dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let files = files_of(dir);
+    let units = units_of(dir);
     let mut graph = BTreeMap::new();
-    for (name, path) in &files {
-        let code = code_of(path);
-        let mut used = used_after(&code, "super::");
-        used.extend(used_after(&code, &format!("crate::{module}::")));
-        used.retain(|u| u != name && files.contains_key(u));
+    for (name, files) in &units {
+        let mut used = BTreeSet::new();
+        for f in files {
+            let code = code_of(f);
+            // How far below `dir` the file's module is: `x.rs` and `x/mod.rs` are siblings
+            // (`super::`), `x/y.rs` one further down (`super::super::`).
+            let rel = f.strip_prefix(dir).expect("under dir");
+            let mut depth = rel.components().count();
+            if rel.file_name().is_some_and(|n| n == "mod.rs") {
+                depth -= 1;
+            }
+            used.extend(used_after(&code, &"super::".repeat(depth.max(1))));
+            used.extend(used_after(&code, &format!("crate::{module}::")));
+        }
+        used.retain(|u| u != name && units.contains_key(u));
         graph.insert(name.clone(), used);
     }
     graph
+}
+
+/// Every directory module under `dir` (itself included), with its path as a crate module.
+fn directory_modules(dir: &Path, module: &str, out: &mut Vec<(String, PathBuf)>) {
+    out.push((module.to_string(), dir.to_path_buf()));
+    for (name, files) in units_of(dir) {
+        let sub = dir.join(&name);
+        if files[0] == sub.join("mod.rs") {
+            directory_modules(&sub, &format!("{module}::{name}"), out);
+        }
+    }
 }
 
 /// The `// layer N` groups of `src/spdk/mod.rs`: module name -> layer.
@@ -170,8 +221,7 @@ fn top_level_modules_use_each_other_without_a_cycle() {
             files.push(file);
         }
         if dir.is_dir() {
-            files.extend(files_of(&dir).into_values());
-            files.push(dir.join("mod.rs"));
+            files.extend(rs_files_under(&dir));
         }
         let mut used = BTreeSet::new();
         for f in files.iter().filter(|f| f.exists()) {
@@ -188,15 +238,21 @@ fn top_level_modules_use_each_other_without_a_cycle() {
 
 #[test]
 fn no_two_files_of_a_module_use_each_other() {
-    for entry in fs::read_dir(src()).expect("src") {
-        let dir = entry.expect("entry").path();
-        if !dir.is_dir() {
-            continue;
+    let mut dirs = Vec::new();
+    for (name, files) in units_of(&src()) {
+        if files[0] == src().join(&name).join("mod.rs") {
+            directory_modules(&src().join(&name), &name, &mut dirs);
         }
-        let module = dir.file_name().expect("name").to_string_lossy().into_owned();
+    }
+    assert!(dirs.iter().any(|(m, _)| m == "spdk::channel"), "{dirs:?}");
+    for (module, dir) in dirs {
         let graph = sibling_graph(&module, &dir);
         if let Some(c) = find_cycle(&graph) {
-            panic!("src/{module}/: files use each other in a cycle: {}", c.join(" -> "));
+            panic!(
+                "src/{}/: files use each other in a cycle: {}",
+                module.replace("::", "/"),
+                c.join(" -> ")
+            );
         }
     }
 }
@@ -205,8 +261,8 @@ fn no_two_files_of_a_module_use_each_other() {
 fn spdk_glue_files_use_only_their_layer_and_the_ones_below() {
     let layers = spdk_layers();
     let dir = src().join("spdk");
-    let files = files_of(&dir);
-    let unlisted: Vec<&String> = files.keys().filter(|f| !layers.contains_key(*f)).collect();
+    let units = units_of(&dir);
+    let unlisted: Vec<&String> = units.keys().filter(|f| !layers.contains_key(*f)).collect();
     assert!(
         unlisted.is_empty(),
         "src/spdk/ files in no `// layer N` group of mod.rs: {unlisted:?}"
@@ -253,6 +309,27 @@ fn the_checks_see_what_they_check() {
         used_after(&code_of(&f), "super::").into_iter().collect::<Vec<_>>(),
         ["shown"]
     );
+    // A directory module counts as one, with all its files: `crate::m::a` from any of them,
+    // `super::a` from its `mod.rs`, `super::super::a` from a file inside it (where `super::d`
+    // is its own child, not the sibling `d`).
+    let m = dir.join("m");
+    fs::create_dir_all(m.join("b")).expect("temp dir");
+    for (file, text) in [
+        ("a.rs", ""),
+        ("d.rs", ""),
+        ("b/mod.rs", "mod c;\nmod d;\n"),
+        ("b/c.rs", "use super::super::a::x;\nuse super::d::y;\n"),
+        ("b/d.rs", ""),
+    ] {
+        fs::write(m.join(file), text).expect("write");
+    }
+    let graph = sibling_graph("m", &m);
+    assert_eq!(graph["b"], BTreeSet::from(["a".to_string()]));
+    fs::write(m.join("b/c.rs"), "use crate::m::d::z;\n").expect("write");
+    assert_eq!(sibling_graph("m", &m)["b"], BTreeSet::from(["d".to_string()]));
+    let mut dirs = Vec::new();
+    directory_modules(&m, "m", &mut dirs);
+    assert_eq!(dirs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["m", "m::b"]);
     let _ = fs::remove_dir_all(&dir);
     // The real layer table.
     let layers = spdk_layers();
