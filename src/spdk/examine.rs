@@ -7,7 +7,8 @@
 //! Legs whose superblock is older (stale) are not trusted: they join afterwards and
 //! are recovered, from the bitmap when it covers their absence, else by a full rebuild. Which
 //! copy is the truth and which leg serves each slot is decided by `choose_legs` (pure, in
-//! `superblock.rs`) from the superblocks alone, never from the order the bdevs appeared in.
+//! `superblock/assembly.rs`) from the superblocks alone, never from the order the bdevs
+//! appeared in.
 
 use std::os::raw::{c_int, c_void};
 use std::ptr;
