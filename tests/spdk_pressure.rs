@@ -73,6 +73,10 @@ const LVOL_ON_MIRROR_MIN_POOL: u32 = 105;
 const LVOL_ON_SPDK_RAID1_MIN_POOL: u32 = 105;
 
 const QD: u32 = 128;
+/// A pool at which bdevperf verify QD128 runs on one `bdev_delay` over malloc (it does from
+/// 128) and, on one core, the mirror over such legs (from 160; it stalled up to 224 while a
+/// lone channel admitted at least 64 parents whatever its legs).
+const DELAY_LEGS_POOL: u32 = 160;
 /// The queue depth of each of the two thin-lvol jobs.
 const THIN_QD: u32 = 32;
 /// The pool of the two-thin-lvol runs: two jobs over one plain malloc bdev run there (at 96
@@ -169,6 +173,8 @@ struct Case {
     /// With `NestedMirror`: a lower mirror's first leg sits on an error bdev, which fails every
     /// write from shortly after the run starts (the leg must end failed, the host see nothing).
     fail_during: bool,
+    /// Each malloc bdev under a `bdev_delay` layer (the legs, or the one bdev of `Malloc`).
+    delay_legs: bool,
 }
 
 impl Case {
@@ -187,7 +193,15 @@ impl Case {
             create_during: false,
             again_after: None,
             fail_during: false,
+            delay_legs: false,
         }
+    }
+
+    /// Each leg a `bdev_delay` over its malloc bdev: a layer that takes an `spdk_bdev_io` of
+    /// its own for every I/O it is given.
+    fn delay_legs(mut self) -> Case {
+        self.delay_legs = true;
+        self
     }
 
     fn fail_a_lower_leg_during(mut self) -> Case {
@@ -246,8 +260,9 @@ impl Case {
 
     fn describe(&self) -> String {
         format!(
-            "{}{}{}, bdev_io pool {} (cache {CACHE}), leg pool {}, max_parents {}, {} QD{} 4K {} s",
+            "{}{}{}{}, bdev_io pool {} (cache {CACHE}), leg pool {}, max_parents {}, {} QD{} 4K {} s",
             self.stack.label(),
+            if self.delay_legs { " over delay" } else { "" },
             if self.superblock { "" } else { " without superblock" },
             self.lvol_label(),
             self.pool,
@@ -273,12 +288,23 @@ impl Case {
             "bdev_set_options",
             json!({"bdev_io_pool_size": self.pool, "bdev_io_cache_size": CACHE}),
         )];
-        let legs: Vec<String> = (0..self.stack.legs()).map(|i| format!("m{i}")).collect();
+        let mut legs: Vec<String> = (0..self.stack.legs()).map(|i| format!("m{i}")).collect();
         for leg in &legs {
             c.push(malloc_bdev_config(leg, MALLOC_BLOCKS, BLOCK_SIZE));
         }
+        if self.delay_legs {
+            for leg in legs.iter_mut() {
+                let name = leg.replacen('m', "d", 1);
+                c.push(config_entry(
+                    "bdev_delay_create",
+                    json!({"base_bdev_name": leg.as_str(), "name": name, "avg_read_latency": 50,
+                           "p99_read_latency": 200, "avg_write_latency": 80, "p99_write_latency": 300}),
+                ));
+                *leg = name;
+            }
+        }
         let mut top = match self.stack {
-            Stack::Malloc => "m0".to_string(),
+            Stack::Malloc => legs[0].clone(),
             Stack::Mirror1 | Stack::Mirror10 => {
                 let mut p = json!({"name": "mr", "base_bdevs": legs});
                 if self.stack == Stack::Mirror1 {
@@ -836,7 +862,8 @@ fn check_mirror_run(r: &Run) -> Result<(), String> {
     }
     // Every mirror here keeps two copies; the rule depends on the channels open when read.
     let channels = r.io_channels.unwrap_or(u64::MAX) as u32;
-    let admitted = admitted_parents(r.case.max_parents.unwrap_or(1024), 2, r.case.pool, channels) as u64;
+    let plain_legs = !r.case.delay_legs;
+    let admitted = admitted_parents(r.case.max_parents.unwrap_or(1024), 2, r.case.pool, channels, plain_legs) as u64;
     if r.admitted != Some(admitted) {
         return Err(format!(
             "admitted_parents reported {:?}, the rule (engine/admission.rs) gives {admitted}\n{}",
@@ -1157,6 +1184,39 @@ fn lvol_on_mirror_at_the_plain_bar_stalls_in_the_lvol_not_in_the_mirror() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Legs that are another module's layer take an `spdk_bdev_io` of their own for every child
+/// (`bdev_delay` here). One core (one channel), verify QD128, at a pool where one delay bdev
+/// runs: the lone channel used to admit at least 64 parents, whose children then held what
+/// the layer below needed to serve them, and the mirror stalled for good at every pool up to
+/// 224 (one delay bdev runs from 128). A mirror over such legs now keeps the pool's share of
+/// parents (`engine/admission.rs`).
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn a_lone_channel_over_layered_legs_runs_where_one_such_leg_runs() {
+    let env = require_spdk();
+    let cases = [
+        Case::new(Stack::Malloc, DELAY_LEGS_POOL)
+            .delay_legs()
+            .workload("verify"),
+        Case::new(Stack::Mirror1, DELAY_LEGS_POOL)
+            .delay_legs()
+            .workload("verify"),
+        Case::new(Stack::Mirror10, DELAY_LEGS_POOL)
+            .delay_legs()
+            .workload("verify"),
+        Case::new(Stack::Mirror1, DELAY_LEGS_POOL).delay_legs(),
+    ];
+    let runs = run_all(&env, "over delay legs, one channel", &cases);
+    assert_reference_ran(
+        &runs[0],
+        &format!("one delay bdev no longer runs at DELAY_LEGS_POOL = {DELAY_LEGS_POOL}"),
+    );
+    assert_all_mirror_runs_pass(&runs[1..]);
 }
 
 /// A mirror over mirrors, straight under bdevperf at QD128 with a pool of 16 (cache 1). All

@@ -17,7 +17,14 @@
 //! layers above the mirror wait on the pool on that thread, and every `spdk_bdev_io` the
 //! mirror's children free there wakes them. (A thread doing I/O only to other bdevs can be
 //! left waiting so by any busy thread, over a plain bdev as much as over the mirror: that is
-//! SPDK's own.) So one channel admits at least `ONE_CHANNEL_FLOOR` parents. Measured (bdevperf
+//! SPDK's own.) So one channel admits at least `ONE_CHANNEL_FLOOR` parents, when its legs are
+//! plain: bdevs that take no `spdk_bdev_io` of their own to serve a child (malloc, NVMe, null,
+//! aio), or mirrors (which draw what they need from their own reserves). A leg that is another
+//! module's layer (delay, passthru, lvol, split, crypto, ...) takes one more for each child,
+//! and 64 parents' children can hold all a small pool has left beside the host I/O: each then
+//! waits in that layer for an `spdk_bdev_io` only a child's return could free, and none
+//! returns (one core, bdevperf verify QD128 over two delay legs: it stalled for good at pools
+//! up to 224, cache 1, where one delay bdev ran from 128). Such a mirror keeps the pool's share. Measured (bdevperf
 //! verify QD128 straight on the mirror, one core, pools 16 to 256, cache 1 and 16): admitting
 //! the pool's share alone ran at 0.76 of SPDK raid1 at a pool of 16 (one parent admitted) and
 //! 0.87 at 32 to 128; admitting every parent 0.89 to 0.96, and 0.88 to 0.93 at 256, where
@@ -34,10 +41,11 @@ pub const ONE_CHANNEL_FLOOR: u32 = 64;
 
 /// Parents one engine admits while `channels` threads do I/O to the mirror: `max_parents`,
 /// but no more than whose children (`copies` each) fit in `shared_pool / POOL_SHARE`, and
-/// never fewer than one; with one channel, never fewer than `ONE_CHANNEL_FLOOR` either.
-pub fn admitted_parents(max_parents: u32, copies: u32, shared_pool: u32, channels: u32) -> u32 {
+/// never fewer than one; with one channel and `plain_legs` (no leg takes an `spdk_bdev_io` of
+/// its own for a child), never fewer than `ONE_CHANNEL_FLOOR` either.
+pub fn admitted_parents(max_parents: u32, copies: u32, shared_pool: u32, channels: u32, plain_legs: bool) -> u32 {
     let mut cap = shared_pool / POOL_SHARE / copies.max(1);
-    if channels <= 1 {
+    if channels <= 1 && plain_legs {
         cap = cap.max(ONE_CHANNEL_FLOOR);
     }
     max_parents.min(cap).max(1)
@@ -49,33 +57,43 @@ mod tests {
 
     #[test]
     fn spdk_default_pool_leaves_max_parents_alone() {
-        assert_eq!(admitted_parents(1024, 2, 65535, 2), 1024);
-        assert_eq!(admitted_parents(1024, 3, 65535, 2), 1024);
+        assert_eq!(admitted_parents(1024, 2, 65535, 2, true), 1024);
+        assert_eq!(admitted_parents(1024, 3, 65535, 2, true), 1024);
     }
 
     #[test]
     fn a_small_pool_caps_the_children_at_an_eighth_of_it() {
-        assert_eq!(admitted_parents(1024, 2, 128, 2), 8);
-        assert_eq!(admitted_parents(1024, 3, 128, 3), 5);
-        assert_eq!(admitted_parents(4, 2, 128, 2), 4);
+        assert_eq!(admitted_parents(1024, 2, 128, 2, true), 8);
+        assert_eq!(admitted_parents(1024, 3, 128, 3, true), 5);
+        assert_eq!(admitted_parents(4, 2, 128, 2, true), 4);
     }
 
     #[test]
     fn never_below_one() {
-        assert_eq!(admitted_parents(1024, 2, 8, 2), 1);
-        assert_eq!(admitted_parents(0, 2, 65535, 2), 1);
-        assert_eq!(admitted_parents(16, 0, 0, 2), 1);
+        assert_eq!(admitted_parents(1024, 2, 8, 2, true), 1);
+        assert_eq!(admitted_parents(0, 2, 65535, 2, true), 1);
+        assert_eq!(admitted_parents(16, 0, 0, 2, true), 1);
     }
 
     #[test]
     fn one_channel_admits_at_least_its_floor() {
-        assert_eq!(admitted_parents(1024, 2, 16, 1), ONE_CHANNEL_FLOOR);
-        assert_eq!(admitted_parents(1024, 2, 16, 0), ONE_CHANNEL_FLOOR);
-        assert_eq!(admitted_parents(1024, 2, 4096, 1), 256);
-        assert_eq!(admitted_parents(1024, 2, 65535, 1), 1024);
-        assert_eq!(admitted_parents(8, 2, 16, 1), 8);
-        assert_eq!(admitted_parents(0, 2, 16, 1), 1);
+        assert_eq!(admitted_parents(1024, 2, 16, 1, true), ONE_CHANNEL_FLOOR);
+        assert_eq!(admitted_parents(1024, 2, 16, 0, true), ONE_CHANNEL_FLOOR);
+        assert_eq!(admitted_parents(1024, 2, 4096, 1, true), 256);
+        assert_eq!(admitted_parents(1024, 2, 65535, 1, true), 1024);
+        assert_eq!(admitted_parents(8, 2, 16, 1, true), 8);
+        assert_eq!(admitted_parents(0, 2, 16, 1, true), 1);
         // A second channel caps them all again.
-        assert_eq!(admitted_parents(1024, 2, 16, 2), 1);
+        assert_eq!(admitted_parents(1024, 2, 16, 2, true), 1);
+    }
+
+    #[test]
+    fn one_channel_over_layered_legs_keeps_the_pools_share() {
+        // Legs that take an `spdk_bdev_io` of their own for each child: no floor.
+        assert_eq!(admitted_parents(1024, 2, 16, 1, false), 1);
+        assert_eq!(admitted_parents(1024, 2, 192, 1, false), 12);
+        assert_eq!(admitted_parents(1024, 2, 192, 2, false), 12);
+        assert_eq!(admitted_parents(1024, 2, 65535, 1, false), 1024);
+        assert_eq!(admitted_parents(0, 2, 16, 1, false), 1);
     }
 }

@@ -97,6 +97,7 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
         data_offset,
         rebuild_max_mb: AtomicU64::new(spec.rebuild_max_mb),
         level: AtomicU32::new(0),
+        plain_legs: AtomicBool::new(true),
         name,
         geo: RwLock::new(spec.geo.clone()),
         uuid: String::new(),

@@ -59,6 +59,8 @@ pub struct Mirror {
     pub rebuild_max_mb: AtomicU64,
     /// How many mirrors are stacked below this one (`level`).
     pub(super) level: AtomicU32,
+    /// No leg takes an `spdk_bdev_io` of its own for a child (`plain_legs`).
+    pub(super) plain_legs: AtomicBool,
     pub(super) name: CString,
     /// Changed only with the whole mirror quiesced (`reshape`); read it with `geo()`.
     pub(super) geo: RwLock<Geometry>,
@@ -407,6 +409,7 @@ impl Mirror {
     /// level's reserve gets its channels on the legs, and every other mirror is counted again:
     /// one may stand on this one.
     pub fn relevel(&self) {
+        self.recount_plain_legs();
         let most = reserve::LEVELS - 1;
         let now = self
             .slots
@@ -424,6 +427,26 @@ impl Mirror {
             for m in all().into_iter().filter(|&m| !std::ptr::eq(m, self)) {
                 m.relevel();
             }
+        }
+    }
+
+    /// Whether every leg serves a child without an `spdk_bdev_io` of its own: a bdev that
+    /// names no bdev below it (malloc, NVMe, null, aio), or a mirror (which draws on its own
+    /// reserve). Another module's layer (delay, passthru, lvol, ...) does not, and a lone
+    /// channel then keeps the pool's share of parents (`engine::admission`). Counted with the
+    /// level (app thread); a leg read as a layer when it is not only costs the floor.
+    pub fn plain_legs(&self) -> bool {
+        self.plain_legs.load(Ordering::Acquire)
+    }
+
+    fn recount_plain_legs(&self) {
+        let plain = self.slots.iter().filter(|l| l.present()).all(|l| {
+            let name = l.name();
+            find(&name).is_some() || bases_of(&name).is_empty()
+        });
+        if self.plain_legs.swap(plain, Ordering::AcqRel) != plain {
+            // Every channel takes the admission this implies at its next run.
+            self.leg_gen.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -588,7 +611,13 @@ impl Mirror {
 
     /// `admitted_parents` with `channels` channels open.
     fn admitted_with(&self, channels: u32) -> u32 {
-        admitted_parents(self.opts.max_parents, self.geo().copies(), shared_io_pool(), channels)
+        admitted_parents(
+            self.opts.max_parents,
+            self.geo().copies(),
+            shared_io_pool(),
+            channels,
+            self.plain_legs(),
+        )
     }
 
     /// A channel was opened: counted, and every channel takes the admission that now implies
