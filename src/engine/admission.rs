@@ -17,26 +17,28 @@
 //! layers above the mirror wait on the pool on that thread, and every `spdk_bdev_io` the
 //! mirror's children free there wakes them. (A thread doing I/O only to other bdevs can be
 //! left waiting so by any busy thread, over a plain bdev as much as over the mirror: that is
-//! SPDK's own.) So one channel admits at least `ONE_CHANNEL_FLOOR` parents, when its legs are
-//! plain: bdevs that take no `spdk_bdev_io` of their own to serve a child (malloc, NVMe, null,
-//! aio), or mirrors (which draw what they need from their own reserves). A leg that is another
-//! module's layer (delay, passthru, lvol, split, crypto, ...) takes one more for each child,
-//! and 64 parents' children can hold all a small pool has left beside the host I/O: each then
-//! waits in that layer for an `spdk_bdev_io` only a child's return could free, and none
-//! returns (one core, bdevperf verify QD128 over two delay legs: it stalled for good at pools
-//! up to 224, cache 1, where one delay bdev ran from 128). Such a mirror keeps the pool's share. Measured (bdevperf
+//! SPDK's own.) So one channel admits at least `ONE_CHANNEL_FLOOR` parents. Measured (bdevperf
 //! verify QD128 straight on the mirror, one core, pools 16 to 256, cache 1 and 16): admitting
 //! the pool's share alone ran at 0.76 of SPDK raid1 at a pool of 16 (one parent admitted) and
 //! 0.87 at 32 to 128; admitting every parent 0.89 to 0.96, and 0.88 to 0.93 at 256, where
 //! parents beyond what the pool can give their children only park and wake again; at least 64,
 //! 0.87 to 1.04 (medians of five pairs, the 0.87 row 0.95 run again;
 //! `bench/results/2026-12-03-051900-pressure.md`).
+//!
+//! The floor holds only while the legs are plain: bdevs that take no `spdk_bdev_io` of their
+//! own to serve a child (malloc, NVMe, null, aio), or mirrors (which draw what they need from
+//! their own reserves). A leg that is another module's layer (delay, passthru, lvol, split,
+//! crypto, ...) takes one more for each child, and 64 parents' children can hold all a small
+//! pool has left beside the host I/O: each then waits in that layer for an `spdk_bdev_io` only
+//! a child's return could free, and none returns (one core, bdevperf verify QD128 over two
+//! delay legs stalled for good at pools up to 224, cache 1, where one delay bdev runs from
+//! 128). A mirror with such a leg keeps the pool's share on one channel too (runs from 160).
 
 /// Shared I/O a channel's children may hold at most: one part in this many of the pool.
 pub const POOL_SHARE: u32 = 8;
 
-/// Parents one channel admits at least when it is the mirror's only one (if `max_parents`
-/// allows).
+/// Parents one channel admits at least when it is the mirror's only one and its legs are
+/// plain (if `max_parents` allows).
 pub const ONE_CHANNEL_FLOOR: u32 = 64;
 
 /// Parents one engine admits while `channels` threads do I/O to the mirror: `max_parents`,

@@ -404,10 +404,10 @@ impl Mirror {
         self.level.load(Ordering::Acquire) as usize
     }
 
-    /// Counts this mirror's level again, from its legs as they are now (app thread: it reads
-    /// the bdevs below through their modules' info, as `reaches` does). When it rose, the new
-    /// level's reserve gets its channels on the legs, and every other mirror is counted again:
-    /// one may stand on this one.
+    /// Counts this mirror's level again (and whether its legs are plain: `plain_legs`), from
+    /// its legs as they are now (app thread: it reads the bdevs below through their modules'
+    /// info, as `reaches` does). When the level rose, the new level's reserve gets its channels
+    /// on the legs, and every other mirror is counted again: one may stand on this one.
     pub fn relevel(&self) {
         self.recount_plain_legs();
         let most = reserve::LEVELS - 1;
