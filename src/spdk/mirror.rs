@@ -435,7 +435,7 @@ impl Mirror {
     /// reserve). Another module's layer (delay, passthru, lvol, ...) does not, and a lone
     /// channel then keeps the pool's share of parents (`engine::admission`). Counted with the
     /// level (app thread); a leg read as a layer when it is not only costs the floor.
-    pub fn plain_legs(&self) -> bool {
+    fn plain_legs(&self) -> bool {
         self.plain_legs.load(Ordering::Acquire)
     }
 
