@@ -54,6 +54,12 @@ pub struct SpdkBackend {
     pub persist: *const super::metadata::Persist,
     /// A child of this channel is on its way through the mirror thread's reserve.
     pub rescue_busy: bool,
+    /// Children are out but none comes back (the channel's stall watch): children go
+    /// through the reserve as if none were out, and no wait is queued at the head of SPDK's
+    /// line (see `channel::stall`).
+    pub stalled: bool,
+    /// Children that came back through the reserve (the stall watch counts the rest).
+    pub rescued: u64,
 }
 
 impl Backend for SpdkBackend {
@@ -89,6 +95,10 @@ impl Backend for SpdkBackend {
         if leg.ch.is_null() || !matches!(info.op, IoOp::Read | IoOp::Write) || !whole {
             return self.submit_other(host, child, info, (arg, cb, lba));
         }
+        if self.stalled {
+            // Not where the children out are stuck: through the reserve, one at a time.
+            return self.refused(child, info, -libc::ENOMEM);
+        }
         let iovs = parent.iovs as *mut sys::iovec;
         // SAFETY: desc and ch belong to this leg on this thread; the context and the parent's
         // iovecs outlive the I/O.
@@ -118,7 +128,7 @@ impl Backend for SpdkBackend {
             leg.inflight += 1;
             return Submitted::InFlight;
         }
-        if rc == -libc::ENOMEM && (self.rescue_busy || self.children_in_flight()) {
+        if rc == -libc::ENOMEM && (self.rescue_busy || (!self.stalled && self.children_in_flight())) {
             // The common refusal under a starved pool, handed back here rather than through
             // `refused`'s call (every resumed child that finds the pool empty again).
             return Submitted::NoMem(child, info);
@@ -134,6 +144,12 @@ impl Backend for SpdkBackend {
 
     fn wait_for_io(&mut self, leg: Option<u32>) {
         let Some(leg) = leg else { return };
+        if self.stalled {
+            // At the head of SPDK's line this wait would take the next `spdk_bdev_io` freed
+            // here before the layer below, whose wait for one is what holds our children: the
+            // channel's poller retries instead (`channel::stall`).
+            return;
+        }
         let leg = &mut self.legs[leg as usize];
         if leg.wait.queued.get() || leg.ch.is_null() {
             return;
@@ -227,7 +243,7 @@ impl SpdkBackend {
     }
 
     #[inline(always)]
-    fn children_in_flight(&self) -> bool {
+    pub fn children_in_flight(&self) -> bool {
         self.legs.iter().any(|l| l.inflight > 0)
     }
 
@@ -295,11 +311,12 @@ impl SpdkBackend {
     #[cold]
     #[inline(never)]
     fn refused(&mut self, child: NonNull<ChildCtx>, info: ChildInfo, rc: i32) -> Submitted<NonNull<ChildCtx>> {
-        if rc == -libc::ENOMEM && !self.rescue_busy && !self.children_in_flight() {
-            // Nothing of ours is in flight, so no completion here will free an spdk_bdev_io:
-            // every one may be held by parents waiting on us (after a bitmap write, say). Send
-            // this child through the mirror thread's own cache, a reserve no parent can take
-            // (md's mempool reserve); its completion frees the way.
+        if rc == -libc::ENOMEM && !self.rescue_busy && (self.stalled || !self.children_in_flight()) {
+            // Nothing of ours is in flight (or nothing of it comes back: `stalled`), so no
+            // completion here will free an spdk_bdev_io: every one may be held by parents
+            // waiting on us (after a bitmap write, say). Send this child through the mirror
+            // thread's own cache, a reserve no parent can take (md's mempool reserve); its
+            // completion frees the way.
             self.rescue_busy = true;
             self.legs[info.leg as usize].inflight += 1;
             super::rescue::send(child.as_ptr(), self.calls.rescue_back);

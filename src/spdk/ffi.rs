@@ -67,9 +67,19 @@ pub fn bdev_name(bdev: *mut sys::spdk_bdev) -> String {
 
 /// SPDK's `bdev_io_pool_size`: the pool every bdev's `spdk_bdev_io` comes from.
 pub fn shared_io_pool() -> u32 {
+    bdev_opts().bdev_io_pool_size
+}
+
+/// SPDK's `bdev_io_cache_size`: the `spdk_bdev_io`s each thread keeps for itself, a reserve
+/// thread's whole reserve among them.
+pub fn io_cache_per_thread() -> u32 {
+    bdev_opts().bdev_io_cache_size
+}
+
+fn bdev_opts() -> sys::spdk_bdev_opts {
     // SAFETY: a plain C struct, for which all zeroes is a valid value.
     let mut o: sys::spdk_bdev_opts = unsafe { std::mem::zeroed() };
     // SAFETY: `o` is ours; SPDK fills it up to the size given, which is its own.
     unsafe { sys::spdk_bdev_get_opts(&mut o, std::mem::size_of::<sys::spdk_bdev_opts>()) };
-    o.bdev_io_pool_size
+    o
 }

@@ -9,13 +9,14 @@
 //! Here: the channel, its making and reshaping, and the helpers every path shares. The I/O
 //! path, top to bottom, is in `io_path` (submit, children, completions, the host's
 //! completion); what it hands off is in `run` (the engine's general run, completions set
-//! aside, the poller), `poison` (after a panic in the engine) and `legs` (the engine's view of
-//! the legs, their channels and counters).
+//! aside, the poller), `poison` (after a panic in the engine), `legs` (the engine's view of
+//! the legs, their channels and counters) and `stall` (children held below, none coming back).
 
 mod io_path;
 mod legs;
 mod poison;
 mod run;
+mod stall;
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
@@ -36,6 +37,7 @@ use super::mirror::Mirror;
 use crate::engine::{ChildInfo, ChildStatus, Engine, EngineConfig, HostStatus, IoOp, IoRequest, Strategy, WriteState};
 use io_path::child_done;
 use run::{io_wait_done, poll, rescue_back};
+use stall::StallWatch;
 
 /// How often the channel's poller looks for parked I/O (whose pool may have been refilled by
 /// another core) and for legs whose channel can be released.
@@ -75,6 +77,7 @@ pub struct Channel {
     /// Nth host I/O of this channel; 0: never.
     panic_every: u64,
     submits: Cell<u64>,
+    stall: StallWatch,
 }
 
 impl Channel {
@@ -101,6 +104,7 @@ impl Channel {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
             submits: Cell::new(0),
+            stall: StallWatch::default(),
         });
         // SAFETY: nobody else can see this channel yet.
         let engine = unsafe { &mut *chan.engine.get() };
@@ -136,6 +140,8 @@ impl Channel {
             data_offset: mirror.data_offset,
             persist: mirror.persist.as_deref().map_or(ptr::null(), |p| p as *const _),
             rescue_busy: false,
+            stalled: false,
+            rescued: 0,
         };
         let intent = ChannelIntent::new(mirror)?;
         let mut engine = Engine::with_intent(geo, cfg, backend, intent);
@@ -178,6 +184,7 @@ impl Channel {
             }
         }
         *e = fresh;
+        self.stall.reset();
         *self.deferred_children.borrow_mut() = ArrayQueue::new(Self::max_children(self.mirror()));
         0
     }

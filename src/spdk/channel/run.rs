@@ -73,6 +73,7 @@ impl Channel {
         }
         self.run(|e| {
             e.backend_mut().rescue_busy = false;
+            e.backend_mut().rescued += 1;
             Self::deliver(e, ctx, info, status);
             // A child that found the pool empty while this one was out parked for an
             // `spdk_bdev_io` of this thread; this one's went back on the reserve's thread,
@@ -245,7 +246,12 @@ pub(super) extern "C" fn io_wait_done(arg: *mut c_void) {
     // SAFETY: `arg` is the boxed IoWait we queued; its channel is live.
     unsafe {
         (*wait).queued.set(false);
-        (*((*wait).channel as *const Channel)).signal_io();
+        let channel = &*((*wait).channel as *const Channel);
+        // Stalled, the channel leaves the freed `spdk_bdev_io` to whoever waits behind it
+        // (the layer below, see `stall`); its poller retries.
+        if !channel.stall.stalled() {
+            channel.signal_io();
+        }
     }
 }
 
@@ -289,7 +295,8 @@ pub(super) extern "C" fn poll(arg: *mut c_void) -> c_int {
         }
         // SAFETY: not busy: a quick read-only look.
         let parked = unsafe { &*chan.engine.get() }.has_parked();
-        if parked || chan.mirror().leg_gen.load(Ordering::Acquire) != chan.seen_gen.get() {
+        let stalled_now = !chan.poisoned() && chan.watch_stall();
+        if parked || stalled_now || chan.mirror().leg_gen.load(Ordering::Acquire) != chan.seen_gen.get() {
             chan.run(|e| e.poll());
             busy = true;
         }
