@@ -55,7 +55,8 @@ use support::{
 // Measured constants
 // ------------------------------------------------------------------------------------------------
 
-/// `bdev_io_cache_size` of every run: the smallest per-thread cache.
+/// `bdev_io_cache_size` of every run that sets none of its own (`Case::cache`): the smallest
+/// per-thread cache.
 const CACHE: u32 = 1;
 
 /// Smallest `bdev_io_pool_size` (cache 1) at which a thick lvol on one plain malloc bdev completes

@@ -72,7 +72,7 @@ impl Channel {
         // SAFETY: not busy (the poller checked): no other reference to the engine is live.
         let e = unsafe { &mut *self.engine.get() };
         let w = &self.stall;
-        let back = e.stats().children_completed - e.backend().rescued;
+        let back = e.stats().children_completed.wrapping_sub(e.backend().rescued);
         // SAFETY: plain reads of SPDK's tick counter.
         let now = unsafe { sys::spdk_get_ticks() };
         let waiting = !e.nobody_waits_for_io() || e.queued_parents() != 0;
