@@ -128,7 +128,7 @@ impl Backend for SpdkBackend {
             leg.inflight += 1;
             return Submitted::InFlight;
         }
-        if rc == -libc::ENOMEM && (self.rescue_busy || (!self.stalled && self.children_in_flight())) {
+        if rc == -libc::ENOMEM && (self.rescue_busy || self.children_in_flight()) {
             // The common refusal under a starved pool, handed back here rather than through
             // `refused`'s call (every resumed child that finds the pool empty again).
             return Submitted::NoMem(child, info);

@@ -295,8 +295,8 @@ pub(super) extern "C" fn poll(arg: *mut c_void) -> c_int {
         }
         // SAFETY: not busy: a quick read-only look.
         let parked = unsafe { &*chan.engine.get() }.has_parked();
-        let stalled_now = !chan.poisoned() && chan.watch_stall();
-        if parked || stalled_now || chan.mirror().leg_gen.load(Ordering::Acquire) != chan.seen_gen.get() {
+        let let_in_more = !chan.poisoned() && chan.watch_stall();
+        if parked || let_in_more || chan.mirror().leg_gen.load(Ordering::Acquire) != chan.seen_gen.get() {
             chan.run(|e| e.poll());
             busy = true;
         }
