@@ -16,10 +16,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use support::{
-    aio_bdev_config, bdev_subsystem, bdevperf_server, check_placement, create_sparse_file, geometry, is_claimed,
-    leg_state, malloc_bdev_config, mirror_config, names, parse_bdevperf_output, read_file, require_spdk, rpc_ok,
-    run_dd, stamps, start_target, tail_lines, test_dir, wait_for_examine_config, wait_until, write_json, BdevperfOpts,
-    RpcError, SpdkEnv, Target,
+    aio_bdev_config, bdev_subsystem, bdevperf_server, check_placement, config_entry, create_sparse_file, geometry,
+    is_claimed, leg_state, malloc_bdev_config, mirror_config, names, parse_bdevperf_output, read_file, require_spdk,
+    rpc_ok, run_dd, stamps, start_target, tail_lines, test_dir, wait_for_examine_config, wait_until, write_json,
+    BdevperfOpts, RpcError, SpdkEnv, Target,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -363,4 +363,80 @@ fn raid10_leg_hot_removed_under_io_then_replaced() {
 fn rebuild_puts_every_copy_where_the_placement_says() {
     let env = require_spdk();
     rebuild_copies_data(&env);
+}
+
+/// A replace under verify with a starved `spdk_bdev_io` pool and host I/O across chunks (raid10
+/// f2, chunk 4 KiB, 12 KiB I/O, QD64 over a pool of 64, cache 1) completes, and so does the
+/// verify. When the bdev layer split such I/O at every chunk for the mirror, its split parents
+/// took the whole pool, each waiting in SPDK's line for its pieces', the replace's window lock
+/// waited for them, and everything stood still for good.
+fn replace_under_a_starved_pool(env: &SpdkEnv) {
+    let case = "starved_replace";
+    let (blocks, bs) = (16384, 4096);
+    let legs = names("sr_m", 3);
+    let (mirror, spare) = ("sr_mirror", "sr_spare");
+    let mut cfg = vec![config_entry(
+        "bdev_set_options",
+        json!({"bdev_io_pool_size": 64, "bdev_io_cache_size": 1}),
+    )];
+    cfg.extend(legs.iter().map(|l| malloc_bdev_config(l, blocks, bs)));
+    cfg.push(malloc_bdev_config(spare, blocks, bs));
+    let mut m = mirror_config(mirror, "raid10", Some("f2"), Some(4), &legs);
+    m["params"]["superblock"] = json!(true);
+    cfg.push(m);
+    cfg.push(wait_for_examine_config());
+    let server = bdevperf_server(
+        env,
+        BdevperfOpts {
+            name: case,
+            config: bdev_subsystem(cfg),
+            queue_depth: 64,
+            io_size: 12288,
+            time_s: 6,
+            extra_args: vec!["-T".into(), mirror.into()],
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{case}: {e}"));
+    let (run, replaced) = std::thread::scope(|s| {
+        let h = s.spawn(|| perform(&server, Value::Null));
+        wait_until(Duration::from_secs(20), "I/O on the mirror's legs", || {
+            server.mirror_info(mirror)["legs"][0]["writes"].as_u64().unwrap_or(0) > 0
+        })
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+        std::thread::sleep(Duration::from_millis(1500));
+        let r = server.rpc(
+            "bdev_mirror_replace_base_bdev",
+            json!({"name": mirror, "base_bdev": legs[0], "new_base_bdev": spare}),
+        );
+        (h.join().expect("perform_tests thread"), r)
+    });
+    assert_eq!(
+        replaced.unwrap_or_else(|e| panic!("{case}: replace: {e}")),
+        json!(true),
+        "{case}: replace"
+    );
+    assert_perform_clean(&format!("{case}: verify across the replace"), run.0, &run.1, &server);
+    let mut last = Value::Null;
+    wait_until(Duration::from_secs(60), "the replace to finish", || {
+        last = server.mirror_info(mirror);
+        last.get("process").is_none() && last["legs"][0]["bdev"] == json!(spare)
+    })
+    .unwrap_or_else(|e| panic!("{case}: {e}; last: {last}\n{}", tail_lines(&server.log(), 30)));
+    assert_eq!(last["state"], json!("online"), "{case}: {last}");
+    let after = perform(&server, json!({"time_in_sec": 2}));
+    assert_perform_clean(&format!("{case}: verify after the replace"), after.0, &after.1, &server);
+    server
+        .shutdown(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+}
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn raid10_replace_under_a_starved_pool_with_io_across_chunks_completes() {
+    let env = require_spdk();
+    replace_under_a_starved_pool(&env);
 }

@@ -4,7 +4,7 @@
 use crate::placement::{Geometry, Level};
 
 /// Most segments one parent may span. Write success is tracked per segment in a `u64`; the SPDK
-/// glue asks the bdev layer to split host I/O at chunk boundaries, so it never sees more than one.
+/// glue asks the bdev layer to cut longer host I/O (`max_request_blocks`).
 pub const MAX_SEGMENTS: u64 = 64;
 
 /// Number of chunk-bounded segments in `[lba, lba + blocks)` (`blocks > 0`).
@@ -21,8 +21,8 @@ pub fn segment_count(geo: &Geometry, lba: u64, blocks: u64) -> u64 {
 /// Longest request (in blocks) that spans at most [`MAX_SEGMENTS`] segments wherever it starts,
 /// `None` when any length does (RAID1: one segment). `MAX_SEGMENTS - 1` chunks and one block:
 /// started in a chunk's last block, that is one block there and whole chunks after. The SPDK
-/// glue gives it to the bdev layer as the unmap and write-zeroes limits, so longer ones arrive
-/// cut to it (reads and writes arrive split at every chunk boundary anyway).
+/// glue gives it to the bdev layer as the read-write, unmap and write-zeroes limits, so longer
+/// ones arrive cut to it.
 pub fn max_request_blocks(geo: &Geometry) -> Option<u64> {
     match geo.level() {
         Level::Raid1 => None,

@@ -9,8 +9,9 @@ use spdk_sys as sys;
 use super::host_io;
 use crate::engine::{ChildInfo, ChildStatus};
 
-/// Most iovecs a child may need when it carries part of its parent's buffer. The bdev layer
-/// splits host I/O at chunk boundaries, so children normally take the parent's iovecs whole.
+/// Most iovecs a child may need when it carries part of its parent's buffer (a RAID10 request
+/// across chunks). A RAID10 bdev asks the bdev layer to cut host I/O with more (`create`), so
+/// a child never needs more; RAID1 children take the parent's iovecs whole.
 pub const MAX_CHILD_IOVS: usize = 32;
 
 /// One child context: an element of a leg's `spdk_mempool`.

@@ -11,6 +11,7 @@ use std::sync::{Mutex, RwLock};
 use spdk_sys as sys;
 
 use super::channel::Channel;
+use super::child_ctx::MAX_CHILD_IOVS;
 use super::error::Fail;
 use super::ffi::noticelog;
 use super::fn_table::{channel_create, channel_destroy, FN_TABLE};
@@ -26,7 +27,7 @@ use super::teardown::free_unregistered;
 use super::uuid::{random_uuid, uuid_bytes, uuid_text};
 use crate::engine::plan::max_request_blocks;
 use crate::engine::{LegStats, ReadPolicy};
-use crate::placement::{Geometry, Level, MAX_LEGS};
+use crate::placement::{Geometry, MAX_LEGS};
 use crate::superblock::{LegEntry, LegRole, MetaLayout, Superblock};
 
 /// Metadata of a mirror being created (`found: None`) or assembled from its legs.
@@ -262,15 +263,20 @@ fn prepare(spec: CreateSpec) -> Result<&'static Mirror, Fail> {
     b.required_alignment = align;
     b.write_cache = write_cache as i32;
     b.uuid = uuid;
-    if spec.geo.level() == Level::Raid10 {
-        // Children never straddle a chunk: the bdev layer splits host I/O for us.
-        b.optimal_io_boundary = spec.geo.chunk_blocks() as u32;
-        b.__bindgen_anon_1.set_split_on_optimal_io_boundary(1);
-    }
-    // Unmap and write-zeroes are not split at chunks; the engine takes at most MAX_SEGMENTS
-    // chunks a request, so have the bdev layer cut longer ones (a whole-device discard).
+    // RAID10: the engine cuts a request at chunk boundaries itself (its children carry their
+    // part of the host's iovecs) and takes at most MAX_SEGMENTS chunks a request, so have the
+    // bdev layer cut only longer ones (a whole-device discard, a huge read or write), and those
+    // with more iovecs than a child can carry. Not split at every chunk by the bdev layer, as it
+    // was: its split parents each hold an `spdk_bdev_io` while they wait in SPDK's line for
+    // their pieces', which no parked child of ours can pass, and under a starved pool they
+    // held it all (a replace's range lock waiting for them, host I/O held up behind it, for
+    // good). The boundary stays as a hint for hosts.
     if let Some(max) = max_request_blocks(&spec.geo) {
         let max = max.min(u32::MAX as u64) as u32;
+        b.optimal_io_boundary = spec.geo.chunk_blocks() as u32;
+        b.max_rw_size = max;
+        b.max_num_segments = MAX_CHILD_IOVS as u32;
+        b.max_segment_size = u32::MAX;
         b.max_unmap = max;
         b.max_unmap_segments = 1;
         b.max_write_zeroes = max;
