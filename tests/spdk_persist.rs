@@ -1,9 +1,10 @@
 //! Persistence of the mirror across process lifetimes, checked on aio legs over sparse files that
 //! outlive the SPDK apps: the superblock lets a restarted target assemble the mirror by itself
 //! (also with a corrupt leg left out), the write-intent bitmap makes a crash cost a resync of the
-//! dirty regions only and a re-added leg a copy of what changed while it was away, a full rebuild
-//! reports progress and keeps to its bandwidth cap, and `bdev_mirror_check` finds and repairs
-//! legs that disagree. The leg files are read directly to judge the outcome.
+//! dirty regions only (reads meanwhile returning what the resync keeps) and a re-added leg a copy
+//! of what changed while it was away, a full rebuild reports progress and keeps to its bandwidth
+//! cap, and `bdev_mirror_check` finds and repairs legs that disagree. The leg files are read
+//! directly to judge the outcome.
 //!
 //! The tests take turns (one lock) so that rates and timings are not skewed by each other on a
 //! small CI machine.
@@ -198,35 +199,37 @@ fn finished_job(what: &str, res: Result<Value, support::RpcError>, server: &Targ
     job
 }
 
-// ------------------------------------------------------------------------------------------------
-
-#[test]
-#[cfg_attr(
-    not(spdk),
-    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
-)]
-fn kill9_mid_write_then_restart_resyncs_to_identical_legs() {
-    let _turn = serial();
-    let env = require_spdk();
-    let core = lease_core();
-    let mask = core.mask();
-    let dir = test_dir("persist_kill9");
-    let files = leg_files(&dir, 2, 64 * MIB);
-    // Writes go to the first 2 MiB only: two bitmap regions.
-    let range_blocks = 2 * MIB / BS as u64;
-    let jobs = job_file(&dir, "mir", 0, range_blocks);
+/// Writes the first `range_mib` MiB (as many bitmap regions) of a new two-leg raid1 `mir` over
+/// aio `aio0` and `EE_aio1` (an error bdev over `aio1`) on two new files in `dir` (created with `extra`) in
+/// `io_size` writes at QD4, then holds
+/// every write to `EE_aio1` and SIGKILLs the app while writes are out: `aio0` holds data `aio1`
+/// does not (the first four writes' blocks), inside dirty regions. Returns the leg files, the
+/// mirror's uuid and its data region on the legs (bytes).
+fn crash_with_legs_apart(
+    env: &SpdkEnv,
+    name: &str,
+    mask: &str,
+    dir: &TestDir,
+    extra: Value,
+    range_mib: u64,
+    io_size: u64,
+) -> (Vec<PathBuf>, Value, (u64, u64)) {
+    let files = leg_files(dir, 2, 64 * MIB);
+    let range_blocks = range_mib * MIB / BS as u64;
+    let jobs = job_file(dir, "mir", 0, range_blocks);
     let server = bdevperf_server(
-        &env,
+        env,
         BdevperfOpts {
-            name: "persist_kill9",
+            name,
             config: bdev_subsystem(vec![
                 aio_bdev_config("aio0", &files[0], BS),
                 aio_bdev_config("aio1", &files[1], BS),
                 config_entry("bdev_error_create", json!({"base_name": "aio1"})),
-                mirror_create("mir", &["aio0", "EE_aio1"], json!({})),
+                mirror_create("mir", &["aio0", "EE_aio1"], extra),
                 wait_for_examine_config(),
             ]),
             queue_depth: 4,
+            io_size,
             workload: "write",
             time_s: 1,
             cores_mask: mask,
@@ -247,9 +250,10 @@ fn kill9_mid_write_then_restart_resyncs_to_identical_legs() {
         &server,
     );
     let ios = lap["iops"].as_f64().unwrap_or(0.0) * lap["runtime"].as_f64().unwrap_or(0.0);
-    assert!(ios > 2.0 * (range_blocks / 8) as f64, "phase 1 wrote too little: {lap}");
+    let per_lap = (range_blocks * BS as u64 / io_size) as f64;
+    assert!(ios > 2.0 * per_lap, "phase 1 wrote too little: {lap}");
     let m = server.mirror_info("mir");
-    assert_eq!(dirty_regions(&m), 2, "the written range covers two regions: {m}");
+    assert_eq!(dirty_regions(&m), range_mib, "the written range's regions: {m}");
 
     // Phase 2: EE_aio1 holds every write, so only aio0 gets the new data and the mirror's writes
     // never complete; then the process dies.
@@ -282,7 +286,24 @@ fn kill9_mid_write_then_restart_resyncs_to_identical_legs() {
         "legs differ outside the written range: {:?}",
         &diff[..diff.len().min(8)]
     );
-    drop(server);
+    (files, uuid, region)
+}
+
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn kill9_mid_write_then_restart_resyncs_to_identical_legs() {
+    let _turn = serial();
+    let env = require_spdk();
+    let core = lease_core();
+    let mask = core.mask();
+    let dir = test_dir("persist_kill9");
+    let range_blocks = 2 * MIB / BS as u64;
+    let (files, uuid, region) = crash_with_legs_apart(&env, "persist_kill9", mask, &dir, json!({}), 2, 4096);
 
     // Restart with plain aio bdevs, in the other order: the mirror must assemble by itself and
     // resync the dirty regions.
@@ -307,6 +328,73 @@ fn kill9_mid_write_then_restart_resyncs_to_identical_legs() {
     assert!(!t.log().contains("BUG"), "{}", tail_lines(&t.log(), 40));
     t.shutdown(Duration::from_secs(20)).expect("clean shutdown");
     assert_legs_identical(&[&files[0], &files[1]], region, "after the resync");
+}
+
+/// After a crash the copies of a dirty region may differ until the resync reaches it, and the
+/// resync copies the first in-sync copy (aio0) over the others. Reads there must go to that copy
+/// (md's `choose_first`) whatever the read policy says, or a read returns data the resync then
+/// overwrites: the same block read twice without a write in between would change. Here the
+/// policy prefers aio1 (the stale copy) and the resync crawls at 1 MB/s, so spdk_dd reads the
+/// range through the mirror while its regions still await the resync.
+#[test]
+#[cfg_attr(
+    not(spdk),
+    ignore = "SPDK not installed (no SPDK_DIR, no pkg-config spdk_bdev): SPDK integration tests skipped"
+)]
+fn reads_awaiting_resync_return_what_the_resync_keeps() {
+    let _turn = serial();
+    let env = require_spdk();
+    let core = lease_core();
+    let mask = core.mask();
+    let dir = test_dir("persist_pinned_reads");
+    let tunables = json!({"read_policy": "preferred", "preferred_leg": 1, "rebuild_max_mb_per_s": 1});
+    // 8 regions written, the resync takes 8 s; the four writes held, of 512 KiB, span the first
+    // two regions, the second of which it reaches after a second.
+    let (files, _, region) = crash_with_legs_apart(&env, "persist_pinned_reads", mask, &dir, tunables, 8, 512 * 1024);
+    let range = 2 * MIB;
+    let kept = read_range(&files[0], region.0, range);
+    let stale = read_range(&files[1], region.0, range);
+
+    // Restarted under spdk_dd, which reads the range as soon as the mirror is assembled.
+    let out = dir.join("read.bin");
+    let config = bdev_subsystem(vec![
+        aio_bdev_config("aio1", &files[1], BS),
+        aio_bdev_config("aio0", &files[0], BS),
+        wait_for_examine_config(),
+    ]);
+    let count = (range / 65536).to_string();
+    let args = [
+        "--ib",
+        "mir",
+        "--of",
+        out.to_str().unwrap(),
+        "--bs",
+        "65536",
+        "--count",
+        &count,
+    ];
+    let log = support::spdk_dd(&env, config, &args, true, Duration::ZERO).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        log.contains("resync started"),
+        "the restart must resync the dirty regions:\n{}",
+        tail_lines(&log, 20)
+    );
+    let read = fs::read(&out).unwrap();
+    assert_eq!(read.len() as u64, range, "spdk_dd read a short range");
+    let wrong = differing_blocks(&read, &kept);
+    let not_stale = differing_blocks(&read, &stale);
+    assert!(
+        wrong.is_empty(),
+        "{} blocks read during the resync are not what it keeps (first {:?}); {} of them are the stale copy's",
+        wrong.len(),
+        &wrong[..wrong.len().min(8)],
+        wrong.iter().filter(|b| !not_stale.contains(b)).count()
+    );
+    assert!(
+        !log.contains("resync complete"),
+        "the read must race the resync, not follow it:\n{}",
+        tail_lines(&log, 20)
+    );
 }
 
 #[test]
