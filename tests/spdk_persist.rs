@@ -199,12 +199,12 @@ fn finished_job(what: &str, res: Result<Value, support::RpcError>, server: &Targ
     job
 }
 
-/// Writes the first `range_mib` MiB (as many bitmap regions) of a new two-leg raid1 `mir` over
-/// aio `aio0` and `EE_aio1` (an error bdev over `aio1`) on two new files in `dir` (created with `extra`) in
-/// `io_size` writes at QD4, then holds
-/// every write to `EE_aio1` and SIGKILLs the app while writes are out: `aio0` holds data `aio1`
-/// does not (the first four writes' blocks), inside dirty regions. Returns the leg files, the
-/// mirror's uuid and its data region on the legs (bytes).
+/// Writes the first `range_mib` MiB (as many bitmap regions) of a new two-leg raid1 `mir`
+/// (created with `extra`) over aio `aio0` and `EE_aio1` (an error bdev over `aio1`) on two new
+/// files in `dir`, in `io_size` writes at QD4; then holds every write to `EE_aio1` and SIGKILLs
+/// the app while writes are out: `aio0` holds data `aio1` does not (the first four writes'
+/// blocks), inside dirty regions. Returns the leg files, the mirror's uuid and its data region
+/// on the legs (bytes).
 fn crash_with_legs_apart(
     env: &SpdkEnv,
     name: &str,
